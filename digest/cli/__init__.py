@@ -1,0 +1,70 @@
+"""`digest`: the operator's command line. Every command takes --config and never shows a traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from digest.cli.context import state
+from digest.errors import UserError
+
+app = typer.Typer(
+    help="Weekly AI Tool Verdicts: ingest comparisons, pick the week's best, send the digest.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _root(
+    config: str = typer.Option(None, "--config", "-c", help="Path to config.toml (default: ./config.toml or $DIGEST_CONFIG).",
+                               metavar="PATH"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
+) -> None:
+    state.config_path = config
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from digest.cli import pipeline, subscribers_cmd  # noqa: F401  (commands register themselves)
+
+    for module in _optional_modules():
+        __import__(module)
+
+
+def _optional_modules() -> list[str]:
+    """Command modules other parts add; each registers on `app` when imported."""
+    import importlib.util
+
+    names = ["digest.cli.serve_cmd", "digest.cli.preview_cmd", "digest.cli.delivery_cmd", "subscribers.cli"]
+    return [n for n in names if importlib.util.find_spec(n) is not None]
+
+
+def main() -> None:
+    _register()
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("DIGEST_DEBUG"):
+            raise
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            err.print(f"error: database: {str(exc.orig).strip().splitlines()[0]}", markup=False)
+        else:
+            err.print(f"error: unexpected {type(exc).__name__}: {exc} (DIGEST_DEBUG=1 shows the traceback)",
+                      markup=False)
+        sys.exit(1)

@@ -1,0 +1,266 @@
+"""Pipeline commands: db upgrade, ingest, comparisons list, select, send, demo."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timezone
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from digest.cli import app
+from digest.cli.context import out, print_json, runtime
+from digest.cycle import (
+    check_not_future,
+    current_selection,
+    cutoff_for,
+    get_or_create_issue,
+    resolve_week,
+    send_week,
+)
+from digest.errors import UserError
+from digest.ingest.sources import expand
+from digest.ingest.store import upsert
+from digest.selection import Selection, resolve_slugs
+from digest.storage.db import current_revision, head_revision, upgrade
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue
+from digest.weeks import as_utc
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+comparisons_app = typer.Typer(help="Stored comparisons.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(comparisons_app, name="comparisons")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (every command also does this on a new database)."""
+    from digest.runtime import open_runtime
+    from digest.cli.context import state
+
+    rt = open_runtime(state.config_path, migrate=False)
+    applied = upgrade(rt.engine)
+    out.print(f"database at revision {current_revision(rt.engine)}" + (" (upgraded)" if applied else " (up to date)"))
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the schema revision and the head revision."""
+    from digest.runtime import open_runtime
+    from digest.cli.context import state
+
+    rt = open_runtime(state.config_path, migrate=False)
+    out.print(f"current: {current_revision(rt.engine) or 'empty'}  head: {head_revision(rt.engine)}")
+
+
+def parse_date(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(0, 0), timezone.utc)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option}: {value!r} is not a date (YYYY-MM-DD or ISO 8601 date-time)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@app.command()
+def ingest(
+    sources: list[str] = typer.Argument(..., help="Page-text (.txt) or JSON files, folders of them, or http(s) URLs of a JSON list.",
+                                        metavar="PATH_OR_URL..."),
+    published: str = typer.Option(None, "--published", help="Publication date for the items (YYYY-MM-DD); default: now."),
+    url: str = typer.Option(None, "--url", help="Comparison URL for a single page-text item (default: site_url/<slug>)."),
+) -> None:
+    """Read comparisons and upsert them by slug. A file with an error stores nothing."""
+    when = parse_date(published, "--published")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise UserError(f"--url: {url!r} is not an http(s) URL")
+    rt = runtime()
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    failures = 0
+    for source in expand(sources):
+        if source.error:
+            failures += 1
+            out.print(f"[red]error[/red] {source.error}", markup=True, highlight=False)
+            continue
+        items = source.items or []
+        if url is not None:
+            if len(items) != 1:
+                raise UserError(f"--url: only for a single comparison, but {source.name} holds {len(items)}")
+            items = [items[0].model_copy(update={"url": url})]
+        with rt.sessions.begin() as session:
+            results = upsert(session, items, default_url=rt.settings.site.site_url + "/compare", published=when)
+        for r in results:
+            counts[r.action] += 1
+            if r.action != "unchanged":
+                out.print(f"{r.action:9} {r.slug}  ({source.name})", markup=False)
+    out.print(f"ingest: {counts['added']} added, {counts['updated']} updated, {counts['unchanged']} unchanged, "
+              f"{failures} source(s) with errors", markup=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+@comparisons_app.command("list")
+def comparisons_list(as_json: bool = typer.Option(False, "--json", help="Every field, quotes included.")) -> None:
+    """Print the stored comparisons, newest first."""
+    rt = runtime()
+    with rt.sessions() as session:
+        rows = list(session.scalars(select(Comparison).order_by(Comparison.published_at.desc(), Comparison.slug)))
+    if as_json:
+        print_json([{**r.data, "slug": r.slug, "url": r.url, "published_at": as_utc(r.published_at).isoformat(),
+                     "community_votes": r.community_votes, "content_hash": r.content_hash} for r in rows])
+        return
+    table = Table("slug", "published", "A ship", "B ship", "quotes")
+    for r in rows:
+        tools = r.data["tools"]
+        table.add_row(r.slug, f"{as_utc(r.published_at):%Y-%m-%d %H:%M}", f"{tools[0]['panel_ship']}%",
+                      f"{tools[1]['panel_ship']}%", str(len(r.data.get("quotes", []))))
+    out.print(table)
+    out.print(f"{len(rows)} comparison(s)")
+
+
+def _print_selection(sel: Selection, status: str) -> None:
+    table = Table("#", "slug", "score", "panel", "community", "freshness", "")
+    for i, p in enumerate(sel.picks, 1):
+        table.add_row(str(i), p.comparison.slug, f"{p.score:.3f}", f"{p.parts['panel']:.3f}",
+                      f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}", "pinned" if p.pinned else "")
+    out.print(f"issue {sel.week} ({status}); cut-off {sel.cutoff:%Y-%m-%d %H:%M} UTC, "
+              f"window from {sel.window_start:%Y-%m-%d %H:%M}; {sel.candidates} candidate(s)", markup=False)
+    out.print(table)
+    if sel.skip_reason:
+        out.print(f"skipped: {sel.skip_reason}", markup=False)
+
+
+@app.command("select")
+def select_cmd(
+    week: str = typer.Option(None, "--week", help="ISO week key, e.g. 2026-W47 (default: this week)."),
+    pin: list[str] = typer.Option([], "--pin", help="Always include this slug (kept on the week's draft issue)."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Never include this slug (kept on the draft)."),
+    clear: bool = typer.Option(False, "--clear", help="Forget the draft's pins and excludes first."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show the picks for a week's issue, each with its score and the parts of it."""
+    rt = runtime()
+    wk = resolve_week(rt, week)
+    with rt.sessions() as session:
+        if pin or exclude:
+            resolve_slugs(session, pin, "--pin")
+            resolve_slugs(session, exclude, "--exclude")
+    issue_id = get_or_create_issue(rt, wk) if (pin or exclude or clear) else None
+    with rt.sessions.begin() as session:
+        issue = session.scalar(select(Issue).where(Issue.week == wk.key))
+        if issue is not None and issue.status in (ISSUE_SENDING, ISSUE_SENT):
+            if pin or exclude or clear:
+                raise UserError(f"week: issue {wk.key} is already {issue.status}; its picks can no longer change")
+            sel = _frozen_selection(issue)
+            status = issue.status
+        else:
+            if issue is not None and issue_id is not None:
+                pins = [] if clear else list(issue.pins or [])
+                excludes = [] if clear else list(issue.excludes or [])
+                for s in pin:
+                    if s in excludes:
+                        excludes.remove(s)
+                    if s not in pins:
+                        pins.append(s)
+                for s in exclude:
+                    if s in pins:
+                        pins.remove(s)
+                    if s not in excludes:
+                        excludes.append(s)
+                issue.pins, issue.excludes = pins, excludes
+            cutoff = cutoff_for(rt, wk, manual=True)
+            if issue is None:
+                from digest.selection import select_picks
+
+                sel = select_picks(session, rt.settings.selection, week=wk.key, cutoff=cutoff)
+            else:
+                sel = current_selection(rt, session, issue, cutoff)
+            status = "draft"
+    if as_json:
+        print_json({**sel.as_dict(), "status": status})
+    else:
+        _print_selection(sel, status)
+
+
+def _frozen_selection(issue: Issue) -> Selection:
+    from digest.selection import Pick
+
+    cutoff = as_utc(issue.cutoff_at or issue.created_at)
+    sel = Selection(week=issue.week, cutoff=cutoff, window_start=cutoff, candidates=len(issue.items))
+    sel.picks = [Pick(i.comparison, i.score, dict(i.score_parts), i.pinned) for i in issue.items]
+    return sel
+
+
+@app.command()
+def send(
+    week: str = typer.Option(None, "--week", help="ISO week key (default: this week)."),
+) -> None:
+    """Create, render, enqueue and send a week's issue. Running it again sends nothing more."""
+    rt = runtime()
+    wk = resolve_week(rt, week)
+    check_not_future(rt, wk)
+    result = send_week(rt, wk, manual=True)
+    p = result.prepared
+    if p.skip_reason:
+        out.print(f"issue {p.week}: skipped — {p.skip_reason}", markup=False)
+        return
+    for w in p.warnings:
+        out.print(f"warning: {w}", markup=False)
+    s = result.summary
+    if s is None:
+        out.print(f"issue {p.week}: already sent; nothing more to send", markup=False)
+        return
+    picks = len(p.selection.picks) if p.selection else None
+    head = f"issue {p.week}: " + (f"{picks} pick(s), {p.recipients} recipient(s) enqueued; " if p.frozen_now else "resumed; ")
+    out.print(head + f"{s.sent} sent, {s.failed} failed, {s.dropped} dropped", markup=False)
+    if rt.config.transport_kind == "outbox":
+        folder = rt.outbox_dir / p.week
+        out.print(f"files written: {s.sent} under {folder}", markup=False)
+    for e in s.errors:
+        out.print(f"error: {e}", markup=False)
+    if s.stopped:
+        raise UserError(f"send stopped: {s.stopped}")
+    if s.failed:
+        raise typer.Exit(1)
+
+
+DEMO_PEOPLE = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace Hopper"),
+               ("linus@example.net", "Linus Example")]
+
+
+@app.command()
+def demo() -> None:
+    """The whole cycle on the embedded default: ingest the samples, add 3 readers, send this week's issue."""
+    from subscribers.api import add_subscriber
+
+    rt = runtime()
+    samples = rt.config.resolve("samples/comparisons")
+    if not samples.is_dir():
+        raise UserError(f"{samples}: sample comparisons not found")
+    for source in expand([str(samples)]):
+        if source.error:
+            raise UserError(source.error)
+        with rt.sessions.begin() as session:
+            for r in upsert(session, source.items or [], default_url=rt.settings.site.site_url + "/compare"):
+                out.print(f"comparison {r.action:9} {r.slug}", markup=False)
+    with rt.sessions.begin() as session:
+        for email, name in DEMO_PEOPLE:
+            r = add_subscriber(session, email, name=name, confirmed=True, source="demo")
+            out.print(f"subscriber {r.action:9} {email}", markup=False)
+    wk = resolve_week(rt, None)
+    before = _count_files(rt.outbox_dir / wk.key)
+    result = send_week(rt, wk, manual=True)
+    after = _count_files(rt.outbox_dir / wk.key)
+    p = result.prepared
+    if p.skip_reason:
+        raise UserError(f"issue {p.week} skipped: {p.skip_reason}")
+    out.print(f"issue {p.week}: {after - before} new file(s) written; the outbox holds {after} for this week",
+              markup=False)
+    out.print(f"outbox: {rt.outbox_dir / wk.key}", markup=False)
+
+
+def _count_files(folder: Path) -> int:
+    return len(list(folder.glob("*.eml"))) if folder.is_dir() else 0

@@ -1,0 +1,307 @@
+"""Operator settings: `config.toml` validated with pydantic, secrets from the environment.
+
+A bad setting must stop the program with one line that names the key, the value
+and what is allowed, so `load_config` turns pydantic's errors into `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from digest.errors import ConfigError
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_EMAILISH = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_email(value: str) -> str:
+    if value and not _EMAILISH.match(value):
+        raise ValueError("is not an email address")
+    return value
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("is not an http(s) URL")
+    return value.rstrip("/")
+
+
+class SiteSettings(_Section):
+    name: str = Field("Weekly AI Tool Verdicts", min_length=1, max_length=80)
+    tagline: str = "New AI tools ship daily. We compare them before you waste an afternoon."
+    site_url: str = "https://verdicts.example.com"
+    public_url: str = "http://127.0.0.1:8000"
+    postal_address: str = Field("Weekly AI Tool Verdicts, 1 Example Street, London", min_length=1)
+    language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    allowed_origins: list[str] = ["http://localhost:8000", "http://127.0.0.1:8000"]
+
+    _urls = field_validator("site_url", "public_url")(_check_url)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [_check_url(v) for v in value]
+
+
+class SenderSettings(_Section):
+    from_email: str = "verdicts@example.com"
+    from_name: str = "Weekly AI Tool Verdicts"
+    reply_to: str = ""
+    unsubscribe_mailto: str = "unsubscribe@example.com"
+
+    _emails = field_validator("from_email", "reply_to", "unsubscribe_mailto")(_check_email)
+
+    @field_validator("from_name")
+    @classmethod
+    def _no_newlines(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("must be one line")
+        return value
+
+
+class ScheduleSettings(_Section):
+    day: str = "monday"
+    time: str = "09:00"
+    timezone: str = "Europe/London"
+    max_lateness_hours: float = Field(6, ge=0)
+    misfire_grace_seconds: int = Field(3600, ge=1)
+    feeds: list[str] = []
+
+    @field_validator("day")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        if value.lower() not in WEEKDAYS:
+            raise ValueError(f"is not a weekday (one of {', '.join(WEEKDAYS)})")
+        return value.lower()
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        m = re.match(r"^(\d{1,2}):(\d{2})$", value)
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            raise ValueError("is not a time of day (HH:MM, 24 h)")
+        return f"{int(m.group(1)):02d}:{m.group(2)}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not an IANA time zone (e.g. Europe/London)") from None
+        return value
+
+    @field_validator("feeds")
+    @classmethod
+    def _feeds(cls, value: list[str]) -> list[str]:
+        return [_check_url(v) for v in value]
+
+    @property
+    def weekday_index(self) -> int:
+        return WEEKDAYS.index(self.day)
+
+    @property
+    def hour_minute(self) -> tuple[int, int]:
+        hh, mm = self.time.split(":")
+        return int(hh), int(mm)
+
+
+class SelectionSettings(_Section):
+    window_days: int = Field(7, ge=1, le=365)
+    max_items: int = Field(5, ge=1, le=20)
+    min_items: int = Field(2, ge=1, le=20)
+    weight_panel: float = Field(0.5, ge=0)
+    weight_community: float = Field(0.3, ge=0)
+    weight_freshness: float = Field(0.2, ge=0)
+    community_prior_votes: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SelectionSettings":
+        if self.min_items > self.max_items:
+            raise ValueError(f"min_items ({self.min_items}) is larger than max_items ({self.max_items})")
+        if self.weight_panel + self.weight_community + self.weight_freshness <= 0:
+            raise ValueError("the weights add up to 0; at least one must be positive")
+        return self
+
+
+class StorageSettings(_Section):
+    sqlite_path: str = "var/digest.db"
+
+
+class TransportSettings(_Section):
+    kind: Literal["outbox", "resend", "smtp"] = "outbox"
+    outbox_dir: str = "var/outbox"
+
+
+class ResendSettings(_Section):
+    requests_per_second: float = Field(2.0, gt=0, le=1000)
+    batch_size: int = Field(100, ge=1, le=100)
+    max_attempts: int = Field(6, ge=1, le=50)
+    timeout_seconds: float = Field(30, gt=0)
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    timeout_seconds: float = Field(30, gt=0)
+
+
+class TemplateSettings(_Section):
+    dir: str = "templates/email"
+
+
+class SubscribeSettings(_Section):
+    confirm_expiry_days: int = Field(7, ge=1, le=365)
+    confirmation_resend_minutes: int = Field(10, ge=0)
+    check_deliverability: bool = False
+    per_ip_per_minute: int = Field(10, ge=1)
+    per_address_per_hour: int = Field(5, ge=1)
+
+
+class PreviewSettings(_Section):
+    test_recipients: list[str] = []
+
+    @field_validator("test_recipients")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if not _EMAILISH.match(v):
+                raise ValueError(f"{v!r} is not an email address")
+        return value
+
+
+class Settings(_Section):
+    site: SiteSettings = SiteSettings()
+    sender: SenderSettings = SenderSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    selection: SelectionSettings = SelectionSettings()
+    storage: StorageSettings = StorageSettings()
+    transport: TransportSettings = TransportSettings()
+    resend: ResendSettings = ResendSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    templates: TemplateSettings = TemplateSettings()
+    subscribe: SubscribeSettings = SubscribeSettings()
+    preview: PreviewSettings = PreviewSettings()
+
+
+class Config:
+    """Validated settings plus where they came from and the environment's secrets."""
+
+    def __init__(self, settings: Settings, path: Path, env: dict[str, str]):
+        self.settings = settings
+        self.path = path
+        self.base_dir = path.parent
+        self.env = env
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def var_dir(self) -> Path:
+        return self.resolve("var")
+
+    @property
+    def database_url(self) -> str:
+        url = self.env.get("DIGEST_DATABASE_URL", "").strip()
+        if url:
+            return url
+        return f"sqlite:///{self.resolve(self.settings.storage.sqlite_path)}"
+
+    @property
+    def transport_kind(self) -> str:
+        return self.env.get("DIGEST_TRANSPORT", "").strip() or self.settings.transport.kind
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.resolve(self.settings.transport.outbox_dir)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.resolve(self.settings.templates.dir)
+
+    @property
+    def resend_api_key(self) -> str:
+        return self.env.get("RESEND_API_KEY", "")
+
+    @property
+    def webhook_secret(self) -> str:
+        return self.env.get("RESEND_WEBHOOK_SECRET", "")
+
+    @property
+    def smtp_password(self) -> str:
+        return self.env.get("DIGEST_SMTP_PASSWORD", "")
+
+    @property
+    def secret_key(self) -> str:
+        """DIGEST_SECRET_KEY, or a key generated once under var/ for the embedded default."""
+        key = self.env.get("DIGEST_SECRET_KEY", "").strip()
+        if key:
+            return key
+        path = self.var_dir / "secret.key"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def _format_error(path: Path, err: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ())]
+    key = ".".join(loc)
+    value: Any = raw
+    for part in loc:
+        value = value.get(part) if isinstance(value, dict) else None
+    msg = err.get("msg", "is not valid")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err.get("type") == "extra_forbidden":
+        return f"{path.name}: {key}: unknown setting"
+    if err.get("type") == "literal_error":
+        return f"{path.name}: {key}: {value!r} is not allowed ({msg[msg.find('Input should be ') + 16:] if 'Input should be ' in msg else msg})"
+    if value is None or isinstance(value, dict):
+        return f"{path.name}: {key}: {msg}"
+    if msg.startswith("is ") or msg.startswith("must "):
+        return f"{path.name}: {key}: {value!r} {msg}"
+    return f"{path.name}: {key}: {value!r}: {msg}"
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read and validate config; raises ConfigError with one clear line."""
+    env = dict(os.environ if env is None else env)
+    cfg_path = Path(path or env.get("DIGEST_CONFIG") or "config.toml").expanduser().resolve()
+    if not cfg_path.exists():
+        raise ConfigError(f"{cfg_path}: config file not found (pass --config PATH)")
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8-sig"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path.name}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path.name}: cannot be read: {exc}") from None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(cfg_path, exc.errors()[0], raw)) from None
+    transport = env.get("DIGEST_TRANSPORT", "").strip()
+    if transport and transport not in ("outbox", "resend", "smtp"):
+        raise ConfigError(f"DIGEST_TRANSPORT: {transport!r} is not a transport (outbox, resend or smtp)")
+    db_url = env.get("DIGEST_DATABASE_URL", "").strip()
+    if db_url and not (db_url.startswith("sqlite") or db_url.startswith("postgresql")):
+        raise ConfigError("DIGEST_DATABASE_URL: must start with sqlite:/// or postgresql+psycopg://")
+    return Config(settings, cfg_path, env)

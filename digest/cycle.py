@@ -1,0 +1,166 @@
+"""The weekly cycle for one week: get the issue, select, render, enqueue (freeze), send.
+
+Freezing happens in one transaction that holds the issue row: whoever gets there
+first renders and enqueues; anyone later (a second scheduler, a retry, a manual
+run) finds the issue frozen and can only help send its remaining batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from digest.errors import UserError
+from digest.render.issue_email import compile_issue
+from digest.runtime import Runtime
+from digest.selection import Selection, select_picks
+from digest.storage.models import (
+    ISSUE_DRAFT,
+    ISSUE_SENDING,
+    ISSUE_SENT,
+    ISSUE_SKIPPED,
+    Issue,
+    IssueItem,
+)
+from digest.delivery.enqueue import enqueue_issue
+from digest.delivery.sender import Sender, SendSummary, mark_sent_if_done
+from digest.delivery.transports import make_transport
+from digest.delivery.transports.base import Transport
+from digest.weeks import Week, as_utc, current_week, utcnow
+
+
+@dataclass
+class Prepared:
+    issue_id: int | None
+    week: str
+    status: str  # sending | sent | skipped
+    selection: Selection | None = None
+    recipients: int = 0
+    frozen_now: bool = False
+    warnings: list[str] = field(default_factory=list)
+    skip_reason: str | None = None
+
+
+def cutoff_for(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None) -> datetime:
+    """Scheduled send time, or now for the current week's issue sent by hand."""
+    now = now or utcnow()
+    if manual and week == current_week(rt.settings.schedule, now):
+        return now
+    return week.slot(rt.settings.schedule)
+
+
+def get_or_create_issue(rt: Runtime, week: Week) -> int:
+    """Invariant 1: the unique week key makes a concurrent second insert fail; we then read the winner's."""
+    with rt.sessions() as session:
+        found = session.scalar(select(Issue.id).where(Issue.week == week.key))
+        if found is not None:
+            return found
+        issue = Issue(week=week.key, status=ISSUE_DRAFT, pins=[], excludes=[],
+                      scheduled_for=week.slot(rt.settings.schedule))
+        session.add(issue)
+        try:
+            session.commit()
+            return issue.id
+        except IntegrityError:
+            session.rollback()
+    with rt.sessions() as session:
+        found = session.scalar(select(Issue.id).where(Issue.week == week.key))
+        assert found is not None
+        return found
+
+
+def _lock_issue(session: Session, rt: Runtime, issue_id: int) -> Issue:
+    q = select(Issue).where(Issue.id == issue_id).options(selectinload(Issue.items).selectinload(IssueItem.comparison))
+    if rt.on_postgres:
+        q = q.with_for_update(of=Issue)
+    issue = session.scalar(q)
+    assert issue is not None
+    return issue
+
+
+def current_selection(rt: Runtime, session: Session, issue: Issue, cutoff: datetime) -> Selection:
+    return select_picks(session, rt.settings.selection, week=issue.week, cutoff=cutoff,
+                        pins=list(issue.pins or []), excludes=list(issue.excludes or []), issue_id=issue.id)
+
+
+def store_picks(session: Session, issue: Issue, sel: Selection) -> None:
+    issue.items.clear()
+    session.flush()
+    for rank, pick in enumerate(sel.picks, start=1):
+        issue.items.append(IssueItem(comparison_id=pick.comparison.id, comparison=pick.comparison, rank=rank,
+                                     score=pick.score, score_parts=pick.parts, pinned=pick.pinned))
+    session.flush()
+
+
+def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None) -> Prepared:
+    """Freeze the week's issue (select, render, enqueue) unless it already is."""
+    issue_id = get_or_create_issue(rt, week)
+    with rt.sessions.begin() as session:
+        issue = _lock_issue(session, rt, issue_id)
+        if issue.status in (ISSUE_SENDING, ISSUE_SENT):
+            return Prepared(issue.id, issue.week, issue.status)
+        cutoff = cutoff_for(rt, week, manual=manual, now=now)
+        sel = current_selection(rt, session, issue, cutoff)
+        if sel.skip_reason:
+            issue.status, issue.skip_reason, issue.cutoff_at = ISSUE_SKIPPED, sel.skip_reason, cutoff
+            return Prepared(issue.id, issue.week, ISSUE_SKIPPED, selection=sel, skip_reason=sel.skip_reason)
+        store_picks(session, issue, sel)
+        issue.number = (session.scalar(select(func.count()).select_from(Issue)
+                                       .where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT]))) or 0) + 1
+        compiled = compile_issue(rt.config, issue)
+        issue.subject, issue.preheader = compiled.subject, compiled.preheader
+        issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
+        issue.cutoff_at, issue.skip_reason = cutoff, None
+        count = enqueue_issue(session, issue.id, rt.settings.resend.batch_size)
+        issue.status, issue.enqueued_at = ISSUE_SENDING, utcnow()
+        return Prepared(issue.id, issue.week, ISSUE_SENDING, selection=sel, recipients=count,
+                        frozen_now=True, warnings=compiled.warnings)
+
+
+def resolve_week(rt: Runtime, key: str | None, now: datetime | None = None) -> Week:
+    return Week.parse(key) if key else current_week(rt.settings.schedule, now)
+
+
+def check_not_future(rt: Runtime, week: Week, now: datetime | None = None) -> None:
+    if week > current_week(rt.settings.schedule, now):
+        raise UserError(f"week: {week.key} is in the future; an issue can be sent in its own week or later")
+
+
+def is_overdue(rt: Runtime, week: Week, now: datetime | None = None) -> bool:
+    """Past the slot by more than max_lateness: only an operator sends it."""
+    now = now or utcnow()
+    lateness = (now - as_utc(week.slot(rt.settings.schedule))).total_seconds() / 3600
+    return lateness > rt.settings.schedule.max_lateness_hours
+
+
+@dataclass
+class CycleResult:
+    prepared: Prepared
+    summary: SendSummary | None = None
+
+
+def send_week(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None,
+              transport: Transport | None = None, stop: threading.Event | None = None,
+              on_batch: Callable[[SendSummary], None] | None = None) -> CycleResult:
+    """Prepare the week's issue and send whatever of it is still unsent."""
+    prepared = prepare(rt, week, manual=manual, now=now)
+    if prepared.status == ISSUE_SKIPPED or prepared.issue_id is None:
+        return CycleResult(prepared)
+    if prepared.status == ISSUE_SENT:
+        return CycleResult(prepared)
+    own = transport is None
+    transport = transport or make_transport(rt.config)
+    try:
+        summary = Sender(rt, transport, on_batch=on_batch).run(prepared.issue_id, stop=stop)
+    finally:
+        if own:
+            transport.close()
+    mark_sent_if_done(rt, prepared.issue_id)
+    return CycleResult(prepared, summary)
+

@@ -1,0 +1,1 @@
+"""Comparison ingest: page text and JSON sources, parsed to ComparisonData and upserted by slug."""

@@ -1,0 +1,123 @@
+"""Pick the week's comparisons: a documented, weighted score with a deterministic tie-break.
+
+score = (w_panel * panel + w_community * community + w_freshness * freshness) / (sum of weights)
+  panel      mean panel-ship share of both tools (0..1)
+  community  mean community vote (0..1), shrunk toward 0.5 by `community_prior_votes`:
+             (votes * vote + prior * 0.5) / (votes + prior); no votes at all -> 0.5;
+             a vote with an unknown count counts as `prior` votes (half weight)
+  freshness  1.0 at the cut-off, falling linearly to 0.0 at the start of the window
+Ties: higher score, then newer, then slug A-Z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from digest.config import SelectionSettings
+from digest.errors import UserError
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueItem
+from digest.weeks import as_utc
+
+
+@dataclass
+class Pick:
+    comparison: Comparison
+    score: float
+    parts: dict[str, float]
+    pinned: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"slug": self.comparison.slug, "title": self.comparison.title, "score": self.score,
+                "parts": self.parts, "pinned": self.pinned,
+                "published_at": as_utc(self.comparison.published_at).isoformat()}
+
+
+@dataclass
+class Selection:
+    week: str
+    cutoff: datetime
+    window_start: datetime
+    picks: list[Pick] = field(default_factory=list)
+    candidates: int = 0
+    skip_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"week": self.week, "cutoff": self.cutoff.isoformat(), "window_start": self.window_start.isoformat(),
+                "candidates": self.candidates, "skipped": self.skip_reason is not None,
+                "skip_reason": self.skip_reason, "picks": [p.as_dict() for p in self.picks]}
+
+
+def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime) -> tuple[float, dict[str, float]]:
+    tools = comparison.data.get("tools", [])
+    panel = sum(t.get("panel_ship", 0) for t in tools) / (100.0 * max(1, len(tools)))
+    votes_pct = [t["community"] for t in tools if t.get("community") is not None]
+    prior = cfg.community_prior_votes
+    if votes_pct:
+        vote = sum(votes_pct) / (100.0 * len(votes_pct))
+        n = comparison.community_votes if comparison.community_votes is not None else prior
+        community = (n * vote + prior * 0.5) / (n + prior) if n + prior > 0 else vote
+    else:
+        community = 0.5
+    age = (cutoff - as_utc(comparison.published_at)).total_seconds() / 86400.0
+    freshness = min(1.0, max(0.0, 1.0 - age / cfg.window_days))
+    total_w = cfg.weight_panel + cfg.weight_community + cfg.weight_freshness
+    parts = {
+        "panel": round(cfg.weight_panel * panel / total_w, 4),
+        "community": round(cfg.weight_community * community / total_w, 4),
+        "freshness": round(cfg.weight_freshness * freshness / total_w, 4),
+    }
+    return round(sum(parts.values()), 4), parts
+
+
+def featured_ids(session: Session, except_issue_id: int | None = None) -> set[int]:
+    """Comparisons already in an issue that went out (or is going out)."""
+    q = (select(IssueItem.comparison_id).join(Issue, Issue.id == IssueItem.issue_id)
+         .where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
+    if except_issue_id is not None:
+        q = q.where(Issue.id != except_issue_id)
+    return set(session.scalars(q))
+
+
+def resolve_slugs(session: Session, slugs: list[str], what: str) -> list[Comparison]:
+    rows = {c.slug: c for c in session.scalars(select(Comparison).where(Comparison.slug.in_(slugs)))}
+    missing = [s for s in slugs if s not in rows]
+    if missing:
+        raise UserError(f"{what}: unknown comparison slug {missing[0]!r} (see `digest comparisons list`)")
+    return [rows[s] for s in slugs]
+
+
+def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff: datetime,
+                 pins: list[str] = (), excludes: list[str] = (),  # type: ignore[assignment]
+                 issue_id: int | None = None) -> Selection:
+    both = set(pins) & set(excludes)
+    if both:
+        raise UserError(f"pin/exclude: {sorted(both)[0]!r} is both pinned and excluded")
+    pinned = resolve_slugs(session, list(dict.fromkeys(pins)), "pin")
+    resolve_slugs(session, list(dict.fromkeys(excludes)), "exclude")
+    cutoff = as_utc(cutoff)
+    start = cutoff - timedelta(days=cfg.window_days)
+    sel = Selection(week=week, cutoff=cutoff, window_start=start)
+    seen = featured_ids(session, issue_id)
+    rows = session.scalars(select(Comparison).where(Comparison.published_at >= start,
+                                                    Comparison.published_at <= cutoff))
+    candidates = [c for c in rows if c.id not in seen and c.slug not in excludes and c.slug not in pins]
+    sel.candidates = len(candidates) + len(pinned)
+    ranked = []
+    for c in candidates:
+        s, parts = score(c, cfg, cutoff)
+        ranked.append(Pick(c, s, parts))
+    ranked.sort(key=lambda p: (-p.score, -as_utc(p.comparison.published_at).timestamp(), p.comparison.slug))
+    picks = [Pick(c, *score(c, cfg, cutoff), pinned=True) for c in pinned] + ranked
+    sel.picks = picks[: cfg.max_items]
+    if len(sel.picks) < cfg.min_items:
+        sel.skip_reason = (
+            f"only {len(sel.picks)} comparison(s) published between {start:%Y-%m-%d %H:%M} and "
+            f"{cutoff:%Y-%m-%d %H:%M} UTC and not featured before; at least {cfg.min_items} needed "
+            f"(selection.min_items)"
+        )
+    return sel

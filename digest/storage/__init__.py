@@ -1,0 +1,1 @@
+"""Storage: the schema (models), engines and migrations (db)."""

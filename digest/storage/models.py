@@ -1,0 +1,272 @@
+"""The database schema. One module so the whole data model reads in one place.
+
+Status values are plain strings (portable between SQLite and PostgreSQL); the
+allowed ones are listed as constants next to each table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from digest.weeks import utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Integer primary keys that are BIGINT on PostgreSQL but the rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Comparison(Base):
+    """One "A vs B" page of the site, upserted by slug."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    url: Mapped[str] = mapped_column(String(2000))
+    published_at: Mapped[datetime] = mapped_column(index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    community_votes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The normalized comparison (tools, quotes, intro) as digest.ingest.schema.ComparisonData.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+ISSUE_DRAFT = "draft"  # selection may still change (pins, excludes)
+ISSUE_SKIPPED = "skipped"  # too few picks at the last attempt; may be retried
+ISSUE_SENDING = "sending"  # rendered and enqueued: picks and payload are frozen
+ISSUE_SENT = "sent"  # every batch finished (some deliveries may have failed)
+
+
+class Issue(Base):
+    """One per ISO week: the unique week key is invariant 1."""
+
+    __tablename__ = "issues"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    week: Mapped[str] = mapped_column(String(8), unique=True)
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=ISSUE_DRAFT)
+    pins: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    excludes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    editor_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
+    cutoff_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    subject: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    preheader: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Compiled once; per-subscriber values are filled into placeholders at send time.
+    html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    items: Mapped[list["IssueItem"]] = relationship(
+        back_populates="issue", order_by="IssueItem.rank", cascade="all, delete-orphan"
+    )
+
+
+class IssueItem(Base):
+    __tablename__ = "issue_items"
+    __table_args__ = (UniqueConstraint("issue_id", "comparison_id"), UniqueConstraint("issue_id", "rank"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    score_parts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pinned: Mapped[bool] = mapped_column(default=False)
+
+    issue: Mapped[Issue] = relationship(back_populates="items")
+    comparison: Mapped[Comparison] = relationship()
+
+
+SUB_PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
+SUB_ACTIVE = "active"  # confirmed: gets every issue
+SUB_UNSUBSCRIBED = "unsubscribed"
+SUB_BOUNCED = "bounced"  # hard bounce or repeated soft bounces; also suppressed
+SUB_COMPLAINED = "complained"  # spam complaint; also suppressed
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized (domain lower-cased)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=SUB_PENDING, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    unsubscribe_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    confirmation_sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    consent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    consent_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    consent_user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    consent_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class Suppression(Base):
+    """Addresses that must never be mailed again, kept as a hash so erasure keeps working."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))  # hard_bounce | soft_bounces | complaint | forgotten | manual
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+BATCH_PENDING = "pending"  # fixed at enqueue, never attempted: members may still be dropped
+BATCH_CLAIMED = "claimed"  # a worker holds it; attempts > 0 means the payload is frozen
+BATCH_SENT = "sent"
+BATCH_FAILED = "failed"  # gave up after max attempts; `digest send --retry-failed` re-queues
+
+
+class Batch(Base):
+    """A fixed group of at most 100 deliveries: the unit of claiming and of idempotency."""
+
+    __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("issue_id", "batch_no"), Index("ix_batches_issue_status", "issue_id", "status"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    batch_no: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=BATCH_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped only by --retry-failed so a deliberately re-sent batch is a new request.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+DELIVERY_QUEUED = "queued"
+DELIVERY_SENT = "sent"  # accepted by the transport
+DELIVERY_FAILED = "failed"  # rejected (validation) or batch gave up
+DELIVERY_DROPPED = "dropped"  # unsubscribed/suppressed after enqueue, before its batch was claimed
+
+
+class Delivery(Base):
+    """One per (issue, subscriber): invariant 2."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("issue_id", "subscriber_id"),
+        Index("ix_deliveries_issue_batch", "issue_id", "batch_no"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    batch_no: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=DELIVERY_QUEUED)
+    provider_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    opened_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    clicked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    bounced_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    complained_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Event(Base):
+    """What happened to a subscriber, for stats and the audit trail (unsubscribe attributed to an issue)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_issue_kind", "issue_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # subscribed | confirmed | unsubscribed | resubscribed | bounced | complained | ...
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"), nullable=True)
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookReceipt(Base):
+    """Each provider webhook is handled once, keyed by its svix-id."""
+
+    __tablename__ = "webhook_receipts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(100), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+MAIL_QUEUED = "queued"
+MAIL_SENT = "sent"
+MAIL_FAILED = "failed"
+
+
+class OutgoingMail(Base):
+    """Transactional mail (confirm, welcome) queued in the request and drained by the server."""
+
+    __tablename__ = "outgoing_mail"
+    __table_args__ = (Index("ix_outgoing_mail_status", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # confirm | welcome
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=MAIL_QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RateLimitHit(Base):
+    """Sliding-window counters shared by every web worker (sign-up abuse limits)."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lock(Base):
+    """Named leases (scheduler slot, send runner) for processes that must not run twice."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column()

@@ -1,0 +1,1 @@
+"""The public web service (FastAPI): sign-up, confirm, unsubscribe, webhooks, archive, health."""

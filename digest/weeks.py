@@ -1,0 +1,74 @@
+"""ISO week keys (`2026-W47`) and the send slot of each week in the configured time zone."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from digest.config import ScheduleSettings
+from digest.errors import UserError
+
+_WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every datetime we store is UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True, order=True)
+class Week:
+    year: int
+    week: int
+
+    @classmethod
+    def parse(cls, key: str) -> "Week":
+        m = _WEEK_RE.match(key.strip())
+        if not m:
+            raise UserError(f"week: {key!r} is not an ISO week key (YYYY-Www, e.g. 2026-W47)")
+        year, week = int(m.group(1)), int(m.group(2))
+        try:
+            date.fromisocalendar(year, week, 1)
+        except ValueError:
+            raise UserError(f"week: {key!r} does not exist ({year} has no week {week})") from None
+        return cls(year, week)
+
+    @classmethod
+    def of(cls, moment: datetime | date) -> "Week":
+        iso = moment.isocalendar()
+        return cls(iso[0], iso[1])
+
+    @property
+    def key(self) -> str:
+        return f"{self.year}-W{self.week:02d}"
+
+    def __str__(self) -> str:
+        return self.key
+
+    def day(self, weekday_index: int) -> date:
+        return date.fromisocalendar(self.year, self.week, weekday_index + 1)
+
+    def slot(self, schedule: ScheduleSettings) -> datetime:
+        """The scheduled send time of this week's issue, as an aware UTC datetime."""
+        hh, mm = schedule.hour_minute
+        local = datetime.combine(self.day(schedule.weekday_index), time(hh, mm), ZoneInfo(schedule.timezone))
+        # zoneinfo resolves wall times in a DST gap forward (fold=0), which is what an operator expects.
+        return local.astimezone(timezone.utc)
+
+    def next(self) -> "Week":
+        return Week.of(self.day(0) + timedelta(days=7))
+
+    def previous(self) -> "Week":
+        return Week.of(self.day(0) - timedelta(days=7))
+
+
+def current_week(schedule: ScheduleSettings, now: datetime | None = None) -> Week:
+    """The week of `now` in the schedule's time zone."""
+    now = now or utcnow()
+    return Week.of(now.astimezone(ZoneInfo(schedule.timezone)).date())

@@ -1,0 +1,1 @@
+"""The subscriber lifecycle. The pipeline uses it through `subscribers.api` only."""

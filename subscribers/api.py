@@ -1,0 +1,65 @@
+"""What the pipeline may use of the subscriber side: adding, suppression checks, personal links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from digest.config import Settings
+from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Event, Subscriber, Suppression
+from digest.weeks import utcnow
+from subscribers.addresses import clean_name, normalize_email
+from subscribers.tokens import Tokens, email_hash
+
+
+@dataclass(frozen=True)
+class AddResult:
+    subscriber: Subscriber
+    action: str  # added | updated | unchanged | suppressed
+
+
+def is_suppressed(session: Session, email: str) -> bool:
+    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
+
+
+def add_subscriber(session: Session, email: str, *, name: str | None = None, confirmed: bool = False,
+                   source: str = "cli", ip: str | None = None, user_agent: str | None = None,
+                   check_deliverability: bool = False) -> AddResult:
+    """Add or update one subscriber (caller commits). Suppressed addresses are never re-added."""
+    address = normalize_email(email, check_deliverability=check_deliverability)
+    name = clean_name(name)
+    now = utcnow()
+    sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if is_suppressed(session, address):
+        return AddResult(sub or Subscriber(email=address), "suppressed")
+    if sub is None:
+        sub = Subscriber(email=address, name=name, status=SUB_ACTIVE if confirmed else SUB_PENDING,
+                         created_at=now, confirmed_at=now if confirmed else None,
+                         consent_at=now, consent_ip=ip, consent_user_agent=user_agent, consent_source=source)
+        session.add(sub)
+        session.flush()
+        session.add(Event(kind="subscribed", subscriber_id=sub.id, detail={"source": source}))
+        return AddResult(sub, "added")
+    changed = False
+    if name and sub.name != name:
+        sub.name, changed = name, True
+    if confirmed and sub.status != SUB_ACTIVE:
+        sub.status, sub.confirmed_at, sub.unsubscribed_at = SUB_ACTIVE, now, None
+        sub.consent_at, sub.consent_source, sub.consent_ip, sub.consent_user_agent = now, source, ip, user_agent
+        changed = True
+    session.flush()
+    return AddResult(sub, "updated" if changed else "unchanged")
+
+
+def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email: str,
+                   issue_id: int | None, week: str | None) -> dict[str, str]:
+    base = settings.site.public_url
+    token = tokens.unsubscribe(subscriber_id, email, issue_id)
+    return {
+        "unsubscribe_url": f"{base}/u/{token}",
+        "manage_url": f"{base}/u/{token}?manage=1",
+        "view_url": f"{base}/archive/{week}" if week else f"{base}/archive",
+        "token": token,
+    }

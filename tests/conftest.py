@@ -1,0 +1,176 @@
+"""Shared fixtures. Every storage-touching test runs on SQLite and on PostgreSQL.
+
+PostgreSQL: a throwaway database per test run on 127.0.0.1:5432 is migrated once
+and used as a template; each test gets a fresh clone. With CI=true an unreachable
+PostgreSQL (or a missing Chromium) fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from digest.config import load_config
+from digest.runtime import Runtime, open_runtime
+from digest.storage.db import make_engine, upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "comparisons"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+RUN_ID = uuid.uuid4().hex[:8]
+TEST_OUTPUT = ROOT / "test-output"
+
+
+def _pg_admin():
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def _pg_available() -> str | None:
+    try:
+        eng = _pg_admin()
+        with eng.connect() as c:
+            c.execute(text("select 1"))
+        eng.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return str(exc).splitlines()[0]
+
+
+def require_or_skip(reason: str | None, what: str) -> None:
+    """Skip locally when a real component is missing; fail in CI."""
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI: {reason}")
+    pytest.skip(f"{what} not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    require_or_skip(_pg_available(), "PostgreSQL on 127.0.0.1:5432")
+    name = f"digest_test_{RUN_ID}_tpl"
+    admin = _pg_admin()
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    eng = make_engine(url)
+    upgrade(eng)
+    eng.dispose()
+    yield name
+    with admin.connect() as c:
+        c.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname LIKE :p AND pid <> pg_backend_pid()"),
+            {"p": f"digest_test_{RUN_ID}%"})
+        for (db,) in c.execute(text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                               {"p": f"digest_test_{RUN_ID}%"}).all():
+            c.execute(text(f'DROP DATABASE IF EXISTS "{db}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tpl") / "template.db"
+    eng = make_engine(f"sqlite:///{path}")
+    upgrade(eng)
+    eng.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+def fresh_pg_url(template: str) -> str:
+    name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin()
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each kind (tests using it run twice)."""
+    if request.param == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "var" / "digest.db"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(template, target)
+        return f"sqlite:///{target}"
+    return fresh_pg_url(request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    target = tmp_path / "var" / "digest.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sqlite_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> str:
+    return fresh_pg_url(pg_template)
+
+
+def write_project(root: Path, extra_toml: str = "") -> Path:
+    """A project folder: config.toml (+ overrides), the repo's templates and samples."""
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = (ROOT / "config.toml").read_text()
+    cfg = cfg.replace('dir = "templates/email"', f'dir = "{ROOT / "templates" / "email"}"')
+    (root / "config.toml").write_text(cfg + "\n" + extra_toml)
+    if not (root / "samples").exists():
+        (root / "samples").symlink_to(ROOT / "samples")
+    return root / "config.toml"
+
+
+def apply_overrides(config_text: str, overrides: dict[str, dict[str, object]]) -> str:
+    """Replace `key = value` lines inside [section]s of config.toml text."""
+    import json
+    import re
+
+    for section, values in overrides.items():
+        for key, value in values.items():
+            literal = json.dumps(value) if not isinstance(value, bool) else ("true" if value else "false")
+            pattern = re.compile(rf"(\[{re.escape(section)}\][^\[]*?^){re.escape(key)} = [^#\n]*", re.M | re.S)
+            new, n = pattern.subn(lambda m: f"{m.group(1)}{key} = {literal} ", config_text, count=1)
+            if n == 0:
+                raise KeyError(f"{section}.{key} not in config.toml")
+            config_text = new
+    return config_text
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "project")
+
+
+def make_runtime(config_path: Path, db: str, **env: str) -> Runtime:
+    environ = {"DIGEST_DATABASE_URL": db, "DIGEST_SECRET_KEY": "test-secret-key-0123456789", **env}
+    return open_runtime(load_config(config_path, env=environ))
+
+
+@pytest.fixture
+def rt(project: Path, db_url: str) -> Iterator[Runtime]:
+    """A runtime on a fresh database (SQLite and PostgreSQL) with the outbox transport."""
+    runtime = make_runtime(project, db_url)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    require_or_skip(None if os.path.exists(path) else "no /usr/bin/chromium (apt-get install chromium)", "Chromium")
+    return path
+
+
+def output_dir(name: str) -> Path:
+    """Where tests save screenshots and artefacts a person looks at."""
+    d = TEST_OUTPUT / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
