@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from digest.errors import UserError
 from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
-from digest.selection import Selection, select_picks
+from digest.selection import Selection, resolve_slugs, select_picks
 from digest.storage.models import (
     ISSUE_DRAFT,
     ISSUE_SENDING,
@@ -87,6 +87,36 @@ def _lock_issue(session: Session, rt: Runtime, issue_id: int) -> Issue:
 def current_selection(rt: Runtime, session: Session, issue: Issue, cutoff: datetime) -> Selection:
     return select_picks(session, rt.settings.selection, week=issue.week, cutoff=cutoff,
                         pins=list(issue.pins or []), excludes=list(issue.excludes or []), issue_id=issue.id)
+
+
+def update_choices(session: Session, issue: Issue, *, pin: list[str] = (), exclude: list[str] = (),  # type: ignore[assignment]
+                   release: list[str] = (), clear: bool = False) -> None:  # type: ignore[assignment]
+    """Change a draft's pins and excludes; shared by `digest select` and the preview so both mean the same.
+
+    `clear` forgets both lists first; a pin takes a slug out of the excludes and an exclude takes it out
+    of the pins (the last word wins); `release` drops a slug from either list. Unknown slugs and frozen
+    issues raise UserError before anything changes (the caller commits).
+    """
+    if issue.status in (ISSUE_SENDING, ISSUE_SENT):
+        raise UserError(f"week: issue {issue.week} is already {issue.status}; its picks can no longer change")
+    resolve_slugs(session, list(pin), "pin")
+    resolve_slugs(session, list(exclude), "exclude")
+    pins = [] if clear else list(issue.pins or [])
+    excludes = [] if clear else list(issue.excludes or [])
+    for s in release:
+        pins = [p for p in pins if p != s]
+        excludes = [e for e in excludes if e != s]
+    for s in pin:
+        if s in excludes:
+            excludes.remove(s)
+        if s not in pins:
+            pins.append(s)
+    for s in exclude:
+        if s in pins:
+            pins.remove(s)
+        if s not in excludes:
+            excludes.append(s)
+    issue.pins, issue.excludes = pins, excludes
 
 
 def store_picks(session: Session, issue: Issue, sel: Selection) -> None:

@@ -18,6 +18,7 @@ from digest.cycle import (
     get_or_create_issue,
     resolve_week,
     send_week,
+    update_choices,
 )
 from digest.errors import UserError
 from digest.ingest.sources import expand
@@ -158,19 +159,7 @@ def select_cmd(
             status = issue.status
         else:
             if issue is not None and issue_id is not None:
-                pins = [] if clear else list(issue.pins or [])
-                excludes = [] if clear else list(issue.excludes or [])
-                for s in pin:
-                    if s in excludes:
-                        excludes.remove(s)
-                    if s not in pins:
-                        pins.append(s)
-                for s in exclude:
-                    if s in pins:
-                        pins.remove(s)
-                    if s not in excludes:
-                        excludes.append(s)
-                issue.pins, issue.excludes = pins, excludes
+                update_choices(session, issue, pin=pin, exclude=exclude, clear=clear)
             cutoff = cutoff_for(rt, wk, manual=True)
             if issue is None:
                 from digest.selection import select_picks
