@@ -70,8 +70,9 @@ class _Cursor:
 
 
 def _find_next_pct(cur: _Cursor, start: int) -> int | None:
-    for j in range(start, len(cur.lines) - 1):
-        if _PCT.match(cur.lines[j].text) and cur.lines[j + 1].text.casefold() == "panel ship":
+    """The next line that is only a percentage: a tool's panel-ship value."""
+    for j in range(start, len(cur.lines)):
+        if _PCT.match(cur.lines[j].text):
             return j
     return None
 
@@ -90,11 +91,6 @@ def _parse_community(cur: _Cursor) -> int | None:
 def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
     pct_index = _find_next_pct(cur, cur.i)
     if pct_index is None:
-        # Point at the first percentage-like line if there is one, else at the end.
-        for j in range(cur.i, len(cur.lines)):
-            if _PCT.match(cur.lines[j].text):
-                cur.i = j + 1
-                raise cur.fail("'Panel ship' after the percentage")
         raise cur.fail(f"tool {which}'s panel-ship percentage (like '75%') followed by 'Panel ship'")
     head = cur.lines[cur.i : pct_index]
     if len(head) < 3:

@@ -85,3 +85,15 @@ class ComparisonData(BaseModel):
 
     def quotes_for(self, tool: Literal["a", "b"]) -> list[Quote]:
         return [q for q in self.quotes if q.tool == tool]
+
+
+def json_schema() -> dict:
+    """The JSON Schema shipped as schemas/comparison.schema.json (a test keeps them equal)."""
+    schema = ComparisonData.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "comparison.schema.json",
+        "title": "Comparison",
+        "description": "One AI tool comparison as `digest ingest` reads it; a file may hold one object or a list of them.",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
