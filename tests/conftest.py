@@ -174,3 +174,18 @@ def output_dir(name: str) -> Path:
     d = TEST_OUTPUT / name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Show that storage tests really ran on both databases."""
+    counts: dict[str, dict[str, int]] = {"sqlite": {}, "postgresql": {}}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(rep, "nodeid", "")
+            for db in counts:
+                if f"[{db}" in nodeid or f"-{db}]" in nodeid or f"-{db}-" in nodeid:
+                    counts[db][outcome] = counts[db].get(outcome, 0) + 1
+    for db, c in counts.items():
+        if c:
+            terminalreporter.write_line(
+                f"storage tests on {db}: " + ", ".join(f"{n} {o}" for o, n in sorted(c.items())))
