@@ -28,7 +28,7 @@ def upsert(session: Session, items: list[ComparisonData], *, default_url: str,
         slug = item.slug
         url = item.url or f"{default_url.rstrip('/')}/{slug}"
         item = item.model_copy(update={"url": url})
-        when = item.published_at or published
+        when = published or item.published_at  # the operator's --published wins over the file's own
         digest_hash = item.content_hash()
         row = session.scalar(select(Comparison).where(Comparison.slug == slug))
         if row is None:
