@@ -66,6 +66,15 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
+    op.create_table('apscheduler_jobs',
+    sa.Column('id', sa.Unicode(length=191), nullable=False),
+    sa.Column('next_run_time', sa.Float(precision=25), nullable=True),
+    sa.Column('job_state', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('apscheduler_jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_apscheduler_jobs_next_run_time'), ['next_run_time'], unique=False)
+
     op.create_table('rate_limit_hits',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
@@ -238,6 +247,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_rate_limit_key_at')
 
     op.drop_table('rate_limit_hits')
+    with op.batch_alter_table('apscheduler_jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_apscheduler_jobs_next_run_time'))
+
+    op.drop_table('apscheduler_jobs')
     op.drop_table('locks')
     op.drop_table('issues')
     with op.batch_alter_table('comparisons', schema=None) as batch_op:
