@@ -164,6 +164,8 @@ class Batch(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Provider idempotency keys live 24 h: an old unfinished attempt must not be resent blindly.
+    first_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
@@ -283,3 +285,16 @@ class SchedulerJob(Base):
     id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
     next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True, nullable=True)
     job_state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SendRate(Base):
+    """The provider's request budget shared by every send worker: the next free request slot.
+
+    Workers reserve slots with one UPDATE on this row (a row lock), so the configured
+    rate holds across processes and machines (digest.delivery.ratelimit).
+    """
+
+    __tablename__ = "send_rate"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Float)  # seconds since the epoch (database clock on PostgreSQL)

@@ -66,6 +66,11 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
+    op.create_table('send_rate',
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('next_slot', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('apscheduler_jobs',
     sa.Column('id', sa.Unicode(length=191), nullable=False),
     sa.Column('next_run_time', sa.Float(precision=25), nullable=True),
@@ -130,6 +135,7 @@ def upgrade() -> None:
     sa.Column('claimed_by', sa.String(length=100), nullable=True),
     sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('first_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['issue_id'], ['issues.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
@@ -251,6 +257,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_apscheduler_jobs_next_run_time'))
 
     op.drop_table('apscheduler_jobs')
+    op.drop_table('send_rate')
     op.drop_table('locks')
     op.drop_table('issues')
     with op.batch_alter_table('comparisons', schema=None) as batch_op:
