@@ -149,6 +149,7 @@ class ResendSettings(_Section):
     batch_size: int = Field(100, ge=1, le=100)
     max_attempts: int = Field(6, ge=1, le=50)
     timeout_seconds: float = Field(30, gt=0)
+    concurrency: int = Field(4, ge=1, le=32)  # batch requests in flight per sending process
 
 
 class SmtpSettings(_Section):
