@@ -235,6 +235,7 @@ class WebhookReceipt(Base):
 MAIL_QUEUED = "queued"
 MAIL_SENT = "sent"
 MAIL_FAILED = "failed"
+MAIL_SKIPPED = "skipped"  # no longer wanted when its turn came (confirmed meanwhile, left the list)
 
 
 class OutgoingMail(Base):
@@ -253,6 +254,8 @@ class OutgoingMail(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # A drainer's lease (or the retry back-off): the row is not taken again before this time.
+    claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class RateLimitHit(Base):
