@@ -1,0 +1,390 @@
+"""The weekly schedule inside `digest serve`: APScheduler 3.x, a cron trigger in the configured
+time zone, the job persisted in the same database.
+
+One rule decides every automatic send, whether the cron job fired on time, late, or
+the service just started: the week whose slot passed most recently gets its issue,
+unless it is already sending/sent, and unless the slot is more than
+`schedule.max_lateness_hours` ago — then only an operator sends it
+(`digest send --week`), and the log, /healthz and the preview say so
+(`slot_state`). An issue left in `sending` (SIGTERM, crash) is always resumed.
+
+Every process runs the same job; the `weekly-send` lease and the unique week key
+make sure one issue goes out per week, however many `digest serve` are running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import ConflictingIdError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import select
+
+from digest.config import ScheduleSettings
+from digest.cycle import CycleResult, is_overdue, send_week
+from digest.ingest.sources import expand
+from digest.ingest.store import upsert
+from digest.lease import Lease, default_holder
+from digest.runtime import Runtime
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED, Issue
+from digest.weeks import Week, as_utc, current_week, utcnow
+
+log = logging.getLogger("digest.scheduler")
+
+JOB_ID = "weekly-issue"
+WATCH_JOB_ID = "watch"
+START_JOB_ID = "start"
+LEASE_NAME = "weekly-send"
+JOBS_TABLE = "apscheduler_jobs"
+WATCH_INTERVAL = timedelta(minutes=5)
+
+Clock = Callable[[], datetime]
+
+
+class SendFn(Protocol):
+    def __call__(self, rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None,
+                 stop: threading.Event | None = None) -> CycleResult: ...
+
+
+# -- the trigger ----------------------------------------------------------------------------
+
+
+def _is_repeat(moment: datetime, tz: Any) -> bool:
+    """The second occurrence of a wall time repeated when the clocks go back."""
+    local = moment.astimezone(tz)
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
+class WeeklyTrigger(CronTrigger):
+    """A cron trigger that fires once a week even when the clocks go back.
+
+    APScheduler's CronTrigger fires twice for a wall time inside the repeated hour
+    (e.g. Sunday 01:30 in London on the last Sunday of October); the repeat is
+    skipped, so the fire time is always `Week.slot` (the first occurrence, and in a
+    spring-forward gap the same instant one hour later on the wall clock).
+    """
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        while fire is not None and _is_repeat(fire, self.timezone):
+            fire = super().get_next_fire_time(fire, fire)
+        return fire
+
+
+def make_trigger(schedule: ScheduleSettings) -> WeeklyTrigger:
+    hour, minute = schedule.hour_minute
+    return WeeklyTrigger(day_of_week=schedule.day[:3], hour=hour, minute=minute, second=0,
+                         timezone=ZoneInfo(schedule.timezone))
+
+
+def latest_slot_week(schedule: ScheduleSettings, now: datetime) -> Week:
+    """The week whose send slot passed most recently (this week's, once its slot is past)."""
+    week = current_week(schedule, now)
+    return week if week.slot(schedule) <= now else week.previous()
+
+
+# -- what the operator is told --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """The most recent slot and what became of its issue; the preview and /healthz read this."""
+
+    week: str
+    slot: datetime  # UTC
+    issue_status: str | None  # None: no issue row for the week
+    skip_reason: str | None
+    lateness_hours: float
+    overdue: bool  # past max_lateness and not sent: only `digest send --week` sends it now
+
+    @property
+    def message(self) -> str:
+        if self.overdue:
+            return (f"issue {self.week} was due {self.slot:%Y-%m-%d %H:%M} UTC, {self.lateness_hours:.1f} h ago "
+                    f"(more than schedule.max_lateness_hours); it is not sent late by itself: "
+                    f"`digest send --week {self.week}` sends it")
+        if self.issue_status == ISSUE_SKIPPED:
+            return f"issue {self.week} was skipped: {self.skip_reason}"
+        return f"issue {self.week}: {self.issue_status or 'not created yet'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"week": self.week, "slot": self.slot.isoformat(), "issue_status": self.issue_status,
+                "skip_reason": self.skip_reason, "lateness_hours": round(self.lateness_hours, 2),
+                "overdue": self.overdue, "message": self.message}
+
+
+def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
+    """Computed from the database alone, so any process (the preview too) sees the same answer."""
+    now = now or utcnow()
+    schedule = rt.settings.schedule
+    week = latest_slot_week(schedule, now)
+    slot = week.slot(schedule)
+    with rt.sessions() as session:
+        row = session.execute(select(Issue.status, Issue.skip_reason).where(Issue.week == week.key)).first()
+    status, reason = (row[0], row[1]) if row else (None, None)
+    unsent = status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)
+    return SlotState(week=week.key, slot=slot, issue_status=status, skip_reason=reason,
+                     lateness_hours=(now - slot).total_seconds() / 3600,
+                     overdue=unsent and is_overdue(rt, week, now))
+
+
+# -- the weekly job -------------------------------------------------------------------------
+
+
+def refresh_feeds(rt: Runtime) -> list[str]:
+    """Ingest `schedule.feeds`; a feed that fails is reported and the issue goes out with what we have."""
+    problems = []
+    for source in expand(list(rt.settings.schedule.feeds)):
+        if source.error:
+            log.warning("feed: %s", source.error)
+            problems.append(source.error)
+            continue
+        with rt.sessions.begin() as session:
+            results = upsert(session, source.items or [], default_url=rt.settings.site.site_url + "/compare")
+        changed = sum(1 for r in results if r.action != "unchanged")
+        log.info("feed %s: %d comparison(s), %d new or changed", source.name, len(results), changed)
+    return problems
+
+
+@dataclass
+class RunRecord:
+    at: datetime
+    reason: str
+    outcome: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "reason": self.reason, "outcome": self.outcome, "error": self.error}
+
+
+# APScheduler persists the weekly job by reference (`digest.scheduler:_weekly_job`), so it
+# cannot carry the Runtime; the one service running in this process registers here.
+_active: "WeeklyService | None" = None
+
+
+def _weekly_job() -> None:
+    service = _active
+    if service is None:
+        log.error("weekly job fired but no service is running in this process")
+        return
+    service.run_due("schedule", wait=True)
+
+
+class WeeklyService:
+    """The scheduler of one `digest serve` process: the persisted cron job plus a watchdog.
+
+    The watchdog runs at start and every few minutes with the same rule as the cron job:
+    it resumes interrupted sends and catches a slot APScheduler missed (a misfire past
+    its grace, a suspended machine), so the cron job only decides *when*, never *whether*.
+    """
+
+    def __init__(self, rt: Runtime, *, clock: Clock = utcnow, send: SendFn = send_week,
+                 holder: str | None = None, lease_ttl: timedelta = timedelta(minutes=5),
+                 watch_interval: timedelta = WATCH_INTERVAL,
+                 scheduler_factory: Callable[..., BaseScheduler] = BackgroundScheduler,
+                 executor: Any = None):
+        self.rt = rt
+        self.clock = clock
+        self.send = send
+        self.stop_event = threading.Event()
+        self.lease = Lease(rt, LEASE_NAME, holder or default_holder(), ttl=lease_ttl, clock=clock)
+        self.watch_interval = watch_interval
+        self.last_run: RunRecord | None = None
+        self.last_state: SlotState | None = None
+        self._run_lock = threading.Lock()
+        self._warned_overdue: str | None = None
+        self.scheduler = scheduler_factory(
+            jobstores={"default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE),
+                       "memory": MemoryJobStore()},
+            executors={"default": executor or ThreadPoolExecutor(max_workers=2)},
+            job_defaults={"coalesce": True, "max_instances": 1,
+                          "misfire_grace_time": rt.settings.schedule.misfire_grace_seconds},
+            timezone=ZoneInfo(rt.settings.schedule.timezone),
+        )
+        self.scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, *, watch: bool = True) -> None:
+        global _active
+        _active = self
+        self.scheduler.start(paused=True)
+        self.ensure_job()
+        now = self.clock()
+        self.scheduler.add_job(self.run_due, "date", args=["start"], id=START_JOB_ID, jobstore="memory",
+                               run_date=now, replace_existing=True)
+        if watch:
+            self.scheduler.add_job(self.run_due, "interval", args=["watchdog"], id=WATCH_JOB_ID,
+                                   jobstore="memory", seconds=self.watch_interval.total_seconds(),
+                                   start_date=now + self.watch_interval, replace_existing=True)
+        self.scheduler.resume()
+        log.info("scheduler started; next issue at %s", self.next_run_time())
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop after the batch in flight: the sender checks `stop_event` between batches."""
+        global _active
+        self.stop_event.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+        if _active is self:
+            _active = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running) and not self.stop_event.is_set()
+
+    def ensure_job(self) -> None:
+        """Create the persisted cron job, or update it when config.toml's schedule changed.
+
+        An unchanged job is left alone so its stored next run time survives a restart.
+        """
+        trigger = make_trigger(self.rt.settings.schedule)
+        grace = self.rt.settings.schedule.misfire_grace_seconds
+        job = self.scheduler.get_job(JOB_ID, jobstore="default")
+        if job is None:
+            try:
+                self.scheduler.add_job(_weekly_job, trigger, id=JOB_ID, jobstore="default",
+                                       name="weekly issue", misfire_grace_time=grace)
+                return
+            except ConflictingIdError:  # another process created it a moment ago
+                job = self.scheduler.get_job(JOB_ID, jobstore="default")
+                if job is None:
+                    return
+        if repr(job.trigger) != repr(trigger) or job.misfire_grace_time != grace:
+            log.info("schedule changed: %s -> %s", job.trigger, trigger)
+            job.modify(misfire_grace_time=grace)
+            job.reschedule(trigger)
+
+    def next_run_time(self) -> datetime | None:
+        try:
+            job = self.scheduler.get_job(JOB_ID, jobstore="default")
+        except Exception:  # noqa: BLE001 - the database may be down; /healthz reports that
+            return None
+        return as_utc(job.next_run_time) if job is not None and job.next_run_time else None
+
+    # -- the rule -----------------------------------------------------------------------
+
+    def run_due(self, reason: str, *, wait: bool = False) -> str:
+        """Resume interrupted sends, then send the latest slot's issue if it is due and not overdue.
+
+        `wait`: the cron job waits for a watchdog run in progress; a watchdog run skips instead.
+        """
+        if not self._run_lock.acquire(blocking=wait):
+            return "busy"
+        try:
+            outcome = self._run_due_locked(reason)
+        except Exception as exc:
+            self.last_run = RunRecord(self.clock(), reason, "error", f"{type(exc).__name__}: {exc}")
+            log.exception("weekly job (%s) failed", reason)
+            raise
+        finally:
+            self._run_lock.release()
+        self.last_run = RunRecord(self.clock(), reason, outcome)
+        return outcome
+
+    def _run_due_locked(self, reason: str) -> str:
+        if self.stop_event.is_set():
+            return "stopping"
+        with self.lease.held() as ours:
+            if not ours:
+                log.info("weekly job (%s): another process holds the send lease; it sends", reason)
+                return "another process is sending"
+            done = []
+            for week in self._unfinished_weeks():
+                if self.stop_event.is_set():
+                    return "stopped"
+                log.info("resuming the interrupted send of %s", week.key)
+                result = self.send(self.rt, week, manual=False, now=self.clock(), stop=self.stop_event)
+                done.append(f"resumed {week.key}: {_summary(result)}")
+            if self.stop_event.is_set():
+                return "; ".join(done + ["stopped"])
+            state = slot_state(self.rt, self.clock())
+            self.last_state = state
+            if state.issue_status in (ISSUE_SENDING, ISSUE_SENT):
+                return "; ".join(done) or "nothing to do"
+            if state.overdue:
+                if self._warned_overdue != state.week:
+                    log.warning("%s", state.message)
+                    self._warned_overdue = state.week
+                return "; ".join(done + [f"{state.week} overdue"])
+            if state.issue_status == ISSUE_SKIPPED and reason == "watchdog":
+                return "; ".join(done) or "nothing to do"  # a skip is retried at the slot and at start only
+            refresh_feeds(self.rt)
+            week = Week.parse(state.week)
+            log.info("sending issue %s (%s)", week.key, reason)
+            result = self.send(self.rt, week, manual=False, now=self.clock(), stop=self.stop_event)
+            self.last_state = slot_state(self.rt, self.clock())
+            return "; ".join(done + [f"sent {week.key}: {_summary(result)}"])
+
+    def _unfinished_weeks(self) -> list[Week]:
+        with self.rt.sessions() as session:
+            weeks = session.scalars(select(Issue.week).where(Issue.status == ISSUE_SENDING).order_by(Issue.week))
+            return [Week.parse(w) for w in weeks]
+
+    def _on_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("job %s missed its run time %s; the watchdog checks whether the issue is still due",
+                        event.job_id, event.scheduled_run_time)
+        elif event.code == EVENT_JOB_ERROR:
+            log.error("job %s failed: %s", event.job_id, event.exception)
+
+    # -- what /healthz shows ------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        nxt = self.next_run_time()
+        return {
+            "running": self.running,
+            "next_run_time": nxt.isoformat() if nxt else None,
+            "last_run": self.last_run.as_dict() if self.last_run else None,
+        }
+
+
+def _summary(result: CycleResult) -> str:
+    p = result.prepared
+    if p.skip_reason:
+        return f"skipped ({p.skip_reason})"
+    s = result.summary
+    if s is None:
+        return p.status
+    text = f"{s.sent} sent, {s.failed} failed, {s.dropped} dropped"
+    return text + (f", stopped: {s.stopped}" if s.stopped else "")
+
+
+# -- an injectable clock for APScheduler itself (tests) -------------------------------------
+
+
+@contextlib.contextmanager
+def apscheduler_clock(clock: Clock) -> Iterator[None]:
+    """Make APScheduler read `clock` instead of the system time (it only calls `datetime.now`).
+
+    Only for tests that walk weeks of schedule in a moment; patches two module globals.
+    """
+    import apscheduler.executors.base as executors_base
+    import apscheduler.schedulers.base as schedulers_base
+
+    class _ClockDatetime(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            moment = clock()
+            return moment.astimezone(tz) if tz is not None else moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+    saved = (schedulers_base.datetime, executors_base.datetime)
+    schedulers_base.datetime = _ClockDatetime  # type: ignore[misc]
+    executors_base.datetime = _ClockDatetime  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        schedulers_base.datetime, executors_base.datetime = saved  # type: ignore[misc]
