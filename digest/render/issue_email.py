@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 from digest.config import Config
 from digest.render.personalize import markers, new_nonce
-from digest.render.templates import compile_mjml, make_env, render_template
+from digest.render.templates import cached_env, compile_mjml, render_template
 from digest.storage.models import Issue
 from digest.weeks import Week, as_utc
 
@@ -35,14 +35,21 @@ def with_utm(url: str, campaign: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]?[A-Z0-9])")
+
+
+def sentences(text: str) -> list[str]:
+    """Split prose at sentence ends (a stop followed by a capital), keeping `3.2` and `e.g. x` intact."""
+    return [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+
+
 def pull_quote(text: str, limit: int = 220) -> str:
     """Trim at a sentence boundary within `limit` characters; fall back to a word boundary."""
-    text = " ".join(text.split())
+    text = " ".join(text.split()).strip("“”\"")
     if len(text) <= limit:
         return text
-    sentences = re.split(r"(?<=[.!?])\s+", text)
     out = ""
-    for s in sentences:
+    for s in sentences(text):
         if len(out) + len(s) + (1 if out else 0) > limit:
             break
         out = f"{out} {s}" if out else s
@@ -50,6 +57,22 @@ def pull_quote(text: str, limit: int = 220) -> str:
         return out
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:—–-")
     return cut + "…"
+
+
+def pick_quote(quotes: list[dict[str, Any]], which: str, limit: int = 220) -> dict[str, Any] | None:
+    """The first of the tool's quotes whose opening sentence fits `limit`, trimmed at a sentence end.
+
+    A reviewer's quote is a paragraph; a pull quote must be short and end where a sentence ends,
+    so a later reviewer's quote is taken when the first one opens with an over-long sentence.
+    """
+    own = [q for q in quotes if q.get("tool") == which and str(q.get("text", "")).strip()]
+    for q in own:
+        trimmed = pull_quote(str(q["text"]), limit)
+        if not trimmed.endswith("…"):
+            return {"text": trimmed, "reviewer": q.get("reviewer", 1)}
+    if own:
+        return {"text": pull_quote(str(own[0]["text"]), limit), "reviewer": own[0].get("reviewer", 1)}
+    return None
 
 
 def verdict(tool_a: dict[str, Any], tool_b: dict[str, Any]) -> str:
@@ -63,12 +86,10 @@ def verdict(tool_a: dict[str, Any], tool_b: dict[str, Any]) -> str:
 
 
 def item_context(item: Any, week: str) -> dict[str, Any]:
+    """One card's values; quote_a/quote_b are `{text, reviewer}` or None."""
     data = item.comparison.data
     tools = data["tools"]
     quotes = data.get("quotes", [])
-    def first_quote(which: str) -> str:
-        q = next((q["text"] for q in quotes if q["tool"] == which), "")
-        return pull_quote(q) if q else ""
     return {
         "rank": item.rank,
         "title": data["title"],
@@ -77,10 +98,11 @@ def item_context(item: Any, week: str) -> dict[str, Any]:
         "url": with_utm(item.comparison.url, week),
         "tool_a": tools[0],
         "tool_b": tools[1],
-        "quote_a": first_quote("a"),
-        "quote_b": first_quote("b"),
+        "quote_a": pick_quote(quotes, "a"),
+        "quote_b": pick_quote(quotes, "b"),
         "verdict": verdict(tools[0], tools[1]),
         "score": item.score,
+        "community_votes": data.get("community_votes"),
     }
 
 
@@ -101,17 +123,20 @@ def preheader_for(items: list[dict[str, Any]]) -> str:
 def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dict[str, Any]:
     s = config.settings
     items = [item_context(i, issue.week) for i in issue.items]
-    slot = as_utc(issue.scheduled_for) if issue.scheduled_for else None
-    date = (slot or datetime.fromisoformat(Week.parse(issue.week).day(s.schedule.weekday_index).isoformat()))
+    if issue.scheduled_for:
+        date = as_utc(issue.scheduled_for).astimezone(ZoneInfo(s.schedule.timezone)).date()
+    else:
+        date = Week.parse(issue.week).day(s.schedule.weekday_index)
     return {
         "site": s.site,
         "sender": s.sender,
         "issue": {
             "week": issue.week,
             "number": issue.number,
-            "date": f"{date:%-d %B %Y}",
+            "date": f"{date:%A %-d %B %Y}",
             "editor_note": issue.editor_note or "",
         },
+        "schedule": s.schedule,
         "items": items,
         "subject": subject_for(s.site.name, issue.number, items),
         "preheader": preheader_for(items),
@@ -128,10 +153,10 @@ def compile_issue(config: Config, issue: Issue) -> CompiledEmail:
 
 
 def render_pair(config: Config, name: str, ctx: dict[str, Any]) -> tuple[str, str]:
-    """Render `<name>.mjml.j2` to HTML and `<name>.txt.j2` to text."""
-    env = make_env(config.templates_dir)
+    """Render `<name>.mjml.j2` to HTML and `<name>.txt.j2` to text; TemplateError names file and line."""
+    env = cached_env(config.templates_dir)
     mjml_source = render_template(env, f"{name}.mjml.j2", ctx)
-    html = compile_mjml(mjml_source, config.templates_dir / f"{name}.mjml.j2")
+    html = compile_mjml(mjml_source, config.templates_dir / f"{name}.mjml.j2", env)
     text = render_template(env, f"{name}.txt.j2", ctx)
     return html, text
 

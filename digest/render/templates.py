@@ -1,15 +1,49 @@
-"""The template environment and MJML compilation, with errors that name the operator's file and line."""
+"""The template environment and MJML compilation, with errors that name the operator's file and line.
+
+Operators edit these templates, so a mistake must come back as `file:line: what is wrong`
+and stop the send. Jinja reports its own lines; MRML (mjml-python) reports no position at
+all, so the rendered MJML is checked here first and a problem is traced back to the
+template line that produced it.
+"""
 
 from __future__ import annotations
 
 import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import mjml
 
 from digest.errors import TemplateError
+
+TEXT_WIDTH = 72
+
+
+def wrap(text: Any, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
+    """Plain-text paragraphs wrapped at `width`; long words (URLs) are never broken."""
+    paragraphs = re.split(r"\n\s*\n", str(text).strip())
+    out = []
+    for i, para in enumerate(paragraphs):
+        out.append(textwrap.fill(
+            " ".join(para.split()), width=width, break_long_words=False, break_on_hyphens=False,
+            initial_indent=(first if first is not None and i == 0 else indent), subsequent_indent=indent))
+    return "\n\n".join(out)
+
+
+def paragraphs(text: Any) -> list[str]:
+    """Split an editor's note into paragraphs at blank lines (each one escaped by the template)."""
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(text or "").strip()) if p.strip()]
+
+
+def text_bar(percent: Any, width: int = 20) -> str:
+    """`[##########----------]` for the plain-text twin of the panel-ship gauge."""
+    pct = max(0, min(100, int(percent or 0)))
+    filled = round(pct * width / 100)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
 def make_env(templates_dir: Path) -> jinja2.Environment:
@@ -20,7 +54,7 @@ def make_env(templates_dir: Path) -> jinja2.Environment:
     def autoescape(name: str | None) -> bool:
         return not (name or "").endswith(".txt.j2")
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
@@ -28,18 +62,31 @@ def make_env(templates_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters.update(wrap=wrap, paragraphs=paragraphs, text_bar=text_bar)
+    return env
 
 
-def _template_location(exc: BaseException, templates_dir: Path) -> str:
-    """Find the innermost template frame of a runtime error for `file:line`."""
+_ENVS: dict[Path, jinja2.Environment] = {}
+
+
+def cached_env(templates_dir: Path) -> jinja2.Environment:
+    """One environment per folder: parsed templates are reused, and an edited file is reloaded (mtime)."""
+    env = _ENVS.get(templates_dir)
+    if env is None:
+        env = _ENVS[templates_dir] = make_env(templates_dir)
+    elif not templates_dir.is_dir():
+        raise TemplateError(f"{templates_dir}: templates folder not found (templates.dir in config.toml)")
+    return env
+
+
+def _template_location(exc: BaseException) -> str:
+    """The innermost template frame of a runtime error, as `file:line` (Jinja names frames by file)."""
     tb = exc.__traceback__
     where = ""
     while tb is not None:
-        frame = tb.tb_frame
-        fname = frame.f_code.co_filename
-        if fname.endswith(".j2") or "templates" in fname and not fname.endswith(".py"):
-            lineno = tb.tb_lineno
-            where = f"{fname}:{lineno}"
+        fname = tb.tb_frame.f_code.co_filename
+        if fname.endswith(".j2"):
+            where = f"{fname}:{tb.tb_lineno}"
         tb = tb.tb_next
     return where
 
@@ -52,22 +99,162 @@ def render_template(env: jinja2.Environment, name: str, context: dict[str, Any])
         fname = exc.filename or str(base / (exc.name or name))
         raise TemplateError(f"{fname}:{exc.lineno}: template syntax error: {exc.message}") from None
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"{base / exc.name}: template not found") from None
+        where = _template_location(exc) or str(base / name)
+        raise TemplateError(f"{where}: template not found: {exc.name}") from None
     except jinja2.UndefinedError as exc:
-        where = _template_location(exc, base) or str(base / name)
+        where = _template_location(exc) or str(base / name)
         raise TemplateError(f"{where}: template error: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - any error an operator's template raises
-        where = _template_location(exc, base) or str(base / name)
+        where = _template_location(exc) or str(base / name)
         raise TemplateError(f"{where}: template error: {exc}") from None
 
 
-def compile_mjml(source: str, template_path: Path) -> str:
-    """Compile MJML to HTML; a malformed document names the template and the line of the rendered MJML."""
+# --- MJML checks -------------------------------------------------------------------------
+
+MJML_ELEMENTS = frozenset("""
+mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font mj-html-attributes
+mj-html-attribute mj-selector mj-preview mj-style mj-title mj-include mj-raw mj-accordion
+mj-accordion-element mj-accordion-title mj-accordion-text mj-button mj-carousel mj-carousel-image
+mj-column mj-divider mj-group mj-hero mj-image mj-navbar mj-navbar-link mj-section mj-social
+mj-social-element mj-spacer mj-table mj-text mj-wrapper
+""".split())
+VOID_HTML = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+_TAG = re.compile(
+    r"<(/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*)\s*(/?)>")
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
+
+
+@dataclass(frozen=True)
+class MjmlProblem:
+    line: int  # 1-based line of the rendered MJML
+    message: str
+    snippet: str  # literal text of the offending tag, used to find the template line
+
+
+def check_mjml(source: str) -> MjmlProblem | None:
+    """The first structural problem MRML would choke on (or silently drop), with its line."""
+    stack: list[tuple[str, int, str]] = []
+    pos, n = 0, len(source)
+
+    def line_at(i: int) -> int:
+        return source.count("\n", 0, i) + 1
+
+    while True:
+        i = source.find("<", pos)
+        if i < 0:
+            break
+        if source.startswith("<!--", i):
+            end = source.find("-->", i + 4)
+            if end < 0:
+                return MjmlProblem(line_at(i), "comment <!-- is never closed with -->", "<!--")
+            pos = end + 3
+            continue
+        if source.startswith("<!", i) or source.startswith("<?", i):
+            end = source.find(">", i)
+            pos = n if end < 0 else end + 1
+            continue
+        nxt = source[i + 1:i + 2]
+        if not (nxt.isalpha() or nxt == "/"):
+            return MjmlProblem(line_at(i), "a bare '<' in text (write &lt;)", source[i:i + 12].split("\n")[0])
+        m = _TAG.match(source, i)
+        if not m:
+            snippet = source[i:i + 40].split("\n")[0]
+            return MjmlProblem(line_at(i), f"malformed tag {snippet!r} (unclosed quote, unquoted "
+                                           "attribute value or missing '>')", snippet)
+        closing, name, _attrs, selfclosing = m.groups()
+        lname = name.lower()
+        if (lname == "mjml" or lname.startswith("mj-")) and name not in MJML_ELEMENTS:
+            return MjmlProblem(line_at(i), f"unknown MJML element <{name}>", f"<{closing}{name}")
+        if closing:
+            if stack and stack[-1][0] == name:
+                stack.pop()
+            elif any(t == name for t, _, _ in stack):
+                top, top_line, _ = stack[-1]
+                return MjmlProblem(line_at(i), f"</{name}> closes while <{top}> (line {top_line}) "
+                                               "is still open", f"</{name}")
+            else:
+                return MjmlProblem(line_at(i), f"</{name}> has no matching <{name}>", f"</{name}")
+        elif not selfclosing and lname not in VOID_HTML:
+            stack.append((name, line_at(i), f"<{name}"))
+            if name in ("mj-style", "mj-raw", "style"):
+                # CSS and raw HTML are not nested MJML: jump to the closing tag.
+                end = source.find(f"</{name}>", m.end())
+                if end < 0:
+                    return MjmlProblem(line_at(i), f"<{name}> is never closed", f"<{name}")
+                pos = end
+                continue
+        pos = m.end()
+    if stack:
+        name, line, snippet = stack[-1]
+        return MjmlProblem(line, f"<{name}> is never closed", snippet)
+    return None
+
+
+def _used_templates(env: jinja2.Environment, name: str) -> list[str]:
+    """`name` and every template it extends, includes or imports, in first-use order."""
+    seen: list[str] = []
+    todo = [name]
+    while todo:
+        current = todo.pop(0)
+        if current in seen:
+            continue
+        seen.append(current)
+        try:
+            source = env.loader.get_source(env, current)[0]  # type: ignore[union-attr]
+            refs = jinja2.meta.find_referenced_templates(env.parse(source))
+        except (jinja2.TemplateError, OSError):
+            continue
+        todo.extend(r for r in refs if r)
+    return seen
+
+
+def _line_pattern(template_line: str) -> re.Pattern[str] | None:
+    """A regex matching what a template line renders to: literal text, `.*?` for expressions."""
+    stripped = template_line.strip()
+    literal = _JINJA.sub("", stripped)
+    if len(literal.strip()) < 3:
+        return None
+    parts = []
+    last = 0
+    for m in _JINJA.finditer(stripped):
+        parts.append(re.escape(stripped[last:m.start()]))
+        parts.append(".*?" if m.group(0).startswith("{{") else "")
+        last = m.end()
+    parts.append(re.escape(stripped[last:]))
+    return re.compile("".join(parts), re.S)
+
+
+def locate(env: jinja2.Environment, name: str, rendered: str, problem: MjmlProblem) -> str:
+    """The template `file:line` that produced the rendered line of `problem` (best match)."""
+    base = Path(env.loader.searchpath[0])  # type: ignore[union-attr]
+    lines = rendered.splitlines()
+    target = lines[problem.line - 1].strip() if 0 < problem.line <= len(lines) else ""
+    exact: list[str] = []
+    loose: list[str] = []
+    for tname in _used_templates(env, name):
+        try:
+            source = env.loader.get_source(env, tname)[0]  # type: ignore[union-attr]
+        except (jinja2.TemplateError, OSError):
+            continue
+        for lineno, tline in enumerate(source.splitlines(), start=1):
+            where = f"{base / tname}:{lineno}"
+            pattern = _line_pattern(tline)
+            if pattern is not None and target and pattern.fullmatch(target):
+                exact.append(where)
+            elif problem.snippet and problem.snippet in tline:
+                loose.append(where)
+    found = exact or loose
+    return found[0] if found else f"{base / name} (rendered MJML line {problem.line})"
+
+
+def compile_mjml(source: str, template_path: Path, env: jinja2.Environment | None = None) -> str:
+    """Compile MJML to HTML; a malformed document names the template file and line."""
+    name = template_path.name
+    problem = check_mjml(source)
+    if problem is not None:
+        env = env or make_env(template_path.parent)
+        raise TemplateError(f"{locate(env, name, source, problem)}: MJML error: {problem.message}")
     try:
         return mjml.mjml2html(source, disable_comments=True)
     except (ValueError, RuntimeError) as exc:
-        message = str(exc)
-        m = re.search(r"(?:position|offset|at) (\d+)", message)
-        line = source[: int(m.group(1))].count("\n") + 1 if m else None
-        where = f"{template_path}:{line}" if line else str(template_path)
-        raise TemplateError(f"{where}: MJML error: {message}") from None
+        raise TemplateError(f"{template_path}: MJML error: {exc}") from None

@@ -1,7 +1,7 @@
 """Confirm and welcome emails: rendered per subscriber (they are one-off, not per-issue).
 
 Template context contract (kept by templates/email/{confirm,welcome}.{mjml,txt}.j2):
-  site, sender            the config sections
+  site, sender, schedule  the config sections
   subject, preheader      set here
   subscriber.email/.name  the reader
   confirm_url, expiry_days              (confirm)
@@ -36,6 +36,6 @@ class RenderedMail:
 def render_transactional(config: Config, kind: str, context: dict[str, Any]) -> RenderedMail:
     s = config.settings
     subject = SUBJECTS[kind].format(site=s.site.name)
-    ctx = {"site": s.site, "sender": s.sender, "subject": subject, "preheader": PREHEADERS[kind], **context}
+    ctx = {"site": s.site, "sender": s.sender, "schedule": s.schedule, "subject": subject, "preheader": PREHEADERS[kind], **context}
     html, text = render_pair(config, kind, ctx)
     return RenderedMail(subject, html, text)
