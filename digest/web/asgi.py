@@ -1,0 +1,17 @@
+"""ASGI factory for uvicorn: `uvicorn --factory digest.web.asgi:make_app` (config from DIGEST_CONFIG).
+
+Each uvicorn worker process calls this once: it loads the config, opens (and if needed
+migrates) the database and builds the app with every router and background drainer.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from digest.runtime import open_runtime
+from digest.web.app import create_app
+
+
+def make_app() -> FastAPI:
+    """Config path from DIGEST_CONFIG (else ./config.toml); secrets from the environment."""
+    return create_app(open_runtime())

@@ -1,0 +1,256 @@
+"""State changes of a subscriber after sign-up: confirm, unsubscribe, resubscribe, bounce, complain, forget.
+
+Every change that stops mail also sets the subscriber's status (the enqueue step and the
+sender take only `active`), and every suppression keeps only the address's hash, so it
+outlives erasure. Unsubscribes and complaints carry the issue whose link or copy caused
+them, for "which issue lost whom".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from digest.runtime import Runtime
+from digest.storage.models import (
+    SUB_ACTIVE,
+    SUB_BOUNCED,
+    SUB_COMPLAINED,
+    SUB_PENDING,
+    SUB_UNSUBSCRIBED,
+    Delivery,
+    Event,
+    Issue,
+    RateLimitHit,
+    Subscriber,
+    Suppression,
+)
+from digest.weeks import utcnow
+from subscribers.addresses import normalize_email
+from subscribers.mail_queue import queue_mail
+from subscribers.tokens import Tokens, TokenError, UnsubscribeClaim, email_hash
+
+SOFT_BOUNCE_LIMIT = 3
+SOFT_BOUNCE_WINDOW = timedelta(days=30)
+REASONS = {
+    "too_many": "Too many emails",
+    "not_relevant": "The content is not relevant to me",
+    "never_signed_up": "I never signed up",
+    "other": "Something else",
+}
+MAX_REASON = 500
+
+
+# -- suppression -------------------------------------------------------------------------
+
+
+def suppress(session: Session, email: str, reason: str, now: datetime | None = None) -> None:
+    """Put the address's hash on the suppression list (an existing entry keeps its first reason)."""
+    values = {"email_hash": email_hash(email), "reason": reason, "created_at": now or utcnow()}
+    dialect = session.get_bind().dialect.name
+    stmt = (pg_insert(Suppression) if dialect == "postgresql" else sqlite_insert(Suppression)).values(**values)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["email_hash"]))
+
+
+def _existing_issue(session: Session, issue_id: int | None) -> int | None:
+    if not issue_id:
+        return None
+    return session.scalar(select(Issue.id).where(Issue.id == issue_id))
+
+
+# -- confirm -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    state: str  # confirmed | already | expired | stale | invalid
+    subscriber_id: int | None = None
+
+
+def confirm(rt: Runtime, token: str, now: datetime | None = None) -> ConfirmResult:
+    """Make a pending subscriber active and queue the welcome mail; safe to open twice."""
+    now = now or utcnow()
+    try:
+        sid, tie = Tokens(rt.secret_key).read_confirm(token, rt.settings.subscribe.confirm_expiry_days)
+    except TokenError as exc:
+        return ConfirmResult("expired" if "expired" in str(exc) else "invalid")
+    with rt.sessions.begin() as session:
+        sub = session.get(Subscriber, sid)
+        if sub is None or Tokens.tie(sub.email) != tie:
+            return ConfirmResult("invalid")
+        if sub.status == SUB_ACTIVE:
+            return ConfirmResult("already", sub.id)
+        if sub.status != SUB_PENDING:
+            return ConfirmResult("stale", sub.id)  # unsubscribed, bounced or complained since
+        sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, now, None, None
+        session.execute(delete(Suppression).where(Suppression.email_hash == email_hash(sub.email),
+                                                  Suppression.reason == "forgotten"))
+        session.add(Event(kind="confirmed", subscriber_id=sub.id, created_at=now, detail={}))
+        queue_mail(session, "welcome", sub.id, now)
+        return ConfirmResult("confirmed", sub.id)
+
+
+# -- unsubscribe -------------------------------------------------------------------------
+
+
+def read_unsubscribe_token(rt: Runtime, token: str) -> UnsubscribeClaim:
+    """Raises TokenError for anything not signed by us (garbled, forged, truncated)."""
+    if not token or len(token) > 300:
+        raise TokenError("invalid unsubscribe token")
+    return Tokens(rt.secret_key).read_unsubscribe(token)
+
+
+def subscriber_for(session: Session, claim: UnsubscribeClaim) -> Subscriber | None:
+    """The token's subscriber, unless erased or the address changed (then the token is dead)."""
+    sub = session.get(Subscriber, claim.subscriber_id)
+    if sub is None or not claim.matches(sub.email):
+        return None
+    return sub
+
+
+def unsubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, method: str,
+                now: datetime | None = None) -> bool:
+    """Stop all mail to `sub`; True when this call changed something (repeat calls are no-ops)."""
+    if sub.status not in (SUB_ACTIVE, SUB_PENDING):
+        return False
+    now = now or utcnow()
+    sub.status, sub.unsubscribed_at = SUB_UNSUBSCRIBED, now
+    session.add(Event(kind="unsubscribed", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
+                      created_at=now, detail={"method": method}))
+    session.flush()
+    return True
+
+
+def resubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, ip: str | None,
+                user_agent: str | None, now: datetime | None = None) -> bool:
+    """Undo an unsubscribe from the person's own link (it reached their mailbox: no new opt-in)."""
+    if sub.status != SUB_UNSUBSCRIBED:
+        return False
+    now = now or utcnow()
+    sub.status, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, None, None
+    sub.consent_at, sub.consent_ip, sub.consent_user_agent = now, (ip or "")[:64] or None, (user_agent or "")[:500] or None
+    sub.consent_source = "web:resubscribe link"
+    session.add(Event(kind="resubscribed", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
+                      created_at=now, detail={}))
+    session.flush()
+    return True
+
+
+def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue_id: int | None,
+               now: datetime | None = None) -> bool:
+    """Keep the optional why; the category goes on an event for stats, the words stay on the person."""
+    if sub.status != SUB_UNSUBSCRIBED:
+        return False
+    code = code if code in REASONS else ("other" if text.strip() else "")
+    if not code:
+        return False
+    words = " ".join(text.split())[:MAX_REASON]
+    sub.unsubscribe_reason = REASONS[code] + (f": {words}" if words else "")
+    session.add(Event(kind="unsubscribe_reason", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
+                      created_at=now or utcnow(), detail={"reason": code}))
+    session.flush()
+    return True
+
+
+# -- bounces and complaints --------------------------------------------------------------
+
+
+def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None, permanent: bool,
+                  delivery: Delivery | None, detail: dict[str, str], now: datetime | None = None) -> str:
+    """Hard bounce: suppress now. Soft: count; the third within 30 days suppresses. Returns what happened."""
+    now = now or utcnow()
+    issue_id = delivery.issue_id if delivery else None
+    delivery_id = delivery.id if delivery else None
+    address = sub.email if sub is not None else email
+    if delivery is not None and permanent and delivery.bounced_at is None:
+        delivery.bounced_at = now
+    if not permanent:
+        if sub is None:
+            return "soft bounce of an unknown address: ignored"
+        session.add(Event(kind="soft_bounce", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
+                          created_at=now, detail=detail))
+        session.flush()
+        recent = session.scalar(select(func.count()).select_from(Event).where(
+            Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.created_at > now - SOFT_BOUNCE_WINDOW)) or 0
+        if recent < SOFT_BOUNCE_LIMIT:
+            return f"soft bounce {recent} of {SOFT_BOUNCE_LIMIT}"
+        reason = "soft_bounces"
+    else:
+        reason = "hard_bounce"
+    if address:
+        suppress(session, address, reason, now)
+    if sub is not None and sub.status != SUB_BOUNCED:
+        if sub.status != SUB_COMPLAINED:
+            sub.status = SUB_BOUNCED
+        session.add(Event(kind="bounced", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
+                          created_at=now, detail={**detail, "reason": reason}))
+    return f"suppressed ({reason})"
+
+
+def record_complaint(session: Session, *, email: str | None, sub: Subscriber | None, delivery: Delivery | None,
+                     now: datetime | None = None) -> str:
+    """A spam report unsubscribes and suppresses, attributed to the issue that was reported."""
+    now = now or utcnow()
+    if delivery is not None and delivery.complained_at is None:
+        delivery.complained_at = now
+    address = sub.email if sub is not None else email
+    if address:
+        suppress(session, address, "complaint", now)
+    if sub is not None and sub.status != SUB_COMPLAINED:
+        sub.status = SUB_COMPLAINED
+        sub.unsubscribed_at = sub.unsubscribed_at or now
+        session.add(Event(kind="complained", subscriber_id=sub.id, issue_id=delivery.issue_id if delivery else None,
+                          delivery_id=delivery.id if delivery else None, created_at=now, detail={}))
+    return "suppressed (complaint)"
+
+
+# -- erasure -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    email: str
+    found: bool
+    deliveries_cleared: int
+    files_removed: int
+
+
+def forget(rt: Runtime, raw_email: str) -> ForgetResult:
+    """Erase a person: their row, queued mail, address on past deliveries, outbox copies.
+
+    Kept: the address's hash on the suppression list (so no import brings it back by
+    accident) and anonymous events (counts per issue stay right).
+    """
+    address = normalize_email(raw_email)
+    h = email_hash(address)
+    with rt.sessions.begin() as session:
+        sid = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
+        cond = Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
+        cleared = session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
+                                  .execution_options(synchronize_session=False)).rowcount or 0
+        if sid is not None:
+            session.execute(delete(Subscriber).where(Subscriber.id == sid))  # outgoing mail cascades; events go anonymous
+        session.execute(delete(RateLimitHit).where(RateLimitHit.key == f"a:{h[:40]}"))
+        suppress(session, address, "forgotten")
+    return ForgetResult(address, sid is not None, cleared, _remove_outbox_copies(rt, address))
+
+
+def _remove_outbox_copies(rt: Runtime, address: str) -> int:
+    from digest.delivery.transports.outbox import _safe
+
+    root = rt.outbox_dir
+    if not root.is_dir():
+        return 0
+    suffix = f"-{_safe(address)}.eml"
+    removed = 0
+    for path in root.rglob("*.eml"):
+        if path.name.endswith(suffix):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+

@@ -1,0 +1,285 @@
+"""Confirmation and welcome mail: queued inside the request, sent by a drainer within seconds.
+
+A sign-up only inserts an `outgoing_mail` row in its own transaction, so the answer never
+waits for rendering or the provider. The drainer (a thread in every web process, or the CLI
+after an import) claims rows with a lease (`claimed_until`), renders them with
+digest.render.transactional and hands them to the configured transport. A row is rendered
+when its turn comes, so a confirmation for someone who confirmed or left meanwhile is skipped.
+Several drainers (uvicorn workers, a CLI import) never take the same row at once; a drainer
+that dies mid-send leaves its rows to the next one after the lease, and the outbox/Resend
+idempotency keys keep that re-send from making a second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from digest.delivery.transports import make_transport
+from digest.delivery.transports.base import TransientError, Transport
+from digest.errors import ProviderAuthError, UserError
+from digest.mail import OutgoingEmail, sender_address, unsubscribe_headers
+from digest.render.transactional import render_transactional
+from digest.runtime import Runtime
+from digest.storage.models import (
+    MAIL_FAILED,
+    MAIL_QUEUED,
+    MAIL_SENT,
+    MAIL_SKIPPED,
+    SUB_ACTIVE,
+    SUB_PENDING,
+    OutgoingMail,
+    Subscriber,
+)
+from digest.weeks import utcnow
+from subscribers.api import personal_links
+from subscribers.tokens import Tokens
+
+log = logging.getLogger("subscribers.mail")
+
+KINDS = ("confirm", "welcome")
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 8
+BATCH = 50
+FOLDER = "transactional"
+
+
+def queue_mail(session: Session, kind: str, subscriber_id: int, now: datetime | None = None) -> None:
+    """Add one mail to the queue in the caller's transaction (cheap: one insert)."""
+    assert kind in KINDS
+    session.execute(insert(OutgoingMail).values(kind=kind, subscriber_id=subscriber_id, status=MAIL_QUEUED,
+                                                attempts=0, created_at=now or utcnow()))
+
+
+@dataclass
+class DrainResult:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deferred: int = 0  # transient transport trouble: retried after a back-off
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def handled(self) -> int:
+        return self.sent + self.skipped + self.failed + self.deferred
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** max(0, attempts - 1), 3600))
+
+
+class MailBuilder:
+    """Turns a queue row into the email a reader gets (rendered now, links signed now)."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.settings = rt.settings
+        self.tokens = Tokens(rt.secret_key)
+        self.from_addr = sender_address(self.settings)
+
+    def build(self, mail_id: int, kind: str, sub: Subscriber) -> OutgoingEmail:
+        s = self.settings
+        base = s.site.public_url
+        person = {"email": sub.email, "name": sub.name}
+        headers: dict[str, str] = {}
+        if kind == "confirm":
+            token = self.tokens.confirm(sub.id, sub.email)
+            context = {"subscriber": person, "confirm_url": f"{base}/confirm/{token}",
+                       "expiry_days": s.subscribe.confirm_expiry_days}
+        else:
+            links = personal_links(s, self.tokens, sub.id, sub.email, None, None)
+            context = {"subscriber": person, "unsubscribe_url": links["unsubscribe_url"],
+                       "manage_url": links["manage_url"], "archive_url": f"{base}/archive"}
+            headers = unsubscribe_headers(s, links["unsubscribe_url"], links["token"])
+        rendered = render_transactional(self.rt.config, kind, context)
+        return OutgoingEmail(to=sub.email, subject=rendered.subject, html=rendered.html, text=rendered.text,
+                             from_addr=self.from_addr, reply_to=s.sender.reply_to or None, headers=headers,
+                             tags={"kind": kind}, key=f"m{mail_id}")
+
+
+def _wanted(kind: str, status: str) -> bool:
+    return (kind == "confirm" and status == SUB_PENDING) or (kind == "welcome" and status == SUB_ACTIVE)
+
+
+def _claim(rt: Runtime, limit: int) -> list[tuple[int, str, int, Subscriber | None]]:
+    now = utcnow()
+    with rt.sessions.begin() as session:
+        q = (select(OutgoingMail.id).where(OutgoingMail.status == MAIL_QUEUED,
+                                            or_(OutgoingMail.claimed_until.is_(None), OutgoingMail.claimed_until <= now))
+             .order_by(OutgoingMail.id).limit(limit))
+        if rt.on_postgres:
+            q = q.with_for_update(skip_locked=True)
+        ids = list(session.scalars(q))
+        if not ids:
+            return []
+        session.execute(update(OutgoingMail).where(OutgoingMail.id.in_(ids)).values(claimed_until=now + LEASE)
+                        .execution_options(synchronize_session=False))
+        rows = session.execute(
+            select(OutgoingMail.id, OutgoingMail.kind, OutgoingMail.attempts, Subscriber)
+            .join(Subscriber, Subscriber.id == OutgoingMail.subscriber_id, isouter=True)
+            .where(OutgoingMail.id.in_(ids)).order_by(OutgoingMail.id)
+        ).all()
+        session.expunge_all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _finish(rt: Runtime, rows: list[dict[str, object]]) -> None:
+    if rows:
+        with rt.sessions.begin() as session:
+            session.execute(update(OutgoingMail), rows)
+
+
+def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: int = BATCH) -> DrainResult:
+    """Claim up to `limit` due rows and send them in one transport call."""
+    result = DrainResult()
+    claimed = _claim(rt, limit)
+    if not claimed:
+        return result
+    now = utcnow()
+    done: list[dict[str, object]] = []
+    to_send: list[tuple[int, int, OutgoingEmail]] = []
+    for mail_id, kind, attempts, sub in claimed:
+        if sub is None or not _wanted(kind, sub.status):
+            done.append({"id": mail_id, "status": MAIL_SKIPPED, "sent_at": now, "claimed_until": None,
+                         "error": "no longer wanted (confirmed, left or erased before its turn)"})
+            result.skipped += 1
+            continue
+        try:
+            to_send.append((mail_id, attempts, builder.build(mail_id, kind, sub)))
+        except UserError as exc:  # a broken operator template: retried, so fixing it lets the mail go out
+            result.errors.append(str(exc))
+            done.append(_retry_or_fail(mail_id, attempts, str(exc), now, result))
+    if to_send:
+        key = f"txn-{to_send[0][0]}-{to_send[-1][0]}-{len(to_send)}"
+        try:
+            results = transport.send_batch([m for _, _, m in to_send], key, FOLDER)
+        except TransientError as exc:
+            result.errors.append(str(exc))
+            for mail_id, attempts, _ in to_send:
+                done.append(_retry_or_fail(mail_id, attempts, f"transport: {exc}", now, result,
+                                           retry_after=exc.retry_after))
+        except ProviderAuthError as exc:
+            # Nothing was sent; give the rows back for after the operator fixes the key.
+            done.extend({"id": mail_id, "claimed_until": now + timedelta(minutes=1), "error": str(exc)}
+                        for mail_id, _, _ in to_send)
+            _finish(rt, done)
+            raise
+        else:
+            for (mail_id, attempts, _), res in zip(to_send, results):
+                if res.ok:
+                    done.append({"id": mail_id, "status": MAIL_SENT, "sent_at": now, "claimed_until": None,
+                                 "attempts": attempts + 1, "error": None})
+                    result.sent += 1
+                else:
+                    done.append({"id": mail_id, "status": MAIL_FAILED, "claimed_until": None,
+                                 "attempts": attempts + 1, "error": (res.error or "rejected")[:2000]})
+                    result.failed += 1
+    _finish(rt, done)
+    return result
+
+
+def _retry_or_fail(mail_id: int, attempts: int, error: str, now: datetime, result: DrainResult,
+                   retry_after: float | None = None) -> dict[str, object]:
+    attempts += 1
+    if attempts >= MAX_ATTEMPTS:
+        result.failed += 1
+        return {"id": mail_id, "status": MAIL_FAILED, "attempts": attempts, "claimed_until": None,
+                "error": f"gave up after {attempts} attempts: {error}"[:2000]}
+    result.deferred += 1
+    wait = timedelta(seconds=retry_after) if retry_after else backoff(attempts)
+    return {"id": mail_id, "attempts": attempts, "claimed_until": now + wait, "error": error[:2000]}
+
+
+def drain(rt: Runtime, transport: Transport | None = None, *, max_rows: int | None = None,
+          on_progress: Callable[[DrainResult], None] | None = None) -> DrainResult:
+    """Send everything due now (the CLI after `add`/`import`; tests)."""
+    own = transport is None
+    transport = transport or make_transport(rt.config)
+    builder = MailBuilder(rt)
+    total = DrainResult()
+    try:
+        while max_rows is None or total.handled < max_rows:
+            step = drain_batch(rt, transport, builder, BATCH if max_rows is None else min(BATCH, max_rows - total.handled))
+            if not step.handled:
+                break
+            total.sent += step.sent
+            total.skipped += step.skipped
+            total.failed += step.failed
+            total.deferred += step.deferred
+            total.errors += step.errors
+            if on_progress:
+                on_progress(total)
+            if step.deferred and not (step.sent or step.skipped or step.failed):
+                break  # the transport is unwell: the rest waits for its back-off
+    finally:
+        if own:
+            transport.close()
+    return total
+
+
+class Drainer:
+    """The web process's background sender: wakes on `wake()` (a sign-up in this process) or every `poll` s."""
+
+    def __init__(self, rt: Runtime, *, poll: float = 1.0,
+                 transport_factory: Callable[[], Transport] | None = None,
+                 housekeeping: Callable[[], None] | None = None, housekeeping_every: float = 60.0):
+        self.rt = rt
+        self.poll = poll
+        self.transport_factory = transport_factory or (lambda: make_transport(rt.config))
+        self.housekeeping = housekeeping
+        self.housekeeping_every = housekeeping_every
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mail-drainer", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        transport: Transport | None = None
+        builder = MailBuilder(self.rt)
+        last_housekeeping = 0.0
+        pause = 0.0
+        import time
+
+        while not self._stop.is_set():
+            try:
+                if transport is None:
+                    transport = self.transport_factory()
+                step = drain_batch(self.rt, transport, builder)
+                for err in step.errors:
+                    log.warning("transactional mail: %s", err)
+                pause = 0.0
+                if self.housekeeping and time.monotonic() - last_housekeeping > self.housekeeping_every:
+                    last_housekeeping = time.monotonic()
+                    self.housekeeping()
+                if step.handled and not step.deferred:
+                    continue  # more may be waiting
+            except ProviderAuthError as exc:
+                log.error("transactional mail stopped: %s", exc)
+                pause = 60.0
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the thread
+                log.exception("transactional mail drainer")
+                pause = min(max(pause * 2, 1.0), 30.0)
+            self._wake.wait(max(self.poll, pause))
+            self._wake.clear()
+        if transport is not None:
+            transport.close()

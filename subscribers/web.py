@@ -1,0 +1,382 @@
+"""Public routes of the subscriber side: sign-up (page, API, embed.js, iframe), confirm, unsubscribe.
+
+    GET  /subscribe            hosted sign-up page
+    POST /subscribe            form-encoded, multipart or JSON; JSON in -> JSON out, a form -> 303
+    GET  /subscribe/thanks     "check your inbox"
+    GET  /embed                the form alone, for an <iframe>
+    GET  /embed.js             drop-in script: renders the form into any page, posts with fetch
+    GET  /confirm/<token>      double opt-in link
+    GET  /u/<token>            unsubscribe / manage page (never changes anything)
+    POST /u/<token>            RFC 8058 one-click (List-Unsubscribe=One-Click) and the page's buttons
+
+Every bad input gets a clear 4xx and changes nothing; a forged token gets a plain 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+from digest.runtime import Runtime
+from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
+from subscribers import lifecycle
+from subscribers.mail_queue import Drainer
+from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
+from subscribers.ratelimit import prune
+from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
+from subscribers.tokens import TokenError, UnsubscribeClaim
+
+router = APIRouter()
+
+MAX_BODY = 16 * 1024
+MAX_FIELD = 2000
+_CTRL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# -- request helpers ---------------------------------------------------------------------
+
+
+async def read_fields(request: Request) -> tuple[dict[str, str], bool]:
+    """The posted fields as strings, and whether the body was JSON. Raises BadRequest."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise BadRequest(413, "The request is too large.")
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise BadRequest(413, "The request is too large.")
+    if ctype == "application/json":
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(400, "The request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise BadRequest(400, "The request body must be a JSON object.")
+        fields = {}
+        for key, value in data.items():
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise BadRequest(400, f"{str(key)[:40]}: must be a string.")
+            fields[str(key)] = value
+        return fields, True
+    if ctype in ("application/x-www-form-urlencoded", ""):
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest(400, "The form data could not be read.") from None
+        return _first_values(pairs), False
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=0, max_fields=50)
+        except Exception:  # noqa: BLE001 - malformed multipart of any kind
+            raise BadRequest(400, "The form data could not be read.") from None
+        return _first_values([(k, v) for k, v in form.multi_items() if isinstance(v, str)]), False
+    raise BadRequest(415, "Send the form as application/x-www-form-urlencoded, multipart/form-data or JSON.")
+
+
+def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
+
+
+def wants_json(request: Request, body_was_json: bool) -> bool:
+    return body_was_json or "application/json" in request.headers.get("accept", "")
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer address; behind a proxy run uvicorn with --proxy-headers --forwarded-allow-ips."""
+    return request.client.host if request.client else None
+
+
+def allowed_origins(rt: Runtime, request: Request) -> set[str]:
+    s = rt.settings.site
+    own = {origin_of(s.public_url)}
+    host = request.headers.get("host")
+    if host:
+        own.add(f"{request.url.scheme}://{host}".lower())
+    return {origin_of(o) for o in s.allowed_origins} | own
+
+
+def safe_next(raw: str | None, rt: Runtime, request: Request) -> str | None:
+    """A redirect target after the no-JS form: a path here, or a URL on an allowed origin."""
+    if not raw or len(raw) > MAX_FIELD or _CTRL.search(raw) or " " in raw:
+        return None
+    if raw.startswith("/") and not raw.startswith("//"):
+        return raw
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    return raw if origin_of(raw) in allowed_origins(rt, request) else None
+
+
+def _drainer_wake(request: Request) -> None:
+    drainer = getattr(request.app.state, "subscriber_drainer", None)
+    if drainer is not None:
+        drainer.wake()
+
+
+# -- sign-up -----------------------------------------------------------------------------
+
+
+@router.get("/subscribe", include_in_schema=False)
+async def subscribe_page(request: Request) -> Response:
+    pages = pages_for(request)
+    nxt = safe_next(request.query_params.get("next"), request.app.state.rt, request)
+    return pages.render("subscribe.html.j2", form=_form_context(source="hosted", next_url=nxt))
+
+
+def _form_context(*, source: str, next_url: str | None = None, email: str = "", name: str = "",
+                  error: str = "", error_field: str | None = None, compact: bool = False) -> dict[str, Any]:
+    return {"action": "/subscribe", "source": source, "next": next_url or "", "email": email, "name": name,
+            "error": error, "error_field": error_field, "compact": compact}
+
+
+@router.post("/subscribe", include_in_schema=False)
+async def subscribe_post(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    origin = request.headers.get("origin")
+    as_json = "application/json" in request.headers.get("accept", "") or \
+        request.headers.get("content-type", "").startswith("application/json")
+    if origin and origin.lower() not in allowed_origins(rt, request):
+        return _refuse(request, as_json, 403, "This site may not use the sign-up form.")
+    try:
+        fields, body_json = await read_fields(request)
+    except BadRequest as exc:
+        return _refuse(request, as_json, exc.status, exc.message)
+    as_json = wants_json(request, body_json)
+    source = clean_form_id(fields.get("source"), "api" if as_json else "form")
+    req = SignupRequest(
+        email=fields.get("email", "")[:MAX_FIELD], name=(fields.get("name") or "")[:MAX_FIELD] or None,
+        honeypot=fields.get("website", ""), form=source,
+        page=request.headers.get("referer") or origin, ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    outcome = await run_in_threadpool(signup, rt, req)
+    if outcome.queued:
+        _drainer_wake(request)
+    if as_json:
+        return _json_outcome(outcome)
+    return _form_outcome(request, rt, outcome, fields, source)
+
+
+def _json_outcome(outcome: SignupOutcome) -> JSONResponse:
+    if outcome.accepted:
+        return JSONResponse({"ok": True, "message": outcome.message})
+    if outcome.status == "limited":
+        return JSONResponse({"ok": False, "error": outcome.message, "retry_after": outcome.retry_after},
+                            status_code=429, headers={"Retry-After": str(outcome.retry_after)})
+    return JSONResponse({"ok": False, "error": outcome.message, "field": outcome.field}, status_code=400)
+
+
+def _form_outcome(request: Request, rt: Runtime, outcome: SignupOutcome, fields: dict[str, str],
+                  source: str) -> Response:
+    nxt = safe_next(fields.get("next"), rt, request)
+    if outcome.accepted:
+        return RedirectResponse(nxt or "/subscribe/thanks", status_code=303)
+    pages = pages_for(request)
+    status = 429 if outcome.status == "limited" else 400
+    headers = {"Retry-After": str(outcome.retry_after)} if outcome.status == "limited" else None
+    form = _form_context(source=source, next_url=nxt, email=fields.get("email", "")[:254],
+                         name=(fields.get("name") or "")[:100], error=outcome.message, error_field=outcome.field,
+                         compact=source == "embed")
+    if source == "embed":
+        return pages.render("embed.html.j2", status=status, frameable=True, headers=headers, form=form, done=False)
+    return pages.render("subscribe.html.j2", status=status, headers=headers, form=form)
+
+
+def _refuse(request: Request, as_json: bool, status: int, message: str) -> Response:
+    if as_json:
+        return JSONResponse({"ok": False, "error": message}, status_code=status)
+    return pages_for(request).render("message.html.j2", status=status, title="Something went wrong",
+                                     heading="We could not take that sign-up", message=message)
+
+
+@router.get("/subscribe/thanks", include_in_schema=False)
+async def thanks_page(request: Request) -> Response:
+    return pages_for(request).render("thanks.html.j2")
+
+
+@router.get("/embed", include_in_schema=False)
+async def embed_page(request: Request) -> Response:
+    done = request.query_params.get("done") == "1"
+    return pages_for(request).render("embed.html.j2", frameable=True, done=done,
+                                     form=_form_context(source="embed", next_url="/embed?done=1", compact=True))
+
+
+@router.get("/embed.js", include_in_schema=False)
+async def embed_js(request: Request) -> Response:
+    pages = pages_for(request)
+    path = pages.dir / "embed.js"
+    if not path.is_file():
+        path = DEFAULT_DIR / "embed.js"
+    return Response(path.read_bytes(), media_type="application/javascript; charset=utf-8",
+                    headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
+                             "Cross-Origin-Resource-Policy": "cross-origin"})
+
+
+# -- confirm -----------------------------------------------------------------------------
+
+
+@router.get("/confirm/{token}", include_in_schema=False)
+async def confirm_link(request: Request, token: str) -> Response:
+    rt: Runtime = request.app.state.rt
+    if len(token) > 300:
+        return _bad_link()
+    result = await run_in_threadpool(lifecycle.confirm, rt, token)
+    if result.state == "invalid":
+        return _bad_link()
+    if result.state == "confirmed":
+        _drainer_wake(request)
+    status = 200 if result.state in ("confirmed", "already") else 400
+    return pages_for(request).render("confirm.html.j2", status=status, private=True, state=result.state,
+                                     form=_form_context(source="confirm-expired"))
+
+
+def _bad_link() -> Response:
+    """A forged, garbled or dead token: the same plain answer, whatever was wrong."""
+    return plain_error(400, "This link is not valid.")
+
+
+# -- unsubscribe -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnsubView:
+    state: str  # subscribed | unsubscribed | blocked | gone
+    masked: str = ""
+    has_reason: bool = False
+
+
+def _mask(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}" if domain else "•••"
+
+
+def _view(rt: Runtime, claim: UnsubscribeClaim) -> UnsubView:
+    with rt.sessions() as session:
+        sub = lifecycle.subscriber_for(session, claim)
+        if sub is None:
+            return UnsubView("gone")
+        state = {SUB_ACTIVE: "subscribed", SUB_PENDING: "subscribed", SUB_UNSUBSCRIBED: "unsubscribed"}.get(
+            sub.status, "blocked")
+        return UnsubView(state, _mask(sub.email), bool(sub.unsubscribe_reason))
+
+
+def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, str], method: str,
+         ip: str | None, ua: str | None) -> str:
+    with rt.sessions.begin() as session:
+        sub = lifecycle.subscriber_for(session, claim)
+        if sub is None:
+            return "gone"
+        if action == "unsubscribe":
+            lifecycle.unsubscribe(session, sub, issue_id=claim.issue_id, method=method)
+            if fields.get("reason") or fields.get("reason_text", "").strip():
+                lifecycle.set_reason(session, sub, code=fields.get("reason", ""),
+                                     text=fields.get("reason_text", "")[:2000], issue_id=claim.issue_id)
+            return "unsubscribed"
+        if action == "resubscribe":
+            return "resubscribed" if lifecycle.resubscribe(session, sub, issue_id=claim.issue_id, ip=ip,
+                                                           user_agent=ua) else "unchanged"
+        saved = lifecycle.set_reason(session, sub, code=fields.get("reason", ""),
+                                     text=fields.get("reason_text", "")[:2000], issue_id=claim.issue_id)
+        return "reason" if saved else "unchanged"
+
+
+def _read_claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
+    try:
+        return lifecycle.read_unsubscribe_token(rt, token)
+    except TokenError:
+        return None
+
+
+@router.get("/u/{token}", include_in_schema=False)
+async def unsubscribe_page(request: Request, token: str) -> Response:
+    rt: Runtime = request.app.state.rt
+    claim = _read_claim(rt, token)
+    if claim is None:
+        return _bad_link()
+    view = await run_in_threadpool(_view, rt, claim)
+    done = request.query_params.get("done", "")
+    return pages_for(request).render(
+        "unsubscribe.html.j2", private=True, view=view, token=token, reasons=lifecycle.REASONS,
+        manage=request.query_params.get("manage") == "1",
+        done=done if done in ("unsubscribed", "resubscribed", "reason") else "")
+
+
+@router.post("/u/{token}", include_in_schema=False)
+async def unsubscribe_post(request: Request, token: str) -> Response:
+    rt: Runtime = request.app.state.rt
+    claim = _read_claim(rt, token)
+    if claim is None:
+        return _bad_link()
+    try:
+        fields, _ = await read_fields(request)
+    except BadRequest as exc:
+        return plain_error(exc.status, exc.message)
+    one_click = fields.get("List-Unsubscribe", "").strip().lower() == "one-click"
+    action = "unsubscribe" if one_click else fields.get("action", "")
+    if action not in ("unsubscribe", "resubscribe", "reason"):
+        return plain_error(400, "Unknown request: expected List-Unsubscribe=One-Click.")
+    result = await run_in_threadpool(_act, rt, claim, action, fields, "one-click" if one_click else "page",
+                                     client_ip(request), request.headers.get("user-agent"))
+    pages = pages_for(request)
+    if one_click:
+        # RFC 8058: answer 200 with no redirect; the change is already committed.
+        view = UnsubView("gone") if result == "gone" else await run_in_threadpool(_view, rt, claim)
+        return pages.render("unsubscribe.html.j2", private=True, view=view, token=token,
+                            reasons=lifecycle.REASONS, manage=False, done="unsubscribed")
+    return RedirectResponse(f"/u/{token}?{urlencode({'done': result})}", status_code=303,
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+# -- app wiring --------------------------------------------------------------------------
+
+
+def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
+    """CORS for the embed origins, and the confirmation/welcome drainer for the app's lifetime."""
+    app.add_middleware(
+        CORSMiddleware, allow_origins=sorted({origin_of(o) for o in rt.settings.site.allowed_origins}),
+        allow_methods=["GET", "POST"], allow_headers=["Content-Type", "Accept"], allow_credentials=False,
+        max_age=600,
+    )
+    app.state.subscriber_pages = Pages(rt.config)
+    if not start_drainer:
+        return
+
+    def housekeeping() -> None:
+        with rt.sessions.begin() as session:
+            prune(session)
+
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI):  # type: ignore[no-untyped-def]
+        drainer = Drainer(rt, housekeeping=housekeeping)
+        a.state.subscriber_drainer = drainer
+        drainer.start()
+        try:
+            async with previous(a) as state:
+                yield state
+        finally:
+            drainer.stop()
+            a.state.subscriber_drainer = None
+
+    app.router.lifespan_context = lifespan
