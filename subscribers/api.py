@@ -17,7 +17,7 @@ from subscribers.tokens import Tokens, email_hash
 @dataclass(frozen=True)
 class AddResult:
     subscriber: Subscriber
-    action: str  # added | updated | unchanged | suppressed
+    action: str  # added | updated | unchanged | left | suppressed
 
 
 def is_suppressed(session: Session, email: str) -> bool:
@@ -27,7 +27,12 @@ def is_suppressed(session: Session, email: str) -> bool:
 def add_subscriber(session: Session, email: str, *, name: str | None = None, confirmed: bool = False,
                    source: str = "cli", ip: str | None = None, user_agent: str | None = None,
                    check_deliverability: bool = False) -> AddResult:
-    """Add or update one subscriber (caller commits). Suppressed addresses are never re-added."""
+    """Add or update one subscriber (caller commits).
+
+    Suppressed addresses are never re-added, and people who unsubscribed, bounced or
+    complained are never turned back on by an operator's add or import ("left"): only the
+    person can come back, through the sign-up form or their own resubscribe link.
+    """
     address = normalize_email(email, check_deliverability=check_deliverability)
     name = clean_name(name)
     now = utcnow()
@@ -42,6 +47,8 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
         session.flush()
         session.add(Event(kind="subscribed", subscriber_id=sub.id, detail={"source": source}))
         return AddResult(sub, "added")
+    if sub.status not in (SUB_ACTIVE, SUB_PENDING):
+        return AddResult(sub, "left")
     changed = False
     if name and sub.name != name:
         sub.name, changed = name, True

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
+from rich.table import Table
+from sqlalchemy import func, select
 
 from digest.cli import app
-from digest.cli.context import out, runtime
+from digest.cli.context import out, print_json, runtime
+from digest.errors import UserError
+from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
+from digest.weeks import as_utc, utcnow
 from subscribers.api import add_subscriber
+from subscribers.csvio import export_csv, import_csv
+from subscribers.lifecycle import forget
+from subscribers.mail_queue import DrainResult, drain, queue_mail
+from subscribers.mailto import process_unsubscribe_mail
 
-subscribers_app = typer.Typer(help="Subscribers: add, list, import, export, forget.", no_args_is_help=True)
+STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+
+subscribers_app = typer.Typer(help="Subscribers: add, list, count, import, export, forget.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
+
+
+def _send_queued(what: str) -> None:
+    """Send the confirmations just queued (a running `digest serve` would also pick them up)."""
+    rt = runtime()
+    result: DrainResult = drain(rt)
+    if result.sent or result.failed or result.deferred:
+        out.print(f"{what}: {result.sent} sent, {result.failed} failed, {result.deferred} to retry later "
+                  f"(transport: {rt.config.transport_kind})", markup=False)
+    for err in dict.fromkeys(result.errors):
+        out.print(f"  {err}", markup=False)
 
 
 @subscribers_app.command("add")
@@ -18,12 +43,140 @@ def subscribers_add(
     name: str = typer.Option(None, "--name", help="Display name."),
     confirmed: bool = typer.Option(False, "--confirmed", help="Skip double opt-in (you hold consent)."),
 ) -> None:
-    """Add one subscriber (pending unless --confirmed)."""
+    """Add one subscriber: pending with a confirmation email, or active with --confirmed."""
     rt = runtime()
     with rt.sessions.begin() as session:
         result = add_subscriber(session, email, name=name, confirmed=confirmed, source="cli")
+        queued = result.action == "added" and result.subscriber.status == SUB_PENDING
+        if queued:
+            result.subscriber.confirmation_sent_at = utcnow()
+            queue_mail(session, "confirm", result.subscriber.id)
+    sub = result.subscriber
     if result.action == "suppressed":
-        out.print(f"{result.subscriber.email}: on the suppression list (bounced, complained or erased); not added",
+        out.print(f"{sub.email}: on the suppression list (bounced, complained or erased); not added", markup=False)
+        raise typer.Exit(1)
+    if result.action == "left":
+        out.print(f"{sub.email}: {sub.status} earlier; not re-added (they can sign up again through the form)",
                   markup=False)
         raise typer.Exit(1)
-    out.print(f"{result.action}: {result.subscriber.email} ({result.subscriber.status})", markup=False)
+    out.print(f"{result.action}: {sub.email} ({sub.status})", markup=False)
+    if queued:
+        _send_queued("confirmation")
+
+
+@subscribers_app.command("list")
+def subscribers_list(
+    status: str = typer.Option(None, "--status", help=f"Only this status ({', '.join(STATUSES)})."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show subscribers, newest first."""
+    if status is not None and status not in STATUSES:
+        raise UserError(f"--status: {status!r} is not a status ({', '.join(STATUSES)})")
+    rt = runtime()
+    with rt.sessions() as session:
+        q = select(Subscriber).order_by(Subscriber.id.desc()).limit(limit)
+        if status:
+            q = q.where(Subscriber.status == status)
+        subs = session.scalars(q).all()
+    if as_json:
+        print_json([{"id": s.id, "email": s.email, "name": s.name, "status": s.status,
+                     "created_at": s.created_at, "confirmed_at": s.confirmed_at,
+                     "consent_source": s.consent_source} for s in subs])
+        return
+    if not subs:
+        out.print("no subscribers" + (f" with status {status}" if status else ""), markup=False)
+        return
+    table = Table(box=None, pad_edge=False, highlight=False)
+    for col in ("id", "email", "name", "status", "since", "consent"):
+        table.add_column(col, overflow="fold")
+    for s in subs:
+        table.add_row(str(s.id), s.email, s.name or "", s.status, as_utc(s.created_at).strftime("%Y-%m-%d"),
+                      s.consent_source or "")
+    out.print(table)
+
+
+@subscribers_app.command("count")
+def subscribers_count(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """How many subscribers there are in each status."""
+    rt = runtime()
+    with rt.sessions() as session:
+        counts = dict(session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+        suppressed = session.scalar(select(func.count()).select_from(Suppression)) or 0
+        queued = session.scalar(select(func.count()).select_from(OutgoingMail)
+                                .where(OutgoingMail.status == MAIL_QUEUED)) or 0
+    data = {s: int(counts.get(s, 0)) for s in STATUSES}
+    data["total"] = sum(data.values())
+    data["suppressed"] = int(suppressed)
+    data["mail_queued"] = int(queued)
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"{key:13} {value}", markup=False)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Path = typer.Argument(..., help="CSV with an email column (and optionally name)."),
+    confirmed: bool = typer.Option(False, "--confirmed", help="Import as active (needs --consent)."),
+    consent: str = typer.Option(None, "--consent", help='How consent was given, e.g. "signed up at the 2026 meetup".'),
+) -> None:
+    """Import a CSV: pending with confirmation emails, or active with --confirmed --consent."""
+    rt = runtime()
+    report = import_csv(rt, file, confirmed=confirmed, consent=consent)
+    notes = report.bad + [(line, f"duplicate of line {first}; skipped") for line, first in report.duplicates]
+    for line, reason in sorted(notes):
+        out.print(f"{file}:{line}: {reason}", markup=False)
+    out.print(
+        f"imported: {report.added} added ({'active' if confirmed else 'pending'}), {report.activated} activated, "
+        f"{report.unchanged} already on the list, {report.left} left earlier (not re-added), "
+        f"{report.suppressed} suppressed (not re-added), {len(report.duplicates)} duplicates, "
+        f"{len(report.bad)} bad lines", markup=False)
+    if report.confirmations:
+        _send_queued("confirmations")
+    if report.bad:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("export")
+def subscribers_export(file: str = typer.Argument(..., help="Output CSV path, or - for stdout.")) -> None:
+    """Export every subscriber with status and consent fields."""
+    rt = runtime()
+    if file == "-":
+        export_csv(rt, None, sys.stdout)
+        return
+    count = export_csv(rt, Path(file))
+    out.print(f"exported {count} subscribers to {file}", markup=False)
+
+
+@subscribers_app.command("forget")
+def subscribers_forget(email: str = typer.Argument(..., help="The person's email address.")) -> None:
+    """Erase a person (GDPR): only a hash stays, on the suppression list."""
+    rt = runtime()
+    result = forget(rt, email)
+    what = "erased" if result.found else "not on the list; suppression hash recorded"
+    out.print(f"{result.email}: {what}; {result.deliveries_cleared} past deliveries anonymised, "
+              f"{result.files_removed} outbox copies deleted", markup=False)
+
+
+@subscribers_app.command("unsubscribe-mail")
+def subscribers_unsubscribe_mail(
+    files: list[str] = typer.Argument(..., help=".eml files sent to sender.unsubscribe_mailto, or - for stdin."),
+) -> None:
+    """Process unsubscribe requests that arrived by email (the mailto: in List-Unsubscribe)."""
+    rt = runtime()
+    failed = 0
+    for name in files:
+        if name == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            try:
+                raw = Path(name).read_bytes()
+            except OSError as exc:
+                raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
+        outcome = process_unsubscribe_mail(rt, raw)
+        failed += not outcome.ok
+        out.print(f"{name}: {outcome.message}", markup=False)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,201 @@
+"""CSV import and export of subscribers.
+
+Import reads `email[,name]` (a header row naming an `email` column is recognised, and `,`
+`;` or tab as separator), reports every bad line with its number and reason, skips
+duplicates, and adds the good lines in one transaction: as pending with a confirmation
+queued, or active when the operator holds consent (`--confirmed --consent "..."`, recorded
+on each person). Suppressed addresses and people who left are never brought back.
+
+Export writes status and consent fields; text cells that a spreadsheet would run as a
+formula are prefixed with `'` (and import strips that prefix again).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select
+
+from digest.errors import UserError
+from digest.runtime import Runtime
+from digest.storage.models import SUB_PENDING, Subscriber
+from digest.weeks import as_utc, utcnow
+from subscribers.addresses import AddressError, clean_name, normalize_email
+from subscribers.api import add_subscriber
+from subscribers.mail_queue import queue_mail
+
+EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "mail", "email_address"}
+NAME_HEADERS = {"name", "first name", "first_name", "firstname", "full name", "full_name"}
+EXPORT_COLUMNS = ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "unsubscribe_reason",
+                  "consent_at", "consent_ip", "consent_user_agent", "consent_source"]
+MAX_CONSENT = 150
+_FORMULA = re.compile(r"^[=+\-@\t\r]")
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    activated: int = 0
+    unchanged: int = 0
+    left: int = 0  # unsubscribed, bounced or complained earlier: not re-added
+    suppressed: int = 0
+    confirmations: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    email: str
+    name: str | None
+
+
+def _undefuse(value: str) -> str:
+    return value[1:] if value.startswith("'") and _FORMULA.match(value[1:]) else value
+
+
+def _defuse(value: str) -> str:
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def read_rows(path: Path) -> tuple[list[_Row], ImportReport]:
+    """Parse and validate every line; nothing touches the database yet."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: byte {exc.start} is not UTF-8; save the file as CSV UTF-8") from None
+    report = ImportReport()
+    rows: list[_Row] = []
+    seen: dict[str, int] = {}
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    delimiter = max(",;\t", key=first.count) if any(c in first for c in ",;\t") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    email_col, name_col, header_seen = 0, 1, False
+    while True:
+        line = reader.line_num + 1  # where this record starts (a quoted field may span lines)
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            report.bad.append((line, f"cannot be parsed as CSV ({exc}); the rest of the file was not read"))
+            break
+        cells = [c.strip() for c in cells]
+        if not any(cells):
+            continue
+        if not header_seen:
+            header_seen = True
+            lowered = [c.lower() for c in cells]
+            if any(c in EMAIL_HEADERS for c in lowered):
+                email_col = next(i for i, c in enumerate(lowered) if c in EMAIL_HEADERS)
+                name_col = next((i for i, c in enumerate(lowered) if c in NAME_HEADERS), -1)
+                continue
+        raw_email = _undefuse(cells[email_col]) if email_col < len(cells) else ""
+        raw_name = _undefuse(cells[name_col]) if 0 <= name_col < len(cells) else ""
+        try:
+            address = normalize_email(raw_email)
+            name = clean_name(raw_name)
+        except AddressError as exc:
+            report.bad.append((line, str(exc)))
+            continue
+        if address in seen:
+            report.duplicates.append((line, seen[address]))
+            continue
+        seen[address] = line
+        rows.append(_Row(line, address, name))
+    return rows, report
+
+
+def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str | None = None) -> ImportReport:
+    """Add the file's good lines in one transaction; the caller drains the confirmation queue."""
+    if confirmed and not (consent or "").strip():
+        raise UserError('--confirmed needs --consent "how these people agreed to get the newsletter"')
+    consent_text = " ".join((consent or "").split())
+    if len(consent_text) > MAX_CONSENT:
+        raise UserError(f"--consent: longer than {MAX_CONSENT} characters")
+    rows, report = read_rows(path)
+    source = f"import:{path.name}" + (f": {consent_text}" if confirmed else "")
+    now = utcnow()
+    with rt.sessions.begin() as session:
+        for row in rows:
+            result = add_subscriber(session, row.email, name=row.name, confirmed=confirmed, source=source[:200])
+            if result.action == "suppressed":
+                report.suppressed += 1
+            elif result.action == "left":
+                report.left += 1
+            elif result.action == "added":
+                report.added += 1
+                if result.subscriber.status == SUB_PENDING:
+                    result.subscriber.confirmation_sent_at = now
+                    queue_mail(session, "confirm", result.subscriber.id, now)
+                    report.confirmations += 1
+            elif result.action == "updated" and confirmed:
+                report.activated += 1
+            else:
+                report.unchanged += 1
+    return report
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat(timespec="seconds")
+    return _defuse(str(value))
+
+
+def _export_rows(rt: Runtime, page: int = 1000) -> Iterator[list[str]]:
+    last = 0
+    while True:
+        with rt.sessions() as session:
+            subs = session.scalars(select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)).all()
+        if not subs:
+            return
+        for sub in subs:
+            yield [_cell(getattr(sub, col)) for col in EXPORT_COLUMNS]
+        last = subs[-1].id
+
+
+def export_csv(rt: Runtime, target: Path | None, stream: IO[str] | None = None) -> int:
+    """Write every subscriber to `target` (atomically) or to `stream`; returns the count."""
+    if target is None:
+        assert stream is not None
+        return _write(rt, stream)
+    if target.is_dir():
+        raise UserError(f"{target}: is a folder; give a file name such as subscribers.csv")
+    if not target.parent.is_dir():
+        raise UserError(f"{target.parent}: folder not found")
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            count = _write(rt, fh)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{target}: cannot be written ({exc.strerror})") from None
+    return count
+
+
+def _write(rt: Runtime, fh: IO[str]) -> int:
+    writer = csv.writer(fh)
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for row in _export_rows(rt):
+        writer.writerow(row)
+        count += 1
+    return count
