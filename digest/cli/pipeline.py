@@ -186,12 +186,28 @@ def _frozen_selection(issue: Issue) -> Selection:
 @app.command()
 def send(
     week: str = typer.Option(None, "--week", help="ISO week key (default: this week)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Send the issue's failed deliveries again (as new provider requests)."),
 ) -> None:
     """Create, render, enqueue and send a week's issue. Running it again sends nothing more."""
+    from digest.cli import err as err_console
+    from digest.cli.sending import SendProgress, open_transport, retry_failed_deliveries, stop_on_signals
+
     rt = runtime()
     wk = resolve_week(rt, week)
     check_not_future(rt, wk)
-    result = send_week(rt, wk, manual=True)
+    transport = open_transport(rt)
+    try:
+        if retry_failed:
+            out.print(retry_failed_deliveries(rt, wk.key), markup=False)
+        progress = SendProgress(rt, wk.key, console=out, log_console=err_console)
+        with stop_on_signals(err_console) as stop:
+            try:
+                result = send_week(rt, wk, manual=True, transport=transport, stop=stop, on_batch=progress)
+            finally:
+                progress.close()
+    finally:
+        transport.close()
     p = result.prepared
     if p.skip_reason:
         out.print(f"issue {p.week}: skipped — {p.skip_reason}", markup=False)
@@ -208,11 +224,22 @@ def send(
     if rt.config.transport_kind == "outbox":
         folder = rt.outbox_dir / p.week
         out.print(f"files written: {s.sent} under {folder}", markup=False)
-    for e in s.errors:
+    for e in s.errors[:10]:
         out.print(f"error: {e}", markup=False)
+    if len(s.errors) > 10:
+        out.print(f"error: ... and {len(s.errors) - 10} more failed batch(es); `digest stats` shows the totals",
+                  markup=False)
+    if s.stopped == "stopped on request":
+        out.print(f"issue {p.week}: stopped on request; run `digest send` again to resume", markup=False)
+        raise typer.Exit(130)
     if s.stopped:
-        raise UserError(f"send stopped: {s.stopped}")
+        from digest.errors import ProviderAuthError
+
+        raise ProviderAuthError(f"send stopped: {s.stopped}. Run `digest send` again to resume where it stopped")
     if s.failed:
+        if not retry_failed:
+            out.print(f"issue {p.week}: {s.failed} failed; `digest send --week {p.week} --retry-failed` "
+                      f"sends them again", markup=False)
         raise typer.Exit(1)
 
 

@@ -1,43 +1,36 @@
 """Write one delivery per active subscriber with a fixed batch number (invariant 2).
 
-Subscribers are streamed in keyset pages, so memory does not grow with the list.
-Only `active` subscribers are taken: suppression always also changes the status.
+One INSERT ... SELECT numbers the subscribers with row_number() in the database,
+so nothing streams through Python and memory does not grow with the list (a
+million rows on PostgreSQL take seconds). Only `active` subscribers are taken:
+suppression (bounce, complaint, erasure) always also changes the status.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from digest.storage.models import BATCH_PENDING, DELIVERY_QUEUED, SUB_ACTIVE, Batch, Delivery, Subscriber
+from digest.storage.models import BATCH_PENDING, DELIVERY_QUEUED, SUB_ACTIVE, Batch
 
-PAGE = 10_000
+_FILL = text(
+    "INSERT INTO deliveries (issue_id, subscriber_id, email, batch_no, status) "
+    "SELECT :issue_id, s.id, s.email, (ROW_NUMBER() OVER (ORDER BY s.id) - 1) / :batch_size, :queued "
+    "FROM subscribers s WHERE s.status = :active"
+)
+BATCH_ROWS = 5_000
 
 
-def enqueue_issue(session: Session, issue_id: int, batch_size: int, page: int = PAGE) -> int:
+def enqueue_issue(session: Session, issue_id: int, batch_size: int) -> int:
     """Caller holds the issue's freeze transaction and commits. Returns the number of deliveries."""
-    last_id, count = 0, 0
-    while True:
-        rows = session.execute(
-            select(Subscriber.id, Subscriber.email)
-            .where(Subscriber.status == SUB_ACTIVE, Subscriber.id > last_id)
-            .order_by(Subscriber.id)
-            .limit(page)
-        ).all()
-        if not rows:
-            break
-        session.execute(
-            insert(Delivery),
-            [
-                {"issue_id": issue_id, "subscriber_id": sid, "email": email,
-                 "batch_no": (count + i) // batch_size, "status": DELIVERY_QUEUED}
-                for i, (sid, email) in enumerate(rows)
-            ],
-        )
-        count += len(rows)
-        last_id = rows[-1][0]
+    if not 1 <= batch_size <= 100:
+        raise ValueError("batch_size must be between 1 and 100")
+    result = session.execute(_FILL, {"issue_id": issue_id, "batch_size": int(batch_size),
+                                     "queued": DELIVERY_QUEUED, "active": SUB_ACTIVE})
+    count = int(result.rowcount or 0)
     batches = (count + batch_size - 1) // batch_size
-    if batches:
+    for start in range(0, batches, BATCH_ROWS):
         session.execute(insert(Batch), [{"issue_id": issue_id, "batch_no": b, "status": BATCH_PENDING,
-                                         "attempts": 0, "generation": 0} for b in range(batches)])
+                                         "attempts": 0, "generation": 0}
+                                        for b in range(start, min(batches, start + BATCH_ROWS))])
     return count

@@ -1,10 +1,11 @@
-"""The transport contract the sender relies on."""
+"""The transport contract the sender relies on, and the ways a send can go wrong."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
+from digest.errors import ProviderAuthError
 from digest.mail import OutgoingEmail
 
 
@@ -13,24 +14,36 @@ class SendResult:
     ok: bool
     provider_id: str | None = None
     error: str | None = None  # per-message rejection: recorded, never retried
+    # Not sent yet, try again later (SMTP: the connection broke after earlier messages went out).
+    # Only ever set together with ok=False and an error, so older callers count it as failed.
+    retry: bool = False
 
 
 class TransientError(Exception):
-    """Retry the whole batch later (5xx, timeout, connection reset, 429)."""
+    """Retry the whole batch later (5xx, timeout, connection reset, 429): nothing of it was accepted."""
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, rate_limited: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class ProviderRefusal(ProviderAuthError):
+    """The provider will take no more mail now (bad key, unverified sender, quota): stop the send."""
 
 
 class Transport(Protocol):
     name: str
+    # How many batches one process may have in flight through this transport at once.
+    max_in_flight: int
 
     def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
         """Send every email once; the same key must never produce a second copy.
 
-        `folder` groups messages (the week key, `transactional`, `test`) for transports that store files.
-        Raises TransientError to have the batch retried, digest.errors.ProviderAuthError to stop.
+        Returns one result per email, in order; a request refused as a whole for a reason a
+        retry cannot fix (4xx validation) gives every email a failed result with the reason.
+        `folder` groups messages (the week key, `transactional`, `test`) for transports that
+        store files. Raises TransientError to have the batch retried, ProviderAuthError to stop.
         """
         ...
 

@@ -16,6 +16,7 @@ def _safe(name: str) -> str:
 
 class OutboxTransport:
     name = "outbox"
+    max_in_flight = 1
 
     def __init__(self, root: Path):
         self.root = root

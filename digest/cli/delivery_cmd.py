@@ -1,0 +1,90 @@
+"""`digest worker` (send batches of issues being sent) and `digest stats` (what happened to an issue)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from digest.cli import app, err
+from digest.cli.context import out, print_json, runtime
+from digest.cli.sending import SendProgress, open_transport, stop_on_signals
+from digest.delivery.stats import issue_stats
+from digest.delivery.worker import run_worker
+from digest.errors import ProviderAuthError, UserError
+from digest.storage.models import Issue
+from digest.weeks import Week
+
+
+@app.command()
+def worker(
+    poll: float = typer.Option(5.0, "--poll", help="Seconds between looks for work when idle.", min=0.1),
+    until_idle: bool = typer.Option(False, "--until-idle", help="Exit once no batch is left to claim."),
+) -> None:
+    """Send the batches of every issue being sent. Run several on PostgreSQL; on SQLite one sends."""
+    rt = runtime()
+    transport = open_transport(rt)
+    progress = SendProgress(rt, None, console=err, log_console=err, interactive=False)
+    try:
+        with stop_on_signals(err) as stop:
+            totals = run_worker(rt, transport, stop=stop, poll_seconds=poll, until_idle=until_idle,
+                                on_batch=progress)
+    finally:
+        progress.close()
+        transport.close()
+    weeks = ", ".join(sorted(totals.weeks)) or "no issue"
+    out.print(f"worker: {totals.sent} sent, {totals.failed} failed in {totals.batches} batch(es) ({weeks})",
+              markup=False)
+    for e in totals.errors[:10]:
+        out.print(f"error: {e}", markup=False)
+    if totals.stopped and totals.stopped != "stopped on request":
+        raise ProviderAuthError(f"worker stopped: {totals.stopped}")
+
+
+def _pick_issue(week: str | None) -> Issue:
+    rt = runtime()
+    with rt.sessions() as session:
+        if week:
+            wk = Week.parse(week)
+            issue = session.scalar(select(Issue).where(Issue.week == wk.key))
+            if issue is None:
+                raise UserError(f"week: there is no issue for {wk.key}")
+            return issue
+        issue = session.scalar(select(Issue).where(Issue.enqueued_at.is_not(None)).order_by(Issue.week.desc())
+                               .limit(1))
+        if issue is None:
+            raise UserError("no issue has been sent yet (`digest send` sends this week's)")
+        return issue
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.1f}%"
+
+
+@app.command()
+def stats(
+    week: str = typer.Option(None, "--week", help="ISO week key, e.g. 2026-W47 (default: the latest issue sent)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Recipients, sent, failed, delivered, bounced, complained, opened, clicked, unsubscribed, with rates."""
+    rt = runtime()
+    issue = _pick_issue(week)
+    with rt.sessions() as session:
+        data = issue_stats(session, session.get(Issue, issue.id))  # type: ignore[arg-type]
+    if as_json:
+        print_json(data)
+        return
+    number = f" #{data['number']}" if data["number"] else ""
+    out.print(f"issue {data['week']}{number} ({data['status']}): {data['subject'] or ''}".rstrip(": "), markup=False)
+    table = Table("", "count", "rate", "of")
+    rates = data["rates"]
+    table.add_row("recipients", str(data["recipients"]), "", "")
+    for key in ("sent", "failed"):
+        table.add_row(key, str(data[key]), _pct(rates[key]), "recipients")
+    if data["queued"]:
+        table.add_row("still queued", str(data["queued"]), "", "")
+    if data["dropped"]:
+        table.add_row("dropped (left before sending)", str(data["dropped"]), "", "")
+    for key in ("delivered", "bounced", "complained", "opened", "clicked", "unsubscribed"):
+        table.add_row(key, str(data[key]), _pct(rates[key]), "sent")
+    out.print(table)

@@ -1,0 +1,61 @@
+"""Per-issue numbers for `digest stats`: what was sent and what readers did with it.
+
+Delivery events come from the provider's webhooks (stamps on each delivery);
+unsubscribes are the `unsubscribed` events attributed to the issue. Rates are
+shares of the emails sent (failed: of the recipients).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from digest.storage.models import (
+    DELIVERY_DROPPED,
+    DELIVERY_FAILED,
+    DELIVERY_QUEUED,
+    DELIVERY_SENT,
+    Delivery,
+    Event,
+    Issue,
+)
+from digest.weeks import as_utc
+
+COUNTS = ("recipients", "sent", "failed", "queued", "dropped", "delivered", "bounced", "complained", "opened",
+          "clicked", "unsubscribed")
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def issue_stats(session: Session, issue: Issue) -> dict[str, Any]:
+    def n(cond):  # type: ignore[no-untyped-def]
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    row = session.execute(select(
+        func.count(Delivery.id),
+        n(Delivery.status == DELIVERY_SENT),
+        n(Delivery.status == DELIVERY_FAILED),
+        n(Delivery.status == DELIVERY_QUEUED),
+        n(Delivery.status == DELIVERY_DROPPED),
+        n(Delivery.delivered_at.is_not(None)),
+        n(Delivery.bounced_at.is_not(None)),
+        n(Delivery.complained_at.is_not(None)),
+        n(Delivery.opened_at.is_not(None)),
+        n(Delivery.clicked_at.is_not(None)),
+    ).where(Delivery.issue_id == issue.id)).one()
+    enqueued, sent, failed, queued, dropped, delivered, bounced, complained, opened, clicked = (int(v) for v in row)
+    unsubscribed = int(session.scalar(select(func.count(Event.id)).where(
+        Event.issue_id == issue.id, Event.kind == "unsubscribed")) or 0)
+    counts = {"recipients": enqueued - dropped, "sent": sent, "failed": failed, "queued": queued, "dropped": dropped,
+              "delivered": delivered, "bounced": bounced, "complained": complained, "opened": opened,
+              "clicked": clicked, "unsubscribed": unsubscribed}
+    rates = {"sent": _share(sent, counts["recipients"]), "failed": _share(failed, counts["recipients"])}
+    rates.update({k: _share(counts[k], sent) for k in ("delivered", "bounced", "complained", "opened", "clicked",
+                                                       "unsubscribed")})
+    stamp = (lambda d: as_utc(d).isoformat() if d else None)
+    return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
+            "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at), **counts, "rates": rates}

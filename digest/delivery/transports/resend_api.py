@@ -1,0 +1,152 @@
+"""Resend's batch API through the official SDK: up to 100 emails per call, idempotent retries.
+
+The SDK keeps its settings in module globals (`resend.api_key`, `resend.api_url`,
+`resend.default_http_client`), read at import from the process environment; we set
+them from the Config instead, so `RESEND_API_URL` in the config's environment points
+the transport at a local fake in tests. Our HTTP client keeps connections alive and
+applies `resend.timeout_seconds`.
+
+How the SDK reports failures (resend/request.py): any HTTP client exception becomes
+ResendError(code=500, error_type="HttpClientError"); an error status becomes a
+ResendError subclass carrying `code`, `error_type` (the body's `name`) and `headers`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import resend
+from resend.exceptions import ResendError
+from resend.http_client import HTTPClient
+
+from digest.config import Config
+from digest.delivery.transports.base import ProviderRefusal, SendResult, TransientError
+from digest.errors import ConfigError
+from digest.mail import OutgoingEmail
+
+DEFAULT_API_URL = "https://api.resend.com"
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+MAX_RATE_LIMIT_WAIT = 3600.0
+
+
+class _HttpxClient(HTTPClient):
+    """Pooled keep-alive connections (one TLS handshake per worker, not per batch)."""
+
+    def __init__(self, timeout: float, pool: int):
+        self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=pool,
+                                                                         max_keepalive_connections=pool))
+
+    def request(self, method: str, url: str, headers: Mapping[str, str], json: Any = None,
+                files: dict[str, Any] | None = None, data: dict[str, str] | None = None):  # type: ignore[override]
+        try:
+            resp = self._client.request(method, url, headers=dict(headers), json=json, data=data, files=files)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+        return resp.content, resp.status_code, resp.headers
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def tag_value(value: str) -> str:
+    """Resend tag names and values allow ASCII letters, digits, `_` and `-` only."""
+    return _TAG_UNSAFE.sub("_", value)[:256] or "_"
+
+
+def email_params(email: OutgoingEmail) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "from": email.from_addr,
+        "to": [email.to],
+        "subject": email.subject,
+        "html": email.html,
+        "text": email.text,
+        "headers": dict(email.headers),
+        "tags": [{"name": tag_value(k), "value": tag_value(v)} for k, v in email.tags.items()],
+    }
+    if email.reply_to:
+        params["reply_to"] = email.reply_to
+    return params
+
+
+def _seconds(headers: Mapping[str, str], *names: str) -> float | None:
+    lower = {k.lower(): v for k, v in headers.items()}
+    for name in names:
+        try:
+            return max(0.0, float(lower[name]))
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def _code(exc: ResendError) -> int:
+    try:
+        return int(exc.code)
+    except (TypeError, ValueError):
+        return 500
+
+
+def map_results(count: int, response: Mapping[str, Any]) -> list[SendResult]:
+    """Permissive mode: `data` holds the ids of the accepted emails in order, `errors` the rest by index."""
+    errors = {int(e.get("index", -1)): str(e.get("message") or "rejected") for e in response.get("errors") or []}
+    ids = iter(str(d.get("id")) for d in response.get("data") or [] if isinstance(d, Mapping))
+    return [SendResult(ok=False, error=f"rejected by Resend: {errors[i]}") if i in errors
+            else SendResult(ok=True, provider_id=next(ids, None)) for i in range(count)]
+
+
+class ResendTransport:
+    name = "resend"
+
+    def __init__(self, config: Config):
+        key = config.resend_api_key.strip()
+        if not key:
+            raise ConfigError("RESEND_API_KEY is not set; the resend transport needs the API key in the environment")
+        settings = config.settings.resend
+        self.max_in_flight = settings.concurrency
+        self.requests_per_second = settings.requests_per_second
+        self.api_url = (config.env.get("RESEND_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/")
+        resend.api_key = key
+        resend.api_url = self.api_url
+        self._client = _HttpxClient(settings.timeout_seconds, pool=settings.concurrency + 1)
+        resend.default_http_client = self._client
+        self._lock = threading.Lock()
+
+    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
+        if not emails:
+            return []
+        if len(emails) > 100:
+            raise ValueError("Resend takes at most 100 emails per batch call")
+        params = [email_params(e) for e in emails]
+        try:
+            response = resend.Batch.send(params, options={"idempotency_key": idempotency_key,  # type: ignore[arg-type]
+                                                          "batch_validation": "permissive"})
+        except ResendError as exc:
+            return self._failed(exc, len(emails), idempotency_key)
+        return map_results(len(emails), response)  # type: ignore[arg-type]
+
+    def _failed(self, exc: ResendError, count: int, key: str) -> list[SendResult]:
+        code, kind, message = _code(exc), str(exc.error_type or ""), str(exc.message or exc).strip().rstrip(".")
+        what = f"Resend {code} {kind}: {message}".strip()
+        if kind == "HttpClientError" or code >= 500:
+            raise TransientError(what)
+        if code == 429:
+            wait = _seconds(exc.headers, "retry-after", "ratelimit-reset")
+            if kind in ("daily_quota_exceeded", "monthly_quota_exceeded") or (wait or 0) > MAX_RATE_LIMIT_WAIT:
+                raise ProviderRefusal(f"{what}. Sending stopped; run the send again once the quota allows it")
+            raise TransientError(what, retry_after=1.0 if wait is None else wait, rate_limited=True)
+        if code in (401, 403):
+            raise ProviderRefusal(f"{what}. Check RESEND_API_KEY (a sending key of this account) and that "
+                                  f"sender.from_email's domain is verified at Resend")
+        if code == 409 and kind == "concurrent_idempotent_requests":
+            raise TransientError(what, retry_after=1.0)
+        if code == 409:
+            what = (f"{what} (key {key}: the provider holds an earlier, different request under this key, "
+                    f"so this batch may already have gone out; not resent)")
+        return [SendResult(ok=False, error=what[:2000]) for _ in range(count)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()

@@ -1,0 +1,170 @@
+"""SMTP (smtplib): STARTTLS, implicit TLS or plain; one connection reused across messages.
+
+SMTP has no batch call and no idempotency of its own, so a batch is sent message by
+message: if the connection breaks halfway, the messages already accepted come back
+as sent and the rest as `retry`, and only those are sent again. Resend's SMTP server
+deduplicates by the `Resend-Idempotency-Key` header, which we set per message there.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+
+from digest.config import Config
+from digest.delivery.transports.base import ProviderRefusal, SendResult, TransientError
+from digest.mail import OutgoingEmail, domain_of, to_mime
+
+
+def is_resend_smtp(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return host == "smtp.resend.com" or host.endswith(".resend.com")
+
+
+class _Retry(Exception):
+    """This message was not accepted but may be later (4xx, connection lost)."""
+
+
+class SmtpTransport:
+    name = "smtp"
+    max_in_flight = 1
+
+    def __init__(self, config: Config):
+        self.settings = config.settings.smtp
+        self.password = config.smtp_password
+        self.resend = is_resend_smtp(self.settings.host)
+        self._conn: smtplib.SMTP | None = None
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"SMTP {self.settings.host}:{self.settings.port} ({self.settings.security})"
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = ssl.create_default_context()
+        try:
+            if s.security == "tls":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+            conn.ehlo()
+            if s.security == "starttls":
+                conn.starttls(context=context)
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, self.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ProviderRefusal(f"{self._where()} refused the login of {s.username!r}: {exc.smtp_code} "
+                                  f"{_text(exc.smtp_error)}; check smtp.username and DIGEST_SMTP_PASSWORD") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise ProviderRefusal(f"{self._where()}: {exc}; set smtp.security to what the server offers") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ProviderRefusal(f"{self._where()}: the server's certificate is not trusted: {exc.verify_message}")\
+                from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"{self._where()}: cannot connect: {type(exc).__name__}: {exc}") from None
+        return conn
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    # -- sending --------------------------------------------------------------------------
+
+    def message(self, email: OutgoingEmail, idempotency_key: str) -> EmailMessage:
+        msg = to_mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
+        if self.resend:
+            msg["Resend-Idempotency-Key"] = f"{idempotency_key}/{email.key}"[:256]
+        return msg
+
+    def _send_one(self, msg: EmailMessage) -> None:
+        """Raises _Retry for a transient refusal, returns normally when accepted."""
+        for reconnect in (False, True):
+            conn = self._connection()
+            try:
+                refused = conn.send_message(msg)
+            except smtplib.SMTPServerDisconnected:
+                # An idle connection closed by the server fails on MAIL FROM, before any data: safe to redo once.
+                self._drop()
+                if reconnect:
+                    raise _Retry("the server closed the connection") from None
+                continue
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                if 400 <= code < 500:
+                    raise _Retry(f"{code} {_text(text)}") from None
+                raise _Rejected(f"{code} {_text(text)}") from None
+            except smtplib.SMTPSenderRefused as exc:
+                if 400 <= exc.smtp_code < 500:
+                    raise _Retry(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+                raise ProviderRefusal(f"{self._where()} refused the sender {exc.sender}: {exc.smtp_code} "
+                                      f"{_text(exc.smtp_error)}; check sender.from_email") from None
+            except smtplib.SMTPResponseException as exc:
+                self._reset()
+                if 400 <= exc.smtp_code < 500:
+                    raise _Retry(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+                raise _Rejected(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+            except (smtplib.SMTPException, OSError) as exc:
+                self._drop()
+                raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            if refused:
+                code, text = next(iter(refused.values()))
+                raise _Rejected(f"{code} {_text(text)}")
+            return
+
+    def _reset(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
+        results: list[SendResult] = []
+        for i, email in enumerate(emails):
+            try:
+                self._send_one(self.message(email, idempotency_key))
+            except _Rejected as exc:
+                results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
+            except (_Retry, TransientError, ProviderRefusal) as exc:
+                if not results:
+                    if isinstance(exc, ProviderRefusal):
+                        raise
+                    raise TransientError(f"{self._where()}: {exc}") from None
+                # Report what went out; the rest is retried (and a refusal then stops the send).
+                reason = f"not sent yet: {self._where()}: {exc}"[:2000]
+                results.extend(SendResult(ok=False, error=reason, retry=True) for _ in emails[i:])
+                return results
+            else:
+                results.append(SendResult(ok=True, provider_id=f"smtp:{email.key}"[:100]))
+        return results
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+
+
+class _Rejected(Exception):
+    """The server refused this message for good (5xx): recorded on its delivery."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

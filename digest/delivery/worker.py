@@ -1,0 +1,87 @@
+"""`digest worker`: send the batches of every issue being sent, until stopped.
+
+Many workers may run on PostgreSQL (batches are claimed with SKIP LOCKED and the
+request rate is shared through the database). On SQLite one worker sends: a
+second one finds the `delivery-worker` lease taken and says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from digest.delivery.sender import Sender, SendSummary
+from digest.delivery.transports.base import Transport
+from digest.errors import UserError
+from digest.lease import Lease
+from digest.runtime import Runtime
+from digest.storage.models import ISSUE_SENDING, Issue
+
+SQLITE_LEASE = "delivery-worker"
+
+
+@dataclass
+class WorkerTotals:
+    sent: int = 0
+    failed: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    stopped: str | None = None
+    errors: list[str] = field(default_factory=list)
+    weeks: set[str] = field(default_factory=set)
+
+    def add(self, week: str, s: SendSummary) -> None:
+        self.sent += s.sent
+        self.failed += s.failed
+        self.batches += s.batches
+        self.failed_batches += s.failed_batches
+        self.errors.extend(s.errors)
+        if s.batches or s.failed:
+            self.weeks.add(week)
+
+
+def sending_issues(rt: Runtime) -> list[tuple[int, str]]:
+    with rt.sessions() as session:
+        return [(i, w) for i, w in session.execute(
+            select(Issue.id, Issue.week).where(Issue.status == ISSUE_SENDING).order_by(Issue.week))]
+
+
+def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll_seconds: float = 5.0,
+               until_idle: bool = False, on_batch: Callable[[SendSummary], None] | None = None) -> WorkerTotals:
+    """Loop over issues in `sending`; with `until_idle`, return once nothing is left to claim."""
+    lease = None
+    if not rt.on_postgres:
+        lease = Lease(rt, SQLITE_LEASE, ttl=timedelta(seconds=60))
+        if not lease.acquire():
+            raise UserError(f"on SQLite one worker sends at a time, and {lease.current_holder() or 'another one'} "
+                            f"is running; use PostgreSQL (DIGEST_DATABASE_URL) for more workers")
+    totals = WorkerTotals()
+    sender = Sender(rt, transport, on_batch=on_batch)
+    try:
+        while not stop.is_set():
+            if lease is not None and not lease.renew() and not lease.acquire():
+                raise UserError("the SQLite worker lease was taken over by another worker; stopping")
+            busy = False
+            for issue_id, week in sending_issues(rt):
+                summary = sender.run(issue_id, stop)
+                totals.add(week, summary)
+                busy = busy or bool(summary.batches or summary.failed_batches)
+                if summary.stopped and summary.stopped != "stopped on request":
+                    totals.stopped = summary.stopped
+                    return totals
+                if stop.is_set():
+                    break
+            if until_idle and not busy:
+                break
+            if not busy:
+                stop.wait(poll_seconds)
+        if stop.is_set():
+            totals.stopped = totals.stopped or "stopped on request"
+        return totals
+    finally:
+        if lease is not None:
+            lease.release()

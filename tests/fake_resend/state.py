@@ -1,0 +1,319 @@
+"""What the fake Resend knows: keys, rate budget, idempotency store, faults, and what it accepted.
+
+Kept apart from HTTP so tests can read it directly when the server runs in a thread.
+Every accepted email is recorded once (a replayed idempotent request records
+nothing), which is what the exactly-once checks count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+SPEC = Path(os.environ.get("RESEND_OPENAPI_SPEC") or Path(__file__).parent / "resend-openapi" / "resend.yaml")
+MAX_BATCH = 100
+_TAG_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+_NAMED = re.compile(r"^[^<>]*<([^<>]+)>$")
+
+
+@lru_cache(maxsize=1)
+def email_validator() -> Draft202012Validator:
+    """SendEmailRequest from Resend's own OpenAPI description (3.1, so JSON Schema 2020-12)."""
+    doc = yaml.load(SPEC.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    schema = {"$ref": "#/components/schemas/SendEmailRequest", "components": doc["components"]}
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _address_ok(value: str) -> bool:
+    m = _NAMED.match(value.strip())
+    return bool(_ADDRESS.match(m.group(1).strip() if m else value.strip()))
+
+
+def email_problems(email: Any, reject_to: set[str]) -> str | None:
+    """Why Resend would refuse this email, or None. Schema first, then Resend's own field rules."""
+    errors = sorted(email_validator().iter_errors(email), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.path) or "body"
+        return f"Invalid `{where}` field: {err.message}"
+    if not _address_ok(email["from"]):
+        return "Invalid `from` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
+    recipients = [email["to"]] if isinstance(email["to"], str) else list(email["to"])
+    for to in recipients:
+        if not _address_ok(to):
+            return "Invalid `to` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
+        if to.strip().lower() in reject_to:
+            return f"Invalid `to` field. {to} cannot receive email."
+    if "html" not in email and "text" not in email and "template" not in email:
+        return "Missing `html` or `text` field."
+    for tag in email.get("tags") or []:
+        if not _TAG_OK.match(str(tag.get("name", ""))) or not _TAG_OK.match(str(tag.get("value", ""))):
+            return "Tags should only contain ASCII letters, numbers, underscores, or dashes."
+    for name, value in (email.get("headers") or {}).items():
+        if not isinstance(value, str):
+            return f"Invalid `headers` field: {name} must be a string."
+    return None
+
+
+@dataclass
+class Faults:
+    """Failures on demand. Rates are shares of calls (drawn from `seed`); `force_status` answers every call."""
+
+    error_rate: float = 0.0  # 500 application_error
+    rate_limit_rate: float = 0.0  # 429 rate_limit_exceeded with retry-after
+    rate_limit_retry_after: float = 1.0
+    drop_rate: float = 0.0  # the connection is cut mid-answer; half of them after the emails were accepted
+    slow_rate: float = 0.0  # answer after `slow_seconds`
+    slow_seconds: float = 0.0
+    force_status: int | None = None
+    force_name: str = "application_error"
+    force_message: str = "forced by the test"
+    seed: int = 0
+
+
+@dataclass
+class Accepted:
+    id: str
+    to: str
+    subject: str
+    key: str | None
+    at: float
+    tags: dict[str, str]
+
+
+@dataclass
+class Logged:
+    at: float  # arrival (seconds since the epoch)
+    status: int
+    outcome: str  # accepted | replayed | rate_limited | injected_500 | injected_429 | dropped | invalid | auth | conflict ...
+    emails: int
+    key: str | None
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # cut the connection instead of answering
+    delay: float = 0.0
+
+
+def error(status: int, name: str, message: str) -> Answer:
+    return Answer(status, {"statusCode": status, "message": message, "name": name})
+
+
+class FakeResend:
+    def __init__(self, *, api_keys: set[str] | None = None, rate_limit: float | None = None,
+                 burst: float | None = None, faults: Faults | None = None, reject_to: set[str] | None = None):
+        self.api_keys = set(api_keys or {"re_test_key"})
+        self.rate_limit = rate_limit
+        self.burst = burst if burst is not None else (max(1.0, rate_limit) if rate_limit else 1.0)
+        self.faults = faults or Faults()
+        self.reject_to = {a.lower() for a in (reject_to or set())}
+        self.records: list[Accepted] = []
+        self.log: list[Logged] = []
+        self._keys: dict[str, tuple[str, Answer | None]] = {}  # key -> (payload hash, stored answer or in flight)
+        self._tokens = self.burst
+        self._refilled = time.monotonic()
+        self._rng = random.Random(self.faults.seed)
+        self.lock = threading.Lock()
+
+    # -- configuration from tests ---------------------------------------------------------
+
+    def set_faults(self, faults: Faults) -> None:
+        with self.lock:
+            self.faults = faults
+            self._rng = random.Random(faults.seed)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.records.clear()
+            self.log.clear()
+            self._keys.clear()
+
+    # -- the rules ------------------------------------------------------------------------
+
+    def _rate_headers(self, now: float) -> dict[str, str]:
+        if not self.rate_limit:
+            return {}
+        missing = max(0.0, 1.0 - self._tokens)
+        reset = max(1, math.ceil(missing / self.rate_limit)) if missing else 1
+        return {"ratelimit-limit": str(int(self.rate_limit) if self.rate_limit >= 1 else self.rate_limit),
+                "ratelimit-remaining": str(max(0, int(self._tokens))), "ratelimit-reset": str(reset)}
+
+    def _take_token(self) -> bool:
+        if not self.rate_limit:
+            return True
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate_limit)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def check_auth(self, authorization: str | None) -> Answer | None:
+        token = (authorization or "").removeprefix("Bearer").strip()
+        if not token or token == "None":
+            return error(401, "missing_api_key", "Missing API key in the authorization header.")
+        if token not in self.api_keys:
+            return error(403, "invalid_api_key", "API key is invalid.")
+        return None
+
+    def _draw(self) -> str | None:
+        f = self.faults
+        roll = self._rng.random()
+        for name, share in (("500", f.error_rate), ("429", f.rate_limit_rate), ("drop", f.drop_rate)):
+            if roll < share:
+                return name
+            roll -= share
+        return None
+
+    def admit(self, arrived: float, authorization: str | None, key: str | None) -> Answer | None:
+        """Everything decided before the body is read: auth, rate budget, injected faults."""
+        with self.lock:
+            headers = {}
+            answer = self.check_auth(authorization)
+            outcome = "auth"
+            if answer is None:
+                f = self.faults
+                if f.force_status is not None:
+                    answer, outcome = error(f.force_status, f.force_name, f.force_message), "forced"
+                elif not self._take_token():
+                    answer, outcome = error(429, "rate_limit_exceeded", "Too many requests. You can only make "
+                                            f"{self.rate_limit:g} requests per second."), "rate_limited"
+                    headers["retry-after"] = self._rate_headers(arrived)["ratelimit-reset"]
+                else:
+                    drawn = self._draw()
+                    if drawn == "500":
+                        answer, outcome = error(500, "application_error", "Internal server error (injected)."), \
+                            "injected_500"
+                    elif drawn == "429":
+                        answer, outcome = error(429, "rate_limit_exceeded", "Too many requests (injected)."), \
+                            "injected_429"
+                        headers["retry-after"] = f"{f.rate_limit_retry_after:g}"
+                    elif drawn == "drop" and self._rng.random() < 0.5:
+                        answer, outcome = Answer(200, {}, drop=True), "dropped_before"
+            if answer is None:
+                return None
+            answer.headers.update(self._rate_headers(arrived))
+            answer.headers.update(headers)
+            self.log.append(Logged(arrived, answer.status, outcome, 0, key))
+            return answer
+
+    def handle_batch(self, arrived: float, raw: bytes, key: str | None, permissive: bool) -> Answer:
+        """The body: shape, size, idempotency, per-email validation, then acceptance."""
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return self._logged(arrived, key, 0, "invalid", error(400, "validation_error", "Invalid JSON body."))
+        if not isinstance(body, list) or not body:
+            return self._logged(arrived, key, 0, "invalid", error(
+                422, "validation_error", "The request body must be a non-empty array of emails."))
+        if len(body) > MAX_BATCH:
+            return self._logged(arrived, key, len(body), "invalid", error(
+                422, "validation_error", f"Too many emails in one batch: {len(body)} (at most {MAX_BATCH})."))
+        if key is not None and not 1 <= len(key) <= 256:
+            return self._logged(arrived, key, len(body), "invalid", error(
+                400, "invalid_idempotency_key", "The idempotency key must be between 1 and 256 characters."))
+        digest = hashlib.sha256(json.dumps([body, permissive], sort_keys=True).encode()).hexdigest()
+        with self.lock:
+            if key is not None and key in self._keys:
+                stored_hash, stored = self._keys[key]
+                if stored is None:
+                    return self._logged_locked(arrived, key, len(body), "conflict", error(
+                        409, "concurrent_idempotent_requests", "Same idempotency key used while the original "
+                        "request is still in progress."))
+                if stored_hash != digest:
+                    return self._logged_locked(arrived, key, len(body), "conflict", error(
+                        409, "invalid_idempotent_request", "Same idempotency key used with a different request "
+                        "payload. Change your idempotency key or payload."))
+                return self._logged_locked(arrived, key, len(body), "replayed",
+                                           Answer(stored.status, stored.body, dict(stored.headers)))
+            if key is not None:
+                self._keys[key] = (digest, None)
+        problems = [email_problems(e, self.reject_to) if isinstance(e, dict) else "Each email must be an object."
+                    for e in body]
+        with self.lock:
+            if not permissive and any(problems):
+                i = next(i for i, p in enumerate(problems) if p)
+                if key is not None:
+                    self._keys.pop(key, None)  # nothing was sent: the key is not kept
+                return self._logged_locked(arrived, key, len(body), "invalid",
+                                           error(422, "validation_error", f"emails[{i}]: {problems[i]}"))
+            data, errors = [], []
+            for i, (email, problem) in enumerate(zip(body, problems)):
+                if problem:
+                    errors.append({"index": i, "message": problem})
+                    continue
+                eid = str(uuid.uuid4())
+                to = email["to"] if isinstance(email["to"], str) else ",".join(email["to"])
+                tags = {str(t.get("name")): str(t.get("value")) for t in email.get("tags") or []}
+                self.records.append(Accepted(eid, to, email["subject"], key, arrived, tags))
+                data.append({"id": eid})
+            answer = Answer(200, {"data": data, **({"errors": errors} if permissive else {})})
+            if key is not None:
+                self._keys[key] = (digest, answer)
+            return self._logged_locked(arrived, key, len(body), "accepted", answer)
+
+    def after_accept(self) -> Answer | None:
+        """Faults that strike once the emails are in: a cut connection or a slow answer."""
+        with self.lock:
+            f = self.faults
+            if f.drop_rate and self._rng.random() < f.drop_rate / 2:
+                if self.log:
+                    self.log[-1].outcome += "+dropped_after"
+                return Answer(200, {}, drop=True)
+            if f.slow_rate and self._rng.random() < f.slow_rate:
+                return Answer(200, {}, delay=f.slow_seconds)
+        return None
+
+    def _logged(self, arrived: float, key: str | None, n: int, outcome: str, answer: Answer) -> Answer:
+        with self.lock:
+            return self._logged_locked(arrived, key, n, outcome, answer)
+
+    def _logged_locked(self, arrived: float, key: str | None, n: int, outcome: str, answer: Answer) -> Answer:
+        answer.headers.update(self._rate_headers(arrived))
+        self.log.append(Logged(arrived, answer.status, outcome, n, key))
+        return answer
+
+    # -- what tests read ------------------------------------------------------------------
+
+    def copies_by_recipient(self) -> dict[str, int]:
+        with self.lock:
+            counts: dict[str, int] = {}
+            for r in self.records:
+                counts[r.to] = counts.get(r.to, 0) + 1
+            return counts
+
+    def arrivals(self) -> list[float]:
+        with self.lock:
+            return sorted(entry.at for entry in self.log)
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            outcomes: dict[str, int] = {}
+            for entry in self.log:
+                outcomes[entry.outcome] = outcomes.get(entry.outcome, 0) + 1
+            return {"requests": len(self.log), "accepted_emails": len(self.records), "outcomes": outcomes}
+
+    def dump(self) -> dict[str, Any]:
+        with self.lock:
+            return {"records": [asdict(r) for r in self.records], "log": [asdict(e) for e in self.log]}
