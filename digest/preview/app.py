@@ -1,0 +1,293 @@
+"""The preview web app: issue page, transactional emails, send test, history, outbox browser, live reload.
+
+Bound to 127.0.0.1 by default; requests whose Host is not the loopback address are refused
+(DNS rebinding), and every POST carries the per-process form token (CSRF from other sites).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from digest.errors import UserError
+from digest.preview import outbox as outbox_mod
+from digest.preview.build import KINDS, SAMPLE, Preview
+from digest.preview.checks import FAIL, PASS, WARN
+from digest.preview.draft import Draft, change_draft, load_draft
+from digest.preview.history import issue_history, issue_stats
+from digest.preview.pages import EMAIL_CSP, FRAMED_PAGE_CSP, PAGES_DIR, SECURITY_HEADERS, Pages, framed_email
+from digest.preview.state import PreviewState, Reloader
+from digest.preview.testsend import send_test
+from digest.weeks import Week, current_week
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+STATIC = {"preview.css": "text/css", "preview.js": "text/javascript"}
+TRANSACTIONAL = {"confirm": "Confirmation email", "welcome": "Welcome email"}
+
+
+class LoopbackHostGuard:
+    """Refuse requests whose Host header is not a loopback name: a page on another site that
+    rebinds its DNS name to 127.0.0.1 cannot read or drive the preview."""
+
+    def __init__(self, app: ASGIApp, state: PreviewState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.state.loopback_only:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in LOOPBACK_HOSTS:
+                response = Response("The preview answers on 127.0.0.1 or localhost only.\n", status_code=421,
+                                    media_type="text/plain")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _checks_summary(preview: Preview) -> dict[str, int]:
+    out = {PASS: 0, WARN: 0, FAIL: 0}
+    for c in preview.checks:
+        out[c.status] += 1
+    return out
+
+
+def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
+    pages = Pages()
+    reloader = Reloader(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(reloader.run()) if watch else None
+        try:
+            yield
+        finally:
+            state.closing = True
+            reloader.stop()
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 3)
+
+    app = FastAPI(title="digest preview", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.preview = state
+    app.state.reloader = reloader
+    app.add_middleware(LoopbackHostGuard, state=state)
+
+    # -- shared helpers ---------------------------------------------------------------------
+
+    def base_context(request: Request, section: str, title: str) -> dict[str, Any]:
+        rt = state.rt
+        notice = state.notices.get(request.query_params.get("notice", ""))
+        return {"section": section, "title": title, "site_name": rt.settings.site.name, "version": state.version,
+                "config_error": state.config_error, "restart_note": state.restart_note, "notice": notice,
+                "csrf": state.csrf, "transport": rt.config.transport_kind,
+                "config_path": str(rt.config.path), "templates_dir": str(rt.config.templates_dir)}
+
+    def error_page(request: Request, message: str, status: int = 400) -> HTMLResponse:
+        ctx = base_context(request, "", "Problem")
+        return pages.render("error.html", {**ctx, "message": message}, status=status)
+
+    def back(path: str, params: dict[str, str]) -> RedirectResponse:
+        query = urlencode({k: v for k, v in params.items() if v})
+        return RedirectResponse(path + (f"?{query}" if query else ""), status_code=303)
+
+    async def verified_form(request: Request) -> Any:
+        form = await request.form()
+        origin = request.headers.get("origin")
+        if origin and origin not in (f"http://{request.headers.get('host', '')}",):
+            raise UserError("this form was posted from another site; reload the preview and try again")
+        if not secrets.compare_digest(str(form.get("csrf", "")), state.csrf):
+            raise UserError("the form is out of date (the preview restarted); reload the page and try again")
+        return form
+
+    def email_context(request: Request, kind: str, preview: Preview, week: Week | None) -> dict[str, Any]:
+        query = {"week": week.key} if week is not None else {}
+        src = f"/render/{kind}.html" + (f"?{urlencode(query)}" if query else "")
+        return {"kind": kind, "preview": preview, "frame_src": src,
+                "eml_href": f"/render/{kind}.eml" + (f"?{urlencode(query)}" if query else ""),
+                "summary": _checks_summary(preview), "sample": SAMPLE,
+                "test_recipients": state.rt.settings.preview.test_recipients,
+                "raw": preview.eml.decode("utf-8", errors="replace")}
+
+    def digest_for(week_key: str | None) -> tuple[Draft, Preview]:
+        week = state.week(week_key)
+        rt = state.rt
+        draft = load_draft(rt, week)
+        return draft, state.cache.get(rt, "digest", draft, state.config_generation)
+
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, exc: UserError) -> HTMLResponse:
+        return error_page(request, str(exc))
+
+    # -- the issue ---------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    def issue_page(request: Request, week: str | None = None) -> HTMLResponse:
+        draft, preview = digest_for(week)
+        rt = state.rt
+        stats = issue_stats(rt, draft.issue.id) if draft.frozen and draft.issue.id else None
+        ctx = base_context(request, "issue", f"Issue {draft.week.key}")
+        this_week = current_week(rt.settings.schedule)
+        ctx.update(email_context(request, "digest", preview, draft.week))
+        ctx.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
+                    "prev_week": draft.week.previous(), "next_week": draft.week.next(),
+                    "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection})
+        return pages.render("issue.html", ctx)
+
+    @app.get("/emails/{kind}", response_class=HTMLResponse)
+    def transactional_page(request: Request, kind: str) -> HTMLResponse:
+        if kind not in TRANSACTIONAL:
+            return error_page(request, f"no email called {kind!r}; there are: {', '.join(TRANSACTIONAL)}", 404)
+        preview = state.cache.get(state.rt, kind, None, state.config_generation)
+        ctx = base_context(request, kind, TRANSACTIONAL[kind])
+        ctx.update(email_context(request, kind, preview, None))
+        return pages.render("transactional.html", ctx)
+
+    def _rendered(kind: str, week: str | None) -> Preview:
+        if kind not in KINDS:
+            raise UserError(f"no email called {kind!r}")
+        if kind == "digest":
+            return digest_for(week)[1]
+        return state.cache.get(state.rt, kind, None, state.config_generation)
+
+    @app.get("/render/{kind}.html")
+    def render_html(request: Request, kind: str, week: str | None = None, scheme: str = "light") -> Response:
+        preview = _rendered(kind, week)
+        if not preview.ok:
+            ctx = {**base_context(request, "", "Template error"), "problem": preview.problem}
+            return pages.render("frame_error.html", ctx, csp=FRAMED_PAGE_CSP)
+        return HTMLResponse(framed_email(preview.html, "dark" if scheme == "dark" else "light"),
+                            headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP})
+
+    @app.get("/render/{kind}.eml")
+    def render_eml(kind: str, week: str | None = None) -> Response:
+        preview = _rendered(kind, week)
+        if not preview.ok:
+            raise UserError(f"the {kind} email does not render: {preview.problem.message if preview.problem else ''}")
+        name = f"preview-{kind}" + (f"-{week}" if week else "") + ".eml"
+        return Response(preview.eml, media_type="message/rfc822",
+                        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.post("/selection")
+    async def selection_change(request: Request) -> Response:
+        week_key = ""
+        try:
+            form = await verified_form(request)
+            week_key = str(form.get("week", ""))
+            week = state.week(week_key or None)
+            action, slug = str(form.get("action", "")), str(form.get("slug", ""))
+            done = await run_in_threadpool(change_draft, state.rt, week, action, slug)
+            return back("/", {"week": week_key, "notice": state.notice("ok", done[:1].upper() + done[1:])})
+        except UserError as exc:
+            return back("/", {"week": week_key, "notice": state.notice("error", str(exc))})
+
+    @app.post("/test-send")
+    async def test_send(request: Request) -> Response:
+        kind, week_key = "digest", ""
+        try:
+            form = await verified_form(request)
+            kind = str(form.get("kind", "digest"))
+            week_key = str(form.get("week", ""))
+            to = [str(v) for v in form.getlist("to")]
+            page = "/" if kind == "digest" else f"/emails/{kind}"
+
+            def run() -> Any:
+                draft = load_draft(state.rt, state.week(week_key or None)) if kind == "digest" else None
+                return send_test(state.rt, kind, draft, to)
+
+            result = await run_in_threadpool(run)
+            text = f"Test sent to {', '.join(result.sent)} through the {result.transport} transport"
+            if result.transport == "outbox":
+                text += f" (outbox folder “{result.folder}”)"
+            if result.failed:
+                text += "; rejected: " + ", ".join(f"{a} ({e})" for a, e in result.failed)
+            return back(page, {"week": week_key if kind == "digest" else "",
+                               "notice": state.notice("error" if result.failed else "ok", text)})
+        except UserError as exc:
+            page = "/" if kind == "digest" else f"/emails/{kind}"
+            return back(page if kind in KINDS else "/", {"week": week_key, "notice": state.notice("error", str(exc))})
+
+    # -- live reload ---------------------------------------------------------------------------
+
+    @app.get("/events")
+    async def events(request: Request) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            seen, idle = -1, 0.0
+            yield "retry: 500\n\n"
+            while not state.closing:
+                if state.version != seen:
+                    seen = state.version
+                    yield f"event: version\ndata: {seen}\n\n"
+                    idle = 0.0
+                await reloader.wait(seen, 0.5)
+                idle += 0.5
+                if idle >= 15:
+                    idle = 0.0
+                    yield ": ping\n\n"
+                if await request.is_disconnected():
+                    break
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # -- history and outbox --------------------------------------------------------------------
+
+    @app.get("/history", response_class=HTMLResponse)
+    def history_page(request: Request) -> HTMLResponse:
+        ctx = base_context(request, "history", "History")
+        ctx["issues"] = issue_history(state.rt)
+        return pages.render("history.html", ctx)
+
+    @app.get("/outbox", response_class=HTMLResponse)
+    def outbox_page(request: Request, folder: str | None = None) -> HTMLResponse:
+        rt = state.rt
+        root = rt.outbox_dir
+        folders = outbox_mod.list_folders(root)
+        chosen = folder or (folders[0].name if folders else None)
+        entries, total = outbox_mod.list_messages(root, chosen) if chosen else ([], 0)
+        ctx = base_context(request, "outbox", "Outbox")
+        ctx.update({"folders": folders, "chosen": chosen, "entries": entries, "total": total,
+                    "outbox_dir": str(root)})
+        return pages.render("outbox.html", ctx)
+
+    @app.get("/outbox/{folder}/{name}", response_class=HTMLResponse)
+    def outbox_message(request: Request, folder: str, name: str) -> HTMLResponse:
+        opened = outbox_mod.open_message(state.rt.outbox_dir, folder, name)
+        ctx = base_context(request, "outbox", opened.entry.subject or name)
+        ctx.update({"opened": opened, "raw": opened.raw.decode("utf-8", errors="replace"),
+                    "from_header": next((v for k, v in opened.headers if k.lower() == "from"), ""),
+                    "frame_src": f"/outbox/{folder}/{name}/html"})
+        return pages.render("message.html", ctx)
+
+    @app.get("/outbox/{folder}/{name}/html")
+    def outbox_html(folder: str, name: str, scheme: str = "light") -> Response:
+        opened = outbox_mod.open_message(state.rt.outbox_dir, folder, name)
+        html = opened.html if opened.html is not None else "<p>(this message has no HTML part)</p>"
+        return HTMLResponse(framed_email(html, "dark" if scheme == "dark" else "light"),
+                            headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP})
+
+    @app.get("/outbox/{folder}/{name}/raw")
+    def outbox_raw(folder: str, name: str) -> Response:
+        opened = outbox_mod.open_message(state.rt.outbox_dir, folder, name)
+        return Response(opened.raw, media_type="text/plain; charset=utf-8", headers=SECURITY_HEADERS)
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            return Response("not found", status_code=404, media_type="text/plain")
+        return FileResponse(PAGES_DIR / name, media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, _exc: Exception) -> HTMLResponse:
+        return error_page(request, f"nothing at {request.url.path}", 404)
+
+    return app

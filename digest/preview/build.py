@@ -1,0 +1,171 @@
+"""Build the preview message exactly as the real send would, for a sample reader, and cache it.
+
+Digest: compile_issue (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
+the sender takes. Confirm and welcome: render_transactional. A build is cached under the
+template files' mtimes, the settings generation and the selection, so an unchanged page is a
+dictionary look-up and a template edit recompiles only once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from digest.delivery.messages import IssueMessages, Recipient
+from digest.errors import TemplateError
+from digest.mail import OutgoingEmail, domain_of, sender_address, to_mime, unsubscribe_headers
+from digest.preview.checks import Check, TemplateProblem, preheader_of, run_checks
+from digest.preview.draft import Draft
+from digest.render.issue_email import compile_issue
+from digest.render.transactional import render_transactional
+from digest.runtime import Runtime
+from digest.storage.models import Issue
+from subscribers.api import personal_links
+from subscribers.tokens import Tokens
+
+KINDS = ("digest", "confirm", "welcome")
+SAMPLE = Recipient(delivery_id=0, subscriber_id=0, email="sample.reader@example.com", name="Sample Reader")
+SHOWN_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID", "List-Unsubscribe",
+                 "List-Unsubscribe-Post", "MIME-Version", "Content-Type")
+
+
+@dataclass
+class Preview:
+    kind: str
+    subject: str = ""
+    preheader: str = ""
+    html: str = ""
+    text: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    eml: bytes = b""
+    checks: list[Check] = field(default_factory=list)
+    problem: TemplateProblem | None = None
+    build_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def header(self, name: str) -> str:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), "")
+
+
+def templates_signature(folder: Path) -> tuple[Any, ...]:
+    """Name, mtime and size of every file under the templates folder: changes when any is edited."""
+    if not folder.is_dir():
+        return ("missing", str(folder))
+    out = []
+    for p in sorted(folder.rglob("*")):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.is_file():
+            out.append((str(p.relative_to(folder)), st.st_mtime_ns, st.st_size))
+    return (str(folder), tuple(out))
+
+
+def issue_mail(rt: Runtime, issue: Issue, to: Recipient, *, subject_prefix: str = "",
+               key: str = "") -> OutgoingEmail:
+    """One reader's copy of a compiled issue, built by the sender's own IssueMessages."""
+    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(to, subject_prefix=subject_prefix)
+    if key:
+        mail.key = key
+    return mail
+
+
+def transactional_mail(rt: Runtime, kind: str, to: Recipient, *, subject_prefix: str = "",
+                       key: str = "") -> OutgoingEmail:
+    """Confirm or welcome mail for `to` with working-looking (signed) links."""
+    s = rt.settings
+    tokens = Tokens(rt.secret_key)
+    base = s.site.public_url
+    links = personal_links(s, tokens, to.subscriber_id, to.email, None, None)
+    subscriber = {"email": to.email, "name": to.name or ""}
+    if kind == "confirm":
+        ctx: dict[str, Any] = {"subscriber": subscriber,
+                               "confirm_url": f"{base}/confirm/{tokens.confirm(to.subscriber_id, to.email)}",
+                               "expiry_days": s.subscribe.confirm_expiry_days}
+    else:
+        ctx = {"subscriber": subscriber, "unsubscribe_url": links["unsubscribe_url"],
+               "manage_url": links["manage_url"], "archive_url": f"{base}/archive"}
+    rendered = render_transactional(rt.config, kind, ctx)
+    headers = unsubscribe_headers(s, links["unsubscribe_url"], links["token"]) if kind == "welcome" else {}
+    return OutgoingEmail(to=to.email, subject=subject_prefix + rendered.subject, html=rendered.html,
+                         text=rendered.text, from_addr=sender_address(s), reply_to=s.sender.reply_to or None,
+                         headers=headers, tags={"kind": kind}, key=key or f"preview-{kind}")
+
+
+def compiled_issue(rt: Runtime, draft: Draft) -> Issue:
+    """The draft's transient issue with subject, HTML and text filled in (frozen issues as stored)."""
+    issue = draft.issue
+    if draft.frozen:
+        return issue
+    compiled = compile_issue(rt.config, issue)
+    issue.subject, issue.preheader = compiled.subject, compiled.preheader
+    issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
+    return issue
+
+
+def _finish(rt: Runtime, kind: str, mail: OutgoingEmail, unsubscribe_url: str | None) -> Preview:
+    msg = to_mime(mail, domain_of(rt.settings.sender.from_email))
+    headers = [(k, str(v)) for k, v in msg.items()]
+    hdict = {k: v for k, v in headers}
+    checks = run_checks(html=mail.html, text=mail.text, subject=mail.subject, headers=hdict,
+                        settings=rt.settings, unsubscribe_url=unsubscribe_url,
+                        needs_list_headers=kind == "digest")
+    return Preview(kind, subject=mail.subject, preheader=preheader_of(mail.html) or "", html=mail.html,
+                   text=mail.text, headers=headers, eml=msg.as_bytes(), checks=checks)
+
+
+def build_preview(rt: Runtime, kind: str, draft: Draft | None) -> Preview:
+    """Render one email for the sample reader; a template error becomes Preview.problem."""
+    start = time.perf_counter()
+    try:
+        if kind == "digest":
+            assert draft is not None
+            issue = compiled_issue(rt, draft)
+            mail = issue_mail(rt, issue, SAMPLE, key=f"preview-{draft.week.key}")
+            links = personal_links(rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email,
+                                   issue.id, issue.week)
+            preview = _finish(rt, kind, mail, links["unsubscribe_url"])
+        else:
+            mail = transactional_mail(rt, kind, SAMPLE)
+            unsub = None
+            if kind == "welcome":
+                unsub = personal_links(rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email,
+                                       None, None)["unsubscribe_url"]
+            preview = _finish(rt, kind, mail, unsub)
+    except TemplateError as exc:
+        problem = TemplateProblem.from_message(str(exc), rt.config.templates_dir)
+        preview = Preview(kind, problem=problem, checks=[problem.as_check()])
+    preview.build_ms = (time.perf_counter() - start) * 1000
+    return preview
+
+
+class PreviewCache:
+    """Small LRU of built previews; the key holds everything a render depends on."""
+
+    def __init__(self, size: int = 24):
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Preview] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, rt: Runtime, kind: str, draft: Draft | None, config_generation: int) -> Preview:
+        key = (kind, config_generation, templates_signature(rt.config.templates_dir),
+               draft.signature if (draft is not None and kind == "digest") else None)
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return found
+        self.misses += 1
+        preview = build_preview(rt, kind, draft)
+        self._items[key] = preview
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return preview

@@ -1,0 +1,266 @@
+"""The preview's pieces on SQLite and PostgreSQL: draft loading, pins/excludes, test sends,
+history, the outbox browser, escaping, template errors and request guards (HTTP, no browser)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from digest.cycle import send_week
+from digest.errors import UserError
+from digest.preview.app import create_preview_app
+from digest.preview.build import build_preview
+from digest.preview.draft import change_draft, load_draft
+from digest.preview.history import issue_history
+from digest.preview.state import PreviewState
+from digest.preview.testsend import send_test
+from digest.runtime import Runtime
+from digest.storage.models import Batch, Delivery, Event, Issue
+from digest.weeks import current_week
+from subscribers.api import add_subscriber
+from tests.support_preview import comparison, preview_runtime, seed_items, seed_samples
+
+BASE = "http://127.0.0.1:8025"
+
+
+@pytest.fixture
+def prt(tmp_path: Path, db_url: str):
+    """A runtime on a project with its own template copy and two allowed test recipients."""
+    rt = preview_runtime(tmp_path / "project", db_url, ["me@example.com", "editor@example.com"])
+    yield rt
+    rt.close()
+
+
+def client_for(rt: Runtime) -> tuple[TestClient, PreviewState]:
+    state = PreviewState(rt)
+    return TestClient(create_preview_app(state, watch=False), base_url=BASE), state
+
+
+def counts(rt: Runtime) -> tuple[int, int, int]:
+    with rt.sessions() as s:
+        return (s.scalar(select(func.count()).select_from(Issue)) or 0,
+                s.scalar(select(func.count()).select_from(Delivery)) or 0,
+                s.scalar(select(func.count()).select_from(Batch)) or 0)
+
+
+def picks_order(html: str) -> list[str]:
+    block = html.split('data-testid="picks"', 1)[1].split("</ol>", 1)[0]
+    return re.findall(r'<li class="pick" data-slug="([^"]+)"', block)
+
+
+def test_preview_reads_without_writing(prt: Runtime) -> None:
+    seed_samples(prt)
+    week = current_week(prt.settings.schedule)
+    draft = load_draft(prt, week)
+    assert draft.status == "new" and len(draft.selection.picks) == 2
+    preview = build_preview(prt, "digest", draft)
+    assert preview.ok, preview.problem
+    assert preview.subject and "Sample" in preview.html
+    headers = dict(preview.headers)
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "<mailto:" in headers["List-Unsubscribe"]
+    msg = email.message_from_bytes(preview.eml, policy=email.policy.default)
+    assert {p.get_content_type() for p in msg.walk()} >= {"text/plain", "text/html"}
+    assert counts(prt) == (0, 0, 0)  # no issue row, no deliveries: previewing changes nothing
+    client, _ = client_for(prt)
+    page = client.get("/")
+    assert page.status_code == 200 and "Checks" in page.text
+    assert client.get("/render/digest.html").status_code == 200
+    assert client.get("/render/digest.eml").headers["content-type"].startswith("message/rfc822")
+    for kind in ("confirm", "welcome"):
+        r = client.get(f"/emails/{kind}")
+        assert r.status_code == 200, r.text
+        assert "Template" not in r.text.split('data-testid="checks"')[0] or "does not render" not in r.text
+    assert counts(prt) == (0, 0, 0)
+
+
+def test_pin_exclude_release_clear_change_the_draft(prt: Runtime) -> None:
+    first, second = seed_samples(prt)
+    week = current_week(prt.settings.schedule)
+    order = [p.comparison.slug for p in load_draft(prt, week).selection.picks]
+    top, other = order
+    client, state = client_for(prt)
+    assert picks_order(client.get("/").text) == order
+
+    r = client.post("/selection", data={"csrf": state.csrf, "week": week.key, "action": "pin", "slug": other})
+    assert r.status_code == 200 and "Pinned" in r.text  # followed the 303 back to the page
+    assert picks_order(r.text) == [other, top]
+    with prt.sessions() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == week.key))
+        assert issue is not None and issue.pins == [other] and issue.status == "draft"
+
+    change_draft(prt, week, "exclude", other)  # exclude takes it out of the pins, as `digest select` does
+    d = load_draft(prt, week)
+    assert d.pins == [] and [s for s, _ in d.excluded] == [other]
+    assert [p.comparison.slug for p in d.selection.picks] == [top]
+    change_draft(prt, week, "release", other)
+    assert load_draft(prt, week).excluded == []
+    change_draft(prt, week, "pin", top)
+    change_draft(prt, week, "clear")
+    d = load_draft(prt, week)
+    assert d.pins == [] and d.excluded == []
+
+    with pytest.raises(UserError, match="unknown comparison slug 'nope'"):
+        change_draft(prt, week, "pin", "nope")
+    bad = client.post("/selection", data={"csrf": state.csrf, "week": week.key, "action": "pin", "slug": "nope"})
+    assert bad.status_code == 200 and "unknown comparison slug" in bad.text
+    assert counts(prt)[1:] == (0, 0)
+
+
+def test_requests_from_elsewhere_are_refused(prt: Runtime) -> None:
+    slugs = seed_samples(prt)
+    client, state = client_for(prt)
+    week = current_week(prt.settings.schedule).key
+    r = client.post("/selection", data={"csrf": "wrong", "week": week, "action": "pin", "slug": slugs[1]})
+    assert "out of date" in r.text
+    r = client.post("/selection", data={"csrf": state.csrf, "week": week, "action": "pin", "slug": slugs[1]},
+                    headers={"Origin": "https://evil.example"})
+    assert "another site" in r.text
+    assert counts(prt)[0] == 0  # neither created the draft
+    rebound = TestClient(create_preview_app(state, watch=False), base_url="http://evil.example:8025")
+    assert rebound.get("/").status_code == 421  # DNS rebinding: Host is not loopback
+    assert client.get("/outbox/..%2F..%2Fetc/passwd").status_code in (400, 404)
+    assert client.get("/outbox/test/..%2Fsecret.eml").status_code in (400, 404)
+    assert client.get("/render/nope.html").status_code == 400
+    assert "not an ISO week key" in client.get("/?week=2026-W99x").text
+
+
+def test_test_send_goes_to_the_allowlist_only_and_is_not_the_issue_send(prt: Runtime) -> None:
+    seed_samples(prt)
+    with prt.sessions.begin() as s:
+        add_subscriber(s, "reader@example.com", name="Reader", confirmed=True)
+    week = current_week(prt.settings.schedule)
+    client, state = client_for(prt)
+    r = client.post("/test-send", data={"csrf": state.csrf, "kind": "digest", "week": week.key,
+                                        "to": ["me@example.com", "editor@example.com"]})
+    assert r.status_code == 200 and "Test sent to me@example.com, editor@example.com" in r.text
+    files = sorted((prt.outbox_dir / "test").glob("*.eml"))
+    assert len(files) == 2
+    msg = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
+    assert msg["Subject"].startswith("[TEST] ")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert counts(prt) == (0, 0, 0)  # no issue, no deliveries, no batches
+    assert not (prt.outbox_dir / week.key).exists()
+
+    r = client.post("/test-send", data={"csrf": state.csrf, "kind": "digest", "week": week.key,
+                                        "to": ["stranger@example.com"]})
+    assert "not on preview.test_recipients" in r.text
+    assert len(list((prt.outbox_dir / "test").glob("*.eml"))) == 2
+    with pytest.raises(UserError, match="choose at least one"):
+        send_test(prt, "digest", load_draft(prt, week), [])
+
+    r = client.post("/test-send", data={"csrf": state.csrf, "kind": "welcome", "to": ["me@example.com"]})
+    assert "Test sent to me@example.com" in r.text
+    assert len(list((prt.outbox_dir / "test").glob("*.eml"))) == 3
+
+    # Then the real send still goes to the subscriber exactly once, unaffected by the tests.
+    result = send_week(prt, week, manual=True)
+    assert result.summary is not None and result.summary.sent == 1
+    assert counts(prt)[:2] == (1, 1)
+
+
+def test_outbox_browser_lists_and_opens_messages(prt: Runtime) -> None:
+    seed_samples(prt)
+    with prt.sessions.begin() as s:
+        add_subscriber(s, "ada@example.com", name="Ada <b>Lovelace</b>", confirmed=True)
+    week = current_week(prt.settings.schedule)
+    send_week(prt, week, manual=True)
+    client, _ = client_for(prt)
+    page = client.get("/outbox")
+    assert page.status_code == 200 and week.key in page.text and "ada@example.com" in page.text
+    link = re.search(r'href="(/outbox/[^"]+\.eml)"', page.text)
+    assert link is not None
+    opened = client.get(link.group(1))
+    assert opened.status_code == 200
+    assert "List-Unsubscribe" in opened.text and "Weekly AI Tool Verdicts" in opened.text
+    assert "<b>Lovelace</b>" not in opened.text and 'data-testid="text-part"' in opened.text
+    html = client.get(link.group(1) + "/html")
+    assert html.status_code == 200 and "script-src" not in html.headers["content-security-policy"]
+    assert "default-src 'none'" in html.headers["content-security-policy"]
+    assert client.get(link.group(1) + "/raw").text.startswith(("From:", "Content-Type", "MIME-Version"))
+
+
+def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> None:
+    seed_samples(prt)
+    with prt.sessions.begin() as s:
+        for i in range(3):
+            add_subscriber(s, f"r{i}@example.com", confirmed=True)
+    week = current_week(prt.settings.schedule)
+    send_week(prt, week, manual=True)
+    with prt.sessions.begin() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == week.key))
+        assert issue is not None
+        d1, d2 = s.scalars(select(Delivery).where(Delivery.issue_id == issue.id).order_by(Delivery.id).limit(2)).all()
+        d1.delivered_at = d1.sent_at
+        d1.opened_at = d1.sent_at
+        d2.delivered_at = d2.sent_at
+        s.add(Event(kind="unsubscribed", subscriber_id=d2.subscriber_id, issue_id=issue.id, delivery_id=d2.id))
+    [row] = [h for h in issue_history(prt) if h.week == week.key]
+    assert (row.recipients, row.sent, row.failed, row.delivered, row.opened, row.clicked, row.unsubscribed) == \
+        (3, 3, 0, 2, 1, 0, 1)
+    client, _ = client_for(prt)
+    hist = client.get("/history")
+    assert hist.status_code == 200 and f"/?week={week.key}" in hist.text
+    page = client.get(f"/?week={week.key}")
+    assert page.status_code == 200 and "Picks as sent" in page.text and 'data-action="pin"' not in page.text
+    stored_subject = issue.subject or ""
+    assert stored_subject and stored_subject.replace("&", "&amp;") in page.text
+    frame = client.get(f"/render/digest.html?week={week.key}")
+    assert frame.status_code == 200
+    r = client.post("/selection", data={"csrf": client_for(prt)[1].csrf, "week": week.key,
+                                        "action": "clear", "slug": ""})
+    assert r.status_code == 200  # form token of another state: refused, nothing changed
+    with pytest.raises(UserError, match="already sent"):
+        change_draft(prt, week, "clear")
+
+
+def test_content_is_escaped_in_page_and_email(prt: Runtime) -> None:
+    hostile = comparison('Evil<script>alert(1)</script> vs "Quoted" & <b>Bold</b>', a_ship=95, b_ship=95)
+    seed_items(prt, [hostile, comparison("Plain Tool vs Other Tool")])
+    client, _ = client_for(prt)
+    page = client.get("/").text
+    assert "<script>alert(1)</script>" not in page
+    assert "Evil&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    frame = client.get("/render/digest.html").text
+    assert "<script>alert(1)</script>" not in frame and "&lt;script&gt;" in frame
+
+
+def test_template_error_is_shown_with_its_line_and_the_preview_keeps_serving(prt: Runtime) -> None:
+    seed_samples(prt)
+    client, _ = client_for(prt)
+    tpl = prt.config.templates_dir / "digest.mjml.j2"
+    good = tpl.read_text()
+    lines = good.splitlines()
+    lines.insert(4, "{% if %}")  # line 5: an if with no condition
+    tpl.write_text("\n".join(lines) + "\n")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert 'data-testid="template-error"' in page.text
+    assert "digest.mjml.j2" in page.text and "line <strong>5</strong>" in page.text
+    assert 'data-check="Template"' in page.text
+    assert client.get("/render/digest.html").status_code == 200  # the frame shows the error too
+    tpl.write_text(good)
+    again = client.get("/")
+    assert again.status_code == 200 and 'data-testid="template-error"' not in again.text
+
+
+def test_broken_config_keeps_last_good_settings(prt: Runtime) -> None:
+    seed_samples(prt)
+    client, state = client_for(prt)
+    cfg = prt.config.path
+    good = cfg.read_text()
+    cfg.write_text(good.replace('day = "monday"', 'day = "funday"'))
+    state.reload_config()
+    page = client.get("/")
+    assert page.status_code == 200 and "config.toml was not reloaded" in page.text and "funday" in page.text
+    cfg.write_text(good.replace('test_recipients = ["me@example.com", "editor@example.com"]',
+                                'test_recipients = ["new@example.com"]'))
+    state.reload_config()
+    page = client.get("/").text
+    assert "config.toml was not reloaded" not in page and 'value="new@example.com"' in page
