@@ -108,11 +108,12 @@ class SlotState:
     issue_status: str | None  # None: no issue row for the week
     skip_reason: str | None
     lateness_hours: float
-    overdue: bool  # past max_lateness and not sent: only `digest send --week` sends it now
+    too_late: bool  # past schedule.max_lateness_hours: never sent without an operator
+    overdue: bool  # past max_lateness, not sent, and earlier issues went out: only an operator sends it
 
     @property
     def message(self) -> str:
-        if self.overdue:
+        if self.overdue or (self.too_late and self.issue_status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)):
             return (f"issue {self.week} was due {self.slot:%Y-%m-%d %H:%M} UTC, {self.lateness_hours:.1f} h ago "
                     f"(more than schedule.max_lateness_hours); it is not sent late by itself: "
                     f"`digest send --week {self.week}` sends it")
@@ -123,22 +124,29 @@ class SlotState:
     def as_dict(self) -> dict[str, Any]:
         return {"week": self.week, "slot": self.slot.isoformat(), "issue_status": self.issue_status,
                 "skip_reason": self.skip_reason, "lateness_hours": round(self.lateness_hours, 2),
-                "overdue": self.overdue, "message": self.message}
+                "too_late": self.too_late, "overdue": self.overdue, "message": self.message}
 
 
 def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
-    """Computed from the database alone, so any process (the preview too) sees the same answer."""
+    """Computed from the database alone, so any process (the preview too) sees the same answer.
+
+    A slot counts as overdue only once the newsletter has started (an earlier issue went
+    out): a fresh install started a day after its first slot is not "late", it begins next week.
+    """
     now = now or utcnow()
     schedule = rt.settings.schedule
     week = latest_slot_week(schedule, now)
     slot = week.slot(schedule)
     with rt.sessions() as session:
         row = session.execute(select(Issue.status, Issue.skip_reason).where(Issue.week == week.key)).first()
+        started = session.scalar(select(Issue.id).where(Issue.week < week.key,
+                                                        Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])).limit(1))
     status, reason = (row[0], row[1]) if row else (None, None)
     unsent = status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)
+    too_late = is_overdue(rt, week, now)
     return SlotState(week=week.key, slot=slot, issue_status=status, skip_reason=reason,
-                     lateness_hours=(now - slot).total_seconds() / 3600,
-                     overdue=unsent and is_overdue(rt, week, now))
+                     lateness_hours=(now - slot).total_seconds() / 3600, too_late=too_late,
+                     overdue=unsent and too_late and started is not None)
 
 
 # -- the weekly job -------------------------------------------------------------------------
@@ -293,6 +301,8 @@ class WeeklyService:
         finally:
             self._run_lock.release()
         self.last_run = RunRecord(self.clock(), reason, outcome)
+        log.log(logging.INFO if reason != "watchdog" or outcome != "nothing to do" else logging.DEBUG,
+                "weekly job (%s): %s", reason, outcome)
         return outcome
 
     def _run_due_locked(self, reason: str) -> str:
@@ -315,11 +325,11 @@ class WeeklyService:
             self.last_state = state
             if state.issue_status in (ISSUE_SENDING, ISSUE_SENT):
                 return "; ".join(done) or "nothing to do"
-            if state.overdue:
+            if state.too_late:
                 if self._warned_overdue != state.week:
-                    log.warning("%s", state.message)
+                    (log.warning if state.overdue else log.info)("%s", state.message)
                     self._warned_overdue = state.week
-                return "; ".join(done + [f"{state.week} overdue"])
+                return "; ".join(done + [f"{state.week} overdue" if state.overdue else f"{state.week} not sent (late)"])
             if state.issue_status == ISSUE_SKIPPED and reason == "watchdog":
                 return "; ".join(done) or "nothing to do"  # a skip is retried at the slot and at start only
             refresh_feeds(self.rt)
