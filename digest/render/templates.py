@@ -169,9 +169,10 @@ def check_mjml(source: str) -> MjmlProblem | None:
             if stack and stack[-1][0] == name:
                 stack.pop()
             elif any(t == name for t, _, _ in stack):
-                top, top_line, _ = stack[-1]
-                return MjmlProblem(line_at(i), f"</{name}> closes while <{top}> (line {top_line}) "
-                                               "is still open", f"</{name}")
+                # Something opened inside is not closed: point at where it was opened.
+                top, top_line, top_snippet = stack[-1]
+                return MjmlProblem(top_line, f"<{top}> is not closed before </{name}> "
+                                             f"(rendered line {line_at(i)})", top_snippet)
             else:
                 return MjmlProblem(line_at(i), f"</{name}> has no matching <{name}>", f"</{name}")
         elif not selfclosing and lname not in VOID_HTML:
@@ -225,26 +226,46 @@ def _line_pattern(template_line: str) -> re.Pattern[str] | None:
 
 
 def locate(env: jinja2.Environment, name: str, rendered: str, problem: MjmlProblem) -> str:
-    """The template `file:line` that produced the rendered line of `problem` (best match)."""
+    """The template `file:line` that produced the rendered line of `problem`.
+
+    Each template line becomes a regex (its literal text, `.*?` for `{{ }}`); among the lines that match
+    the offending rendered line, the one whose neighbours also match wins. `{% %}`-only lines render
+    to nothing, so the rendered MJML has no line map of its own.
+    """
     base = Path(env.loader.searchpath[0])  # type: ignore[union-attr]
-    lines = rendered.splitlines()
-    target = lines[problem.line - 1].strip() if 0 < problem.line <= len(lines) else ""
-    exact: list[str] = []
+    lines = [ln.strip() for ln in rendered.splitlines()]
+    at = problem.line - 1
+    target = lines[at] if 0 <= at < len(lines) else ""
+    exact: list[tuple[int, str]] = []
     loose: list[str] = []
     for tname in _used_templates(env, name):
         try:
             source = env.loader.get_source(env, tname)[0]  # type: ignore[union-attr]
         except (jinja2.TemplateError, OSError):
             continue
-        for lineno, tline in enumerate(source.splitlines(), start=1):
-            where = f"{base / tname}:{lineno}"
-            pattern = _line_pattern(tline)
+        patterns = [_line_pattern(tl) for tl in source.splitlines()]
+        for j, (tline, pattern) in enumerate(zip(source.splitlines(), patterns)):
+            where = f"{base / tname}:{j + 1}"
             if pattern is not None and target and pattern.fullmatch(target):
-                exact.append(where)
+                exact.append((_context_score(lines, at, patterns, j), where))
             elif problem.snippet and problem.snippet in tline:
                 loose.append(where)
-    found = exact or loose
-    return found[0] if found else f"{base / name} (rendered MJML line {problem.line})"
+    if exact:
+        best = max(score for score, _ in exact)
+        return next(where for score, where in exact if score == best)
+    return loose[0] if loose else f"{base / name} (rendered MJML line {problem.line})"
+
+
+def _context_score(rendered: list[str], at: int, patterns: list[re.Pattern[str] | None], j: int) -> int:
+    """How many rendered lines around `at` also match template lines around `j` (Jinja-only lines drift)."""
+    score = 0
+    for k in (-3, -2, -1, 1, 2, 3):
+        if not 0 <= at + k < len(rendered) or not rendered[at + k]:
+            continue
+        near = patterns[max(0, j + k - 2): j + k + 3]
+        if any(p is not None and p.fullmatch(rendered[at + k]) for p in near):
+            score += 1
+    return score
 
 
 def compile_mjml(source: str, template_path: Path, env: jinja2.Environment | None = None) -> str:
@@ -255,6 +276,7 @@ def compile_mjml(source: str, template_path: Path, env: jinja2.Environment | Non
         env = env or make_env(template_path.parent)
         raise TemplateError(f"{locate(env, name, source, problem)}: MJML error: {problem.message}")
     try:
-        return mjml.mjml2html(source, disable_comments=True)
+        # fonts={}: no web-font <link>s (MJML adds Google Fonts for Roboto & co.); the stacks are web-safe.
+        return mjml.mjml2html(source, disable_comments=True, fonts={})
     except (ValueError, RuntimeError) as exc:
         raise TemplateError(f"{template_path}: MJML error: {exc}") from None
