@@ -264,3 +264,53 @@ def test_broken_config_keeps_last_good_settings(prt: Runtime) -> None:
     state.reload_config()
     page = client.get("/").text
     assert "config.toml was not reloaded" not in page and 'value="new@example.com"' in page
+
+
+def _cli_env(db_url: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update({"DIGEST_SECRET_KEY": "cli-test-secret", "DIGEST_DATABASE_URL": db_url})
+    return env
+
+
+def test_cli_preview_serves_on_loopback_and_stops_cleanly(prt: Runtime, db_url: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    seed_samples(prt)
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(db_url))
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:(\d+))/", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        r = httpx.get(m.group(1) + "/", timeout=30)
+        assert r.status_code == 200 and "Selection" in r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+
+
+def test_cli_preview_bad_input_is_one_line(prt: Runtime, db_url: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", *args],
+                              capture_output=True, text=True, env=_cli_env(db_url), timeout=60)
+
+    r = run("--week", "2026-W99")
+    assert r.returncode == 2 and r.stderr.startswith("error: week: '2026-W99' does not exist")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run("--port", str(port))
+    assert r.returncode == 2 and f"--port: {port} is in use" in r.stderr and "Traceback" not in r.stderr
