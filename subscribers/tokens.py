@@ -7,9 +7,12 @@ working when the address is erased or changed, and cannot be moved to another pe
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
 
 def email_hash(email: str) -> str:
@@ -39,10 +42,18 @@ class Tokens:
     def __init__(self, secret: str):
         self._unsub = URLSafeSerializer(secret, salt="digest.unsubscribe")
         self._confirm = URLSafeTimedSerializer(secret, salt="digest.confirm")
+        # Precomputed signing parts: an issue signs one token per reader, and itsdangerous re-derives the
+        # key and tries zlib on every dumps() (~4x the cost). Same format; `read_unsubscribe` checks it.
+        signer = self._unsub.make_signer()
+        self._unsub_mac = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)
+        self._unsub_sep = signer.sep
 
     def unsubscribe(self, subscriber_id: int, email: str, issue_id: int | None = None) -> str:
         # No timestamp: the same subscriber and issue always give the same token (stable batch payloads).
-        return self._unsub.dumps([subscriber_id, issue_id or 0, _tie(email)])
+        payload = base64_encode(json.dumps([subscriber_id, issue_id or 0, _tie(email)], separators=(",", ":")))
+        mac = self._unsub_mac.copy()
+        mac.update(payload)
+        return (payload + self._unsub_sep + base64_encode(mac.digest())).decode("ascii")
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
         try:

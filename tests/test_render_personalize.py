@@ -103,3 +103,24 @@ def test_fill_escapes_values_for_html_only() -> None:
     assert html == "<a href='https://x/a?b=1&amp;c=2'>Tom &amp; &quot;Jerry&quot; &lt;b&gt;</a>"
     assert text == 'Tom & "Jerry" <b> https://x/a?b=1&c=2'
     assert Personalizer.build("@@other.name@@", "", "n1").fill({"name": "x"})[0] == "@@other.name@@"
+
+
+def test_precomputed_unsubscribe_signing_matches_itsdangerous() -> None:
+    """The fast signer (bench/render.py) makes the same tokens itsdangerous would, and they verify."""
+    from itsdangerous import URLSafeSerializer
+
+    from subscribers.tokens import TokenError
+
+    tokens = Tokens("test-secret-key-0123456789")
+    reference = URLSafeSerializer("test-secret-key-0123456789", salt="digest.unsubscribe")
+    for sid, iid in ((1, None), (42, 7), (987_654_321, 12_345), (111_111_111, 1)):
+        email = f"reader{sid}@example.com"
+        token = tokens.unsubscribe(sid, email, iid)
+        assert token == reference.dumps([sid, iid or 0, Tokens.tie(email)])
+        claim = tokens.read_unsubscribe(token)
+        assert (claim.subscriber_id, claim.issue_id) == (sid, iid) and claim.matches(email)
+    try:
+        Tokens("another-secret-key-000000").read_unsubscribe(tokens.unsubscribe(1, "a@example.com"))
+        raise AssertionError("a token signed with another key must not verify")
+    except TokenError:
+        pass
