@@ -150,3 +150,14 @@ def test_broken_template_stops_the_send_and_changes_nothing(project: Path, tpl: 
         assert not list(rt.outbox_dir.glob("**/*.eml"))
     finally:
         rt.close()
+
+
+def test_spaces_between_head_tags_are_reported_where_mjml_python_would_fail(project: Path, tpl: Path) -> None:
+    """mjml-python rejects `</mj-title> <mj-preview>` on one line with only a byte offset; we name the line."""
+    path = tpl / "_layout.mjml.j2"
+    text = path.read_text()
+    text = text.replace("</mj-title>\n", "</mj-title>  ", 1)
+    path.write_text(text)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "<mj-preview>" in ln)
+    msg = error_of(config_for(project, tpl))
+    assert f"{path}:{line}: MJML error: spaces before a tag inside <mj-head>" in msg

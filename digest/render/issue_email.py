@@ -157,7 +157,7 @@ def render_pair(config: Config, name: str, ctx: dict[str, Any]) -> tuple[str, st
     env = cached_env(config.templates_dir)
     mjml_source = render_template(env, f"{name}.mjml.j2", ctx)
     html = compile_mjml(mjml_source, config.templates_dir / f"{name}.mjml.j2", env)
-    text = render_template(env, f"{name}.txt.j2", ctx)
+    text = render_template(env, f"{name}.txt.j2", ctx).rstrip() + "\n"
     return html, text
 
 

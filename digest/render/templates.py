@@ -118,6 +118,7 @@ mj-accordion-element mj-accordion-title mj-accordion-text mj-button mj-carousel 
 mj-column mj-divider mj-group mj-hero mj-image mj-navbar mj-navbar-link mj-section mj-social
 mj-social-element mj-spacer mj-table mj-text mj-wrapper
 """.split())
+HEAD_CONTAINERS = frozenset(("mj-head", "mj-attributes", "mj-html-attributes"))
 VOID_HTML = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 _TAG = re.compile(
     r"<(/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*)\s*(/?)>")
@@ -143,6 +144,16 @@ def check_mjml(source: str) -> MjmlProblem | None:
         i = source.find("<", pos)
         if i < 0:
             break
+        if stack and stack[-1][0] in HEAD_CONTAINERS:
+            between = source[pos:i]
+            if between.strip():
+                return MjmlProblem(line_at(pos), f"text {between.strip()[:30]!r} inside <{stack[-1][0]}>",
+                                   between.strip()[:30])
+            if between and not between.startswith(("\n", "\r\n")):
+                # mjml-python rejects whitespace there unless it starts with a line break.
+                return MjmlProblem(line_at(pos), f"spaces before a tag inside <{stack[-1][0]}>: "
+                                                 "start each tag of the head on a line of its own",
+                                   source[i:i + 40].split(">")[0].split()[0])
         if source.startswith("<!--", i):
             end = source.find("-->", i + 4)
             if end < 0:
@@ -237,6 +248,7 @@ def locate(env: jinja2.Environment, name: str, rendered: str, problem: MjmlProbl
     at = problem.line - 1
     target = lines[at] if 0 <= at < len(lines) else ""
     exact: list[tuple[int, str]] = []
+    partial: list[tuple[int, int, str]] = []
     loose: list[str] = []
     for tname in _used_templates(env, name):
         try:
@@ -246,13 +258,20 @@ def locate(env: jinja2.Environment, name: str, rendered: str, problem: MjmlProbl
         patterns = [_line_pattern(tl) for tl in source.splitlines()]
         for j, (tline, pattern) in enumerate(zip(source.splitlines(), patterns)):
             where = f"{base / tname}:{j + 1}"
-            if pattern is not None and target and pattern.fullmatch(target):
+            if pattern is None or not target:
+                continue
+            if pattern.fullmatch(target):
                 exact.append((_context_score(lines, at, patterns, j), where))
+            elif pattern.search(target):  # several template lines rendered onto one line
+                literal = len(_JINJA.sub("", tline.strip()))
+                partial.append((problem.snippet in tline if problem.snippet else 0, literal, where))
             elif problem.snippet and problem.snippet in tline:
                 loose.append(where)
     if exact:
         best = max(score for score, _ in exact)
         return next(where for score, where in exact if score == best)
+    if partial:
+        return max(partial, key=lambda p: (p[0], p[1]))[2]
     return loose[0] if loose else f"{base / name} (rendered MJML line {problem.line})"
 
 
@@ -279,4 +298,13 @@ def compile_mjml(source: str, template_path: Path, env: jinja2.Environment | Non
         # fonts={}: no web-font <link>s (MJML adds Google Fonts for Roboto & co.); the stacks are web-safe.
         return mjml.mjml2html(source, disable_comments=True, fonts={})
     except (ValueError, RuntimeError) as exc:
-        raise TemplateError(f"{template_path}: MJML error: {exc}") from None
+        where = str(template_path)
+        m = re.search(r"position (\d+):(\d+)", str(exc))
+        if m:  # MRML gives byte offsets into the rendered MJML
+            raw = source.encode("utf-8")
+            start, end = int(m.group(1)), int(m.group(2))
+            line = raw[:start].count(b"\n") + 1
+            snippet = raw[start:end].decode("utf-8", "replace").strip()
+            where = locate(env or make_env(template_path.parent), name,
+                           source, MjmlProblem(line, str(exc), snippet))
+        raise TemplateError(f"{where}: MJML error: {exc}") from None
