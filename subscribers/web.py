@@ -194,12 +194,17 @@ def _form_outcome(request: Request, rt: Runtime, outcome: SignupOutcome, fields:
     pages = pages_for(request)
     status = 429 if outcome.status == "limited" else 400
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.status == "limited" else None
-    form = _form_context(source=source, next_url=nxt, email=fields.get("email", "")[:254],
-                         name=(fields.get("name") or "")[:100], error=outcome.message, error_field=outcome.field,
+    form = _form_context(source=source, next_url=nxt, email=_echo(fields.get("email"), 254),
+                         name=_echo(fields.get("name"), 100), error=outcome.message, error_field=outcome.field,
                          compact=source == "embed")
     if source == "embed":
         return pages.render("embed.html.j2", status=status, frameable=True, headers=headers, form=form, done=False)
     return pages.render("subscribe.html.j2", status=status, headers=headers, form=form)
+
+
+def _echo(value: str | None, limit: int) -> str:
+    """What the visitor typed, shown back in the form: one line, bounded."""
+    return " ".join(_CTRL.sub(" ", value or "").split())[:limit]
 
 
 def _refuse(request: Request, as_json: bool, status: int, message: str) -> Response:

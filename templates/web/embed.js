@@ -48,6 +48,7 @@
     ".dg :focus-visible{outline:3px solid var(--dg-accent);outline-offset:2px}",
     ".dg .status{min-height:1.4em;margin:.6rem 0 0;font-size:.93rem}",
     ".dg .status.error{color:var(--dg-err)}",
+    ".dg .status:empty{margin:0;min-height:0}",
     ".dg .fine{margin:.4rem 0 0;font-size:.82rem;color:var(--dg-muted)}",
     ".dg .done{padding:.75rem 1rem;border-radius:8px;background:var(--dg-ok-bg);color:var(--dg-ok)}",
     ".dg .hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}",

@@ -1,0 +1,232 @@
+"""Sign-up: API, hosted form, no-JS redirects, double opt-in, and that the answer reveals nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from digest.storage.models import (
+    MAIL_QUEUED,
+    MAIL_SENT,
+    MAIL_SKIPPED,
+    SUB_ACTIVE,
+    SUB_PENDING,
+    SUB_UNSUBSCRIBED,
+    Event,
+    OutgoingMail,
+    Subscriber,
+)
+from digest.weeks import utcnow
+from subscribers.lifecycle import forget, suppress
+from subscribers.mail_queue import drain
+from tests.support_subscribers import (
+    client,
+    counts,
+    link_in,
+    outbox_messages,
+    path_of,
+    runtime_with,
+    subscriber,
+)
+
+ORIGIN = "http://localhost:8000"  # in the default allowed_origins
+
+
+@pytest.fixture
+def srt(tmp_path, db_url):
+    rt = runtime_with(tmp_path / "p", db_url)
+    yield rt
+    rt.close()
+
+
+def test_json_signup_creates_pending_subscriber_with_consent_and_queues_confirmation(srt) -> None:
+    c = client(srt)
+    r = c.post("/subscribe", json={"email": "Reader@Example.COM", "name": "Ann Reader", "source": "homepage"},
+               headers={"Origin": ORIGIN, "Referer": f"{ORIGIN}/compare/x?utm=abc", "User-Agent": "UA/1.0"})
+    assert r.status_code == 200 and r.json()["ok"] is True
+    sub = subscriber(srt, "reader@example.com")
+    assert sub is not None and sub.status == SUB_PENDING and sub.name == "Ann Reader"
+    assert sub.consent_at is not None and sub.consent_ip == "testclient" and sub.consent_user_agent == "UA/1.0"
+    assert sub.consent_source == f"web:homepage on {ORIGIN}/compare/x"  # no query string kept
+    with srt.sessions() as s:
+        mails = s.execute(select(OutgoingMail.kind, OutgoingMail.status)).all()
+    assert mails == [("confirm", MAIL_QUEUED)]  # queued in the request, not sent
+    assert outbox_messages(srt) == []
+
+
+def test_form_post_redirects_303_to_thanks_and_to_a_safe_next_only(srt) -> None:
+    c = client(srt)
+    r = c.post("/subscribe", data={"email": "a@example.com"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks"
+    r = c.post("/subscribe", data={"email": "b@example.com", "next": f"{ORIGIN}/thanks?x=1"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"{ORIGIN}/thanks?x=1"
+    for evil in ("https://evil.example/phish", "//evil.example/x", "javascript:alert(1)",
+                 f"{ORIGIN}@evil.example/", "http://localhost:8000\r\nSet-Cookie: x=1", "/\\evil.example"):
+        r = c.post("/subscribe", data={"email": f"c{len(evil)}@example.com", "next": evil}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks", evil
+    r = c.post("/subscribe", data={"email": "d@example.com", "next": "/archive"}, follow_redirects=False)
+    assert r.headers["location"] == "/archive"
+    thanks = c.get("/subscribe/thanks")
+    assert thanks.status_code == 200 and "Check your inbox" in thanks.text
+
+
+def test_multipart_signup_is_accepted(srt) -> None:
+    r = client(srt).post("/subscribe", files={"email": (None, "m@example.com"), "name": (None, "M")},
+                         headers={"Accept": "application/json"})
+    assert r.status_code == 200 and r.json()["ok"]
+    assert subscriber(srt, "m@example.com").status == SUB_PENDING
+
+
+def _answer(c, address: str):
+    r = c.post("/subscribe", json={"email": address}, headers={"Origin": ORIGIN})
+    return r.status_code, r.text, sorted((k, v) for k, v in r.headers.items() if k not in ("date", "content-length"))
+
+
+def test_answer_is_identical_for_new_pending_active_unsubscribed_and_suppressed(srt) -> None:
+    c = client(srt)
+    first = _answer(c, "new@example.com")  # new
+    assert _answer(c, "new@example.com") == first  # pending now
+    with srt.sessions.begin() as s:
+        s.add(Subscriber(email="active@example.com", status=SUB_ACTIVE))
+        s.add(Subscriber(email="gone@example.com", status=SUB_UNSUBSCRIBED))
+        suppress(s, "bounced@example.com", "hard_bounce")
+    assert _answer(c, "active@example.com") == first
+    assert _answer(c, "gone@example.com") == first
+    assert _answer(c, "bounced@example.com") == first
+    assert subscriber(srt, "active@example.com").status == SUB_ACTIVE  # untouched
+    assert subscriber(srt, "bounced@example.com") is None  # suppressed: never created
+
+
+def test_pending_resend_at_most_once_per_window_and_unsubscribed_must_confirm_again(srt) -> None:
+    c = client(srt)
+    c.post("/subscribe", json={"email": "p@example.com"})
+    c.post("/subscribe", json={"email": "p@example.com"})
+    with srt.sessions() as s:
+        assert s.scalar(select(OutgoingMail.id).where(OutgoingMail.id > 1)) is None  # still one confirmation
+    with srt.sessions.begin() as s:  # eleven minutes later
+        s.execute(update(Subscriber).values(confirmation_sent_at=utcnow() - timedelta(minutes=11)))
+    c.post("/subscribe", json={"email": "p@example.com"})
+    with srt.sessions() as s:
+        assert len(s.scalars(select(OutgoingMail.id)).all()) == 2
+        s.execute(update(Subscriber).values(status=SUB_UNSUBSCRIBED, confirmation_sent_at=None))
+        s.commit()
+    c.post("/subscribe", json={"email": "p@example.com"})
+    sub = subscriber(srt, "p@example.com")
+    assert sub.status == SUB_PENDING  # goes through confirmation again, gets no issue meanwhile
+    with srt.sessions() as s:
+        assert len(s.scalars(select(OutgoingMail.id)).all()) == 3
+
+
+def test_confirm_link_activates_sends_welcome_and_is_safe_to_open_twice(srt) -> None:
+    c = client(srt)
+    c.post("/subscribe", json={"email": "c@example.com", "name": "Cee"})
+    assert drain(srt).sent == 1
+    [confirm_mail] = outbox_messages(srt, to="c@example.com")
+    assert confirm_mail["List-Unsubscribe"] is None  # not a list mail yet
+    url = link_in(confirm_mail, "/confirm/")
+    r = c.get(path_of(url))
+    assert r.status_code == 200 and "You’re in!" in r.text
+    assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
+    sub = subscriber(srt, "c@example.com")
+    assert sub.status == SUB_ACTIVE and sub.confirmed_at is not None
+    assert drain(srt).sent == 1
+    welcome = outbox_messages(srt, to="c@example.com")[-1]
+    assert "Welcome" in welcome["Subject"] and welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    again = c.get(path_of(url))
+    assert again.status_code == 200 and "already subscribed" in again.text
+    with srt.sessions() as s:
+        assert [k for (k,) in s.execute(select(Event.kind).order_by(Event.id))] == ["subscribed", "confirmed"]
+
+
+def test_expired_and_forged_confirm_links(srt, monkeypatch) -> None:
+    from subscribers.tokens import Tokens
+
+    c = client(srt)
+    c.post("/subscribe", json={"email": "e@example.com"})
+    sid = subscriber(srt, "e@example.com").id
+    import itsdangerous.timed
+
+    real = itsdangerous.timed.time.time
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() - 8 * 86400)
+    old = Tokens(srt.secret_key).confirm(sid, "e@example.com")
+    monkeypatch.undo()
+    before = counts(srt)
+    r = c.get(f"/confirm/{old}")
+    assert r.status_code == 400 and "expired" in r.text and "<form" in r.text
+    for bad in ("garbage", old[:-3] + "abc", Tokens("another-secret").confirm(sid, "e@example.com"), "x" * 400):
+        r = c.get(f"/confirm/{bad}")
+        assert r.status_code == 400 and r.text == "This link is not valid.\n"
+    assert subscriber(srt, "e@example.com").status == SUB_PENDING and counts(srt) == before
+
+
+def test_drainer_skips_confirmations_no_longer_wanted(srt) -> None:
+    c = client(srt)
+    c.post("/subscribe", json={"email": "s@example.com"})
+    with srt.sessions.begin() as s:
+        s.execute(update(Subscriber).values(status=SUB_ACTIVE))
+    result = drain(srt)
+    assert result.sent == 0 and result.skipped == 1
+    with srt.sessions() as s:
+        assert s.scalar(select(OutgoingMail.status)) == MAIL_SKIPPED
+
+
+def test_forgotten_person_may_come_back_through_double_opt_in(srt) -> None:
+    c = client(srt)
+    c.post("/subscribe", json={"email": "f@example.com"})
+    forget(srt, "f@example.com")
+    assert subscriber(srt, "f@example.com") is None
+    c.post("/subscribe", json={"email": "f@example.com"})
+    assert subscriber(srt, "f@example.com").status == SUB_PENDING
+    drain(srt)
+    c.get(path_of(link_in(outbox_messages(srt, to="f@example.com")[-1], "/confirm/")))
+    assert subscriber(srt, "f@example.com").status == SUB_ACTIVE
+    from subscribers.api import is_suppressed
+
+    with srt.sessions() as s:
+        assert not is_suppressed(s, "f@example.com")
+
+
+def test_cors_preflight_only_for_allowed_origins_and_foreign_origin_posts_refused(srt) -> None:
+    c = client(srt)
+    pre = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    ok = c.options("/subscribe", headers={"Origin": ORIGIN, **pre})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == ORIGIN
+    assert "access-control-allow-credentials" not in ok.headers
+    bad = c.options("/subscribe", headers={"Origin": "https://evil.example", **pre})
+    assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
+    before = counts(srt)
+    r = c.post("/subscribe", data={"email": "x@example.com"}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert counts(srt) == before
+
+
+def test_pages_render_with_security_headers(srt) -> None:
+    c = client(srt)
+    page = c.get("/subscribe")
+    assert page.status_code == 200 and 'name="website"' in page.text and 'type="email"' in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    embed = c.get("/embed")
+    assert embed.status_code == 200 and "frame-ancestors 'self' http://127.0.0.1:8000 http://localhost:8000" in \
+        embed.headers["content-security-policy"]
+    assert "x-frame-options" not in embed.headers
+    js = c.get("/embed.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("application/javascript")
+    assert "attachShadow" in js.text
+
+
+def test_confirmation_queue_is_drained_by_the_app_within_seconds(srt) -> None:
+    import time
+
+    from digest.web.app import create_app
+    from tests.support_subscribers import TestClient
+
+    with TestClient(create_app(srt)) as c:  # runs the lifespan: the drainer thread starts
+        c.post("/subscribe", json={"email": "quick@example.com"})
+        deadline = time.monotonic() + 10
+        while not outbox_messages(srt, to="quick@example.com") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert outbox_messages(srt, to="quick@example.com")
+    with srt.sessions() as s:
+        assert s.scalar(select(OutgoingMail.status)) == MAIL_SENT
