@@ -35,6 +35,7 @@ from sqlalchemy import select
 
 from digest.config import ScheduleSettings
 from digest.cycle import CycleResult, is_overdue, send_week
+from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.lease import Lease, default_holder
@@ -233,7 +234,7 @@ class WeeklyService:
         self.ensure_job()
         now = self.clock()
         self.scheduler.add_job(self.run_due, "date", args=["start"], id=START_JOB_ID, jobstore="memory",
-                               run_date=now, replace_existing=True)
+                               run_date=now, misfire_grace_time=None, replace_existing=True)
         if watch:
             self.scheduler.add_job(self.run_due, "interval", args=["watchdog"], id=WATCH_JOB_ID,
                                    jobstore="memory", seconds=self.watch_interval.total_seconds(),
@@ -294,10 +295,14 @@ class WeeklyService:
             return "busy"
         try:
             outcome = self._run_due_locked(reason)
-        except Exception as exc:
+        except UserError as exc:  # a template or setting the operator must fix: one line, retried later
+            self.last_run = RunRecord(self.clock(), reason, "error", str(exc))
+            log.error("weekly job (%s) failed: %s; retried within %s", reason, exc, self.watch_interval)
+            return "error"
+        except Exception as exc:  # noqa: BLE001 - e.g. the database is down; the watchdog retries
             self.last_run = RunRecord(self.clock(), reason, "error", f"{type(exc).__name__}: {exc}")
-            log.exception("weekly job (%s) failed", reason)
-            raise
+            log.exception("weekly job (%s) failed; retried within %s", reason, self.watch_interval)
+            return "error"
         finally:
             self._run_lock.release()
         self.last_run = RunRecord(self.clock(), reason, outcome)
@@ -310,8 +315,7 @@ class WeeklyService:
             return "stopping"
         with self.lease.held() as ours:
             if not ours:
-                log.info("weekly job (%s): another process holds the send lease; it sends", reason)
-                return "another process is sending"
+                return f"another process is sending ({self.lease.current_holder() or 'lease just released'})"
             done = []
             for week in self._unfinished_weeks():
                 if self.stop_event.is_set():

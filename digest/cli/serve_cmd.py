@@ -54,7 +54,7 @@ def _server_class() -> Any:
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if not self.service.stop_event.is_set():
-                log.info("stop requested (signal %s): finishing the batch in flight", sig)
+                log.info("stop requested (signal %s): stopping after the batch in flight", sig)
             self.service.stop_event.set()
             super().handle_exit(sig, frame)
 

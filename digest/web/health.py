@@ -68,6 +68,9 @@ def healthz(request: Request) -> JSONResponse:
         body["scheduler"] = service.status()
         if not body["scheduler"]["running"]:
             problems.append("the scheduler is not running")
+        last = service.last_run
+        if last is not None and last.outcome == "error":
+            problems.append(f"the last weekly job failed: {last.error}")
     body["last_issue"] = None
     body["overdue"] = False
     if db_error is None:
