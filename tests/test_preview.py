@@ -314,3 +314,40 @@ def test_cli_preview_bad_input_is_one_line(prt: Runtime, db_url: str) -> None:
         port = busy.getsockname()[1]
         r = run("--port", str(port))
     assert r.returncode == 2 and f"--port: {port} is in use" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_preview_selection_is_the_cycle_selection(prt: Runtime) -> None:
+    """The page's picks are exactly what digest.cycle would pick now, and the rest are offered."""
+    from datetime import timedelta
+
+    from digest.cycle import current_selection, cutoff_for, get_or_create_issue
+    from digest.weeks import utcnow
+
+    now = utcnow()
+    items = [comparison(f"Tool {i} vs Rival {i}", a_ship=40 + 7 * i, b_ship=90 - 5 * i) for i in range(8)]
+    seed_items(prt, items, published=now - timedelta(hours=5))
+    week = current_week(prt.settings.schedule, now)
+    change_draft(prt, week, "pin", "tool-0-vs-rival-0")
+    change_draft(prt, week, "exclude", "tool-7-vs-rival-7")
+    draft = load_draft(prt, week, now=now)
+    get_or_create_issue(prt, week)
+    with prt.sessions() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == week.key))
+        assert issue is not None
+        expected = current_selection(prt, s, issue, cutoff_for(prt, week, manual=True, now=now))
+    assert [(p.comparison.slug, p.score, p.pinned) for p in draft.selection.picks] == \
+        [(p.comparison.slug, p.score, p.pinned) for p in expected.picks]
+    assert draft.selection.candidates == expected.candidates and draft.selection.skip_reason is None
+    assert draft.selection.picks[0].comparison.slug == "tool-0-vs-rival-0"
+    shown = {p.comparison.slug for p in draft.selection.picks} | {p.comparison.slug for p in draft.others}
+    assert len(shown) == 7 and "tool-7-vs-rival-7" not in shown
+    assert [slug for slug, _ in draft.excluded] == ["tool-7-vs-rival-7"]
+
+
+def test_a_week_that_would_be_skipped_says_why(prt: Runtime) -> None:
+    seed_items(prt, [comparison("Lonely Tool vs Other Tool")])
+    draft = load_draft(prt, current_week(prt.settings.schedule))
+    assert draft.selection.skip_reason and "selection.min_items" in draft.selection.skip_reason
+    client, _ = client_for(prt)
+    page = client.get("/")
+    assert page.status_code == 200 and "Would be skipped" in page.text

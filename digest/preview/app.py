@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -110,19 +111,28 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
         return form
 
     def email_context(request: Request, kind: str, preview: Preview, week: Week | None) -> dict[str, Any]:
-        query = {"week": week.key} if week is not None else {}
-        src = f"/render/{kind}.html" + (f"?{urlencode(query)}" if query else "")
-        return {"kind": kind, "preview": preview, "frame_src": src,
-                "eml_href": f"/render/{kind}.eml" + (f"?{urlencode(query)}" if query else ""),
+        query = urlencode({**({"week": week.key} if week is not None else {}), "v": preview.token})
+        return {"kind": kind, "preview": preview, "frame_src": f"/render/{kind}.html?{query}",
+                "eml_href": f"/render/{kind}.eml?{query}",
                 "summary": _checks_summary(preview), "sample": SAMPLE,
                 "test_recipients": state.rt.settings.preview.test_recipients,
                 "raw": preview.eml.decode("utf-8", errors="replace")}
 
-    def digest_for(week_key: str | None) -> tuple[Draft, Preview]:
+    def digest_for(week_key: str | None, timings: dict[str, float] | None = None) -> tuple[Draft, Preview]:
         week = state.week(week_key)
         rt = state.rt
+        start = time.perf_counter()
         draft = load_draft(rt, week)
-        return draft, state.cache.get(rt, "digest", draft, state.config_generation)
+        middle = time.perf_counter()
+        preview = state.cache.get(rt, "digest", draft, state.config_generation)
+        if timings is not None:
+            timings.update(draft=middle - start, email=time.perf_counter() - middle)
+        return draft, preview
+
+    def server_timing(response: Response, timings: dict[str, float]) -> Response:
+        """Where the page's time went, for the browser's devtools and bench/preview.py."""
+        response.headers["Server-Timing"] = ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in timings.items())
+        return response
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError) -> HTMLResponse:
@@ -131,8 +141,9 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
     # -- the issue ---------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
-    def issue_page(request: Request, week: str | None = None) -> HTMLResponse:
-        draft, preview = digest_for(week)
+    def issue_page(request: Request, week: str | None = None) -> Response:
+        timings: dict[str, float] = {}
+        draft, preview = digest_for(week, timings)
         rt = state.rt
         stats = issue_stats(rt, draft.issue.id) if draft.frozen and draft.issue.id else None
         ctx = base_context(request, "issue", f"Issue {draft.week.key}")
@@ -141,7 +152,10 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
         ctx.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
                     "prev_week": draft.week.previous(), "next_week": draft.week.next(),
                     "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection})
-        return pages.render("issue.html", ctx)
+        start = time.perf_counter()
+        response = pages.render("issue.html", ctx)
+        timings["page"] = time.perf_counter() - start
+        return server_timing(response, timings)
 
     @app.get("/emails/{kind}", response_class=HTMLResponse)
     def transactional_page(request: Request, kind: str) -> HTMLResponse:
@@ -152,16 +166,20 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
         ctx.update(email_context(request, kind, preview, None))
         return pages.render("transactional.html", ctx)
 
-    def _rendered(kind: str, week: str | None) -> Preview:
+    def _rendered(kind: str, week: str | None, token: str | None = None) -> Preview:
         if kind not in KINDS:
             raise UserError(f"no email called {kind!r}")
+        cached = state.cache.by_token(token, kind) if token else None
+        if cached is not None:  # the build the page showed: no second look at the database
+            return cached
         if kind == "digest":
             return digest_for(week)[1]
         return state.cache.get(state.rt, kind, None, state.config_generation)
 
     @app.get("/render/{kind}.html")
-    def render_html(request: Request, kind: str, week: str | None = None, scheme: str = "light") -> Response:
-        preview = _rendered(kind, week)
+    def render_html(request: Request, kind: str, week: str | None = None, scheme: str = "light",
+                    v: str | None = None) -> Response:
+        preview = _rendered(kind, week, v)
         if not preview.ok:
             ctx = {**base_context(request, "", "Template error"), "problem": preview.problem}
             return pages.render("frame_error.html", ctx, csp=FRAMED_PAGE_CSP)
@@ -169,8 +187,8 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
                             headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP})
 
     @app.get("/render/{kind}.eml")
-    def render_eml(kind: str, week: str | None = None) -> Response:
-        preview = _rendered(kind, week)
+    def render_eml(kind: str, week: str | None = None, v: str | None = None) -> Response:
+        preview = _rendered(kind, week, v)
         if not preview.ok:
             raise UserError(f"the {kind} email does not render: {preview.problem.message if preview.problem else ''}")
         name = f"preview-{kind}" + (f"-{week}" if week else "") + ".eml"

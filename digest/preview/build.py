@@ -1,13 +1,14 @@
 """Build the preview message exactly as the real send would, for a sample reader, and cache it.
 
 Digest: compile_issue (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
-the sender takes. Confirm and welcome: render_transactional. A build is cached under the
+the sender takes. Confirm and welcome: subscribers.mail_queue.MailBuilder (render_transactional). A build is cached under the
 template files' mtimes, the settings generation and the selection, so an unchanged page is a
 dictionary look-up and a template edit recompiles only once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,13 +17,13 @@ from typing import Any
 
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import TemplateError
-from digest.mail import OutgoingEmail, domain_of, sender_address, to_mime, unsubscribe_headers
-from digest.preview.checks import Check, TemplateProblem, preheader_of, run_checks
+from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.preview.checks import Check, TemplateProblem, run_checks, scan_html
 from digest.preview.draft import Draft
 from digest.render.issue_email import compile_issue
-from digest.render.transactional import render_transactional
 from digest.runtime import Runtime
-from digest.storage.models import Issue
+from digest.storage.models import Issue, Subscriber
+from subscribers.mail_queue import MailBuilder
 from subscribers.api import personal_links
 from subscribers.tokens import Tokens
 
@@ -44,6 +45,7 @@ class Preview:
     checks: list[Check] = field(default_factory=list)
     problem: TemplateProblem | None = None
     build_ms: float = 0.0
+    token: str = ""  # names this build in the cache, so the page's frame fetches exactly it
 
     @property
     def ok(self) -> bool:
@@ -79,24 +81,12 @@ def issue_mail(rt: Runtime, issue: Issue, to: Recipient, *, subject_prefix: str 
 
 def transactional_mail(rt: Runtime, kind: str, to: Recipient, *, subject_prefix: str = "",
                        key: str = "") -> OutgoingEmail:
-    """Confirm or welcome mail for `to` with working-looking (signed) links."""
-    s = rt.settings
-    tokens = Tokens(rt.secret_key)
-    base = s.site.public_url
-    links = personal_links(s, tokens, to.subscriber_id, to.email, None, None)
-    subscriber = {"email": to.email, "name": to.name or ""}
-    if kind == "confirm":
-        ctx: dict[str, Any] = {"subscriber": subscriber,
-                               "confirm_url": f"{base}/confirm/{tokens.confirm(to.subscriber_id, to.email)}",
-                               "expiry_days": s.subscribe.confirm_expiry_days}
-    else:
-        ctx = {"subscriber": subscriber, "unsubscribe_url": links["unsubscribe_url"],
-               "manage_url": links["manage_url"], "archive_url": f"{base}/archive"}
-    rendered = render_transactional(rt.config, kind, ctx)
-    headers = unsubscribe_headers(s, links["unsubscribe_url"], links["token"]) if kind == "welcome" else {}
-    return OutgoingEmail(to=to.email, subject=subject_prefix + rendered.subject, html=rendered.html,
-                         text=rendered.text, from_addr=sender_address(s), reply_to=s.sender.reply_to or None,
-                         headers=headers, tags={"kind": kind}, key=key or f"preview-{kind}")
+    """Confirm or welcome mail for `to`, built by the subscriber side's own MailBuilder (the real send path)."""
+    person = Subscriber(id=to.subscriber_id, email=to.email, name=to.name)  # transient: never added to a session
+    mail = MailBuilder(rt).build(0, kind, person)
+    mail.subject = subject_prefix + mail.subject
+    mail.key = key or f"preview-{kind}"
+    return mail
 
 
 def compiled_issue(rt: Runtime, draft: Draft) -> Issue:
@@ -114,10 +104,11 @@ def _finish(rt: Runtime, kind: str, mail: OutgoingEmail, unsubscribe_url: str | 
     msg = to_mime(mail, domain_of(rt.settings.sender.from_email))
     headers = [(k, str(v)) for k, v in msg.items()]
     hdict = {k: v for k, v in headers}
+    scan = scan_html(mail.html)
     checks = run_checks(html=mail.html, text=mail.text, subject=mail.subject, headers=hdict,
                         settings=rt.settings, unsubscribe_url=unsubscribe_url,
-                        needs_list_headers=kind == "digest")
-    return Preview(kind, subject=mail.subject, preheader=preheader_of(mail.html) or "", html=mail.html,
+                        needs_list_headers=kind == "digest", scan=scan)
+    return Preview(kind, subject=mail.subject, preheader=scan.preheader or "", html=mail.html,
                    text=mail.text, headers=headers, eml=msg.as_bytes(), checks=checks)
 
 
@@ -152,6 +143,7 @@ class PreviewCache:
     def __init__(self, size: int = 24):
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], Preview] = OrderedDict()
+        self._tokens: dict[str, Preview] = {}
         self.hits = 0
         self.misses = 0
 
@@ -165,7 +157,15 @@ class PreviewCache:
             return found
         self.misses += 1
         preview = build_preview(rt, kind, draft)
+        preview.token = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
         self._items[key] = preview
+        self._tokens[preview.token] = preview
         while len(self._items) > self.size:
-            self._items.popitem(last=False)
+            _, old = self._items.popitem(last=False)
+            self._tokens.pop(old.token, None)
         return preview
+
+    def by_token(self, token: str, kind: str) -> Preview | None:
+        """A build the page was rendered with (its frame and .eml links name it), if still cached."""
+        found = self._tokens.get(token)
+        return found if found is not None and found.kind == kind else None

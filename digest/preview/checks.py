@@ -183,19 +183,22 @@ def _check(name: str, ok_summary: str, found: list[tuple[str, Finding]], bad_sum
     return Check(name, status, ok_summary if status == PASS else bad_summary, [f for _, f in found])
 
 
-def preheader_of(html: str) -> str | None:
+def scan_html(html: str) -> _Scan:
+    """Parse the HTML once for every check (links, images, the hidden preheader)."""
     scan = _Scan()
     scan.feed(html)
     scan.close()
-    return scan.preheader
+    return scan
+
+
+def preheader_of(html: str) -> str | None:
+    return scan_html(html).preheader
 
 
 def run_checks(*, html: str, text: str, subject: str, headers: dict[str, str], settings: Settings,
-               unsubscribe_url: str | None, needs_list_headers: bool) -> list[Check]:
+               unsubscribe_url: str | None, needs_list_headers: bool, scan: _Scan | None = None) -> list[Check]:
     """All checks of one rendered message. `unsubscribe_url` is the sample reader's own link."""
-    scan = _Scan()
-    scan.feed(html)
-    scan.close()
+    scan = scan or scan_html(html)
     checks: list[Check] = []
 
     size = len(html.encode("utf-8"))

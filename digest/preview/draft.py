@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from digest.cycle import current_selection, cutoff_for, get_or_create_issue, update_choices
+from digest.cycle import cutoff_for, get_or_create_issue, update_choices
 from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.selection import Pick, Selection, select_picks
@@ -79,14 +79,17 @@ def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
         pins = list(stored.pins or []) if stored else []
         excludes = list(stored.excludes or []) if stored else []
         cutoff = cutoff_for(rt, week, manual=True, now=now)
-        if stored is not None:
-            sel = current_selection(rt, session, stored, cutoff)
-        else:
-            sel = select_picks(session, rt.settings.selection, week=week.key, cutoff=cutoff)
-        # Every ranked candidate, to offer pins beyond the cut: same query with no item limit.
-        everything = select_picks(session, rt.settings.selection.model_copy(update={"max_items": 10_000}),
-                                  week=week.key, cutoff=cutoff, pins=pins, excludes=excludes,
-                                  issue_id=stored.id if stored else None)
+        # One ranking with no item limit gives both the picks (its head, exactly as select_picks cuts
+        # them) and the candidates that missed the cut, which the page offers to pin.
+        cfg = rt.settings.selection
+        issue_id = stored.id if stored else None
+        everything = select_picks(session, cfg.model_copy(update={"max_items": 10_000}), week=week.key,
+                                  cutoff=cutoff, pins=pins, excludes=excludes, issue_id=issue_id)
+        sel = Selection(week=everything.week, cutoff=everything.cutoff, window_start=everything.window_start,
+                        picks=everything.picks[: cfg.max_items], candidates=everything.candidates)
+        if len(sel.picks) < cfg.min_items:  # the week would be skipped: let select_picks word the reason
+            sel = select_picks(session, cfg, week=week.key, cutoff=cutoff, pins=pins, excludes=excludes,
+                               issue_id=issue_id)
         picked = {p.comparison.slug for p in sel.picks}
         others = [p for p in everything.picks if p.comparison.slug not in picked]
         titles = dict(session.execute(select(Comparison.slug, Comparison.title)

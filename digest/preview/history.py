@@ -1,18 +1,17 @@
-"""Past issues with their numbers, read straight from the deliveries and events tables.
-
-One grouped query for all issues (no per-issue round trips). The delivery engine's own
-`digest stats` may count more; this is what the preview's history table needs.
-"""
+"""Past issues for the History page, with the same numbers `digest stats` prints
+(digest.delivery.stats.issue_stats: deliveries and the unsubscribes attributed to each issue)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 
+from digest.delivery.stats import issue_stats as delivery_stats
 from digest.runtime import Runtime
-from digest.storage.models import DELIVERY_FAILED, Delivery, Event, Issue
+from digest.storage.models import ISSUE_DRAFT, Issue
 
 COUNTED = ("recipients", "sent", "failed", "delivered", "opened", "clicked", "unsubscribed")
 
@@ -33,57 +32,34 @@ class IssueStats:
     opened: int = 0
     clicked: int = 0
     unsubscribed: int = 0
+    rates: dict[str, float | None] = field(default_factory=dict)
 
     def rate(self, what: str) -> str:
-        """Share of delivered (or sent, before any delivery webhook) as a percentage string."""
-        base = self.delivered or self.sent
-        value = getattr(self, what)
-        return f"{100 * value / base:.0f}%" if base and value else ""
+        """The share `digest stats` gives (of the emails sent), as a whole percentage."""
+        value = self.rates.get(what)
+        return f"{100 * value:.0f}%" if value else ""
 
 
-def _counts(rt: Runtime, issue_ids: list[int]) -> dict[int, dict[str, int]]:
-    if not issue_ids:
-        return {}
-    def n(cond):  # type: ignore[no-untyped-def]
-        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
-    q = (select(Delivery.issue_id, func.count(Delivery.id),
-                n(Delivery.sent_at.is_not(None)),
-                n(Delivery.status == DELIVERY_FAILED), n(Delivery.delivered_at.is_not(None)),
-                n(Delivery.opened_at.is_not(None)), n(Delivery.clicked_at.is_not(None)))
-         .where(Delivery.issue_id.in_(issue_ids)).group_by(Delivery.issue_id))
-    unsub_q = (select(Event.issue_id, func.count(func.distinct(Event.subscriber_id)))
-               .where(Event.issue_id.in_(issue_ids), Event.kind == "unsubscribed").group_by(Event.issue_id))
-    out: dict[int, dict[str, int]] = {}
-    with rt.sessions() as session:
-        for iid, recipients, sent, failed, delivered, opened, clicked in session.execute(q).all():
-            out[iid] = {"recipients": recipients, "sent": int(sent), "failed": int(failed),
-                        "delivered": int(delivered), "opened": int(opened), "clicked": int(clicked)}
-        for iid, unsub in session.execute(unsub_q).all():
-            out.setdefault(iid, {})["unsubscribed"] = int(unsub)
-    return out
+def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
+    row = IssueStats(issue.id, issue.week, issue.number, issue.status, issue.subject, issue.sent_at,
+                     issue.skip_reason)
+    if numbers:
+        for key in COUNTED:
+            setattr(row, key, int(numbers.get(key) or 0))
+        row.rates = dict(numbers.get("rates") or {})
+    return row
 
 
 def issue_history(rt: Runtime, limit: int = 200) -> list[IssueStats]:
-    """Issues newest week first, drafts included (they have no numbers yet)."""
+    """Issues, newest week first; drafts have nothing to count."""
     with rt.sessions() as session:
-        rows = session.execute(select(Issue.id, Issue.week, Issue.number, Issue.status, Issue.subject,
-                                      Issue.sent_at, Issue.skip_reason)
-                               .order_by(Issue.week.desc()).limit(limit)).all()
-    stats = [IssueStats(*row) for row in rows]
-    counts = _counts(rt, [s.id for s in stats])
-    for s in stats:
-        for k, v in counts.get(s.id, {}).items():
-            setattr(s, k, v)
-    return stats
+        issues = list(session.scalars(select(Issue).order_by(Issue.week.desc()).limit(limit)))
+        return [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i)) for i in issues]
 
 
 def issue_stats(rt: Runtime, issue_id: int) -> dict[str, int]:
     """The counted numbers of one issue (zeros when nothing was sent)."""
-    counts = _counts(rt, [issue_id]).get(issue_id, {})
-    return {k: counts.get(k, 0) for k in COUNTED}
-
-
-def load_issue(rt: Runtime, week: str) -> Issue | None:
-    """The stored issue of `week` (its archived render is issue.html with personalization markers)."""
     with rt.sessions() as session:
-        return session.scalar(select(Issue).where(Issue.week == week))
+        issue = session.get(Issue, issue_id)
+        numbers = delivery_stats(session, issue) if issue is not None else {}
+    return {k: int(numbers.get(k) or 0) for k in COUNTED}
