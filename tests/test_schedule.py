@@ -298,3 +298,90 @@ def test_overdue_slot_is_reported_and_not_sent(tmp_path, db_url: str) -> None:
     assert h.send.calls == []
     # Within max_lateness it is not overdue.
     assert not slot_state(rt, slot + timedelta(hours=5)).overdue
+
+
+# -- the weekly job itself: feeds, then the real cycle ----------------------------------------
+
+
+def _feed_server(items: list[dict]) -> tuple[str, object]:  # type: ignore[type-arg]
+    import http.server
+    import json
+
+    body = json.dumps(items).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path != "/feed.json":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def test_weekly_job_refreshes_the_feeds_then_sends_the_issue(tmp_path, db_url: str) -> None:
+    from digest.storage.models import Comparison
+    from subscribers.api import add_subscriber
+    from tests.support_serve import PLAIN
+
+    second = {**PLAIN, "title": "Gamma Notes vs Delta Notes",
+              "tools": [{**PLAIN["tools"][0], "name": "Gamma Notes"}, {**PLAIN["tools"][1], "name": "Delta Notes"}]}
+    slot = Week.parse("2026-W47").slot(ScheduleSettings())
+    items = [{**c, "published_at": (slot - timedelta(days=1)).isoformat()} for c in (PLAIN, second)]
+    base, server = _feed_server(items)
+    try:
+        cfg = write_project(tmp_path / "p")
+        cfg.write_text(apply_overrides(cfg.read_text(), {"schedule": {
+            "feeds": [f"{base}/feed.json", f"{base}/missing.json"]}}))
+        rt = make_runtime(cfg, db_url)
+        with rt.sessions.begin() as s:
+            for i in range(3):
+                add_subscriber(s, f"feed{i}@example.com", confirmed=True)
+        service = WeeklyService(rt, clock=lambda: slot + timedelta(seconds=5), holder="feeds:1")
+        outcome = service.run_due("schedule", wait=True)
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+    assert outcome.startswith("sent 2026-W47: 3 sent"), outcome
+    with rt.sessions() as s:
+        slugs = set(s.scalars(select(Comparison.slug)))
+        issue = s.scalar(select(Issue).where(Issue.week == "2026-W47"))
+    assert slugs == {"alpha-notes-vs-beta-notes", "gamma-notes-vs-delta-notes"}  # the 404 feed is skipped
+    assert issue is not None and issue.status == ISSUE_SENT
+    assert len(list((rt.outbox_dir / "2026-W47").glob("*.eml"))) == 3
+    # Running again (a second scheduler, a retry) sends nothing more.
+    assert service.run_due("schedule", wait=True) == "nothing to do"
+    assert len(list((rt.outbox_dir / "2026-W47").glob("*.eml"))) == 3
+    rt.close()
+
+
+def test_editing_the_schedule_moves_the_stored_job_and_a_restart_keeps_it(tmp_path, db_url: str) -> None:
+    clock = FakeClock(datetime(2026, 11, 18, 12, 0, tzinfo=UTC))  # Wednesday
+    rt = _runtime(tmp_path, db_url, "Europe/London", "monday", "09:00")
+    h = Harness(rt, clock, RecordingSend(clock))
+    with apscheduler_clock(clock):
+        service = h.start()
+        assert service.next_run_time() == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+        h.stop()
+        clock.now += timedelta(hours=1)
+        service = h.start()  # unchanged config: the stored run time stays
+        assert service.next_run_time() == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+        h.stop()
+    rt.close()
+    moved = _runtime(tmp_path / "again", db_url, "America/New_York", "thursday", "07:15")
+    h2 = Harness(moved, clock, RecordingSend(clock))
+    with apscheduler_clock(clock):
+        service = h2.start()
+        assert service.next_run_time() == datetime(2026, 11, 19, 12, 15, tzinfo=UTC)  # 07:15 EST
+        h2.stop()
+    with moved.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(SchedulerJob)) == 1
+    moved.close()

@@ -163,3 +163,51 @@ def test_serve_refuses_a_busy_port_with_one_line(tmp_path: Path, sqlite_url: str
     res = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "serve", "--host", "no such host!"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--host: 'no such host!'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sqlite_online_backup_while_serving_restores(tmp_path: Path, sqlite_url: str) -> None:
+    """The README's procedure: `sqlite3 db ".backup copy"` while `digest serve` sends, then restore."""
+    import shutil
+
+    if shutil.which("sqlite3") is None:
+        from tests.conftest import require_or_skip
+
+        require_or_skip("no sqlite3 command (apt-get install sqlite3)", "the sqlite3 CLI")
+    people = 30
+    now = datetime.now(ZoneInfo(ZONE))
+    slot = (now - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    cfg, env = _project(tmp_path / "project", sqlite_url, slot, batch_size=1, concurrency=1)
+    rt = make_runtime(cfg, sqlite_url)
+    seed(rt, published=now - timedelta(days=1), people=people)
+    db_file = Path(sqlite_url.removeprefix("sqlite:///"))
+    backup = tmp_path / "backup" / "digest.db"
+    backup.parent.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    proc = ServeProcess(cfg, free_port(), {**env, "DIGEST_TEST_SEND_DELAY": "0.1"}, logs, slow=True)
+    with serving(proc):
+        proc.wait_ready()
+        wait_for(lambda: len(list(rt.outbox_dir.glob("*/*.eml"))) >= 5, 60, what="the send to start")
+        res = subprocess.run(["sqlite3", str(db_file), f".backup '{backup}'"], capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert proc.terminate() == 0, proc.output()
+    check = subprocess.run(["sqlite3", str(backup), "PRAGMA integrity_check"], capture_output=True, text=True)
+    assert check.stdout.strip() == "ok"
+    rt.close()
+
+    # Restore: the backup replaces the database (and its WAL), the service starts and finishes the send.
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, db_file)
+    rt = make_runtime(cfg, sqlite_url)
+    issue = _issue(rt)
+    assert issue is not None and issue.status == ISSUE_SENDING  # the snapshot caught it mid-send
+    again = ServeProcess(cfg, free_port(), env, logs)
+    with serving(again):
+        again.wait_ready()
+        wait_for(lambda: (i := _issue(rt)) is not None and i.status == ISSUE_SENT, 90, what="the resumed send")
+        assert again.terminate() == 0, again.output()
+    # The outbox already held the files sent after the snapshot: nobody got a second copy.
+    assert _recipients(rt.outbox_dir / issue.week) == Counter({f"reader{i:03d}@example.com": 1 for i in range(people)})
+    rt.close()
