@@ -176,6 +176,11 @@ def test_preview_end_to_end(served: tuple[Runtime, str], browser) -> None:  # ty
     headers = page.locator("[data-testid=headers]").inner_text()
     assert "List-Unsubscribe-Post" in headers and "List-Unsubscribe=One-Click" in headers
     assert MARKER in frame_html(page)
+    page.click("button[data-tab=raw]")
+    raw = page.locator("[data-testid=raw-eml]")
+    page.wait_for_selector("[data-testid=raw-eml]:has-text('List-Unsubscribe-Post:')", timeout=WAIT_MS)
+    assert "Subject: [TEST]" in raw.inner_text()
+    page.click("button[data-tab=headers]")
     page.screenshot(path=str(shots / "outbox-message.png"), full_page=True)
 
     # The test send was not the send.

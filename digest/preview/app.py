@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -32,6 +32,7 @@ from digest.weeks import Week, current_week
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STATIC = {"preview.css": "text/css", "preview.js": "text/javascript"}
+OTHERS_SHOWN = 12  # candidates below the cut listed with a Pin button; `digest select` scores them all
 TRANSACTIONAL = {"confirm": "Confirmation email", "welcome": "Welcome email"}
 
 
@@ -115,8 +116,7 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
         return {"kind": kind, "preview": preview, "frame_src": f"/render/{kind}.html?{query}",
                 "eml_href": f"/render/{kind}.eml?{query}",
                 "summary": _checks_summary(preview), "sample": SAMPLE,
-                "test_recipients": state.rt.settings.preview.test_recipients,
-                "raw": preview.eml.decode("utf-8", errors="replace")}
+                "test_recipients": state.rt.settings.preview.test_recipients}
 
     def digest_for(week_key: str | None, timings: dict[str, float] | None = None) -> tuple[Draft, Preview]:
         week = state.week(week_key)
@@ -151,7 +151,8 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
         ctx.update(email_context(request, "digest", preview, draft.week))
         ctx.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
                     "prev_week": draft.week.previous(), "next_week": draft.week.next(),
-                    "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection})
+                    "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection,
+                    "others_shown": OTHERS_SHOWN})
         start = time.perf_counter()
         response = pages.render("issue.html", ctx)
         timings["page"] = time.perf_counter() - start
@@ -202,7 +203,8 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
             form = await verified_form(request)
             week_key = str(form.get("week", ""))
             week = state.week(week_key or None)
-            action, slug = str(form.get("action", "")), str(form.get("slug", ""))
+            op = str(form.get("op", ""))  # "pin:<slug>" from the page's buttons, or action + slug fields
+            action, slug = op.split(":", 1) if ":" in op else (str(form.get("action", "")), str(form.get("slug", "")))
             done = await run_in_threadpool(change_draft, state.rt, week, action, slug)
             return back("/", {"week": week_key, "notice": state.notice("ok", done[:1].upper() + done[1:])})
         except UserError as exc:
@@ -281,7 +283,7 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
     def outbox_message(request: Request, folder: str, name: str) -> HTMLResponse:
         opened = outbox_mod.open_message(state.rt.outbox_dir, folder, name)
         ctx = base_context(request, "outbox", opened.entry.subject or name)
-        ctx.update({"opened": opened, "raw": opened.raw.decode("utf-8", errors="replace"),
+        ctx.update({"opened": opened, "raw_href": f"/outbox/{quote(folder)}/{quote(name)}/raw",
                     "from_header": next((v for k, v in opened.headers if k.lower() == "from"), ""),
                     "frame_src": f"/outbox/{folder}/{name}/html"})
         return pages.render("message.html", ctx)

@@ -80,11 +80,23 @@
   }
 
   // -- text / headers / raw tabs ----------------------------------------------------------------
+  // The raw .eml is fetched when its tab is first shown (it is as big as the rest of the page).
+  function loadRaw(box) {
+    var pre = box.querySelector("[data-raw-src]");
+    if (!pre || pre.getAttribute("data-loaded")) return;
+    pre.setAttribute("data-loaded", "1");
+    fetch(pre.getAttribute("data-raw-src"), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(new Error("HTTP " + r.status)); })
+      .then(function (text) { pre.textContent = text; })
+      .catch(function (e) { pre.textContent = "Could not load the raw message: " + e.message; });
+  }
+
   function setupTabs(box) {
     var tabs = box.querySelectorAll("[data-tab]");
     function show(name) {
       tabs.forEach(function (t) { t.setAttribute("aria-selected", t.getAttribute("data-tab") === name ? "true" : "false"); });
       box.querySelectorAll("[data-panel]").forEach(function (p) { p.hidden = p.getAttribute("data-panel") !== name; });
+      if (name === "raw") loadRaw(box);
       remember("tab", name);
     }
     tabs.forEach(function (t) { t.addEventListener("click", function () { show(t.getAttribute("data-tab")); }); });
