@@ -98,3 +98,10 @@ def test_template_problem_points_at_file_and_line(tmp_path: Path) -> None:
     assert check.status == FAIL and check.findings[0].where == "digest.mjml.j2, line 3"
     plain = TemplateProblem.from_message("the rendered HTML is 130 KB; Gmail clips past 102 KB", tmp_path)
     assert plain.file is None and plain.as_check().status == FAIL
+
+
+def test_preheader_filler_is_not_counted() -> None:
+    filler = "&#847;&zwnj;&nbsp;" * 60
+    html = page("<p>x</p>", preheader=PREHEADER + filler)
+    assert preheader_of(html) == PREHEADER
+    assert run(html)["Preheader"].status == PASS  # type: ignore[attr-defined]

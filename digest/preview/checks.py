@@ -84,13 +84,22 @@ class _Scan(HTMLParser):
         if self._hidden_depth:
             self._hidden_depth -= 1
             if not self._hidden_depth:
-                self.preheader = " ".join("".join(self._hidden_text).split())
+                self.preheader = visible("".join(self._hidden_text))
 
     def handle_data(self, data: str) -> None:
         if self._open_link is not None:
             self._open_link.text += data
         if self._hidden_depth:
             self._hidden_text.append(data)
+
+
+# Zero-width and blank characters templates pad the preheader with, so inbox previews stop after it.
+_FILLER = re.compile("[\u034f\u200b\u200c\u200d\u2060\ufeff\u00ad\u00a0\u2007\u3000]+")
+
+
+def visible(text: str) -> str:
+    """The text an inbox shows: filler removed, whitespace collapsed."""
+    return " ".join(_FILLER.sub(" ", text).split())
 
 
 def _short(value: str, limit: int = 90) -> str:
