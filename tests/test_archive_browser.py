@@ -30,7 +30,8 @@ def archive_server(project, sqlite_url: str) -> Iterator[tuple[str, Runtime]]:
     rt = make_archive(make_runtime(project, sqlite_url))
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(create_app(rt), log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -84,25 +84,27 @@ def serve(
                             server_header=False)
     server = _server_class()(config, service)
 
-    # uvicorn restores these after it stops and re-raises the signal it caught: they only stop us.
+    # Before uvicorn takes over the signals (and again after it stops and re-raises the one it
+    # caught), a stop signal stops everything: the sender after its batch, the server at once.
     def _stop(_sig: int, _frame: FrameType | None) -> None:
         service.stop_event.set()
+        server.should_exit = True
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
     bound_host, bound_port = sock.getsockname()[:2]
     service.start()
-    nxt = service.next_run_time()
-    state = slot_state(rt)
-    out.print(f"digest serve: listening on http://{bound_host}:{bound_port} "
-              f"(public URL {rt.settings.site.public_url}); database {rt.engine.url.get_backend_name()}", markup=False)
-    if nxt is not None:
-        tz = rt.settings.schedule.timezone
-        out.print(f"next issue: {nxt.astimezone(service.scheduler.timezone):%A %Y-%m-%d %H:%M} {tz}", markup=False)
-    if state.overdue:
-        out.print(f"warning: {state.message}", markup=False)
     try:
+        nxt = service.next_run_time()
+        state = slot_state(rt)
+        out.print(f"digest serve: listening on http://{bound_host}:{bound_port} (public URL "
+                  f"{rt.settings.site.public_url}); database {rt.engine.url.get_backend_name()}", markup=False)
+        if nxt is not None:
+            tz = rt.settings.schedule.timezone
+            out.print(f"next issue: {nxt.astimezone(service.scheduler.timezone):%A %Y-%m-%d %H:%M} {tz}", markup=False)
+        if state.overdue:
+            out.print(f"warning: {state.message}", markup=False)
         server.run(sockets=[sock])
     finally:
         service.shutdown(wait=True)  # the send in progress stops after its batch in flight
