@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from digest.preview.state import PreviewState, Reloader
 from digest.preview.testsend import send_test
 from digest.weeks import Week, current_week
 
+log = logging.getLogger("digest.preview")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STATIC = {"preview.css": "text/css", "preview.js": "text/javascript"}
 OTHERS_SHOWN = 12  # candidates below the cut listed with a Pin button; `digest select` scores them all
@@ -67,9 +69,18 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
     pages = Pages()
     reloader = Reloader(state)
 
+    def warm() -> None:
+        """Build the week's issue once while the server starts, so the first page view is a cache hit."""
+        try:
+            digest_for(None)
+        except Exception as exc:  # noqa: BLE001 - the page itself will show what is wrong
+            log.info("preview warm-up skipped: %s", exc)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(reloader.run()) if watch else None
+        if watch:
+            asyncio.get_running_loop().run_in_executor(None, warm)
         try:
             yield
         finally:

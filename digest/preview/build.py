@@ -9,6 +9,7 @@ dictionary look-up and a template edit recompiles only once.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -144,26 +145,28 @@ class PreviewCache:
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], Preview] = OrderedDict()
         self._tokens: dict[str, Preview] = {}
+        self._lock = threading.Lock()  # one build at a time: a second request for it waits and hits
         self.hits = 0
         self.misses = 0
 
     def get(self, rt: Runtime, kind: str, draft: Draft | None, config_generation: int) -> Preview:
         key = (kind, config_generation, templates_signature(rt.config.templates_dir),
                draft.signature if (draft is not None and kind == "digest") else None)
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-            self.hits += 1
-            return found
-        self.misses += 1
-        preview = build_preview(rt, kind, draft)
-        preview.token = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
-        self._items[key] = preview
-        self._tokens[preview.token] = preview
-        while len(self._items) > self.size:
-            _, old = self._items.popitem(last=False)
-            self._tokens.pop(old.token, None)
-        return preview
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+            preview = build_preview(rt, kind, draft)
+            preview.token = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+            self._items[key] = preview
+            self._tokens[preview.token] = preview
+            while len(self._items) > self.size:
+                _, old = self._items.popitem(last=False)
+                self._tokens.pop(old.token, None)
+            return preview
 
     def by_token(self, token: str, kind: str) -> Preview | None:
         """A build the page was rendered with (its frame and .eml links name it), if still cached."""

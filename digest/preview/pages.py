@@ -48,6 +48,8 @@ class Pages:
 
     def __init__(self, folder: Path = PAGES_DIR):
         self.env = make_env(folder)
+        for name in self.env.list_templates(extensions=["html"]):  # compile once, at start-up
+            self.env.get_template(name)
 
     def render(self, name: str, context: dict[str, Any], status: int = 200, csp: str = PAGE_CSP) -> HTMLResponse:
         html = self.env.get_template(name).render(**context)
