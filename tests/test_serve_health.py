@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.cycle import CycleResult, Prepared
+from digest.cycle import CycleResult
 from digest.runtime import Runtime
 from digest.scheduler import WeeklyService, make_trigger
 from digest.storage.db import make_engine, make_session_factory
