@@ -107,13 +107,18 @@ def web_version(settings: Settings, issue: Issue) -> str:
     """The compiled email with neutral values for the personal markers, and the archive banner."""
     assert issue.html is not None and issue.placeholder_nonce
     view = f"/archive/{issue.week}"
-    html, _ = Personalizer.build(issue.html, issue.text or "", issue.placeholder_nonce).fill({
+    personalizer = Personalizer.build(issue.html, issue.text or "", issue.placeholder_nonce)
+    neutral = {
         "view_url": view,
         "manage_url": "/subscribe",
         "unsubscribe_url": "/archive#about",
         "name": "",
         "greeting": "Hi there,",
-    })
+    }
+    # A personal field added to the templates later still gets a safe value: links go to the archive.
+    for slot in personalizer.html_slots:
+        neutral.setdefault(slot, "/archive" if slot.endswith("_url") else "")
+    html, _ = personalizer.fill(neutral)
     html = _REMOTE_FONT_LINK.sub("", html)
     html = _REMOTE_FONT_IMPORT.sub("", html)
     entry = entry_for(settings, issue)
