@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,6 +69,8 @@ def _checks_summary(preview: Preview) -> dict[str, int]:
 def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
     pages = Pages()
     reloader = Reloader(state)
+    static_files = {name: (PAGES_DIR / name).read_bytes() for name in STATIC}
+    static_version = hashlib.sha256(b"".join(static_files.values())).hexdigest()[:12]
 
     def warm() -> None:
         """Build the week's issue once while the server starts, so the first page view is a cache hit."""
@@ -102,7 +105,7 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
         notice = state.notices.get(request.query_params.get("notice", ""))
         return {"section": section, "title": title, "site_name": rt.settings.site.name, "version": state.version,
                 "config_error": state.config_error, "restart_note": state.restart_note, "notice": notice,
-                "csrf": state.csrf, "transport": rt.config.transport_kind,
+                "csrf": state.csrf, "transport": rt.config.transport_kind, "static_version": static_version,
                 "config_path": str(rt.config.path), "templates_dir": str(rt.config.templates_dir)}
 
     def error_page(request: Request, message: str, status: int = 400) -> HTMLResponse:
@@ -315,7 +318,10 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
     def static(name: str) -> Response:
         if name not in STATIC:
             return Response("not found", status_code=404, media_type="text/plain")
-        return FileResponse(PAGES_DIR / name, media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+        # Named with a hash of their content (?v=), so a reload never asks for them again.
+        return Response(static_files[name], media_type=STATIC[name],
+                        headers={"Cache-Control": "public, max-age=31536000, immutable",
+                                 "X-Content-Type-Options": "nosniff"})
 
     @app.exception_handler(404)
     async def _not_found(request: Request, _exc: Exception) -> HTMLResponse:
