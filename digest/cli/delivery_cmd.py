@@ -9,6 +9,7 @@ from sqlalchemy import select
 from digest.cli import app, err
 from digest.cli.context import out, print_json, runtime
 from digest.cli.sending import SendProgress, open_transport, stop_on_signals
+from digest.delivery.sender import worker_name
 from digest.delivery.stats import issue_stats
 from digest.delivery.worker import run_worker
 from digest.errors import ProviderAuthError, UserError
@@ -25,10 +26,14 @@ def worker(
     rt = runtime()
     transport = open_transport(rt)
     progress = SendProgress(rt, None, console=err, log_console=err, interactive=False)
+    def ready() -> None:
+        err.print(f"worker {worker_name()} ready: sending the batches of every issue being sent"
+                  + (" until none is left" if until_idle else "; SIGTERM or Ctrl-C stops it"), markup=False)
+
     try:
         with stop_on_signals(err) as stop:
             totals = run_worker(rt, transport, stop=stop, poll_seconds=poll, until_idle=until_idle,
-                                on_batch=progress)
+                                on_batch=progress, on_ready=ready)
     finally:
         progress.close()
         transport.close()

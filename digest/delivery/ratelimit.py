@@ -26,7 +26,7 @@ MARGIN = 0.98
 
 _PG_RESERVE = text(
     "UPDATE send_rate SET next_slot = GREATEST(next_slot, EXTRACT(EPOCH FROM clock_timestamp())::float8) + :interval "
-    "WHERE name = :name RETURNING next_slot - :interval - EXTRACT(EPOCH FROM clock_timestamp())::float8"
+    "WHERE name = :name RETURNING next_slot - :interval, EXTRACT(EPOCH FROM clock_timestamp())::float8"
 )
 _PG_HOLD = text(
     "UPDATE send_rate SET next_slot = GREATEST(next_slot, EXTRACT(EPOCH FROM clock_timestamp())::float8 + :seconds) "
@@ -34,7 +34,7 @@ _PG_HOLD = text(
 )
 _SQLITE_RESERVE = text(
     "UPDATE send_rate SET next_slot = MAX(next_slot, :now) + :interval WHERE name = :name "
-    "RETURNING next_slot - :interval - :now"
+    "RETURNING next_slot - :interval"
 )
 _SQLITE_HOLD = text("UPDATE send_rate SET next_slot = MAX(next_slot, :now + :seconds) WHERE name = :name")
 
@@ -50,6 +50,7 @@ class RateLimiter:
         self.per_second = per_second
         self.interval = 1.0 / (per_second * margin)
         self._pg = engine.dialect.name == "postgresql"
+        self._offset: float | None = None  # database clock minus ours (PostgreSQL), a lower bound
         self._ensure_row()
 
     def _ensure_row(self) -> None:
@@ -58,21 +59,35 @@ class RateLimiter:
             conn.execute(insert(SendRate).values(name=self.name, next_slot=0.0).on_conflict_do_nothing())
 
     def reserve(self) -> float:
-        """Take the next slot; returns how many seconds from now it starts (0 when free now)."""
+        """Take the next slot; returns when it starts, in this machine's `time.time()`.
+
+        On PostgreSQL slots are database-clock times. Each reservation also bounds the offset
+        between the two clocks: the database read its clock at some moment between our `before`
+        and `after`, so `db_now - after` is a lower bound. Keeping the largest lower bound means a
+        slow commit can never make a request leave before its slot, only (slightly) after it.
+        """
+        before = time.time()
         with self.engine.begin() as conn:
             if self._pg:
-                wait = conn.execute(_PG_RESERVE, {"interval": self.interval, "name": self.name}).scalar()
+                # A lost reservation is harmless (a crash forgets it), so do not wait for the disk.
+                conn.execute(text("SET LOCAL synchronous_commit = off"))
+                row = conn.execute(_PG_RESERVE, {"interval": self.interval, "name": self.name}).first()
             else:
-                wait = conn.execute(_SQLITE_RESERVE, {"interval": self.interval, "name": self.name,
-                                                      "now": time.time()}).scalar()
-        if wait is None:  # the row was deleted under us: recreate it and try again
+                row = conn.execute(_SQLITE_RESERVE, {"interval": self.interval, "name": self.name,
+                                                     "now": before}).first()
+        after = time.time()
+        if row is None:  # the row was deleted under us: recreate it and try again
             self._ensure_row()
             return self.reserve()
-        return max(0.0, float(wait))
+        if not self._pg:
+            return float(row[0])
+        slot, db_now = float(row[0]), float(row[1])
+        self._offset = max(self._offset if self._offset is not None else db_now - after, db_now - after)
+        return slot - self._offset
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
         """Wait for a slot; returns False when `stop` was set while waiting (the slot is lost)."""
-        wait = self.reserve()
+        wait = self.reserve() - time.time()
         if wait <= 0:
             return True
         if stop is None:

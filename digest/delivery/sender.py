@@ -268,9 +268,6 @@ class Sender:
         failures = rate_limited = 0
         delay = self.backoff_base
         while True:
-            if self.limiter is not None and not self.limiter.acquire(stop):
-                self._release(batch, name)
-                return
             attempt = self._start_attempt(issue_id, batch, name)
             if attempt.outcome == "lost":
                 log.warning("batch %s: claim taken over by another worker; leaving it to them", batch.batch_no)
@@ -283,8 +280,13 @@ class Sender:
                 return
             if attempt.queued is not None:
                 recipients = [r for r in recipients if r.delivery_id in attempt.queued]
+            payload = [emails[r.delivery_id] for r in recipients]
+            # Everything else is done: the request leaves right at its slot, so arrivals keep the spacing.
+            if self.limiter is not None and not self.limiter.acquire(stop):
+                self._release(batch, name)
+                return
             try:
-                results = self.transport.send_batch([emails[r.delivery_id] for r in recipients], key, msgs.week)
+                results = self.transport.send_batch(payload, key, msgs.week)
             except ProviderAuthError:
                 self._release(batch, name)
                 raise

@@ -51,7 +51,8 @@ def sending_issues(rt: Runtime) -> list[tuple[int, str]]:
 
 
 def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll_seconds: float = 5.0,
-               until_idle: bool = False, on_batch: Callable[[SendSummary], None] | None = None) -> WorkerTotals:
+               until_idle: bool = False, on_batch: Callable[[SendSummary], None] | None = None,
+               on_ready: Callable[[], None] | None = None) -> WorkerTotals:
     """Loop over issues in `sending`; with `until_idle`, return once nothing is left to claim."""
     lease = None
     if not rt.on_postgres:
@@ -61,6 +62,8 @@ def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll
                             f"is running; use PostgreSQL (DIGEST_DATABASE_URL) for more workers")
     totals = WorkerTotals()
     sender = Sender(rt, transport, on_batch=on_batch)
+    if on_ready is not None:
+        on_ready()
     try:
         while not stop.is_set():
             if lease is not None and not lease.renew() and not lease.acquire():

@@ -74,10 +74,13 @@ class FakeResendServer:
 class FakeResendProcess:
     """The fake in its own process (benchmarks: its CPU is not the sender's). Read it over /_fake/*."""
 
-    def __init__(self, *, rate_limit: float | None = None, api_key: str = "re_test_key"):
+    def __init__(self, *, rate_limit: float | None = None, api_key: str = "re_test_key", boost: bool = False):
+        """`boost` raises the fake's CPU priority when allowed, so its arrival times stay exact on a busy machine."""
         args = [sys.executable, "-m", "tests.fake_resend", "--api-key", api_key]
         if rate_limit:
             args += ["--rate-limit", str(rate_limit)]
+        if boost:
+            args += ["--boost"]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -95,6 +98,24 @@ class FakeResendProcess:
                                      headers={"content-type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
+
+    def copies_by_recipient(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.get("/_fake/dump")["records"]:
+            counts[record["to"]] = counts.get(record["to"], 0) + 1
+        return counts
+
+    def arrivals(self) -> list[float]:
+        return sorted(entry["at"] for entry in self.get("/_fake/dump")["log"])
+
+    def summary(self) -> dict[str, Any]:
+        return self.get("/_fake/summary")
+
+    def __enter__(self) -> "FakeResendProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -95,6 +96,7 @@ class Accepted:
     key: str | None
     at: float
     tags: dict[str, str]
+    headers: dict[str, str]
 
 
 @dataclass
@@ -134,6 +136,9 @@ class FakeResend:
         self._refilled = time.monotonic()
         self._rng = random.Random(self.faults.seed)
         self.lock = threading.Lock()
+        # Called (in a server thread) each time a request's emails have been accepted, before the
+        # answer leaves: crash tests kill the sender here, the most dangerous moment.
+        self.on_accepted: Callable[[], None] | None = None
 
     # -- configuration from tests ---------------------------------------------------------
 
@@ -266,12 +271,17 @@ class FakeResend:
                 eid = str(uuid.uuid4())
                 to = email["to"] if isinstance(email["to"], str) else ",".join(email["to"])
                 tags = {str(t.get("name")): str(t.get("value")) for t in email.get("tags") or []}
-                self.records.append(Accepted(eid, to, email["subject"], key, arrived, tags))
+                headers = {str(k): str(v) for k, v in (email.get("headers") or {}).items()}
+                self.records.append(Accepted(eid, to, email["subject"], key, arrived, tags, headers))
                 data.append({"id": eid})
             answer = Answer(200, {"data": data, **({"errors": errors} if permissive else {})})
             if key is not None:
                 self._keys[key] = (digest, answer)
-            return self._logged_locked(arrived, key, len(body), "accepted", answer)
+            self._logged_locked(arrived, key, len(body), "accepted", answer)
+            hook = self.on_accepted
+        if hook is not None:
+            hook()
+        return answer
 
     def after_accept(self) -> Answer | None:
         """Faults that strike once the emails are in: a cut connection or a slow answer."""

@@ -9,6 +9,7 @@ deduplicates by the `Resend-Idempotency-Key` header, which we set per message th
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from email.message import EmailMessage
 
@@ -49,6 +50,8 @@ class SmtpTransport:
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
             else:
                 conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+            if conn.sock is not None:  # commands are small writes that wait for replies: no Nagle delay
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
             if s.security == "starttls":
                 conn.starttls(context=context)
@@ -139,11 +142,12 @@ class SmtpTransport:
                 results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
             except (_Retry, TransientError, ProviderRefusal) as exc:
                 if not results:
-                    if isinstance(exc, ProviderRefusal):
+                    if isinstance(exc, (ProviderRefusal, TransientError)):
                         raise
                     raise TransientError(f"{self._where()}: {exc}") from None
                 # Report what went out; the rest is retried (and a refusal then stops the send).
-                reason = f"not sent yet: {self._where()}: {exc}"[:2000]
+                where = "" if isinstance(exc, (ProviderRefusal, TransientError)) else f"{self._where()}: "
+                reason = f"not sent yet: {where}{exc}"[:2000]
                 results.extend(SendResult(ok=False, error=reason, retry=True) for _ in emails[i:])
                 return results
             else:

@@ -1,0 +1,137 @@
+"""The fake Resend behaves like the real API where our sender depends on it (no database needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.fake_resend import FakeResend, FakeResendServer, Faults
+from tests.fake_resend.state import email_validator
+
+KEY = "re_test_key"
+
+
+def email(i: int = 0, **extra: object) -> dict[str, object]:
+    return {"from": "Verdicts <verdicts@example.com>", "to": [f"r{i}@example.com"], "subject": "Hello",
+            "html": "<p>hi</p>", "text": "hi", "headers": {"List-Unsubscribe": "<https://x/u/t>"},
+            "tags": [{"name": "week", "value": "2026-W47"}], **extra}
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeResend, httpx.Client]]:
+    state = FakeResend(api_keys={KEY})
+    with FakeResendServer(state) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        yield state, client
+
+
+def post(client: httpx.Client, body: object, key: str | None = None, permissive: bool = False,
+         auth: str | None = KEY) -> httpx.Response:
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = f"Bearer {auth}"
+    if key:
+        headers["Idempotency-Key"] = key
+    if permissive:
+        headers["x-batch-validation"] = "permissive"
+    return client.post("/emails/batch", json=body, headers=headers)
+
+
+def test_the_schema_comes_from_resends_openapi_description() -> None:
+    validator = email_validator()
+    assert not list(validator.iter_errors(email()))
+    assert list(validator.iter_errors({"from": "a@example.com", "subject": "no to"}))
+    assert list(validator.iter_errors(email(to=[])))  # minItems 1
+
+
+def test_accepts_a_valid_batch_and_records_each_email(fake) -> None:
+    state, client = fake
+    r = post(client, [email(i) for i in range(3)])
+    assert r.status_code == 200
+    assert len(r.json()["data"]) == 3 and all("id" in d for d in r.json()["data"])
+    assert state.copies_by_recipient() == {"r0@example.com": 1, "r1@example.com": 1, "r2@example.com": 1}
+    assert state.records[0].tags == {"week": "2026-W47"}
+    assert state.records[0].headers["List-Unsubscribe"] == "<https://x/u/t>"
+
+
+def test_errors_have_resends_shape_and_status(fake) -> None:
+    _, client = fake
+    r = post(client, [email(i) for i in range(101)])
+    assert r.status_code == 422
+    assert set(r.json()) == {"statusCode", "message", "name"}
+    assert r.json()["statusCode"] == 422 and r.json()["name"] == "validation_error"
+    assert "100" in r.json()["message"]
+    bad = email()
+    del bad["subject"]
+    r = post(client, [email(), bad])
+    assert r.status_code == 422 and "emails[1]" in r.json()["message"] and "subject" in r.json()["message"]
+    r = post(client, [email()], auth=None)
+    assert (r.status_code, r.json()["name"]) == (401, "missing_api_key")
+    r = post(client, [email()], auth="re_wrong")
+    assert (r.status_code, r.json()["name"]) == (403, "invalid_api_key")
+
+
+def test_permissive_mode_reports_each_bad_email_by_index(fake) -> None:
+    state, client = fake
+    r = post(client, [email(0), email(1, to=["not-an-address"]), email(2, tags=[{"name": "week", "value": "a b"}])],
+             permissive=True)
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["data"]) == 1
+    assert [e["index"] for e in body["errors"]] == [1, 2]
+    assert state.copies_by_recipient() == {"r0@example.com": 1}
+
+
+def test_same_key_same_payload_replays_without_sending_again(fake) -> None:
+    state, client = fake
+    first = post(client, [email(1), email(2)], key="k-1")
+    again = post(client, [email(1), email(2)], key="k-1")
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert len(state.records) == 2
+    other = post(client, [email(1), email(3)], key="k-1")
+    assert other.status_code == 409 and other.json()["name"] == "invalid_idempotent_request"
+    assert len(state.records) == 2
+
+
+def test_rate_limit_answers_429_with_ratelimit_headers(fake) -> None:
+    state, client = fake
+    state.rate_limit, state.burst, state._tokens = 2.0, 2.0, 2.0
+    answers = [post(client, [email(i)]) for i in range(4)]
+    assert [a.status_code for a in answers[:2]] == [200, 200]
+    limited = answers[2]
+    assert limited.status_code == 429 and limited.json()["name"] == "rate_limit_exceeded"
+    for header in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after"):
+        assert header in limited.headers
+    assert limited.headers["ratelimit-limit"] == "2" and limited.headers["ratelimit-remaining"] == "0"
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_faults_on_demand_500_429_dropped_and_slow(fake) -> None:
+    state, client = fake
+    state.set_faults(Faults(error_rate=1.0))
+    r = post(client, [email()])
+    assert r.status_code == 500 and r.json()["name"] == "application_error"
+    state.set_faults(Faults(rate_limit_rate=1.0, rate_limit_retry_after=3))
+    r = post(client, [email()])
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    state.set_faults(Faults(drop_rate=1.0, seed=3))
+    outcomes = []
+    for i in range(6):
+        try:
+            outcomes.append(post(client, [email(i)], key=f"d{i}").status_code)
+        except httpx.HTTPError:
+            outcomes.append("dropped")
+    assert "dropped" in outcomes
+    state.set_faults(Faults(slow_rate=1.0, slow_seconds=1.5))
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/emails/batch", json=[email(9)], headers={"Authorization": f"Bearer {KEY}",
+                                                               "Idempotency-Key": "slow"}, timeout=0.5)
+    state.set_faults(Faults())
+    replay = post(client, [email(9)], key="slow")  # the slow request was accepted: its answer is replayed
+    assert replay.status_code == 200
+    assert state.copies_by_recipient()["r9@example.com"] == 1
+    state.set_faults(Faults(force_status=401, force_name="missing_api_key", force_message="revoked"))
+    r = post(client, [email()])
+    assert r.status_code == 401 and r.json() == {"statusCode": 401, "message": "revoked", "name": "missing_api_key"}
