@@ -138,6 +138,14 @@ def test_preview_end_to_end(served: tuple[Runtime, str], browser) -> None:  # ty
     assert MARKER in frame_html(page)
     page.screenshot(path=str(shots / "issue-after-edit.png"))
 
+    # config.toml is watched too: a new test address shows up without a restart.
+    cfg = rt.config.path
+    page.evaluate("window.__before_edit = true")
+    cfg.write_text(cfg.read_text().replace('test_recipients = ["me@example.com"]',
+                                           'test_recipients = ["me@example.com", "second@example.com"]'))
+    wait_until(page, "window.__before_edit === undefined")
+    page.wait_for_selector("input[name=to][value='second@example.com']", timeout=WAIT_MS)
+
     # A template error: shown with its file and line; the preview keeps running.
     digest_tpl = templates / "digest.mjml.j2"
     good = digest_tpl.read_text()
@@ -162,11 +170,11 @@ def test_preview_end_to_end(served: tuple[Runtime, str], browser) -> None:  # ty
     # Send a test, then find it in the outbox browser.
     page.click("[data-testid=send-test]")
     page.wait_for_selector("#notice", timeout=WAIT_MS)
-    assert "Test sent to me@example.com" in page.locator("#notice").inner_text()
+    assert "Test sent to me@example.com, second@example.com" in page.locator("#notice").inner_text()
     page.click("nav.tabs-nav a[href='/outbox']")
     page.wait_for_selector("[data-testid=outbox-list]", timeout=WAIT_MS)
     page.click("a.folder[data-folder=test]")
-    row = page.locator("[data-testid=outbox-list] tbody tr").first
+    row = page.locator("[data-testid=outbox-list] tbody tr").filter(has_text="me@example.com").first
     assert "me@example.com" in row.inner_text() and "[TEST]" in row.inner_text()
     page.screenshot(path=str(shots / "outbox.png"))
     row.locator("a").click()

@@ -8,6 +8,7 @@ shown in the page. Templates are watched with watchfiles; every relevant change 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import threading
@@ -64,7 +65,7 @@ class PreviewState:
         self.restart_note = (None if config.database_url == old.config.database_url else
                              "the database setting changed: restart `digest preview` to use the new database")
         with self._lock:
-            self.rt = Runtime(config=config, engine=old.engine, sessions=old.sessions, _secret=old._secret)
+            self.rt = dataclasses.replace(old, config=config)  # same engine and sessions
             self.config_generation += 1
 
     def notice(self, level: str, text: str) -> str:
