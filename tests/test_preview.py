@@ -351,3 +351,20 @@ def test_a_week_that_would_be_skipped_says_why(prt: Runtime) -> None:
     client, _ = client_for(prt)
     page = client.get("/")
     assert page.status_code == 200 and "Would be skipped" in page.text
+
+
+def test_overdue_slot_is_shown_to_the_operator(prt: Runtime) -> None:
+    """A missed slot past max_lateness (after earlier issues went out) waits for the operator: say so."""
+    from digest.scheduler import latest_slot_week
+    from digest.weeks import utcnow
+
+    schedule = prt.settings.schedule.model_copy(update={"max_lateness_hours": 0})
+    prt.config.settings = prt.settings.model_copy(update={"schedule": schedule})  # any past slot is too late
+    week = latest_slot_week(schedule, utcnow())
+    client, _ = client_for(prt)
+    assert 'id="schedule-alert"' not in client.get("/").text  # nothing went out yet: not "late", just new
+    with prt.sessions.begin() as s:
+        s.add(Issue(week=week.previous().key, status="sent", pins=[], excludes=[]))
+    page = client.get("/").text
+    assert 'id="schedule-alert"' in page
+    assert f"digest send --week {week.key}" in page

@@ -100,13 +100,24 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
 
     # -- shared helpers ---------------------------------------------------------------------
 
+    def schedule_alert(rt: Any) -> str | None:
+        """The overdue state `digest serve` acts on: a slot missed by too much waits for the operator."""
+        from digest.scheduler import slot_state
+
+        try:
+            st = slot_state(rt)
+        except Exception:  # noqa: BLE001 - the preview must render even if the database hiccups
+            return None
+        return st.message if st.overdue else None
+
     def base_context(request: Request, section: str, title: str) -> dict[str, Any]:
         rt = state.rt
         notice = state.notices.get(request.query_params.get("notice", ""))
         return {"section": section, "title": title, "site_name": rt.settings.site.name, "version": state.version,
                 "config_error": state.config_error, "restart_note": state.restart_note, "notice": notice,
                 "csrf": state.csrf, "transport": rt.config.transport_kind, "static_version": static_version,
-                "config_path": str(rt.config.path), "templates_dir": str(rt.config.templates_dir)}
+                "config_path": str(rt.config.path), "templates_dir": str(rt.config.templates_dir),
+                "schedule_alert": schedule_alert(rt)}
 
     def error_page(request: Request, message: str, status: int = 400) -> HTMLResponse:
         ctx = base_context(request, "", "Problem")
