@@ -260,3 +260,33 @@ def test_counts_by_status_after_a_send(fake, tmp_path, db_url) -> None:
     send(rt)
     assert delivery_counts(rt) == {DELIVERY_SENT: 10}
     assert active_emails(rt) == set(state.copies_by_recipient())
+
+
+def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None:
+    """The pre-escaped JSON path (digest.delivery.jsonfast) must encode the very same HTML and text."""
+    import json as jsonmod
+
+    from digest.config import load_config
+    from digest.delivery.jsonfast import PreEscaped, dumps
+    from digest.delivery.messages import IssueMessages, Recipient
+    from digest.delivery.transports.resend_api import email_params
+    from digest.render.personalize import marker, new_nonce
+    from subscribers.tokens import Tokens
+    from tests.conftest import write_project
+
+    nonce = new_nonce()
+    html = (f'<p class="x">{marker(nonce, "greeting")} “quotes” é 😀 \\ </p>\n<a href="{marker(nonce, "unsubscribe_url")}">'
+            f'u</a>{marker(nonce, "name")}')
+    text = f'{marker(nonce, "greeting")}\n\t"tab" {marker(nonce, "unsubscribe_url")} ü'
+    issue = Issue(id=7, week="2026-W47", html=html, text=text, placeholder_nonce=nonce, subject="Subject “1”")
+    settings = load_config(write_project(tmp_path / "p")).settings
+    msgs = IssueMessages(settings, Tokens("secret-0123456789"), issue)
+    mail = msgs.build(Recipient(1, 5, "ada@example.com", 'Ada "<b>&</b>" Lövelace'))
+    assert isinstance(mail.html, PreEscaped) and isinstance(mail.text, PreEscaped)
+    assert "&lt;b&gt;&amp;&lt;/b&gt;" in mail.html and "Hi Ada," in mail.text
+    params = [email_params(mail)]
+    body = dumps(params)
+    assert jsonmod.loads(body) == jsonmod.loads(jsonmod.dumps(params))
+    body.encode("ascii")  # ASCII only: encoding it is a copy
+    again = msgs.build(Recipient(1, 5, "ada@example.com", 'Ada "<b>&</b>" Lövelace'))
+    assert dumps([email_params(again)]) == body  # a retried batch is byte for byte the same request

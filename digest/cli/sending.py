@@ -62,6 +62,7 @@ class SendProgress:
         self._progress: Progress | None = None
         self._task = None
         self._done = 0
+        self._first: tuple[float, int] | None = None
 
     def _begin(self, summary: SendSummary) -> None:
         done = summary.sent + summary.failed
@@ -81,8 +82,11 @@ class SendProgress:
             if self._total is None:
                 self._begin(summary)
             self._done = summary.sent + summary.failed
-            elapsed = max(1e-6, time.monotonic() - self.started)
-            rate = self._done / elapsed
+            now = time.monotonic()
+            if self._first is None:  # measure from the first finished batch: startup is not sending
+                self._first = (now, self._done)
+            since, base = self._first
+            rate = (self._done - base) / (now - since) if now - since > 0.5 else self._done / max(1e-6, now - self.started)
             if self._progress is not None and self._task is not None:
                 self._progress.update(self._task, completed=self._done, sent=summary.sent, failed=summary.failed,
                                       rate=f"{rate:.0f}/s")

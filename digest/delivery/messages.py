@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html as htmlmod
+import json
 from dataclasses import dataclass
 
 from digest.config import Settings
+from digest.delivery.jsonfast import PreEscaped, escape
 from digest.mail import OutgoingEmail, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer
 from digest.storage.models import Issue
@@ -33,20 +36,48 @@ class IssueMessages:
         self.personalizer = Personalizer.build(issue.html, issue.text, issue.placeholder_nonce)
         self.from_addr = sender_address(settings)
         self.reply_to = settings.sender.reply_to or None
+        # JSON forms of the fixed parts, escaped once (see digest.delivery.jsonfast).
+        p = self.personalizer
+        self._html_json = [escape(part) for part in p.html_parts]
+        self._text_json = [escape(part) for part in p.text_parts]
+        self._fast_json: bool | None = None  # checked against the real thing on the first reader
 
     def build(self, r: Recipient, *, subject_prefix: str = "") -> OutgoingEmail:
         links = personal_links(self.settings, self.tokens, r.subscriber_id, r.email, self.issue_id, self.week)
         first = (r.name or "").split(" ")[0]
-        html, text = self.personalizer.fill({
+        values = {
             "unsubscribe_url": links["unsubscribe_url"],
             "manage_url": links["manage_url"],
             "view_url": links["view_url"],
             "name": r.name or "",
             "greeting": f"Hi {first}," if first else "Hi there,",
-        })
+        }
+        html, text = self.personalizer.fill(values)
+        if self._fast_json is not False:
+            html, text = self._with_json(html, text, values)
         headers = unsubscribe_headers(self.settings, links["unsubscribe_url"], links["token"])
         return OutgoingEmail(
             to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
             from_addr=self.from_addr, reply_to=self.reply_to, headers=headers,
             tags={"week": self.week.replace("-", "_")}, key=f"d{r.delivery_id}",
         )
+
+    def _with_json(self, html: str, text: str, values: dict[str, str]) -> tuple[str, str]:
+        """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
+        p = self.personalizer
+        html_json = _join(self._html_json, p.html_slots,
+                          {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()})
+        text_json = _join(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
+        if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
+            self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)
+            if not self._fast_json:
+                return html, text
+        return PreEscaped(html, html_json), PreEscaped(text, text_json)
+
+
+def _join(parts: list[str], slots: list[str], values: dict[str, str]) -> str:
+    out = [parts[0]]
+    for slot, part in zip(slots, parts[1:]):
+        out.append(values.get(slot, ""))
+        out.append(part)
+    return "".join(out)

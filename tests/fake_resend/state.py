@@ -238,7 +238,8 @@ class FakeResend:
         if key is not None and not 1 <= len(key) <= 256:
             return self._logged(arrived, key, len(body), "invalid", error(
                 400, "invalid_idempotency_key", "The idempotency key must be between 1 and 256 characters."))
-        digest = hashlib.sha256(json.dumps([body, permissive], sort_keys=True).encode()).hexdigest()
+        # The payload as sent, byte for byte: a retry must repeat its request exactly.
+        digest = hashlib.sha256(raw + (b"|permissive" if permissive else b"|strict")).hexdigest()
         with self.lock:
             if key is not None and key in self._keys:
                 stored_hash, stored = self._keys[key]

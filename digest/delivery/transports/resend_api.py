@@ -24,6 +24,7 @@ from resend.exceptions import ResendError
 from resend.http_client import HTTPClient
 
 from digest.config import Config
+from digest.delivery import jsonfast
 from digest.delivery.transports.base import ProviderRefusal, SendResult, TransientError
 from digest.errors import ConfigError
 from digest.mail import OutgoingEmail
@@ -34,7 +35,8 @@ MAX_RATE_LIMIT_WAIT = 3600.0
 
 
 class _HttpxClient(HTTPClient):
-    """Pooled keep-alive connections (one TLS handshake per worker, not per batch)."""
+    """Pooled keep-alive connections (one TLS handshake per worker, not per batch), and JSON
+    bodies that reuse the pre-escaped HTML of each email (digest.delivery.jsonfast)."""
 
     def __init__(self, timeout: float, pool: int):
         self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=pool,
@@ -43,7 +45,12 @@ class _HttpxClient(HTTPClient):
     def request(self, method: str, url: str, headers: Mapping[str, str], json: Any = None,
                 files: dict[str, Any] | None = None, data: dict[str, str] | None = None):  # type: ignore[override]
         try:
-            resp = self._client.request(method, url, headers=dict(headers), json=json, data=data, files=files)
+            if json is not None and files is None and data is None:
+                body = jsonfast.dumps(json).encode("ascii")
+                resp = self._client.request(method, url, content=body,
+                                            headers={**headers, "Content-Type": "application/json"})
+            else:
+                resp = self._client.request(method, url, headers=dict(headers), json=json, data=data, files=files)
         except httpx.HTTPError as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         return resp.content, resp.status_code, resp.headers
