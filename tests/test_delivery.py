@@ -251,6 +251,14 @@ def test_progress_logs_a_line_without_a_terminal(fake, tmp_path, db_url) -> None
     text = console.export_text()
     assert "sending 2026-W47: 100/200 done (100 sent, 0 failed)" in text
     assert "sending 2026-W47: 200/200 done (190 sent, 10 failed)" in text and "emails/s" in text
+    terminal = Console(record=True, width=160, force_terminal=True)
+    bar = SendProgress(rt, "2026-W47", console=terminal, log_console=terminal)
+    assert bar.interactive
+    bar(SendSummary(sent=100))
+    bar(SendSummary(sent=190, failed=10))
+    bar.close()
+    shown = terminal.export_text()
+    assert "sending 2026-W47" in shown and "200/200" in shown and "sent 190" in shown and "failed 10" in shown
 
 
 def test_counts_by_status_after_a_send(fake, tmp_path, db_url) -> None:

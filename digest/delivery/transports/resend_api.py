@@ -4,7 +4,7 @@ The SDK keeps its settings in module globals (`resend.api_key`, `resend.api_url`
 `resend.default_http_client`), read at import from the process environment; we set
 them from the Config instead, so `RESEND_API_URL` in the config's environment points
 the transport at a local fake in tests. Our HTTP client keeps connections alive and
-applies `resend.timeout_seconds`.
+applies `resend.timeout_seconds`; it is shared by every transport of the process.
 
 How the SDK reports failures (resend/request.py): any HTTP client exception becomes
 ResendError(code=500, error_type="HttpClientError"); an error status becomes a
@@ -55,8 +55,25 @@ class _HttpxClient(HTTPClient):
             raise RuntimeError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         return resp.content, resp.status_code, resp.headers
 
-    def close(self) -> None:
-        self._client.close()
+
+
+_shared: dict[float, _HttpxClient] = {}
+_shared_lock = threading.Lock()
+POOL = 32
+
+
+def shared_client(timeout: float) -> _HttpxClient:
+    """One client per timeout for the whole process, never closed by a transport.
+
+    The SDK sends through a module global, so every transport in the process (the weekly
+    send, the confirmation-mail drainer, a test send) shares it; closing it when one of
+    them finishes would break the others mid-send.
+    """
+    with _shared_lock:
+        client = _shared.get(timeout)
+        if client is None:
+            client = _shared[timeout] = _HttpxClient(timeout, POOL)
+        return client
 
 
 def tag_value(value: str) -> str:
@@ -117,9 +134,7 @@ class ResendTransport:
         self.api_url = (config.env.get("RESEND_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/")
         resend.api_key = key
         resend.api_url = self.api_url
-        self._client = _HttpxClient(settings.timeout_seconds, pool=settings.concurrency + 1)
-        resend.default_http_client = self._client
-        self._lock = threading.Lock()
+        resend.default_http_client = shared_client(settings.timeout_seconds)
 
     def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
         if not emails:
@@ -155,5 +170,4 @@ class ResendTransport:
         return [SendResult(ok=False, error=what[:2000]) for _ in range(count)]
 
     def close(self) -> None:
-        with self._lock:
-            self._client.close()
+        """Nothing to release: the HTTP client is shared by the process (see shared_client)."""
