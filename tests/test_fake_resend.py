@@ -135,3 +135,14 @@ def test_faults_on_demand_500_429_dropped_and_slow(fake) -> None:
     state.set_faults(Faults(force_status=401, force_name="missing_api_key", force_message="revoked"))
     r = post(client, [email()])
     assert r.status_code == 401 and r.json() == {"statusCode": 401, "message": "revoked", "name": "missing_api_key"}
+
+
+def test_the_vendored_openapi_description_is_the_shared_one() -> None:
+    """tests/fake_resend/resend-openapi is a copy of ../shared/specs (so a fresh clone has it); keep them equal."""
+    from tests.conftest import ROOT
+    from tests.fake_resend.state import SPEC
+
+    shared = ROOT.parent / "shared" / "specs" / "resend-openapi" / "resend.yaml"
+    if not shared.exists():
+        pytest.skip("no ../shared/specs next to this checkout; the vendored copy is used as is")
+    assert SPEC.read_bytes() == shared.read_bytes(), "re-copy ../shared/specs/resend-openapi into tests/fake_resend"
