@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -224,13 +225,23 @@ def drain(rt: Runtime, transport: Transport | None = None, *, max_rows: int | No
 
 
 class Drainer:
-    """The web process's background sender: wakes on `wake()` (a sign-up in this process) or every `poll` s."""
+    """The web process's background sender: wakes on `wake()` (a sign-up in this process) or every `poll` s.
+
+    Rendering and MIME-encoding a mail costs more CPU than a sign-up, and this thread shares
+    the interpreter with the requests. So while sign-ups keep arriving (`note_request()`),
+    it sends small batches with pauses, taking at most `busy_share` of the time: the queue
+    still moves during a flood, and empties at full speed once the flood is over.
+    """
 
     def __init__(self, rt: Runtime, *, poll: float = 1.0,
                  transport_factory: Callable[[], Transport] | None = None,
-                 housekeeping: Callable[[], None] | None = None, housekeeping_every: float = 60.0):
+                 housekeeping: Callable[[], None] | None = None, housekeeping_every: float = 60.0,
+                 busy_share: float = 0.05, idle_batch: int = 20):
         self.rt = rt
+        self.idle_batch = idle_batch
         self.poll = poll
+        self.busy_share = busy_share
+        self._busy_until = 0.0
         self.transport_factory = transport_factory or (lambda: make_transport(rt.config))
         self.housekeeping = housekeeping
         self.housekeeping_every = housekeeping_every
@@ -246,6 +257,10 @@ class Drainer:
     def wake(self) -> None:
         self._wake.set()
 
+    def note_request(self) -> None:
+        """A sign-up is being served: yield the interpreter to requests for a moment."""
+        self._busy_until = time.monotonic() + 0.25
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
@@ -258,13 +273,13 @@ class Drainer:
         builder = MailBuilder(self.rt)
         last_housekeeping = 0.0
         pause = 0.0
-        import time
-
         while not self._stop.is_set():
             try:
                 if transport is None:
                     transport = self.transport_factory()
-                step = drain_batch(self.rt, transport, builder)
+                busy = time.monotonic() < self._busy_until
+                started = time.monotonic()
+                step = drain_batch(self.rt, transport, builder, 1 if busy else self.idle_batch)
                 for err in step.errors:
                     log.warning("transactional mail: %s", err)
                 pause = 0.0
@@ -272,6 +287,9 @@ class Drainer:
                     last_housekeeping = time.monotonic()
                     self.housekeeping()
                 if step.handled and not step.deferred:
+                    if busy:  # share the interpreter: work at most busy_share of the time
+                        took = time.monotonic() - started
+                        self._stop.wait(took * (1 - self.busy_share) / self.busy_share)
                     continue  # more may be waiting
             except ProviderAuthError as exc:
                 log.error("transactional mail stopped: %s", exc)

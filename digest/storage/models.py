@@ -259,14 +259,19 @@ class OutgoingMail(Base):
 
 
 class RateLimitHit(Base):
-    """Sliding-window counters shared by every web worker (sign-up abuse limits)."""
+    """Sliding-window counters shared by every web worker (sign-up abuse limits).
+
+    One row per key and time bucket (a sixth of the limit's window) counting its hits, so a
+    check reads at most six rows however busy the key is.
+    """
 
     __tablename__ = "rate_limit_hits"
-    __table_args__ = (Index("ix_rate_limit_key_at", "key", "at"),)
+    __table_args__ = (Index("ix_rate_limit_key_at", "key", "at", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(200))
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=utcnow)  # start of the bucket
+    hits: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class Lock(Base):

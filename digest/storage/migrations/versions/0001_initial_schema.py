@@ -84,10 +84,11 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('hits', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('rate_limit_hits', schema=None) as batch_op:
-        batch_op.create_index('ix_rate_limit_key_at', ['key', 'at'], unique=False)
+        batch_op.create_index('ix_rate_limit_key_at', ['key', 'at'], unique=True)
 
     op.create_table('subscribers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),

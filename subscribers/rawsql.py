@@ -1,0 +1,61 @@
+"""A DB-API cursor inside a SQLAlchemy transaction, for the handful of statements on the sign-up path.
+
+SQLAlchemy's per-statement machinery costs more than SQLite itself takes to run these
+tiny statements, and the sign-up is the one request that must be cheap at volume. The SQL
+is written once with `:name` parameters (portable between SQLite and PostgreSQL) and values
+are stored exactly as the ORM would store them, so the rest of the code reads them back
+unchanged. Everything else keeps using the ORM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection
+
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@lru_cache(maxsize=64)
+def _pyformat(sql: str) -> str:
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+class Raw:
+    def __init__(self, conn: Connection):
+        self.pg = conn.dialect.name == "postgresql"
+        self.cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def run(self, sql: str, params: dict[str, Any]) -> Any:
+        self.cursor.execute(_pyformat(sql) if self.pg else sql, params)
+        return self.cursor
+
+    def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        return self.run(sql, params).fetchone()
+
+    def ts(self, value: datetime) -> Any:
+        """A UTC datetime as SQLAlchemy's DateTime(timezone=True) stores it."""
+        if self.pg:
+            return value
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def read_ts(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    def json(self, value: Any) -> Any:
+        if self.pg:
+            from psycopg.types.json import Json
+
+            return Json(value)
+        return json.dumps(value)
+
+    def close(self) -> None:
+        self.cursor.close()
