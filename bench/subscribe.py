@@ -25,12 +25,12 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +150,7 @@ async def open_loop(port: int, connections: int, rate: float, seconds: float, pr
     return run
 
 
-def make_db(kind: str, tmp: Path) -> tuple[str, callable]:
+def make_db(kind: str, tmp: Path) -> tuple[str, Callable[[], None]]:
     if kind == "sqlite":
         return f"sqlite:///{tmp / 'var' / 'digest.db'}", lambda: None
     from sqlalchemy import create_engine, text
@@ -206,8 +206,8 @@ def bench(kind: str, args: argparse.Namespace) -> None:
     db_url, drop = make_db(kind, tmp)
     env = {**os.environ, "DIGEST_CONFIG": str(cfg), "DIGEST_DATABASE_URL": db_url,
            "DIGEST_SECRET_KEY": "bench-secret-key-0123456789", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    from digest.runtime import open_runtime
     from digest.config import load_config
+    from digest.runtime import open_runtime
 
     open_runtime(load_config(cfg, env=env)).close()  # migrate once, before the workers start
     # --host/--port rather than --fd: uvicorn treats an inherited fd as a Unix socket and then

@@ -33,7 +33,7 @@ from digest.storage.models import (
 from digest.weeks import utcnow
 from subscribers.addresses import normalize_email
 from subscribers.mail_queue import queue_mail
-from subscribers.tokens import Tokens, TokenError, UnsubscribeClaim, email_hash
+from subscribers.tokens import TokenError, Tokens, UnsubscribeClaim, email_hash
 
 SOFT_BOUNCE_LIMIT = 3
 SOFT_BOUNCE_WINDOW = timedelta(days=30)

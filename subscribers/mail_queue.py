@@ -172,7 +172,7 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
             _finish(rt, done)
             raise
         else:
-            for (mail_id, attempts, _), res in zip(to_send, results):
+            for (mail_id, attempts, _), res in zip(to_send, results, strict=False):
                 if res.ok:
                     done.append({"id": mail_id, "status": MAIL_SENT, "sent_at": now, "claimed_until": None,
                                  "attempts": attempts + 1, "error": None})

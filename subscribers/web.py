@@ -15,15 +15,16 @@ Every bad input gets a clear 4xx and changes nothing; a forged token gets a plai
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
@@ -37,7 +38,7 @@ from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, sign
 from subscribers.tokens import TokenError, UnsubscribeClaim
 
 router = APIRouter()
-T = TypeVar("T")
+log = logging.getLogger("subscribers.web")
 
 MAX_BODY = 16 * 1024
 MAX_FIELD = 2000
@@ -129,15 +130,19 @@ def safe_next(raw: str | None, rt: Runtime, request: Request) -> str | None:
     return raw if origin_of(raw) in allowed_origins(rt, request) else None
 
 
-def _on_db(fn: Callable[..., T], *args: Any) -> T:
-    """Run a sign-up's database work right here, on the event loop.
+async def _signup(rt: Runtime, req: SignupRequest) -> SignupOutcome:
+    """Run a sign-up right here on the event loop, unless it may wait on DNS.
 
     A sign-up is a few short statements (well under a millisecond of database time); handing
     it to the thread pool only added thread switches and lock hand-offs, and measured slower
     on SQLite and on PostgreSQL (bench/subscribe.py). Run one uvicorn worker per core so a
-    slow database round trip in one worker never holds up all of them.
+    slow database round trip in one worker never holds up all of them. With
+    `subscribe.check_deliverability` the address's domain is looked up first, which can take
+    seconds, so then it goes to the thread pool.
     """
-    return fn(*args)
+    if rt.settings.subscribe.check_deliverability:
+        return await run_in_threadpool(signup, rt, req)
+    return signup(rt, req)
 
 
 def _drainer_wake(request: Request) -> None:
@@ -185,7 +190,12 @@ async def subscribe_post(request: Request) -> Response:
     drainer = getattr(request.app.state, "subscriber_drainer", None)
     if drainer is not None:
         drainer.note_request()
-    outcome = _on_db(signup, rt, req)
+    try:
+        outcome = await _signup(rt, req)
+    except DBAPIError:
+        log.exception("sign-up: database error")
+        return _refuse(request, as_json, 503, "The sign-up is briefly unavailable; please try again in a minute.",
+                       headers={"Retry-After": "30"})
     if outcome.queued and drainer is not None:
         drainer.wake()
     if as_json:
@@ -223,11 +233,12 @@ def _echo(value: str | None, limit: int) -> str:
     return " ".join(_CTRL.sub(" ", value or "").split())[:limit]
 
 
-def _refuse(request: Request, as_json: bool, status: int, message: str) -> Response:
+def _refuse(request: Request, as_json: bool, status: int, message: str,
+            headers: dict[str, str] | None = None) -> Response:
     if as_json:
-        return JSONResponse({"ok": False, "error": message}, status_code=status)
+        return JSONResponse({"ok": False, "error": message}, status_code=status, headers=headers)
     return pages_for(request).render("message.html.j2", status=status, title="Something went wrong",
-                                     heading="We could not take that sign-up", message=message)
+                                     heading="We could not take that sign-up", message=message, headers=headers)
 
 
 @router.get("/subscribe/thanks", include_in_schema=False)

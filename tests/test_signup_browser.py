@@ -221,7 +221,7 @@ def test_pages_fit_small_screens_and_are_screenshotted(stack, browser) -> None:
         "confirm-expired": None,
     }
     out = output_dir("signup")
-    for width in (375, 600):
+    for width in (320, 375, 600):
         context = browser.new_context(viewport={"width": width, "height": 800}, device_scale_factor=1)
         page = context.new_page()
         for name in SHOTS:

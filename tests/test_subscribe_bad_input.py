@@ -129,3 +129,16 @@ def test_no_500_for_any_bad_input_and_nothing_sent(rt) -> None:
     sub = subscriber(rt, "a@example.com")
     assert sub is not None and sub.status == SUB_PENDING
     assert "<script>" not in (sub.consent_source or "")
+
+
+def test_a_database_outage_answers_503_not_500(rt, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import subscribers.web
+
+    def down(*_args):
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(subscribers.web, "signup", down)
+    r = client(rt).post("/subscribe", json={"email": "a@example.com"})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30" and r.json()["ok"] is False
