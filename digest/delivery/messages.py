@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
 from digest.mail import OutgoingEmail, sender_address, unsubscribe_headers
-from digest.render.personalize import Personalizer
+from digest.render.personalize import Personalizer, join_parts
 from digest.storage.models import Issue
 from subscribers.api import personal_links
 from subscribers.tokens import Tokens
@@ -65,19 +65,11 @@ class IssueMessages:
     def _with_json(self, html: str, text: str, values: dict[str, str]) -> tuple[str, str]:
         """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
         p = self.personalizer
-        html_json = _join(self._html_json, p.html_slots,
+        html_json = join_parts(self._html_json, p.html_slots,
                           {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()})
-        text_json = _join(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
+        text_json = join_parts(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
         if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
             self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)
             if not self._fast_json:
                 return html, text
         return PreEscaped(html, html_json), PreEscaped(text, text_json)
-
-
-def _join(parts: list[str], slots: list[str], values: dict[str, str]) -> str:
-    out = [parts[0]]
-    for slot, part in zip(slots, parts[1:]):
-        out.append(values.get(slot, ""))
-        out.append(part)
-    return "".join(out)

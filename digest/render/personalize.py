@@ -43,16 +43,17 @@ class Personalizer:
         tp = pattern.split(compiled_text)
         return cls(hp[0::2], hp[1::2], tp[0::2], tp[1::2])
 
-    @staticmethod
-    def _join(parts: list[str], slots: list[str], values: dict[str, str]) -> str:
-        out = [parts[0]]
-        for slot, part in zip(slots, parts[1:]):
-            out.append(values.get(slot, ""))
-            out.append(part)
-        return "".join(out)
-
     def fill(self, values: dict[str, str]) -> tuple[str, str]:
         """`values` are raw strings; they are HTML-escaped for the HTML part."""
         escaped = {k: html.escape(v, quote=True) for k, v in values.items()}
-        return (self._join(self.html_parts, self.html_slots, escaped),
-                self._join(self.text_parts, self.text_slots, values))
+        return (join_parts(self.html_parts, self.html_slots, escaped),
+                join_parts(self.text_parts, self.text_slots, values))
+
+
+def join_parts(parts: list[str], slots: list[str], values: dict[str, str]) -> str:
+    """Interleave the fixed parts with each slot's value (missing values are empty)."""
+    out = [parts[0]]
+    for slot, part in zip(slots, parts[1:]):
+        out.append(values.get(slot, ""))
+        out.append(part)
+    return "".join(out)
