@@ -94,10 +94,19 @@ class Conn:
             self.writer.close()
 
 
+async def open_all(conns: list[Conn]) -> None:
+    """Connect one at a time: uvicorn workers share one listening socket, and a burst of
+    connects is taken whole by whichever worker wakes first, leaving the others idle.
+    Spacing them lets every worker take its share, as many independent visitors would."""
+    for c in conns:
+        await c.open()
+        await asyncio.sleep(0.01)
+
+
 async def closed_loop(port: int, connections: int, seconds: float, prefix: str) -> Run:
     run = Run()
     conns = [Conn(port) for _ in range(connections)]
-    await asyncio.gather(*(c.open() for c in conns))
+    await open_all(conns)
     stop = time.perf_counter() + seconds
     counter = iter(range(10**9))
 
@@ -120,7 +129,7 @@ async def open_loop(port: int, connections: int, rate: float, seconds: float, pr
     """Requests start on a fixed schedule; latency is measured from the scheduled start (no coordinated omission)."""
     run = Run()
     conns = [Conn(port) for _ in range(connections)]
-    await asyncio.gather(*(c.open() for c in conns))
+    await open_all(conns)
     free: asyncio.Queue[Conn] = asyncio.Queue()
     for c in conns:
         free.put_nowait(c)
@@ -255,7 +264,10 @@ def bench(kind: str, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    import gc
     import signal
+
+    gc.disable()  # the load generator's own GC pauses would count as server latency
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (stop uvicorn, drop the DB)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED
@@ -99,6 +102,9 @@ def signup(rt: Runtime, req: SignupRequest, now: datetime | None = None) -> Sign
         except IntegrityError:
             if attempt:  # the same new address twice at the same instant: the second saw the first's row
                 raise
+        except DBAPIError as exc:
+            if attempt or not exc.connection_invalidated:  # a kept connection the server dropped: once more
+                raise
     raise AssertionError("unreachable")
 
 
@@ -146,13 +152,54 @@ _PG_NEW = (
 )
 # SQLite has one writer at a time; letting this process's threads queue on a lock is much
 # cheaper than letting them collide in SQLite's busy handler (which sleeps up to 100 ms).
-_SQLITE_WRITERS: dict[int, threading.Lock] = {}
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def _writer_lock(rt: Runtime) -> threading.Lock | contextlib.nullcontext[None]:
     if rt.on_postgres:
         return contextlib.nullcontext()
-    return _SQLITE_WRITERS.setdefault(id(rt.engine), threading.Lock())
+    return _SQLITE_WRITERS.setdefault(rt.engine, threading.Lock())
+
+
+class _Kept:
+    """One connection per engine kept for sign-ups: no pool check-out (and pre-ping) per request."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.lock = threading.Lock()
+        self.conn: Connection | None = None
+        event.listen(engine, "engine_disposed", self.close)
+
+    def close(self, *_args: object) -> None:
+        with self.lock:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+
+_KEPT: weakref.WeakKeyDictionary[Engine, _Kept] = weakref.WeakKeyDictionary()
+_KEPT_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _connection(rt: Runtime) -> Iterator[Connection]:
+    with _KEPT_GUARD:
+        kept = _KEPT.get(rt.engine) or _KEPT.setdefault(rt.engine, _Kept(rt.engine))
+    if not kept.lock.acquire(blocking=False):  # another thread has it: take one from the pool
+        with rt.engine.connect() as conn:
+            yield conn
+        return
+    try:
+        if kept.conn is None or kept.conn.closed or kept.conn.invalidated:
+            kept.conn = rt.engine.connect()
+        try:
+            yield kept.conn
+        except DBAPIError as exc:
+            if exc.connection_invalidated or kept.conn.invalidated:
+                kept.conn.close()
+                kept.conn = None
+            raise
+    finally:
+        kept.lock.release()
 
 
 def _limits(rt: Runtime, req: SignupRequest, h: str) -> list[Limit]:
@@ -169,7 +216,7 @@ def _record(rt: Runtime, req: SignupRequest, address: str, name: str | None, now
     n = len(limits)
     resend_after = timedelta(minutes=rt.settings.subscribe.confirmation_resend_minutes)
     source = consent_source(req)
-    with _writer_lock(rt), rt.engine.begin() as conn:
+    with _writer_lock(rt), _connection(rt) as conn, conn.begin():
         raw = Raw(conn)
         try:
             row = raw.one(_LOOKUP.format(limits=read_columns(n)),

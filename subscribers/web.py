@@ -14,6 +14,7 @@ Every bad input gets a clear 4xx and changes nothing; a forged token gets a plai
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -404,6 +405,11 @@ def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
         drainer = Drainer(rt, housekeeping=housekeeping)
         a.state.subscriber_drainer = drainer
         drainer.start()
+        # Everything built so far (app, routes, templates, SQLAlchemy metadata) lives as long
+        # as the process: move it out of the collector's sight. Full collections then stay
+        # short; before this they paused a worker for 100-200 ms now and then under load.
+        gc.collect()
+        gc.freeze()
         try:
             async with previous(a) as state:
                 yield state
