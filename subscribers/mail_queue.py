@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from digest.delivery.ratelimit import RateLimiter
+from digest.delivery.sender import make_limiter
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
@@ -136,8 +138,13 @@ def _finish(rt: Runtime, rows: list[dict[str, object]]) -> None:
             session.execute(update(OutgoingMail), rows)
 
 
-def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: int = BATCH) -> DrainResult:
-    """Claim up to `limit` due rows and send them in one transport call."""
+def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: int = BATCH,
+                limiter: RateLimiter | None = None) -> DrainResult:
+    """Claim up to `limit` due rows and send them in one transport call.
+
+    `limiter` is the provider's request budget shared with the issue senders (Resend), so
+    confirmations never push the account over its rate limit.
+    """
     result = DrainResult()
     claimed = _claim(rt, limit)
     if not claimed:
@@ -159,8 +166,12 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
     if to_send:
         key = f"txn-{to_send[0][0]}-{to_send[-1][0]}-{len(to_send)}"
         try:
+            if limiter is not None:
+                limiter.acquire()
             results = transport.send_batch([m for _, _, m in to_send], key, FOLDER)
         except TransientError as exc:
+            if limiter is not None and exc.retry_after:
+                limiter.hold_off(exc.retry_after)
             result.errors.append(str(exc))
             for mail_id, attempts, _ in to_send:
                 done.append(_retry_or_fail(mail_id, attempts, f"transport: {exc}", now, result,
@@ -203,10 +214,12 @@ def drain(rt: Runtime, transport: Transport | None = None, *, max_rows: int | No
     own = transport is None
     transport = transport or make_transport(rt.config)
     builder = MailBuilder(rt)
+    limiter = make_limiter(rt, transport)
     total = DrainResult()
     try:
         while max_rows is None or total.handled < max_rows:
-            step = drain_batch(rt, transport, builder, BATCH if max_rows is None else min(BATCH, max_rows - total.handled))
+            step = drain_batch(rt, transport, builder,
+                               BATCH if max_rows is None else min(BATCH, max_rows - total.handled), limiter)
             if not step.handled:
                 break
             total.sent += step.sent
@@ -270,6 +283,7 @@ class Drainer:
 
     def _run(self) -> None:
         transport: Transport | None = None
+        limiter: RateLimiter | None = None
         builder = MailBuilder(self.rt)
         last_housekeeping = 0.0
         pause = 0.0
@@ -277,9 +291,13 @@ class Drainer:
             try:
                 if transport is None:
                     transport = self.transport_factory()
+                    limiter = make_limiter(self.rt, transport)
                 busy = time.monotonic() < self._busy_until
                 started = time.monotonic()
-                step = drain_batch(self.rt, transport, builder, 1 if busy else self.idle_batch)
+                # Busy: one mail at a time keeps each pause of the requests short; a rate-limited
+                # provider (Resend) is better served by full batches, its budget being the limit.
+                size = 1 if busy and limiter is None else self.idle_batch
+                step = drain_batch(self.rt, transport, builder, size, limiter)
                 for err in step.errors:
                     log.warning("transactional mail: %s", err)
                 pause = 0.0

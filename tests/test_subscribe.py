@@ -230,3 +230,40 @@ def test_confirmation_queue_is_drained_by_the_app_within_seconds(srt) -> None:
     assert outbox_messages(srt, to="quick@example.com")
     with srt.sessions() as s:
         assert s.scalar(select(OutgoingMail.status)) == MAIL_SENT
+
+
+class _FlakyTransport:
+    """Fails the first `failures` calls with a transient error, then accepts everything."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.sent: list[str] = []
+
+    def send_batch(self, emails, idempotency_key, folder):  # type: ignore[no-untyped-def]
+        from digest.delivery.transports.base import SendResult, TransientError
+
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("503 from provider")
+        self.sent += [e.to for e in emails]
+        return [SendResult(ok=True, provider_id=f"x{i}") for i, _ in enumerate(emails)]
+
+    def close(self) -> None:
+        pass
+
+
+def test_transport_trouble_defers_the_mail_and_it_goes_out_once_later(srt) -> None:
+    client(srt).post("/subscribe", json={"email": "later@example.com"})
+    flaky = _FlakyTransport(failures=1)
+    first = drain(srt, flaky)
+    assert first.deferred == 1 and first.sent == 0 and flaky.sent == []
+    with srt.sessions() as s:
+        row = s.scalar(select(OutgoingMail))
+        assert row.status == MAIL_QUEUED and row.attempts == 1 and row.claimed_until is not None
+    assert drain(srt, flaky).handled == 0  # backing off: not retried at once
+    with srt.sessions.begin() as s:
+        s.execute(update(OutgoingMail).values(claimed_until=utcnow() - timedelta(seconds=1)))
+    assert drain(srt, flaky).sent == 1 and flaky.sent == ["later@example.com"]
+    assert drain(srt, flaky).handled == 0 and flaky.sent == ["later@example.com"]
