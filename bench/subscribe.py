@@ -1,20 +1,23 @@
 """Sign-up throughput and latency with real uvicorn, on SQLite and PostgreSQL.
 
     .venv/bin/python bench/subscribe.py [--db sqlite|postgresql|both] [--seconds 10]
-                                        [--rate 500] [--connections 16] [--workers 1]
+                                        [--rate 500] [--connections 16] [--workers 2]
 
 For each database it starts `uvicorn --factory digest.web.asgi:make_app` on a fresh
-database (rate limits raised in its own config.toml; everything else as shipped), then:
+database (rate limits raised in its own config.toml; everything else as shipped), warms
+up for 2 s, then:
 
-  1. closed loop: `--connections` keep-alive clients post sign-ups back to back for
+  1. open loop: sign-ups arrive at a fixed `--rate` per second (spread over the
+     connections) for `--seconds`; latency counts from each request's scheduled start,
+     so a stall counts for everything queued behind it: what a visitor sees at that load;
+  2. closed loop: `--connections` keep-alive clients post sign-ups back to back for
      `--seconds`: the most the server takes;
-  2. open loop: sign-ups arrive at a fixed `--rate` per second (spread over the
-     connections) for `--seconds`: the latency a visitor sees at that load;
 
 and finally waits until the confirmation queue in the database is empty (the server's
-drainer renders and writes every confirmation to the outbox). Each sign-up is a JSON POST
+drainers render and write every confirmation to the outbox). Each sign-up is a JSON POST
 with a new address, answered after its transaction commits; the confirmation is only
-queued. The load generator is a small asyncio HTTP/1.1 client in this process.
+queued. The load generator is a small asyncio HTTP/1.1 client in this process (its own
+garbage collector off, so its pauses do not count as server latency).
 """
 
 from __future__ import annotations
