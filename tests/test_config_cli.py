@@ -11,7 +11,7 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from tests.conftest import ROOT, SAMPLES, apply_overrides, write_project
+from tests.conftest import SAMPLES, apply_overrides, write_project
 
 
 def run_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

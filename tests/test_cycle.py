@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from sqlalchemy import func, select
 

@@ -139,10 +139,9 @@ def test_faults_on_demand_500_429_dropped_and_slow(fake) -> None:
 
 def test_the_vendored_openapi_description_is_the_shared_one() -> None:
     """tests/fake_resend/resend-openapi is a copy of ../shared/specs (so a fresh clone has it); keep them equal."""
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, require_or_skip
     from tests.fake_resend.state import SPEC
 
     shared = ROOT.parent / "shared" / "specs" / "resend-openapi" / "resend.yaml"
-    if not shared.exists():
-        pytest.skip("no ../shared/specs next to this checkout; the vendored copy is used as is")
+    require_or_skip(None if shared.exists() else f"{shared} is missing", "../shared/specs beside the checkout")
     assert SPEC.read_bytes() == shared.read_bytes(), "re-copy ../shared/specs/resend-openapi into tests/fake_resend"
