@@ -38,4 +38,8 @@ def clean_name(raw: str | None) -> str | None:
         raise AddressError("name: line breaks are not allowed in a name")
     if len(value) > MAX_NAME:
         raise AddressError(f"name: longer than {MAX_NAME} characters")
+    try:  # a lone surrogate (JSON "\\ud800", a non-UTF-8 byte in argv) cannot be stored or mailed
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AddressError("name: contains characters that are not valid text") from None
     return value or None

@@ -120,6 +120,8 @@ def _visitor_message(text: str) -> str:
         return "Please enter a valid email address, like name@example.com."
     if "longer than" in detail:
         return "That name is too long (100 characters at most)."
+    if "not valid text" in detail:
+        return "Please enter your name as plain text."
     return "Please enter your name on one line."
 
 

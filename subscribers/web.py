@@ -67,16 +67,20 @@ async def read_fields(request: Request) -> tuple[dict[str, str], bool]:
     if ctype == "application/json":
         try:
             data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting thousands deep
             raise BadRequest(400, "The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise BadRequest(400, "The request body must be a JSON object.")
         fields = {}
         for key, value in data.items():
+            if not _is_text(key):  # JSON's "\ud800": no database stores it, no page shows it
+                raise BadRequest(400, "A field name is not valid text.")
             if value is None:
                 continue
             if not isinstance(value, str):
                 raise BadRequest(400, f"{str(key)[:40]}: must be a string.")
+            if not _is_text(value):
+                raise BadRequest(400, f"{key[:40]}: is not valid text.")
             fields[str(key)] = value
         return fields, True
     if ctype in ("application/x-www-form-urlencoded", ""):
@@ -92,6 +96,14 @@ async def read_fields(request: Request) -> tuple[dict[str, str], bool]:
             raise BadRequest(400, "The form data could not be read.") from None
         return _first_values([(k, v) for k, v in form.multi_items() if isinstance(v, str)]), False
     raise BadRequest(415, "Send the form as application/x-www-form-urlencoded, multipart/form-data or JSON.")
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -125,7 +137,10 @@ def safe_next(raw: str | None, rt: Runtime, request: Request) -> str | None:
         return None
     if raw.startswith("/") and not raw.startswith("//"):
         return raw
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
     if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
         return None
     return raw if origin_of(raw) in allowed_origins(rt, request) else None
