@@ -12,6 +12,7 @@ idempotency keys keep that re-send from making a second copy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -164,7 +165,7 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
             result.errors.append(str(exc))
             done.append(_retry_or_fail(mail_id, attempts, str(exc), now, result))
     if to_send:
-        key = f"txn-{to_send[0][0]}-{to_send[-1][0]}-{len(to_send)}"
+        key = _batch_key(to_send)
         try:
             if limiter is not None:
                 limiter.acquire()
@@ -319,3 +320,15 @@ class Drainer:
             self._wake.clear()
         if transport is not None:
             transport.close()
+
+
+def _batch_key(to_send: list[tuple[int, int, OutgoingEmail]]) -> str:
+    """Rows plus a digest of the payload: a re-send after a crash with the same rendering is
+    deduplicated by the provider, and a re-rendered one (new confirm-token timestamp) gets a new
+    key instead of a 409 that would lose the mail (a second copy beats no confirmation)."""
+    h = hashlib.sha256()
+    for mail_id, _, m in to_send:
+        h.update(f"{mail_id}\0{m.to}\0{m.subject}\0".encode())
+        h.update(str(m.html).encode())
+        h.update(str(m.text).encode())
+    return f"txn-{to_send[0][0]}-{to_send[-1][0]}-{len(to_send)}-{h.hexdigest()[:16]}"

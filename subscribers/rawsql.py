@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -28,10 +29,17 @@ def _pyformat(sql: str) -> str:
 class Raw:
     def __init__(self, conn: Connection):
         self.pg = conn.dialect.name == "postgresql"
+        self.dbapi = conn.dialect.dbapi
         self.cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
     def run(self, sql: str, params: dict[str, Any]) -> Any:
-        self.cursor.execute(_pyformat(sql) if self.pg else sql, params)
+        """Driver errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...), as callers expect."""
+        try:
+            self.cursor.execute(_pyformat(sql) if self.pg else sql, params)
+        except self.dbapi.Error as exc:  # type: ignore[union-attr]
+            closed = bool(getattr(getattr(self.cursor, "connection", None), "closed", False)) if self.pg else False
+            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error,  # type: ignore[union-attr]
+                                      connection_invalidated=closed) from exc
         return self.cursor
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:

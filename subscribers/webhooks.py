@@ -63,7 +63,7 @@ async def resend_webhook(request: Request) -> JSONResponse:
         data = payload.get("data") or {}
         if not isinstance(event_type, str) or not isinstance(data, dict):
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return _answer(400, ok=False, error="body is not a Resend event (JSON with type and data)")
     result = await run_in_threadpool(handle_event, rt, headers["svix-id"], event_type, data,
                                      payload.get("created_at"))

@@ -69,3 +69,33 @@ def test_lone_surrogate_in_an_unsubscribe_reason_is_a_400_and_changes_nothing(rt
 def test_lone_surrogate_in_a_json_field_name_is_a_400(rt) -> None:
     r = client(rt).post("/subscribe", content=b'{"\\ud800": 1, "email": "k@example.com"}', headers=JSON)
     assert r.status_code == 400 and r.json()["ok"] is False
+
+
+def test_raw_sign_up_statements_raise_sqlalchemy_errors(rt) -> None:
+    """The sign-up fast path's retry (IntegrityError) and 503 (DBAPIError) need SQLAlchemy's classes."""
+    import pytest as _pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from subscribers.rawsql import Raw
+
+    with rt.engine.connect() as conn:
+        raw = Raw(conn)
+        sql = "INSERT INTO suppressions (email_hash, reason, created_at) VALUES (:h, :r, :t)"
+        params = {"h": "x" * 64, "r": "manual", "t": raw.ts(__import__("datetime").datetime.now())}
+        raw.run(sql, params)
+        with _pytest.raises(IntegrityError):
+            raw.run(sql, params)
+        raw.close()
+        conn.rollback()
+
+
+def test_transactional_batch_key_changes_with_the_payload() -> None:
+    """A re-rendered confirmation (new token) must not reuse the key of the first try (409 would lose it)."""
+    from digest.mail import OutgoingEmail
+    from subscribers.mail_queue import _batch_key
+
+    def mail(html: str) -> OutgoingEmail:
+        return OutgoingEmail(to="a@example.com", subject="Confirm", html=html, text="t", from_addr="x <x@example.com>")
+
+    assert _batch_key([(1, 0, mail("token-1"))]) == _batch_key([(1, 0, mail("token-1"))])
+    assert _batch_key([(1, 0, mail("token-1"))]) != _batch_key([(1, 0, mail("token-2"))])
