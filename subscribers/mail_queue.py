@@ -6,8 +6,10 @@ after an import) claims rows with a lease (`claimed_until`), renders them with
 digest.render.transactional and hands them to the configured transport. A row is rendered
 when its turn comes, so a confirmation for someone who confirmed or left meanwhile is skipped.
 Several drainers (uvicorn workers, a CLI import) never take the same row at once; a drainer
-that dies mid-send leaves its rows to the next one after the lease, and the outbox/Resend
-idempotency keys keep that re-send from making a second copy.
+that dies mid-send leaves its rows to the next one after the lease. The outbox writes each
+row's file once; with Resend the key covers the rows and the payload, so a re-send of the
+same rendering is deduplicated, while a re-rendered one (a new confirm-token timestamp) may
+arrive twice: for a one-off confirmation a rare second copy beats a lost one.
 """
 
 from __future__ import annotations
