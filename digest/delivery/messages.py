@@ -26,7 +26,8 @@ class Recipient:
 class IssueMessages:
     """Per-issue state built once (split templates, token signer); `build` runs per reader."""
 
-    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue):
+    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, json_bodies: bool = False):
+        """`json_bodies`: also join each copy's JSON-escaped form (only the Resend transport sends JSON)."""
         assert issue.html is not None and issue.text is not None and issue.placeholder_nonce
         self.settings = settings
         self.tokens = tokens
@@ -40,7 +41,8 @@ class IssueMessages:
         p = self.personalizer
         self._html_json = [escape(part) for part in p.html_parts]
         self._text_json = [escape(part) for part in p.text_parts]
-        self._fast_json: bool | None = None  # checked against the real thing on the first reader
+        # None: checked against the real thing on the first reader; False: plain strings only.
+        self._fast_json: bool | None = None if json_bodies else False
 
     def build(self, r: Recipient, *, subject_prefix: str = "") -> OutgoingEmail:
         links = personal_links(self.settings, self.tokens, r.subscriber_id, r.email, self.issue_id, self.week)

@@ -213,7 +213,8 @@ class Sender:
                 with self.rt.sessions() as session:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
-                    self._messages[issue_id] = IssueMessages(self.rt.settings, self.tokens, issue)
+                    self._messages[issue_id] = IssueMessages(self.rt.settings, self.tokens, issue,
+                                                             json_bodies=self.transport.name == "resend")
             return self._messages[issue_id]
 
     def _recipients(self, issue_id: int, batch_no: int) -> list[Recipient]:
