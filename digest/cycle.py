@@ -29,7 +29,7 @@ from digest.storage.models import (
     IssueItem,
 )
 from digest.delivery.enqueue import enqueue_issue
-from digest.delivery.sender import Sender, SendSummary, mark_sent_if_done
+from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import Transport
 from digest.weeks import Week, as_utc, current_week, utcnow
@@ -191,6 +191,5 @@ def send_week(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = N
     finally:
         if own:
             transport.close()
-    mark_sent_if_done(rt, prepared.issue_id)
-    return CycleResult(prepared, summary)
+    return CycleResult(prepared, summary)  # Sender.run marks the issue sent once no batch is open
 

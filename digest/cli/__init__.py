@@ -33,18 +33,8 @@ def _root(
 
 
 def _register() -> None:
-    from digest.cli import pipeline, subscribers_cmd  # noqa: F401  (commands register themselves)
-
-    for module in _optional_modules():
-        __import__(module)
-
-
-def _optional_modules() -> list[str]:
-    """Command modules other parts add; each registers on `app` when imported."""
-    import importlib.util
-
-    names = ["digest.cli.serve_cmd", "digest.cli.preview_cmd", "digest.cli.delivery_cmd", "subscribers.cli"]
-    return [n for n in names if importlib.util.find_spec(n) is not None]
+    """Each command module adds its commands to `app` when imported."""
+    from digest.cli import delivery_cmd, pipeline, preview_cmd, serve_cmd, subscribers_cmd  # noqa: F401
 
 
 def main() -> None:

@@ -23,9 +23,6 @@ from digest.storage.models import (
 )
 from digest.weeks import as_utc
 
-COUNTS = ("recipients", "sent", "failed", "queued", "dropped", "delivered", "bounced", "complained", "opened",
-          "clicked", "unsubscribed")
-
 
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None

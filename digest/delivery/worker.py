@@ -25,20 +25,14 @@ SQLITE_LEASE = "delivery-worker"
 
 
 @dataclass
-class WorkerTotals:
-    sent: int = 0
-    failed: int = 0
-    batches: int = 0
-    failed_batches: int = 0
-    stopped: str | None = None
-    errors: list[str] = field(default_factory=list)
+class WorkerTotals(SendSummary):
+    """The sums of every issue's SendSummary this worker ran, and which weeks it sent."""
+
     weeks: set[str] = field(default_factory=set)
 
-    def add(self, week: str, s: SendSummary) -> None:
-        self.sent += s.sent
-        self.failed += s.failed
-        self.batches += s.batches
-        self.failed_batches += s.failed_batches
+    def merge(self, week: str, s: SendSummary) -> None:
+        self.add(sent=s.sent, failed=s.failed, batches=s.batches, failed_batches=s.failed_batches,
+                 retries=s.retries)
         self.errors.extend(s.errors)
         if s.batches or s.failed:
             self.weeks.add(week)
@@ -71,7 +65,7 @@ def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll
             busy = False
             for issue_id, week in sending_issues(rt):
                 summary = sender.run(issue_id, stop)
-                totals.add(week, summary)
+                totals.merge(week, summary)
                 busy = busy or bool(summary.batches or summary.failed_batches)
                 if summary.stopped and summary.stopped != "stopped on request":
                     totals.stopped = summary.stopped

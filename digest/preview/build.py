@@ -30,8 +30,6 @@ from subscribers.tokens import Tokens
 
 KINDS = ("digest", "confirm", "welcome")
 SAMPLE = Recipient(delivery_id=0, subscriber_id=0, email="sample.reader@example.com", name="Sample Reader")
-SHOWN_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID", "List-Unsubscribe",
-                 "List-Unsubscribe-Post", "MIME-Version", "Content-Type")
 
 
 @dataclass

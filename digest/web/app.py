@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 from fastapi import FastAPI
 
 from digest.runtime import Runtime
-
-# (module, attribute): each module exposes `router` (an APIRouter) that reads the Runtime from
-# `request.app.state.rt`. Missing modules are skipped so parts can land one at a time.
-ROUTERS = [
-    ("subscribers.web", "router"),  # sign-up, confirm, unsubscribe, embed
-    ("subscribers.webhooks", "router"),  # POST /webhooks/resend
-    ("digest.web.archive", "router"),  # /archive, /archive/<week>, /archive.xml
-    ("digest.web.health", "router"),  # /healthz
-]
+from digest.web import archive, health
+from subscribers import web as subscriber_web
+from subscribers import webhooks
 
 
 def create_app(rt: Runtime) -> FastAPI:
+    """Every router reads the Runtime from `request.app.state.rt`."""
     app = FastAPI(title=rt.settings.site.name, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.rt = rt
-    for module_name, attr in ROUTERS:
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        app.include_router(getattr(module, attr))
-        setup = getattr(module, "setup_app", None)
-        if setup is not None:
-            setup(app, rt)  # e.g. CORS middleware, background drainers
+    app.include_router(subscriber_web.router)  # sign-up, confirm, unsubscribe, embed
+    app.include_router(webhooks.router)  # POST /webhooks/resend
+    app.include_router(archive.router)  # /archive, /archive/<week>, /archive.xml
+    app.include_router(health.router)  # /healthz
+    subscriber_web.setup_app(app, rt)  # CORS for the allowed origins, the confirmation-mail drainer
     return app
