@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from sqlalchemy import func, select
 
 from digest.cli import app
+from digest.cli.help import WorkflowGroup
 from digest.cli.context import out, print_json, runtime
+from digest.cli.output import Table
 from digest.errors import UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
 from digest.weeks import as_utc, utcnow
@@ -22,7 +23,7 @@ from subscribers.mailto import process_unsubscribe_mail
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
-subscribers_app = typer.Typer(help="Subscribers: add, list, count, import, export, forget.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Subscribers: add, list, count, import, export, forget.", no_args_is_help=True, cls=WorkflowGroup, rich_markup_mode=None)
 app.add_typer(subscribers_app, name="subscribers")
 
 
@@ -87,9 +88,9 @@ def subscribers_list(
     if not subs:
         out.print("no subscribers" + (f" with status {status}" if status else ""), markup=False)
         return
-    table = Table(box=None, pad_edge=False, highlight=False)
+    table = Table(box=None, pad_edge=False)
     for col in ("id", "email", "name", "status", "since", "consent"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col == "email")
     for s in subs:
         table.add_row(str(s.id), s.email, s.name or "", s.status, as_utc(s.created_at).strftime("%Y-%m-%d"),
                       s.consent_source or "")

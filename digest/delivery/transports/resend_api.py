@@ -123,6 +123,7 @@ def map_results(count: int, response: Mapping[str, Any]) -> list[SendResult]:
 
 class ResendTransport:
     name = "resend"
+    reports: frozenset[str] = frozenset({"delivered", "bounced", "complained", "opened", "clicked"})  # delivery events measured (Resend webhooks)
 
     def __init__(self, config: Config):
         key = config.resend_api_key.strip()
