@@ -155,3 +155,19 @@ def test_terminal_safe_helper_escapes_every_control_character() -> None:
     assert terminal_safe("line\nnext\tcol") == "line\\x0anext\\x09col"
     assert terminal_safe("line\nnext", keep_newlines=True) == "line\nnext"
     assert terminal_safe("zoë@exämple.com ✓") == "zoë@exämple.com ✓"
+
+
+def test_preview_history_and_stats_card_say_n_a_too(tmp_path, sqlite_url) -> None:
+    from fastapi.testclient import TestClient
+
+    from digest.preview.app import create_preview_app
+    from digest.preview.state import PreviewState
+
+    _, rt, _, _ = _outbox_issue(tmp_path, sqlite_url, readers=3)
+    client = TestClient(create_preview_app(PreviewState(rt), watch=False), base_url="http://127.0.0.1:8025")
+    history = client.get("/history").text
+    row = history.split("/?week=2026-W47", 1)[1].split("</tr>", 1)[0]
+    assert row.count(">n/a") == 3, row  # delivered, opened, clicked
+    card = client.get("/?week=2026-W47").text.split("stat-grid", 1)[1].split("</section>", 1)[0]
+    assert re.search(r'stat-n">n/a</div><div class="stat-l">Opened', card), card
+    rt.close()
