@@ -62,7 +62,8 @@ def test_accent_button_text_is_readable_in_light_and_dark(stack, browser) -> Non
             colours = button.evaluate("b => { const s = getComputedStyle(b); return [s.color, s.backgroundColor]; }")
             ratio = contrast(*colours)
             worst = min(worst, ratio)
-            assert ratio >= 4.5, f"{theme} theme, accent {accent}: button text {colours[0]} on {colours[1]} is {ratio:.2f}:1"
+            assert ratio >= 4.5, (f"{theme} theme, accent {accent}: "
+                                  f"button text {colours[0]} on {colours[1]} is {ratio:.2f}:1")
             if accent == "#1e3a8a" and theme == "dark":
                 page.screenshot(path=str(output_dir("signup") / "embed-dark-accent.png"))
     print(f"lowest button contrast over {len(ACCENTS)} accents x 2 themes: {worst:.2f}:1")

@@ -30,8 +30,8 @@ def srt(tmp_path, db_url):
 
 
 def _env(rt) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = {**os.environ, "DIGEST_DATABASE_URL": rt.config.database_url, "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DIGEST_DATABASE_URL": rt.config.database_url,
+           "DIGEST_SECRET_KEY": "test-secret-key-0123456789", "PYTHONPATH": str(ROOT)}
     env.pop("DIGEST_DEBUG", None)
     return env
 

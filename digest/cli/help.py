@@ -73,6 +73,11 @@ def _fix(callback: Any) -> None:
             info.metavar = _label(name)
 
 
+def command_group(help: str) -> typer.Typer:
+    """A `digest <group>` of sub-commands, with the same help style as the root."""
+    return typer.Typer(help=help, no_args_is_help=True, cls=WorkflowGroup, rich_markup_mode=None)
+
+
 def plain_metavars(app: typer.Typer) -> None:
     """Set the metavars of every command and sub-command of `app` (before it builds its Click group)."""
     for command in app.registered_commands:

@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import select
 
 from digest.cli import app
-from digest.cli.help import WorkflowGroup
+from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
 from digest.cli.output import Table
 from digest.cycle import (
@@ -29,8 +29,8 @@ from digest.storage.db import current_revision, head_revision, upgrade
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue
 from digest.weeks import as_utc
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True, cls=WorkflowGroup, rich_markup_mode=None)
-comparisons_app = typer.Typer(help="Stored comparisons.", no_args_is_help=True, cls=WorkflowGroup, rich_markup_mode=None)
+db_app = command_group("Database schema.")
+comparisons_app = command_group("Stored comparisons.")
 app.add_typer(db_app, name="db")
 app.add_typer(comparisons_app, name="comparisons")
 

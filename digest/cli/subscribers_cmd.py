@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from digest.cli import app
 from digest.cli import err as err_console
-from digest.cli.help import WorkflowGroup
+from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
 from digest.cli.output import Table
 from digest.errors import UserError
@@ -25,7 +25,7 @@ from subscribers.mailto import process_unsubscribe_mail
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
-subscribers_app = typer.Typer(help="Subscribers: add, list, count, import, export, forget.", no_args_is_help=True, cls=WorkflowGroup, rich_markup_mode=None)
+subscribers_app = command_group("Subscribers: add, list, count, import, export, forget.")
 app.add_typer(subscribers_app, name="subscribers")
 
 
@@ -134,7 +134,8 @@ def subscribers_import(
     file: Path = typer.Argument(..., help="CSV with an email column (and optionally name)."),
     confirmed: bool = typer.Option(False, "--confirmed", help="Import as active (needs --consent)."),
     consent: str = typer.Option(None, "--consent", help='How consent was given, e.g. "signed up at the 2026 meetup".'),
-    yes: bool = typer.Option(False, "--yes", "-y", help=f"Send more than {HANDFUL} confirmation emails without asking."),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help=f"Send more than {HANDFUL} confirmation emails without asking."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count new / already there / suppressed / invalid; "
                                                           "change nothing, send nothing."),
 ) -> None:
@@ -144,7 +145,8 @@ def subscribers_import(
         planned = import_csv(rt, file, confirmed=confirmed, consent=consent, dry_run=True)
         if dry_run:
             _print_notes(file, planned)
-            out.print(f"dry run: {planned.added} new ({'active' if confirmed else 'pending, each gets a confirmation email'}), "
+            fate = "active" if confirmed else "pending, each gets a confirmation email"
+            out.print(f"dry run: {planned.added} new ({fate}), "
                       f"{planned.unchanged + planned.activated} already there"
                       + (f" ({planned.activated} would be activated)" if planned.activated else "")
                       + f", {planned.suppressed} suppressed, {planned.left} left earlier, "
