@@ -111,9 +111,15 @@ class SlotState:
     lateness_hours: float
     too_late: bool  # past schedule.max_lateness_hours: never sent without an operator
     overdue: bool  # past max_lateness, not sent, and earlier issues went out: only an operator sends it
+    # No issue ever went out (a fresh install): then when the first one will, in the schedule's zone.
+    first_issue_at: datetime | None = None
+    first_issue_week: str | None = None
 
     @property
     def message(self) -> str:
+        if self.first_issue_at is not None:
+            return (f"no issue has been sent yet; the first one, {self.first_issue_week}, goes out "
+                    f"{self.first_issue_at:%A %Y-%m-%d %H:%M} {getattr(self.first_issue_at.tzinfo, 'key', 'UTC')}")
         if self.overdue or (self.too_late and self.issue_status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)):
             return (f"issue {self.week} was due {self.slot:%Y-%m-%d %H:%M} UTC, {self.lateness_hours:.1f} h ago "
                     f"(more than schedule.max_lateness_hours); it is not sent late by itself: "
@@ -125,7 +131,9 @@ class SlotState:
     def as_dict(self) -> dict[str, Any]:
         return {"week": self.week, "slot": self.slot.isoformat(), "issue_status": self.issue_status,
                 "skip_reason": self.skip_reason, "lateness_hours": round(self.lateness_hours, 2),
-                "too_late": self.too_late, "overdue": self.overdue, "message": self.message}
+                "too_late": self.too_late, "overdue": self.overdue,
+                "first_issue_at": self.first_issue_at.isoformat() if self.first_issue_at else None,
+                "first_issue_week": self.first_issue_week, "message": self.message}
 
 
 def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
@@ -142,12 +150,19 @@ def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
         row = session.execute(select(Issue.status, Issue.skip_reason).where(Issue.week == week.key)).first()
         started = session.scalar(select(Issue.id).where(Issue.week < week.key,
                                                         Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])).limit(1))
+        ever = started or session.scalar(select(Issue.id).where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])).limit(1))
     status, reason = (row[0], row[1]) if row else (None, None)
     unsent = status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)
     too_late = is_overdue(rt, week, now)
+    first_week = None
+    if ever is None:  # nothing sent yet: this slot's issue if it still goes out by itself, else the next
+        first_week = week.next() if too_late or not unsent else week
     return SlotState(week=week.key, slot=slot, issue_status=status, skip_reason=reason,
                      lateness_hours=(now - slot).total_seconds() / 3600, too_late=too_late,
-                     overdue=unsent and too_late and started is not None)
+                     overdue=unsent and too_late and started is not None,
+                     first_issue_at=first_week.slot(schedule).astimezone(ZoneInfo(schedule.timezone))
+                     if first_week else None,
+                     first_issue_week=first_week.key if first_week else None)
 
 
 # -- the weekly job -------------------------------------------------------------------------

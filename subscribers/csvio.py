@@ -121,8 +121,24 @@ def read_rows(path: Path) -> tuple[list[_Row], ImportReport]:
     return rows, report
 
 
-def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str | None = None) -> ImportReport:
-    """Add the file's good lines in one transaction; the caller drains the confirmation queue."""
+class _DryRun(Exception):
+    """Raised inside the import's transaction to roll it back after counting."""
+
+
+def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str | None = None,
+               dry_run: bool = False) -> ImportReport:
+    """Add the file's good lines in one transaction; the caller drains the confirmation queue.
+
+    With `dry_run` the same transaction runs and is rolled back: the counts are exactly what
+    a real import would do now, and nothing is stored or queued.
+    """
+    try:
+        return _import(rt, path, confirmed=confirmed, consent=consent, dry_run=dry_run)
+    except _DryRun as done:
+        return done.args[0]
+
+
+def _import(rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dry_run: bool) -> ImportReport:
     if confirmed and not (consent or "").strip():
         raise UserError('--confirmed needs --consent "how these people agreed to get the newsletter"')
     consent_text = " ".join((consent or "").split())
@@ -148,6 +164,8 @@ def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str
                 report.activated += 1
             else:
                 report.unchanged += 1
+        if dry_run:
+            raise _DryRun(report)
     return report
 
 

@@ -5,6 +5,7 @@
     GET  /subscribe/thanks     "check your inbox"
     GET  /embed                the form alone, for an <iframe>
     GET  /embed.js             drop-in script: renders the form into any page, posts with fetch
+    GET  /embed/origin         whether the caller's Origin may use the form (embed.js explains a CORS refusal)
     GET  /confirm/<token>      double opt-in link
     GET  /u/<token>            unsubscribe / manage page (never changes anything)
     POST /u/<token>            RFC 8058 one-click (List-Unsubscribe=One-Click) and the page's buttons
@@ -146,6 +147,13 @@ def safe_next(raw: str | None, rt: Runtime, request: Request) -> str | None:
     return raw if origin_of(raw) in allowed_origins(rt, request) else None
 
 
+def host_page(raw: str | None, rt: Runtime, request: Request) -> str | None:
+    """The page a form was on, if it is a URL on an allowed origin (else the visitor could write anything)."""
+    if not raw or raw.startswith("/"):
+        return None
+    return safe_next(raw, rt, request)
+
+
 async def _signup(rt: Runtime, req: SignupRequest) -> SignupOutcome:
     """Run a sign-up right here on the event loop, unless it may wait on DNS.
 
@@ -178,9 +186,10 @@ async def subscribe_page(request: Request) -> Response:
 
 
 def _form_context(*, source: str, next_url: str | None = None, email: str = "", name: str = "",
-                  error: str = "", error_field: str | None = None, compact: bool = False) -> dict[str, Any]:
+                  error: str = "", error_field: str | None = None, compact: bool = False,
+                  page: str | None = None) -> dict[str, Any]:
     return {"action": "/subscribe", "source": source, "next": next_url or "", "email": email, "name": name,
-            "error": error, "error_field": error_field, "compact": compact}
+            "error": error, "error_field": error_field, "compact": compact, "page": page or ""}
 
 
 @router.post("/subscribe", include_in_schema=False)
@@ -200,7 +209,8 @@ async def subscribe_post(request: Request) -> Response:
     req = SignupRequest(
         email=fields.get("email", "")[:MAX_FIELD], name=(fields.get("name") or "")[:MAX_FIELD] or None,
         honeypot=fields.get("website", ""), form=source,
-        page=request.headers.get("referer") or origin, ip=client_ip(request),
+        page=host_page(fields.get("page"), rt, request) or request.headers.get("referer") or origin,
+        ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
     drainer = getattr(request.app.state, "subscriber_drainer", None)
@@ -238,7 +248,7 @@ def _form_outcome(request: Request, rt: Runtime, outcome: SignupOutcome, fields:
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.status == "limited" else None
     form = _form_context(source=source, next_url=nxt, email=_echo(fields.get("email"), 254),
                          name=_echo(fields.get("name"), 100), error=outcome.message, error_field=outcome.field,
-                         compact=source == "embed")
+                         compact=source == "embed", page=host_page(fields.get("page"), rt, request))
     if source == "embed":
         return pages.render("embed.html.j2", status=status, frameable=True, headers=headers, form=form, done=False)
     return pages.render("subscribe.html.j2", status=status, headers=headers, form=form)
@@ -264,9 +274,27 @@ async def thanks_page(request: Request) -> Response:
 
 @router.get("/embed", include_in_schema=False)
 async def embed_page(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
     done = request.query_params.get("done") == "1"
+    # The iframe's Referer is the page that embeds it: carried in the form, so the consent
+    # record names that page rather than /embed (the form's own POST has /embed as Referer).
+    page = host_page(request.query_params.get("page"), rt, request) or \
+        host_page(request.headers.get("referer"), rt, request)
     return pages_for(request).render("embed.html.j2", frameable=True, done=done,
-                                     form=_form_context(source="embed", next_url="/embed?done=1", compact=True))
+                                     form=_form_context(source="embed", next_url="/embed?done=1", compact=True,
+                                                        page=page))
+
+
+@router.get("/embed/origin", include_in_schema=False)
+async def embed_origin(request: Request) -> Response:
+    """Whether the calling page's origin may use the form. Readable from any origin on purpose:
+    to a script a CORS refusal looks like a network failure, and this lets embed.js tell the
+    visitor the form is not enabled here and the site's developer which setting to change."""
+    rt: Runtime = request.app.state.rt
+    origin = (request.headers.get("origin") or "").lower()
+    allowed = not origin or origin in allowed_origins(rt, request)
+    return JSONResponse({"origin": origin or None, "allowed": allowed, "setting": "site.allowed_origins"},
+                        headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})
 
 
 @router.get("/embed.js", include_in_schema=False)

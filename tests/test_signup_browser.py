@@ -64,18 +64,23 @@ def host_pages(app_url: str, site: str) -> dict[str, str]:
 </form></body></html>""",
         "/iframe.html": f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>iframe</title></head><body>
-<iframe src="{app_url}/embed" title="Newsletter sign-up" style="border:0;width:100%;max-width:32rem;height:230px"></iframe>
+<iframe src="{app_url}/embed" title="Newsletter sign-up" referrerpolicy="no-referrer-when-downgrade" style="border:0;width:100%;max-width:32rem;height:230px"></iframe>
 </body></html>""",
         "/thanks.html": "<!doctype html><html lang=en><head><title>Thanks</title></head>"
                         "<body><h1>Thanks: please check your inbox</h1></body></html>",
     }
 
 
+# Pages a test adds to the second origin while it runs (cleared after each test).
+EXTRA_PAGES: dict[str, str] = {}
+
+
 class _Site(http.server.BaseHTTPRequestHandler):
     pages: dict[str, str] = {}
 
     def do_GET(self) -> None:  # noqa: N802
-        body = self.pages.get(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        body = self.pages.get(path) or EXTRA_PAGES.get(path)
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.end_headers()
@@ -105,6 +110,7 @@ def stack(tmp_path, db_url):
         server.wait_ready()
         yield rt, app_url, site
     finally:
+        EXTRA_PAGES.clear()
         httpd.shutdown()
         log = server.stop()
         rt.close()

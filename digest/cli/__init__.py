@@ -7,9 +7,10 @@ import os
 import sys
 
 import typer
-from rich.console import Console
 
 from digest.cli.context import state
+from digest.cli.help import WorkflowGroup, plain_metavars
+from digest.cli.output import make_console
 from digest.errors import UserError
 
 app = typer.Typer(
@@ -17,8 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=WorkflowGroup,
+    rich_markup_mode=None,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = make_console(stderr=True)
 
 
 @app.callback()
@@ -35,6 +38,8 @@ def _root(
 def _register() -> None:
     """Each command module adds its commands to `app` when imported."""
     from digest.cli import delivery_cmd, pipeline, preview_cmd, serve_cmd, subscribers_cmd  # noqa: F401
+
+    plain_metavars(app)
 
 
 def main() -> None:

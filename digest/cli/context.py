@@ -7,11 +7,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
-
+from digest.cli.output import json_safe, make_console
 from digest.runtime import Runtime, open_runtime
 
-out = Console(highlight=False, soft_wrap=True)
+out = make_console()
 
 
 @dataclass
@@ -30,4 +29,4 @@ def runtime() -> Runtime:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json_safe(json.dumps(data, indent=2, ensure_ascii=False, default=str)) + "\n")

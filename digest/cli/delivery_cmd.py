@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 from sqlalchemy import select
 
 from digest.cli import app, err
 from digest.cli.context import out, print_json, runtime
+from digest.cli.output import Table
 from digest.cli.sending import SendProgress, open_transport, stop_on_signals
 from digest.delivery.sender import worker_name
 from digest.delivery.stats import issue_stats
@@ -72,10 +72,14 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Recipients, sent, failed, delivered, bounced, complained, opened, clicked, unsubscribed, with rates."""
+    from digest.delivery.transports import reported_events
+    from subscribers.lifecycle import REASONS
+
     rt = runtime()
     issue = _pick_issue(week)
     with rt.sessions() as session:
-        data = issue_stats(session, session.get(Issue, issue.id))  # type: ignore[arg-type]
+        data = issue_stats(session, session.get(Issue, issue.id),  # type: ignore[arg-type]
+                           measured=reported_events(rt.config.transport_kind))
     if as_json:
         print_json(data)
         return
@@ -91,5 +95,18 @@ def stats(
     if data["dropped"]:
         table.add_row("dropped (left before sending)", str(data["dropped"]), "", "")
     for key in ("delivered", "bounced", "complained", "opened", "clicked", "unsubscribed"):
-        table.add_row(key, str(data[key]), _pct(rates[key]), "sent")
+        if key in data["unmeasured"]:
+            table.add_row(key, "n/a", "n/a", "")
+        else:
+            table.add_row(key, str(data[key]), _pct(rates[key]), "sent")
     out.print(table)
+    if data["unmeasured"]:
+        out.print(f"n/a: the {rt.config.transport_kind} transport does not report "
+                  f"{', '.join(data['unmeasured'])} (the resend transport does, through its webhook)")
+    reasons = data["unsubscribe_reasons"]
+    if reasons:
+        out.print("unsubscribe reasons given:")
+        for code, count in reasons.items():
+            out.print(f"  {count:>4}  {REASONS.get(code, code)}")
+    elif data["unsubscribed"]:
+        out.print("unsubscribe reasons given: none")

@@ -6,11 +6,12 @@ from datetime import datetime, time, timezone
 from pathlib import Path
 
 import typer
-from rich.table import Table
 from sqlalchemy import select
 
 from digest.cli import app
+from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
+from digest.cli.output import Table
 from digest.cycle import (
     check_not_future,
     current_selection,
@@ -28,8 +29,8 @@ from digest.storage.db import current_revision, head_revision, upgrade
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue
 from digest.weeks import as_utc
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-comparisons_app = typer.Typer(help="Stored comparisons.", no_args_is_help=True)
+db_app = command_group("Database schema.")
+comparisons_app = command_group("Stored comparisons.")
 app.add_typer(db_app, name="db")
 app.add_typer(comparisons_app, name="comparisons")
 
@@ -84,7 +85,7 @@ def ingest(
     for source in expand(sources):
         if source.error:
             failures += 1
-            out.print(f"[red]error[/red] {source.error}", markup=True, highlight=False)
+            out.print(f"error {source.error}")
             continue
         items = source.items or []
         if url is not None:
@@ -113,7 +114,10 @@ def comparisons_list(as_json: bool = typer.Option(False, "--json", help="Every f
         print_json([{**r.data, "slug": r.slug, "url": r.url, "published_at": as_utc(r.published_at).isoformat(),
                      "community_votes": r.community_votes, "content_hash": r.content_hash} for r in rows])
         return
-    table = Table("slug", "published", "A ship", "B ship", "quotes")
+    table = Table()
+    table.add_column("slug", no_wrap=True)
+    for header in ("published", "A ship", "B ship", "quotes"):
+        table.add_column(header)
     for r in rows:
         tools = r.data["tools"]
         table.add_row(r.slug, f"{as_utc(r.published_at):%Y-%m-%d %H:%M}", f"{tools[0]['panel_ship']}%",
@@ -123,7 +127,11 @@ def comparisons_list(as_json: bool = typer.Option(False, "--json", help="Every f
 
 
 def _print_selection(sel: Selection, status: str) -> None:
-    table = Table("#", "slug", "score", "panel", "community", "freshness", "")
+    table = Table()
+    table.add_column("#")
+    table.add_column("slug", no_wrap=True)  # what --pin/--exclude take: never cut
+    for header in ("score", "panel", "community", "freshness", ""):
+        table.add_column(header)
     for i, p in enumerate(sel.picks, 1):
         table.add_row(str(i), p.comparison.slug, f"{p.score:.3f}", f"{p.parts['panel']:.3f}",
                       f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}", "pinned" if p.pinned else "")

@@ -105,6 +105,8 @@ def serve(
             out.print(f"next issue: {nxt.astimezone(service.scheduler.timezone):%A %Y-%m-%d %H:%M} {tz}", markup=False)
         if state.overdue:
             out.print(f"warning: {state.message}", markup=False)
+        elif state.first_issue_at is not None:
+            out.print(state.message, markup=False)
         server.run(sockets=[sock])
     finally:
         service.shutdown(wait=True)  # the send in progress stops after its batch in flight

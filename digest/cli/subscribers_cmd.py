@@ -6,30 +6,39 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import func, select
 
 from digest.cli import app
+from digest.cli import err as err_console
+from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
+from digest.cli.output import Table
 from digest.errors import UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
 from digest.weeks import as_utc, utcnow
 from subscribers.api import add_subscriber
-from subscribers.csvio import export_csv, import_csv
+from subscribers.csvio import ImportReport, export_csv, import_csv
 from subscribers.lifecycle import forget
 from subscribers.mail_queue import DrainResult, drain, queue_mail
 from subscribers.mailto import process_unsubscribe_mail
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
-subscribers_app = typer.Typer(help="Subscribers: add, list, count, import, export, forget.", no_args_is_help=True)
+subscribers_app = command_group("Subscribers: add, list, count, import, export, forget.")
 app.add_typer(subscribers_app, name="subscribers")
 
 
-def _send_queued(what: str) -> None:
+def _send_queued(what: str, expected: int = 1) -> None:
     """Send the confirmations just queued (a running `digest serve` would also pick them up)."""
     rt = runtime()
-    result: DrainResult = drain(rt)
+    if expected > 1 and err_console.is_terminal:
+        with Progress(TextColumn(f"sending {what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task(what, total=expected)
+            result: DrainResult = drain(rt, on_progress=lambda r: bar.update(task, completed=r.handled))
+    else:
+        result = drain(rt)
     if result.sent or result.failed or result.deferred:
         out.print(f"{what}: {result.sent} sent, {result.failed} failed, {result.deferred} to retry later "
                   f"(transport: {rt.config.transport_kind})", markup=False)
@@ -87,9 +96,9 @@ def subscribers_list(
     if not subs:
         out.print("no subscribers" + (f" with status {status}" if status else ""), markup=False)
         return
-    table = Table(box=None, pad_edge=False, highlight=False)
+    table = Table(box=None, pad_edge=False)
     for col in ("id", "email", "name", "status", "since", "consent"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col == "email")
     for s in subs:
         table.add_row(str(s.id), s.email, s.name or "", s.status, as_utc(s.created_at).strftime("%Y-%m-%d"),
                       s.consent_source or "")
@@ -116,26 +125,64 @@ def subscribers_count(as_json: bool = typer.Option(False, "--json", help="Print 
         out.print(f"{key:13} {value}", markup=False)
 
 
+# More confirmation emails than this at once, and the import asks first.
+HANDFUL = 10
+
+
 @subscribers_app.command("import")
 def subscribers_import(
     file: Path = typer.Argument(..., help="CSV with an email column (and optionally name)."),
     confirmed: bool = typer.Option(False, "--confirmed", help="Import as active (needs --consent)."),
     consent: str = typer.Option(None, "--consent", help='How consent was given, e.g. "signed up at the 2026 meetup".'),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help=f"Send more than {HANDFUL} confirmation emails without asking."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count new / already there / suppressed / invalid; "
+                                                          "change nothing, send nothing."),
 ) -> None:
     """Import a CSV: pending with confirmation emails, or active with --confirmed --consent."""
     rt = runtime()
+    if dry_run or not (confirmed or yes):
+        planned = import_csv(rt, file, confirmed=confirmed, consent=consent, dry_run=True)
+        if dry_run:
+            _print_notes(file, planned)
+            fate = "active" if confirmed else "pending, each gets a confirmation email"
+            out.print(f"dry run: {planned.added} new ({fate}), "
+                      f"{planned.unchanged + planned.activated} already there"
+                      + (f" ({planned.activated} would be activated)" if planned.activated else "")
+                      + f", {planned.suppressed} suppressed, {planned.left} left earlier, "
+                      f"{len(planned.bad)} invalid, {len(planned.duplicates)} duplicates; nothing changed")
+            if planned.bad:
+                raise typer.Exit(1)
+            return
+        if planned.confirmations > HANDFUL:
+            _ask_before_mailing(planned.confirmations, file)
     report = import_csv(rt, file, confirmed=confirmed, consent=consent)
-    notes = report.bad + [(line, f"duplicate of line {first}; skipped") for line, first in report.duplicates]
-    for line, reason in sorted(notes):
-        out.print(f"{file}:{line}: {reason}", markup=False)
+    _print_notes(file, report)
     out.print(
         f"imported: {report.added} added ({'active' if confirmed else 'pending'}), {report.activated} activated, "
         f"{report.unchanged} already on the list, {report.left} left earlier (not re-added), "
         f"{report.suppressed} suppressed (not re-added), {len(report.duplicates)} duplicates, "
-        f"{len(report.bad)} bad lines", markup=False)
+        f"{len(report.bad)} bad lines")
     if report.confirmations:
-        _send_queued("confirmations")
+        _send_queued("confirmations", expected=report.confirmations)
     if report.bad:
+        raise typer.Exit(1)
+
+
+def _print_notes(file: Path, report: ImportReport) -> None:
+    notes = report.bad + [(line, f"duplicate of line {first}; skipped") for line, first in report.duplicates]
+    for line, reason in sorted(notes):
+        out.print(f"{file}:{line}: {reason}")
+
+
+def _ask_before_mailing(count: int, file: Path) -> None:
+    """A confirmation email to every row is not undone: the operator says yes first."""
+    what = f"{file} has {count} new addresses: each gets a confirmation email now"
+    if not sys.stdin.isatty():
+        raise UserError(f"{what}. Nothing was imported: pass --yes to send them "
+                        f"(--dry-run shows the counts first)")
+    if not typer.confirm(f"{what}. Send {count} confirmation emails?", default=False):
+        out.print("import cancelled: nothing changed, nothing sent")
         raise typer.Exit(1)
 
 

@@ -3,6 +3,10 @@
 Delivery events come from the provider's webhooks (stamps on each delivery);
 unsubscribes are the `unsubscribed` events attributed to the issue. Rates are
 shares of the emails sent (failed: of the recipients).
+
+A transport that never reports an event (the outbox and SMTP report none) leaves its
+count unknown, not zero: those keys are listed in `unmeasured` and their rates are None,
+unless some were recorded anyway (an issue sent through another transport earlier).
 """
 
 from __future__ import annotations
@@ -28,7 +32,26 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def issue_stats(session: Session, issue: Issue) -> dict[str, Any]:
+EVENT_KEYS = ("delivered", "bounced", "complained", "opened", "clicked")
+
+
+def unsubscribe_reasons(session: Session, issue_id: int) -> dict[str, int]:
+    """Reason codes given on the unsubscribe page for this issue: the latest per person, most given first."""
+    latest: dict[object, str] = {}
+    rows = session.execute(select(Event.id, Event.subscriber_id, Event.detail).where(
+        Event.issue_id == issue_id, Event.kind == "unsubscribe_reason").order_by(Event.id))
+    for event_id, subscriber_id, detail in rows:
+        code = (detail or {}).get("reason")
+        if isinstance(code, str) and code:
+            latest[subscriber_id if subscriber_id is not None else f"event-{event_id}"] = code
+    counts: dict[str, int] = {}
+    for code in latest.values():
+        counts[code] = counts.get(code, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None = None) -> dict[str, Any]:
+    """`measured`: the delivery events the transport reports (None: assume all)."""
     def n(cond):  # type: ignore[no-untyped-def]
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
@@ -53,6 +76,10 @@ def issue_stats(session: Session, issue: Issue) -> dict[str, Any]:
     rates = {"sent": _share(sent, counts["recipients"]), "failed": _share(failed, counts["recipients"])}
     rates.update({k: _share(counts[k], sent) for k in ("delivered", "bounced", "complained", "opened", "clicked",
                                                        "unsubscribed")})
+    unmeasured = [k for k in EVENT_KEYS if measured is not None and k not in measured and not counts[k]]
+    for key in unmeasured:
+        rates[key] = None
     stamp = (lambda d: as_utc(d).isoformat() if d else None)
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
-            "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at), **counts, "rates": rates}
+            "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at), **counts, "rates": rates,
+            "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id)}

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from digest.delivery.stats import issue_stats as delivery_stats
+from digest.delivery.transports import reported_events
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_DRAFT, Issue
 
@@ -33,11 +34,15 @@ class IssueStats:
     clicked: int = 0
     unsubscribed: int = 0
     rates: dict[str, float | None] = field(default_factory=dict)
+    unmeasured: list[str] = field(default_factory=list)  # the transport cannot tell: n/a, not 0
 
     def rate(self, what: str) -> str:
         """The share `digest stats` gives (of the emails sent), as a whole percentage."""
         value = self.rates.get(what)
         return f"{100 * value:.0f}%" if value else ""
+
+    def shown(self, what: str) -> str:
+        return "n/a" if what in self.unmeasured else str(getattr(self, what))
 
 
 def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
@@ -47,6 +52,7 @@ def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
         for key in COUNTED:
             setattr(row, key, int(numbers.get(key) or 0))
         row.rates = dict(numbers.get("rates") or {})
+        row.unmeasured = list(numbers.get("unmeasured") or [])
     return row
 
 
@@ -54,12 +60,14 @@ def issue_history(rt: Runtime, limit: int = 200) -> list[IssueStats]:
     """Issues, newest week first; drafts have nothing to count."""
     with rt.sessions() as session:
         issues = list(session.scalars(select(Issue).order_by(Issue.week.desc()).limit(limit)))
-        return [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i)) for i in issues]
+        measured = reported_events(rt.config.transport_kind)
+        return [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i, measured)) for i in issues]
 
 
-def issue_stats(rt: Runtime, issue_id: int) -> dict[str, int]:
-    """The counted numbers of one issue (zeros when nothing was sent)."""
+def issue_stats(rt: Runtime, issue_id: int) -> dict[str, int | str]:
+    """The counted numbers of one issue (zeros when nothing was sent; "n/a" when the transport cannot tell)."""
     with rt.sessions() as session:
         issue = session.get(Issue, issue_id)
-        numbers = delivery_stats(session, issue) if issue is not None else {}
-    return {k: int(numbers.get(k) or 0) for k in COUNTED}
+        numbers = delivery_stats(session, issue, reported_events(rt.config.transport_kind)) if issue is not None else {}
+    unmeasured = set(numbers.get("unmeasured") or ())
+    return {k: "n/a" if k in unmeasured else int(numbers.get(k) or 0) for k in COUNTED}

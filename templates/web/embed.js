@@ -20,7 +20,50 @@
   var opts = script.dataset || {};
   var base = script.src.replace(/\/embed\.js(?:[?#].*)?$/, "");
   var endpoint = base + "/subscribe";
+  var SETTING = "site.allowed_origins";
   var count = 0;
+
+  // WCAG relative luminance of "#rgb[a]" / "#rrggbb[aa]" (alpha ignored: the button is opaque).
+  function hex6(value) {
+    var m = /^#([0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})$/i.exec(value || "");
+    if (!m) return null;
+    var h = m[1];
+    if (h.length <= 4) h = h[0] + h[0] + h[1] + h[1] + h[2] + h[2];
+    return "#" + h.slice(0, 6).toLowerCase();
+  }
+  function luminance(hex) {
+    var c = [1, 3, 5].map(function (i) {
+      var v = parseInt(hex.slice(i, i + 2), 16) / 255;
+      return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  }
+  function contrast(a, b) {
+    var x = luminance(a), y = luminance(b);
+    return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+  }
+  // The button text for an accent: our light or dark ink, whichever reads better; when neither
+  // reaches 4.5:1 (mid-tone accents), pure white or black, one of which always does.
+  function inkFor(accent) {
+    var best = ["#ffffff", "#0b1120"].sort(function (a, b) { return contrast(accent, b) - contrast(accent, a); })[0];
+    if (contrast(accent, best) >= 4.5) return best;
+    return contrast(accent, "#ffffff") >= contrast(accent, "#000000") ? "#ffffff" : "#000000";
+  }
+
+  // A CORS failure looks like a network failure to fetch; ask the server (which answers any
+  // origin here) whether this page's origin is the reason, and say so to visitor and developer.
+  function explainFailure() {
+    return fetch(base + "/embed/origin", { mode: "cors", credentials: "omit" }).then(function (response) {
+      return response.json();
+    }).then(function (body) {
+      if (body && body.allowed === false) {
+        if (window.console) console.error("Newsletter sign-up: " + body.origin + " is not in " + SETTING +
+          " on " + base + "; add it there (and restart) to enable this form on this site.");
+        return "This form isn’t enabled for this site.";
+      }
+      return null;
+    }).catch(function () { return null; });
+  }
 
   var CSS = [
     ":host{all:initial;display:block}",
@@ -86,7 +129,7 @@
       var label = button.textContent;
       var email = field(form, "email");
       var payload = { email: email.value };
-      ["name", "website", "source"].forEach(function (n) {
+      ["name", "website", "source", "page"].forEach(function (n) {
         var input = field(form, n);
         if (input && input.value) payload[n] = input.value;
       });
@@ -111,7 +154,9 @@
           setStatus(form, message, true);
         });
       }).catch(function () {
-        setStatus(form, "We could not reach the server. Check your connection and try again.", true);
+        return explainFailure().then(function (reason) {
+          setStatus(form, reason || "We could not reach the server. Check your connection and try again.", true);
+        });
       }).then(function () {
         if (button.isConnected) { button.disabled = false; button.textContent = label; }
       });
@@ -134,7 +179,13 @@
     var dark = opts.theme === "dark" ||
       (opts.theme === "auto" && window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches);
     var box = el("div", { "class": "dg" + (dark ? " dark" : "") });
-    if (opts.accent && /^#[0-9a-fA-F]{3,8}$/.test(opts.accent)) box.style.setProperty("--dg-accent", opts.accent);
+    var accent = hex6(opts.accent);
+    if (accent) {
+      box.style.setProperty("--dg-accent", accent);
+      box.style.setProperty("--dg-on", inkFor(accent));
+    } else if (opts.accent && window.console) {
+      console.warn("Newsletter sign-up: data-accent must be a colour like #1d4ed8; using the default.");
+    }
     var title = opts.title === undefined ? "Get the week’s best AI tool comparisons" : opts.title;
     if (title) box.appendChild(el("h2", {}, title));
     var desc = opts.description === undefined ? "One email a week. Unsubscribe with one click." : opts.description;
@@ -160,6 +211,7 @@
     hp.appendChild(el("input", { name: "website", type: "text", tabindex: "-1", autocomplete: "off" }));
     form.appendChild(hp);
     form.appendChild(el("input", { type: "hidden", name: "source", value: (opts.source || "embed.js").slice(0, 40) }));
+    form.appendChild(el("input", { type: "hidden", name: "page", value: location.href.split(/[?#]/)[0] }));
     form.appendChild(el("p", { "class": "status", id: ids.status, role: "status", "aria-live": "polite" }));
     form.appendChild(el("p", { "class": "fine" }, "We’ll email you a link to confirm first."));
     box.appendChild(form);
@@ -180,6 +232,9 @@
 
   if (opts.enhance !== undefined) {
     [].forEach.call(document.querySelectorAll("form[data-dg-form]"), function (form) {
+      // In the /embed iframe the host page is our referrer (the server fills it in too).
+      var page = field(form, "page");
+      if (page && !page.value && window.top !== window && document.referrer) page.value = document.referrer;
       submitWith(form, form.action);
     });
   } else {

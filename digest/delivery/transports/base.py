@@ -34,6 +34,8 @@ class ProviderRefusal(ProviderAuthError):
 
 class Transport(Protocol):
     name: str
+    # Which delivery events (delivered, bounced, complained, opened, clicked) its provider reports.
+    reports: frozenset[str]
     # How many batches one process may have in flight through this transport at once.
     max_in_flight: int
 

@@ -16,6 +16,7 @@ def _safe(name: str) -> str:
 
 class OutboxTransport:
     name = "outbox"
+    reports: frozenset[str] = frozenset()  # delivery events measured (files on disk: nothing comes back)
     max_in_flight = 1
 
     def __init__(self, root: Path):

@@ -123,6 +123,8 @@ def map_results(count: int, response: Mapping[str, Any]) -> list[SendResult]:
 
 class ResendTransport:
     name = "resend"
+    # Delivery events it measures: all of them, through Resend's webhooks.
+    reports: frozenset[str] = frozenset({"delivered", "bounced", "complained", "opened", "clicked"})
 
     def __init__(self, config: Config):
         key = config.resend_api_key.strip()

@@ -29,6 +29,7 @@ class _Retry(Exception):
 
 class SmtpTransport:
     name = "smtp"
+    reports: frozenset[str] = frozenset()  # delivery events measured (the relay tells nothing after it accepts)
     max_in_flight = 1
 
     def __init__(self, config: Config):
