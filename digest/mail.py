@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email.headerregistry import Address
+from email import policy as email_policy
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.policy import Policy
+from email.utils import format_datetime, formataddr, make_msgid
 
 from digest.config import Settings
 from digest.weeks import utcnow
@@ -38,8 +40,48 @@ def unsubscribe_headers(settings: Settings, unsubscribe_url: str, token: str) ->
     }
 
 
+class VerbatimHeader(UnstructuredHeader):
+    """A header whose value machines parse as written (URIs, keys): plain ASCII, never RFC 2047.
+
+    The standard policy turns any header line over 78 characters that has no space to fold at into
+    encoded-words (`=?utf-8?q?=3Chttps...`), which is not a URI any more: RFC 2369/8058 readers such as
+    Gmail then ignore List-Unsubscribe. This one folds only after a comma and keeps every byte as given.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        value = str(self)
+        if not value.isascii() or any(c in value for c in "\r\n"):
+            raise ValueError(f"{self.name}: expected one line of ASCII, got {value!r}")
+        limit = policy.max_line_length or 998
+        lines = [f"{self.name}: "]
+        for i, part in enumerate(value.split(", ")):
+            piece = part if i == 0 else f" {part}"
+            if i and len(lines[-1]) + len(piece) + 1 > limit:
+                lines[-1] += ","
+                lines.append(piece)
+            else:
+                lines[-1] += ("," if i else "") + piece
+        return policy.linesep.join(lines) + policy.linesep
+
+
+# Headers a program reads as written; everything else (Subject, From with a non-ASCII name) keeps the
+# standard RFC 2047 handling.
+VERBATIM_HEADERS = ("list-unsubscribe", "list-unsubscribe-post", "list-id", "resend-idempotency-key")
+
+
+def _mail_policy() -> Policy:
+    registry = HeaderRegistry()
+    for name in VERBATIM_HEADERS:
+        registry.map_to_type(name, VerbatimHeader)
+    return email_policy.default.clone(header_factory=registry)
+
+
+MAIL_POLICY = _mail_policy()
+
+
 def to_mime(mail: OutgoingEmail, domain: str) -> EmailMessage:
-    msg = EmailMessage()
+    """The RFC 5322 message; outbox and SMTP both serialize it with its own MAIL_POLICY."""
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["From"] = mail.from_addr
     msg["To"] = mail.to
     if mail.reply_to:
