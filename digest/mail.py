@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
@@ -23,8 +26,32 @@ class OutgoingEmail:
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    # Stable key of this message (e.g. delivery id) for file names and Message-ID.
+    # Stable key of this message (e.g. delivery id) for file names.
     key: str = ""
+    # `<...@domain>` from `MessageIds`, stable for a resend of the same delivery; empty: a random one.
+    message_id: str = ""
+
+
+class MessageIds:
+    """Message-IDs that are unique across installations and database restores, and unguessable.
+
+    An HMAC of this installation's secret key and what identifies one message (kind, week or mail kind,
+    row id, recipient): the same delivery built again (a retried batch, `--retry-failed`) gets the same
+    id, so providers de-duplicate a real duplicate; another installation, or a restored database that
+    hands the same row id to another message, gets a different one. Nothing in it can be read back.
+    """
+
+    PURPOSE = "digest.message-id"
+
+    def __init__(self, key: bytes, domain: str):
+        """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret."""
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self.domain = domain
+
+    def make(self, *parts: str) -> str:
+        mac = self._mac.copy()
+        mac.update("\0".join(parts).encode("utf-8", "surrogatepass"))
+        return f"<{base64.b32encode(mac.digest()[:20]).decode('ascii').lower()}@{self.domain}>"
 
 
 def sender_address(settings: Settings) -> str:
@@ -88,7 +115,7 @@ def to_mime(mail: OutgoingEmail, domain: str) -> EmailMessage:
         msg["Reply-To"] = mail.reply_to
     msg["Subject"] = mail.subject
     msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = f"<{mail.key or id(mail)}@{domain}>"
+    msg["Message-ID"] = mail.message_id or make_msgid(domain=domain)
     for name, value in mail.headers.items():
         msg[name] = value
     msg.set_content(mail.text, subtype="plain", charset="utf-8", cte="quoted-printable")
