@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from digest import plaintext
 from digest.errors import IngestError
 from digest.ingest.schema import ComparisonData, Quote, Tool, split_title
 
@@ -156,8 +157,12 @@ def _parse_quotes(cur: _Cursor) -> list[str]:
 
 def parse_page_text(raw: str, path: str = "<page>") -> ComparisonData:
     """Parse one page; raises IngestError(`path:line: expected ...`)."""
-    text = clean_text(raw)
+    text = clean_text(raw).replace("\u2029", "\n")
     all_lines = text.split("\n")
+    for no, raw_line in enumerate(all_lines, start=1):
+        bad = plaintext.problem(raw_line, multiline=True)  # tabs are fine: whitespace is collapsed below
+        if bad:
+            raise IngestError(f"{path}:{no}: {bad}")
     lines = [_Line(i + 1, re.sub(r"\s+", " ", t).strip()) for i, t in enumerate(all_lines)]
     lines = [line for line in lines if line.text]
     cur = _Cursor(path, lines, last_line=max(1, len(all_lines)))
