@@ -86,7 +86,6 @@ def test_single_line_fields_refuse_line_breaks_and_every_field_refuses_controls(
     item = {**PLAIN, field: value}
     with pytest.raises(IngestError) as info:
         parse_json_text(json.dumps(item), "one.json")
-    assert f".{field}" not in str(info.value) or True
     assert field in str(info.value) and code in str(info.value), str(info.value)
 
 
