@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from email.header import decode_header, make_header
 import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -116,8 +117,9 @@ def test_smtp_issue_carries_list_unsubscribe_as_plain_ascii_on_the_wire(tmp_path
         assert_one_click_headers_verbatim(data)
 
 
-def _transactional_bytes(tmp_path: Path, sqlite_url: str, kind: str, site_name: str) -> bytes:
-    rt = make_runtime(_project(tmp_path, site_name=site_name), sqlite_url)
+def _transactional_bytes(tmp_path: Path, sqlite_url: str, kind: str, site_name: str,
+                         **overrides: dict[str, object]) -> bytes:
+    rt = make_runtime(_project(tmp_path, site_name=site_name, **overrides), sqlite_url)
     person = Subscriber(id=7, email="reader@example.com", name="Zoë")
     mail = MailBuilder(rt).build(11, kind, person)
     transport = OutboxTransport(tmp_path / "outbox")
@@ -134,7 +136,9 @@ def test_welcome_mail_carries_list_unsubscribe_as_plain_ascii(tmp_path, sqlite_u
 @pytest.mark.parametrize("kind", ["confirm", "welcome"])
 def test_non_ascii_subject_is_rfc2047_encoded_and_every_header_line_is_ascii(tmp_path, sqlite_url, kind) -> None:
     site = "Les verdicts de la semaine — outils d’IA comparés pour les équipes produit"
-    data = _transactional_bytes(tmp_path, sqlite_url, kind, site)
+    data = _transactional_bytes(tmp_path, sqlite_url, kind, site,
+                                sender={"from_name": "Zoë at the Verdicts desk — l’équipe éditoriale",
+                                        "from_email": "reader-desk@example.com"})
     headers = raw_headers(data)
     for name, lines in headers.items():
         for line in lines:
@@ -145,5 +149,9 @@ def test_non_ascii_subject_is_rfc2047_encoded_and_every_header_line_is_ascii(tmp
     assert all(len(word) <= 75 for line in subject_lines for word in re.findall(rb"=\?[^?]+\?[qQbB]\?[^?]*\?=", line))
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert site in msg["Subject"]
+    # An RFC 2047 decoder joins adjacent encoded-words (Python's own address parser adds a space there).
+    raw_from = b" ".join(line.split(b": ", 1)[-1].strip() for line in headers["from"]).decode("ascii")
+    assert str(make_header(decode_header(raw_from))) == \
+        "Zoë at the Verdicts desk — l’équipe éditoriale <reader-desk@example.com>"
     if kind == "confirm":
         assert "List-Unsubscribe" not in msg
