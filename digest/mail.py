@@ -11,6 +11,7 @@ from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import Policy
 from email.utils import format_datetime, formataddr, make_msgid
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from digest.config import Settings
 from digest.weeks import utcnow
@@ -58,11 +59,35 @@ def sender_address(settings: Settings) -> str:
     return formataddr((settings.sender.from_name, settings.sender.from_email))
 
 
+_URI_SAFE = "/:@!$&'()*+,;=?#[]%~"  # ASCII URI characters kept as they are; the rest is %-encoded UTF-8
+
+
+def _idna(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return quote(host, safe="")
+
+
+def ascii_uri(uri: str) -> str:
+    """The URI form of an IRI (RFC 3987 3.1): IDNA host, %-encoded UTF-8 elsewhere; a header holds ASCII only."""
+    if uri.isascii():
+        return uri
+    if uri.lower().startswith("mailto:"):
+        address, sep, query = uri[7:].partition("?")
+        local, at, domain = address.rpartition("@")
+        return f"mailto:{quote(local, safe=_URI_SAFE)}{at}{_idna(domain)}{sep}{quote(query, safe=_URI_SAFE)}"
+    parts = urlsplit(uri)
+    netloc = _idna(parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, quote(parts.path, safe=_URI_SAFE), quote(parts.query, safe=_URI_SAFE),
+                       quote(parts.fragment, safe=_URI_SAFE)))
+
+
 def unsubscribe_headers(settings: Settings, unsubscribe_url: str, token: str) -> dict[str, str]:
-    """RFC 2369 + RFC 8058 one-click headers (invariant 4)."""
-    mailto = f"mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe%20{token}"
+    """RFC 2369 + RFC 8058 one-click headers (invariant 4), as ASCII URIs even for an international domain."""
+    mailto = ascii_uri(f"mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe%20{token}")
     return {
-        "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
+        "List-Unsubscribe": f"<{ascii_uri(unsubscribe_url)}>, <{mailto}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
 

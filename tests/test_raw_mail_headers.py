@@ -52,6 +52,8 @@ def raw_headers(data: bytes) -> dict[str, list[bytes]]:
 
 def assert_one_click_headers_verbatim(data: bytes) -> None:
     headers = raw_headers(data)
+    for name, physical in headers.items():  # every header: ASCII, within the hard line limit
+        assert all(line.isascii() and len(line) <= 998 for line in physical), (name, physical)
     lines = headers["list-unsubscribe"]
     for line in lines:
         assert line.isascii() and b"=?" not in line, lines
@@ -155,3 +157,19 @@ def test_non_ascii_subject_is_rfc2047_encoded_and_every_header_line_is_ascii(tmp
         "Zoë at the Verdicts desk — l’équipe éditoriale <reader-desk@example.com>"
     if kind == "confirm":
         assert "List-Unsubscribe" not in msg
+
+
+def test_an_international_public_url_and_mailto_are_written_as_ascii_uris(tmp_path, sqlite_url) -> None:
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {
+        "site": {"public_url": "https://nouvelles.bücher.example/lettre-é"},
+        "sender": {"unsubscribe_mailto": "désabonner@bücher.example"}}))
+    rt = make_runtime(cfg, sqlite_url)
+    mail = MailBuilder(rt).build(3, "welcome", Subscriber(id=7, email="reader@example.com", name=None))
+    [result] = OutboxTransport(tmp_path / "outbox").send_batch([mail], "k", "transactional")
+    assert result.ok
+    [path] = (tmp_path / "outbox" / "transactional").glob("*.eml")
+    lines = raw_headers(path.read_bytes())["list-unsubscribe"]
+    value = b" ".join(line.strip() for line in lines).decode("ascii")
+    assert value.startswith("List-Unsubscribe: <https://nouvelles.xn--bcher-kva.example/lettre-%C3%A9/u/"), value
+    assert "<mailto:d%C3%A9sabonner@xn--bcher-kva.example?subject=unsubscribe%20" in value, value
