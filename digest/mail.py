@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
@@ -36,23 +34,23 @@ class OutgoingEmail:
 class MessageIds:
     """Message-IDs that are unique across installations and database restores, and unguessable.
 
-    An HMAC of this installation's secret key and what identifies one message (kind, week or mail kind,
-    row id, recipient): the same delivery built again (a retried batch, `--retry-failed`) gets the same
-    id, so providers de-duplicate a real duplicate; another installation, or a restored database that
-    hands the same row id to another message, gets a different one. Nothing in it can be read back.
+    A keyed BLAKE2b MAC (128 bits) of what identifies one message (kind, week or mail kind, row id,
+    recipient) under a key derived from this installation's secret: the same delivery built again (a
+    retried batch, `--retry-failed`) gets the same id, so providers de-duplicate a real duplicate;
+    another installation, or a restored database that hands the same row id to another message, gets a
+    different one. Nothing in it can be read back. BLAKE2b: a third of HMAC-SHA256's cost per reader.
     """
 
     PURPOSE = "digest.message-id"
 
     def __init__(self, key: bytes, domain: str):
         """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret."""
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._key = key[:64]
         self.domain = domain
 
     def make(self, *parts: str) -> str:
-        mac = self._mac.copy()
-        mac.update("\0".join(parts).encode("utf-8", "surrogatepass"))
-        return f"<{base64.b32encode(mac.digest()[:20]).decode('ascii').lower()}@{self.domain}>"
+        data = "\0".join(parts).encode("utf-8", "surrogatepass")
+        return f"<{hashlib.blake2b(data, key=self._key, digest_size=16).hexdigest()}@{self.domain}>"
 
 
 def sender_address(settings: Settings) -> str:

@@ -25,7 +25,7 @@ from tests.support_delivery import add_readers, seed_comparisons
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
 WEEK = Week.parse("2026-W47")
-ID = re.compile(r"<[a-z2-7]{32}@example\.com>")
+ID = re.compile(r"<[0-9a-f]{32}@example\.com>")
 
 
 def _installation(tmp_path: Path, sqlite_template: Path, name: str, secret: str):  # type: ignore[no-untyped-def]
