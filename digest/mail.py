@@ -116,7 +116,7 @@ class VerbatimHeader(UnstructuredHeader):
 
 # Headers a program reads as written; everything else (Subject, From with a non-ASCII name) keeps the
 # standard RFC 2047 handling.
-VERBATIM_HEADERS = ("list-unsubscribe", "list-unsubscribe-post", "list-id", "resend-idempotency-key")
+VERBATIM_HEADERS = ("list-unsubscribe", "list-unsubscribe-post", "resend-idempotency-key")
 
 
 def _mail_policy() -> Policy:
