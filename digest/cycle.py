@@ -141,6 +141,8 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
             issue.status, issue.skip_reason, issue.cutoff_at = ISSUE_SKIPPED, sel.skip_reason, cutoff
             return Prepared(issue.id, issue.week, ISSUE_SKIPPED, selection=sel, skip_reason=sel.skip_reason)
         store_picks(session, issue, sel)
+        for item in issue.items:  # freeze what readers get, for the archive
+            item.snapshot = {**item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}
         issue.number = (session.scalar(select(func.count()).select_from(Issue)
                                        .where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT]))) or 0) + 1
         compiled = compile_issue(rt.config, issue)

@@ -171,11 +171,14 @@ def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
 def refresh_feeds(rt: Runtime) -> list[str]:
     """Ingest `schedule.feeds`; a feed that fails is reported and the issue goes out with what we have."""
     problems = []
-    for source in expand(list(rt.settings.schedule.feeds)):
+    for source in expand(list(rt.settings.schedule.feeds), skip_bad_items=True):
         if source.error:
             log.warning("feed: %s", source.error)
             problems.append(source.error)
             continue
+        for skipped in source.skipped:
+            log.warning("feed: %s", skipped)
+            problems.append(skipped)
         with rt.sessions.begin() as session:
             results = upsert(session, source.items or [], default_url=rt.settings.site.site_url + "/compare")
         changed = sum(1 for r in results if r.action != "unchanged")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
 
+from digest import plaintext
 from digest.errors import UserError
 
 MAX_EMAIL = 254
@@ -42,4 +43,7 @@ def clean_name(raw: str | None) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise AddressError("name: contains characters that are not valid text") from None
+    bad = plaintext.problem(raw, multiline=True)  # controls and escape sequences reach templates and terminals
+    if bad:
+        raise AddressError(f"name: not valid text: {bad}")
     return value or None

@@ -30,7 +30,7 @@ from digest.delivery.sender import make_limiter
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
-from digest.mail import OutgoingEmail, sender_address, unsubscribe_headers
+from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.transactional import render_transactional
 from digest.runtime import Runtime
 from digest.storage.models import (
@@ -88,6 +88,7 @@ class MailBuilder:
         self.settings = rt.settings
         self.tokens = Tokens(rt.secret_key)
         self.from_addr = sender_address(self.settings)
+        self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE), domain_of(self.settings.sender.from_email))
 
     def build(self, mail_id: int, kind: str, sub: Subscriber) -> OutgoingEmail:
         s = self.settings
@@ -106,7 +107,8 @@ class MailBuilder:
         rendered = render_transactional(self.rt.config, kind, context)
         return OutgoingEmail(to=sub.email, subject=rendered.subject, html=rendered.html, text=rendered.text,
                              from_addr=self.from_addr, reply_to=s.sender.reply_to or None, headers=headers,
-                             tags={"kind": kind}, key=f"m{mail_id}")
+                             tags={"kind": kind}, key=f"m{mail_id}",
+                             message_id=self.message_ids.make("mail", kind, str(mail_id), sub.email))
 
 
 def _wanted(kind: str, status: str) -> bool:

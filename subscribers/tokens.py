@@ -40,6 +40,7 @@ class TokenError(Exception):
 
 class Tokens:
     def __init__(self, secret: str):
+        self._derive = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
         self._unsub = URLSafeSerializer(secret, salt="digest.unsubscribe")
         self._confirm = URLSafeTimedSerializer(secret, salt="digest.confirm")
         # Precomputed signing parts: an issue signs one token per reader, and itsdangerous re-derives the
@@ -47,6 +48,12 @@ class Tokens:
         signer = self._unsub.make_signer()
         self._unsub_mac = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)
         self._unsub_sep = signer.sep
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for another use of the secret (e.g. Message-IDs), independent of the token keys."""
+        mac = self._derive.copy()
+        mac.update(purpose.encode("utf-8"))
+        return mac.digest()
 
     def unsubscribe(self, subscriber_id: int, email: str, issue_id: int | None = None) -> str:
         # No timestamp: the same subscriber and issue always give the same token (stable batch payloads).

@@ -79,6 +79,10 @@ def test_archive_pages_render_in_chromium_without_errors(archive_server, chromiu
                     if name.startswith("issue-"):
                         assert page.locator("text=All issues").count() >= 1
                         assert page.evaluate("document.title").startswith(rt.settings.site.name)
+                        # An anonymous reader is offered the sign-up, not links tied to someone's subscription.
+                        assert page.get_by_role("link", name="Subscribe", exact=True).last.is_visible()
+                        assert page.get_by_role("link", name="Unsubscribe", exact=True).count() == 0
+                        assert page.get_by_role("link", name="Manage subscription", exact=True).count() == 0
                     page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
                     page.close()
         finally:

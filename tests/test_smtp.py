@@ -204,5 +204,5 @@ def test_resends_smtp_server_gets_an_idempotency_key_per_message(tmp_path) -> No
                          from_addr="V <v@example.com>", key="d42")
     msg = transport.message(mail, "digest-2026-W47-b3")
     assert msg["Resend-Idempotency-Key"] == "digest-2026-W47-b3/d42"
-    assert msg["Message-ID"] == "<d42@example.com>"
+    assert msg["Message-ID"].endswith("@example.com>") and "d42" not in msg["Message-ID"]
     assert is_resend_smtp("smtp.resend.com") and not is_resend_smtp("localhost")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
-from digest.mail import OutgoingEmail, sender_address, unsubscribe_headers
+from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer, join_parts
 from digest.storage.models import Issue
 from subscribers.api import personal_links
@@ -36,6 +36,7 @@ class IssueMessages:
         self.subject = issue.subject or settings.site.name
         self.personalizer = Personalizer.build(issue.html, issue.text, issue.placeholder_nonce)
         self.from_addr = sender_address(settings)
+        self.message_ids = MessageIds(tokens.derived_key(MessageIds.PURPOSE), domain_of(settings.sender.from_email))
         self.reply_to = settings.sender.reply_to or None
         # JSON forms of the fixed parts, escaped once (see digest.delivery.jsonfast).
         p = self.personalizer
@@ -62,6 +63,7 @@ class IssueMessages:
             to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
             from_addr=self.from_addr, reply_to=self.reply_to, headers=headers,
             tags={"week": self.week.replace("-", "_")}, key=f"d{r.delivery_id}",
+            message_id=self.message_ids.make("issue", self.week, str(r.delivery_id), r.email),
         )
 
     def _with_json(self, html: str, text: str, values: dict[str, str]) -> tuple[str, str]:

@@ -11,7 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from digest import plaintext
 from digest.errors import IngestError
 from digest.ingest.schema import ComparisonData, Quote, Tool, split_title
 
@@ -20,6 +24,9 @@ _PCT = re.compile(r"^(\d{1,3})\s?%$")
 _NO_VOTES = {"—", "–", "-", "--", "n/a", "none", ""}
 _OPEN_QUOTES = "“\"„«‘'"
 _CLOSE_QUOTES = "”\"“»’'"
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass
@@ -69,6 +76,17 @@ class _Cursor:
         self.i += 1
 
 
+def _build(model: type[_M], path: str, lines: dict[str, int], default_line: int, **values: Any) -> _M:
+    """The model, or `path:line: field: what is wrong` naming the line the bad value came from."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "page"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise IngestError(f"{path}:{lines.get(field, default_line)}: {field}: {msg}") from None
+
+
 def _find_next_pct(cur: _Cursor, start: int) -> int | None:
     """The next line that is only a percentage: a tool's panel-ship value."""
     for j in range(start, len(cur.lines)):
@@ -95,7 +113,7 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
     head = cur.lines[cur.i : pct_index]
     if len(head) < 3:
         raise cur.fail(f"tool {which}'s category, name and tagline before the percentage")
-    category, name, tagline = head[-3].text, head[-2].text, head[-1].text
+    category, name, tagline = head[-3], head[-2], head[-1]
     extra = head[:-3]
     if extra:
         raise cur.fail(f"tool {which}'s category (3 lines before its percentage)", extra[0])
@@ -107,7 +125,7 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
     cur.expect_label("Panel ship", "the percentage")
     community = _parse_community(cur)
     cur.expect_label("Community", "the community value")
-    price = cur.take("the entry price after 'Community'").text
+    price_line = cur.take("the entry price after 'Community'")
     cur.expect_label("Entry", "the price")
     # Description: everything up to the next tool block or the scorecard.
     if desc_end == "tool":
@@ -122,9 +140,11 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
         if end <= cur.i:
             raise cur.fail("tool B's description before 'Reviewer scorecard'")
     description = "\n".join(line.text for line in cur.lines[cur.i : end])
+    where = {"category": head[-3].no, "name": head[-2].no, "tagline": head[-1].no, "panel_ship": pct_line.no,
+             "price": price_line.no, "description": cur.lines[cur.i].no if cur.i < end else price_line.no}
     cur.i = end
-    return Tool(category=category, name=name, tagline=tagline, panel_ship=pct, community=community,
-                price=price, description=description)
+    return _build(Tool, cur.path, where, pct_line.no, category=category.text, name=name.text, tagline=tagline.text,
+                  panel_ship=pct, community=community, price=price_line.text, description=description)
 
 
 def _strip_quote(text: str) -> str:
@@ -135,8 +155,9 @@ def _strip_quote(text: str) -> str:
     return text.strip()
 
 
-def _parse_quotes(cur: _Cursor) -> list[str]:
-    quotes: list[str] = []
+def _parse_quotes(cur: _Cursor) -> list[tuple[int, str]]:
+    """Each quote with the line it starts on."""
+    quotes: list[tuple[int, str]] = []
     while True:
         line = cur.peek()
         if line is None or not line.text or line.text[0] not in _OPEN_QUOTES:
@@ -150,14 +171,18 @@ def _parse_quotes(cur: _Cursor) -> list[str]:
                 raise cur.fail(f"the closing quote mark of the quote that starts on line {line.no}")
             parts.append(nxt.text)
             cur.i += 1
-        quotes.append(_strip_quote(" ".join(parts)))
+        quotes.append((line.no, _strip_quote(" ".join(parts))))
     return quotes
 
 
 def parse_page_text(raw: str, path: str = "<page>") -> ComparisonData:
     """Parse one page; raises IngestError(`path:line: expected ...`)."""
-    text = clean_text(raw)
+    text = clean_text(raw).replace("\u2029", "\n")
     all_lines = text.split("\n")
+    for no, raw_line in enumerate(all_lines, start=1):
+        bad = plaintext.problem(raw_line, multiline=True)  # tabs are fine: whitespace is collapsed below
+        if bad:
+            raise IngestError(f"{path}:{no}: {bad}")
     lines = [_Line(i + 1, re.sub(r"\s+", " ", t).strip()) for i, t in enumerate(all_lines)]
     lines = [line for line in lines if line.text]
     cur = _Cursor(path, lines, last_line=max(1, len(all_lines)))
@@ -171,8 +196,9 @@ def parse_page_text(raw: str, path: str = "<page>") -> ComparisonData:
         raise cur.fail("the title 'A vs B'", title_line)
     # Intro: the lines between the title and tool A's category.
     first_pct = _find_next_pct(cur, cur.i)
-    intro = ""
+    intro, intro_line = "", title_line.no
     if first_pct is not None and first_pct - 3 > cur.i:
+        intro_line = cur.lines[cur.i].no
         intro = " ".join(line.text for line in cur.lines[cur.i : first_pct - 3])
         cur.i = first_pct - 3
     tool_a = _parse_tool(cur, "A", desc_end="tool")
@@ -185,9 +211,7 @@ def parse_page_text(raw: str, path: str = "<page>") -> ComparisonData:
         raise cur.fail(f"an even number of reviewer quotes (A, B per reviewer), found {len(quotes)}")
     if cur.peek() is None:
         raise cur.fail("the site footer after the reviewer quotes (is the page truncated?)")
-    return ComparisonData(
-        title=title_line.text,
-        intro=intro,
-        tools=[tool_a, tool_b],
-        quotes=[Quote(tool="a" if i % 2 == 0 else "b", reviewer=i // 2 + 1, text=q) for i, q in enumerate(quotes)],
-    )
+    built = [_build(Quote, cur.path, {}, no, tool="a" if i % 2 == 0 else "b", reviewer=i // 2 + 1, text=q)
+             for i, (no, q) in enumerate(quotes)]
+    return _build(ComparisonData, cur.path, {"title": title_line.no, "intro": intro_line}, title_line.no,
+                  title=title_line.text, intro=intro, tools=[tool_a, tool_b], quotes=built)

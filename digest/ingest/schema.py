@@ -9,9 +9,22 @@ import unicodedata
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from digest import plaintext
 
 _TITLE_SPLIT = re.compile(r"\s+vs\.?\s+", re.IGNORECASE)
+# Fields whose text may span lines (and hold tabs); every other text field is one line.
+MULTILINE_FIELDS = frozenset({"description", "intro", "text"})
+
+
+def _plain(value: object, info: ValidationInfo) -> object:
+    """No control characters or noncharacters reach a template, a header or a feed (README: ingest)."""
+    if isinstance(value, str):
+        bad = plaintext.problem(value, multiline=info.field_name in MULTILINE_FIELDS)
+        if bad:
+            raise ValueError(bad)
+    return value
 
 
 def slugify(title: str) -> str:
@@ -38,6 +51,8 @@ class Tool(BaseModel):
     price: str = Field(min_length=1, max_length=60, description="Entry price as shown, e.g. Free or $20/mo")
     description: str = Field("", max_length=5000)
 
+    _no_controls = field_validator("*")(_plain)
+
 
 class Quote(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -45,6 +60,8 @@ class Quote(BaseModel):
     tool: Literal["a", "b"]
     reviewer: int = Field(ge=1, description="1-based reviewer number on the scorecard")
     text: str = Field(min_length=1, max_length=5000)
+
+    _no_controls = field_validator("*")(_plain)
 
 
 class ComparisonData(BaseModel):
@@ -57,6 +74,8 @@ class ComparisonData(BaseModel):
     url: str | None = Field(None, max_length=2000)
     published_at: datetime | None = None
     community_votes: int | None = Field(None, ge=0)
+
+    _no_controls = field_validator("*")(_plain)
 
     @field_validator("title")
     @classmethod

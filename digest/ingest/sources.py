@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from digest.errors import IngestError
-from digest.ingest.json_source import parse_json_items, parse_json_text
+from digest.ingest.json_source import load_json_text, parse_json_items, parse_json_items_skipping, parse_json_text
 from digest.ingest.page_text import parse_page_text
 from digest.ingest.schema import ComparisonData
 
@@ -22,6 +22,7 @@ class Source:
     name: str  # path or URL, as shown in messages
     items: list[ComparisonData] | None = None
     error: str | None = None
+    skipped: list[str] = field(default_factory=list)  # bad items left out of a feed (skip_bad_items)
 
 
 def _read_file(path: Path) -> list[ComparisonData]:
@@ -36,7 +37,7 @@ def _read_file(path: Path) -> list[ComparisonData]:
     return [parse_page_text(raw, str(path))]
 
 
-def _read_url(url: str, timeout: float = 20.0) -> list[ComparisonData]:
+def _read_url(url: str, timeout: float = 20.0, *, skip_bad_items: bool = False) -> Source:
     try:
         resp = httpx.get(url, timeout=timeout, follow_redirects=True, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
@@ -45,18 +46,25 @@ def _read_url(url: str, timeout: float = 20.0) -> list[ComparisonData]:
         raise IngestError(f"{url}: expected HTTP 200, got {resp.status_code}")
     if len(resp.content) > MAX_BYTES:
         raise IngestError(f"{url}: expected a response under {MAX_BYTES // 1024 // 1024} MB")
-    items = parse_json_text(resp.text, url)
-    if not isinstance(resp.json(), list):
+    data, text = load_json_text(resp.text, url)
+    if not isinstance(data, list):
         raise IngestError(f"{url}:1: expected a JSON list of comparisons")
-    return items
+    if skip_bad_items:
+        items, skipped = parse_json_items_skipping(data, url, text)
+        return Source(url, items=items, skipped=skipped)
+    return Source(url, items=parse_json_items(data, url, text))
 
 
-def expand(args: list[str]) -> Iterator[Source]:
-    """One Source per file or URL; a bad one carries its error and the rest still go in."""
+def expand(args: list[str], *, skip_bad_items: bool = False) -> Iterator[Source]:
+    """One Source per file or URL; a bad one carries its error and the rest still go in.
+
+    `skip_bad_items` (configured feeds): a URL's bad items are left out and listed in `skipped`
+    instead of failing the whole source, so one bad item never keeps the others out of the issue.
+    """
     for arg in args:
         if arg.startswith(("http://", "https://")):
             try:
-                yield Source(arg, items=_read_url(arg))
+                yield _read_url(arg, skip_bad_items=skip_bad_items)
             except IngestError as exc:
                 yield Source(arg, error=str(exc))
             continue

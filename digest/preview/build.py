@@ -74,7 +74,7 @@ def issue_mail(rt: Runtime, issue: Issue, to: Recipient, *, subject_prefix: str 
     """One reader's copy of a compiled issue, built by the sender's own IssueMessages."""
     mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(to, subject_prefix=subject_prefix)
     if key:
-        mail.key = key
+        mail.key, mail.message_id = key, ""  # a test send is a new message: a fresh Message-ID
     return mail
 
 
@@ -84,7 +84,7 @@ def transactional_mail(rt: Runtime, kind: str, to: Recipient, *, subject_prefix:
     person = Subscriber(id=to.subscriber_id, email=to.email, name=to.name)  # transient: never added to a session
     mail = MailBuilder(rt).build(0, kind, person)
     mail.subject = subject_prefix + mail.subject
-    mail.key = key or f"preview-{kind}"
+    mail.key, mail.message_id = key or f"preview-{kind}", ""  # a test send is a new message: a fresh Message-ID
     return mail
 
 

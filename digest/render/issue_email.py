@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
+from digest import plaintext
 from digest.config import Config
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
@@ -149,7 +150,8 @@ def compile_issue(config: Config, issue: Issue) -> CompiledEmail:
     nonce = new_nonce()
     ctx = issue_context(config, issue, markers(nonce))
     html, text = render_pair(config, "digest", ctx)
-    return CompiledEmail(ctx["subject"], ctx["preheader"], html, text, nonce, size_warnings(html))
+    subject, preheader = plaintext.one_line(ctx["subject"]), plaintext.one_line(ctx["preheader"])  # headers
+    return CompiledEmail(subject, preheader, html, text, nonce, size_warnings(html))
 
 
 def render_pair(config: Config, name: str, ctx: dict[str, Any]) -> tuple[str, str]:

@@ -17,7 +17,9 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import mjml
+from markupsafe import Markup
 
+from digest import plaintext
 from digest.errors import TemplateError
 
 TEXT_WIDTH = 72
@@ -46,6 +48,16 @@ def text_bar(percent: Any, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def _printable(value: Any) -> Any:
+    """Every `{{ value }}` loses control characters and noncharacters: data stored before ingest refused
+    them (or from anywhere else) must never break MJML, XML or a header. Escaped markup stays escaped."""
+    if isinstance(value, Markup):
+        return Markup(plaintext.strip(str(value)))
+    if isinstance(value, str):
+        return plaintext.strip(value)
+    return value
+
+
 def make_env(templates_dir: Path) -> jinja2.Environment:
     """Autoescape everything except the plain-text twins (`*.txt.j2`)."""
     if not templates_dir.is_dir():
@@ -61,6 +73,7 @@ def make_env(templates_dir: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_printable,
     )
     env.filters.update(wrap=wrap, paragraphs=paragraphs, text_bar=text_bar)
     return env

@@ -101,6 +101,9 @@ class IssueItem(Base):
     score: Mapped[float] = mapped_column(Float)
     score_parts: Mapped[dict[str, Any]] = mapped_column(JSON)
     pinned: Mapped[bool] = mapped_column(default=False)
+    # The comparison's data and url when the issue was frozen (null for drafts and older issues):
+    # the archive shows what was sent, not the page as edited since.
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     issue: Mapped[Issue] = relationship(back_populates="items")
     comparison: Mapped[Comparison] = relationship()

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
+from digest import plaintext
 from digest.config import Settings
 from digest.errors import UserError
 from digest.render.issue_email import verdict
@@ -81,12 +82,15 @@ class Entry:
 
 
 def _moment(issue: Issue) -> datetime:
+    """When the issue went out: the send's end, or its start while it is still sending."""
     when = issue.sent_at or issue.enqueued_at or issue.scheduled_for or issue.created_at
     return as_utc(when)
 
 
 def entry_for(settings: Settings, issue: Issue) -> Entry:
-    published = as_utc(issue.scheduled_for) if issue.scheduled_for else _moment(issue)
+    # Atom: `updated` is the send time and `published` (the send's start) never later, even for an
+    # issue sent by hand before its slot.
+    published = min(as_utc(issue.enqueued_at), _moment(issue)) if issue.enqueued_at else _moment(issue)
     local = published.astimezone(ZoneInfo(settings.schedule.timezone))
     return Entry(week=issue.week, number=issue.number, title=issue.subject or f"{settings.site.name} {issue.week}",
                  summary=issue.preheader or "", date=f"{local:%-d %B %Y}", date_iso=local.date().isoformat(),
@@ -103,6 +107,22 @@ def public_issues(rt: Runtime, limit: int | None = None, *, with_items: bool = F
         return list(session.scalars(q))
 
 
+# Stand-ins for the personal links, found again in the filled HTML (no character the escaper changes).
+_MANAGE, _UNSUBSCRIBE = "about:digest-manage-link", "about:digest-unsubscribe-link"
+
+
+def _anchor(href: str) -> re.Pattern[str]:
+    return re.compile(rf'(<a\b[^>]*?\bhref="){re.escape(href)}("[^>]*>).*?(</a>)', re.S | re.I)
+
+
+def _public_links(html: str) -> str:
+    """An anonymous reader has no subscription to manage or leave: the manage link becomes
+    "Subscribe" (the hosted sign-up page, same style), the unsubscribe link goes."""
+    html = _anchor(_MANAGE).sub(r"\g<1>/subscribe\g<2>Subscribe\g<3>", html)
+    html = re.sub(_anchor(_UNSUBSCRIBE).pattern + r"[ \t]*", "", html, flags=re.S | re.I)
+    return html.replace(_MANAGE, "/subscribe").replace(_UNSUBSCRIBE, "/subscribe")
+
+
 def web_version(settings: Settings, issue: Issue) -> str:
     """The compiled email with neutral values for the personal markers, and the archive banner."""
     assert issue.html is not None and issue.placeholder_nonce
@@ -110,8 +130,8 @@ def web_version(settings: Settings, issue: Issue) -> str:
     personalizer = Personalizer.build(issue.html, issue.text or "", issue.placeholder_nonce)
     neutral = {
         "view_url": view,
-        "manage_url": "/subscribe",
-        "unsubscribe_url": "/archive#about",
+        "manage_url": _MANAGE,
+        "unsubscribe_url": _UNSUBSCRIBE,
         "name": "",
         "greeting": "Hi there,",
     }
@@ -119,6 +139,7 @@ def web_version(settings: Settings, issue: Issue) -> str:
     for slot in personalizer.html_slots:
         neutral.setdefault(slot, "/archive" if slot.endswith("_url") else "")
     html, _ = personalizer.fill(neutral)
+    html = _public_links(html)
     html = _REMOTE_FONT_LINK.sub("", html)
     html = _REMOTE_FONT_IMPORT.sub("", html)
     entry = entry_for(settings, issue)
@@ -193,7 +214,7 @@ def archive_issue(request: Request, week: str) -> Response:
 
 def _text(parent: ET.Element, tag: str, text: str, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, attrs)
-    el.text = text
+    el.text = plaintext.strip(text)  # XML 1.0 cannot hold control characters: one would break the feed
     return el
 
 
@@ -205,9 +226,10 @@ def _entry_content(issue: Issue) -> str:
     """A short HTML list of the issue's comparisons (escaped by the serializer as Atom type="html")."""
     rows = []
     for item in issue.items:
-        data = item.comparison.data
+        # What was sent (frozen with the issue); issues frozen before snapshots existed fall back to today's row.
+        data = item.snapshot or {**item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}
         tools = data.get("tools") or []
-        line = Markup('<li><a href="{}">{}</a>').format(item.comparison.url, data.get("title", item.comparison.slug))
+        line = Markup('<li><a href="{}">{}</a>').format(data.get("url", ""), data.get("title", data.get("slug", "")))
         if len(tools) == 2:
             line += Markup(" — {}").format(verdict(tools[0], tools[1]))
         rows.append(line + Markup("</li>"))

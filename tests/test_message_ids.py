@@ -1,0 +1,96 @@
+"""Message-IDs are globally unique and unguessable, yet stable for one delivery.
+
+Mailbox providers de-duplicate and thread on Message-ID: `<d1@example.com>` on every installation's
+first delivery (and again after a database restore hands out the same row ids) would make Gmail drop
+or merge mail that is new. The same delivery built again (a retried batch) keeps its id.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from digest.cycle import send_week
+from digest.delivery.messages import IssueMessages, Recipient
+from digest.storage.models import Issue, Subscriber
+from digest.weeks import Week
+from subscribers.mail_queue import MailBuilder
+from subscribers.tokens import Tokens
+from tests.conftest import make_runtime, write_project
+from tests.support_delivery import add_readers, seed_comparisons
+
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+WEEK = Week.parse("2026-W47")
+ID = re.compile(r"<[0-9a-f]{32}@example\.com>")
+
+
+def _installation(tmp_path: Path, sqlite_template: Path, name: str, secret: str):  # type: ignore[no-untyped-def]
+    db = tmp_path / name / "digest.db"
+    db.parent.mkdir(parents=True)
+    shutil.copy(sqlite_template, db)
+    return make_runtime(write_project(tmp_path / name / "project"), f"sqlite:///{db}", DIGEST_SECRET_KEY=secret)
+
+
+def _sent_ids(rt) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    out = {}
+    for path in (rt.config.outbox_dir / WEEK.key).glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        out[str(msg["To"])] = str(msg["Message-ID"])
+    return out
+
+
+def test_two_installations_never_share_a_message_id(tmp_path, sqlite_template) -> None:
+    ids = []
+    for name, secret in (("a", "secret-of-installation-a-0123"), ("b", "secret-of-installation-b-0123")):
+        rt = _installation(tmp_path, sqlite_template, name, secret)
+        seed_comparisons(rt, published=NOW - timedelta(days=1))
+        add_readers(rt, 3)
+        assert send_week(rt, WEEK, manual=True, now=NOW).summary.sent == 3  # type: ignore[union-attr]
+        ids.append(_sent_ids(rt))
+    a, b = ids
+    assert a.keys() == b.keys()  # the same readers, the same delivery row ids on both
+    for to in a:
+        assert ID.fullmatch(a[to]) and ID.fullmatch(b[to]), (a[to], b[to])
+        assert a[to] != b[to]
+    assert len(set(a.values())) == 3
+    assert not any(re.search(r"<d\d+@", v) for v in [*a.values(), *b.values()])
+
+
+def _issue(rt) -> Issue:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    with rt.sessions() as s:
+        return s.scalar(select(Issue).where(Issue.week == WEEK.key))
+
+
+def test_the_same_delivery_built_again_keeps_its_message_id(tmp_path, sqlite_url) -> None:
+    rt = make_runtime(write_project(tmp_path / "project"), sqlite_url)
+    seed_comparisons(rt, published=NOW - timedelta(days=1))
+    add_readers(rt, 1)
+    send_week(rt, WEEK, manual=True, now=NOW)
+    issue = _issue(rt)
+    reader = Recipient(delivery_id=1, subscriber_id=1, email="r@example.com", name=None)
+    first = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader)
+    again = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader)
+    assert first.message_id == again.message_id and ID.fullmatch(first.message_id)
+    # A restored database giving delivery 1 to someone else, or another week, is another message.
+    other = Recipient(delivery_id=1, subscriber_id=2, email="s@example.com", name=None)
+    assert IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(other).message_id != first.message_id
+    issue.week = "2026-W48"
+    assert IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader).message_id != first.message_id
+
+
+def test_confirmation_and_welcome_mails_get_unique_stable_message_ids(tmp_path, sqlite_url) -> None:
+    rt = make_runtime(write_project(tmp_path / "project"), sqlite_url)
+    person = Subscriber(id=7, email="reader@example.com", name=None)
+    builder = MailBuilder(rt)
+    confirm, welcome = builder.build(1, "confirm", person), builder.build(2, "welcome", person)
+    assert ID.fullmatch(confirm.message_id) and ID.fullmatch(welcome.message_id)
+    assert confirm.message_id != welcome.message_id
+    assert MailBuilder(rt).build(1, "confirm", person).message_id == confirm.message_id
+    other_install = make_runtime(write_project(tmp_path / "other"), sqlite_url, DIGEST_SECRET_KEY="another-secret-0123456789")
+    assert MailBuilder(other_install).build(1, "confirm", person).message_id != confirm.message_id
