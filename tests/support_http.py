@@ -79,3 +79,50 @@ def _complete(response: bytes) -> bool:
         if name.strip().lower() == b"content-length":
             return len(body) >= int(value)
     return False
+
+
+class UvicornWorkers:
+    """`uvicorn --factory digest.web.asgi:make_app --workers N`, as the README runs the web app alone."""
+
+    def __init__(self, config: Path, db_url: str, workers: int, logs: Path, **env: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        from tests.conftest import ROOT
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = logs / f"uvicorn-{self.port}.log"
+        full = {**os.environ, "DIGEST_CONFIG": str(config), "DIGEST_DATABASE_URL": db_url,
+                "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox", **env}
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "digest.web.asgi:make_app", "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", str(workers)]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import httpx
+
+        from tests.support_serve import wait_for
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"uvicorn exited:\n{self.log_path.read_text(errors='replace')}")
+            try:
+                return httpx.get(self.url + "/healthz/live", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout, what="uvicorn workers")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait()
