@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,9 +15,14 @@ SECRET = "test-secret-key-0123456789"
 
 
 @contextmanager
-def served(tmp_path: Path, db_url: str, **env: str) -> Iterator[ServeProcess]:
-    """`digest serve` with the outbox transport on a free port, ready to take requests."""
+def served(tmp_path: Path, db_url: str, config: Callable[[str], str] | None = None,
+           **env: str) -> Iterator[ServeProcess]:
+    """`digest serve` with the outbox transport on a free port, ready to take requests.
+
+    `config` rewrites the config.toml text (e.g. tests.conftest.apply_overrides)."""
     cfg = write_project(tmp_path / "project")
+    if config is not None:
+        cfg.write_text(config(cfg.read_text()))
     full = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox", **env}
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
