@@ -30,6 +30,7 @@ log = logging.getLogger("subscribers.mail")
 
 _CTX = multiprocessing.get_context("spawn")
 BUSY_FOR = 0.25
+MAX_DEFER = 1.0  # while sign-ups keep coming, still send a full batch at least this often
 
 
 class DrainerProcess:
@@ -72,6 +73,22 @@ class DrainerProcess:
             self._proc = None
 
 
+def _defer_while_busy(busy_until: Any, stop: Any) -> bool:
+    """Wait (before each batch) until no sign-up came in for BUSY_FOR s, or MAX_DEFER s passed.
+
+    Then the batch runs while the request path is quiet: on SQLite the drainer's writes and
+    the sign-ups' would otherwise meet at the write lock, where the loser sleeps in SQLite's
+    busy handler. Returns whether sign-ups are still coming: then the Drainer sends one mail
+    and pauses (its busy share), so traffic that never pauses still gets its confirmations."""
+    deadline = time.monotonic() + MAX_DEFER
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= busy_until.value or now >= deadline:
+            break
+        stop.wait(min(busy_until.value, deadline) - now)
+    return time.monotonic() < busy_until.value
+
+
 def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, poll: float) -> None:
     from digest.runtime import open_runtime
     from subscribers.mail_queue import Drainer
@@ -95,7 +112,7 @@ def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, p
     threading.Thread(target=orphaned, daemon=True).start()
     drainer = Drainer(rt, poll=poll, housekeeping=housekeeping)
     drainer._wake, drainer._stop = wake, stop  # cross-process events with the same API
-    drainer.busy = lambda: time.monotonic() < busy_until.value  # type: ignore[method-assign]
+    drainer.busy = lambda: _defer_while_busy(busy_until, stop)  # type: ignore[method-assign]
     try:
         drainer._run()
     finally:

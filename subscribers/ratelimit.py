@@ -3,10 +3,12 @@
 Each limit's window is split into six buckets; a key has one row per bucket counting its
 hits. A check sums the key's last six buckets (so "10 per minute" looks at the last 50-60
 seconds): a cheap read refuses a key already at its limit, and otherwise an upsert adds
-one hit and returns the key's count with that hit included (`hit_sql`). The upsert holds
-the bucket row's lock until the caller's transaction ends, so simultaneous requests for
-one key (in any worker, on any machine) are counted one after another; a request that
-takes a key past its limit is refused and its transaction rolled back, hit included. Both
+one hit. On PostgreSQL the upsert returns the key's count with that hit included
+(`count_sql`) and holds the bucket row's lock until the caller's transaction ends, so
+simultaneous requests for one key (in any worker, on any machine) are counted one after
+another; a request that takes a key past its limit is refused and its transaction rolled
+back, hit included. On SQLite the caller's transaction holds the database's write lock
+from its first read (BEGIN IMMEDIATE), so the read's count is already exact. Both
 limits of a sign-up (per IP, per address) take one SELECT and one upsert, whatever the
 traffic. Per-IP keys are the IPv4 address or the IPv6 /64 (`ip_key`).
 """
@@ -100,17 +102,23 @@ def judge(raw: Raw, limits: list[Limit], values: tuple[object, ...], now: dateti
 
 @lru_cache(maxsize=8)
 def hit_sql(n: int) -> str:
-    """Count one hit per limit and return each key's count in its window, this hit included.
+    """Count one hit per limit (an upsert). Enough on SQLite, where the caller's transaction
+    holds the write lock from its first read, so the read's verdict is still true here."""
+    values = ", ".join(f"(:k{i}, :b{i}, 1)" for i in range(n))
+    return (f"INSERT INTO rate_limit_hits (key, at, hits) VALUES {values}"
+            " ON CONFLICT (key, at) DO UPDATE SET hits = rate_limit_hits.hits + 1")
+
+
+@lru_cache(maxsize=8)
+def count_sql(n: int) -> str:
+    """hit_sql returning each key's count in its window, this hit included (PostgreSQL).
 
     The upsert takes the current bucket's row lock and waits for every transaction that
     counted a hit on it before; its RETURNING therefore sees their hits, and the decision
-    made on it is exact however many workers run (usable as a PostgreSQL CTE too). Older
-    buckets are summed beside it; nobody writes them any more."""
-    values = ", ".join(f"(:k{i}, :b{i}, 1)" for i in range(n))
+    made on it is exact however many workers run (usable as a CTE too). Older buckets are
+    summed beside it; nobody writes them any more."""
     since = " ".join(f"WHEN :k{i} THEN :t{i}" for i in range(n))
-    return (f"INSERT INTO rate_limit_hits (key, at, hits) VALUES {values}"
-            " ON CONFLICT (key, at) DO UPDATE SET hits = rate_limit_hits.hits + 1"
-            " RETURNING key, hits + COALESCE((SELECT sum(o.hits) FROM rate_limit_hits AS o"
+    return (hit_sql(n) + " RETURNING key, hits + COALESCE((SELECT sum(o.hits) FROM rate_limit_hits AS o"
             f" WHERE o.key = rate_limit_hits.key AND o.at < rate_limit_hits.at AND o.at >= CASE o.key {since} END), 0)")
 
 
@@ -122,7 +130,7 @@ def hit_params(raw: Raw, limits: list[Limit], now: datetime) -> dict[str, object
 
 
 def counted(limits: list[Limit], rows: list[tuple[object, ...]]) -> Verdict:
-    """The verdict on hit_sql's rows: refused when a key went past its limit with this hit.
+    """The verdict on count_sql's rows: refused when a key went past its limit with this hit.
 
     The caller then rolls its transaction back, so a refused request is not counted."""
     totals = {str(key): int(total or 0) for key, total in rows}  # type: ignore[call-overload]
@@ -141,13 +149,16 @@ class Refused(Exception):
 
 
 def hit(raw: Raw, limits: list[Limit], now: datetime, sql: str | None = None,
-        params: dict[str, object] | None = None) -> list[tuple[object, ...]]:
-    """Run hit_sql (or a statement built around it returning its rows); raise Refused past a limit."""
-    rows = list(raw.run(sql or hit_sql(len(limits)), {**hit_params(raw, limits, now), **(params or {})}).fetchall())
-    verdict = counted(limits, rows)
+        params: dict[str, object] | None = None) -> None:
+    """Count the hits; on PostgreSQL with count_sql (or `sql`, a statement built around it that
+    returns its rows), raising Refused past a limit. On SQLite the caller's read decided."""
+    cursor = raw.run(sql or (count_sql if raw.pg else hit_sql)(len(limits)),
+                     {**hit_params(raw, limits, now), **(params or {})})
+    if not raw.pg:
+        return
+    verdict = counted(limits, list(cursor.fetchall()))
     if not verdict.allowed:
         raise Refused(verdict)
-    return rows
 
 
 def check_and_hit(conn: Connection, limits: list[Limit], now: datetime | None = None) -> Verdict:
@@ -159,7 +170,10 @@ def check_and_hit(conn: Connection, limits: list[Limit], now: datetime | None = 
         row = raw.one(f"SELECT {read_columns(len(limits))}", read_params(raw, limits, now))
         verdict = judge(raw, limits, tuple(row or ()), now)
         if verdict.allowed:
-            return counted(limits, list(raw.run(hit_sql(len(limits)), hit_params(raw, limits, now)).fetchall()))
+            try:
+                hit(raw, limits, now)
+            except Refused as exc:
+                return exc.verdict
         return verdict
     finally:
         raw.close()

@@ -23,7 +23,7 @@ from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED
 from digest.weeks import utcnow
 from subscribers.addresses import AddressError, clean_name, normalize_email
-from subscribers.ratelimit import Limit, Refused, hit, hit_sql, ip_key, judge, read_columns, read_params
+from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
 from subscribers.rawsql import Raw
 from subscribers.tokens import email_hash
 
@@ -252,7 +252,7 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
         if sid is None:
             detail = raw.json({"source": source})
             if raw.pg:
-                hit(raw, limits, now, _PG_NEW.format(hits=hit_sql(n), insert=_INSERT), {**values, "detail": detail})
+                hit(raw, limits, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
             else:
                 hit(raw, limits, now)
                 sid = raw.one(_INSERT, values)[0]  # type: ignore[index]
