@@ -83,6 +83,12 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
     ("/embed", "get"): {"summary": "The form alone, for an iframe.", "parameters": [
         {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}}],
         "responses": {"200": _PAGE}},
+    ("/embed/origin", "get"): {"summary": "May the calling page's origin use the form? (for embed.js)", "parameters": [
+        {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": _answer("The verdict.", {"application/json": {"schema": {
+            "type": "object", "required": ["origin", "allowed", "setting"],
+            "properties": {"origin": {"type": ["string", "null"]}, "allowed": {"type": "boolean"},
+                           "setting": {"type": "string"}}}}})}},
     ("/embed.js", "get"): {"summary": "Drop-in script that renders the form.", "responses": {
         "200": _answer("JavaScript.", {"application/javascript": {"schema": _TEXT}})}},
     ("/confirm/{token}", "get"): {"summary": "The double opt-in link.", "parameters": [_TOKEN], "responses": {
@@ -129,6 +135,16 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
                                              "503": _answer("Not live.", {"application/json": {"schema": _HEALTH}})}},
 }
 _EVERYWHERE = {"413": TOO_LARGE}  # the body limit answers any method that sends a body
+
+
+# Served by the public app but not part of the API it describes.
+NOT_DESCRIBED = {("/openapi.json", "get")}
+
+
+def undescribed(app: FastAPI) -> list[tuple[str, str]]:
+    """Public operations missing from PUBLIC (so neither documented nor fuzzed)."""
+    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods
+                  if m != "HEAD" and (r.path, m.lower()) not in PUBLIC and (r.path, m.lower()) not in NOT_DESCRIBED)
 
 
 def build(app: FastAPI) -> dict[str, Any]:
