@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/subscribe.py [--db sqlite|postgresql|both] [--seconds 10]
                                         [--rate 500] [--connections 16] [--workers 2]
+    .venv/bin/python bench/subscribe.py --new-vs-known [--rounds 400] [--workers 1]
 
 For each database it starts `uvicorn --factory digest.web.asgi:make_app` on a fresh
 database (rate limits raised in its own config.toml; everything else as shipped), warms
@@ -162,6 +163,48 @@ async def open_loop(port: int, connections: int, rate: float, seconds: float, pr
     return run
 
 
+async def new_vs_known(port: int, rounds: int, gap: float) -> dict[str, list[float]]:
+    """Does a sign-up for a new address cost the server more than one for a known address?
+
+    A new address queues a confirmation; a known one (signed up moments ago) changes nothing.
+    If the confirmation were rendered in the request process, the answer, or the request
+    right after it, would be slower, and anyone could tell who is on the list by timing.
+    Each round: one sign-up (new or known, in random order), then at once a probe (a known
+    address), then a pause of `gap` s. One keep-alive connection, requests one at a time."""
+    import random
+
+    rng = random.Random(7)
+    conn = Conn(port)
+    await conn.open()
+    known = [f"known{i}@bench.example.com" for i in range(50)]
+    for address in known:  # now pending, confirmation sent: a repeat changes nothing for 10 minutes
+        await conn.signup(address)
+    await asyncio.sleep(3.0)  # let the drainer send those confirmations
+    out: dict[str, list[float]] = {"new": [], "known": [], "probe after new": [], "probe after known": []}
+    for i in range(rounds):
+        kind = rng.choice(("new", "known"))
+        address = f"new{i}-{uuid.uuid4().hex[:6]}@bench.example.com" if kind == "new" else rng.choice(known)
+        t0 = time.perf_counter()
+        await conn.signup(address)
+        t1 = time.perf_counter()
+        await conn.signup(rng.choice(known))
+        t2 = time.perf_counter()
+        out[kind].append(t1 - t0)
+        out[f"probe after {kind}"].append(t2 - t1)
+        await asyncio.sleep(gap)
+    conn.close()
+    return out
+
+
+def report_new_vs_known(result: dict[str, list[float]]) -> None:
+    import statistics
+
+    for label, xs in result.items():
+        xs = sorted(xs)
+        print(f"  {label:18} n={len(xs):4d}  median {statistics.median(xs) * 1000:6.2f} ms   "
+              f"p90 {xs[int(0.9 * len(xs))] * 1000:6.2f} ms", flush=True)
+
+
 def make_db(kind: str, tmp: Path) -> tuple[str, Callable[[], None]]:
     if kind == "sqlite":
         return f"sqlite:///{tmp / 'var' / 'digest.db'}", lambda: None
@@ -243,6 +286,9 @@ def bench(kind: str, args: argparse.Namespace) -> None:
                 raise SystemExit("uvicorn did not start")
             time.sleep(0.2)
         print(f"\n== {kind}: uvicorn, {args.workers} worker(s), {os.cpu_count()} cores ==", flush=True)
+        if args.new_vs_known:
+            report_new_vs_known(asyncio.run(new_vs_known(port, args.rounds, args.gap)))
+            return
         asyncio.run(closed_loop(port, args.connections, 2.0, "warm"))  # warm-up (not reported)
         queued, _ = queue_depth(db_url)
         opened = asyncio.run(open_loop(port, args.connections, args.rate, args.seconds, "o"))
@@ -280,6 +326,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (one per core)")
     ap.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the queue to empty")
+    ap.add_argument("--new-vs-known", action="store_true",
+                    help="compare the latency of sign-ups for new and known addresses (and of the request after)")
+    ap.add_argument("--rounds", type=int, default=400, help="--new-vs-known: sign-ups to time")
+    ap.add_argument("--gap", type=float, default=0.05, help="--new-vs-known: pause between rounds (s)")
     args = ap.parse_args()
     for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
         bench(kind, args)

@@ -243,6 +243,11 @@ class Config:
         return self.env.get("RESEND_WEBHOOK_SECRET", "")
 
     @property
+    def operator_token(self) -> str:
+        """DIGEST_OPERATOR_TOKEN: a Bearer token that shows /healthz details to a remote monitor."""
+        return self.env.get("DIGEST_OPERATOR_TOKEN", "").strip()
+
+    @property
     def smtp_password(self) -> str:
         return self.env.get("DIGEST_SMTP_PASSWORD", "")
 

@@ -279,6 +279,9 @@ class Drainer:
         """A sign-up is being served: yield the interpreter to requests for a moment."""
         self._busy_until = time.monotonic() + 0.25
 
+    def busy(self) -> bool:
+        return time.monotonic() < self._busy_until
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
@@ -297,7 +300,7 @@ class Drainer:
                 if transport is None:
                     transport = self.transport_factory()
                     limiter = make_limiter(self.rt, transport)
-                busy = time.monotonic() < self._busy_until
+                busy = self.busy()
                 started = time.monotonic()
                 # Busy: one mail at a time keeps each pause of the requests short; a rate-limited
                 # provider (Resend) is better served by full batches, its budget being the limit.

@@ -23,7 +23,7 @@ from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED
 from digest.weeks import utcnow
 from subscribers.addresses import AddressError, clean_name, normalize_email
-from subscribers.ratelimit import Limit, hit_params, hit_sql, judge, read_columns, read_params
+from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
 from subscribers.rawsql import Raw
 from subscribers.tokens import email_hash
 
@@ -138,19 +138,24 @@ _INSERT = (
     " consent_at, consent_ip, consent_user_agent, consent_source)"
     " VALUES (:email, :name, 'pending', :now, :now, :now, :ip, :ua, :source) RETURNING id"
 )
+# Compare-and-set: only a row still in the state this request read, with no confirmation
+# sent within the resend window, is updated (and gets one queued). Two requests that read
+# the same row at once: the second waits for the first's row lock, re-checks, matches nothing.
 _UPDATE = (
     "UPDATE subscribers SET status = 'pending', name = COALESCE(:name, name), confirmation_sent_at = :now,"
-    " consent_at = :now, consent_ip = :ip, consent_user_agent = :ua, consent_source = :source WHERE id = :sid"
+    " consent_at = :now, consent_ip = :ip, consent_user_agent = :ua, consent_source = :source"
+    " WHERE id = :sid AND status = :status AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)"
+    " RETURNING id"
 )
 _EVENT = "INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('subscribed', :sid, :detail, :now)"
 _QUEUE = ("INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
           " VALUES ('confirm', :sid, 'queued', 0, :now)")
 _PG_NEW = (
-    "WITH h AS ({hits}), s AS ({insert}),"
+    "WITH h (key, total) AS ({hits}), s AS ({insert}),"
     " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at) SELECT 'subscribed', id, :detail, :now FROM s),"
     " q AS (INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
     " SELECT 'confirm', id, 'queued', 0, :now FROM s)"
-    " SELECT id FROM s"
+    " SELECT key, total FROM h"
 )
 # SQLite has one writer at a time; letting this process's threads queue on a lock is much
 # cheaper than letting them collide in SQLite's busy handler (which sleeps up to 100 ms).
@@ -208,54 +213,64 @@ def _limits(rt: Runtime, req: SignupRequest, h: str) -> list[Limit]:
     s = rt.settings.subscribe
     limits = [Limit(f"a:{h[:40]}", s.per_address_per_hour, timedelta(hours=1))]
     if req.ip:
-        limits.insert(0, Limit(f"ip:{req.ip[:64]}", s.per_ip_per_minute, timedelta(minutes=1)))
+        limits.insert(0, Limit(f"ip:{ip_key(req.ip)}", s.per_ip_per_minute, timedelta(minutes=1)))
     return limits
 
 
 def _record(rt: Runtime, req: SignupRequest, address: str, name: str | None, now: datetime) -> SignupOutcome:
-    h = email_hash(address)
-    limits = _limits(rt, req, h)
-    n = len(limits)
+    limits = _limits(rt, req, email_hash(address))
     resend_after = timedelta(minutes=rt.settings.subscribe.confirmation_resend_minutes)
     source = consent_source(req)
-    with _writer_lock(rt), _connection(rt) as conn, conn.begin():
-        raw = Raw(conn)
-        try:
-            row = raw.one(_LOOKUP.format(limits=read_columns(n)),
-                          {**read_params(raw, limits, now), "h": h, "email": address})
-            assert row is not None
-            verdict = judge(raw, limits, row[: 2 * n], now)
-            if not verdict.allowed:
-                return SignupOutcome("limited", "Too many sign-ups; please try again in a little while.",
-                                     retry_after=verdict.retry_after)
-            suppressed, sid, status, sent_at = row[2 * n:]
-            hits = hit_params(raw, limits, now)
-            if suppressed in _STAY_SUPPRESSED:
-                raw.run(hit_sql(n), hits)
-                return SignupOutcome("accepted")
-            values = {"email": address, "name": name, "now": raw.ts(now), "ip": _clip(req.ip, 64),
-                      "ua": _clip(req.user_agent, 500), "source": source}
-            if sid is None:
-                detail = raw.json({"source": source})
-                if raw.pg:
-                    raw.run(_PG_NEW.format(hits=hit_sql(n), insert=_INSERT), {**values, **hits, "detail": detail})
-                else:
-                    raw.run(hit_sql(n), hits)
-                    sid = raw.one(_INSERT, values)[0]  # type: ignore[index]
-                    raw.run(_EVENT, {"sid": sid, "detail": detail, "now": values["now"]})
-                    raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
-                return SignupOutcome("accepted", queued=True)
-            raw.run(hit_sql(n), hits)
-            if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
-                return SignupOutcome("accepted")  # active already (or bounced/complained): nothing to do
-            sent = raw.read_ts(sent_at)
-            if sent is not None and sent > now - resend_after:
-                return SignupOutcome("accepted")  # a confirmation went out moments ago
-            raw.run(_UPDATE, {**values, "sid": sid})
-            if status == SUB_UNSUBSCRIBED:
-                raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True}),
-                                 "now": values["now"]})
-            raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
+    try:
+        with _writer_lock(rt), _connection(rt) as conn, conn.begin():
+            return _decide(Raw(conn), req, address, name, now, limits, source, resend_after)
+    except Refused as exc:  # past a limit with this very hit: rolled back, not counted
+        return _limited(exc.verdict.retry_after)
+
+
+def _limited(retry_after: int) -> SignupOutcome:
+    return SignupOutcome("limited", "Too many sign-ups; please try again in a little while.", retry_after=retry_after)
+
+
+def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: datetime, limits: list[Limit],
+            source: str, resend_after: timedelta) -> SignupOutcome:
+    """One read, then the writes; `hit` raises Refused when the count (taken atomically) says no."""
+    n = len(limits)
+    try:
+        row = raw.one(_LOOKUP.format(limits=read_columns(n)),
+                      {**read_params(raw, limits, now), "h": email_hash(address), "email": address})
+        assert row is not None
+        verdict = judge(raw, limits, row[: 2 * n], now)
+        if not verdict.allowed:
+            return _limited(verdict.retry_after)
+        suppressed, sid, status, sent_at = row[2 * n:]
+        if suppressed in _STAY_SUPPRESSED:
+            hit(raw, limits, now)
+            return SignupOutcome("accepted")
+        values = {"email": address, "name": name, "now": raw.ts(now), "ip": _clip(req.ip, 64),
+                  "ua": _clip(req.user_agent, 500), "source": source}
+        if sid is None:
+            detail = raw.json({"source": source})
+            if raw.pg:
+                hit(raw, limits, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
+            else:
+                hit(raw, limits, now)
+                sid = raw.one(_INSERT, values)[0]  # type: ignore[index]
+                raw.run(_EVENT, {"sid": sid, "detail": detail, "now": values["now"]})
+                raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
             return SignupOutcome("accepted", queued=True)
-        finally:
-            raw.close()
+        hit(raw, limits, now)
+        if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
+            return SignupOutcome("accepted")  # active already (or bounced/complained): nothing to do
+        sent = raw.read_ts(sent_at)
+        if sent is not None and sent > now - resend_after:
+            return SignupOutcome("accepted")  # a confirmation went out moments ago
+        if raw.one(_UPDATE, {**values, "sid": sid, "status": status, "cutoff": raw.ts(now - resend_after)}) is None:
+            return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
+        if status == SUB_UNSUBSCRIBED:
+            raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True}),
+                             "now": values["now"]})
+        raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
+        return SignupOutcome("accepted", queued=True)
+    finally:
+        raw.close()

@@ -33,9 +33,8 @@ from starlette.middleware.cors import CORSMiddleware
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
 from subscribers import lifecycle
-from subscribers.mail_queue import Drainer
+from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
-from subscribers.ratelimit import prune
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
 from subscribers.tokens import TokenError, UnsubscribeClaim
 
@@ -437,15 +436,13 @@ def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
     if not start_drainer:
         return
 
-    def housekeeping() -> None:
-        with rt.sessions.begin() as session:
-            prune(session)
-
     previous = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(a: FastAPI):  # type: ignore[no-untyped-def]
-        drainer = Drainer(rt, housekeeping=housekeeping)
+        # Its own process: rendering and sending never hold up a request (no timing tells
+        # a new address from a known one). It also prunes old rate-limit buckets.
+        drainer = DrainerProcess(rt)
         a.state.subscriber_drainer = drainer
         drainer.start()
         # Everything built so far (app, routes, templates, SQLAlchemy metadata) lives as long

@@ -65,12 +65,16 @@ async def resend_webhook(request: Request) -> JSONResponse:
             raise ValueError
     except (ValueError, KeyError, TypeError, RecursionError):
         return _answer(400, ok=False, error="body is not a Resend event (JSON with type and data)")
-    result = await run_in_threadpool(handle_event, rt, headers["svix-id"], event_type, data,
-                                     payload.get("created_at"))
+    try:
+        when = event_time(payload.get("created_at"))
+    except ValueError as exc:
+        return _answer(400, ok=False, error=str(exc))
+    result = await run_in_threadpool(handle_event, rt, headers["svix-id"], event_type, data, when)
     return _answer(200, ok=True, result=result)
 
 
-def handle_event(rt: Runtime, message_id: str, event_type: str, data: dict[str, Any], created_at: Any = None) -> str:
+def handle_event(rt: Runtime, message_id: str, event_type: str, data: dict[str, Any],
+                 created_at: datetime | None = None) -> str:
     """Apply one verified event exactly once; returns a short description for logs and tests."""
     try:
         with rt.sessions.begin() as session:
@@ -78,18 +82,26 @@ def handle_event(rt: Runtime, message_id: str, event_type: str, data: dict[str, 
                 return "duplicate"
             session.add(WebhookReceipt(message_id=message_id[:100], event_type=event_type[:64], received_at=utcnow()))
             session.flush()
-            return _apply(session, event_type, data, _when(created_at))
+            return _apply(session, event_type, data, created_at or utcnow())
     except IntegrityError:  # the same svix-id arrived twice at the same moment; the other one handled it
         return "duplicate"
 
 
-def _when(value: Any) -> datetime:
-    if isinstance(value, str):
-        try:
-            return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            pass
-    return utcnow()
+def event_time(value: Any) -> datetime | None:
+    """The event's `created_at` in UTC; None when absent or unreadable (then: now).
+
+    A date that reads but cannot be a UTC instant (year 1 east of UTC, year 9999 west of it)
+    is a ValueError for a 400: a signed body can still be nonsense."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    try:
+        return as_utc(parsed)
+    except OverflowError:
+        raise ValueError(f"created_at: {value[:40]!r} is out of range") from None
 
 
 def _apply(session, event_type: str, data: dict[str, Any], when: datetime) -> str:  # type: ignore[no-untyped-def]

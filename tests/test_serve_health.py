@@ -18,6 +18,7 @@ from digest.web.app import create_app
 from digest.weeks import Week
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47; its slot was Monday
+LOCAL = ("127.0.0.1", 50000)  # details are for the machine itself (tests/test_health_visibility.py)
 
 
 def _no_send(rt, week, *, manual, now=None, stop=None) -> CycleResult:  # type: ignore[no-untyped-def]
@@ -31,7 +32,7 @@ def served(rt: Runtime) -> Iterator[tuple[TestClient, WeeklyService]]:
     app.state.scheduler = service
     service.start(watch=False)
     try:
-        yield TestClient(app), service
+        yield TestClient(app, client=LOCAL), service
     finally:
         service.shutdown()
 
@@ -85,15 +86,15 @@ def test_an_overdue_issue_is_a_503_that_says_what_to_run(served) -> None:  # typ
 
 def test_a_stopped_or_missing_scheduler_is_a_503(rt: Runtime) -> None:
     app = create_app(rt)
-    resp = TestClient(app).get("/healthz")
+    resp = TestClient(app, client=LOCAL).get("/healthz")
     assert resp.status_code == 503
     assert resp.json()["scheduler"]["running"] is False
     service = WeeklyService(rt, clock=lambda: NOW, send=_no_send, holder="health:2")
     app.state.scheduler = service
     service.start(watch=False)
-    assert TestClient(app).get("/healthz").status_code == 200
+    assert TestClient(app, client=LOCAL).get("/healthz").status_code == 200
     service.shutdown()
-    resp = TestClient(app).get("/healthz")
+    resp = TestClient(app, client=LOCAL).get("/healthz")
     assert resp.status_code == 503 and "the scheduler is not running" in resp.json()["problems"]
 
 
@@ -127,7 +128,7 @@ def test_an_unreachable_database_is_a_503_not_a_500(project: Path, tmp_path: Pat
     service = WeeklyService(rt, clock=lambda: NOW, send=_no_send, holder="health:3")
     app = create_app(rt)
     app.state.scheduler = service
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False, client=LOCAL)
     resp = client.get("/healthz")
     assert resp.status_code == 503
     body = resp.json()

@@ -203,3 +203,15 @@ def test_without_a_configured_secret_webhooks_are_refused(tmp_path, db_url) -> N
     assert r.status_code == 503 and "RESEND_WEBHOOK_SECRET" in r.json()["error"]
     assert counts(rt)["webhook_receipts"] == 0
     rt.close()
+
+
+@pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_signed_event_with_an_out_of_range_created_at_is_a_400_that_changes_nothing(sent, created_at) -> None:
+    rt, _ = sent
+    payload = {**event("email.bounced", "re_hard", "hard@example.com", bounce={"type": "Permanent"}),
+               "created_at": created_at}
+    r = post(client(rt), payload)
+    assert r.status_code == 400 and "created_at" in r.json()["error"]
+    assert subscriber(rt, "hard@example.com").status == SUB_ACTIVE
+    with rt.sessions() as s:
+        assert s.scalar(select(WebhookReceipt.id)) is None

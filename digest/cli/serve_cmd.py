@@ -71,6 +71,7 @@ def serve(
     """Run the public web app (sign-up, unsubscribe, webhooks, archive, /healthz) and the weekly schedule."""
     import uvicorn
 
+    from digest.web.accesslog import redact_access_log
     from digest.web.app import create_app
 
     logging.getLogger("digest").setLevel(logging.INFO)
@@ -82,6 +83,7 @@ def serve(
     web.state.scheduler = service
     config = uvicorn.Config(web, log_level="info", lifespan="on", timeout_graceful_shutdown=10,
                             server_header=False)
+    redact_access_log()  # after uvicorn.Config has set up its loggers
     server = _server_class()(config, service)
 
     # Before uvicorn takes over the signals (and again after it stops and re-raises the one it

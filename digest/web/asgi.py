@@ -9,9 +9,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from digest.runtime import open_runtime
+from digest.web.accesslog import redact_access_log
 from digest.web.app import create_app
 
 
 def make_app() -> FastAPI:
     """Config path from DIGEST_CONFIG (else ./config.toml); secrets from the environment."""
+    redact_access_log()  # uvicorn configured its loggers before calling the factory
     return create_app(open_runtime())

@@ -5,6 +5,10 @@
                         running, or the latest issue is overdue (an operator must act)
     GET /healthz/live   200 while the process and its database answer: for load
                         balancers and restarts, which an overdue issue must not trigger
+
+Anyone may ask whether the service is well (`{"status": "ok"}` or `"error"`, and the HTTP
+code); the details (delivery counts, database error text, the scheduler's last run) only go
+to an operator: see `digest.web.operator.may_see_details`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sqlalchemy import func, select, text
 from digest.runtime import Runtime
 from digest.scheduler import slot_state
 from digest.storage.models import Delivery, Issue
+from digest.web.operator import may_see_details
 from digest.weeks import as_utc
 
 router = APIRouter()
@@ -86,7 +91,14 @@ def healthz(request: Request) -> JSONResponse:
     body["status"] = "error" if problems else "ok"
     body["problems"] = problems
     ordered = {"status": body.pop("status"), "problems": body.pop("problems"), **body}
-    return JSONResponse(ordered, status_code=503 if problems else 200, headers=NO_CACHE)
+    return _answer(request, ordered, 503 if problems else 200)
+
+
+def _answer(request: Request, body: dict[str, Any], status: int) -> JSONResponse:
+    """The details for an operator; for everyone else only ok / error and the code."""
+    if not may_see_details(request):
+        body = {"status": body["status"]}
+    return JSONResponse(body, status_code=status, headers={**NO_CACHE, "Vary": "Authorization"})
 
 
 @router.api_route("/healthz/live", methods=["GET", "HEAD"], include_in_schema=False)
@@ -94,6 +106,5 @@ def live(request: Request) -> JSONResponse:
     rt: Runtime = request.app.state.rt
     db_error = _database(rt)
     if db_error:
-        return JSONResponse({"status": "error", "database": {"reachable": False, "error": db_error}},
-                            status_code=503, headers=NO_CACHE)
-    return JSONResponse({"status": "ok", "database": {"reachable": True}}, headers=NO_CACHE)
+        return _answer(request, {"status": "error", "database": {"reachable": False, "error": db_error}}, 503)
+    return _answer(request, {"status": "ok", "database": {"reachable": True}}, 200)

@@ -1,0 +1,190 @@
+"""`GET /openapi.json`: the public HTTP API of `digest serve`, as FastAPI describes it plus what it cannot see.
+
+The routes read their bodies themselves (form, multipart or JSON on one URL; a webhook's raw
+bytes for its signature), so FastAPI cannot infer request bodies or the answers each route
+gives. `PUBLIC` adds them: one entry per operation, every status code it can answer and
+in which media types. The document is what integrators read for the JSON sign-up API, and
+what the schemathesis suite (tests/test_api_fuzz.py) checks the server against: a code or
+body not described here is a failing test.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+router = APIRouter()
+
+Schema = dict[str, Any]
+
+_TEXT: Schema = {"type": "string"}
+HTML = {"text/html": {"schema": _TEXT}}
+PLAIN = {"text/plain": {"schema": _TEXT}}
+_ERROR: Schema = {"type": "object", "required": ["ok", "error"],
+                  "properties": {"ok": {"const": False}, "error": {"type": "string"},
+                                 "field": {"type": ["string", "null"]}, "retry_after": {"type": "integer"}}}
+JSON_ERROR = {"application/json": {"schema": _ERROR}}
+_HEALTH: Schema = {"type": "object", "required": ["status"],
+                   "properties": {"status": {"enum": ["ok", "error"]}}}
+TOO_LARGE = {"description": "The body is over the limit (refused while it streams).", "content": JSON_ERROR}
+
+
+def _answer(description: str, *contents: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for c in contents:
+        merged.update(c)
+    return {"description": description, "content": merged} if merged else {"description": description}
+
+
+def _form(properties: Schema) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties}
+    return {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": schema},
+                                           "multipart/form-data": {"schema": schema}}}
+
+
+_SIGNUP_FIELDS: Schema = {
+    "email": {"type": "string", "format": "email", "description": "The address to subscribe."},
+    "name": {"type": "string", "description": "Optional; how the emails greet the reader."},
+    "source": {"type": "string", "description": "Which form (e.g. `embed`, your own label)."},
+    "next": {"type": "string", "description": "Where the no-JS form redirects after success (same site)."},
+    "website": {"type": "string", "description": "Honeypot: leave empty."},
+}
+_SIGNUP_OK: Schema = {"type": "object", "required": ["ok", "message"],
+                      "properties": {"ok": {"const": True}, "message": {"type": "string"}}}
+_TOKEN = {"name": "token", "in": "path", "required": True, "description": "A signed token from an email.",
+          "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,300}$"}}
+_BAD_LINK = _answer("A forged, garbled or expired link.", PLAIN, HTML)
+_PAGE = _answer("A page.", HTML)
+
+PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
+    ("/subscribe", "get"): {"summary": "The hosted sign-up page.", "responses": {"200": _PAGE}},
+    ("/subscribe", "post"): {
+        "summary": "Sign up (double opt-in). JSON in (or Accept: application/json) -> JSON out; a form -> 303.",
+        "description": "Every accepted sign-up gets the same answer, whatever the address's state.",
+        "requestBody": {"required": False, "content": {
+            "application/json": {"schema": {"type": "object", "properties": _SIGNUP_FIELDS, "required": ["email"]}},
+            **_form(_SIGNUP_FIELDS)["content"]}},
+        "responses": {
+            "200": _answer("Accepted: a confirmation email is on its way.", {"application/json": {"schema": _SIGNUP_OK}}),
+            "303": {"description": "Accepted (a form post): redirect to the thanks page or `next`."},
+            "400": _answer("A field is wrong (`field` says which).", JSON_ERROR, HTML),
+            "403": _answer("The Origin may not use the form.", JSON_ERROR, HTML),
+            "413": _answer("The body is over the limit.", JSON_ERROR, HTML),
+            "415": _answer("Not form, multipart or JSON.", JSON_ERROR, HTML),
+            "429": _answer("Too many sign-ups; see Retry-After.", JSON_ERROR, HTML),
+            "503": _answer("The database is briefly unavailable.", JSON_ERROR, HTML),
+        }},
+    ("/subscribe/thanks", "get"): {"summary": "“Check your inbox.”", "responses": {"200": _PAGE}},
+    ("/embed", "get"): {"summary": "The form alone, for an iframe.", "parameters": [
+        {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": _PAGE}},
+    ("/embed/origin", "get"): {"summary": "May the calling page's origin use the form? (for embed.js)", "parameters": [
+        {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": _answer("The verdict.", {"application/json": {"schema": {
+            "type": "object", "required": ["origin", "allowed", "setting"],
+            "properties": {"origin": {"type": ["string", "null"]}, "allowed": {"type": "boolean"},
+                           "setting": {"type": "string"}}}}})}},
+    ("/embed.js", "get"): {"summary": "Drop-in script that renders the form.", "responses": {
+        "200": _answer("JavaScript.", {"application/javascript": {"schema": _TEXT}})}},
+    ("/confirm/{token}", "get"): {"summary": "The double opt-in link.", "parameters": [_TOKEN], "responses": {
+        "200": _PAGE, "400": _BAD_LINK}},
+    ("/u/{token}", "get"): {"summary": "Unsubscribe / manage page (changes nothing).", "parameters": [_TOKEN,
+        {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "manage", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": _PAGE, "400": _BAD_LINK}},
+    ("/u/{token}", "post"): {
+        "summary": "RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`) and the page's buttons.",
+        "parameters": [_TOKEN],
+        "requestBody": _form({"List-Unsubscribe": {"type": "string"},
+                              "action": {"enum": ["unsubscribe", "resubscribe", "reason"]},
+                              "reason": {"type": "string"}, "reason_text": {"type": "string"}}),
+        "responses": {"200": _answer("Unsubscribed (one-click): no redirect.", HTML),
+                      "303": {"description": "Done: back to the page."}, "400": _BAD_LINK,
+                      "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
+                      "415": _answer("Not a form.", PLAIN)}},
+    ("/webhooks/resend", "post"): {
+        "summary": "Resend delivery events, verified by their Svix signature.",
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {"200": _answer("Handled (or a duplicate).", {"application/json": {"schema": {"type": "object"}}}),
+                      "400": _answer("Signed, but not a Resend event.", JSON_ERROR),
+                      "401": _answer("Missing or bad signature.", JSON_ERROR),
+                      "413": TOO_LARGE,
+                      "503": _answer("No webhook secret configured.", JSON_ERROR)}},
+    ("/archive", "get"): {"summary": "Past issues.", "responses": {
+        "200": _PAGE, "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/archive/", "get"): {"summary": "Past issues.", "responses": {
+        "200": _PAGE, "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/archive/{week}", "get"): {"summary": "One past issue, as it was sent.", "parameters": [
+        {"name": "week", "in": "path", "required": True, "description": "An ISO week, e.g. 2026-W47.",
+         "schema": {"type": "string", "pattern": "^[0-9]{4}-W[0-9]{2}$"}}], "responses": {
+        "200": _PAGE, "404": _answer("No such week, or nothing went out that week.", HTML),
+        "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/archive.xml", "get"): {"summary": "Atom feed of past issues.", "responses": {
+        "200": _answer("Atom.", {"application/atom+xml": {"schema": _TEXT}}),
+        "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/healthz", "get"): {"summary": "Is the service well? Details only for localhost or the operator token.",
+                          "responses": {"200": _answer("Well.", {"application/json": {"schema": _HEALTH}}),
+                                        "503": _answer("Not well.", {"application/json": {"schema": _HEALTH}})}},
+    ("/healthz/live", "get"): {"summary": "Liveness: the process and its database answer.",
+                               "responses": {"200": _answer("Live.", {"application/json": {"schema": _HEALTH}}),
+                                             "503": _answer("Not live.", {"application/json": {"schema": _HEALTH}})}},
+}
+_EVERYWHERE = {"413": TOO_LARGE}  # the body limit answers any method that sends a body
+
+
+# Served by the public app but not part of the API it describes.
+NOT_DESCRIBED = {("/openapi.json", "get")}
+
+
+def undescribed(app: FastAPI) -> list[tuple[str, str]]:
+    """Public operations missing from PUBLIC (so neither documented nor fuzzed)."""
+    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods
+                  if m != "HEAD" and (r.path, m.lower()) not in PUBLIC and (r.path, m.lower()) not in NOT_DESCRIBED)
+
+
+def build(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document for the public routes (they opt out of its schema one by one), completed by PUBLIC."""
+    paths = {path for path, _ in PUBLIC}
+    routes = []
+    for route in _api_routes(app.routes):
+        if route.path in paths:
+            shown = copy.copy(route)
+            shown.include_in_schema = True
+            shown.methods = {m for m in route.methods if (route.path, m.lower()) in PUBLIC}
+            routes.append(shown)
+    doc = get_openapi(title=app.title, version="1", routes=routes,
+                      description="The public HTTP API of `digest serve`.")
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
+            extra = PUBLIC[(path, method)]
+            op.pop("requestBody", None)
+            op.update({k: v for k, v in extra.items() if k != "parameters"})
+            given = {p["name"]: p for p in extra.get("parameters", [])}
+            op["parameters"] = [given.pop(p["name"], p) for p in op.get("parameters", [])] + list(given.values())
+            if method == "post":
+                op["responses"] = {**_EVERYWHERE, **op["responses"]}
+    return doc
+
+
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI keeps those as one entry each)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif hasattr(route, "original_router"):
+            found.extend(_api_routes(route.original_router.routes))
+    return found
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request) -> JSONResponse:
+    doc = getattr(request.app.state, "openapi_doc", None)
+    if doc is None:
+        doc = request.app.state.openapi_doc = build(request.app)
+    return JSONResponse(doc, headers={"Cache-Control": "public, max-age=300"})
