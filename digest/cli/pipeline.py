@@ -130,11 +130,12 @@ def _print_selection(sel: Selection, status: str) -> None:
     table = Table()
     table.add_column("#")
     table.add_column("slug", no_wrap=True)  # what --pin/--exclude take: never cut
-    for header in ("score", "panel", "community", "freshness", ""):
+    for header in ("score", "panel", "community", "freshness", "diversity", ""):
         table.add_column(header)
     for i, p in enumerate(sel.picks, 1):
         table.add_row(str(i), p.comparison.slug, f"{p.score:.3f}", f"{p.parts['panel']:.3f}",
-                      f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}", "pinned" if p.pinned else "")
+                      f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}",
+                      f"{p.parts.get('diversity', 0.0):.3f}", "pinned" if p.pinned else "")
     out.print(f"issue {sel.week} ({status}); cut-off {sel.cutoff:%Y-%m-%d %H:%M} UTC, "
               f"window from {sel.window_start:%Y-%m-%d %H:%M}; {sel.candidates} candidate(s)", markup=False)
     out.print(table)
