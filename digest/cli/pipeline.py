@@ -289,3 +289,35 @@ def demo() -> None:
 
 def _count_files(folder: Path) -> int:
     return len(list(folder.glob("*.eml"))) if folder.is_dir() else 0
+
+
+@app.command("note")
+def note_cmd(
+    text: str = typer.Argument(None, help="The note (Markdown: paragraphs, [links](https://...), *emphasis*).",
+                               metavar="TEXT"),
+    week: str = typer.Option(None, "--week", help="ISO week key, e.g. 2026-W47 (default: this week).", metavar="WEEK"),
+    file: Path = typer.Option(None, "--file", help="Read the note from this UTF-8 file.", metavar="PATH"),
+    clear: bool = typer.Option(False, "--clear", help="Remove the week's note."),
+) -> None:
+    """Set the editor's note that opens a week's issue; with no TEXT, --file or --clear, print it."""
+    from digest.editor_note import current_note, set_note
+
+    given = [name for name, on in (("TEXT", text is not None), ("--file", file is not None), ("--clear", clear)) if on]
+    if len(given) > 1:
+        raise UserError(f"note: give one of TEXT, --file or --clear, not {' and '.join(given)}")
+    rt = runtime()
+    wk = resolve_week(rt, week)
+    if not given:
+        current = current_note(rt, wk)
+        out.print(current if current else f"issue {wk.key} has no note", markup=False, highlight=False)
+        return
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"--file: {file}: no such file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--file: {file}: not UTF-8 text") from None
+        except OSError as exc:
+            raise UserError(f"--file: {file}: {exc.strerror or exc}") from None
+    out.print(set_note(rt, wk, None if clear else text), markup=False)
