@@ -29,3 +29,13 @@ def test_no_indentation_or_line_breaks_between_tags() -> None:
     _, html, _ = five_item_issue()
     assert not re.search(r">\s*\n\s*<", html)
     assert html.count("\n") < 5
+
+
+def test_the_cards_classes_sit_in_a_style_block_gmail_keeps() -> None:
+    """Gmail drops a whole <style> it does not understand (attribute selectors, some media features):
+    the cards' looks are in a block of plain class rules, dark mode in another."""
+    _, html, _ = five_item_issue()
+    blocks = re.findall(r"<style[^>]*>(.*?)</style>", html, re.S)
+    [cards] = [b for b in blocks if ".item {" in b]
+    assert "[" not in cards and "prefers-color-scheme" not in cards and ".cta" not in cards
+    assert any("prefers-color-scheme" in b and ".item" in b for b in blocks if b is not cards)
