@@ -58,9 +58,13 @@ class Selection:
                 "skip_reason": self.skip_reason, "picks": [p.as_dict() for p in self.picks]}
 
 
+def tool_key(tool: dict[str, Any]) -> str:
+    """A tool's name as a comparable key (case and spacing ignored): the same tool on two pages."""
+    return " ".join(str(tool.get("name", "")).split()).casefold()
+
+
 def tool_keys(comparison: Comparison) -> list[str]:
-    """The comparison's tools as comparable keys (case and spacing ignored)."""
-    return [" ".join(str(t.get("name", "")).split()).casefold() for t in comparison.data.get("tools", [])]
+    return [tool_key(t) for t in comparison.data.get("tools", [])]
 
 
 def diversity(comparison: Comparison, seen_tools: set[str]) -> float:

@@ -12,6 +12,7 @@ from digest import plaintext
 from digest.config import Config
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
+from digest.selection import tool_key
 from digest.storage.models import Issue
 from digest.weeks import Week, as_utc
 
@@ -109,10 +110,6 @@ def verdict(tool_a: dict[str, Any], tool_b: dict[str, Any]) -> str:
     return line
 
 
-def tool_key(tool: dict[str, Any]) -> str:
-    return " ".join(str(tool.get("name", "")).split()).casefold()
-
-
 def item_context(item: Any, week: str, first_seen: dict[str, int] | None = None,
                  shown_quotes: set[str] | None = None) -> dict[str, Any]:
     """One card's values; quote_a/quote_b are `{text, reviewer}` or None.
@@ -155,8 +152,8 @@ def items_context(items: list[Any], week: str) -> list[dict[str, Any]]:
     return [item_context(i, week, first_seen, shown) for i in items]
 
 
-SUBJECT_MAX = 60  # the preview's subject check (phones show about 60 characters)
-PREHEADER_MAX = 140  # the preview's preheader check (inboxes show about 90-140)
+SUBJECT_MAX = 60  # phones show about 60 characters; the preview's subject check uses this too
+PREHEADER_MAX = 140  # inboxes show about 90-140; the preview's preheader check uses this too
 
 
 def _fit(text: str, limit: int) -> str:
