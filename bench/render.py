@@ -1,6 +1,7 @@
 """Rendering benchmark: compile a 5-item issue once, then personalize it for many readers.
 
-Prints the compile time (Jinja + MJML, cold and warm; the MJML step on its own) and how
+Prints the issue's size (HTML, one reader's MIME message), the compile time (Jinja + MJML,
+cold and warm; the MJML step on its own), the sender's CPU time per email and how
 many personalized messages per second one core builds with the same code the sender uses
 (digest.delivery.messages.IssueMessages.build: signed unsubscribe token, links, fill).
 Runs in well under a minute:  .venv/bin/python bench/render.py [--readers N]
@@ -76,6 +77,19 @@ def main() -> None:
 
     rounds = timed(personalize, 3)
     rates = [args.readers / t for t in rounds]
+    cpu_start = time.process_time()
+    personalize()
+    cpu_per_email = (time.process_time() - cpu_start) / args.readers
+    sample = messages.build(readers[1])
+    from digest.mail import domain_of, to_mime  # only for the size of one message on the wire
+
+    domain = domain_of(config.settings.sender.from_email)
+    wire = len(to_mime(sample, domain).as_bytes())
+    mime_readers = readers[: max(1, args.readers // 5)]
+    cpu_start = time.process_time()
+    for r in mime_readers:
+        to_mime(messages.build(r), domain).as_bytes()
+    cpu_per_mime = (time.process_time() - cpu_start) / len(mime_readers)
     resend_messages = IssueMessages(config.settings, Tokens(secret), issue, json_bodies=True)
 
     def personalize_json() -> None:
@@ -92,7 +106,10 @@ def main() -> None:
     fill_only = timed(fill, 3)
 
     print(f"rendering benchmark ({where}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs visible)")
-    print(f"issue: 5 items, HTML {len(compiled.html.encode()) / 1024:.1f} KB, text {len(compiled.text.encode()) / 1024:.1f} KB")
+    print(f"issue: 5 items, HTML {len(compiled.html.encode()) / 1024:.1f} KB ({len(compiled.html.encode()):,} bytes), "
+          f"text {len(compiled.text.encode()) / 1024:.1f} KB")
+    print(f"one reader's message: HTML {len(str(sample.html).encode()) / 1024:.1f} KB filled; "
+          f"{wire / 1024:.1f} KB as MIME (quoted-printable, both parts and headers)")
     print(f"compile once per issue (Jinja + MJML): cold {cold * 1000:.1f} ms, "
           f"warm median {statistics.median(warm) * 1000:.1f} ms")
     print(f"  of which MJML -> HTML (check + mjml-python): median {statistics.median(mjml_only) * 1000:.1f} ms")
@@ -101,6 +118,8 @@ def main() -> None:
     print(f"  with the JSON body the Resend transport sends (json_bodies=True): "
           f"median {statistics.median(json_rates):,.0f}/s")
     print(f"  fill only (Personalizer.fill): {args.readers / statistics.median(fill_only):,.0f}/s")
+    print(f"sender CPU per email (process time): build {cpu_per_email * 1e6:.1f} µs; "
+          f"build + MIME bytes (what the SMTP and outbox transports also do) {cpu_per_mime * 1e6:.0f} µs")
     target = 20_000
     print(f"target >= {target:,}/s on one core: {'met' if statistics.median(rates) >= target else 'NOT met'}")
 

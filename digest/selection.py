@@ -1,11 +1,16 @@
 """Pick the week's comparisons: a documented, weighted score with a deterministic tie-break.
 
-score = (w_panel * panel + w_community * community + w_freshness * freshness) / (sum of weights)
+score = (w_panel * panel + w_community * community + w_freshness * freshness
+         + w_diversity * diversity) / (sum of weights)
   panel      mean panel-ship share of both tools (0..1)
   community  mean community vote (0..1), shrunk toward 0.5 by `community_prior_votes`:
              (votes * vote + prior * 0.5) / (votes + prior); no votes at all -> 0.5;
              a vote with an unknown count counts as `prior` votes (half weight)
   freshness  1.0 at the cut-off, falling linearly to 0.0 at the start of the window
+  diversity  share of the comparison's tools the issue does not have yet (1.0, 0.5 or 0.0)
+Picks are made one at a time (pins first), so diversity is measured against the picks before it:
+the site publishes many comparisons with the same popular tool, and an issue reads better when
+each card brings a new one. With too few other candidates a repeat still gets in, ranked lower.
 Ties: higher score, then newer, then slug A-Z.
 """
 
@@ -43,6 +48,7 @@ class Selection:
     cutoff: datetime
     window_start: datetime
     picks: list[Pick] = field(default_factory=list)
+    others: list[Pick] = field(default_factory=list)  # candidates below the cut, scored against the picks
     candidates: int = 0
     skip_reason: str | None = None
 
@@ -52,7 +58,23 @@ class Selection:
                 "skip_reason": self.skip_reason, "picks": [p.as_dict() for p in self.picks]}
 
 
-def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime) -> tuple[float, dict[str, float]]:
+def tool_key(tool: dict[str, Any]) -> str:
+    """A tool's name as a comparable key (case and spacing ignored): the same tool on two pages."""
+    return " ".join(str(tool.get("name", "")).split()).casefold()
+
+
+def tool_keys(comparison: Comparison) -> list[str]:
+    return [tool_key(t) for t in comparison.data.get("tools", [])]
+
+
+def diversity(comparison: Comparison, seen_tools: set[str]) -> float:
+    """Share of the comparison's tools not in `seen_tools` (the tools of the picks before it)."""
+    keys = tool_keys(comparison)
+    return sum(k not in seen_tools for k in keys) / len(keys) if keys else 1.0
+
+
+def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
+          seen_tools: set[str] = frozenset()) -> tuple[float, dict[str, float]]:  # type: ignore[assignment]
     tools = comparison.data.get("tools", [])
     panel = sum(t.get("panel_ship", 0) for t in tools) / (100.0 * max(1, len(tools)))
     votes_pct = [t["community"] for t in tools if t.get("community") is not None]
@@ -65,13 +87,22 @@ def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime) -> t
         community = 0.5
     age = (cutoff - as_utc(comparison.published_at)).total_seconds() / 86400.0
     freshness = min(1.0, max(0.0, 1.0 - age / cfg.window_days))
-    total_w = cfg.weight_panel + cfg.weight_community + cfg.weight_freshness
+    total_w = cfg.weight_panel + cfg.weight_community + cfg.weight_freshness + cfg.weight_diversity
     parts = {
         "panel": round(cfg.weight_panel * panel / total_w, 4),
         "community": round(cfg.weight_community * community / total_w, 4),
         "freshness": round(cfg.weight_freshness * freshness / total_w, 4),
+        "diversity": round(cfg.weight_diversity * diversity(comparison, set(seen_tools)) / total_w, 4),
     }
     return round(sum(parts.values()), 4), parts
+
+
+def ranked(comparisons: list[Comparison], cfg: SelectionSettings, cutoff: datetime,
+           seen_tools: set[str]) -> list[Pick]:
+    """Best first: higher score, then newer, then slug A-Z."""
+    picks = [Pick(c, *score(c, cfg, cutoff, seen_tools)) for c in comparisons]
+    picks.sort(key=lambda p: (-p.score, -as_utc(p.comparison.published_at).timestamp(), p.comparison.slug))
+    return picks
 
 
 def featured_ids(session: Session, except_issue_id: int | None = None) -> set[int]:
@@ -107,13 +138,19 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
                                                     Comparison.published_at <= cutoff))
     candidates = [c for c in rows if c.id not in seen and c.slug not in excludes and c.slug not in pins]
     sel.candidates = len(candidates) + len(pinned)
-    ranked = []
-    for c in candidates:
-        s, parts = score(c, cfg, cutoff)
-        ranked.append(Pick(c, s, parts))
-    ranked.sort(key=lambda p: (-p.score, -as_utc(p.comparison.published_at).timestamp(), p.comparison.slug))
-    picks = [Pick(c, *score(c, cfg, cutoff), pinned=True) for c in pinned] + ranked
+    seen: set[str] = set()
+    picks: list[Pick] = []
+    for c in pinned:
+        picks.append(Pick(c, *score(c, cfg, cutoff, seen), pinned=True))
+        seen.update(tool_keys(c))
+    rest = list(candidates)
+    while rest and len(picks) < cfg.max_items:
+        best = ranked(rest, cfg, cutoff, seen)[0]
+        picks.append(best)
+        seen.update(tool_keys(best.comparison))
+        rest.remove(best.comparison)
     sel.picks = picks[: cfg.max_items]
+    sel.others = ranked(rest, cfg, cutoff, seen)
     if len(sel.picks) < cfg.min_items:
         sel.skip_reason = (
             f"only {len(sel.picks)} comparison(s) published between {start:%Y-%m-%d %H:%M} and "

@@ -2,7 +2,8 @@
 
 `sample_issue(n)` returns a transient Issue whose items hold the sample comparisons plus
 variations of them (different tools, panel splits, community votes, prices), so a 5-item
-issue looks like a real week: a clear favourite, a split verdict, a tool with no votes yet.
+issue looks like a real week: a clear favourite, a split verdict, tools with no votes yet, a community
+vote that disagrees with the panel, and (as on the site) one tool in two comparisons.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SITE = "https://verdicts.example.com/compare"
 # (tool a name, tool b name, panel a, panel b, community a, community b, price a, price b)
 VARIANTS = [
     ("Claude Code", "Aider", 100, 60, 81, 64, "$20/mo", "Free"),
-    ("Perplexity Labs", "Elicit", 40, 80, None, 58, "$20/mo", "Free tier"),
+    ("Perplexity Labs", "Elicit", 40, 80, 64, 41, "$20/mo", "Free tier"),  # the community disagrees
     ("Lovable", "Bolt.new", 20, 0, 35, None, "$25/mo", "$20/mo"),
 ]
 

@@ -96,7 +96,7 @@ def test_atom_feed_parses_and_links_each_web_version(archive_rt: Runtime) -> Non
     newest = feed.entries[0]
     content = newest.content[0].value  # HTML: the hostile title is text inside it
     assert html.escape(EVIL_A, quote=False) in content and "<script>" not in content
-    assert newest.title.startswith(archive_rt.settings.site.name)
+    assert newest.title.startswith(EVIL_A)  # the subject, which leads with the week's top comparison
     assert newest.published_parsed and newest.updated_parsed
     for entry in feed.entries:
         assert client.get(entry.link.removeprefix(base)).status_code == 200

@@ -77,7 +77,7 @@ LAYOUT_JS = """
     return r.width > 0 && (r.right > vw + 0.5 || r.left < -0.5);
   }).map(el => el.tagName + '.' + el.className + ': ' + (el.innerText || '').slice(0, 40));
   return {vw, scrollWidth: document.scrollingElement.scrollWidth, cards: boxes, tools, overflowing,
-          buttons: [...document.querySelectorAll('.item a')].filter(a => a.innerText.includes('Read the full comparison'))
+          buttons: [...document.querySelectorAll('.item a.cta')]
                      .map(a => { const r = a.getBoundingClientRect(); return {right: r.right, height: r.height}; })};
 }
 """
@@ -120,8 +120,9 @@ def test_dark_mode_changes_the_colours(browser, emails) -> None:
         try:
             page.set_content(emails["digest"])
             colours[scheme] = page.evaluate("""() => {
-              const card = document.querySelector('.item');
-              const h2 = card.querySelector('h2');
+              const item = document.querySelector('.item');
+              const card = item.closest('.card');
+              const h2 = item.querySelector('h2');
               return [getComputedStyle(card).backgroundColor, getComputedStyle(h2).color,
                       getComputedStyle(document.body).backgroundColor];
             }""")

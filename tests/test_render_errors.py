@@ -61,13 +61,13 @@ def test_jinja_syntax_error_names_file_and_line(project: Path, tpl: Path) -> Non
 
 
 def test_jinja_error_in_a_partial_names_the_partial(project: Path, tpl: Path) -> None:
-    line = edit(tpl / "_card.mjml.j2", "<h3 style=", "<h3>{{ t.name | nosuchfilter }}</h3>")
+    line = edit(tpl / "_card.mjml.j2", '<h3 class="h3">', "<h3>{{ t.name | nosuchfilter }}</h3>")
     msg = error_of(config_for(project, tpl))
     assert f"{tpl / '_card.mjml.j2'}:{line}:" in msg and "nosuchfilter" in msg
 
 
 def test_undefined_variable_names_file_and_line(project: Path, tpl: Path) -> None:
-    line = edit(tpl / "_card.mjml.j2", "<h3 style=", "<h3>{{ t.nickname }}</h3>")
+    line = edit(tpl / "_card.mjml.j2", '<h3 class="h3">', "<h3>{{ t.nickname }}</h3>")
     msg = error_of(config_for(project, tpl))
     assert f"{tpl / '_card.mjml.j2'}:{line}: template error" in msg and "nickname" in msg
 
@@ -79,12 +79,12 @@ def test_text_template_error_names_the_text_file(project: Path, tpl: Path) -> No
 
 
 def test_unknown_mjml_element_names_file_and_line(project: Path, tpl: Path) -> None:
-    path = tpl / "_card.mjml.j2"
-    text = path.read_text().replace("<mj-button padding", "<mj-buton padding").replace("</mj-button>", "</mj-buton>")
+    path = tpl / "_footer.mjml.j2"
+    text = path.read_text().replace("<mj-text align", "<mj-txt align").replace("</mj-text>", "</mj-txt>")
     path.write_text(text)
-    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "<mj-buton" in ln)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "<mj-txt" in ln)
     msg = error_of(config_for(project, tpl))
-    assert f"{path}:{line}: MJML error: unknown MJML element <mj-buton>" in msg
+    assert f"{path}:{line}: MJML error: unknown MJML element <mj-txt>" in msg
 
 
 def test_mismatched_mjml_tag_names_file_and_line(project: Path, tpl: Path) -> None:
@@ -132,7 +132,7 @@ def test_check_mjml_finds_structural_problems_with_lines() -> None:
 
 
 def test_broken_template_stops_the_send_and_changes_nothing(project: Path, tpl: Path, db_url: str) -> None:
-    edit(tpl / "_card.mjml.j2", "<h3 style=", "<h3>{{ t.nickname }}</h3>")
+    edit(tpl / "_card.mjml.j2", '<h3 class="h3">', "<h3>{{ t.nickname }}</h3>")
     config_for(project, tpl)
     rt = make_runtime(project, db_url)
     try:

@@ -39,13 +39,14 @@ def test_score_parts_are_documented_formula() -> None:
     c = Comparison(slug="a-vs-b", published_at=CUTOFF - timedelta(days=3.5), community_votes=20,
                    data=item("A vs B", 100, 50, community=90).model_dump(mode="json"))
     total, parts = score(c, cfg, CUTOFF)
-    # panel 0.75; community (20*0.9 + 20*0.5)/40 = 0.7; freshness 0.5; weights 0.5/0.3/0.2 sum 1
-    assert parts == {"panel": 0.375, "community": 0.21, "freshness": 0.1}
-    assert total == pytest.approx(0.685)
+    # panel 0.75; community (20*0.9 + 20*0.5)/40 = 0.7; freshness 0.5; diversity 1 (the issue is empty);
+    # weights 0.5/0.3/0.2/0.3 sum 1.3
+    assert parts == {"panel": 0.2885, "community": 0.1615, "freshness": 0.0769, "diversity": 0.2308}
+    assert total == pytest.approx(0.985 / 1.3, abs=1e-4)
 
 
 def test_community_without_votes_is_neutral_and_few_votes_are_discounted() -> None:
-    cfg = SelectionSettings()
+    cfg = SelectionSettings(weight_diversity=0)  # the other weights then add up to 1
     none = Comparison(slug="n", published_at=CUTOFF, community_votes=None, data=item("A vs B", 50, 50).model_dump(mode="json"))
     few = Comparison(slug="f", published_at=CUTOFF, community_votes=2, data=item("A vs B", 50, 50, community=100).model_dump(mode="json"))
     many = Comparison(slug="m", published_at=CUTOFF, community_votes=2000, data=item("A vs B", 50, 50, community=100).model_dump(mode="json"))
@@ -66,7 +67,7 @@ def test_window_ranking_and_deterministic_ties(rt) -> None:
         sel = select_picks(s, rt.settings.selection, week="2026-W48", cutoff=CUTOFF)
     slugs = [p.comparison.slug for p in sel.picks]
     assert slugs == ["strong-vs-tool", "twin-a-vs-tool", "twin-b-vs-tool", "weak-vs-tool"]
-    assert all(set(p.parts) == {"panel", "community", "freshness"} for p in sel.picks)
+    assert all(set(p.parts) == {"panel", "community", "freshness", "diversity"} for p in sel.picks)
     assert sel.skip_reason is None
 
 

@@ -130,11 +130,12 @@ def _print_selection(sel: Selection, status: str) -> None:
     table = Table()
     table.add_column("#")
     table.add_column("slug", no_wrap=True)  # what --pin/--exclude take: never cut
-    for header in ("score", "panel", "community", "freshness", ""):
+    for header in ("score", "panel", "community", "freshness", "diversity", ""):
         table.add_column(header)
     for i, p in enumerate(sel.picks, 1):
         table.add_row(str(i), p.comparison.slug, f"{p.score:.3f}", f"{p.parts['panel']:.3f}",
-                      f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}", "pinned" if p.pinned else "")
+                      f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}",
+                      f"{p.parts.get('diversity', 0.0):.3f}", "pinned" if p.pinned else "")
     out.print(f"issue {sel.week} ({status}); cut-off {sel.cutoff:%Y-%m-%d %H:%M} UTC, "
               f"window from {sel.window_start:%Y-%m-%d %H:%M}; {sel.candidates} candidate(s)", markup=False)
     out.print(table)
@@ -288,3 +289,35 @@ def demo() -> None:
 
 def _count_files(folder: Path) -> int:
     return len(list(folder.glob("*.eml"))) if folder.is_dir() else 0
+
+
+@app.command("note")
+def note_cmd(
+    text: str = typer.Argument(None, help="The note (Markdown: paragraphs, [links](https://...), *emphasis*).",
+                               metavar="TEXT"),
+    week: str = typer.Option(None, "--week", help="ISO week key, e.g. 2026-W47 (default: this week).", metavar="WEEK"),
+    file: Path = typer.Option(None, "--file", help="Read the note from this UTF-8 file.", metavar="PATH"),
+    clear: bool = typer.Option(False, "--clear", help="Remove the week's note."),
+) -> None:
+    """Set the editor's note that opens a week's issue; with no TEXT, --file or --clear, print it."""
+    from digest.editor_note import current_note, set_note
+
+    given = [name for name, on in (("TEXT", text is not None), ("--file", file is not None), ("--clear", clear)) if on]
+    if len(given) > 1:
+        raise UserError(f"note: give one of TEXT, --file or --clear, not {' and '.join(given)}")
+    rt = runtime()
+    wk = resolve_week(rt, week)
+    if not given:
+        current = current_note(rt, wk)
+        out.print(current if current else f"issue {wk.key} has no note", markup=False, highlight=False)
+        return
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"--file: {file}: no such file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--file: {file}: not UTF-8 text") from None
+        except OSError as exc:
+            raise UserError(f"--file: {file}: {exc.strerror or exc}") from None
+    out.print(set_note(rt, wk, None if clear else text), markup=False)

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from digest.editor_note import set_note
 from digest.errors import UserError
 from digest.preview import outbox as outbox_mod
 from digest.preview.build import KINDS, SAMPLE, Preview
@@ -231,6 +232,19 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
             op = str(form.get("op", ""))  # "pin:<slug>" from the page's buttons, or action + slug fields
             action, slug = op.split(":", 1) if ":" in op else (str(form.get("action", "")), str(form.get("slug", "")))
             done = await run_in_threadpool(change_draft, state.rt, week, action, slug)
+            return back("/", {"week": week_key, "notice": state.notice("ok", done[:1].upper() + done[1:])})
+        except UserError as exc:
+            return back("/", {"week": week_key, "notice": state.notice("error", str(exc))})
+
+    @app.post("/note")
+    async def note_change(request: Request) -> Response:
+        week_key = ""
+        try:
+            form = await verified_form(request)
+            week_key = str(form.get("week", ""))
+            week = state.week(week_key or None)
+            text = str(form.get("note", ""))
+            done = await run_in_threadpool(set_note, state.rt, week, text if text.strip() else None)
             return back("/", {"week": week_key, "notice": state.notice("ok", done[:1].upper() + done[1:])})
         except UserError as exc:
             return back("/", {"week": week_key, "notice": state.notice("error", str(exc))})

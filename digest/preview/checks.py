@@ -12,11 +12,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from digest.config import Settings
+from digest.render.issue_email import PREHEADER_MAX, SUBJECT_MAX
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past 102 KB of HTML
 SIZE_WARN_BYTES = 90 * 1024
-SUBJECT_WARN = 60  # phones cut subjects at about 35-60 characters
-PREHEADER_MIN, PREHEADER_MAX = 40, 140
+SUBJECT_WARN = SUBJECT_MAX  # phones cut subjects at about 35-60 characters; the default subject fits
+PREHEADER_MIN = 40
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 PASS, WARN, FAIL = "pass", "warn", "fail"

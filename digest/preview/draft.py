@@ -79,19 +79,10 @@ def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
         pins = list(stored.pins or []) if stored else []
         excludes = list(stored.excludes or []) if stored else []
         cutoff = cutoff_for(rt, week, manual=True, now=now)
-        # One ranking with no item limit gives both the picks (its head, exactly as select_picks cuts
-        # them) and the candidates that missed the cut, which the page offers to pin.
-        cfg = rt.settings.selection
-        issue_id = stored.id if stored else None
-        everything = select_picks(session, cfg.model_copy(update={"max_items": 10_000}), week=week.key,
-                                  cutoff=cutoff, pins=pins, excludes=excludes, issue_id=issue_id)
-        sel = Selection(week=everything.week, cutoff=everything.cutoff, window_start=everything.window_start,
-                        picks=everything.picks[: cfg.max_items], candidates=everything.candidates)
-        if len(sel.picks) < cfg.min_items:  # the week would be skipped: let select_picks word the reason
-            sel = select_picks(session, cfg, week=week.key, cutoff=cutoff, pins=pins, excludes=excludes,
-                               issue_id=issue_id)
-        picked = {p.comparison.slug for p in sel.picks}
-        others = [p for p in everything.picks if p.comparison.slug not in picked]
+        # The picks, and the candidates that missed the cut (scored against the picks), which the page offers to pin.
+        sel = select_picks(session, rt.settings.selection, week=week.key, cutoff=cutoff, pins=pins,
+                           excludes=excludes, issue_id=stored.id if stored else None)
+        others = sel.others
         titles = dict(session.execute(select(Comparison.slug, Comparison.title)
                                       .where(Comparison.slug.in_(excludes))).all()) if excludes else {}
         number = (session.scalar(select(func.count()).select_from(Issue).where(Issue.status.in_(FROZEN))) or 0) + 1

@@ -12,6 +12,7 @@ from digest import plaintext
 from digest.config import Config
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
+from digest.selection import tool_key
 from digest.storage.models import Issue
 from digest.weeks import Week, as_utc
 
@@ -44,54 +45,84 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
 
 
+ELLIPSIS = "\u00a0…"  # a no-break space keeps the ellipsis on the line of the last word
+
+
 def pull_quote(text: str, limit: int = 220) -> str:
-    """Trim at a sentence boundary within `limit` characters; fall back to a word boundary."""
+    """The quote as it fits in `limit` characters: whole sentences, or failing that whole words,
+    ending with an ellipsis whenever something was left out (a reader must know it was shortened)."""
     text = " ".join(text.split()).strip("“”\"")
     if len(text) <= limit:
         return text
     out = ""
     for s in sentences(text):
-        if len(out) + len(s) + (1 if out else 0) > limit:
+        if len(out) + len(s) + (1 if out else 0) > limit - len(ELLIPSIS):
             break
         out = f"{out} {s}" if out else s
     if out:
-        return out
-    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:—–-")
-    return cut + "…"
+        return out + ELLIPSIS
+    head = text[: limit - 1]
+    cut = head.rsplit(" ", 1)[0] if " " in head and not text[limit - 1:limit].isspace() else head
+    return cut.rstrip(" ,;:—–-") + "…"
 
 
-def pick_quote(quotes: list[dict[str, Any]], which: str, limit: int = 220) -> dict[str, Any] | None:
-    """The first of the tool's quotes whose opening sentence fits `limit`, trimmed at a sentence end.
+def _quote_key(text: str) -> str:
+    return " ".join(str(text).split()).strip("“”\"").casefold()
+
+
+def pick_quote(quotes: list[dict[str, Any]], which: str, limit: int = 220,
+               avoid: frozenset[str] | set[str] = frozenset()) -> dict[str, Any] | None:
+    """The first of the tool's quotes not in `avoid` whose opening sentence fits `limit`.
 
     A reviewer's quote is a paragraph; a pull quote must be short and end where a sentence ends,
     so a later reviewer's quote is taken when the first one opens with an over-long sentence.
+    `avoid` holds quotes an earlier card already showed (`_quote_key` of the shown text): a tool that
+    appears in two comparisons gets a different reviewer the second time, or no quote at all.
     """
-    own = [q for q in quotes if q.get("tool") == which and str(q.get("text", "")).strip()]
-    for q in own:
-        trimmed = pull_quote(str(q["text"]), limit)
-        if not trimmed.endswith("…"):
+    own = [(q, pull_quote(str(q["text"]), limit)) for q in quotes
+           if q.get("tool") == which and str(q.get("text", "")).strip()]
+    own = [(q, t) for q, t in own if _quote_key(t) not in avoid]
+    for q, trimmed in own:
+        if not trimmed.endswith("…") or trimmed.endswith(ELLIPSIS):  # whole sentences first
             return {"text": trimmed, "reviewer": q.get("reviewer", 1)}
     if own:
-        return {"text": pull_quote(str(own[0]["text"]), limit), "reviewer": own[0].get("reviewer", 1)}
+        q, trimmed = own[0]
+        return {"text": trimmed, "reviewer": q.get("reviewer", 1)}
     return None
 
 
+def _favourite(a: dict[str, Any], b: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    if a.get(key) is None or b.get(key) is None or a[key] == b[key]:
+        return None
+    return (a, b) if a[key] > b[key] else (b, a)
+
+
 def verdict(tool_a: dict[str, Any], tool_b: dict[str, Any]) -> str:
-    a, b = tool_a["panel_ship"], tool_b["panel_ship"]
-    if a == b:
-        if a >= 50:
-            return "The panel ships both"
-        return "The panel ships neither"
-    win, lose = (tool_a, tool_b) if a > b else (tool_b, tool_a)
-    return f"The panel favours {win['name']} ({win['panel_ship']}% vs {lose['panel_ship']}%)"
+    """The panel's verdict in one line, and the community's when it prefers the other tool."""
+    panel = _favourite(tool_a, tool_b, "panel_ship")
+    if panel is None:
+        return "The panel ships both" if tool_a["panel_ship"] >= 50 else "The panel ships neither"
+    win, lose = panel
+    line = f"The panel favours {win['name']} ({win['panel_ship']}% vs {lose['panel_ship']}%)"
+    crowd = _favourite(tool_a, tool_b, "community")
+    if crowd is not None and crowd[0] is not win:
+        line += f"; the community prefers {crowd[0]['name']} ({crowd[0]['community']}% vs {crowd[1]['community']}%)"
+    return line
 
 
-def item_context(item: Any, week: str) -> dict[str, Any]:
-    """One card's values; quote_a/quote_b are `{text, reviewer}` or None."""
+def item_context(item: Any, week: str, first_seen: dict[str, int] | None = None,
+                 shown_quotes: set[str] | None = None) -> dict[str, Any]:
+    """One card's values; quote_a/quote_b are `{text, reviewer}` or None.
+
+    `first_seen` (tool key -> rank of its first card) and `shown_quotes` carry what earlier cards
+    showed: a tool seen before gets `seen_in_a`/`seen_in_b` (that rank) and never the same quote.
+    """
+    first_seen = {} if first_seen is None else first_seen
+    shown_quotes = set() if shown_quotes is None else shown_quotes
     data = item.comparison.data
     tools = data["tools"]
     quotes = data.get("quotes", [])
-    return {
+    ctx: dict[str, Any] = {
         "rank": item.rank,
         "title": data["title"],
         "slug": item.comparison.slug,
@@ -99,31 +130,81 @@ def item_context(item: Any, week: str) -> dict[str, Any]:
         "url": with_utm(item.comparison.url, week),
         "tool_a": tools[0],
         "tool_b": tools[1],
-        "quote_a": pick_quote(quotes, "a"),
-        "quote_b": pick_quote(quotes, "b"),
         "verdict": verdict(tools[0], tools[1]),
         "score": item.score,
         "community_votes": data.get("community_votes"),
     }
+    for side, tool in (("a", tools[0]), ("b", tools[1])):
+        quote = pick_quote(quotes, side, avoid=shown_quotes)
+        if quote is not None:
+            shown_quotes.add(_quote_key(quote["text"]))
+        ctx[f"quote_{side}"] = quote
+        ctx[f"seen_in_{side}"] = first_seen.get(tool_key(tool))
+    for tool in tools[:2]:
+        first_seen.setdefault(tool_key(tool), item.rank)
+    return ctx
+
+
+def items_context(items: list[Any], week: str) -> list[dict[str, Any]]:
+    """Every card, in rank order, each knowing what the cards above it showed."""
+    first_seen: dict[str, int] = {}
+    shown: set[str] = set()
+    return [item_context(i, week, first_seen, shown) for i in items]
+
+
+SUBJECT_MAX = 60  # phones show about 60 characters; the preview's subject check uses this too
+PREHEADER_MAX = 140  # inboxes show about 90-140; the preview's preheader check uses this too
+
+
+def _fit(text: str, limit: int) -> str:
+    """`text`, or its words up to `limit` characters with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:—–-") + "…"
 
 
 def subject_for(site_name: str, number: int | None, items: list[dict[str, Any]]) -> str:
-    head = items[0]["title"] if items else "This week's verdicts"
+    """The week's top comparison first, then how many more, within SUBJECT_MAX characters.
+
+    The newsletter's name is the sender's name in every inbox, and the issue number is in the
+    preheader: the subject's room goes to what this issue is about.
+    """
+    if not items:
+        return _fit(f"{site_name}: this week's verdicts", SUBJECT_MAX)
+    head = items[0]["title"]
     more = f" + {len(items) - 1} more" if len(items) > 1 else ""
-    num = f" #{number}" if number else ""
-    return f"{site_name}{num}: {head}{more}"
+    if len(head) + len(more) <= SUBJECT_MAX:
+        return head + more
+    return _fit(head, SUBJECT_MAX)
 
 
-def preheader_for(items: list[dict[str, Any]]) -> str:
-    titles = [i["title"] for i in items[:3]]
-    rest = len(items) - len(titles)
-    text = "This week: " + ", ".join(titles)
-    return text + (f" and {rest} more" if rest > 0 else "")
+def preheader_for(site_name: str, number: int | None, items: list[dict[str, Any]]) -> str:
+    """What the subject leaves out: the other comparisons by name (as many as fit), the top
+    comparison's verdict when there is room, and the issue number."""
+    issue = f" Issue {number}." if number else ""
+    if not items:
+        return f"{site_name}: the panel's verdicts and the community vote.{issue}"
+    lead = items[0]["verdict"] + "."
+    others = [i["title"] for i in items[1:]]
+    if not others:
+        return _fit(f"{lead} {site_name}.{issue}", PREHEADER_MAX)
+    also = ""
+    for k in range(len(others), -1, -1):  # as many titles as fit; at least the count
+        rest = len(others) - k
+        if k:
+            listed = ", ".join(others[:k]) if rest else " and ".join([", ".join(others[:k - 1]), others[k - 1]][-k:])
+            also = "Also: " + listed + (f" and {rest} more" if rest else "") + "."
+        else:
+            also = f"Also: {rest} more comparison{'s' if rest > 1 else ''}."
+        if len(also) + len(issue) <= PREHEADER_MAX:
+            break
+    text = f"{lead} {also}{issue}"
+    return text if len(text) <= PREHEADER_MAX else _fit(also + issue, PREHEADER_MAX)
 
 
 def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dict[str, Any]:
     s = config.settings
-    items = [item_context(i, issue.week) for i in issue.items]
+    items = items_context(list(issue.items), issue.week)
     if issue.scheduled_for:
         date = as_utc(issue.scheduled_for).astimezone(ZoneInfo(s.schedule.timezone)).date()
     else:
@@ -140,7 +221,7 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dic
         "schedule": s.schedule,
         "items": items,
         "subject": subject_for(s.site.name, issue.number, items),
-        "preheader": preheader_for(items),
+        "preheader": preheader_for(s.site.name, issue.number, items),
         "personal": personal,
     }
 

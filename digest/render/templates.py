@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from digest import plaintext
 from digest.errors import TemplateError
+from digest.render.note import note_html, note_text
 
 TEXT_WIDTH = 72
 
@@ -36,9 +37,14 @@ def wrap(text: Any, width: int = TEXT_WIDTH, indent: str = "", first: str | None
     return "\n\n".join(out)
 
 
-def paragraphs(text: Any) -> list[str]:
-    """Split an editor's note into paragraphs at blank lines (each one escaped by the template)."""
-    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", str(text or "").strip()) if p.strip()]
+_BETWEEN_TAGS = re.compile(r">\s*\n\s*<")
+_LINE_BREAKS = re.compile(r"\s*\n\s*")
+
+
+def squeeze(html: str) -> str:
+    """Drop the template's line breaks and indentation: nothing between two tags on separate lines
+    (so inline blocks sit flush, with no whitespace gap), one space elsewhere. Spaces on a line stay."""
+    return _LINE_BREAKS.sub(" ", _BETWEEN_TAGS.sub("><", html)).strip()
 
 
 def text_bar(percent: Any, width: int = 20) -> str:
@@ -75,7 +81,7 @@ def make_env(templates_dir: Path) -> jinja2.Environment:
         keep_trailing_newline=True,
         finalize=_printable,
     )
-    env.filters.update(wrap=wrap, paragraphs=paragraphs, text_bar=text_bar)
+    env.filters.update(wrap=wrap, text_bar=text_bar, note_html=note_html, note_text=note_text)
     return env
 
 
@@ -309,7 +315,7 @@ def compile_mjml(source: str, template_path: Path, env: jinja2.Environment | Non
         raise TemplateError(f"{locate(env, name, source, problem)}: MJML error: {problem.message}")
     try:
         # fonts={}: no web-font <link>s (MJML adds Google Fonts for Roboto & co.); the stacks are web-safe.
-        return mjml.mjml2html(source, disable_comments=True, fonts={})
+        return squeeze(mjml.mjml2html(source, disable_comments=True, fonts={}))
     except (ValueError, RuntimeError) as exc:
         where = str(template_path)
         m = re.search(r"position (\d+):(\d+)", str(exc))
