@@ -8,8 +8,11 @@ them, for "which issue lost whom".
 
 from __future__ import annotations
 
+import email.policy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,7 +34,7 @@ from digest.storage.models import (
     Suppression,
 )
 from digest.weeks import utcnow
-from subscribers.addresses import normalize_email
+from subscribers.addresses import AddressError, normalize_email
 from subscribers.mail_queue import queue_mail
 from subscribers.tokens import TokenError, Tokens, UnsubscribeClaim, email_hash
 
@@ -241,16 +244,39 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
 
 
 def _remove_outbox_copies(rt: Runtime, address: str) -> int:
+    """Delete the outbox files addressed to exactly `address`.
+
+    File names are only a cheap first filter (they are mangled and may share a suffix:
+    `bob-a@` ends like `a@`, `zoé` and `zoë` both become `zo_`); the To header decides.
+    """
     from digest.delivery.transports.outbox import _safe
 
     root = rt.outbox_dir
     if not root.is_dir():
         return 0
-    suffix = f"-{_safe(address)}.eml"
+    hint = _safe(address)
     removed = 0
     for path in root.rglob("*.eml"):
-        if path.name.endswith(suffix):
+        if hint in path.name and _addressed_to(path, address):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
 
+
+def _addressed_to(path: Path, address: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            headers = BytesHeaderParser(policy=email.policy.default).parse(fh)
+        recipients = [a.addr_spec for a in headers["To"].addresses] if headers["To"] is not None else []
+    except (OSError, ValueError, TypeError, AttributeError, IndexError):
+        return False
+    return any(_same_address(r, address) for r in recipients)
+
+
+def _same_address(recipient: str, address: str) -> bool:
+    if recipient.lower() == address:
+        return True
+    try:
+        return normalize_email(recipient) == address
+    except AddressError:
+        return False
