@@ -211,9 +211,13 @@ def subscribers_forget(email: str = typer.Argument(..., help="The person's email
 def subscribers_unsubscribe_mail(
     files: list[str] = typer.Argument(..., help=".eml files sent to sender.unsubscribe_mailto, or - for stdin."),
 ) -> None:
-    """Process unsubscribe requests that arrived by email (the mailto: in List-Unsubscribe)."""
+    """Process unsubscribe requests that arrived by email (the mailto: in List-Unsubscribe).
+
+    Only a signed token counts; a message without one changes nothing. Every message exits 0
+    (a mail alias turns a non-zero exit into a bounce that would tell the sender who is on
+    the list); only an unreadable file is an error.
+    """
     rt = runtime()
-    failed = 0
     for name in files:
         if name == "-":
             raw = sys.stdin.buffer.read()
@@ -223,7 +227,4 @@ def subscribers_unsubscribe_mail(
             except OSError as exc:
                 raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
         outcome = process_unsubscribe_mail(rt, raw)
-        failed += not outcome.ok
         out.print(f"{name}: {outcome.message}", markup=False)
-    if failed:
-        raise typer.Exit(1)
