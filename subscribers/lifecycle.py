@@ -26,6 +26,8 @@ from digest.storage.models import (
     SUB_COMPLAINED,
     SUB_PENDING,
     SUB_UNSUBSCRIBED,
+    CONSENT_CONFIRMED,
+    CONSENT_RESUBSCRIBED,
     Delivery,
     Event,
     Issue,
@@ -35,6 +37,7 @@ from digest.storage.models import (
 )
 from digest.weeks import utcnow
 from subscribers.addresses import AddressError, normalize_email
+from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
 from subscribers.tokens import TokenError, Tokens, UnsubscribeClaim, email_hash
 
@@ -71,31 +74,53 @@ def _existing_issue(session: Session, issue_id: int | None) -> int | None:
 
 @dataclass(frozen=True)
 class ConfirmResult:
-    state: str  # confirmed | already | expired | stale | invalid
+    state: str  # pending | confirmed | already | expired | stale | invalid
     subscriber_id: int | None = None
+    email: str = ""
 
 
-def confirm(rt: Runtime, token: str, now: datetime | None = None) -> ConfirmResult:
-    """Make a pending subscriber active and queue the welcome mail; safe to open twice."""
-    now = now or utcnow()
+def _confirm_target(rt: Runtime, session: Session, token: str) -> ConfirmResult | Subscriber:
+    """The token's subscriber, or why there is none."""
+    if not token or len(token) > 300:
+        return ConfirmResult("invalid")
     try:
         sid, tie = Tokens(rt.secret_key).read_confirm(token, rt.settings.subscribe.confirm_expiry_days)
     except TokenError as exc:
         return ConfirmResult("expired" if "expired" in str(exc) else "invalid")
+    sub = session.get(Subscriber, sid)
+    if sub is None or Tokens.tie(sub.email) != tie:
+        return ConfirmResult("invalid")
+    if sub.status == SUB_ACTIVE:
+        return ConfirmResult("already", sub.id, sub.email)
+    if sub.status != SUB_PENDING:
+        return ConfirmResult("stale", sub.id, sub.email)  # unsubscribed, bounced or complained since
+    return sub
+
+
+def confirm_state(rt: Runtime, token: str) -> ConfirmResult:
+    """What opening the link shows; changes nothing (link scanners open links too)."""
+    with rt.sessions() as session:
+        found = _confirm_target(rt, session, token)
+        return found if isinstance(found, ConfirmResult) else ConfirmResult("pending", found.id, found.email)
+
+
+def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str | None = None,
+            now: datetime | None = None) -> ConfirmResult:
+    """The person pressed "Confirm": make them active, record it, queue the welcome; safe twice."""
+    now = now or utcnow()
     with rt.sessions.begin() as session:
-        sub = session.get(Subscriber, sid)
-        if sub is None or Tokens.tie(sub.email) != tie:
-            return ConfirmResult("invalid")
-        if sub.status == SUB_ACTIVE:
-            return ConfirmResult("already", sub.id)
-        if sub.status != SUB_PENDING:
-            return ConfirmResult("stale", sub.id)  # unsubscribed, bounced or complained since
+        found = _confirm_target(rt, session, token)
+        if isinstance(found, ConfirmResult):
+            return found
+        sub = found
         sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, now, None, None
         session.execute(delete(Suppression).where(Suppression.email_hash == email_hash(sub.email),
                                                   Suppression.reason == "forgotten"))
         session.add(Event(kind="confirmed", subscriber_id=sub.id, created_at=now, detail={}))
+        record_consent(session, sub.id, CONSENT_CONFIRMED, source="web:confirmation link", ip=ip,
+                       user_agent=user_agent, now=now)
         queue_mail(session, "welcome", sub.id, now)
-        return ConfirmResult("confirmed", sub.id)
+        return ConfirmResult("confirmed", sub.id, sub.email)
 
 
 # -- unsubscribe -------------------------------------------------------------------------
@@ -136,8 +161,8 @@ def resubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, ip: 
         return False
     now = now or utcnow()
     sub.status, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, None, None
-    sub.consent_at, sub.consent_ip, sub.consent_user_agent = now, (ip or "")[:64] or None, (user_agent or "")[:500] or None
-    sub.consent_source = "web:resubscribe link"
+    record_consent(session, sub.id, CONSENT_RESUBSCRIBED, source="web:resubscribe link", ip=ip,
+                   user_agent=user_agent, now=now)
     session.add(Event(kind="resubscribed", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
                       created_at=now, detail={}))
     session.flush()

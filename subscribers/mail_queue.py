@@ -96,6 +96,7 @@ class MailBuilder:
         person = {"email": sub.email, "name": sub.name}
         headers: dict[str, str] = {}
         if kind == "confirm":
+            person["name"] = None  # unverified address: a visitor-typed name never reaches it
             token = self.tokens.confirm(sub.id, sub.email)
             context = {"subscriber": person, "confirm_url": f"{base}/confirm/{token}",
                        "expiry_days": s.subscribe.confirm_expiry_days}
