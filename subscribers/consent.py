@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from digest.storage.models import ConsentRecord
@@ -29,3 +29,9 @@ def record_consent(session: Session, subscriber_id: int, kind: str, *, source: s
     session.execute(insert(ConsentRecord).values(
         subscriber_id=subscriber_id, kind=kind, created_at=now or utcnow(), ip=(ip or "")[:64] or None,
         user_agent=(user_agent or "")[:500] or None, source=(source or "")[:200] or None))
+
+
+def consent_history(session: Session, subscriber_id: int) -> list[ConsentRecord]:
+    """Oldest first: what an operator shows when someone asks how they got on the list."""
+    return list(session.scalars(select(ConsentRecord).where(ConsentRecord.subscriber_id == subscriber_id)
+                                .order_by(ConsentRecord.id)))

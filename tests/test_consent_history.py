@@ -107,3 +107,25 @@ def test_forget_erases_the_consent_history_with_the_person(srt) -> None:
     forget(srt, "gone@example.com")
     with srt.sessions() as s:
         assert s.scalars(select(ConsentRecord)).all() == []
+
+
+def test_the_operator_reads_the_history_with_the_cli(srt) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    c = client(srt)
+    _owner_joins_then_leaves(srt, c, "h@example.com")
+    c.post("/subscribe", json={"email": "h@example.com"}, headers={"User-Agent": "Stranger/9"})
+    env = {**os.environ, "DIGEST_DATABASE_URL": srt.config.database_url, "DIGEST_SECRET_KEY": srt.secret_key,
+           "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "digest", "--config", str(srt.config.path), "subscribers", "consent"]
+    r = subprocess.run([*base, "H@example.com", "--json"], capture_output=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [(row["kind"], row["user_agent"]) for row in json.loads(r.stdout)] == [
+        ("signed_up", "Owner/1"), ("confirmed", "Owner/1"), ("signed_up", "Stranger/9")]
+    r = subprocess.run([*base, "nobody@example.com"], capture_output=True, env=env, timeout=120)
+    assert r.returncode != 0 and b"not on the list" in r.stderr and b"Traceback" not in r.stderr
