@@ -129,3 +129,49 @@ def test_the_operator_reads_the_history_with_the_cli(srt) -> None:
         ("signed_up", "Owner/1"), ("confirmed", "Owner/1"), ("signed_up", "Stranger/9")]
     r = subprocess.run([*base, "nobody@example.com"], capture_output=True, env=env, timeout=120)
     assert r.returncode != 0 and b"not on the list" in r.stderr and b"Traceback" not in r.stderr
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request, tmp_path):
+    """An empty database of each kind, not yet migrated."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from tests.conftest import PG_ADMIN_URL, RUN_ID, _pg_admin
+
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    request.getfixturevalue("pg_template")  # PostgreSQL is there, and its teardown drops this run's databases
+    name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin()
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_the_migration_turns_existing_consent_fields_into_first_records(empty_db) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from digest.storage.db import _alembic_config, make_engine, upgrade
+
+    engine = make_engine(empty_db)
+    try:
+        command.upgrade(_alembic_config(engine), "0002_h1-1")  # the schema just before consent_records
+        with engine.begin() as c:
+            c.execute(text(
+                "INSERT INTO subscribers (email, status, created_at, consent_at, consent_ip, consent_user_agent,"
+                " consent_source) VALUES"
+                " ('w@example.com', 'active', '2026-01-01', '2026-01-01', '203.0.113.1', 'UA/1', 'web:hosted'),"
+                " ('i@example.com', 'active', '2026-01-01', '2026-01-02', NULL, NULL, 'import:a.csv: meetup'),"
+                " ('n@example.com', 'pending', '2026-01-01', NULL, NULL, NULL, NULL)"))
+        upgrade(engine)
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT s.email, r.kind, r.ip, r.user_agent, r.source FROM consent_records r"
+                                  " JOIN subscribers s ON s.id = r.subscriber_id ORDER BY s.email")).all()
+        assert [tuple(r) for r in rows] == [("i@example.com", "imported", None, None, "import:a.csv: meetup"),
+                                            ("w@example.com", "signed_up", "203.0.113.1", "UA/1", "web:hosted")]
+    finally:
+        engine.dispose()

@@ -32,7 +32,9 @@ def upgrade() -> None:
     # What was known before: each subscriber's consent fields become their first record.
     op.execute(
         "INSERT INTO consent_records (subscriber_id, kind, created_at, ip, user_agent, source)"
-        " SELECT id, CASE WHEN status = 'pending' THEN 'signed_up' ELSE 'confirmed' END,"
+        " SELECT id, CASE WHEN consent_source LIKE 'import:%' THEN 'imported'"
+        " WHEN consent_source = 'cli' THEN 'added'"
+        " WHEN consent_source = 'web:resubscribe link' THEN 'resubscribed' ELSE 'signed_up' END,"
         " consent_at, consent_ip, consent_user_agent, consent_source"
         " FROM subscribers WHERE consent_at IS NOT NULL"
     )
