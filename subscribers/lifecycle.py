@@ -79,15 +79,15 @@ class ConfirmResult:
     email: str = ""
 
 
-def _confirm_target(rt: Runtime, session: Session, token: str) -> ConfirmResult | Subscriber:
-    """The token's subscriber, or why there is none."""
+def _confirm_target(rt: Runtime, session: Session, token: str, *, lock: bool = False) -> ConfirmResult | Subscriber:
+    """The token's subscriber, or why there is none; `lock` holds the row (a double click confirms once)."""
     if not token or len(token) > 300:
         return ConfirmResult("invalid")
     try:
         sid, tie = Tokens(rt.secret_key).read_confirm(token, rt.settings.subscribe.confirm_expiry_days)
     except TokenError as exc:
         return ConfirmResult("expired" if "expired" in str(exc) else "invalid")
-    sub = session.get(Subscriber, sid)
+    sub = session.get(Subscriber, sid, with_for_update=lock)  # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
     if sub is None or Tokens.tie(sub.email) != tie:
         return ConfirmResult("invalid")
     if sub.status == SUB_ACTIVE:
@@ -109,7 +109,7 @@ def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str |
     """The person pressed "Confirm": make them active, record it, queue the welcome; safe twice."""
     now = now or utcnow()
     with rt.sessions.begin() as session:
-        found = _confirm_target(rt, session, token)
+        found = _confirm_target(rt, session, token, lock=True)
         if isinstance(found, ConfirmResult):
             return found
         sub = found

@@ -105,3 +105,29 @@ def test_invalid_expired_or_stale_links_explain_and_offer_a_new_confirmation(srt
     r = c.post("/subscribe", data={"email": "late@example.com", "source": "confirm-expired"},
                follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks"
+
+
+def test_a_double_click_on_the_button_confirms_once(srt) -> None:
+    import threading
+
+    from digest.storage.models import ConsentRecord, OutgoingMail
+    from subscribers import lifecycle
+
+    c = client(srt)
+    token = _confirm_path(srt, c, "double@example.com").rsplit("/", 1)[1]
+    barrier = threading.Barrier(6)
+    states: list[str] = []
+
+    def press() -> None:
+        barrier.wait()
+        states.append(lifecycle.confirm(srt, token).state)
+
+    threads = [threading.Thread(target=press) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(states) == ["already"] * 5 + ["confirmed"]
+    with srt.sessions() as s:
+        assert len(s.scalars(select(OutgoingMail).where(OutgoingMail.kind == "welcome")).all()) == 1
+        assert len(s.scalars(select(ConsentRecord).where(ConsentRecord.kind == "confirmed")).all()) == 1
