@@ -1,7 +1,7 @@
 """consent history: consent_records, appended and never updated
 
 Revision ID: 0002_h1
-Revises: 0001
+Revises: 0002_h3
 """
 from typing import Sequence, Union
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0002_h1'
-down_revision: Union[str, Sequence[str], None] = '0001'
+down_revision: Union[str, Sequence[str], None] = '0002_h3'  # chained after main's 0002_h3 at rebase
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
