@@ -255,18 +255,50 @@ class Config:
     @property
     def secret_key(self) -> str:
         """DIGEST_SECRET_KEY, or a key generated once under var/ for the embedded default."""
-        key = self.env.get("DIGEST_SECRET_KEY", "").strip()
-        if key:
-            return key
+        raw = self.env.get("DIGEST_SECRET_KEY", "")
+        if raw:  # set to something: it must be a real key (unset or empty: the key file)
+            return _checked_key(raw.strip(), "DIGEST_SECRET_KEY")
         path = self.var_dir / "secret.key"
         if not path.exists():
-            import secrets
+            _create_key_file(path)
+        try:
+            stored = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc}); restore it from a backup") from None
+        return _checked_key(stored, str(path))
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+
+MIN_SECRET_KEY = 16
+
+
+def _checked_key(key: str, where: str) -> str:
+    """An empty or short key would let anyone forge confirm and unsubscribe links: refuse it."""
+    if len(key) < MIN_SECRET_KEY:
+        what = "is empty" if not key else f"is {len(key)} characters"
+        raise ConfigError(f"{where}: the signing key {what}; it needs at least {MIN_SECRET_KEY} characters (restore it from "
+                          "a backup, or generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
+    return key
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key to a private temporary file, then link it into place: the key file is
+    complete the instant it exists. When processes race, one link wins and the others read it."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(secrets.token_urlsafe(48) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: its key is the key
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _format_error(path: Path, err: dict[str, Any], raw: dict[str, Any]) -> str:

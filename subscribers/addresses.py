@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from email_validator import EmailNotValidError, validate_email
 
 from digest import plaintext
 from digest.errors import UserError
 
 MAX_EMAIL = 254
-MAX_NAME = 100
+MAX_NAME = 60  # room for long full names ("Maria del Carmen Fernández-Villaverde"), not for messages
+# A URL or something a mail client would turn into a link: scheme://, www., host.tld/path.
+_NAME_LINK = re.compile(r"[a-z][a-z0-9+.-]*://|\bwww\.|[\w-]+\.[\w.-]*[a-z]{2,}\s*/", re.I)
 
 
 class AddressError(UserError):
@@ -32,18 +36,23 @@ def normalize_email(raw: str, *, check_deliverability: bool = False) -> str:
 
 
 def clean_name(raw: str | None) -> str | None:
+    """A person's name as it may appear in a greeting: one line of text, no links, no control codes.
+
+    Names reach emails ("Hi Ann,"), so one that carries a URL is refused rather than mailed
+    (a phishing line in someone else's greeting), and so is anything longer than a name needs.
+    """
     if raw is None:
         return None
-    value = " ".join(raw.split())
-    if any(c in raw for c in "\r\n\0"):
+    if any(c in raw for c in "\r\n\0\u2028\u2029\x85"):
         raise AddressError("name: line breaks are not allowed in a name")
-    if len(value) > MAX_NAME:
-        raise AddressError(f"name: longer than {MAX_NAME} characters")
-    try:  # a lone surrogate (JSON "\\ud800", a non-UTF-8 byte in argv) cannot be stored or mailed
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise AddressError("name: contains characters that are not valid text") from None
-    bad = plaintext.problem(raw, multiline=True)  # controls and escape sequences reach templates and terminals
+    # C0/C1 controls, tabs, lone surrogates (JSON "\\ud800", a non-UTF-8 byte in argv) and Unicode
+    # noncharacters: they reach templates, headers and terminals, and a name never needs one.
+    bad = plaintext.problem(raw)
     if bad:
         raise AddressError(f"name: not valid text: {bad}")
+    value = " ".join(raw.split())
+    if len(value) > MAX_NAME:
+        raise AddressError(f"name: longer than {MAX_NAME} characters")
+    if _NAME_LINK.search(value):
+        raise AddressError("name: web addresses are not allowed in a name")
     return value or None

@@ -8,9 +8,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Event, Subscriber, Suppression
+from digest.storage.models import (
+    CONSENT_ADDED,
+    CONSENT_IMPORTED,
+    SUB_ACTIVE,
+    SUB_PENDING,
+    Event,
+    Subscriber,
+    Suppression,
+)
 from digest.weeks import utcnow
 from subscribers.addresses import clean_name, normalize_email
+from subscribers.consent import record_consent
 from subscribers.tokens import Tokens, email_hash
 
 
@@ -31,11 +40,14 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
 
     Suppressed addresses are never re-added, and people who unsubscribed, bounced or
     complained are never turned back on by an operator's add or import ("left"): only the
-    person can come back, through the sign-up form or their own resubscribe link.
+    person can come back, through their own confirmation link or resubscribe link. That
+    holds while someone who left is pending again after a new sign-up (anyone may type an
+    address into the form), so such a row is "left" here too.
     """
     address = normalize_email(email, check_deliverability=check_deliverability)
     name = clean_name(name)
     now = utcnow()
+    kind = CONSENT_IMPORTED if source.startswith("import:") else CONSENT_ADDED
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if is_suppressed(session, address):
         return AddResult(sub or Subscriber(email=address), "suppressed")
@@ -46,15 +58,16 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
         session.add(sub)
         session.flush()
         session.add(Event(kind="subscribed", subscriber_id=sub.id, detail={"source": source}))
+        record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         return AddResult(sub, "added")
-    if sub.status not in (SUB_ACTIVE, SUB_PENDING):
+    if sub.status not in (SUB_ACTIVE, SUB_PENDING) or (sub.status == SUB_PENDING and sub.unsubscribed_at is not None):
         return AddResult(sub, "left")
     changed = False
     if name and sub.name != name:
         sub.name, changed = name, True
     if confirmed and sub.status != SUB_ACTIVE:
         sub.status, sub.confirmed_at, sub.unsubscribed_at = SUB_ACTIVE, now, None
-        sub.consent_at, sub.consent_source, sub.consent_ip, sub.consent_user_agent = now, source, ip, user_agent
+        record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         changed = True
     session.flush()
     return AddResult(sub, "updated" if changed else "unchanged")

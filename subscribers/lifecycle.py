@@ -8,8 +8,11 @@ them, for "which issue lost whom".
 
 from __future__ import annotations
 
+import email.policy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,6 +26,8 @@ from digest.storage.models import (
     SUB_COMPLAINED,
     SUB_PENDING,
     SUB_UNSUBSCRIBED,
+    CONSENT_CONFIRMED,
+    CONSENT_RESUBSCRIBED,
     Delivery,
     Event,
     Issue,
@@ -31,7 +36,8 @@ from digest.storage.models import (
     Suppression,
 )
 from digest.weeks import utcnow
-from subscribers.addresses import normalize_email
+from subscribers.addresses import AddressError, normalize_email
+from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
 from subscribers.tokens import TokenError, Tokens, UnsubscribeClaim, email_hash
 
@@ -68,31 +74,53 @@ def _existing_issue(session: Session, issue_id: int | None) -> int | None:
 
 @dataclass(frozen=True)
 class ConfirmResult:
-    state: str  # confirmed | already | expired | stale | invalid
+    state: str  # pending | confirmed | already | expired | stale | invalid
     subscriber_id: int | None = None
+    email: str = ""
 
 
-def confirm(rt: Runtime, token: str, now: datetime | None = None) -> ConfirmResult:
-    """Make a pending subscriber active and queue the welcome mail; safe to open twice."""
-    now = now or utcnow()
+def _confirm_target(rt: Runtime, session: Session, token: str, *, lock: bool = False) -> ConfirmResult | Subscriber:
+    """The token's subscriber, or why there is none; `lock` holds the row (a double click confirms once)."""
+    if not token or len(token) > 300:
+        return ConfirmResult("invalid")
     try:
         sid, tie = Tokens(rt.secret_key).read_confirm(token, rt.settings.subscribe.confirm_expiry_days)
     except TokenError as exc:
         return ConfirmResult("expired" if "expired" in str(exc) else "invalid")
+    sub = session.get(Subscriber, sid, with_for_update=lock)  # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
+    if sub is None or Tokens.tie(sub.email) != tie:
+        return ConfirmResult("invalid")
+    if sub.status == SUB_ACTIVE:
+        return ConfirmResult("already", sub.id, sub.email)
+    if sub.status != SUB_PENDING:
+        return ConfirmResult("stale", sub.id, sub.email)  # unsubscribed, bounced or complained since
+    return sub
+
+
+def confirm_state(rt: Runtime, token: str) -> ConfirmResult:
+    """What opening the link shows; changes nothing (link scanners open links too)."""
+    with rt.sessions() as session:
+        found = _confirm_target(rt, session, token)
+        return found if isinstance(found, ConfirmResult) else ConfirmResult("pending", found.id, found.email)
+
+
+def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str | None = None,
+            now: datetime | None = None) -> ConfirmResult:
+    """The person pressed "Confirm": make them active, record it, queue the welcome; safe twice."""
+    now = now or utcnow()
     with rt.sessions.begin() as session:
-        sub = session.get(Subscriber, sid)
-        if sub is None or Tokens.tie(sub.email) != tie:
-            return ConfirmResult("invalid")
-        if sub.status == SUB_ACTIVE:
-            return ConfirmResult("already", sub.id)
-        if sub.status != SUB_PENDING:
-            return ConfirmResult("stale", sub.id)  # unsubscribed, bounced or complained since
+        found = _confirm_target(rt, session, token, lock=True)
+        if isinstance(found, ConfirmResult):
+            return found
+        sub = found
         sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, now, None, None
         session.execute(delete(Suppression).where(Suppression.email_hash == email_hash(sub.email),
                                                   Suppression.reason == "forgotten"))
         session.add(Event(kind="confirmed", subscriber_id=sub.id, created_at=now, detail={}))
+        record_consent(session, sub.id, CONSENT_CONFIRMED, source="web:confirmation link", ip=ip,
+                       user_agent=user_agent, now=now)
         queue_mail(session, "welcome", sub.id, now)
-        return ConfirmResult("confirmed", sub.id)
+        return ConfirmResult("confirmed", sub.id, sub.email)
 
 
 # -- unsubscribe -------------------------------------------------------------------------
@@ -133,8 +161,8 @@ def resubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, ip: 
         return False
     now = now or utcnow()
     sub.status, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, None, None
-    sub.consent_at, sub.consent_ip, sub.consent_user_agent = now, (ip or "")[:64] or None, (user_agent or "")[:500] or None
-    sub.consent_source = "web:resubscribe link"
+    record_consent(session, sub.id, CONSENT_RESUBSCRIBED, source="web:resubscribe link", ip=ip,
+                   user_agent=user_agent, now=now)
     session.add(Event(kind="resubscribed", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
                       created_at=now, detail={}))
     session.flush()
@@ -241,16 +269,39 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
 
 
 def _remove_outbox_copies(rt: Runtime, address: str) -> int:
+    """Delete the outbox files addressed to exactly `address`.
+
+    File names are only a cheap first filter (they are mangled and may share a suffix:
+    `bob-a@` ends like `a@`, `zoé` and `zoë` both become `zo_`); the To header decides.
+    """
     from digest.delivery.transports.outbox import _safe
 
     root = rt.outbox_dir
     if not root.is_dir():
         return 0
-    suffix = f"-{_safe(address)}.eml"
+    hint = _safe(address)
     removed = 0
     for path in root.rglob("*.eml"):
-        if path.name.endswith(suffix):
+        if hint in path.name and _addressed_to(path, address):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
 
+
+def _addressed_to(path: Path, address: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            headers = BytesHeaderParser(policy=email.policy.default).parse(fh)
+        recipients = [a.addr_spec for a in headers["To"].addresses] if headers["To"] is not None else []
+    except (OSError, ValueError, TypeError, AttributeError, IndexError):
+        return False
+    return any(_same_address(r, address) for r in recipients)
+
+
+def _same_address(recipient: str, address: str) -> bool:
+    if recipient.lower() == address:
+        return True
+    try:
+        return normalize_email(recipient) == address
+    except AddressError:
+        return False

@@ -96,6 +96,7 @@ class MailBuilder:
         person = {"email": sub.email, "name": sub.name}
         headers: dict[str, str] = {}
         if kind == "confirm":
+            person["name"] = None  # unverified address: a visitor-typed name never reaches it
             token = self.tokens.confirm(sub.id, sub.email)
             context = {"subscriber": person, "confirm_url": f"{base}/confirm/{token}",
                        "expiry_days": s.subscribe.confirm_expiry_days}
@@ -292,11 +293,13 @@ class Drainer:
     def _run(self) -> None:
         transport: Transport | None = None
         limiter: RateLimiter | None = None
-        builder = MailBuilder(self.rt)
+        builder: MailBuilder | None = None
         last_housekeeping = 0.0
         pause = 0.0
         while not self._stop.is_set():
             try:
+                if builder is None:  # reads the signing key: a bad key is logged below, and retried
+                    builder = MailBuilder(self.rt)
                 if transport is None:
                     transport = self.transport_factory()
                     limiter = make_limiter(self.rt, transport)
@@ -320,13 +323,19 @@ class Drainer:
             except ProviderAuthError as exc:
                 log.error("transactional mail stopped: %s", exc)
                 pause = 60.0
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the thread
+            except UserError as exc:  # e.g. an empty signing key: one clear line, then wait for the fix
+                log.error("transactional mail waits: %s", exc)
+                pause = min(max(pause * 2, 1.0), 30.0)
+            except Exception:  # noqa: BLE001 - nothing unexpected may kill the thread silently
                 log.exception("transactional mail drainer")
                 pause = min(max(pause * 2, 1.0), 30.0)
             self._wake.wait(max(self.poll, pause))
             self._wake.clear()
         if transport is not None:
-            transport.close()
+            try:
+                transport.close()
+            except Exception:  # noqa: BLE001
+                log.exception("transactional mail: closing the transport")
 
 
 def _batch_key(to_send: list[tuple[int, int, OutgoingEmail]]) -> str:

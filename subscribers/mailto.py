@@ -3,9 +3,10 @@
 The header is `mailto:<sender.unsubscribe_mailto>?subject=unsubscribe%20<token>`, so a mail
 client's "unsubscribe" button sends a message whose subject carries the reader's signed
 token. `digest subscribers unsubscribe-mail` reads such messages (.eml files or stdin from
-a mail alias/procmail pipe): a valid token unsubscribes its subscriber, attributed to the
-issue; without one, the From address is unsubscribed if it is on the list (the common
-practice of list servers; at worst someone forging From stops a newsletter).
+a mail alias/procmail pipe): a valid token, in the subject or the body, unsubscribes its
+subscriber, attributed to the issue. Nothing else counts: the From line is trivially forged,
+so a message without a valid token changes nothing, and every outcome is the same quiet
+success for the mail system (a bounce would tell a stranger who is on the list).
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass
-from email.utils import parseaddr
-
-from sqlalchemy import select
 
 from digest.runtime import Runtime
-from digest.storage.models import Subscriber
 from subscribers import lifecycle
-from subscribers.addresses import AddressError, normalize_email
 from subscribers.tokens import TokenError
 
 _TOKEN = re.compile(r"unsubscribe\s+([A-Za-z0-9_\-.]{10,300})", re.I)
 
 
+NOTHING = "no valid unsubscribe token: nothing changed"
+
+
 @dataclass(frozen=True)
 class MailOutcome:
-    ok: bool
+    changed: bool
     message: str
 
 
@@ -45,29 +44,21 @@ def _token_in(msg: email.message.EmailMessage) -> list[str]:
 
 
 def process_unsubscribe_mail(rt: Runtime, raw: bytes) -> MailOutcome:
-    """Unsubscribe whoever the message names; never raises on a malformed message."""
+    """Unsubscribe the reader whose signed token the message carries; never raises on a malformed message."""
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
+        tokens = _token_in(msg)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - anything unparseable is just not a request
-        return MailOutcome(False, "not an email message")
+        return MailOutcome(False, NOTHING)
     with rt.sessions.begin() as session:
-        for token in _token_in(msg):  # type: ignore[arg-type]
+        for token in tokens:
             try:
                 claim = lifecycle.read_unsubscribe_token(rt, token)
             except TokenError:
                 continue
             sub = lifecycle.subscriber_for(session, claim)
             if sub is None:
-                return MailOutcome(True, "token of an erased subscriber: nothing to do")
+                return MailOutcome(False, "token of an erased subscriber: nothing changed")
             changed = lifecycle.unsubscribe(session, sub, issue_id=claim.issue_id, method="mailto")
-            return MailOutcome(True, f"{sub.email}: {'unsubscribed' if changed else 'already ' + sub.status}")
-        _, sender = parseaddr(str(msg.get("From", "")))
-        try:
-            address = normalize_email(sender)
-        except AddressError:
-            return MailOutcome(False, "no valid unsubscribe token and no usable From address")
-        sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
-        if sub is None:
-            return MailOutcome(False, f"{address}: not on the list and no valid token")
-        changed = lifecycle.unsubscribe(session, sub, issue_id=None, method="mailto-from")
-        return MailOutcome(True, f"{sub.email}: {'unsubscribed (by From address)' if changed else 'already ' + sub.status}")
+            return MailOutcome(changed, f"{sub.email}: {'unsubscribed' if changed else 'already ' + sub.status}")
+    return MailOutcome(False, NOTHING)

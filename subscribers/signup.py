@@ -22,7 +22,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED
 from digest.weeks import utcnow
-from subscribers.addresses import AddressError, clean_name, normalize_email
+from subscribers.addresses import MAX_NAME, AddressError, clean_name, normalize_email
+from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
+from subscribers.consent import INSERT_SQL as CONSENT_SQL
 from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
 from subscribers.rawsql import Raw
 from subscribers.tokens import email_hash
@@ -119,7 +121,9 @@ def _visitor_message(text: str) -> str:
             return "Please enter your email address."
         return "Please enter a valid email address, like name@example.com."
     if "longer than" in detail:
-        return "That name is too long (100 characters at most)."
+        return f"That name is too long ({MAX_NAME} characters at most)."
+    if "web addresses" in detail:
+        return "Please enter just your name, without a web address."
     if "not valid text" in detail:
         return "Please enter your name as plain text."
     return "Please enter your name on one line."
@@ -141,9 +145,10 @@ _INSERT = (
 # Compare-and-set: only a row still in the state this request read, with no confirmation
 # sent within the resend window, is updated (and gets one queued). Two requests that read
 # the same row at once: the second waits for the first's row lock, re-checks, matches nothing.
+# It never rewrites the consent fields: the request is appended to consent_records, and only
+# the owner's confirmation makes it count (someone who left comes back only that way).
 _UPDATE = (
-    "UPDATE subscribers SET status = 'pending', name = COALESCE(:name, name), confirmation_sent_at = :now,"
-    " consent_at = :now, consent_ip = :ip, consent_user_agent = :ua, consent_source = :source"
+    "UPDATE subscribers SET status = 'pending', name = COALESCE(:name, name), confirmation_sent_at = :now"
     " WHERE id = :sid AND status = :status AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)"
     " RETURNING id"
 )
@@ -154,7 +159,8 @@ _PG_NEW = (
     "WITH h (key, total) AS ({hits}), s AS ({insert}),"
     " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at) SELECT 'subscribed', id, :detail, :now FROM s),"
     " q AS (INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
-    " SELECT 'confirm', id, 'queued', 0, :now FROM s)"
+    " SELECT 'confirm', id, 'queued', 0, :now FROM s),"
+    f" c AS ({CONSENT_FROM_SQL.format(table='s')})"
     " SELECT key, total FROM h"
 )
 # SQLite has one writer at a time; letting this process's threads queue on a lock is much
@@ -258,6 +264,7 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                 sid = raw.one(_INSERT, values)[0]  # type: ignore[index]
                 raw.run(_EVENT, {"sid": sid, "detail": detail, "now": values["now"]})
                 raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
+                raw.run(CONSENT_SQL, {**values, "sid": sid})
             return SignupOutcome("accepted", queued=True)
         hit(raw, limits, now)
         if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
@@ -267,6 +274,7 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
             return SignupOutcome("accepted")  # a confirmation went out moments ago
         if raw.one(_UPDATE, {**values, "sid": sid, "status": status, "cutoff": raw.ts(now - resend_after)}) is None:
             return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
+        raw.run(CONSENT_SQL, {**values, "sid": sid})
         if status == SUB_UNSUBSCRIBED:
             raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True}),
                              "now": values["now"]})

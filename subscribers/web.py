@@ -6,7 +6,8 @@
     GET  /embed                the form alone, for an <iframe>
     GET  /embed.js             drop-in script: renders the form into any page, posts with fetch
     GET  /embed/origin         whether the caller's Origin may use the form (embed.js explains a CORS refusal)
-    GET  /confirm/<token>      double opt-in link
+    GET  /confirm/<token>      double opt-in link: a page with a "Confirm my subscription" button
+    POST /confirm/<token>      that button: confirms (a GET never does; link scanners GET)
     GET  /u/<token>            unsubscribe / manage page (never changes anything)
     POST /u/<token>            RFC 8058 one-click (List-Unsubscribe=One-Click) and the page's buttons
 
@@ -311,18 +312,31 @@ async def embed_js(request: Request) -> Response:
 
 
 @router.get("/confirm/{token}", include_in_schema=False)
-async def confirm_link(request: Request, token: str) -> Response:
-    rt: Runtime = request.app.state.rt
-    if len(token) > 300:
-        return _bad_link()
-    result = await run_in_threadpool(lifecycle.confirm, rt, token)
-    if result.state == "invalid":
-        return _bad_link()
+async def confirm_page(request: Request, token: str) -> Response:
+    """Opening the link only shows a button: scanners that prefetch links confirm nothing."""
+    result = await run_in_threadpool(lifecycle.confirm_state, request.app.state.rt, token)
+    return _confirm_answer(request, token, result)
+
+
+@router.post("/confirm/{token}", include_in_schema=False)
+async def confirm_post(request: Request, token: str) -> Response:
+    """The page's button (a plain form: no JavaScript needed) is the person's deliberate act."""
+    result = await run_in_threadpool(lifecycle.confirm, request.app.state.rt, token, ip=client_ip(request),
+                                     user_agent=request.headers.get("user-agent"))
     if result.state == "confirmed":
         _drainer_wake(request)
-    status = 200 if result.state in ("confirmed", "already") else 400
-    return pages_for(request).render("confirm.html.j2", status=status, private=True, state=result.state,
-                                     form=_form_context(source="confirm-expired"))
+    return _confirm_answer(request, token, result)
+
+
+def _confirm_answer(request: Request, token: str, result: lifecycle.ConfirmResult) -> Response:
+    ok = result.state in ("pending", "confirmed", "already")
+    # A dead link's page offers the sign-up form. Under "no-referrer" Chromium posts it with
+    # `Origin: null` (refused by the origin check); "origin" sends only the origin, never the token.
+    headers = None if ok else {"Referrer-Policy": "origin"}
+    return pages_for(request).render(
+        "confirm.html.j2", status=200 if ok else 400, private=True, headers=headers, state=result.state,
+        action=f"/confirm/{token}" if result.state == "pending" else "", masked=_mask(result.email),
+        form={**_form_context(source="confirm-again", compact=True), "submit": "Send me a new link"})
 
 
 def _bad_link() -> Response:

@@ -16,7 +16,7 @@ from tests.conftest import SAMPLES, apply_overrides, write_project
 
 def run_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    environ.update({"DIGEST_SECRET_KEY": "cli-test-secret", **(env or {})})
+    environ.update({"DIGEST_SECRET_KEY": "cli-test-secret-key", **(env or {})})
     return subprocess.run([sys.executable, "-m", "digest", "--config", str(config), *args],
                           capture_output=True, text=True, env=environ, timeout=120, cwd=config.parent)
 

@@ -270,7 +270,7 @@ def _cli_env(db_url: str) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update({"DIGEST_SECRET_KEY": "cli-test-secret", "DIGEST_DATABASE_URL": db_url})
+    env.update({"DIGEST_SECRET_KEY": "cli-test-secret-key", "DIGEST_DATABASE_URL": db_url})
     return env
 
 

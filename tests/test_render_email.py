@@ -111,11 +111,15 @@ def test_comparison_text_with_markup_shows_literally_in_html_and_text(config) ->
 
 def test_transactional_mail_escapes_the_subscriber_name(config) -> None:
     ctx = {"subscriber": {"email": "ada@example.com", "name": f"{EVIL} {TOM}"},
-           "confirm_url": "https://news.example.com/confirm/abc", "expiry_days": 7}
-    mail = render_transactional(config, "confirm", ctx)
+           "unsubscribe_url": "https://n.example/u/U", "manage_url": "https://n.example/u/U?manage=1",
+           "archive_url": "https://n.example/archive"}
+    mail = render_transactional(config, "welcome", ctx)  # the confirmation never prints the name at all
     assert not re.search(r"<script", mail.html, re.I)
     assert f"Hi {EVIL} {TOM}," in Visible.of(mail.html).joined
     assert f"Hi {EVIL} {TOM}," in mail.text
+    confirm = render_transactional(config, "confirm", {**ctx, "confirm_url": "https://n.example/confirm/abc",
+                                                       "expiry_days": 7})
+    assert "Tom" not in confirm.text and "Tom" not in Visible.of(confirm.html).joined
 
 
 def test_digest_shows_every_part_of_a_card_in_rank_order(config) -> None:

@@ -113,7 +113,7 @@ def test_unquoted_attribute_names_file_and_line(project: Path, tpl: Path) -> Non
 
 
 def test_transactional_template_error_names_file(project: Path, tpl: Path) -> None:
-    line = edit(tpl / "confirm.mjml.j2", "Yes, subscribe me", "<mj-button href=\"{{ confirm_url }}\">{% if %}</mj-button>")
+    line = edit(tpl / "confirm.mjml.j2", "Confirm my subscription</mj-button>", "<mj-button href=\"{{ confirm_url }}\">{% if %}</mj-button>")
     config = config_for(project, tpl)
     ctx = {"subscriber": {"email": "a@example.com", "name": None}, "confirm_url": "https://x/c", "expiry_days": 7}
     with pytest.raises(TemplateError, match=rf"confirm\.mjml\.j2:{line}: template syntax error"):

@@ -77,6 +77,7 @@ def serve(
     logging.getLogger("digest").setLevel(logging.INFO)
     logging.getLogger("subscribers").setLevel(logging.INFO)
     rt = runtime()
+    rt.secret_key  # noqa: B018 - an empty or short signing key stops here with one clear line
     sock = bind_socket(host, port)
     service = WeeklyService(rt)
     web = create_app(rt)

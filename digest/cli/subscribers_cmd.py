@@ -17,7 +17,9 @@ from digest.cli.output import Table
 from digest.errors import UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
 from digest.weeks import as_utc, utcnow
+from subscribers.addresses import normalize_email
 from subscribers.api import add_subscriber
+from subscribers.consent import consent_history
 from subscribers.csvio import ImportReport, export_csv, import_csv
 from subscribers.lifecycle import forget
 from subscribers.mail_queue import DrainResult, drain, queue_mail
@@ -65,8 +67,8 @@ def subscribers_add(
         out.print(f"{sub.email}: on the suppression list (bounced, complained or erased); not added", markup=False)
         raise typer.Exit(1)
     if result.action == "left":
-        out.print(f"{sub.email}: {sub.status} earlier; not re-added (they can sign up again through the form)",
-                  markup=False)
+        out.print(f"{sub.email}: left the list earlier; not re-added (only their own confirmation link "
+                  "brings them back: they can sign up again through the form)", markup=False)
         raise typer.Exit(1)
     out.print(f"{result.action}: {sub.email} ({sub.status})", markup=False)
     if queued:
@@ -211,9 +213,13 @@ def subscribers_forget(email: str = typer.Argument(..., help="The person's email
 def subscribers_unsubscribe_mail(
     files: list[str] = typer.Argument(..., help=".eml files sent to sender.unsubscribe_mailto, or - for stdin."),
 ) -> None:
-    """Process unsubscribe requests that arrived by email (the mailto: in List-Unsubscribe)."""
+    """Process unsubscribe requests that arrived by email (the mailto: in List-Unsubscribe).
+
+    Only a signed token counts; a message without one changes nothing. Every message exits 0
+    (a mail alias turns a non-zero exit into a bounce that would tell the sender who is on
+    the list); only an unreadable file is an error.
+    """
     rt = runtime()
-    failed = 0
     for name in files:
         if name == "-":
             raw = sys.stdin.buffer.read()
@@ -223,7 +229,27 @@ def subscribers_unsubscribe_mail(
             except OSError as exc:
                 raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
         outcome = process_unsubscribe_mail(rt, raw)
-        failed += not outcome.ok
         out.print(f"{name}: {outcome.message}", markup=False)
-    if failed:
-        raise typer.Exit(1)
+
+
+@subscribers_app.command("consent")
+def subscribers_consent(
+    email: str = typer.Argument(..., help="The person's email address."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show how a person got on the list: every sign-up, confirmation and resubscribe, oldest first."""
+    rt = runtime()
+    address = normalize_email(email)
+    with rt.sessions() as session:
+        sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
+        if sub is None:
+            raise UserError(f"{address}: not on the list")
+        rows = [{"at": as_utc(r.created_at).isoformat(timespec="seconds"), "kind": r.kind, "source": r.source,
+                 "ip": r.ip, "user_agent": r.user_agent} for r in consent_history(session, sub.id)]
+    if as_json:
+        print_json(rows)
+        return
+    out.print(f"{address} ({sub.status})", markup=False)
+    for r in rows:
+        out.print(f"  {r['at']}  {r['kind']:<12} {r['source'] or ''}  ip {r['ip'] or '-'}  {r['user_agent'] or ''}",
+                  markup=False)

@@ -3,7 +3,7 @@
 Template context contract (kept by templates/email/{confirm,welcome}.{mjml,txt}.j2):
   site, sender, schedule  the config sections
   subject, preheader      set here
-  subscriber.email/.name  the reader
+  subscriber.email/.name  the reader (name is None for confirm: the address is not verified yet)
   confirm_url, expiry_days              (confirm)
   unsubscribe_url, manage_url, archive_url   (welcome)
 """
@@ -21,7 +21,7 @@ SUBJECTS = {
     "welcome": "Welcome to {site}",
 }
 PREHEADERS = {
-    "confirm": "One click and the next issue is yours.",
+    "confirm": "Confirm your address and the next issue is yours.",
     "welcome": "Every week, the AI tool comparisons worth your time.",
 }
 

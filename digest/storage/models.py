@@ -134,6 +134,31 @@ class Subscriber(Base):
     consent_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
+CONSENT_SIGNED_UP = "signed_up"  # a sign-up request (form, embed, API): not consent until confirmed
+CONSENT_CONFIRMED = "confirmed"  # the person posted the confirmation form from their mailbox
+CONSENT_RESUBSCRIBED = "resubscribed"  # the person's own unsubscribe-page link
+CONSENT_IMPORTED = "imported"  # `subscribers import --confirmed --consent ...`
+CONSENT_ADDED = "added"  # `subscribers add` (--confirmed: the operator holds consent)
+
+
+class ConsentRecord(Base):
+    """Consent history, appended and never updated: who asked, confirmed or came back, when and how.
+
+    A stranger's sign-up for someone's address adds a row; it never rewrites the owner's record.
+    Erasure deletes the rows with the person (they hold an IP and user agent).
+    """
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
 class Suppression(Base):
     """Addresses that must never be mailed again, kept as a hash so erasure keeps working."""
 

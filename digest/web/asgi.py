@@ -16,4 +16,6 @@ from digest.web.app import create_app
 def make_app() -> FastAPI:
     """Config path from DIGEST_CONFIG (else ./config.toml); secrets from the environment."""
     redact_access_log()  # uvicorn configured its loggers before calling the factory
-    return create_app(open_runtime())
+    rt = open_runtime()
+    rt.secret_key  # noqa: B018 - refuse an empty or short signing key before serving a link
+    return create_app(rt)

@@ -60,6 +60,7 @@ _TOKEN = {"name": "token", "in": "path", "required": True, "description": "A sig
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,300}$"}}
 _BAD_LINK = _answer("A forged, garbled or expired link.", PLAIN, HTML)
 _PAGE = _answer("A page.", HTML)
+_DEAD_CONFIRM = _answer("A forged, expired or no longer valid link: says so and offers a new confirmation.", HTML)
 
 PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
     ("/subscribe", "get"): {"summary": "The hosted sign-up page.", "responses": {"200": _PAGE}},
@@ -91,8 +92,10 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
                            "setting": {"type": "string"}}}}})}},
     ("/embed.js", "get"): {"summary": "Drop-in script that renders the form.", "responses": {
         "200": _answer("JavaScript.", {"application/javascript": {"schema": _TEXT}})}},
-    ("/confirm/{token}", "get"): {"summary": "The double opt-in link.", "parameters": [_TOKEN], "responses": {
-        "200": _PAGE, "400": _BAD_LINK}},
+    ("/confirm/{token}", "get"): {"summary": "The double opt-in link: a page with a confirm button (changes nothing).",
+                                  "parameters": [_TOKEN], "responses": {"200": _PAGE, "400": _DEAD_CONFIRM}},
+    ("/confirm/{token}", "post"): {"summary": "The confirm button: confirms the subscription.",
+                                   "parameters": [_TOKEN], "responses": {"200": _PAGE, "400": _DEAD_CONFIRM}},
     ("/u/{token}", "get"): {"summary": "Unsubscribe / manage page (changes nothing).", "parameters": [_TOKEN,
         {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}},
         {"name": "manage", "in": "query", "required": False, "schema": {"type": "string"}}],

@@ -196,7 +196,7 @@
     if (opts.name === "true") {
       var nameField = el("div", { "class": "field" });
       nameField.appendChild(el("label", { "for": ids.name }, "First name (optional)"));
-      nameField.appendChild(el("input", { id: ids.name, name: "name", type: "text", maxlength: "100",
+      nameField.appendChild(el("input", { id: ids.name, name: "name", type: "text", maxlength: "60",
         autocomplete: "given-name" }));
       form.appendChild(nameField);
     }

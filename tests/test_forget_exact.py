@@ -1,0 +1,39 @@
+"""`forget` deletes exactly that person's outbox copies: not bob-a@'s when forgetting a@ (a suffix
+match did), not zoé's when forgetting zoë (both file names were mangled to zo_)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from subscribers.lifecycle import forget
+from subscribers.mail_queue import drain
+from tests.support_subscribers import client, runtime_with
+
+PEOPLE = ["a@example.com", "bob-a@example.com", "zoé@example.com", "zoë@example.com", "xa@example.com"]
+
+
+@pytest.fixture
+def srt(tmp_path, db_url):
+    rt = runtime_with(tmp_path / "p", db_url)
+    yield rt
+    rt.close()
+
+
+def _recipients(rt) -> list[str]:
+    files = sorted(rt.outbox_dir.rglob("*.eml"))
+    return sorted(str(email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"]) for p in files)
+
+
+@pytest.mark.parametrize("gone", ["a@example.com", "zoë@example.com"])
+def test_forget_removes_only_that_persons_outbox_copies(srt, gone) -> None:
+    c = client(srt)
+    for address in PEOPLE:
+        assert c.post("/subscribe", json={"email": address}).status_code == 200
+    assert drain(srt).sent == len(PEOPLE)
+    assert _recipients(srt) == sorted(PEOPLE)
+    result = forget(srt, gone)
+    assert result.files_removed == 1
+    assert _recipients(srt) == sorted(p for p in PEOPLE if p != gone)
