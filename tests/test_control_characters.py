@@ -26,6 +26,7 @@ from digest.ingest.json_source import parse_json_text
 from digest.ingest.page_text import parse_page_text
 from digest.storage.models import Comparison
 from digest.weeks import Week
+from subscribers.addresses import AddressError, clean_name
 from tests.conftest import SAMPLES, apply_overrides, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 from tests.support_serve import PLAIN
@@ -194,3 +195,9 @@ def test_a_stored_comparison_with_controls_still_renders_and_the_feed_stays_xml(
     assert feed.status_code == 200
     ET.fromstring(feed.content)  # well-formed XML
     rt.close()
+
+
+def test_clean_name_refuses_text_that_is_not_unicode() -> None:
+    # A non-UTF-8 byte in a CLI argument arrives as a surrogate escape (`digest subscribers add --name`).
+    with pytest.raises(AddressError, match="name:"):
+        clean_name("Ann \udcff")

@@ -145,3 +145,24 @@ def test_the_vendored_openapi_description_is_the_shared_one() -> None:
     shared = ROOT.parent / "shared" / "specs" / "resend-openapi" / "resend.yaml"
     require_or_skip(None if shared.exists() else f"{shared} is missing", "../shared/specs beside the checkout")
     assert SPEC.read_bytes() == shared.read_bytes(), "re-copy ../shared/specs/resend-openapi into tests/fake_resend"
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", "1 skipped"), ("true", "1 failed")])
+def test_the_openapi_check_skips_outside_ci_and_fails_in_ci_without_shared_specs(tmp_path, ci, outcome) -> None:
+    """A checkout with no ../shared beside it (a fresh clone) skips the check; CI, which has it, must not."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "tests", clone / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", clone)
+    env = {**os.environ, "CI": ci}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_fake_resend.py::test_the_vendored_openapi_description_is_the_shared_one"],
+                         cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+    assert outcome in run.stdout, run.stdout + run.stderr
+    assert "shared/specs/resend-openapi/resend.yaml is missing" in run.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest.storage.models import SUB_PENDING
+from digest.storage.models import SUB_PENDING, Subscriber
 from tests.support_subscribers import client, counts, outbox_messages, runtime_with, subscriber
 
 BAD_ADDRESSES = [
@@ -22,6 +22,7 @@ BAD_ADDRESSES = [
     "a@example.com\x00",
     "a@exa mple.com",
 ]
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
@@ -142,3 +143,37 @@ def test_a_database_outage_answers_503_not_500(rt, monkeypatch) -> None:
     monkeypatch.setattr(subscribers.web, "signup", down)
     r = client(rt).post("/subscribe", json={"email": "a@example.com"})
     assert r.status_code == 503 and r.headers["Retry-After"] == "30" and r.json()["ok"] is False
+
+
+def test_deeply_nested_json_signup_is_a_400_not_a_500(rt) -> None:
+    before = counts(rt)
+    r = client(rt).post("/subscribe", content=b"[" * 16000, headers=JSON)
+    assert r.status_code == 400 and r.json()["ok"] is False
+    assert counts(rt) == before
+
+
+@pytest.mark.parametrize("field", ["email", "name"])
+def test_lone_surrogate_in_a_json_signup_is_a_400_and_changes_nothing(rt, field) -> None:
+    # "\ud800" is valid JSON but no valid text: PostgreSQL cannot store it (500), SQLite stored it as is.
+    fields = {"email": '"a@example.com"', "name": '"Ann"'}
+    fields[field] = '"x\\ud800"' if field == "name" else '"a\\ud800@example.com"'
+    body = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+    before = counts(rt)
+    r = client(rt).post("/subscribe", content=body.encode("ascii"), headers=JSON)
+    assert r.status_code == 400 and r.json()["ok"] is False
+    assert counts(rt) == before
+    with rt.sessions() as s:
+        assert s.query(Subscriber).count() == 0
+
+
+def test_lone_surrogate_in_a_json_field_name_is_a_400(rt) -> None:
+    r = client(rt).post("/subscribe", content=b'{"\\ud800": 1, "email": "k@example.com"}', headers=JSON)
+    assert r.status_code == 400 and r.json()["ok"] is False
+
+
+@pytest.mark.parametrize("nxt", ["http://[::1", "https://[bad/x"])
+def test_unparsable_next_url_is_ignored_not_a_500(rt, nxt) -> None:
+    c = client(rt)
+    assert c.get("/subscribe", params={"next": nxt}).status_code == 200
+    r = c.post("/subscribe", data={"email": "n@example.com", "next": nxt}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks"

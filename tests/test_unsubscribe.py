@@ -191,3 +191,18 @@ def test_personal_links_keep_their_shape(rt) -> None:
     with rt.sessions.begin() as s:
         s.add(Subscriber(id=7, email="a@example.com", status=SUB_ACTIVE))
     assert client(rt).get(path_of(links["manage_url"])).status_code == 200
+
+
+def test_lone_surrogate_in_an_unsubscribe_reason_is_a_400_and_changes_nothing(rt) -> None:
+    with rt.sessions.begin() as s:
+        sub = Subscriber(email="reader@example.com", status=SUB_ACTIVE)
+        s.add(sub)
+        s.flush()
+        token = Tokens(rt.secret_key).unsubscribe(sub.id, sub.email)
+    body = b'{"action": "unsubscribe", "reason": "other", "reason_text": "spam \\ud800"}'
+    r = client(rt).post(f"/u/{token}", content=body, headers={"content-type": "application/json"},
+                        follow_redirects=False)
+    assert r.status_code == 400
+    with rt.sessions() as s:
+        sub = s.query(Subscriber).one()
+        assert sub.status == SUB_ACTIVE and sub.unsubscribe_reason is None

@@ -205,90 +205,110 @@ def preheader_of(html: str) -> str | None:
     return scan_html(html).preheader
 
 
-def run_checks(*, html: str, text: str, subject: str, headers: dict[str, str], settings: Settings,
-               unsubscribe_url: str | None, needs_list_headers: bool, scan: _Scan | None = None) -> list[Check]:
-    """All checks of one rendered message. `unsubscribe_url` is the sample reader's own link."""
-    scan = scan or scan_html(html)
-    checks: list[Check] = []
-
+def _size_check(html: str) -> Check:
     size = len(html.encode("utf-8"))
     kb = f"{size / 1024:.1f} KB of HTML"
     if size > GMAIL_CLIP_BYTES:
-        checks.append(Check("HTML size", FAIL, f"{kb}: Gmail clips messages past 102 KB",
-                            [Finding("readers see “[Message clipped]” and lose the footer with the unsubscribe link",
-                                     "the whole HTML part")]))
-    elif size > SIZE_WARN_BYTES:
-        checks.append(Check("HTML size", WARN, f"{kb}: close to Gmail's 102 KB clipping limit"))
-    else:
-        checks.append(Check("HTML size", PASS, f"{kb}, under Gmail's 102 KB clipping limit"))
+        return Check("HTML size", FAIL, f"{kb}: Gmail clips messages past 102 KB",
+                     [Finding("readers see “[Message clipped]” and lose the footer with the unsubscribe link",
+                              "the whole HTML part")])
+    if size > SIZE_WARN_BYTES:
+        return Check("HTML size", WARN, f"{kb}: close to Gmail's 102 KB clipping limit")
+    return Check("HTML size", PASS, f"{kb}, under Gmail's 102 KB clipping limit")
 
+
+def _alt_check(scan: _Scan) -> Check:
     found: list[tuple[str, Finding]] = []
     for img in scan.images:
         src = _short(img.attrs.get("src", "(no src)"))
         if "alt" not in img.attrs:
             found.append((FAIL, Finding(f"image {src} has no alt text: blocked images show nothing",
                                         f"HTML line {img.line}")))
-    checks.append(_check("Image alt text", f"{len(scan.images)} image(s), all with alt text" if scan.images
-                         else "no images", found, f"{len(found)} image(s) without alt text"))
+    return _check("Image alt text", f"{len(scan.images)} image(s), all with alt text" if scan.images
+                  else "no images", found, f"{len(found)} image(s) without alt text")
 
+
+def _link_checks(scan: _Scan, settings: Settings) -> list[Check]:
     insecure, foreign = _link_findings(scan.links, settings)
     n_insecure = sum(1 for link in scan.links if link.attrs.get("href", "").strip().lower().startswith("http://"))
-    checks.append(_check("https links", f"{len(scan.links)} link(s), all https" if scan.links else "no links",
-                         insecure, f"{n_insecure} link(s) use http://"))
-    checks.append(_check("Link hosts", "every link goes to an allowed host" if scan.links else "no links",
-                         foreign, f"{len(foreign)} problem(s) with where links go"))
+    return [_check("https links", f"{len(scan.links)} link(s), all https" if scan.links else "no links",
+                   insecure, f"{n_insecure} link(s) use http://"),
+            _check("Link hosts", "every link goes to an allowed host" if scan.links else "no links",
+                   foreign, f"{len(foreign)} problem(s) with where links go")]
 
-    if unsubscribe_url is not None:
-        found = []
-        hrefs = {link.attrs.get("href", "") for link in scan.links}
-        if unsubscribe_url not in hrefs:
-            found.append((FAIL, Finding("no link to the reader's unsubscribe URL in the HTML part",
-                                        "HTML part (template variable personal.unsubscribe_url)")))
-        if text.strip() and unsubscribe_url not in text:
-            found.append((FAIL, Finding("no unsubscribe URL in the text part", "text part")))
-        if needs_list_headers:
-            lu = headers.get("List-Unsubscribe", "")
-            if not lu:
-                found.append((FAIL, Finding("List-Unsubscribe header is missing", "headers")))
-            else:
-                if "<https://" not in lu:
-                    found.append((WARN, Finding("List-Unsubscribe has no https:// URL; Gmail and Yahoo "
-                                                "require one for one-click unsubscribe", "List-Unsubscribe header")))
-                if "<mailto:" not in lu:
-                    found.append((WARN, Finding("List-Unsubscribe has no mailto: address", "List-Unsubscribe header")))
-            if headers.get("List-Unsubscribe-Post", "") != "List-Unsubscribe=One-Click":
-                found.append((FAIL, Finding("List-Unsubscribe-Post: List-Unsubscribe=One-Click is missing "
-                                            "(RFC 8058)", "headers")))
-        checks.append(_check("Unsubscribe", "link in HTML and text" + (", one-click headers present"
-                             if needs_list_headers else ""), found, "unsubscribe is incomplete"))
 
+def _list_header_findings(headers: dict[str, str]) -> list[tuple[str, Finding]]:
+    """RFC 8058 one-click unsubscribe headers, which Gmail and Yahoo require of bulk mail."""
+    found: list[tuple[str, Finding]] = []
+    lu = headers.get("List-Unsubscribe", "")
+    if not lu:
+        found.append((FAIL, Finding("List-Unsubscribe header is missing", "headers")))
+    else:
+        if "<https://" not in lu:
+            found.append((WARN, Finding("List-Unsubscribe has no https:// URL; Gmail and Yahoo "
+                                        "require one for one-click unsubscribe", "List-Unsubscribe header")))
+        if "<mailto:" not in lu:
+            found.append((WARN, Finding("List-Unsubscribe has no mailto: address", "List-Unsubscribe header")))
+    if headers.get("List-Unsubscribe-Post", "") != "List-Unsubscribe=One-Click":
+        found.append((FAIL, Finding("List-Unsubscribe-Post: List-Unsubscribe=One-Click is missing "
+                                    "(RFC 8058)", "headers")))
+    return found
+
+
+def _unsubscribe_check(scan: _Scan, text: str, headers: dict[str, str], unsubscribe_url: str,
+                       needs_list_headers: bool) -> Check:
+    found: list[tuple[str, Finding]] = []
+    hrefs = {link.attrs.get("href", "") for link in scan.links}
+    if unsubscribe_url not in hrefs:
+        found.append((FAIL, Finding("no link to the reader's unsubscribe URL in the HTML part",
+                                    "HTML part (template variable personal.unsubscribe_url)")))
+    if text.strip() and unsubscribe_url not in text:
+        found.append((FAIL, Finding("no unsubscribe URL in the text part", "text part")))
+    if needs_list_headers:
+        found += _list_header_findings(headers)
+    return _check("Unsubscribe", "link in HTML and text" + (", one-click headers present"
+                  if needs_list_headers else ""), found, "unsubscribe is incomplete")
+
+
+def _text_check(text: str) -> Check:
     if not text.strip():
-        checks.append(Check("Text part", FAIL, "the text part is empty",
-                            [Finding("clients that show plain text (and spam filters) get nothing", "text part")]))
-    else:
-        checks.append(Check("Text part", PASS, f"{len(text.splitlines())} lines of plain text"))
+        return Check("Text part", FAIL, "the text part is empty",
+                     [Finding("clients that show plain text (and spam filters) get nothing", "text part")])
+    return Check("Text part", PASS, f"{len(text.splitlines())} lines of plain text")
 
+
+def _subject_check(subject: str) -> Check:
     if not subject.strip():
-        checks.append(Check("Subject", FAIL, "the subject is empty", [Finding("no subject", "Subject header")]))
-    elif len(subject) > SUBJECT_WARN:
-        checks.append(Check("Subject", WARN, f"{len(subject)} characters; phones show about {SUBJECT_WARN}",
-                            [Finding(f"cut after “{subject[:SUBJECT_WARN]}…”", "Subject header")]))
-    else:
-        checks.append(Check("Subject", PASS, f"{len(subject)} characters"))
+        return Check("Subject", FAIL, "the subject is empty", [Finding("no subject", "Subject header")])
+    if len(subject) > SUBJECT_WARN:
+        return Check("Subject", WARN, f"{len(subject)} characters; phones show about {SUBJECT_WARN}",
+                     [Finding(f"cut after “{subject[:SUBJECT_WARN]}…”", "Subject header")])
+    return Check("Subject", PASS, f"{len(subject)} characters")
 
-    pre = scan.preheader
+
+def _preheader_check(pre: str | None) -> Check:
     if not pre:
-        checks.append(Check("Preheader", FAIL, "no preheader",
-                            [Finding("inboxes fill the preview line with the first text of the email",
-                                     "mj-preview in the template")]))
-    elif len(pre) < PREHEADER_MIN:
-        checks.append(Check("Preheader", WARN, f"{len(pre)} characters; short preheaders get padded "
-                            "with body text", [Finding(f"“{pre}”", "mj-preview")]))
-    elif len(pre) > PREHEADER_MAX:
-        checks.append(Check("Preheader", WARN, f"{len(pre)} characters; inboxes show about 90-{PREHEADER_MAX}",
-                            [Finding(f"cut after “{pre[:PREHEADER_MAX]}…”", "mj-preview")]))
-    else:
-        checks.append(Check("Preheader", PASS, f"{len(pre)} characters"))
+        return Check("Preheader", FAIL, "no preheader",
+                     [Finding("inboxes fill the preview line with the first text of the email",
+                              "mj-preview in the template")])
+    if len(pre) < PREHEADER_MIN:
+        return Check("Preheader", WARN, f"{len(pre)} characters; short preheaders get padded "
+                     "with body text", [Finding(f"“{pre}”", "mj-preview")])
+    if len(pre) > PREHEADER_MAX:
+        return Check("Preheader", WARN, f"{len(pre)} characters; inboxes show about 90-{PREHEADER_MAX}",
+                     [Finding(f"cut after “{pre[:PREHEADER_MAX]}…”", "mj-preview")])
+    return Check("Preheader", PASS, f"{len(pre)} characters")
+
+
+def run_checks(*, html: str, text: str, subject: str, headers: dict[str, str], settings: Settings,
+               unsubscribe_url: str | None, needs_list_headers: bool, scan: _Scan | None = None) -> list[Check]:
+    """All checks of one rendered message, in the order the panel shows them.
+    `unsubscribe_url` is the sample reader's own link (None: the email has none to check)."""
+    scan = scan or scan_html(html)
+    checks = [_size_check(html), _alt_check(scan), *_link_checks(scan, settings)]
+    if unsubscribe_url is not None:
+        checks.append(_unsubscribe_check(scan, text, headers, unsubscribe_url, needs_list_headers))
+    checks += [_text_check(text), _subject_check(subject), _preheader_check(scan.preheader)]
     return checks
 
 

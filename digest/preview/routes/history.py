@@ -1,0 +1,18 @@
+"""The History page: past issues with the numbers `digest stats` prints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from digest.preview.context import Ctx
+from digest.preview.history import issue_history
+
+router = APIRouter()
+
+
+@router.get("/history", response_class=HTMLResponse)
+def history_page(request: Request, ctx: Ctx) -> HTMLResponse:
+    page = ctx.base_context(request, "history", "History")
+    page["issues"] = issue_history(ctx.state.rt)
+    return ctx.pages.render("history.html", page)

@@ -1,0 +1,54 @@
+"""The issue page (this week's draft, its checks and stats) and the pin/drop/swap buttons on it."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from digest.errors import UserError
+from digest.preview.context import Ctx, back, server_timing
+from digest.preview.draft import change_draft
+from digest.preview.history import issue_stats
+from digest.weeks import current_week
+
+OTHERS_SHOWN = 12  # candidates below the cut listed with a Pin button; `digest select` scores them all
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse)
+def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
+    timings: dict[str, float] = {}
+    draft, preview = ctx.digest_for(week, timings)
+    rt = ctx.state.rt
+    stats = issue_stats(rt, draft.issue.id) if draft.frozen and draft.issue.id else None
+    page = ctx.base_context(request, "issue", f"Issue {draft.week.key}")
+    this_week = current_week(rt.settings.schedule)
+    page.update(ctx.email_context("digest", preview, draft.week))
+    page.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
+                 "prev_week": draft.week.previous(), "next_week": draft.week.next(),
+                 "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection,
+                 "others_shown": OTHERS_SHOWN})
+    start = time.perf_counter()
+    response = ctx.pages.render("issue.html", page)
+    timings["page"] = time.perf_counter() - start
+    return server_timing(response, timings)
+
+
+@router.post("/selection")
+async def selection_change(request: Request, ctx: Ctx) -> Response:
+    state = ctx.state
+    week_key = ""
+    try:
+        form = await ctx.verified_form(request)
+        week_key = str(form.get("week", ""))
+        week = state.week(week_key or None)
+        op = str(form.get("op", ""))  # "pin:<slug>" from the page's buttons, or action + slug fields
+        action, slug = op.split(":", 1) if ":" in op else (str(form.get("action", "")), str(form.get("slug", "")))
+        done = await run_in_threadpool(change_draft, state.rt, week, action, slug)
+        return back("/", {"week": week_key, "notice": state.notice("ok", done[:1].upper() + done[1:])})
+    except UserError as exc:
+        return back("/", {"week": week_key, "notice": state.notice("error", str(exc))})
