@@ -316,6 +316,9 @@ class Sender:
         if attempt.queued is not None:
             work.recipients = [r for r in work.recipients if r.delivery_id in attempt.queued]
         recipients = work.recipients
+        if not work.emails:  # parked: rebuilt, byte for byte the same (building is deterministic and cheap)
+            msgs = self.messages_for(work.issue_id)
+            work.emails = {r.delivery_id: msgs.build(r) for r in recipients}
         payload = [work.emails[r.delivery_id] for r in recipients]
         prepare = getattr(self.transport, "prepare", None)
         if prepare is not None:
@@ -457,6 +460,7 @@ class Sender:
                     continue
                 wait = self.attempt(work, summary, stop)
                 if wait is not None:
+                    work.emails = {}  # a parked batch holds no bodies: memory stays that of the batches in flight
                     parked.put(work, wait)
                 if self.on_batch:
                     self.on_batch(summary)
