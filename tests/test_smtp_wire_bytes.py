@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from email.generator import BytesGenerator
 
-from digest.delivery.transports.smtp_wire import wire
+from digest.delivery.transports.smtp_wire import mime, wire
 from digest.mail import OutgoingEmail, to_mime
 
 
@@ -29,3 +29,16 @@ def test_wire_bytes_equal_what_the_email_generator_writes() -> None:
 
 def test_a_non_ascii_address_is_left_to_send_message() -> None:
     assert wire(to_mime(_mail(to="l\u00e9a@example.com"), "example.com")) is None
+
+
+def test_fast_bodies_decode_to_the_same_text_under_the_same_headers() -> None:
+    mail = _mail()
+    fast, slow = mime(mail, "example.com"), to_mime(mail, "example.com")
+    assert [(k, v) for k, v in fast.items() if k != "Date"] == [(k, v) for k, v in slow.items() if k != "Date"]
+    fast_parts = [p for p in fast.walk() if not p.is_multipart()]
+    slow_parts = [p for p in slow.walk() if not p.is_multipart()]
+    assert [p.get_content_type() for p in fast_parts] == ["text/plain", "text/html"]
+    for f, s in zip(fast_parts, slow_parts):
+        assert list(f.items()) == list(s.items())
+        assert f.get_content() == s.get_content()
+        assert max(len(line) for line in f.get_payload().splitlines()) <= 76  # RFC 2045 line limit

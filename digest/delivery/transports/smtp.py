@@ -20,8 +20,8 @@ from email.message import EmailMessage
 
 from digest.config import Config
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
-from digest.delivery.transports.smtp_wire import wire
-from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.delivery.transports.smtp_wire import mime, wire
+from digest.mail import OutgoingEmail, domain_of
 
 
 def is_resend_smtp(host: str) -> bool:
@@ -110,7 +110,7 @@ class SmtpTransport:
     # -- sending --------------------------------------------------------------------------
 
     def message(self, email: OutgoingEmail, idempotency_key: str) -> EmailMessage:
-        msg = to_mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
+        msg = mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
         if self.resend:
             msg["Resend-Idempotency-Key"] = f"{idempotency_key}/{email.key}"[:256]
         return msg
