@@ -36,8 +36,10 @@ from digest.storage.models import SendRate
 log = logging.getLogger("digest.ratelimit")
 
 MARGIN = 0.99
-MIN_MARGIN = 0.90  # the widest spacing 429s can push this process to: 11 % under the limit
-WIDEN, NARROW = 0.985, 0.001  # per 429, per success
+# A 429 costs a slot or two; spacing wider costs a share of every second. So 429s widen the
+# spacing only gently (0.5 % each, at most to 5 % under the limit), and successes narrow it back.
+MIN_MARGIN = 0.95
+WIDEN, NARROW = 0.995, 0.0005  # per 429, per success
 HOLD_AFTER = 3  # 429s in a row before every worker is held off
 
 _PG_RESERVE = text(
