@@ -1,12 +1,12 @@
 """SMTP (smtplib): STARTTLS, implicit TLS or plain; one kept-alive connection per sending thread.
 
 SMTP has no batch call and no idempotency of its own, so a batch is sent message by
-message, and each message's result is handed to the caller (`on_result`) the moment the
+message over a connection of its own (kept open for the next batch), and each message's result is handed to the caller (`on_result`) the moment the
 server answers, before the next one goes out: a crash repeats at most the message in
 flight on each connection. If the connection breaks halfway, the messages already
 accepted come back as sent and the rest as `retry`, and only those are sent again.
-`smtp.connections` threads of a process each hold their own connection, so a local
-MTA is fed in parallel. Resend's SMTP server deduplicates by the
+`smtp.connections` batches of a process are in flight at once, so a local MTA is fed
+in parallel. Resend's SMTP server deduplicates by the
 `Resend-Idempotency-Key` header, which we set per message there.
 """
 
@@ -43,8 +43,9 @@ class SmtpTransport:
         self.max_in_flight = self.settings.connections
         self.password = config.smtp_password
         self.resend = is_resend_smtp(self.settings.host)
-        self._local = threading.local()  # this thread's connection
-        self._open: set[smtplib.SMTP] = set()  # every thread's, for close()
+        self._local = threading.local()  # the connection of the batch this thread is sending
+        self._idle: list[smtplib.SMTP] = []  # kept alive between batches, for any thread
+        self._open: set[smtplib.SMTP] = set()  # all of them, for close()
         self._open_lock = threading.Lock()
 
     @property
@@ -160,6 +161,20 @@ class SmtpTransport:
 
     def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
                    on_result: OnResult | None = None) -> list[SendResult]:
+        """One connection per batch in flight, taken from the idle ones and given back after."""
+        with self._open_lock:
+            self._local.conn = self._idle.pop() if self._idle else None
+        try:
+            return self._send_batch(emails, idempotency_key, on_result)
+        finally:
+            conn, self._local.conn = self._conn, None
+            if conn is not None:
+                with self._open_lock:
+                    if conn in self._open:
+                        self._idle.append(conn)
+
+    def _send_batch(self, emails: list[OutgoingEmail], idempotency_key: str,
+                    on_result: OnResult | None) -> list[SendResult]:
         results: list[SendResult] = []
         for i, email in enumerate(emails):
             try:
@@ -187,7 +202,7 @@ class SmtpTransport:
     def close(self) -> None:
         """Quit every thread's connection (called once the sending threads are done)."""
         with self._open_lock:
-            conns, self._open = list(self._open), set()
+            conns, self._open, self._idle = list(self._open), set(), []
         self._local = threading.local()
         for conn in conns:
             try:
