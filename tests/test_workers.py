@@ -89,8 +89,9 @@ def test_four_workers_on_postgresql_send_each_batch_once_within_the_shared_rate(
     assert counted == len(readers)
     assert_exactly_once(copies, readers)
     # The fake counts arrivals strictly (at most LIMIT in any one-second window), and arrivals jitter on
-    # a shared machine: a rare 429 costs one slot and its batch is retried, never sent twice.
-    assert outcomes["accepted"] == 80 and outcomes.get("rate_limited", 0) <= 4, outcomes
+    # a shared machine (as JITTER below allows): a 429 costs one slot and its batch is retried, never sent
+    # twice. Workers that did not share the budget would see about as many 429s as accepted requests.
+    assert outcomes["accepted"] == 80 and outcomes.get("rate_limited", 0) <= 8, outcomes
     assert set(outcomes) <= {"accepted", "rate_limited"}, outcomes
     spans = [arrivals[i + LIMIT] - arrivals[i] for i in range(len(arrivals) - LIMIT)]
     at = spans.index(min(spans))
