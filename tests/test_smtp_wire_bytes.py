@@ -15,7 +15,8 @@ def _mail(**extra: str) -> OutgoingEmail:
               "html": "<p>Gr\u00fc\u00dfe, &amp; a line with trailing space </p>\n.leading dot\n" * 400,
               "text": "Hello\n\n.leading dot\n" * 40, **extra}
     return OutgoingEmail(headers={"List-Unsubscribe": "<https://verdicts.example.com/u/tok>, <mailto:u@example.com>",
-                                  "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}, key="k-1", **fields)
+                                  "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}, key="k-1",
+                         message_id="<d1.k-1@example.com>", **fields)
 
 
 def test_wire_bytes_equal_what_the_email_generator_writes() -> None:
