@@ -35,10 +35,10 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.delivery.messages import IssueMessages, Recipient
-from digest.mail import OutgoingEmail
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
+from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
 from digest.storage.models import (
     BATCH_CLAIMED,
