@@ -73,7 +73,9 @@ def project(root: Path, api_url: str, rate: float, smtp_port: int | None = None,
         overrides = {"transport": {"kind": "smtp"}, "smtp": {"host": "127.0.0.1", "port": smtp_port,
                                                              "security": "none", "connections": connections}}
     else:
-        overrides = {"transport": {"kind": "resend"}, "resend": {"requests_per_second": rate}}
+        # max_attempts 12: at a 30 % fault rate 6 attempts fail a batch now and then (0.3^6), which would
+        # end the run early and measure nothing more.
+        overrides = {"transport": {"kind": "resend"}, "resend": {"requests_per_second": rate, "max_attempts": 12}}
     cfg.write_text(apply_overrides(cfg.read_text(), overrides))
     return cfg
 

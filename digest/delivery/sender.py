@@ -152,14 +152,8 @@ class _Work:
     emails: dict[int, OutgoingEmail]
     key: str
     week: str
-    delay: float
     failures: int = 0
     rate_limited: int = 0
-
-    def backoff(self) -> float:
-        wait = self.delay * (0.5 + random.random())
-        self.delay = min(self.delay * 2, MAX_BACKOFF)
-        return wait
 
 
 def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
@@ -185,6 +179,10 @@ class Sender:
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.backoff_base = backoff_base
+        # Transient failures in a row across this process's batches: the backoff grows with it, so a
+        # provider that fails now and then (others succeed) is retried soon, one that is down less often.
+        self._streak = 0
+        self._streak_lock = threading.Lock()
         self.on_batch = on_batch
         self.tokens = Tokens(rt.secret_key)
         self._messages: dict[int, IssueMessages] = {}
@@ -294,7 +292,7 @@ class Sender:
         msgs = self.messages_for(issue_id)
         recipients = self._recipients(issue_id, batch.batch_no)
         return _Work(issue_id, batch, name, recipients, {r.delivery_id: msgs.build(r) for r in recipients},
-                     idempotency_key(msgs.week, batch.batch_no, batch.generation), msgs.week, self.backoff_base)
+                     idempotency_key(msgs.week, batch.batch_no, batch.generation), msgs.week)
 
     def attempt(self, work: _Work, summary: SendSummary, stop: threading.Event) -> float | None:
         """One attempt of a batch; returns None when done with it, else the seconds before its retry.
@@ -343,6 +341,8 @@ class Sender:
                                f"for {len(recipients)} emails")
         if self.limiter is not None:
             self.limiter.succeeded()
+        with self._streak_lock:
+            self._streak = 0
         later = [r for r, res in zip(recipients, results) if res.retry]
         self._record(batch, [(r, res) for i, (r, res) in enumerate(zip(recipients, results))
                              if not res.retry and i not in reported], summary, finished=not later)
@@ -356,10 +356,10 @@ class Sender:
             self._give_up(work.issue_id, batch, later, f"gave up after {work.failures} attempt(s): {reason}", summary)
             return None
         summary.add(retries=1)
-        return work.backoff()
+        return self._backoff(failed=True)
 
     def _after_transient(self, work: _Work, exc: TransientError, summary: SendSummary) -> float | None:
-        """Count the failure and say when to retry: the provider's retry-after, else a growing backoff."""
+        """Count the failure and say when to retry: the provider's retry-after, else the backoff."""
         if exc.rate_limited:
             work.rate_limited += 1
             if self.limiter is not None:
@@ -370,10 +370,17 @@ class Sender:
             self._give_up(work.issue_id, work.batch, work.recipients, f"gave up after "
                           f"{work.failures + work.rate_limited} attempt(s): {exc}", summary)
             return None
-        wait = exc.retry_after if exc.retry_after is not None else work.backoff()
+        wait = exc.retry_after if exc.retry_after is not None else self._backoff(failed=not exc.rate_limited)
         summary.add(retries=1)
         log.warning("batch %s: %s; retrying in %.1fs", work.batch.batch_no, exc, wait)
         return wait
+
+    def _backoff(self, *, failed: bool) -> float:
+        """1 s, 2 s, 4 s ... MAX_BACKOFF (with jitter) by the failures in a row across batches."""
+        with self._streak_lock:
+            self._streak += 1 if failed else 0
+            streak = self._streak
+        return min(self.backoff_base * 2 ** max(0, streak - 1), MAX_BACKOFF) * (0.5 + random.random())
 
     def _recorder(self, recipients: list[Recipient], reported: set[int],
                   summary: SendSummary) -> Callable[[int, SendResult], None]:
