@@ -1,14 +1,22 @@
 """Sending benchmark: rate reached against a rate-limited provider, and enqueueing a million readers.
 
 1. `digest send` mails a 5-item issue to 100,000 subscribers through the fake Resend
-   (its own process) limited to 10 requests/s, on PostgreSQL. Prints the rate reached
-   as a share of the limit (from the fake's arrival times), the sender's CPU time per
-   email and its peak memory (from the kernel's accounting of the child process).
-2. Enqueues (freezes) an issue for 1,000,000 subscribers on PostgreSQL in a child
+   (its own process) with its strict limiter at 10 requests/s (at most 10 arrivals in
+   any one-second window), on PostgreSQL. Prints the rate reached as a share of the
+   limit (from the fake's arrival times), the sender's CPU time per email and its peak
+   memory (from the kernel's accounting of the child process).
+2. Busy CPU: the same against the same limiter while two processes spin on both cores.
+3. Faults: the fake answers 30 % of requests with a 500; accepted emails per second as a
+   share of what the limit allows at that fault rate (limit x 70 % x 100 emails).
+4. SMTP: `digest send` into an aiosmtpd server (its own process), then a bare smtplib
+   loop pushing the same message bytes into the same server; messages/s of each, from
+   the server's own arrival times.
+5. Enqueues (freezes) an issue for 1,000,000 subscribers on PostgreSQL in a child
    process: time of the enqueue, of the whole freeze, and peak memory.
 
-Needs PostgreSQL on 127.0.0.1:5432 (DIGEST_TEST_PG_URL as for the tests). About 3 minutes:
+Needs PostgreSQL on 127.0.0.1:5432 (DIGEST_TEST_PG_URL as for the tests). About 7 minutes:
     .venv/bin/python bench/send.py [--send-readers N] [--rate R] [--enqueue-readers M]
+        [--only quiet,busy,faults,smtp,enqueue]
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,10 +67,16 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
-def project(root: Path, api_url: str, rate: float) -> Path:
+def project(root: Path, api_url: str, rate: float, smtp_port: int | None = None, connections: int = 4) -> Path:
     cfg = write_project(root)
-    cfg.write_text(apply_overrides(cfg.read_text(), {"transport": {"kind": "resend"},
-                                                     "resend": {"requests_per_second": rate}}))
+    if smtp_port is not None:
+        overrides = {"transport": {"kind": "smtp"}, "smtp": {"host": "127.0.0.1", "port": smtp_port,
+                                                             "security": "none", "connections": connections}}
+    else:
+        # max_attempts 12: at a 30 % fault rate 6 attempts fail a batch now and then (0.3^6), which would
+        # end the run early and measure nothing more.
+        overrides = {"transport": {"kind": "resend"}, "resend": {"requests_per_second": rate, "max_attempts": 12}}
+    cfg.write_text(apply_overrides(cfg.read_text(), overrides))
     return cfg
 
 
@@ -103,45 +118,135 @@ def watch_peak(pid: int) -> int:
         time.sleep(0.1)
 
 
-def send_bench(readers: int, rate: float) -> dict[str, float]:
+def spinners(count: int) -> list[subprocess.Popen[bytes]]:
+    """Processes that keep a core busy each (at normal priority, like any other work on the box)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def run_send(cfg: Path, db_url: str, extra_env: dict[str, str]) -> tuple[str, float, float, int]:
+    """`digest send` of this week's issue as a child: its output, wall time, CPU time and peak memory (kB)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_"))},
+           "PYTHONPATH": str(ROOT), "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, **extra_env}
+    week = current_week(make_runtime(cfg, db_url).settings.schedule).key
+    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "send", "--week", week],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
+    started = time.perf_counter()
+    peak_kb = watch_peak(proc.pid)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    output = proc.stdout.read() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"digest send failed:\n{output}")
+    return output.strip(), wall, usage.ru_utime + usage.ru_stime, peak_kb
+
+
+def send_bench(readers: int, rate: float, *, busy: int = 0, error_rate: float = 0.0) -> dict[str, float]:
     db_url = create_database()
     tmp = Path(tempfile.mkdtemp(prefix="bench-send-"))
     fake = FakeResendProcess(rate_limit=rate, api_key=API_KEY, boost=True)
+    spinning: list[subprocess.Popen[bytes]] = []
     try:
         cfg = project(tmp / "project", fake.url, rate)
         t = time.perf_counter()
         seed(cfg, db_url, readers)
         print(f"seeded {readers:,} subscribers in {time.perf_counter() - t:.1f} s", flush=True)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_"))},
-               "PYTHONPATH": str(ROOT), "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET,
-               "RESEND_API_KEY": API_KEY, "RESEND_API_URL": fake.url}
-        week = current_week(make_runtime(cfg, db_url).settings.schedule).key
-        proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "send", "--week", week],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
-        started = time.perf_counter()
-        peak_kb = watch_peak(proc.pid)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        output = proc.stdout.read() if proc.stdout else ""
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"digest send failed:\n{output}")
-        print(output.strip(), flush=True)
+        if error_rate:
+            fake.post("/_fake/faults", {"error_rate": error_rate, "seed": 11})
+        spinning = spinners(busy)
+        output, wall, cpu, peak_kb = run_send(cfg, db_url, {"RESEND_API_KEY": API_KEY, "RESEND_API_URL": fake.url})
+        print(output, flush=True)
         dump = fake.get("/_fake/dump")
     finally:
+        for proc in spinning:
+            proc.kill()
+            proc.wait()
         fake.stop()
         drop_database(db_url)
     log = sorted(dump["log"], key=lambda e: e["at"])
     accepted = [e for e in log if e["outcome"].startswith("accepted")]
+    admitted = [e for e in log if e["outcome"] != "rate_limited"]  # arrivals the limiter let in (incl. 500s)
     emails = len(dump["records"])
-    span = accepted[-1]["at"] - accepted[0]["at"]
     # n requests spread over `span` seconds: (n - 1) intervals, the rate the limiter let through.
-    req_rate = (len(accepted) - 1) / span
-    cpu = usage.ru_utime + usage.ru_stime
+    admitted_rps = (len(admitted) - 1) / (admitted[-1]["at"] - admitted[0]["at"])
+    accepted_span = accepted[-1]["at"] - accepted[0]["at"]
+    emails_per_s = emails / accepted_span * (len(accepted) - 1) / len(accepted)
+    allowed_emails_per_s = rate * (1 - error_rate) * 100
     return {"readers": readers, "emails_accepted": emails, "requests": len(log), "rate_limited_429": sum(
-        1 for e in log if e["status"] == 429), "limit_rps": rate, "achieved_rps": req_rate,
-        "share_of_limit": req_rate / rate, "emails_per_s": req_rate * emails / len(accepted),
+        1 for e in log if e["outcome"] == "rate_limited"), "injected_500": sum(
+        1 for e in log if e["outcome"] == "injected_500"), "limit_rps": rate, "achieved_rps": admitted_rps,
+        "share_of_limit": admitted_rps / rate, "emails_per_s": emails_per_s,
+        "share_of_allowed_emails": emails_per_s / allowed_emails_per_s,
         "send_wall_s": wall, "cpu_s": cpu, "cpu_ms_per_email": cpu / emails * 1000,
         "peak_rss_mb": peak_kb / 1024}
+
+
+SMTP_SERVER = """
+import json, signal, socket, sys, time
+from aiosmtpd.controller import Controller
+
+class Box:
+    times, first = [], None
+    async def handle_DATA(self, server, session, envelope):
+        Box.times.append(time.time())
+        if Box.first is None:
+            Box.first = envelope.content
+            with open(out + ".eml", "wb") as f:
+                f.write(Box.first)
+        return "250 2.0.0 queued"
+
+out = sys.argv[1]
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+ctl = Controller(Box(), hostname="127.0.0.1", port=port)
+ctl.start()
+print(port, flush=True)
+
+def done(*_):
+    ctl.stop()
+    with open(out, "w") as f:
+        json.dump({"times": Box.times}, f)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, done)
+signal.pause()
+"""
+
+
+def rate_of(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def smtp_bench(readers: int, connections: int) -> dict[str, float]:
+    """`digest send` into an aiosmtpd server, then a bare smtplib loop into the same server."""
+    import smtplib
+
+    db_url = create_database()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-smtp-"))
+    out = tmp / "server.json"
+    server = subprocess.Popen([sys.executable, "-c", SMTP_SERVER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline()) if server.stdout else 0
+        cfg = project(tmp / "project", "", 1.0, smtp_port=port, connections=connections)
+        seed(cfg, db_url, readers)
+        output, wall, cpu, _ = run_send(cfg, db_url, {})
+        print(output, flush=True)
+        time.sleep(1.0)
+        # The bare loop: one connection, the message the sender produced, as fast as the server takes it.
+        message = Path(str(out) + ".eml").read_bytes()
+        with smtplib.SMTP("127.0.0.1", port) as conn:
+            for i in range(readers):
+                conn.sendmail("verdicts@example.com", [f"bare{i}@example.com"], message)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        drop_database(db_url)
+    times = json.loads(out.read_text())["times"]
+    digest_times, bare_times = times[:readers], times[readers:]
+    digest_rate, bare_rate = rate_of(digest_times), rate_of(bare_times)
+    return {"readers": readers, "connections": connections, "digest_msgs": len(digest_times),
+            "digest_rate": digest_rate, "bare_rate": bare_rate, "share": digest_rate / bare_rate,
+            "message_kb": len(message) / 1024, "cpu_ms_per_msg": cpu / readers * 1000, "wall_s": wall}
 
 
 def enqueue_child(db_url: str, cfg: str) -> None:
@@ -192,27 +297,47 @@ def enqueue_bench(readers: int) -> dict[str, float]:
     return timing
 
 
+def print_send(what: str, r: dict[str, float]) -> None:
+    print(f"{what}: {r['readers']:,} readers at a {r['limit_rps']:g} req/s limit: {r['achieved_rps']:.2f} req/s "
+          f"admitted = {r['share_of_limit'] * 100:.1f}% of the limit; {r['emails_per_s']:.0f} emails/s accepted = "
+          f"{r['share_of_allowed_emails'] * 100:.1f}% of what the limit allows at this fault rate; "
+          f"{r['emails_accepted']:,} accepted in {r['requests']} requests ({r['rate_limited_429']} answered 429, "
+          f"{r['injected_500']} injected 500); sender CPU {r['cpu_s']:.1f} s = {r['cpu_ms_per_email']:.3f} ms/email, "
+          f"peak memory {r['peak_rss_mb']:.0f} MB, wall {r['send_wall_s']:.0f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--send-readers", type=int, default=100_000)
+    ap.add_argument("--busy-readers", type=int, default=30_000)
+    ap.add_argument("--fault-readers", type=int, default=30_000)
+    ap.add_argument("--smtp-readers", type=int, default=5_000)
+    ap.add_argument("--smtp-connections", type=int, default=4)
     ap.add_argument("--rate", type=float, default=10.0, help="the fake provider's limit, requests/s")
     ap.add_argument("--enqueue-readers", type=int, default=1_000_000)
-    ap.add_argument("--skip-send", action="store_true")
-    ap.add_argument("--skip-enqueue", action="store_true")
+    ap.add_argument("--only", default="quiet,busy,faults,smtp,enqueue")
     ap.add_argument("--child-enqueue", nargs=2, metavar=("DB_URL", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_enqueue:
         enqueue_child(*args.child_enqueue)
         return
-    print(f"machine: {os.cpu_count()} cores; PostgreSQL at {PG_ADMIN_URL.rsplit('@', 1)[-1]}", flush=True)
-    if not args.skip_send:
-        r = send_bench(args.send_readers, args.rate)
-        print(f"send {r['readers']:,} readers at a {r['limit_rps']:g} req/s limit: {r['achieved_rps']:.2f} req/s = "
-              f"{r['share_of_limit'] * 100:.1f}% of the limit ({r['emails_per_s']:.0f} emails/s), "
-              f"{r['emails_accepted']:,} accepted in {r['requests']} requests ({r['rate_limited_429']} answered 429); "
-              f"sender CPU {r['cpu_s']:.1f} s = {r['cpu_ms_per_email']:.3f} ms/email, peak memory "
-              f"{r['peak_rss_mb']:.0f} MB, wall {r['send_wall_s']:.0f} s", flush=True)
-    if not args.skip_enqueue:
+    only = set(args.only.split(","))
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f}; PostgreSQL at "
+          f"{PG_ADMIN_URL.rsplit('@', 1)[-1]}", flush=True)
+    if "quiet" in only:
+        print_send("quiet", send_bench(args.send_readers, args.rate))
+    if "busy" in only:
+        print_send("both cores busy (2 spinning processes)", send_bench(args.busy_readers, args.rate, busy=2))
+    if "faults" in only:
+        print_send("30% transient faults (500)", send_bench(args.fault_readers, args.rate, error_rate=0.3))
+    if "smtp" in only:
+        r = smtp_bench(args.smtp_readers, args.smtp_connections)
+        print(f"smtp: {r['digest_msgs']:,} messages of {r['message_kb']:.0f} KB into aiosmtpd: digest send "
+              f"({r['connections']} connections) {r['digest_rate']:.0f} msgs/s, bare smtplib loop (one connection, "
+              f"prebuilt bytes) {r['bare_rate']:.0f} msgs/s: {r['share'] * 100:.0f}%; sender CPU "
+              f"{r['cpu_ms_per_msg']:.2f} ms/message, wall {r['wall_s']:.0f} s", flush=True)
+    if "enqueue" in only:
         e = enqueue_bench(args.enqueue_readers)
         print(f"enqueue {int(e['recipients']):,} readers on PostgreSQL: {e['enqueue_s']:.1f} s "
               f"(whole freeze incl. render {e['freeze_s']:.1f} s), peak memory {e['peak_rss_mb']:.0f} MB", flush=True)

@@ -159,6 +159,7 @@ class SmtpSettings(_Section):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str = ""
     timeout_seconds: float = Field(30, gt=0)
+    connections: int = Field(4, ge=1, le=32)  # batches in flight per process, one connection each
 
 
 class TemplateSettings(_Section):

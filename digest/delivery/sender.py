@@ -6,8 +6,13 @@ a crash) sends the same payload under the same idempotency key, so the provider
 deduplicates it. Until that first commit, readers who left since enqueueing are
 dropped; the drop and the freeze happen in one transaction, right before sending.
 
+A batch that must wait for a retry is parked: its thread claims and sends another
+batch meanwhile, so backoffs and 429s never idle the `concurrency` sending slots.
+Transports that send message by message (SMTP) report each result as it comes, and
+it is recorded at once: a crash repeats at most the message in flight.
+
 A claim is a lease: `claimed_by` names the process and thread, `claimed_at` is
-renewed at each attempt and while waiting. A claim whose lease ran out, or whose
+renewed at each attempt and while the batch is parked. A claim whose lease ran out, or whose
 process on this host is gone (kill -9), is taken over; a worker that finds its
 claim taken over walks away from the batch. Provider keys live 24 hours, so an
 unfinished batch first attempted longer ago than that is failed, not resent blindly.
@@ -15,6 +20,7 @@ unfinished batch first attempted longer ago than that is failed, not resent blin
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import random
@@ -23,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -32,6 +38,7 @@ from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
+from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
 from digest.storage.models import (
     BATCH_CLAIMED,
@@ -59,6 +66,7 @@ LEASE_SECONDS = 120
 HEARTBEAT_SECONDS = 30
 KEY_TTL = timedelta(hours=23)  # Resend keeps idempotency keys 24 h; an hour of margin
 MAX_BACKOFF = 60.0
+PARKED_PER_THREAD = 8  # batches waiting for a retry per sending thread before no new one is claimed
 MAX_RATE_LIMITED = 50  # 429s per batch before it is failed (they are not counted as attempts)
 
 
@@ -133,6 +141,21 @@ class _Attempt:
     reason: str | None = None
 
 
+@dataclass
+class _Work:
+    """A claimed batch between its attempts: what it sends, under which key, how its retries stand."""
+
+    issue_id: int
+    batch: Claimed
+    name: str  # the claim's holder; any sending thread of this process may carry on under it
+    recipients: list[Recipient]
+    emails: dict[int, OutgoingEmail]
+    key: str
+    week: str
+    failures: int = 0
+    rate_limited: int = 0
+
+
 def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
     """The Resend request budget is shared by all workers; the outbox and SMTP are not rate limited."""
     if getattr(transport, "name", "") != "resend":
@@ -152,8 +175,14 @@ class Sender:
         self.max_attempts = max_attempts or rt.settings.resend.max_attempts
         self.lease = timedelta(seconds=lease_seconds)
         self.limiter = make_limiter(rt, transport) if limiter == "auto" else limiter
+        if self.limiter is not None and hasattr(transport, "on_rate"):
+            transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.backoff_base = backoff_base
+        # Transient failures in a row across this process's batches: the backoff grows with it, so a
+        # provider that fails now and then (others succeed) is retried soon, one that is down less often.
+        self._streak = 0
+        self._streak_lock = threading.Lock()
         self.on_batch = on_batch
         self.tokens = Tokens(rt.secret_key)
         self._messages: dict[int, IssueMessages] = {}
@@ -258,83 +287,110 @@ class Sender:
             row.claimed_at = now
             return _Attempt("go", queued=queued)
 
-    def process(self, issue_id: int, batch: Claimed, summary: SendSummary, name: str | None = None,
-                stop: threading.Event | None = None) -> None:
-        name = name or f"{self.worker}:0"
-        stop = stop or threading.Event()
+    def begin(self, issue_id: int, batch: Claimed, name: str) -> _Work:
+        """Everything a batch's attempts need: its readers, their emails, its key."""
         msgs = self.messages_for(issue_id)
         recipients = self._recipients(issue_id, batch.batch_no)
-        emails = {r.delivery_id: msgs.build(r) for r in recipients}
-        key = idempotency_key(msgs.week, batch.batch_no, batch.generation)
-        failures = rate_limited = 0
-        delay = self.backoff_base
-        while True:
-            attempt = self._start_attempt(issue_id, batch, name)
-            if attempt.outcome == "lost":
-                log.warning("batch %s: claim taken over by another worker; leaving it to them", batch.batch_no)
+        return _Work(issue_id, batch, name, recipients, {r.delivery_id: msgs.build(r) for r in recipients},
+                     idempotency_key(msgs.week, batch.batch_no, batch.generation), msgs.week)
+
+    def attempt(self, work: _Work, summary: SendSummary, stop: threading.Event) -> float | None:
+        """One attempt of a batch; returns None when done with it, else the seconds before its retry.
+
+        The caller waits for the retry however it likes: the sending loop parks the batch
+        and uses its thread for another one meanwhile.
+        """
+        batch, name = work.batch, work.name
+        attempt = self._start_attempt(work.issue_id, batch, name)
+        if attempt.outcome == "lost":
+            log.warning("batch %s: claim taken over by another worker; leaving it to them", batch.batch_no)
+            return None
+        if attempt.outcome == "empty":
+            summary.add(batches=1)
+            return None
+        if attempt.outcome == "expired":
+            summary.add(failed=attempt.failed, failed_batches=1, error=f"batch {batch.batch_no}: {attempt.reason}")
+            return None
+        if attempt.queued is not None:
+            work.recipients = [r for r in work.recipients if r.delivery_id in attempt.queued]
+        recipients = work.recipients
+        if not work.emails:  # parked: rebuilt, byte for byte the same (building is deterministic and cheap)
+            msgs = self.messages_for(work.issue_id)
+            work.emails = {r.delivery_id: msgs.build(r) for r in recipients}
+        payload = [work.emails[r.delivery_id] for r in recipients]
+        prepare = getattr(self.transport, "prepare", None)
+        if prepare is not None:
+            prepare(payload, work.key)  # the body is built before the slot: the request leaves right at it
+        if self.limiter is not None and not self.limiter.acquire(stop):
+            self._release(batch, name)
+            return None
+        reported: set[int] = set()
+        on_result = self._recorder(recipients, reported, summary) if self.transport.reports_each_result else None
+        try:
+            if on_result is not None:
+                results = self.transport.send_batch(payload, work.key, work.week, on_result=on_result)
+            else:
+                results = self.transport.send_batch(payload, work.key, work.week)
+        except ProviderAuthError:
+            self._release(batch, name)
+            raise
+        except TransientError as exc:
+            return self._after_transient(work, exc, summary)
+        if len(results) != len(recipients):
+            raise RuntimeError(f"transport {self.transport.name} answered {len(results)} results "
+                               f"for {len(recipients)} emails")
+        if self.limiter is not None:
+            self.limiter.succeeded()
+        with self._streak_lock:
+            self._streak = 0
+        later = [r for r, res in zip(recipients, results) if res.retry]
+        self._record(batch, [(r, res) for i, (r, res) in enumerate(zip(recipients, results))
+                             if not res.retry and i not in reported], summary, finished=not later)
+        if not later:
+            return None
+        # Part of the batch went out (SMTP); the rest is retried on its own.
+        work.recipients = later
+        work.failures += 1
+        reason = next(res.error for res in results if res.retry)
+        if work.failures >= self.max_attempts:
+            self._give_up(work.issue_id, batch, later, f"gave up after {work.failures} attempt(s): {reason}", summary)
+            return None
+        summary.add(retries=1)
+        return self._backoff(failed=True)
+
+    def _after_transient(self, work: _Work, exc: TransientError, summary: SendSummary) -> float | None:
+        """Count the failure and say when to retry: the provider's retry-after, else the backoff."""
+        if exc.rate_limited:
+            work.rate_limited += 1
+            if self.limiter is not None:
+                self.limiter.rate_limited(exc.retry_after)
+        else:
+            work.failures += 1
+        if work.failures >= self.max_attempts or work.rate_limited >= MAX_RATE_LIMITED:
+            self._give_up(work.issue_id, work.batch, work.recipients, f"gave up after "
+                          f"{work.failures + work.rate_limited} attempt(s): {exc}", summary)
+            return None
+        wait = exc.retry_after if exc.retry_after is not None else self._backoff(failed=not exc.rate_limited)
+        summary.add(retries=1)
+        log.warning("batch %s: %s; retrying in %.1fs", work.batch.batch_no, exc, wait)
+        return wait
+
+    def _backoff(self, *, failed: bool) -> float:
+        """1 s, 2 s, 4 s ... MAX_BACKOFF (with jitter) by the failures in a row across batches."""
+        with self._streak_lock:
+            self._streak += 1 if failed else 0
+            streak = self._streak
+        return min(self.backoff_base * 2 ** max(0, streak - 1), MAX_BACKOFF) * (0.5 + random.random())
+
+    def _recorder(self, recipients: list[Recipient], reported: set[int],
+                  summary: SendSummary) -> Callable[[int, SendResult], None]:
+        """Records each message's final result the moment the transport has it (SMTP, kill -9)."""
+        def record(index: int, result: SendResult) -> None:
+            if result.retry:
                 return
-            if attempt.outcome == "empty":
-                summary.add(batches=1)
-                return
-            if attempt.outcome == "expired":
-                summary.add(failed=attempt.failed, failed_batches=1, error=f"batch {batch.batch_no}: {attempt.reason}")
-                return
-            if attempt.queued is not None:
-                recipients = [r for r in recipients if r.delivery_id in attempt.queued]
-            payload = [emails[r.delivery_id] for r in recipients]
-            # Everything else is done: the request leaves right at its slot, so arrivals keep the spacing.
-            if self.limiter is not None and not self.limiter.acquire(stop):
-                self._release(batch, name)
-                return
-            try:
-                results = self.transport.send_batch(payload, key, msgs.week)
-            except ProviderAuthError:
-                self._release(batch, name)
-                raise
-            except TransientError as exc:
-                if exc.rate_limited:
-                    rate_limited += 1
-                    if self.limiter is not None and exc.retry_after:
-                        self.limiter.hold_off(exc.retry_after)
-                else:
-                    failures += 1
-                if failures >= self.max_attempts or rate_limited >= MAX_RATE_LIMITED:
-                    self._give_up(issue_id, batch, recipients, f"gave up after {failures + rate_limited} "
-                                  f"attempt(s): {exc}", summary)
-                    return
-                if exc.rate_limited and self.limiter is not None:
-                    wait = 0.0  # hold_off made every worker's next slot wait for it
-                elif exc.retry_after is not None:
-                    wait = exc.retry_after
-                else:
-                    wait = delay * (0.5 + random.random())
-                    delay = min(delay * 2, MAX_BACKOFF)
-                summary.add(retries=1)
-                log.warning("batch %s: %s; retrying in %.1fs", batch.batch_no, exc, wait)
-                if self._wait(wait, stop, batch, name):
-                    self._release(batch, name)
-                    return
-                continue
-            if len(results) != len(recipients):
-                raise RuntimeError(f"transport {self.transport.name} answered {len(results)} results "
-                                   f"for {len(recipients)} emails")
-            later = [r for r, res in zip(recipients, results) if res.retry]
-            self._record(batch, [(r, res) for r, res in zip(recipients, results) if not res.retry],
-                         summary, finished=not later)
-            if not later:
-                return
-            # Part of the batch went out (SMTP); the rest is retried on its own.
-            recipients = later
-            failures += 1
-            reason = next(res.error for res in results if res.retry)
-            if failures >= self.max_attempts:
-                self._give_up(issue_id, batch, recipients, f"gave up after {failures} attempt(s): {reason}", summary)
-                return
-            summary.add(retries=1)
-            if self._wait(delay * (0.5 + random.random()), stop, batch, name):
-                self._release(batch, name)
-                return
-            delay = min(delay * 2, MAX_BACKOFF)
+            self._record_rows([(recipients[index], result)], summary)
+            reported.add(index)
+        return record
 
     # -- recording ------------------------------------------------------------------------
 
@@ -342,33 +398,32 @@ class Sender:
                 *, finished: bool) -> None:
         """Store the provider's answer; `finished` closes the batch (nothing of it is left to retry)."""
         now = utcnow()
+        with self.rt.sessions.begin() as session:
+            self._store(session, results, summary, now)
+            if finished:
+                row = session.get(Batch, batch.id)
+                assert row is not None
+                failed = session.scalar(select(func.count()).select_from(Delivery).where(
+                    Delivery.issue_id == row.issue_id, Delivery.batch_no == row.batch_no,
+                    Delivery.status == DELIVERY_FAILED))
+                row.status, row.sent_at = BATCH_SENT, now
+                row.last_error = f"{failed} email(s) rejected" if failed else None
+        summary.add(batches=1 if finished else 0)
+
+    def _record_rows(self, results: list[tuple[Recipient, SendResult]], summary: SendSummary) -> None:
+        with self.rt.sessions.begin() as session:
+            self._store(session, results, summary, utcnow())
+
+    def _store(self, session: Session, results: list[tuple[Recipient, SendResult]], summary: SendSummary,
+               now: datetime) -> None:
         sent = [{"id": r.delivery_id, "status": DELIVERY_SENT, "provider_id": res.provider_id, "sent_at": now,
                  "error": None} for r, res in results if res.ok]
         failed = [{"id": r.delivery_id, "status": DELIVERY_FAILED, "error": (res.error or "rejected")[:2000]}
                   for r, res in results if not res.ok]
-        with self.rt.sessions.begin() as session:
-            for rows in (sent, failed):
-                if rows:
-                    session.execute(update(Delivery), rows)
-            if finished:
-                row = session.get(Batch, batch.id)
-                assert row is not None
-                row.status, row.sent_at = BATCH_SENT, now
-                row.last_error = f"{len(failed)} email(s) rejected" if failed else None
-        summary.add(sent=len(sent), failed=len(failed), batches=1 if finished else 0)
-
-    def _wait(self, seconds: float, stop: threading.Event, batch: Claimed, name: str) -> bool:
-        """Sleep, renewing the lease; True when asked to stop meanwhile."""
-        deadline = time.monotonic() + max(0.0, seconds)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return stop.is_set()
-            if stop.wait(min(left, HEARTBEAT_SECONDS)):
-                return True
-            with self.rt.sessions.begin() as session:
-                session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
-                                                    Batch.status == BATCH_CLAIMED).values(claimed_at=utcnow()))
+        for rows in (sent, failed):
+            if rows:
+                session.execute(update(Delivery), rows)
+        summary.add(sent=len(sent), failed=len(failed))
 
     def _release(self, batch: Claimed, name: str) -> None:
         """Give the claim back at once (stop, auth error): the next run resumes it with the same key."""
@@ -396,14 +451,24 @@ class Sender:
     # -- the loop -------------------------------------------------------------------------
 
     def _loop(self, issue_id: int, slot: int, stop: threading.Event, summary: SendSummary,
-              crashed: list[BaseException]) -> None:
+              parked: _Parked, crashed: list[BaseException]) -> None:
+        """Take a parked batch whose retry is due, else claim a new one; park a batch that must wait."""
         name = f"{self.worker}:{slot}"
         try:
             while not stop.is_set():
-                batch = self.claim(issue_id, name)
-                if batch is None:
-                    return
-                self.process(issue_id, batch, summary, name, stop)
+                parked.renew(self._renew)
+                work = parked.take_due()
+                if work is None and parked.has_room():
+                    batch = self.claim(issue_id, name)
+                    work = self.begin(issue_id, batch, name) if batch is not None else None
+                if work is None:
+                    if not parked.wait_for_due(stop, self._renew):
+                        return  # nothing to claim and nothing waiting: done
+                    continue
+                wait = self.attempt(work, summary, stop)
+                if wait is not None:
+                    work.emails = {}  # a parked batch holds no bodies: memory stays that of the batches in flight
+                    parked.put(work, wait)
                 if self.on_batch:
                     self.on_batch(summary)
         except ProviderAuthError as exc:
@@ -413,16 +478,28 @@ class Sender:
             crashed.append(exc)
             stop.set()
 
+    def _renew(self, works: list[_Work]) -> None:
+        """Keep the claims of parked batches alive while they wait for their retry."""
+        with self.rt.sessions.begin() as session:
+            for work in works:
+                session.execute(update(Batch).where(Batch.id == work.batch.id, Batch.claimed_by == work.name,
+                                                    Batch.status == BATCH_CLAIMED).values(claimed_at=utcnow()))
+
     def run(self, issue_id: int, stop: threading.Event | None = None) -> SendSummary:
-        """Send until no batch is left to claim (or `stop` is set); `concurrency` batches in flight."""
+        """Send until no batch is left to claim (or `stop` is set); `concurrency` batches in flight.
+
+        A batch waiting for its retry is parked, not slept on: its thread sends another batch
+        meanwhile, so backoffs never leave the provider's rate budget unused.
+        """
         own_stop = stop is None
         stop = stop or threading.Event()
         summary = SendSummary()
         crashed: list[BaseException] = []
+        parked = _Parked(room=self.concurrency * PARKED_PER_THREAD)
         if self.concurrency == 1:
-            self._loop(issue_id, 0, stop, summary, crashed)
+            self._loop(issue_id, 0, stop, summary, parked, crashed)
         else:
-            threads = [threading.Thread(target=self._loop, args=(issue_id, i, stop, summary, crashed),
+            threads = [threading.Thread(target=self._loop, args=(issue_id, i, stop, summary, parked, crashed),
                                         name=f"sender-{i}", daemon=True) for i in range(self.concurrency)]
             for t in threads:
                 t.start()
@@ -435,6 +512,11 @@ class Sender:
                 for t in threads:
                     t.join()
                 raise
+            finally:
+                for work in parked.drain():
+                    self._release(work.batch, work.name)
+        for work in parked.drain():  # stopped while batches waited: the next run resumes them, same key
+            self._release(work.batch, work.name)
         if crashed:
             raise crashed[0]
         if stop.is_set() and not summary.stopped and not own_stop:
@@ -446,6 +528,59 @@ class Sender:
             ) or 0
         mark_sent_if_done(self.rt, issue_id)
         return summary
+
+
+class _Parked:
+    """Batches of this process waiting for their retry, soonest first; shared by its sending threads."""
+
+    def __init__(self, room: int):
+        self.room = room
+        self._heap: list[tuple[float, int, _Work]] = []
+        self._seq = 0
+        self._renewed = time.monotonic()
+        self._lock = threading.Condition()
+
+    def put(self, work: _Work, wait: float) -> None:
+        with self._lock:
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, wait), self._seq, work))
+            self._lock.notify_all()
+
+    def has_room(self) -> bool:
+        with self._lock:
+            return len(self._heap) < self.room
+
+    def take_due(self) -> _Work | None:
+        with self._lock:
+            if self._heap and self._heap[0][0] <= time.monotonic():
+                return heapq.heappop(self._heap)[2]
+            return None
+
+    def wait_for_due(self, stop: threading.Event, renew: Callable[[list[_Work]], None]) -> bool:
+        """Wait until the soonest parked batch is due (True), or return False at once when none is parked."""
+        while not stop.is_set():
+            with self._lock:
+                if not self._heap:
+                    return False
+                left = self._heap[0][0] - time.monotonic()
+                if left <= 0:
+                    return True
+                self._lock.wait(min(left, 0.25))  # wakes early when a batch is parked; checks `stop`
+            self.renew(renew)
+        return True
+
+    def renew(self, renew: Callable[[list[_Work]], None]) -> None:
+        with self._lock:
+            if time.monotonic() - self._renewed < HEARTBEAT_SECONDS or not self._heap:
+                return
+            self._renewed = time.monotonic()
+            works = [w for _, _, w in self._heap]
+        renew(works)
+
+    def drain(self) -> list[_Work]:
+        with self._lock:
+            works, self._heap = [w for _, _, w in self._heap], []
+            return works
 
 
 def mark_sent_if_done(rt: Runtime, issue_id: int) -> bool:

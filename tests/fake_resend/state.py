@@ -7,6 +7,7 @@ nothing), which is what the exactly-once checks count.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -14,7 +15,6 @@ import os
 import random
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -123,17 +123,15 @@ def error(status: int, name: str, message: str) -> Answer:
 
 class FakeResend:
     def __init__(self, *, api_keys: set[str] | None = None, rate_limit: float | None = None,
-                 burst: float | None = None, faults: Faults | None = None, reject_to: set[str] | None = None):
+                 faults: Faults | None = None, reject_to: set[str] | None = None):
         self.api_keys = set(api_keys or {"re_test_key"})
         self.rate_limit = rate_limit
-        self.burst = burst if burst is not None else (max(1.0, rate_limit) if rate_limit else 1.0)
         self.faults = faults or Faults()
         self.reject_to = {a.lower() for a in (reject_to or set())}
         self.records: list[Accepted] = []
         self.log: list[Logged] = []
         self._keys: dict[str, tuple[str, Answer | None]] = {}  # key -> (payload hash, stored answer or in flight)
-        self._tokens = self.burst
-        self._refilled = time.monotonic()
+        self._window: list[float] = []  # arrival times admitted in the last second, sorted
         self._rng = random.Random(self.faults.seed)
         self.lock = threading.Lock()
         # Called (in a server thread) each time a request's emails have been accepted, before the
@@ -155,24 +153,33 @@ class FakeResend:
 
     # -- the rules ------------------------------------------------------------------------
 
+    # The limiter counts arrivals the way a provider does: at most `rate_limit` admitted requests
+    # in any one-second window, with no burst credit saved up while idle. Refused requests are not
+    # counted (they did no work). Reset and retry-after are whole seconds, as HTTP headers are.
+
+    def _in_window(self, now: float) -> list[float]:
+        cut = bisect.bisect_right(self._window, now - 1.0)
+        del self._window[:cut]
+        return self._window
+
     def _rate_headers(self, now: float) -> dict[str, str]:
         if not self.rate_limit:
             return {}
-        missing = max(0.0, 1.0 - self._tokens)
-        reset = max(1, math.ceil(missing / self.rate_limit)) if missing else 1
-        return {"ratelimit-limit": str(int(self.rate_limit) if self.rate_limit >= 1 else self.rate_limit),
-                "ratelimit-remaining": str(max(0, int(self._tokens))), "ratelimit-reset": str(reset)}
+        window = self._in_window(now)
+        limit = max(1, int(self.rate_limit))
+        remaining = max(0, limit - sum(1 for a in window if a <= now))
+        free_at = window[0] + 1.0 if window else now  # when the oldest arrival leaves the window
+        reset = max(1, math.ceil(free_at - now))
+        return {"ratelimit-limit": str(limit), "ratelimit-remaining": str(remaining), "ratelimit-reset": str(reset)}
 
-    def _take_token(self) -> bool:
+    def _take_slot(self, arrived: float) -> bool:
         if not self.rate_limit:
             return True
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate_limit)
-        self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        window = self._in_window(arrived)
+        if sum(1 for a in window if a <= arrived) >= max(1, int(self.rate_limit)):
+            return False
+        bisect.insort(window, arrived)
+        return True
 
     def check_auth(self, authorization: str | None) -> Answer | None:
         token = (authorization or "").removeprefix("Bearer").strip()
@@ -201,7 +208,7 @@ class FakeResend:
                 f = self.faults
                 if f.force_status is not None:
                     answer, outcome = error(f.force_status, f.force_name, f.force_message), "forced"
-                elif not self._take_token():
+                elif not self._take_slot(arrived):
                     answer, outcome = error(429, "rate_limit_exceeded", "Too many requests. You can only make "
                                             f"{self.rate_limit:g} requests per second."), "rate_limited"
                     headers["retry-after"] = self._rate_headers(arrived)["ratelimit-reset"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,20 +33,30 @@ class ProviderRefusal(ProviderAuthError):
     """The provider will take no more mail now (bad key, unverified sender, quota): stop the send."""
 
 
+# Called with (index, result) the moment one email of a batch is accepted or refused for good.
+OnResult = Callable[[int, SendResult], None]
+
+
 class Transport(Protocol):
     name: str
     # Which delivery events (delivered, bounced, complained, opened, clicked) its provider reports.
     reports: frozenset[str]
     # How many batches one process may have in flight through this transport at once.
     max_in_flight: int
+    # Declared True by transports whose send_batch takes `on_result` (see send_batch).
+    reports_each_result: bool
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
+    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
+                   on_result: OnResult | None = None) -> list[SendResult]:
         """Send every email once; the same key must never produce a second copy.
 
         Returns one result per email, in order; a request refused as a whole for a reason a
         retry cannot fix (4xx validation) gives every email a failed result with the reason.
         `folder` groups messages (the week key, `transactional`, `test`) for transports that
         store files. Raises TransientError to have the batch retried, ProviderAuthError to stop.
+        A transport that sends message by message (SMTP) declares `reports_each_result` and
+        reports each final result through `on_result` before sending the next, so a crash
+        cannot forget what already went out.
         """
         ...
 

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from digest.delivery.transports.base import SendResult
+from digest.delivery.transports.base import OnResult, SendResult
 from digest.mail import OutgoingEmail, domain_of, to_mime
 
 
@@ -18,6 +18,7 @@ class OutboxTransport:
     name = "outbox"
     reports: frozenset[str] = frozenset()  # delivery events measured (files on disk: nothing comes back)
     max_in_flight = 1
+    reports_each_result = False
 
     def __init__(self, root: Path):
         self.root = root
@@ -25,7 +26,8 @@ class OutboxTransport:
     def path_for(self, email: OutgoingEmail, folder: str) -> Path:
         return self.root / _safe(folder) / f"{_safe(email.key)}-{_safe(email.to)}.eml"
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
+    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
+                   on_result: OnResult | None = None) -> list[SendResult]:
         results = []
         for email in emails:
             path = self.path_for(email, folder)

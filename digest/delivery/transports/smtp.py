@@ -1,9 +1,13 @@
-"""SMTP (smtplib): STARTTLS, implicit TLS or plain; one connection reused across messages.
+"""SMTP (smtplib): STARTTLS, implicit TLS or plain; one kept-alive connection per sending thread.
 
 SMTP has no batch call and no idempotency of its own, so a batch is sent message by
-message: if the connection breaks halfway, the messages already accepted come back
-as sent and the rest as `retry`, and only those are sent again. Resend's SMTP server
-deduplicates by the `Resend-Idempotency-Key` header, which we set per message there.
+message over a connection of its own (kept open for the next batch), and each message's result is handed to the caller (`on_result`) the moment the
+server answers, before the next one goes out: a crash repeats at most the message in
+flight on each connection. If the connection breaks halfway, the messages already
+accepted come back as sent and the rest as `retry`, and only those are sent again.
+`smtp.connections` batches of a process are in flight at once, so a local MTA is fed
+in parallel. Resend's SMTP server deduplicates by the
+`Resend-Idempotency-Key` header, which we set per message there.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import threading
 from email.message import EmailMessage
 
 from digest.config import Config
-from digest.delivery.transports.base import ProviderRefusal, SendResult, TransientError
-from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
+from digest.delivery.transports.smtp_wire import mime, wire
+from digest.mail import OutgoingEmail, domain_of
 
 
 def is_resend_smtp(host: str) -> bool:
@@ -30,13 +36,31 @@ class _Retry(Exception):
 class SmtpTransport:
     name = "smtp"
     reports: frozenset[str] = frozenset()  # delivery events measured (the relay tells nothing after it accepts)
-    max_in_flight = 1
+    reports_each_result = True
 
     def __init__(self, config: Config):
         self.settings = config.settings.smtp
+        self.max_in_flight = self.settings.connections
         self.password = config.smtp_password
         self.resend = is_resend_smtp(self.settings.host)
-        self._conn: smtplib.SMTP | None = None
+        self._local = threading.local()  # the connection of the batch this thread is sending
+        self._idle: list[smtplib.SMTP] = []  # kept alive between batches, for any thread
+        self._open: set[smtplib.SMTP] = set()  # all of them, for close()
+        self._open_lock = threading.Lock()
+
+    @property
+    def _conn(self) -> smtplib.SMTP | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: smtplib.SMTP | None) -> None:
+        old = getattr(self._local, "conn", None)
+        with self._open_lock:
+            if old is not None:
+                self._open.discard(old)
+            if conn is not None:
+                self._open.add(conn)
+        self._local.conn = conn
 
     # -- connection -----------------------------------------------------------------------
 
@@ -87,7 +111,7 @@ class SmtpTransport:
     # -- sending --------------------------------------------------------------------------
 
     def message(self, email: OutgoingEmail, idempotency_key: str) -> EmailMessage:
-        msg = to_mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
+        msg = mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
         if self.resend:
             msg["Resend-Idempotency-Key"] = f"{idempotency_key}/{email.key}"[:256]
         return msg
@@ -97,7 +121,8 @@ class SmtpTransport:
         for reconnect in (False, True):
             conn = self._connection()
             try:
-                refused = conn.send_message(msg)
+                data = wire(msg)  # the same bytes as send_message, at half the CPU (None: not plain ASCII)
+                refused = conn.sendmail(*data) if data is not None else conn.send_message(msg)
             except smtplib.SMTPServerDisconnected:
                 # An idle connection closed by the server fails on MAIL FROM, before any data: safe to redo once.
                 self._drop()
@@ -134,13 +159,30 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             self._drop()
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str) -> list[SendResult]:
+    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
+                   on_result: OnResult | None = None) -> list[SendResult]:
+        """One connection per batch in flight, taken from the idle ones and given back after."""
+        with self._open_lock:
+            self._local.conn = self._idle.pop() if self._idle else None
+        try:
+            return self._send_batch(emails, idempotency_key, on_result)
+        finally:
+            conn, self._local.conn = self._conn, None
+            if conn is not None:
+                with self._open_lock:
+                    if conn in self._open:
+                        self._idle.append(conn)
+
+    def _send_batch(self, emails: list[OutgoingEmail], idempotency_key: str,
+                    on_result: OnResult | None) -> list[SendResult]:
         results: list[SendResult] = []
         for i, email in enumerate(emails):
             try:
                 self._send_one(self.message(email, idempotency_key))
             except _Rejected as exc:
                 results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
+                if on_result is not None:
+                    on_result(i, results[-1])
             except (_Retry, TransientError, ProviderRefusal) as exc:
                 if not results:
                     if isinstance(exc, (ProviderRefusal, TransientError)):
@@ -153,11 +195,16 @@ class SmtpTransport:
                 return results
             else:
                 results.append(SendResult(ok=True, provider_id=f"smtp:{email.key}"[:100]))
+                if on_result is not None:
+                    on_result(i, results[-1])
         return results
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        """Quit every thread's connection (called once the sending threads are done)."""
+        with self._open_lock:
+            conns, self._open, self._idle = list(self._open), set(), []
+        self._local = threading.local()
+        for conn in conns:
             try:
                 conn.quit()
             except (smtplib.SMTPException, OSError):
