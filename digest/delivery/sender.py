@@ -9,8 +9,16 @@ dropped; the drop and the freeze happen in one transaction, right before sending
 A claim is a lease: `claimed_by` names the process and thread, `claimed_at` is
 renewed at each attempt and while waiting. A claim whose lease ran out, or whose
 process on this host is gone (kill -9), is taken over; a worker that finds its
-claim taken over walks away from the batch. Provider keys live 24 hours, so an
-unfinished batch first attempted longer ago than that is failed, not resent blindly.
+claim taken over walks away from the batch.
+
+The truth about a send (invariant 6). Each provider call is a `SendAttempt` row,
+written before the call and closed with its outcome: accepted, refused (nothing can
+have gone out) or ambiguous (the answer was lost). A batch's key is fixed at its first
+attempt and never changes while the provider keeps it (24 hours); after that it gets a
+new key only if no attempt could have been accepted, otherwise it is `unconfirmed` and
+waits for an operator who accepts possible duplicates. Transient failures never fail a
+delivery: a batch that keeps failing goes back to pending for the next run, and a run of
+failures across batches (an outage) pauses the whole send with the reason on the issue.
 """
 
 from __future__ import annotations
@@ -23,21 +31,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.delivery.messages import IssueMessages, Recipient
+from digest.delivery.outage import OutageWatch
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
+from digest.installation import installation_id
 from digest.runtime import Runtime
 from digest.storage.models import (
+    ATTEMPT_ACCEPTED,
+    ATTEMPT_AMBIGUOUS,
+    ATTEMPT_REFUSED,
     BATCH_CLAIMED,
-    BATCH_FAILED,
     BATCH_PENDING,
     BATCH_SENT,
+    BATCH_UNCONFIRMED,
+    MAY_HAVE_BEEN_ACCEPTED,
     DELIVERY_DROPPED,
     DELIVERY_FAILED,
     DELIVERY_QUEUED,
@@ -48,6 +62,7 @@ from digest.storage.models import (
     Batch,
     Delivery,
     Issue,
+    SendAttempt,
     Subscriber,
 )
 from digest.weeks import as_utc, utcnow
@@ -59,7 +74,7 @@ LEASE_SECONDS = 120
 HEARTBEAT_SECONDS = 30
 KEY_TTL = timedelta(hours=23)  # Resend keeps idempotency keys 24 h; an hour of margin
 MAX_BACKOFF = 60.0
-MAX_RATE_LIMITED = 50  # 429s per batch before it is failed (they are not counted as attempts)
+MAX_RATE_LIMITED = 50  # 429s per batch before it waits for the next run (they are not counted as attempts)
 
 
 def worker_name() -> str:
@@ -83,9 +98,22 @@ def _pid_dead(holder: str | None) -> bool:
     return False
 
 
-def idempotency_key(week: str, batch_no: int, generation: int) -> str:
-    """Same (issue, batch) -> same key; `--retry-failed` bumps the generation for a deliberate resend."""
+def idempotency_key(installation: str, issue_id: int, week: str, batch_no: int, generation: int) -> str:
+    """Unique across installations sharing one provider account (staging and production), issues and
+    batches; a new generation (a new key) only when no copy can have gone out, or the operator said so."""
+    return f"digest-{installation}-i{issue_id}-{week}-b{batch_no}" + (f"-g{generation}" if generation else "")
+
+
+def legacy_key(week: str, batch_no: int, generation: int) -> str:
+    """The key of batches first attempted before keys were stored on the batch: kept for them."""
     return f"digest-{week}-b{batch_no}" + (f"-g{generation}" if generation else "")
+
+
+def may_have_been_accepted(session: Session, batch: Batch, key: str) -> bool:
+    """Could any attempt under `key` have been accepted? Unrecorded (older) attempts count as yes."""
+    outcomes = list(session.scalars(select(SendAttempt.outcome).where(SendAttempt.batch_id == batch.id,
+                                                                        SendAttempt.idem_key == key)))
+    return batch.attempts > len(outcomes) or any(o in MAY_HAVE_BEEN_ACCEPTED for o in outcomes)
 
 
 @dataclass
@@ -106,6 +134,10 @@ class SendSummary:
     failed_batches: int = 0
     retries: int = 0
     stopped: str | None = None
+    paused: str | None = None  # an outage paused the send: why and since when
+    deferred_batches: int = 0  # kept failing this run; pending again for the next one
+    unconfirmed: int = 0  # deliveries of batches that may or may not have gone out (operator decides)
+    owed: int = 0  # deliveries still queued when the run ended
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -127,10 +159,12 @@ class SendSummary:
 
 @dataclass
 class _Attempt:
-    outcome: str  # go | lost | empty | expired
+    outcome: str  # go | lost | empty | unconfirmed
     queued: set[int] | None = None  # first attempt: who is still on the list
     failed: int = 0
     reason: str | None = None
+    key: str = ""
+    attempt_id: int | None = None
 
 
 def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
@@ -158,6 +192,11 @@ class Sender:
         self.tokens = Tokens(rt.secret_key)
         self._messages: dict[int, IssueMessages] = {}
         self._messages_lock = threading.Lock()
+        self._installation: str | None = None
+        # Per run: the outage watch, and batches set aside after max_attempts (not claimed again).
+        self.watch = OutageWatch(rt.settings.resend.pause_after_failures)
+        self._set_aside: set[int] = set()
+        self._set_aside_lock = threading.Lock()
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -167,10 +206,18 @@ class Sender:
             Batch.status == BATCH_PENDING,
             and_(Batch.status == BATCH_CLAIMED, or_(Batch.claimed_at.is_(None), Batch.claimed_at < now - self.lease)),
         )
+        session.connection()  # begin first (on SQLite: take the write lock), then read the set-aside list
+        with self._set_aside_lock:
+            aside = list(self._set_aside)
         q = select(Batch).where(Batch.issue_id == issue_id, reclaimable).order_by(Batch.batch_no).limit(1)
+        if aside:
+            q = q.where(Batch.id.notin_(aside))
         if self.rt.on_postgres:
             q = q.with_for_update(skip_locked=True)
         batch = session.scalar(q)
+        with self._set_aside_lock:
+            if batch is not None and batch.id in self._set_aside:  # set aside while we looked
+                return None
         if batch is None:
             # Claims of dead local processes (kill -9) are taken over without waiting for the lease.
             stale_q = (select(Batch).where(Batch.issue_id == issue_id, Batch.status == BATCH_CLAIMED)
@@ -228,8 +275,15 @@ class Sender:
             ).all()
         return [Recipient(did, sid or 0, email, name) for did, sid, email, name in rows]
 
-    def _start_attempt(self, issue_id: int, batch: Claimed, name: str) -> _Attempt:
-        """Commit the attempt before calling out: from here the payload is frozen."""
+    def installation(self) -> str:
+        if self._installation is None:
+            with self.rt.sessions.begin() as session:
+                self._installation = installation_id(session)
+        return self._installation
+
+    def _start_attempt(self, issue_id: int, week: str, batch: Claimed, name: str) -> _Attempt:
+        """Commit the attempt (and its key) before calling out: from here the payload is frozen."""
+        install = self.installation()
         with self.rt.sessions.begin() as session:
             q = select(Batch).where(Batch.id == batch.id)
             if self.rt.on_postgres:
@@ -238,12 +292,14 @@ class Sender:
             if row is None or row.status != BATCH_CLAIMED or row.claimed_by != name:
                 return _Attempt("lost")
             now = utcnow()
+            key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
             if row.attempts > 0 and row.first_attempt_at is not None and as_utc(row.first_attempt_at) < now - KEY_TTL:
-                reason = (f"first attempted {as_utc(row.first_attempt_at):%Y-%m-%d %H:%M} UTC and never confirmed; the "
-                          f"provider's idempotency key has expired, so it is not resent blindly (`digest send "
-                          f"--retry-failed` sends it again)")
-                failed = self._fail_rows(session, issue_id, row, reason)
-                return _Attempt("expired", failed=failed, reason=reason)
+                if may_have_been_accepted(session, row, key):
+                    return self._unconfirmed(session, issue_id, row, now)
+                # Every attempt was refused: nothing went out, so a new key cannot make a second copy.
+                row.generation += 1
+                row.attempts, row.first_attempt_at, row.idem_key = 0, None, None
+                batch.generation = row.generation
             queued = None
             if row.attempts == 0:
                 self._drop_departed(session, issue_id, batch.batch_no)
@@ -254,9 +310,30 @@ class Sender:
                     row.status, row.sent_at, row.claimed_at = BATCH_SENT, now, now
                     return _Attempt("empty")
                 row.first_attempt_at = now
+                row.idem_key = key = idempotency_key(install, issue_id, week, row.batch_no, row.generation)
             row.attempts += 1
             row.claimed_at = now
-            return _Attempt("go", queued=queued)
+            attempt = SendAttempt(batch_id=row.id, idem_key=key, started_at=now)
+            session.add(attempt)
+            session.flush()
+            return _Attempt("go", queued=queued, key=key, attempt_id=attempt.id)
+
+    def _unconfirmed(self, session: Session, issue_id: int, row: Batch, now: datetime) -> _Attempt:
+        """The key expired after an attempt that may have been accepted: only an operator decides."""
+        reason = (f"may have been delivered: first attempted {as_utc(row.first_attempt_at):%Y-%m-%d %H:%M} UTC "
+                  f"without a confirmed answer, and the provider's idempotency key has expired, so it is not "
+                  f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)")
+        row.status, row.last_error, row.claimed_by, row.claimed_at = BATCH_UNCONFIRMED, reason, None, None
+        count = session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DELIVERY_QUEUED))
+        return _Attempt("unconfirmed", failed=int(count or 0), reason=reason)
+
+    def _finish_attempt(self, attempt_id: int | None, outcome: str, detail: str | None) -> None:
+        if attempt_id is None:
+            return
+        with self.rt.sessions.begin() as session:
+            session.execute(update(SendAttempt).where(SendAttempt.id == attempt_id).values(
+                outcome=outcome, finished_at=utcnow(), detail=(detail or None) and detail[:2000]))
 
     def process(self, issue_id: int, batch: Claimed, summary: SendSummary, name: str | None = None,
                 stop: threading.Event | None = None) -> None:
@@ -265,42 +342,55 @@ class Sender:
         msgs = self.messages_for(issue_id)
         recipients = self._recipients(issue_id, batch.batch_no)
         emails = {r.delivery_id: msgs.build(r) for r in recipients}
-        key = idempotency_key(msgs.week, batch.batch_no, batch.generation)
         failures = rate_limited = 0
         delay = self.backoff_base
         while True:
-            attempt = self._start_attempt(issue_id, batch, name)
+            if self.watch.paused.is_set():  # another batch found the provider unreachable
+                self._set_pending(batch, name)
+                return
+            attempt = self._start_attempt(issue_id, msgs.week, batch, name)
             if attempt.outcome == "lost":
                 log.warning("batch %s: claim taken over by another worker; leaving it to them", batch.batch_no)
                 return
             if attempt.outcome == "empty":
                 summary.add(batches=1)
                 return
-            if attempt.outcome == "expired":
-                summary.add(failed=attempt.failed, failed_batches=1, error=f"batch {batch.batch_no}: {attempt.reason}")
+            if attempt.outcome == "unconfirmed":
+                log.error("batch %s: %s", batch.batch_no, attempt.reason)
+                summary.add(error=f"batch {batch.batch_no}: {attempt.reason}")
+                with summary._lock:
+                    summary.unconfirmed += attempt.failed
                 return
             if attempt.queued is not None:
                 recipients = [r for r in recipients if r.delivery_id in attempt.queued]
             payload = [emails[r.delivery_id] for r in recipients]
             # Everything else is done: the request leaves right at its slot, so arrivals keep the spacing.
             if self.limiter is not None and not self.limiter.acquire(stop):
+                self._finish_attempt(attempt.attempt_id, ATTEMPT_REFUSED, "stopped before sending")
                 self._release(batch, name)
                 return
             try:
-                results = self.transport.send_batch(payload, key, msgs.week)
-            except ProviderAuthError:
+                results = self.transport.send_batch(payload, attempt.key, msgs.week)
+            except ProviderAuthError as exc:
+                self._finish_attempt(attempt.attempt_id, ATTEMPT_REFUSED, str(exc))
                 self._release(batch, name)
                 raise
             except TransientError as exc:
+                self._finish_attempt(attempt.attempt_id, ATTEMPT_AMBIGUOUS if exc.ambiguous else ATTEMPT_REFUSED,
+                                     str(exc))
                 if exc.rate_limited:
                     rate_limited += 1
                     if self.limiter is not None and exc.retry_after:
                         self.limiter.hold_off(exc.retry_after)
                 else:
                     failures += 1
+                    if self.watch.failed(exc):
+                        log.error("batch %s: %s; pausing the send", batch.batch_no, exc)
+                        self._set_pending(batch, name, str(exc))
+                        return
                 if failures >= self.max_attempts or rate_limited >= MAX_RATE_LIMITED:
-                    self._give_up(issue_id, batch, recipients, f"gave up after {failures + rate_limited} "
-                                  f"attempt(s): {exc}", summary)
+                    self._set_aside_batch(batch, name, f"still owed after {failures + rate_limited} "
+                                          f"attempt(s) in this run: {exc}", summary)
                     return
                 if exc.rate_limited and self.limiter is not None:
                     wait = 0.0  # hold_off made every worker's next slot wait for it
@@ -312,15 +402,16 @@ class Sender:
                 summary.add(retries=1)
                 log.warning("batch %s: %s; retrying in %.1fs", batch.batch_no, exc, wait)
                 if self._wait(wait, stop, batch, name):
-                    self._release(batch, name)
+                    self._set_pending(batch, name) if self.watch.paused.is_set() else self._release(batch, name)
                     return
                 continue
             if len(results) != len(recipients):
                 raise RuntimeError(f"transport {self.transport.name} answered {len(results)} results "
                                    f"for {len(recipients)} emails")
+            self.watch.succeeded()
             later = [r for r, res in zip(recipients, results) if res.retry]
             self._record(batch, [(r, res) for r, res in zip(recipients, results) if not res.retry],
-                         summary, finished=not later)
+                         summary, finished=not later, attempt_id=attempt.attempt_id)
             if not later:
                 return
             # Part of the batch went out (SMTP); the rest is retried on its own.
@@ -328,47 +419,65 @@ class Sender:
             failures += 1
             reason = next(res.error for res in results if res.retry)
             if failures >= self.max_attempts:
-                self._give_up(issue_id, batch, recipients, f"gave up after {failures} attempt(s): {reason}", summary)
+                self._set_aside_batch(batch, name, f"still owed after {failures} attempt(s) in this run: {reason}",
+                                      summary)
                 return
             summary.add(retries=1)
             if self._wait(delay * (0.5 + random.random()), stop, batch, name):
-                self._release(batch, name)
+                self._set_pending(batch, name) if self.watch.paused.is_set() else self._release(batch, name)
                 return
             delay = min(delay * 2, MAX_BACKOFF)
 
     # -- recording ------------------------------------------------------------------------
 
     def _record(self, batch: Claimed, results: list[tuple[Recipient, SendResult]], summary: SendSummary,
-                *, finished: bool) -> None:
+                *, finished: bool, attempt_id: int | None = None) -> None:
         """Store the provider's answer; `finished` closes the batch (nothing of it is left to retry)."""
         now = utcnow()
         sent = [{"id": r.delivery_id, "status": DELIVERY_SENT, "provider_id": res.provider_id, "sent_at": now,
                  "error": None} for r, res in results if res.ok]
         failed = [{"id": r.delivery_id, "status": DELIVERY_FAILED, "error": (res.error or "rejected")[:2000]}
-                  for r, res in results if not res.ok]
+                  for r, res in results if not res.ok and not res.unconfirmed]
+        unconfirmed = [res.error or "unconfirmed" for _, res in results if res.unconfirmed]
+        outcome = ATTEMPT_ACCEPTED if sent else ATTEMPT_AMBIGUOUS if unconfirmed else ATTEMPT_REFUSED
         with self.rt.sessions.begin() as session:
             for rows in (sent, failed):
                 if rows:
                     session.execute(update(Delivery), rows)
+            if attempt_id is not None:
+                session.execute(update(SendAttempt).where(SendAttempt.id == attempt_id).values(
+                    outcome=outcome, finished_at=now,
+                    detail=f"{len(sent)} accepted, {len(failed)} rejected, {len(unconfirmed)} unconfirmed"))
             if finished:
                 row = session.get(Batch, batch.id)
                 assert row is not None
-                row.status, row.sent_at = BATCH_SENT, now
-                row.last_error = f"{len(failed)} email(s) rejected" if failed else None
-        summary.add(sent=len(sent), failed=len(failed), batches=1 if finished else 0)
+                if unconfirmed:  # the deliveries stay queued: owed, and an operator decides
+                    row.status, row.last_error, row.claimed_by = BATCH_UNCONFIRMED, unconfirmed[0][:2000], None
+                else:
+                    row.status, row.sent_at = BATCH_SENT, now
+                    row.last_error = f"{len(failed)} email(s) rejected" if failed else None
+        summary.add(sent=len(sent), failed=len(failed), batches=1 if finished and not unconfirmed else 0,
+                    error=f"batch {batch.batch_no}: {unconfirmed[0]}" if unconfirmed else None)
+        if unconfirmed:
+            with summary._lock:
+                summary.unconfirmed += len(unconfirmed)
 
     def _wait(self, seconds: float, stop: threading.Event, batch: Claimed, name: str) -> bool:
-        """Sleep, renewing the lease; True when asked to stop meanwhile."""
+        """Sleep, renewing the lease; True when asked to stop (or the send paused) meanwhile."""
         deadline = time.monotonic() + max(0.0, seconds)
+        beat = time.monotonic() + HEARTBEAT_SECONDS
         while True:
+            if stop.is_set() or self.watch.paused.is_set():
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
-                return stop.is_set()
-            if stop.wait(min(left, HEARTBEAT_SECONDS)):
-                return True
-            with self.rt.sessions.begin() as session:
-                session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
-                                                    Batch.status == BATCH_CLAIMED).values(claimed_at=utcnow()))
+                return False
+            stop.wait(min(left, 0.25))
+            if time.monotonic() >= beat:
+                beat += HEARTBEAT_SECONDS
+                with self.rt.sessions.begin() as session:
+                    session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
+                                                        Batch.status == BATCH_CLAIMED).values(claimed_at=utcnow()))
 
     def _release(self, batch: Claimed, name: str) -> None:
         """Give the claim back at once (stop, auth error): the next run resumes it with the same key."""
@@ -376,22 +485,24 @@ class Sender:
             session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
                                                 Batch.status == BATCH_CLAIMED).values(claimed_at=None))
 
-    def _fail_rows(self, session: Session, issue_id: int, row: Batch, reason: str) -> int:
-        row.status, row.last_error = BATCH_FAILED, reason
-        result = session.execute(
-            update(Delivery).where(Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no,
-                                   Delivery.status == DELIVERY_QUEUED)
-            .values(status=DELIVERY_FAILED, error=reason[:2000]).execution_options(synchronize_session=False))
-        return int(result.rowcount or 0)
-
-    def _give_up(self, issue_id: int, batch: Claimed, recipients: list[Recipient], reason: str,
-                 summary: SendSummary) -> None:
+    def _set_pending(self, batch: Claimed, name: str, error: str | None = None) -> None:
+        """Back to pending with its key and attempts: the next run sends the same payload again."""
+        values: dict[str, object] = {"status": BATCH_PENDING, "claimed_by": None, "claimed_at": None}
+        if error:
+            values["last_error"] = error[:2000]
         with self.rt.sessions.begin() as session:
-            row = session.get(Batch, batch.id)
-            assert row is not None
-            failed = self._fail_rows(session, issue_id, row, reason)
+            session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
+                                                Batch.status == BATCH_CLAIMED).values(**values))
+
+    def _set_aside_batch(self, batch: Claimed, name: str, reason: str, summary: SendSummary) -> None:
+        """Transient failures never fail a delivery: the batch waits for the next run, its readers owed."""
+        with self._set_aside_lock:  # before it is pending again, so no thread of this run claims it
+            self._set_aside.add(batch.id)
+        self._set_pending(batch, name, reason)
         log.error("batch %s: %s", batch.batch_no, reason)
-        summary.add(failed=failed, failed_batches=1, error=f"batch {batch.batch_no}: {reason}")
+        summary.add(error=f"batch {batch.batch_no}: {reason}")
+        with summary._lock:
+            summary.deferred_batches += 1
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -399,7 +510,7 @@ class Sender:
               crashed: list[BaseException]) -> None:
         name = f"{self.worker}:{slot}"
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self.watch.paused.is_set():
                 batch = self.claim(issue_id, name)
                 if batch is None:
                     return
@@ -418,6 +529,9 @@ class Sender:
         own_stop = stop is None
         stop = stop or threading.Event()
         summary = SendSummary()
+        self.watch = OutageWatch(self.rt.settings.resend.pause_after_failures)
+        with self._set_aside_lock:
+            self._set_aside = set()
         crashed: list[BaseException] = []
         if self.concurrency == 1:
             self._loop(issue_id, 0, stop, summary, crashed)
@@ -439,18 +553,35 @@ class Sender:
             raise crashed[0]
         if stop.is_set() and not summary.stopped and not own_stop:
             summary.stopped = "stopped on request"
+        if self.watch.paused.is_set():
+            summary.paused = self.watch.reason()
+        record_pause(self.rt, issue_id, self.watch.since if summary.paused else None, summary.paused)
         with self.rt.sessions() as session:
-            summary.dropped = session.scalar(
-                select(func.count()).select_from(Delivery)
-                .where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_DROPPED)
-            ) or 0
+            counts = dict(session.execute(
+                select(Delivery.status, func.count()).where(Delivery.issue_id == issue_id,
+                                                            Delivery.status.in_([DELIVERY_DROPPED, DELIVERY_QUEUED]))
+                .group_by(Delivery.status)).all())
+        summary.dropped = int(counts.get(DELIVERY_DROPPED, 0))
+        summary.owed = int(counts.get(DELIVERY_QUEUED, 0))
         mark_sent_if_done(self.rt, issue_id)
         return summary
 
 
+def record_pause(rt: Runtime, issue_id: int, since: datetime | None, reason: str | None) -> None:
+    """Say on the issue why its send is paused (stats, the preview), or clear it once it goes on."""
+    with rt.sessions.begin() as session:
+        q = update(Issue).where(Issue.id == issue_id)
+        if reason is None:
+            q = q.where(Issue.paused_at.is_not(None))
+        session.execute(q.values(paused_at=since if reason else None, pause_reason=reason)
+                        .execution_options(synchronize_session=False))
+
+
 def mark_sent_if_done(rt: Runtime, issue_id: int) -> bool:
     with rt.sessions.begin() as session:
-        open_batches = exists().where(Batch.issue_id == issue_id, Batch.status.in_([BATCH_PENDING, BATCH_CLAIMED]))
+        # Invariant 6: a batch waiting out an outage or an operator's decision keeps the issue open.
+        open_batches = exists().where(Batch.issue_id == issue_id,
+                                      Batch.status.in_([BATCH_PENDING, BATCH_CLAIMED, BATCH_UNCONFIRMED]))
         res = session.execute(
             update(Issue).where(Issue.id == issue_id, Issue.status == ISSUE_SENDING, ~open_batches)
             .values(status=ISSUE_SENT, sent_at=utcnow())
