@@ -118,7 +118,7 @@ def test_provider_down_for_the_first_send_then_a_plain_digest_send_finishes_it_o
         assert len(lines) == 1, down.stdout
         assert re.search(r"paused: provider unreachable since \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[0])
         assert f"{READERS} reader(s) still owed" in lines[0] and "nobody is mailed twice" in lines[0]
-        assert "`digest send`" in lines[0] and "digest serve" in lines[0]
+        assert "`digest send --week" in lines[0] and "digest serve" in lines[0]
         assert "sent" not in _issue_status(rt)  # not reported sent
         assert _issue_status(rt) == ISSUE_SENDING and delivery_counts(rt)[DELIVERY_FAILED] == 0
         stats = digest_cli(cfg, env, "stats")
@@ -135,7 +135,8 @@ def test_provider_down_for_the_first_send_then_a_plain_digest_send_finishes_it_o
 def test_provider_down_for_the_first_send_then_digest_serve_finishes_it_by_itself(tmp_path, db_url) -> None:
     state = FakeResend()
     with FakeResendServer(state) as server:
-        cfg = resend_project(tmp_path / "project", server.url, max_attempts=2, resume_after_seconds=1.0,
+        cfg = resend_project(tmp_path / "project", server.url, max_attempts=2, pause_after_failures=3,
+                             resume_after_seconds=1.0,
                              resume_max_seconds=2.0)
         rt = resend_runtime(cfg, server.url, db_url)
         readers = seed_for_cli(rt, 250)
@@ -150,6 +151,6 @@ def test_provider_down_for_the_first_send_then_digest_serve_finishes_it_by_itsel
             assert _issue_status(rt) == ISSUE_SENDING
             server.restore()
             wait_for(lambda: _issue_status(rt) == ISSUE_SENT, 90, what="digest serve finishing the issue")
-        assert "provider unreachable since" in serve.output()
+        assert "provider unreachable since" in serve.output(), serve.output()
     assert_exactly_once(state.copies_by_recipient(), readers)
     rt.close()
