@@ -12,6 +12,7 @@ from digest.cli.sending import SendProgress  # noqa: F401 - imported so a broken
 from digest.delivery.stats import issue_stats
 from digest.delivery.transports import make_transport
 from digest.delivery.worker import run_worker
+from digest.preview.history import issue_history
 from digest.storage.models import (
     ATTEMPT_REFUSED,
     BATCH_PENDING,
@@ -57,7 +58,9 @@ def test_an_outage_pauses_the_send_and_leaves_every_batch_pending(tmp_path, db_u
             assert set(db.scalars(select(SendAttempt.outcome))) == {ATTEMPT_REFUSED}
             assert len(list(db.scalars(select(SendAttempt)))) <= 5  # it stopped attempting
             stats = issue_stats(db, issue)
-        assert stats["queued"] == READERS and stats["failed"] == 0 and stats["paused"] == s.paused
+        assert stats["owed"] == READERS and stats["failed"] == 0 and stats["paused"] == s.paused
+        history = issue_history(rt)[0]  # the preview's History page
+        assert history.owed == READERS and history.paused == s.paused and history.status == ISSUE_SENDING
         assert delivery_counts(rt) == {DELIVERY_QUEUED: READERS}
         server.restore()
         resumed = send(rt)
