@@ -24,6 +24,7 @@ from digest.storage.models import (
     Delivery,
     Issue,
     SendAttempt,
+    Subscriber,
 )
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import add_readers, assert_exactly_once, delivery_counts
@@ -174,4 +175,25 @@ def test_retry_failed_within_the_key_window_keeps_a_refused_batchs_key(tmp_path,
             assert s.scalar(select(Batch.status)) == BATCH_SENT and s.scalar(select(Batch.idem_key)) == key
     assert_exactly_once(state.copies_by_recipient(), readers)
     assert {r.key for r in state.records} == {key}
+    rt.close()
+
+
+def test_a_409_for_a_different_payload_under_the_key_leaves_the_batch_unconfirmed_not_failed(
+        tmp_path, db_url) -> None:
+    state = FakeResend(faults=STALL)
+    with FakeResendServer(state) as server:
+        rt = make_rt(tmp_path, server.url, db_url, max_attempts=1, timeout_seconds=2.0)
+        readers = add_readers(rt, 50)
+        send(rt)  # accepted, answer lost
+        with rt.sessions.begin() as s:  # the payload changes under the live key (a reader renamed)
+            s.execute(update(Subscriber).where(Subscriber.email == readers[0]).values(name="Renamed Reader"))
+        state.set_faults(Faults())
+        again = send(rt)
+        assert again.summary is not None and again.summary.unconfirmed == 50 and again.summary.failed == 0
+        assert "may already have gone out" in again.summary.errors[0]
+    assert delivery_counts(rt) == {DELIVERY_QUEUED: 50}  # owed: nobody knows, so nobody is called failed
+    with rt.sessions() as s:
+        assert s.scalar(select(Batch.status)) == BATCH_UNCONFIRMED
+        assert s.scalar(select(Issue.status)) == ISSUE_SENDING
+    assert_exactly_once(state.copies_by_recipient(), readers)
     rt.close()

@@ -142,8 +142,10 @@ class SendSummary:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, *, sent: int = 0, failed: int = 0, batches: int = 0, failed_batches: int = 0,
-            retries: int = 0, error: str | None = None) -> None:
+            retries: int = 0, deferred_batches: int = 0, unconfirmed: int = 0, error: str | None = None) -> None:
         with self._lock:
+            self.deferred_batches += deferred_batches
+            self.unconfirmed += unconfirmed
             self.sent += sent
             self.failed += failed
             self.batches += batches
@@ -357,9 +359,7 @@ class Sender:
                 return
             if attempt.outcome == "unconfirmed":
                 log.error("batch %s: %s", batch.batch_no, attempt.reason)
-                summary.add(error=f"batch {batch.batch_no}: {attempt.reason}")
-                with summary._lock:
-                    summary.unconfirmed += attempt.failed
+                summary.add(unconfirmed=attempt.failed, error=f"batch {batch.batch_no}: {attempt.reason}")
                 return
             if attempt.queued is not None:
                 recipients = [r for r in recipients if r.delivery_id in attempt.queued]
@@ -457,10 +457,8 @@ class Sender:
                     row.status, row.sent_at = BATCH_SENT, now
                     row.last_error = f"{len(failed)} email(s) rejected" if failed else None
         summary.add(sent=len(sent), failed=len(failed), batches=1 if finished and not unconfirmed else 0,
+                    unconfirmed=len(unconfirmed),
                     error=f"batch {batch.batch_no}: {unconfirmed[0]}" if unconfirmed else None)
-        if unconfirmed:
-            with summary._lock:
-                summary.unconfirmed += len(unconfirmed)
 
     def _wait(self, seconds: float, stop: threading.Event, batch: Claimed, name: str) -> bool:
         """Sleep, renewing the lease; True when asked to stop (or the send paused) meanwhile."""
@@ -500,9 +498,7 @@ class Sender:
             self._set_aside.add(batch.id)
         self._set_pending(batch, name, reason)
         log.error("batch %s: %s", batch.batch_no, reason)
-        summary.add(error=f"batch {batch.batch_no}: {reason}")
-        with summary._lock:
-            summary.deferred_batches += 1
+        summary.add(deferred_batches=1, error=f"batch {batch.batch_no}: {reason}")
 
     # -- the loop -------------------------------------------------------------------------
 

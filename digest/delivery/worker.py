@@ -36,7 +36,7 @@ class WorkerTotals(SendSummary):
 
     def merge(self, week: str, s: SendSummary) -> None:
         self.add(sent=s.sent, failed=s.failed, batches=s.batches, failed_batches=s.failed_batches,
-                 retries=s.retries)
+                 retries=s.retries, deferred_batches=s.deferred_batches, unconfirmed=s.unconfirmed)
         self.errors.extend(s.errors)
         if s.batches or s.failed:
             self.weeks.add(week)
