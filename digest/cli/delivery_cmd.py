@@ -47,6 +47,8 @@ def worker(
                   f"(a running worker or `digest serve` retries by itself)", markup=False)
     if totals.stopped and totals.stopped != "stopped on request":
         raise ProviderAuthError(f"worker stopped: {totals.stopped}")
+    if totals.paused and until_idle:
+        raise typer.Exit(75)  # readers are still owed: try again later (sysexits EX_TEMPFAIL)
 
 
 def _pick_issue(week: str | None) -> Issue:
