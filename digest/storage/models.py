@@ -173,7 +173,7 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-BATCH_PENDING = "pending"  # fixed at enqueue, never attempted: members may still be dropped
+BATCH_PENDING = "pending"  # waiting for a sender; attempts == 0: members may still be dropped, else frozen
 BATCH_CLAIMED = "claimed"  # a worker holds it; attempts > 0 means the payload is frozen
 BATCH_SENT = "sent"
 BATCH_FAILED = "failed"  # older installs: gave up after max attempts; `digest send --retry-failed` re-queues
@@ -194,7 +194,8 @@ class Batch(Base):
     batch_no: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=BATCH_PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # Bumped only by --retry-failed so a deliberately re-sent batch is a new request.
+    # Bumped only when a batch may get a new key (digest.delivery.requeue): nothing of it can have
+    # gone out, or its key expired, or the operator accepted possible duplicates.
     generation: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
