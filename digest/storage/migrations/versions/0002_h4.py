@@ -1,7 +1,7 @@
 """the truth about a send: per-attempt records, the batch's own key, paused sends, installation id
 
 Revision ID: 0002_h4
-Revises: 0002_h3
+Revises: 0002_h1
 """
 from typing import Sequence, Union
 import uuid
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision: str = '0002_h4'
-down_revision: Union[str, Sequence[str], None] = '0002_h3'  # chained after main's 0002_h3 at rebase
+down_revision: Union[str, Sequence[str], None] = '0002_h1'  # chained after main's 0002_h1 at rebase
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
