@@ -151,6 +151,11 @@ class ResendSettings(_Section):
     max_attempts: int = Field(6, ge=1, le=50)
     timeout_seconds: float = Field(30, gt=0)
     concurrency: int = Field(4, ge=1, le=32)  # batch requests in flight per sending process
+    # Transient failures in a row (across batches) after which a send pauses instead of going on.
+    pause_after_failures: int = Field(8, ge=1, le=1000)
+    # `digest serve` / `digest worker` try a paused send again after this, doubling up to the ceiling.
+    resume_after_seconds: float = Field(30, gt=0, le=86400)
+    resume_max_seconds: float = Field(600, gt=0, le=86400)
 
 
 class SmtpSettings(_Section):

@@ -35,6 +35,7 @@ from sqlalchemy import select
 
 from digest.config import ScheduleSettings
 from digest.cycle import CycleResult, is_overdue, send_week
+from digest.delivery.outage import ResumeBackoff
 from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
@@ -48,6 +49,7 @@ log = logging.getLogger("digest.scheduler")
 JOB_ID = "weekly-issue"
 WATCH_JOB_ID = "watch"
 START_JOB_ID = "start"
+RESUME_JOB_ID = "resume"
 LEASE_NAME = "weekly-send"
 JOBS_TABLE = "apscheduler_jobs"
 WATCH_INTERVAL = timedelta(minutes=5)
@@ -233,6 +235,10 @@ class WeeklyService:
         self.last_state: SlotState | None = None
         self._run_lock = threading.Lock()
         self._warned_overdue: str | None = None
+        # A paused send (an outage) is tried again on a growing interval, with no operator.
+        self.resume_backoff = ResumeBackoff(rt.settings.resend.resume_after_seconds,
+                                            rt.settings.resend.resume_max_seconds)
+        self._owed: list[str] = []
         self.scheduler = scheduler_factory(
             jobstores={"default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE),
                        "memory": MemoryJobStore()},
@@ -323,6 +329,7 @@ class WeeklyService:
             return "error"
         finally:
             self._run_lock.release()
+        self._schedule_resume()
         self.last_run = RunRecord(self.clock(), reason, outcome)
         log.log(logging.INFO if reason != "watchdog" or outcome != "nothing to do" else logging.DEBUG,
                 "weekly job (%s): %s", reason, outcome)
@@ -340,6 +347,7 @@ class WeeklyService:
                     return "stopped"
                 log.info("resuming the interrupted send of %s", week.key)
                 result = self.send(self.rt, week, manual=False, now=self.clock(), stop=self.stop_event)
+                self._note(week, result)
                 done.append(f"resumed {week.key}: {_summary(result)}")
             if self.stop_event.is_set():
                 return "; ".join(done + ["stopped"])
@@ -358,8 +366,29 @@ class WeeklyService:
             week = Week.parse(state.week)
             log.info("sending issue %s (%s)", week.key, reason)
             result = self.send(self.rt, week, manual=False, now=self.clock(), stop=self.stop_event)
+            self._note(week, result)
             self.last_state = slot_state(self.rt, self.clock())
             return "; ".join(done + [f"sent {week.key}: {_summary(result)}"])
+
+    def _note(self, week: Week, result: CycleResult) -> None:
+        s = result.summary
+        if s is not None and (s.paused or (s.owed and s.deferred_batches)):
+            self._owed.append(f"issue {week.key}: " + (f"paused: {s.paused}" if s.paused else
+                                                       f"{s.owed} reader(s) still owed"))
+
+    def _schedule_resume(self) -> None:
+        """Try a paused send again after a growing interval; back to the first interval once none is."""
+        owed, self._owed = self._owed, []
+        if not owed:
+            self.resume_backoff.reset()
+            return
+        if self.stop_event.is_set() or not self.scheduler.running:
+            return
+        delay = self.resume_backoff.next_delay()
+        log.warning("%s; trying again in %.0f s", "; ".join(owed), delay)
+        self.scheduler.add_job(self.run_due, "date", args=["resume"], id=RESUME_JOB_ID, jobstore="memory",
+                               run_date=self.clock() + timedelta(seconds=delay), misfire_grace_time=None,
+                               replace_existing=True)
 
     def _unfinished_weeks(self) -> list[Week]:
         with self.rt.sessions() as session:
@@ -392,6 +421,10 @@ def _summary(result: CycleResult) -> str:
     if s is None:
         return p.status
     text = f"{s.sent} sent, {s.failed} failed, {s.dropped} dropped"
+    if s.paused:
+        text += f", {s.owed} still owed, paused: {s.paused}"
+    elif s.owed:
+        text += f", {s.owed} still owed"
     return text + (f", stopped: {s.stopped}" if s.stopped else "")
 
 

@@ -31,8 +31,12 @@ def normalize_email(raw: str, *, check_deliverability: bool = False) -> str:
         info = validate_email(value, check_deliverability=check_deliverability, allow_smtputf8=True)
     except EmailNotValidError as exc:
         raise AddressError(f"email: {value[:80]!r} is not a valid address ({exc})") from None
+    # An international domain is stored in its ASCII (punycode) form: the same mailbox is one row
+    # however it was typed, and every transport can put it on the wire. A non-ASCII local part
+    # has no ASCII form; it stays as typed (it needs SMTPUTF8, see the SMTP transport).
+    address = f"{info.local_part}@{info.ascii_domain}" if info.ascii_domain else info.normalized
     # Lists treat addresses case-insensitively, as every major provider does.
-    return info.normalized.lower()
+    return address.lower()
 
 
 def clean_name(raw: str | None) -> str | None:

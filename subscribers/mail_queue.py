@@ -190,7 +190,9 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
             raise
         else:
             for (mail_id, attempts, _), res in zip(to_send, results, strict=False):
-                if res.ok:
+                if res.retry:  # not sent yet (the connection broke after earlier ones): its turn comes again
+                    done.append(_retry_or_fail(mail_id, attempts, res.error or "not sent yet", now, result))
+                elif res.ok:
                     done.append({"id": mail_id, "status": MAIL_SENT, "sent_at": now, "claimed_until": None,
                                  "attempts": attempts + 1, "error": None})
                     result.sent += 1

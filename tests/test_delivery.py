@@ -26,8 +26,8 @@ from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports import make_transport
 from digest.storage.models import (
     BATCH_CLAIMED,
-    BATCH_FAILED,
     BATCH_SENT,
+    BATCH_UNCONFIRMED,
     DELIVERY_DROPPED,
     DELIVERY_FAILED,
     DELIVERY_SENT,
@@ -40,6 +40,7 @@ from digest.storage.models import (
     Issue,
     Subscriber,
 )
+from digest.installation import installation_id
 from digest.weeks import Week
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import (
@@ -87,7 +88,9 @@ def test_every_active_subscriber_gets_one_copy_with_unsubscribe_headers_and_week
         assert record.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert record.tags["week"] in ("2026-W47", "2026_W47")
     keys = sorted({r.key for r in state.records})
-    assert keys == ["digest-2026-W47-b0", "digest-2026-W47-b1", "digest-2026-W47-b2"]
+    with rt.sessions() as s:
+        install, issue_id = installation_id(s), s.scalar(select(Issue.id))
+    assert keys == [f"digest-{install}-i{issue_id}-2026-W47-b{n}" for n in range(3)]
     assert max(e.emails for e in state.log) <= 100
     with rt.sessions() as s:
         rows = s.execute(select(Delivery.email, Delivery.provider_id, Delivery.status)).all()
@@ -145,28 +148,27 @@ def test_rejected_emails_are_recorded_per_delivery_and_not_retried(fake, tmp_pat
     assert len(state.log) == 2
 
 
-def test_5xx_is_retried_a_bounded_number_of_times_then_retry_failed_sends_as_a_new_request(fake, tmp_path,
-                                                                                           db_url) -> None:
+def test_5xx_is_retried_a_bounded_number_of_times_then_left_owed_and_resumed_under_the_same_key(
+        fake, tmp_path, db_url) -> None:
     state, url = fake
     rt = make_rt(tmp_path, url, db_url, max_attempts=2)
     readers = add_readers(rt, 150)
     state.set_faults(Faults(error_rate=1.0))
     result = send(rt)
-    assert result.summary is not None and result.summary.failed == 150 and result.summary.failed_batches == 2
-    assert len(state.log) == 4  # 2 batches x 2 attempts, then given up
-    with rt.sessions() as s:
-        errors = set(s.scalars(select(Batch.last_error)))
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT  # finished, with failures
-    assert all(e and e.startswith("gave up after 2 attempt(s): Resend 500") for e in errors)
+    s = result.summary
+    assert s is not None and s.failed == 0 and s.owed == 150 and s.deferred_batches == 2 and not s.paused
+    assert len(state.log) == 4  # 2 batches x 2 attempts, then left for the next run
+    with rt.sessions() as db:
+        errors = set(db.scalars(select(Batch.last_error)))
+        keys = set(db.scalars(select(Batch.idem_key)))
+        assert db.scalar(select(Issue.status)) == ISSUE_SENDING  # never "sent" because batches gave up
+    assert all(e and e.startswith("still owed after 2 attempt(s) in this run: Resend 500") for e in errors)
+    assert delivery_counts(rt) == {"queued": 150}
     state.set_faults(Faults())
-    with rt.sessions.begin() as s:
-        issue_id = s.scalar(select(Issue.id))
-        done = requeue_failed(s, issue_id)
-    assert (done.batches, done.deliveries) == (2, 150)
     again = send(rt)
     assert again.summary is not None and again.summary.sent == 150
     assert_exactly_once(state.copies_by_recipient(), readers)
-    assert sorted({r.key for r in state.records}) == ["digest-2026-W47-b0-g1", "digest-2026-W47-b1-g1"]
+    assert {r.key for r in state.records} == keys
 
 
 def test_429_waits_for_retry_after_and_does_not_use_up_attempts(fake, tmp_path, db_url) -> None:
@@ -203,22 +205,23 @@ def test_claim_of_a_dead_local_process_is_taken_over_but_a_live_one_is_left_alon
     assert_exactly_once(state.copies_by_recipient(), readers[:200])
 
 
-def test_a_batch_first_tried_more_than_a_day_ago_is_failed_not_resent(fake, tmp_path, db_url) -> None:
+def test_a_batch_first_tried_more_than_a_day_ago_without_an_answer_is_not_resent(fake, tmp_path, db_url) -> None:
     state, url = fake
     rt = make_rt(tmp_path, url, db_url)
     readers = add_readers(rt, 150)
     issue_id = prepare(rt, WEEK, manual=True, now=NOW).issue_id
     long_ago = datetime.now(timezone.utc) - timedelta(hours=25)
-    with rt.sessions.begin() as s:
+    with rt.sessions.begin() as s:  # an attempt with no recorded answer: it may have gone out
         s.execute(update(Batch).where(Batch.batch_no == 1).values(
             attempts=1, first_attempt_at=long_ago, status=BATCH_CLAIMED, claimed_at=long_ago, claimed_by="gone:1:0"))
     transport = make_transport(rt.config)
     summary = Sender(rt, transport).run(issue_id)
     transport.close()
-    assert summary.sent == 100 and summary.failed == 50
+    assert summary.sent == 100 and summary.failed == 0 and summary.unconfirmed == 50 and summary.owed == 50
     assert "idempotency key has expired" in summary.errors[0]
     with rt.sessions() as s:
-        assert s.scalar(select(Batch.status).where(Batch.batch_no == 1)) == BATCH_FAILED
+        assert s.scalar(select(Batch.status).where(Batch.batch_no == 1)) == BATCH_UNCONFIRMED
+        assert s.scalar(select(Issue.status)) == ISSUE_SENDING
     assert_exactly_once(state.copies_by_recipient(), readers[:100])
 
 

@@ -61,7 +61,8 @@ def test_missing_api_key_is_reported_before_anything_changes(tmp_path, sqlite_ur
     rt.close()
 
 
-def test_failed_batches_are_reported_and_retry_failed_sends_them_once(tmp_path, sqlite_url) -> None:
+def test_batches_that_keep_failing_are_owed_not_failed_and_a_plain_send_finishes_them_once(
+        tmp_path, sqlite_url) -> None:
     state = FakeResend(faults=Faults(error_rate=1.0))
     with FakeResendServer(state) as server:
         cfg = resend_project(tmp_path / "project", server.url, max_attempts=1)
@@ -69,19 +70,27 @@ def test_failed_batches_are_reported_and_retry_failed_sends_them_once(tmp_path, 
         readers = seed_for_cli(rt, 150)
         env = resend_env(server.url, sqlite_url)
         failed = digest_cli(cfg, env, "send")
-        assert failed.returncode == 1
-        assert "150 recipient(s) enqueued; 0 sent, 150 failed" in failed.stdout
-        assert "gave up after 1 attempt(s): Resend 500 application_error" in failed.stdout
-        assert "--retry-failed" in failed.stdout
+        assert failed.returncode == 75
+        assert "150 recipient(s) enqueued; 0 sent, 0 failed" in failed.stdout
+        assert "still owed after 1 attempt(s) in this run: Resend 500 application_error" in failed.stdout
+        assert "150 reader(s) still owed: 2 batch(es) kept failing" in failed.stdout
+        assert "--retry-failed" not in failed.stdout and "`digest send --week" in failed.stdout
         state.set_faults(Faults())
         again = digest_cli(cfg, env, "send")
-        assert "already sent; nothing more to send" in again.stdout and state.records == []
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "resumed; 150 sent, 0 failed" in again.stdout
         retried = digest_cli(cfg, env, "send", "--retry-failed")
         assert retried.returncode == 0, retried.stdout + retried.stderr
-        assert "retrying 150 failed deliveries in 2 batch(es) as new requests" in retried.stdout
-        assert "150 sent, 0 failed" in retried.stdout
+        assert "no failed deliveries to retry" in retried.stdout
     assert_exactly_once(state.copies_by_recipient(), readers)
     rt.close()
+
+
+def test_accept_duplicates_is_refused_without_retry_failed(tmp_path, sqlite_url) -> None:
+    cfg = resend_project(tmp_path / "project", "http://127.0.0.1:9")
+    result = digest_cli(cfg, resend_env("http://127.0.0.1:9", sqlite_url), "send", "--accept-duplicates")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --accept-duplicates: only together with --retry-failed"
 
 
 def test_stats_reports_counts_and_rates_as_a_table_and_as_json(tmp_path, db_url) -> None:

@@ -42,8 +42,13 @@ def worker(
               markup=False)
     for e in totals.errors[:10]:
         out.print(f"error: {e}", markup=False)
+    if totals.paused:
+        out.print(f"worker: the last send was paused: {totals.paused}; {totals.owed} reader(s) still owed "
+                  f"(a running worker or `digest serve` retries by itself)", markup=False)
     if totals.stopped and totals.stopped != "stopped on request":
         raise ProviderAuthError(f"worker stopped: {totals.stopped}")
+    if totals.paused and until_idle:
+        raise typer.Exit(75)  # readers are still owed: try again later (sysexits EX_TEMPFAIL)
 
 
 def _pick_issue(week: str | None) -> Issue:
@@ -90,8 +95,8 @@ def stats(
     table.add_row("recipients", str(data["recipients"]), "", "")
     for key in ("sent", "failed"):
         table.add_row(key, str(data[key]), _pct(rates[key]), "recipients")
-    if data["queued"]:
-        table.add_row("still queued", str(data["queued"]), "", "")
+    if data["owed"]:
+        table.add_row("still owed (not sent yet)", str(data["owed"]), "", "")
     if data["dropped"]:
         table.add_row("dropped (left before sending)", str(data["dropped"]), "", "")
     for key in ("delivered", "bounced", "complained", "opened", "clicked", "unsubscribed"):
@@ -110,3 +115,6 @@ def stats(
             out.print(f"  {count:>4}  {REASONS.get(code, code)}")
     elif data["unsubscribed"]:
         out.print("unsubscribe reasons given: none")
+    if data["paused"]:
+        out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "
+                  f"`digest serve`", markup=False)

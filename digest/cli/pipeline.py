@@ -12,6 +12,7 @@ from digest.cli import app
 from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
 from digest.cli.output import Table
+from digest.delivery.sender import SendSummary
 from digest.cycle import (
     check_not_future,
     current_selection,
@@ -196,7 +197,11 @@ def _frozen_selection(issue: Issue) -> Selection:
 def send(
     week: str = typer.Option(None, "--week", help="ISO week key (default: this week)."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
-                                      help="Send the issue's failed deliveries again (as new provider requests)."),
+                                      help="Send the issue's failed deliveries again (same key while the provider "
+                                           "keeps it; a new request only when no copy can have gone out)."),
+    accept_duplicates: bool = typer.Option(False, "--accept-duplicates",
+                                           help="With --retry-failed: also resend batches that may have been "
+                                                "delivered without an answer (some readers may get two copies)."),
 ) -> None:
     """Create, render, enqueue and send a week's issue. Running it again sends nothing more."""
     from digest.cli import err as err_console
@@ -205,10 +210,13 @@ def send(
     rt = runtime()
     wk = resolve_week(rt, week)
     check_not_future(rt, wk)
+    if accept_duplicates and not retry_failed:
+        raise UserError("--accept-duplicates: only together with --retry-failed")
     transport = open_transport(rt)
     try:
         if retry_failed:
-            out.print(retry_failed_deliveries(rt, wk.key), markup=False)
+            for line in retry_failed_deliveries(rt, wk.key, accept_duplicates=accept_duplicates):
+                out.print(line, markup=False)
         progress = SendProgress(rt, wk.key, console=out, log_console=err_console)
         with stop_on_signals(err_console) as stop:
             try:
@@ -239,17 +247,41 @@ def send(
         out.print(f"error: ... and {len(s.errors) - 10} more failed batch(es); `digest stats` shows the totals",
                   markup=False)
     if s.stopped == "stopped on request":
-        out.print(f"issue {p.week}: stopped on request; run `digest send` again to resume", markup=False)
+        out.print(f"issue {p.week}: stopped on request; run `digest send --week {p.week}` again to resume",
+                  markup=False)
         raise typer.Exit(130)
     if s.stopped:
         from digest.errors import ProviderAuthError
 
         raise ProviderAuthError(f"send stopped: {s.stopped}. Run `digest send` again to resume where it stopped")
+    _explain_unfinished(p.week, s)
     if s.failed:
         if not retry_failed:
             out.print(f"issue {p.week}: {s.failed} failed; `digest send --week {p.week} --retry-failed` "
                       f"sends them again", markup=False)
         raise typer.Exit(1)
+
+
+EX_TEMPFAIL = 75  # sysexits: try again later
+
+
+def _explain_unfinished(week: str, s: SendSummary) -> None:
+    """One line for what stopped the send and what happens next; exit non-zero while readers are owed."""
+    if s.paused:
+        out.print(f"issue {week}: paused: {s.paused}; {s.owed} reader(s) still owed, nobody is mailed twice. "
+                  f"`digest serve` (or `digest worker`) retries by itself on a growing interval; "
+                  f"`digest send --week {week}` resumes by hand", markup=False)
+        raise typer.Exit(EX_TEMPFAIL)
+    if s.unconfirmed:
+        out.print(f"issue {week}: {s.unconfirmed} reader(s) may or may not have received it; not resent. "
+                  f"`digest send --week {week} --retry-failed --accept-duplicates` resends them, and some may "
+                  f"get it twice", markup=False)
+        raise typer.Exit(1)
+    if s.owed and s.deferred_batches:
+        out.print(f"issue {week}: {s.owed} reader(s) still owed: {s.deferred_batches} batch(es) kept failing and "
+                  f"wait for the next run under the same key, nobody is mailed twice. `digest send --week {week}` "
+                  f"tries again (`digest serve` does by itself)", markup=False)
+        raise typer.Exit(EX_TEMPFAIL)
 
 
 DEMO_PEOPLE = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace Hopper"),

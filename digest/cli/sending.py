@@ -142,16 +142,30 @@ def stop_on_signals(log_console: Console) -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def retry_failed_deliveries(rt: Runtime, week: str) -> str:
-    """Re-queue the failed deliveries of a week's issue; returns the line to show."""
+def retry_failed_deliveries(rt: Runtime, week: str, *, accept_duplicates: bool = False) -> list[str]:
+    """Re-queue the failed deliveries of a week's issue (digest.delivery.requeue); returns the lines to show."""
     from digest.delivery.requeue import requeue_failed
 
     with rt.sessions.begin() as session:
         issue = session.scalar(select(Issue).where(Issue.week == week))
         if issue is None or issue.enqueued_at is None:
             raise UserError(f"--retry-failed: issue {week} has not been sent yet; nothing to retry")
-        done = requeue_failed(session, issue.id)
-    if not done.deliveries:
-        return f"issue {week}: no failed deliveries to retry"
-    return (f"issue {week}: retrying {done.deliveries} failed deliveries in {done.batches} batch(es) "
-            f"as new requests")
+        done = requeue_failed(session, issue.id, accept_duplicates=accept_duplicates)
+    lines = []
+    if done.deliveries:
+        how = ", ".join(part for part in (f"{done.same_key} under their unexpired key" if done.same_key else "",
+                                          f"{done.new_key} as new requests" if done.new_key else "") if part)
+        lines.append(f"issue {week}: retrying {done.deliveries} deliveries in {done.batches} batch(es) ({how})")
+    if done.duplicates_possible:
+        lines.append(f"issue {week}: --accept-duplicates: {done.duplicates_possible} reader(s) may get this issue "
+                     f"twice (their earlier copy may have been delivered without an answer)")
+    if done.held:
+        until = f"{done.held_until:%Y-%m-%d %H:%M} UTC" if done.held_until else "its key expires"
+        lines.append(f"issue {week}: {done.held} delivery(ies) were refused by the provider one by one; under "
+                     f"their batch's unexpired key it would only repeat that answer, so they are retried after "
+                     f"{until}")
+    if done.unconfirmed:
+        lines.append(f"issue {week}: {done.unconfirmed} reader(s) may or may not have received this issue (the "
+                     f"answer was lost and the provider's key expired); not resent. `digest send --week {week} "
+                     f"--retry-failed --accept-duplicates` resends them, and some may get it twice")
+    return lines or [f"issue {week}: no failed deliveries to retry"]

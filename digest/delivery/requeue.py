@@ -1,21 +1,31 @@
-"""`digest send --retry-failed`: give failed deliveries another go, as new provider requests.
+"""`digest send --retry-failed`: give failed deliveries another go, never a second copy by accident.
 
-Every batch holding a failed delivery goes back to pending with its generation
-bumped, so its idempotency key is new (the old key is tied to the old payload),
-and it again drops readers who left meanwhile before its first new attempt.
-Deliveries already sent stay sent and are not part of the new request.
+Per batch, by what its recorded attempts say (digest.delivery.sender, invariant 6):
+- nothing of it can have been accepted (every attempt refused): its failed deliveries go
+  back to the queue; under the same key while the provider keeps it, a new key after;
+- the provider answered (some went out, the rest were rejected one by one): while its
+  key is live the provider would only repeat that answer, so it is held until the key
+  expires; after that the rejected ones are sent as a new request;
+- it may have gone out without anybody knowing (answers lost and the key expired, or a
+  409 for a different payload under its key): only with `accept_duplicates`, as a new
+  request, and the caller says plainly that some readers may get the issue twice.
+Deliveries already sent stay sent and are never part of a new request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from digest.delivery.sender import KEY_TTL, legacy_key, may_have_been_accepted
 from digest.storage.models import (
     BATCH_CLAIMED,
+    BATCH_FAILED,
     BATCH_PENDING,
+    BATCH_UNCONFIRMED,
     DELIVERY_FAILED,
     DELIVERY_QUEUED,
     ISSUE_SENDING,
@@ -24,36 +34,75 @@ from digest.storage.models import (
     Delivery,
     Issue,
 )
+from digest.weeks import as_utc, utcnow
 
 
-@dataclass(frozen=True)
+@dataclass
 class Requeued:
-    batches: int
-    deliveries: int
+    batches: int = 0
+    deliveries: int = 0
+    same_key: int = 0  # batches retried under their live key
+    new_key: int = 0  # batches given a new key (a new provider request)
+    held: int = 0  # rejected deliveries whose batch's answer stands while its key is live
+    held_until: datetime | None = None
+    unconfirmed: int = 0  # deliveries that may have gone out: not resent without accept_duplicates
+    duplicates_possible: int = 0  # ... resent because the operator accepted possible duplicates
 
 
-def requeue_failed(session: Session, issue_id: int) -> Requeued:
+def _count(session: Session, issue_id: int, batch_no: int, *statuses: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.issue_id == issue_id, Delivery.batch_no == batch_no, Delivery.status.in_(statuses))) or 0)
+
+
+def _requeue(session: Session, issue_id: int, row: Batch, *, new_key: bool) -> int:
+    moved = int(session.execute(
+        update(Delivery).where(Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no,
+                               Delivery.status == DELIVERY_FAILED)
+        .values(status=DELIVERY_QUEUED, error=None).execution_options(synchronize_session=False)).rowcount or 0)
+    row.status, row.claimed_by, row.claimed_at, row.last_error, row.sent_at = BATCH_PENDING, None, None, None, None
+    if new_key:  # a fresh request: readers who left meanwhile are dropped again before it
+        row.generation += 1
+        row.attempts, row.first_attempt_at, row.idem_key = 0, None, None
+    return moved
+
+
+def requeue_failed(session: Session, issue_id: int, *, now: datetime | None = None,
+                   accept_duplicates: bool = False) -> Requeued:
     """Caller commits. Batches in flight (claimed) are left alone: they are not finished yet."""
-    batch_nos = sorted(set(session.scalars(
-        select(Delivery.batch_no).where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_FAILED))))
-    if not batch_nos:
-        return Requeued(0, 0)
-    claimed = set(session.scalars(select(Batch.batch_no).where(
-        Batch.issue_id == issue_id, Batch.status == BATCH_CLAIMED, Batch.batch_no.in_(batch_nos))))
-    batch_nos = [b for b in batch_nos if b not in claimed]
-    deliveries = 0
-    for start in range(0, len(batch_nos), 500):
-        chunk = batch_nos[start:start + 500]
-        deliveries += int(session.execute(
-            update(Delivery).where(Delivery.issue_id == issue_id, Delivery.batch_no.in_(chunk),
-                                   Delivery.status == DELIVERY_FAILED)
-            .values(status=DELIVERY_QUEUED, error=None).execution_options(synchronize_session=False)).rowcount or 0)
-        session.execute(
-            update(Batch).where(Batch.issue_id == issue_id, Batch.batch_no.in_(chunk))
-            .values(status=BATCH_PENDING, generation=Batch.generation + 1, attempts=0, first_attempt_at=None,
-                    claimed_by=None, claimed_at=None, last_error=None, sent_at=None)
-            .execution_options(synchronize_session=False))
-    if batch_nos:
+    now = now or utcnow()
+    week = session.scalar(select(Issue.week).where(Issue.id == issue_id)) or ""
+    failed_nos = select(Delivery.batch_no).where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_FAILED)
+    rows = list(session.scalars(select(Batch).where(
+        Batch.issue_id == issue_id, Batch.status != BATCH_CLAIMED,
+        or_(Batch.batch_no.in_(failed_nos), Batch.status.in_([BATCH_UNCONFIRMED, BATCH_FAILED])))
+        .order_by(Batch.batch_no)))
+    done = Requeued()
+    for row in rows:
+        key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
+        expires = as_utc(row.first_attempt_at) + KEY_TTL if row.first_attempt_at else None
+        live = expires is not None and expires > now
+        maybe = row.attempts > 0 and may_have_been_accepted(session, row, key)
+        if row.status == BATCH_UNCONFIRMED or (row.status == BATCH_FAILED and maybe):
+            owed = _count(session, issue_id, row.batch_no, DELIVERY_QUEUED, DELIVERY_FAILED)
+            if not accept_duplicates:
+                done.unconfirmed += owed
+                continue
+            _requeue(session, issue_id, row, new_key=True)
+            done.duplicates_possible += owed
+            done.deliveries += owed
+            done.new_key += 1
+        elif maybe and live:
+            done.held += _count(session, issue_id, row.batch_no, DELIVERY_FAILED)
+            done.held_until = max(filter(None, [done.held_until, expires]))
+            continue
+        else:
+            done.deliveries += _requeue(session, issue_id, row, new_key=not live)
+            if live:
+                done.same_key += 1
+            else:
+                done.new_key += 1
+        done.batches += 1
+    if done.batches:
         session.execute(update(Issue).where(Issue.id == issue_id, Issue.status == ISSUE_SENT)
                         .values(status=ISSUE_SENDING, sent_at=None).execution_options(synchronize_session=False))
-    return Requeued(len(batch_nos), deliveries)
+    return done

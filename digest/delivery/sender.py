@@ -14,8 +14,16 @@ it is recorded at once: a crash repeats at most the message in flight.
 A claim is a lease: `claimed_by` names the process and thread, `claimed_at` is
 renewed at each attempt and while the batch is parked. A claim whose lease ran out, or whose
 process on this host is gone (kill -9), is taken over; a worker that finds its
-claim taken over walks away from the batch. Provider keys live 24 hours, so an
-unfinished batch first attempted longer ago than that is failed, not resent blindly.
+claim taken over walks away from the batch.
+
+The truth about a send (invariant 6). Each provider call is a `SendAttempt` row,
+written before the call and closed with its outcome: accepted, refused (nothing can
+have gone out) or ambiguous (the answer was lost). A batch's key is fixed at its first
+attempt and never changes while the provider keeps it (24 hours); after that it gets a
+new key only if no attempt could have been accepted, otherwise it is `unconfirmed` and
+waits for an operator who accepts possible duplicates. Transient failures never fail a
+delivery: a batch that keeps failing goes back to pending for the next run, and a run of
+failures across batches (an outage) pauses the whole send with the reason on the issue.
 """
 
 from __future__ import annotations
@@ -35,16 +43,21 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.delivery.messages import IssueMessages, Recipient
+from digest.delivery.outage import OutageWatch
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
-from digest.mail import OutgoingEmail
+from digest.installation import installation_id
 from digest.runtime import Runtime
 from digest.storage.models import (
+    ATTEMPT_ACCEPTED,
+    ATTEMPT_AMBIGUOUS,
+    ATTEMPT_REFUSED,
     BATCH_CLAIMED,
-    BATCH_FAILED,
     BATCH_PENDING,
     BATCH_SENT,
+    BATCH_UNCONFIRMED,
+    MAY_HAVE_BEEN_ACCEPTED,
     DELIVERY_DROPPED,
     DELIVERY_FAILED,
     DELIVERY_QUEUED,
@@ -55,8 +68,10 @@ from digest.storage.models import (
     Batch,
     Delivery,
     Issue,
+    SendAttempt,
     Subscriber,
 )
+from digest.mail import OutgoingEmail
 from digest.weeks import as_utc, utcnow
 from subscribers.tokens import Tokens
 
@@ -67,7 +82,7 @@ HEARTBEAT_SECONDS = 30
 KEY_TTL = timedelta(hours=23)  # Resend keeps idempotency keys 24 h; an hour of margin
 MAX_BACKOFF = 60.0
 PARKED_PER_THREAD = 8  # batches waiting for a retry per sending thread before no new one is claimed
-MAX_RATE_LIMITED = 50  # 429s per batch before it is failed (they are not counted as attempts)
+MAX_RATE_LIMITED = 50  # 429s per batch before it waits for the next run (they are not counted as attempts)
 
 
 def worker_name() -> str:
@@ -91,9 +106,22 @@ def _pid_dead(holder: str | None) -> bool:
     return False
 
 
-def idempotency_key(week: str, batch_no: int, generation: int) -> str:
-    """Same (issue, batch) -> same key; `--retry-failed` bumps the generation for a deliberate resend."""
+def idempotency_key(installation: str, issue_id: int, week: str, batch_no: int, generation: int) -> str:
+    """Unique across installations sharing one provider account (staging and production), issues and
+    batches; a new generation (a new key) only when no copy can have gone out, or the operator said so."""
+    return f"digest-{installation}-i{issue_id}-{week}-b{batch_no}" + (f"-g{generation}" if generation else "")
+
+
+def legacy_key(week: str, batch_no: int, generation: int) -> str:
+    """The key of batches first attempted before keys were stored on the batch: kept for them."""
     return f"digest-{week}-b{batch_no}" + (f"-g{generation}" if generation else "")
+
+
+def may_have_been_accepted(session: Session, batch: Batch, key: str) -> bool:
+    """Could any attempt under `key` have been accepted? Unrecorded (older) attempts count as yes."""
+    outcomes = list(session.scalars(select(SendAttempt.outcome).where(SendAttempt.batch_id == batch.id,
+                                                                        SendAttempt.idem_key == key)))
+    return batch.attempts > len(outcomes) or any(o in MAY_HAVE_BEEN_ACCEPTED for o in outcomes)
 
 
 @dataclass
@@ -114,17 +142,23 @@ class SendSummary:
     failed_batches: int = 0
     retries: int = 0
     stopped: str | None = None
+    paused: str | None = None  # an outage paused the send: why and since when
+    deferred_batches: int = 0  # kept failing this run; pending again for the next one
+    unconfirmed: int = 0  # deliveries of batches that may or may not have gone out (operator decides)
+    owed: int = 0  # deliveries still queued when the run ended
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, *, sent: int = 0, failed: int = 0, batches: int = 0, failed_batches: int = 0,
-            retries: int = 0, error: str | None = None) -> None:
+            retries: int = 0, deferred_batches: int = 0, unconfirmed: int = 0, error: str | None = None) -> None:
         with self._lock:
             self.sent += sent
             self.failed += failed
             self.batches += batches
             self.failed_batches += failed_batches
             self.retries += retries
+            self.deferred_batches += deferred_batches
+            self.unconfirmed += unconfirmed
             if error:
                 self.errors.append(error)
 
@@ -135,22 +169,23 @@ class SendSummary:
 
 @dataclass
 class _Attempt:
-    outcome: str  # go | lost | empty | expired
+    outcome: str  # go | lost | empty | unconfirmed
     queued: set[int] | None = None  # first attempt: who is still on the list
     failed: int = 0
     reason: str | None = None
+    key: str = ""
+    attempt_id: int | None = None
 
 
 @dataclass
 class _Work:
-    """A claimed batch between its attempts: what it sends, under which key, how its retries stand."""
+    """A claimed batch between its attempts: what it sends, how its retries stand."""
 
     issue_id: int
     batch: Claimed
     name: str  # the claim's holder; any sending thread of this process may carry on under it
     recipients: list[Recipient]
     emails: dict[int, OutgoingEmail]
-    key: str
     week: str
     failures: int = 0
     rate_limited: int = 0
@@ -187,6 +222,11 @@ class Sender:
         self.tokens = Tokens(rt.secret_key)
         self._messages: dict[int, IssueMessages] = {}
         self._messages_lock = threading.Lock()
+        self._installation: str | None = None
+        # Per run: the outage watch, and batches set aside after max_attempts (not claimed again).
+        self.watch = OutageWatch(rt.settings.resend.pause_after_failures)
+        self._set_aside: set[int] = set()
+        self._set_aside_lock = threading.Lock()
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -196,10 +236,18 @@ class Sender:
             Batch.status == BATCH_PENDING,
             and_(Batch.status == BATCH_CLAIMED, or_(Batch.claimed_at.is_(None), Batch.claimed_at < now - self.lease)),
         )
+        session.connection()  # begin first (on SQLite: take the write lock), then read the set-aside list
+        with self._set_aside_lock:
+            aside = list(self._set_aside)
         q = select(Batch).where(Batch.issue_id == issue_id, reclaimable).order_by(Batch.batch_no).limit(1)
+        if aside:
+            q = q.where(Batch.id.notin_(aside))
         if self.rt.on_postgres:
             q = q.with_for_update(skip_locked=True)
         batch = session.scalar(q)
+        with self._set_aside_lock:
+            if batch is not None and batch.id in self._set_aside:  # set aside while we looked
+                return None
         if batch is None:
             # Claims of dead local processes (kill -9) are taken over without waiting for the lease.
             stale_q = (select(Batch).where(Batch.issue_id == issue_id, Batch.status == BATCH_CLAIMED)
@@ -257,8 +305,15 @@ class Sender:
             ).all()
         return [Recipient(did, sid or 0, email, name) for did, sid, email, name in rows]
 
-    def _start_attempt(self, issue_id: int, batch: Claimed, name: str) -> _Attempt:
-        """Commit the attempt before calling out: from here the payload is frozen."""
+    def installation(self) -> str:
+        if self._installation is None:
+            with self.rt.sessions.begin() as session:
+                self._installation = installation_id(session)
+        return self._installation
+
+    def _start_attempt(self, issue_id: int, week: str, batch: Claimed, name: str) -> _Attempt:
+        """Commit the attempt (and its key) before calling out: from here the payload is frozen."""
+        install = self.installation()
         with self.rt.sessions.begin() as session:
             q = select(Batch).where(Batch.id == batch.id)
             if self.rt.on_postgres:
@@ -267,12 +322,14 @@ class Sender:
             if row is None or row.status != BATCH_CLAIMED or row.claimed_by != name:
                 return _Attempt("lost")
             now = utcnow()
+            key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
             if row.attempts > 0 and row.first_attempt_at is not None and as_utc(row.first_attempt_at) < now - KEY_TTL:
-                reason = (f"first attempted {as_utc(row.first_attempt_at):%Y-%m-%d %H:%M} UTC and never confirmed; the "
-                          f"provider's idempotency key has expired, so it is not resent blindly (`digest send "
-                          f"--retry-failed` sends it again)")
-                failed = self._fail_rows(session, issue_id, row, reason)
-                return _Attempt("expired", failed=failed, reason=reason)
+                if may_have_been_accepted(session, row, key):
+                    return self._unconfirmed(session, issue_id, row, now)
+                # Every attempt was refused: nothing went out, so a new key cannot make a second copy.
+                row.generation += 1
+                row.attempts, row.first_attempt_at, row.idem_key = 0, None, None
+                batch.generation = row.generation
             queued = None
             if row.attempts == 0:
                 self._drop_departed(session, issue_id, batch.batch_no)
@@ -283,33 +340,57 @@ class Sender:
                     row.status, row.sent_at, row.claimed_at = BATCH_SENT, now, now
                     return _Attempt("empty")
                 row.first_attempt_at = now
+                row.idem_key = key = idempotency_key(install, issue_id, week, row.batch_no, row.generation)
             row.attempts += 1
             row.claimed_at = now
-            return _Attempt("go", queued=queued)
+            attempt = SendAttempt(batch_id=row.id, idem_key=key, started_at=now)
+            session.add(attempt)
+            session.flush()
+            return _Attempt("go", queued=queued, key=key, attempt_id=attempt.id)
+
+    def _unconfirmed(self, session: Session, issue_id: int, row: Batch, now: datetime) -> _Attempt:
+        """The key expired after an attempt that may have been accepted: only an operator decides."""
+        reason = (f"may have been delivered: first attempted {as_utc(row.first_attempt_at):%Y-%m-%d %H:%M} UTC "
+                  f"without a confirmed answer, and the provider's idempotency key has expired, so it is not "
+                  f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)")
+        row.status, row.last_error, row.claimed_by, row.claimed_at = BATCH_UNCONFIRMED, reason, None, None
+        count = session.scalar(select(func.count()).select_from(Delivery).where(
+            Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DELIVERY_QUEUED))
+        return _Attempt("unconfirmed", failed=int(count or 0), reason=reason)
+
+    def _finish_attempt(self, attempt_id: int | None, outcome: str, detail: str | None) -> None:
+        if attempt_id is None:
+            return
+        with self.rt.sessions.begin() as session:
+            session.execute(update(SendAttempt).where(SendAttempt.id == attempt_id).values(
+                outcome=outcome, finished_at=utcnow(), detail=(detail or None) and detail[:2000]))
 
     def begin(self, issue_id: int, batch: Claimed, name: str) -> _Work:
-        """Everything a batch's attempts need: its readers, their emails, its key."""
+        """Everything a batch's attempts need: its readers and their emails."""
         msgs = self.messages_for(issue_id)
         recipients = self._recipients(issue_id, batch.batch_no)
         return _Work(issue_id, batch, name, recipients, {r.delivery_id: msgs.build(r) for r in recipients},
-                     idempotency_key(msgs.week, batch.batch_no, batch.generation), msgs.week)
+                     msgs.week)
 
     def attempt(self, work: _Work, summary: SendSummary, stop: threading.Event) -> float | None:
         """One attempt of a batch; returns None when done with it, else the seconds before its retry.
 
-        The caller waits for the retry however it likes: the sending loop parks the batch
-        and uses its thread for another one meanwhile.
+        The sending loop parks a batch that must wait and uses its thread for another one meanwhile.
         """
         batch, name = work.batch, work.name
-        attempt = self._start_attempt(work.issue_id, batch, name)
+        if self.watch.paused.is_set():  # another batch found the provider unreachable
+            self._set_pending(batch, name)
+            return None
+        attempt = self._start_attempt(work.issue_id, work.week, batch, name)
         if attempt.outcome == "lost":
             log.warning("batch %s: claim taken over by another worker; leaving it to them", batch.batch_no)
             return None
         if attempt.outcome == "empty":
             summary.add(batches=1)
             return None
-        if attempt.outcome == "expired":
-            summary.add(failed=attempt.failed, failed_batches=1, error=f"batch {batch.batch_no}: {attempt.reason}")
+        if attempt.outcome == "unconfirmed":
+            log.error("batch %s: %s", batch.batch_no, attempt.reason)
+            summary.add(unconfirmed=attempt.failed, error=f"batch {batch.batch_no}: {attempt.reason}")
             return None
         if attempt.queued is not None:
             work.recipients = [r for r in work.recipients if r.delivery_id in attempt.queued]
@@ -320,32 +401,38 @@ class Sender:
         payload = [work.emails[r.delivery_id] for r in recipients]
         prepare = getattr(self.transport, "prepare", None)
         if prepare is not None:
-            prepare(payload, work.key)  # the body is built before the slot: the request leaves right at it
+            prepare(payload, attempt.key)  # the body is built before the slot: the request leaves right at it
         if self.limiter is not None and not self.limiter.acquire(stop):
+            self._finish_attempt(attempt.attempt_id, ATTEMPT_REFUSED, "stopped before sending")
             self._release(batch, name)
             return None
-        reported: set[int] = set()
+        reported: dict[int, SendResult] = {}
         on_result = self._recorder(recipients, reported, summary) if self.transport.reports_each_result else None
         try:
             if on_result is not None:
-                results = self.transport.send_batch(payload, work.key, work.week, on_result=on_result)
+                results = self.transport.send_batch(payload, attempt.key, work.week, on_result=on_result)
             else:
-                results = self.transport.send_batch(payload, work.key, work.week)
-        except ProviderAuthError:
+                results = self.transport.send_batch(payload, attempt.key, work.week)
+        except ProviderAuthError as exc:
+            self._finish_attempt(attempt.attempt_id, ATTEMPT_REFUSED, str(exc))
             self._release(batch, name)
             raise
         except TransientError as exc:
+            self._finish_attempt(attempt.attempt_id, ATTEMPT_AMBIGUOUS if exc.ambiguous else ATTEMPT_REFUSED,
+                                 str(exc))
             return self._after_transient(work, exc, summary)
         if len(results) != len(recipients):
             raise RuntimeError(f"transport {self.transport.name} answered {len(results)} results "
                                f"for {len(recipients)} emails")
+        self.watch.succeeded()
         if self.limiter is not None:
             self.limiter.succeeded()
         with self._streak_lock:
             self._streak = 0
         later = [r for r, res in zip(recipients, results) if res.retry]
         self._record(batch, [(r, res) for i, (r, res) in enumerate(zip(recipients, results))
-                             if not res.retry and i not in reported], summary, finished=not later)
+                             if not res.retry and i not in reported], summary, finished=not later,
+                     attempt_id=attempt.attempt_id, reported=list(reported.values()))
         if not later:
             return None
         # Part of the batch went out (SMTP); the rest is retried on its own.
@@ -353,26 +440,32 @@ class Sender:
         work.failures += 1
         reason = next(res.error for res in results if res.retry)
         if work.failures >= self.max_attempts:
-            self._give_up(work.issue_id, batch, later, f"gave up after {work.failures} attempt(s): {reason}", summary)
+            self._set_aside_batch(batch, name, f"still owed after {work.failures} attempt(s) in this run: "
+                                  f"{reason}", summary)
             return None
         summary.add(retries=1)
         return self._backoff(failed=True)
 
     def _after_transient(self, work: _Work, exc: TransientError, summary: SendSummary) -> float | None:
         """Count the failure and say when to retry: the provider's retry-after, else the backoff."""
+        batch, name = work.batch, work.name
         if exc.rate_limited:
             work.rate_limited += 1
             if self.limiter is not None:
                 self.limiter.rate_limited(exc.retry_after)
         else:
             work.failures += 1
+            if self.watch.failed(exc):
+                log.error("batch %s: %s; pausing the send", batch.batch_no, exc)
+                self._set_pending(batch, name, str(exc))
+                return None
         if work.failures >= self.max_attempts or work.rate_limited >= MAX_RATE_LIMITED:
-            self._give_up(work.issue_id, work.batch, work.recipients, f"gave up after "
-                          f"{work.failures + work.rate_limited} attempt(s): {exc}", summary)
+            self._set_aside_batch(batch, name, f"still owed after {work.failures + work.rate_limited} "
+                                  f"attempt(s) in this run: {exc}", summary)
             return None
         wait = exc.retry_after if exc.retry_after is not None else self._backoff(failed=not exc.rate_limited)
         summary.add(retries=1)
-        log.warning("batch %s: %s; retrying in %.1fs", work.batch.batch_no, exc, wait)
+        log.warning("batch %s: %s; retrying in %.1fs", batch.batch_no, exc, wait)
         return wait
 
     def _backoff(self, *, failed: bool) -> float:
@@ -382,48 +475,65 @@ class Sender:
             streak = self._streak
         return min(self.backoff_base * 2 ** max(0, streak - 1), MAX_BACKOFF) * (0.5 + random.random())
 
-    def _recorder(self, recipients: list[Recipient], reported: set[int],
+    def _recorder(self, recipients: list[Recipient], reported: dict[int, SendResult],
                   summary: SendSummary) -> Callable[[int, SendResult], None]:
         """Records each message's final result the moment the transport has it (SMTP, kill -9)."""
         def record(index: int, result: SendResult) -> None:
-            if result.retry:
+            if result.retry or result.unconfirmed:
                 return
             self._record_rows([(recipients[index], result)], summary)
-            reported.add(index)
+            reported[index] = result
         return record
 
     # -- recording ------------------------------------------------------------------------
 
     def _record(self, batch: Claimed, results: list[tuple[Recipient, SendResult]], summary: SendSummary,
-                *, finished: bool) -> None:
-        """Store the provider's answer; `finished` closes the batch (nothing of it is left to retry)."""
+                *, finished: bool, attempt_id: int | None = None, reported: list[SendResult] | None = None) -> None:
+        """Store the provider's answer; `finished` closes the batch (nothing of it is left to retry).
+
+        `reported`: results of this attempt already recorded one by one as they came (SMTP)."""
         now = utcnow()
-        with self.rt.sessions.begin() as session:
-            self._store(session, results, summary, now)
-            if finished:
-                row = session.get(Batch, batch.id)
-                assert row is not None
-                failed = session.scalar(select(func.count()).select_from(Delivery).where(
-                    Delivery.issue_id == row.issue_id, Delivery.batch_no == row.batch_no,
-                    Delivery.status == DELIVERY_FAILED))
-                row.status, row.sent_at = BATCH_SENT, now
-                row.last_error = f"{failed} email(s) rejected" if failed else None
-        summary.add(batches=1 if finished else 0)
-
-    def _record_rows(self, results: list[tuple[Recipient, SendResult]], summary: SendSummary) -> None:
-        with self.rt.sessions.begin() as session:
-            self._store(session, results, summary, utcnow())
-
-    def _store(self, session: Session, results: list[tuple[Recipient, SendResult]], summary: SendSummary,
-               now: datetime) -> None:
         sent = [{"id": r.delivery_id, "status": DELIVERY_SENT, "provider_id": res.provider_id, "sent_at": now,
                  "error": None} for r, res in results if res.ok]
         failed = [{"id": r.delivery_id, "status": DELIVERY_FAILED, "error": (res.error or "rejected")[:2000]}
-                  for r, res in results if not res.ok]
-        for rows in (sent, failed):
-            if rows:
-                session.execute(update(Delivery), rows)
-        summary.add(sent=len(sent), failed=len(failed))
+                  for r, res in results if not res.ok and not res.unconfirmed]
+        unconfirmed = [res.error or "unconfirmed" for _, res in results if res.unconfirmed]
+        n_sent = len(sent) + sum(1 for res in reported or [] if res.ok)
+        n_failed = len(failed) + sum(1 for res in reported or [] if not res.ok)
+        outcome = ATTEMPT_ACCEPTED if n_sent else ATTEMPT_AMBIGUOUS if unconfirmed else ATTEMPT_REFUSED
+        with self.rt.sessions.begin() as session:
+            for rows in (sent, failed):
+                if rows:
+                    session.execute(update(Delivery), rows)
+            if attempt_id is not None:
+                session.execute(update(SendAttempt).where(SendAttempt.id == attempt_id).values(
+                    outcome=outcome, finished_at=now,
+                    detail=f"{n_sent} accepted, {n_failed} rejected, {len(unconfirmed)} unconfirmed"))
+            if finished:
+                row = session.get(Batch, batch.id)
+                assert row is not None
+                if unconfirmed:  # the deliveries stay queued: owed, and an operator decides
+                    row.status, row.last_error, row.claimed_by = BATCH_UNCONFIRMED, unconfirmed[0][:2000], None
+                else:
+                    batch_failed = session.scalar(select(func.count()).select_from(Delivery).where(
+                        Delivery.issue_id == row.issue_id, Delivery.batch_no == row.batch_no,
+                        Delivery.status == DELIVERY_FAILED))
+                    row.status, row.sent_at = BATCH_SENT, now
+                    row.last_error = f"{batch_failed} email(s) rejected" if batch_failed else None
+        summary.add(sent=len(sent), failed=len(failed), batches=1 if finished and not unconfirmed else 0,
+                    unconfirmed=len(unconfirmed),
+                    error=f"batch {batch.batch_no}: {unconfirmed[0]}" if unconfirmed else None)
+
+    def _record_rows(self, results: list[tuple[Recipient, SendResult]], summary: SendSummary) -> None:
+        """One message's result, at once (see _recorder)."""
+        now = utcnow()
+        with self.rt.sessions.begin() as session:
+            for r, res in results:
+                values = ({"status": DELIVERY_SENT, "provider_id": res.provider_id, "sent_at": now, "error": None}
+                          if res.ok else {"status": DELIVERY_FAILED, "error": (res.error or "rejected")[:2000]})
+                session.execute(update(Delivery).where(Delivery.id == r.delivery_id).values(**values)
+                                .execution_options(synchronize_session=False))
+        summary.add(sent=sum(1 for _, res in results if res.ok), failed=sum(1 for _, res in results if not res.ok))
 
     def _release(self, batch: Claimed, name: str) -> None:
         """Give the claim back at once (stop, auth error): the next run resumes it with the same key."""
@@ -431,22 +541,22 @@ class Sender:
             session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
                                                 Batch.status == BATCH_CLAIMED).values(claimed_at=None))
 
-    def _fail_rows(self, session: Session, issue_id: int, row: Batch, reason: str) -> int:
-        row.status, row.last_error = BATCH_FAILED, reason
-        result = session.execute(
-            update(Delivery).where(Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no,
-                                   Delivery.status == DELIVERY_QUEUED)
-            .values(status=DELIVERY_FAILED, error=reason[:2000]).execution_options(synchronize_session=False))
-        return int(result.rowcount or 0)
-
-    def _give_up(self, issue_id: int, batch: Claimed, recipients: list[Recipient], reason: str,
-                 summary: SendSummary) -> None:
+    def _set_pending(self, batch: Claimed, name: str, error: str | None = None) -> None:
+        """Back to pending with its key and attempts: the next run sends the same payload again."""
+        values: dict[str, object] = {"status": BATCH_PENDING, "claimed_by": None, "claimed_at": None}
+        if error:
+            values["last_error"] = error[:2000]
         with self.rt.sessions.begin() as session:
-            row = session.get(Batch, batch.id)
-            assert row is not None
-            failed = self._fail_rows(session, issue_id, row, reason)
+            session.execute(update(Batch).where(Batch.id == batch.id, Batch.claimed_by == name,
+                                                Batch.status == BATCH_CLAIMED).values(**values))
+
+    def _set_aside_batch(self, batch: Claimed, name: str, reason: str, summary: SendSummary) -> None:
+        """Transient failures never fail a delivery: the batch waits for the next run, its readers owed."""
+        with self._set_aside_lock:  # before it is pending again, so no thread of this run claims it
+            self._set_aside.add(batch.id)
+        self._set_pending(batch, name, reason)
         log.error("batch %s: %s", batch.batch_no, reason)
-        summary.add(failed=failed, failed_batches=1, error=f"batch {batch.batch_no}: {reason}")
+        summary.add(deferred_batches=1, error=f"batch {batch.batch_no}: {reason}")
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -455,14 +565,14 @@ class Sender:
         """Take a parked batch whose retry is due, else claim a new one; park a batch that must wait."""
         name = f"{self.worker}:{slot}"
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self.watch.paused.is_set():
                 parked.renew(self._renew)
                 work = parked.take_due()
                 if work is None and parked.has_room():
                     batch = self.claim(issue_id, name)
                     work = self.begin(issue_id, batch, name) if batch is not None else None
                 if work is None:
-                    if not parked.wait_for_due(stop, self._renew):
+                    if not parked.wait_for_due(stop, self.watch.paused, self._renew):
                         return  # nothing to claim and nothing waiting: done
                     continue
                 wait = self.attempt(work, summary, stop)
@@ -485,6 +595,14 @@ class Sender:
                 session.execute(update(Batch).where(Batch.id == work.batch.id, Batch.claimed_by == work.name,
                                                     Batch.status == BATCH_CLAIMED).values(claimed_at=utcnow()))
 
+    def _unpark(self, parked: _Parked) -> None:
+        """Stopped or paused while batches waited: the next run resumes them with the same key."""
+        for work in parked.drain():
+            if self.watch.paused.is_set():
+                self._set_pending(work.batch, work.name)
+            else:
+                self._release(work.batch, work.name)
+
     def run(self, issue_id: int, stop: threading.Event | None = None) -> SendSummary:
         """Send until no batch is left to claim (or `stop` is set); `concurrency` batches in flight.
 
@@ -494,38 +612,44 @@ class Sender:
         own_stop = stop is None
         stop = stop or threading.Event()
         summary = SendSummary()
+        self.watch = OutageWatch(self.rt.settings.resend.pause_after_failures)
+        with self._set_aside_lock:
+            self._set_aside = set()
         crashed: list[BaseException] = []
         parked = _Parked(room=self.concurrency * PARKED_PER_THREAD)
-        if self.concurrency == 1:
-            self._loop(issue_id, 0, stop, summary, parked, crashed)
-        else:
-            threads = [threading.Thread(target=self._loop, args=(issue_id, i, stop, summary, parked, crashed),
-                                        name=f"sender-{i}", daemon=True) for i in range(self.concurrency)]
-            for t in threads:
-                t.start()
-            try:
+        try:
+            if self.concurrency == 1:
+                self._loop(issue_id, 0, stop, summary, parked, crashed)
+            else:
+                threads = [threading.Thread(target=self._loop, args=(issue_id, i, stop, summary, parked, crashed),
+                                            name=f"sender-{i}", daemon=True) for i in range(self.concurrency)]
                 for t in threads:
-                    while t.is_alive():
-                        t.join(0.5)
-            except KeyboardInterrupt:
-                stop.set()
-                for t in threads:
-                    t.join()
-                raise
-            finally:
-                for work in parked.drain():
-                    self._release(work.batch, work.name)
-        for work in parked.drain():  # stopped while batches waited: the next run resumes them, same key
-            self._release(work.batch, work.name)
+                    t.start()
+                try:
+                    for t in threads:
+                        while t.is_alive():
+                            t.join(0.5)
+                except KeyboardInterrupt:
+                    stop.set()
+                    for t in threads:
+                        t.join()
+                    raise
+        finally:
+            self._unpark(parked)
         if crashed:
             raise crashed[0]
         if stop.is_set() and not summary.stopped and not own_stop:
             summary.stopped = "stopped on request"
+        if self.watch.paused.is_set():
+            summary.paused = self.watch.reason()
+        record_pause(self.rt, issue_id, self.watch.since if summary.paused else None, summary.paused)
         with self.rt.sessions() as session:
-            summary.dropped = session.scalar(
-                select(func.count()).select_from(Delivery)
-                .where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_DROPPED)
-            ) or 0
+            counts = dict(session.execute(
+                select(Delivery.status, func.count()).where(Delivery.issue_id == issue_id,
+                                                            Delivery.status.in_([DELIVERY_DROPPED, DELIVERY_QUEUED]))
+                .group_by(Delivery.status)).all())
+        summary.dropped = int(counts.get(DELIVERY_DROPPED, 0))
+        summary.owed = int(counts.get(DELIVERY_QUEUED, 0))
         mark_sent_if_done(self.rt, issue_id)
         return summary
 
@@ -556,9 +680,10 @@ class _Parked:
                 return heapq.heappop(self._heap)[2]
             return None
 
-    def wait_for_due(self, stop: threading.Event, renew: Callable[[list[_Work]], None]) -> bool:
+    def wait_for_due(self, stop: threading.Event, paused: threading.Event,
+                     renew: Callable[[list[_Work]], None]) -> bool:
         """Wait until the soonest parked batch is due (True), or return False at once when none is parked."""
-        while not stop.is_set():
+        while not stop.is_set() and not paused.is_set():
             with self._lock:
                 if not self._heap:
                     return False
@@ -583,9 +708,21 @@ class _Parked:
             return works
 
 
+def record_pause(rt: Runtime, issue_id: int, since: datetime | None, reason: str | None) -> None:
+    """Say on the issue why its send is paused (stats, the preview), or clear it once it goes on."""
+    with rt.sessions.begin() as session:
+        q = update(Issue).where(Issue.id == issue_id)
+        if reason is None:
+            q = q.where(Issue.paused_at.is_not(None))
+        session.execute(q.values(paused_at=since if reason else None, pause_reason=reason)
+                        .execution_options(synchronize_session=False))
+
+
 def mark_sent_if_done(rt: Runtime, issue_id: int) -> bool:
     with rt.sessions.begin() as session:
-        open_batches = exists().where(Batch.issue_id == issue_id, Batch.status.in_([BATCH_PENDING, BATCH_CLAIMED]))
+        # Invariant 6: a batch waiting out an outage or an operator's decision keeps the issue open.
+        open_batches = exists().where(Batch.issue_id == issue_id,
+                                      Batch.status.in_([BATCH_PENDING, BATCH_CLAIMED, BATCH_UNCONFIRMED]))
         res = session.execute(
             update(Issue).where(Issue.id == issue_id, Issue.status == ISSUE_SENDING, ~open_batches)
             .values(status=ISSUE_SENT, sent_at=utcnow())

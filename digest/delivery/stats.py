@@ -82,4 +82,5 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     stamp = (lambda d: as_utc(d).isoformat() if d else None)
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at), **counts, "rates": rates,
-            "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id)}
+            "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
+            "owed": queued, "paused": issue.pause_reason}

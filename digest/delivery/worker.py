@@ -7,13 +7,16 @@ second one finds the `delivery-worker` lease taken and says so.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
 
+from digest.delivery.outage import ResumeBackoff
 from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError
@@ -22,6 +25,7 @@ from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, Issue
 
 SQLITE_LEASE = "delivery-worker"
+log = logging.getLogger("digest.worker")
 
 
 @dataclass
@@ -32,10 +36,12 @@ class WorkerTotals(SendSummary):
 
     def merge(self, week: str, s: SendSummary) -> None:
         self.add(sent=s.sent, failed=s.failed, batches=s.batches, failed_batches=s.failed_batches,
-                 retries=s.retries)
+                 retries=s.retries, deferred_batches=s.deferred_batches, unconfirmed=s.unconfirmed)
         self.errors.extend(s.errors)
         if s.batches or s.failed:
             self.weeks.add(week)
+        self.paused = s.paused
+        self.owed = s.owed
 
 
 def sending_issues(rt: Runtime) -> list[tuple[int, str]]:
@@ -56,6 +62,9 @@ def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll
                             f"is running; use PostgreSQL (DIGEST_DATABASE_URL) for more workers")
     totals = WorkerTotals()
     sender = Sender(rt, transport, on_batch=on_batch)
+    settings = rt.settings.resend
+    backoff: dict[int, ResumeBackoff] = {}
+    not_before: dict[int, float] = {}  # a paused issue is tried again after a growing interval
     if on_ready is not None:
         on_ready()
     try:
@@ -64,8 +73,19 @@ def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll
                 raise UserError("the SQLite worker lease was taken over by another worker; stopping")
             busy = False
             for issue_id, week in sending_issues(rt):
+                if time.monotonic() < not_before.get(issue_id, 0.0):
+                    continue
                 summary = sender.run(issue_id, stop)
                 totals.merge(week, summary)
+                if summary.paused or (summary.owed and summary.deferred_batches):
+                    wait = backoff.setdefault(issue_id, ResumeBackoff(settings.resume_after_seconds,
+                                                                      settings.resume_max_seconds)).next_delay()
+                    not_before[issue_id] = time.monotonic() + wait
+                    log.warning("issue %s: %s; trying again in %.0f s", week,
+                                f"paused: {summary.paused}" if summary.paused else f"{summary.owed} still owed", wait)
+                else:
+                    backoff.pop(issue_id, None)
+                    not_before.pop(issue_id, None)
                 busy = busy or bool(summary.batches or summary.failed_batches)
                 if summary.stopped and summary.stopped != "stopped on request":
                     totals.stopped = summary.stopped

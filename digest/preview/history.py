@@ -14,7 +14,7 @@ from digest.delivery.transports import reported_events
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_DRAFT, Issue
 
-COUNTED = ("recipients", "sent", "failed", "delivered", "opened", "clicked", "unsubscribed")
+COUNTED = ("recipients", "sent", "failed", "owed", "delivered", "opened", "clicked", "unsubscribed")
 
 
 @dataclass
@@ -29,6 +29,8 @@ class IssueStats:
     recipients: int = 0
     sent: int = 0
     failed: int = 0
+    owed: int = 0  # still queued: an outage paused the send, or it is in progress
+    paused: str | None = None
     delivered: int = 0
     opened: int = 0
     clicked: int = 0
@@ -53,6 +55,7 @@ def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
             setattr(row, key, int(numbers.get(key) or 0))
         row.rates = dict(numbers.get("rates") or {})
         row.unmeasured = list(numbers.get("unmeasured") or [])
+        row.paused = numbers.get("paused")
     return row
 
 

@@ -22,10 +22,10 @@ from tests.fake_resend.state import FakeResend
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bound_socket() -> socket.socket:
+def _bound_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(128)
     return sock
 
@@ -36,18 +36,36 @@ class _QuietServer(uvicorn.Server):
 
 
 class FakeResendServer:
-    """`with FakeResendServer(FakeResend(...)) as server:` then point RESEND_API_URL at `server.url`."""
+    """`with FakeResendServer(FakeResend(...)) as server:` then point RESEND_API_URL at `server.url`.
+
+    `outage()` closes the port (connections are refused, open ones are cut) and `restore()`
+    listens again on the same port with the same state: accepted emails and idempotency keys
+    survive the outage, as they do at the real provider.
+    """
 
     def __init__(self, fake: FakeResend | None = None):
         self.fake = fake or FakeResend()
         self._sock = _bound_socket()
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self._make_server()
+
+    def _make_server(self) -> None:
         config = uvicorn.Config(create_app(self.fake), log_level="critical", access_log=False,
-                                timeout_keep_alive=30, limit_concurrency=1000)
+                                timeout_keep_alive=30, limit_concurrency=1000, timeout_graceful_shutdown=1)
         self._server = _QuietServer(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="fake-resend", daemon=True)
+
+    def outage(self) -> None:
+        """From now on the port refuses connections (until `restore`)."""
+        self.stop()
+
+    def restore(self) -> None:
+        """Listen again on the same port, with the keys and records kept through the outage."""
+        self._sock = _bound_socket(self.port)
+        self._make_server()
+        self.start()
 
     def start(self) -> "FakeResendServer":
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)

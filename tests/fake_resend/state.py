@@ -82,6 +82,11 @@ class Faults:
     drop_rate: float = 0.0  # the connection is cut mid-answer; half of them after the emails were accepted
     slow_rate: float = 0.0  # answer after `slow_seconds`
     slow_seconds: float = 0.0
+    # Accept the emails, then hold the answer for `stall_seconds` (past the client's timeout).
+    stall_rate: float = 0.0
+    stall_seconds: float = 0.0
+    # Accept the emails, then cut the connection before any answer.
+    accept_then_drop_rate: float = 0.0
     force_status: int | None = None
     force_name: str = "application_error"
     force_message: str = "forced by the test"
@@ -295,6 +300,15 @@ class FakeResend:
         """Faults that strike once the emails are in: a cut connection or a slow answer."""
         with self.lock:
             f = self.faults
+            roll = self._rng.random()
+            if roll < f.accept_then_drop_rate:
+                if self.log:
+                    self.log[-1].outcome += "+dropped_after"
+                return Answer(200, {}, drop=True)
+            if roll < f.accept_then_drop_rate + f.stall_rate:
+                if self.log:
+                    self.log[-1].outcome += "+stalled"
+                return Answer(200, {}, delay=f.stall_seconds)
             if f.drop_rate and self._rng.random() < f.drop_rate / 2:
                 if self.log:
                     self.log[-1].outcome += "+dropped_after"

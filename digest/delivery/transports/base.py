@@ -18,15 +18,25 @@ class SendResult:
     # Not sent yet, try again later (SMTP: the connection broke after earlier messages went out).
     # Only ever set together with ok=False and an error, so older callers count it as failed.
     retry: bool = False
+    # The provider refused the request, but an earlier one under the same key may have sent this
+    # email (Resend 409: a different payload under the key). Nobody knows: not resent blindly.
+    unconfirmed: bool = False
 
 
 class TransientError(Exception):
-    """Retry the whole batch later (5xx, timeout, connection reset, 429): nothing of it was accepted."""
+    """Retry the whole batch later (5xx, timeout, connection reset, 429), under the same key.
 
-    def __init__(self, message: str, retry_after: float | None = None, rate_limited: bool = False):
+    `ambiguous`: the request may have reached the provider and been accepted before its answer
+    was lost (a timeout or a cut connection after sending); otherwise it was definitively
+    refused (connection refused, an error status). The sender records which (invariant 6).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, rate_limited: bool = False,
+                 ambiguous: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        self.ambiguous = ambiguous
 
 
 class ProviderRefusal(ProviderAuthError):

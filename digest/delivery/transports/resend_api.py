@@ -32,6 +32,8 @@ from digest.mail import OutgoingEmail
 DEFAULT_API_URL = "https://api.resend.com"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_RATE_LIMIT_WAIT = 3600.0
+# HTTP client failures that happen before a byte of the request leaves: nothing can have been accepted.
+NEVER_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout")
 
 
 class _HttpxClient(HTTPClient):
@@ -182,8 +184,10 @@ class ResendTransport:
     def _failed(self, exc: ResendError, count: int, key: str) -> list[SendResult]:
         code, kind, message = _code(exc), str(exc.error_type or ""), str(exc.message or exc).strip().rstrip(".")
         what = f"Resend {code} {kind}: {message}".strip()
-        if kind == "HttpClientError" or code >= 500:
-            raise TransientError(what)
+        if kind == "HttpClientError":
+            raise TransientError(what, ambiguous=not message.startswith(NEVER_SENT))
+        if code >= 500:  # the provider answered with an error: it did not take the batch (504: a gateway did)
+            raise TransientError(what, ambiguous=code == 504)
         if code == 429:
             wait = _seconds(exc.headers, "retry-after", "ratelimit-reset")
             if kind in ("daily_quota_exceeded", "monthly_quota_exceeded") or (wait or 0) > MAX_RATE_LIMIT_WAIT:
@@ -197,6 +201,7 @@ class ResendTransport:
         if code == 409:
             what = (f"{what} (key {key}: the provider holds an earlier, different request under this key, "
                     f"so this batch may already have gone out; not resent)")
+            return [SendResult(ok=False, error=what[:2000], unconfirmed=True) for _ in range(count)]
         return [SendResult(ok=False, error=what[:2000]) for _ in range(count)]
 
     def close(self) -> None:

@@ -123,6 +123,10 @@ class SmtpTransport:
             try:
                 data = wire(msg)  # the same bytes as send_message, at half the CPU (None: not plain ASCII)
                 refused = conn.sendmail(*data) if data is not None else conn.send_message(msg)
+            except smtplib.SMTPNotSupportedError:
+                # smtplib refuses before MAIL FROM (the connection stays usable): this address alone fails.
+                raise _Rejected(f"the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
+                                f"does not offer it; only this message is refused") from None
             except smtplib.SMTPServerDisconnected:
                 # An idle connection closed by the server fails on MAIL FROM, before any data: safe to redo once.
                 self._drop()
