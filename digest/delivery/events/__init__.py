@@ -74,3 +74,9 @@ def parse_time(value: Any, name: str) -> datetime | None:
 def text(value: Any, limit: int) -> str:
     """A provider field as a bounded string ('' when absent or not text)."""
     return value[:limit] if isinstance(value, str) else ""
+
+
+def section(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A provider field that should be an object, as one ({} when absent or not an object)."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from svix.webhooks import Webhook
 
-from digest.delivery.events import DeliveryEvent, EventError, EventKind, parse_time, text
+from digest.delivery.events import DeliveryEvent, EventError, EventKind, parse_time, section, text
 
 log = logging.getLogger("digest.delivery.events.resend")
 
@@ -65,11 +65,11 @@ def parse(svix_id: str, body: bytes) -> list[DeliveryEvent]:
 
 def _kind(event_type: str, data: dict[str, Any]) -> tuple[EventKind, dict[str, str]]:
     if event_type == "email.bounced":
-        bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
+        bounce = section(data, "bounce")
         kind = text(bounce.get("type"), 40)
         detail = {"type": kind, "subtype": text(bounce.get("subType"), 60)}
         return (EventKind.HARD_BOUNCE if kind.lower() == "permanent" else EventKind.SOFT_BOUNCE), detail
     if event_type == "email.clicked":
-        click = data.get("click") if isinstance(data.get("click"), dict) else {}
+        click = section(data, "click")
         return EventKind.CLICKED, {"url": text(click.get("link"), 500)}
     return _KINDS.get(event_type, EventKind.OTHER), {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from digest.delivery.events import DeliveryEvent, EventError, EventKind, parse_time, text
+from digest.delivery.events import DeliveryEvent, EventError, EventKind, parse_time, section, text
 
 PROVIDER = "ses"
 
@@ -27,39 +27,34 @@ def parse(sns_message_id: str, message: str) -> list[DeliveryEvent]:
     event_type = data.get("eventType") or data.get("notificationType")
     if not isinstance(event_type, str):
         raise EventError(400, "SNS message is not an SES event (no eventType or notificationType)")
-    mail = _object(data, "mail")
-    section = _object(data, event_type[:1].lower() + event_type[1:])
+    mail = section(data, "mail")
+    body = section(data, event_type[:1].lower() + event_type[1:])
 
     def event(kind: EventKind, recipient: str | None, **detail: str) -> DeliveryEvent:
         return DeliveryEvent(
             kind=kind, provider=PROVIDER, provider_event_id=sns_message_id, provider_type=event_type[:64],
             message_id=text(mail.get("messageId"), 100) or None, recipient=recipient,
-            occurred_at=parse_time(section.get("timestamp"), f"{event_type}.timestamp"), detail=detail)
+            occurred_at=parse_time(body.get("timestamp"), f"{event_type}.timestamp"), detail=detail)
 
     if event_type == "Bounce":
-        bounce_type = text(section.get("bounceType"), 40)
+        bounce_type = text(body.get("bounceType"), 40)
         kind = EventKind.HARD_BOUNCE if bounce_type == "Permanent" else EventKind.SOFT_BOUNCE
         return [event(kind, text(r.get("emailAddress"), 320) or None, type=bounce_type,
-                      subtype=text(section.get("bounceSubType"), 60),
+                      subtype=text(body.get("bounceSubType"), 60),
                       diagnostic=text(r.get("diagnosticCode"), 300))
-                for r in _objects(section, "bouncedRecipients")] or [event(EventKind.OTHER, None)]
+                for r in _objects(body, "bouncedRecipients")] or [event(EventKind.OTHER, None)]
     if event_type == "Complaint":
-        feedback = text(section.get("complaintFeedbackType"), 60)
+        feedback = text(body.get("complaintFeedbackType"), 60)
         kind = EventKind.OTHER if feedback == "not-spam" else EventKind.COMPLAINED
         return [event(kind, text(r.get("emailAddress"), 320) or None, feedback=feedback)
-                for r in _objects(section, "complainedRecipients")] or [event(EventKind.OTHER, None)]
+                for r in _objects(body, "complainedRecipients")] or [event(EventKind.OTHER, None)]
     if event_type == "Delivery":
-        return [event(EventKind.DELIVERED, _first(section.get("recipients")))]
+        return [event(EventKind.DELIVERED, _first(body.get("recipients")))]
     if event_type == "Open":
         return [event(EventKind.OPENED, _first(mail.get("destination")))]
     if event_type == "Click":
-        return [event(EventKind.CLICKED, _first(mail.get("destination")), url=text(section.get("link"), 500))]
+        return [event(EventKind.CLICKED, _first(mail.get("destination")), url=text(body.get("link"), 500))]
     return [event(EventKind.OTHER, None)]  # Send, Reject, DeliveryDelay, Rendering Failure, ...
-
-
-def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _objects(data: dict[str, Any], key: str) -> list[dict[str, Any]]:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +39,8 @@ _SIGNED_NOTIFICATION = ("Message", "MessageId", "Subject", "Timestamp", "TopicAr
 _SIGNED_CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 MAX_CERT_BYTES = 64 * 1024
+log = logging.getLogger("digest.delivery.events.sns")
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,13 @@ class SnsTrust:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SnsTrust:
-        return cls(extra_host=env.get("DIGEST_SNS_TEST_HOST", "").strip() or None,
-                   ca_file=env.get("DIGEST_SNS_TEST_CA_FILE", "").strip() or None)
+        trust = cls(extra_host=env.get("DIGEST_SNS_TEST_HOST", "").strip() or None,
+                    ca_file=env.get("DIGEST_SNS_TEST_CA_FILE", "").strip() or None)
+        if trust.extra_host and trust.extra_host not in _warned:
+            _warned.add(trust.extra_host)
+            log.warning("DIGEST_SNS_TEST_HOST is set: SNS messages signed via %s are trusted (tests only)",
+                        trust.extra_host)
+        return trust
 
     def allows(self, url: str) -> bool:
         """An https URL on an SNS host (no credentials, default port), or the test host exactly."""
@@ -159,7 +167,7 @@ def _certificate(url: str, trust: SnsTrust) -> x509.Certificate:
             if len(_cache) >= 32:
                 _cache.clear()
             _cache[url] = cert
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise EventError(401, "SNS certificate is expired or not yet valid")
     return cert
