@@ -217,3 +217,11 @@ def test_production_trust_accepts_only_https_sns_hosts() -> None:
     test_trust = SnsTrust.from_env({"DIGEST_SNS_TEST_HOST": "127.0.0.1:8443"})
     assert test_trust.allows("https://127.0.0.1:8443/x.pem")
     assert not test_trust.allows("http://127.0.0.1:8443/x.pem") and not test_trust.allows("https://127.0.0.1/x.pem")
+
+
+def test_identity_notifications_in_the_older_format_are_read_too(sent: Runtime, sns: FakeSns) -> None:
+    older = bounce("ses-hard", "hard@example.com")
+    older["notificationType"] = older.pop("eventType")
+    r = _post_in_process(sent, sns, older)
+    assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)"
+    assert subscriber(sent, "hard@example.com").status == SUB_BOUNCED
