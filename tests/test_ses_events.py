@@ -225,3 +225,13 @@ def test_identity_notifications_in_the_older_format_are_read_too(sent: Runtime, 
     r = _post_in_process(sent, sns, older)
     assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)"
     assert subscriber(sent, "hard@example.com").status == SUB_BOUNCED
+
+
+def test_an_unreadable_test_ca_file_is_a_clear_503_not_a_traceback(tmp_path: Path, db_url: str, sns: FakeSns) -> None:
+    rt = runtime_with(tmp_path / "p", db_url, {"webhooks": {"sns_topic_arns": [TOPIC]}},
+                      **{**sns.env, "DIGEST_SNS_TEST_CA_FILE": str(tmp_path / "missing.pem")})
+    r = client(rt).post("/webhooks/ses", content=json.dumps(signed(notification(bounce("x", "a@example.com")),
+                                                                   sns.signing_key, sns.cert_url)))
+    assert r.status_code == 503 and "DIGEST_SNS_TEST_CA_FILE" in r.json()["error"]
+    assert counts(rt)["webhook_receipts"] == 0
+    rt.close()

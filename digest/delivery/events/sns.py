@@ -76,7 +76,10 @@ class SnsTrust:
     def client(self) -> httpx.Client:
         context = ssl.create_default_context()
         if self.ca_file:
-            context.load_verify_locations(self.ca_file)
+            try:
+                context.load_verify_locations(self.ca_file)
+            except (OSError, ssl.SSLError):
+                raise EventError(503, "DIGEST_SNS_TEST_CA_FILE is not a readable PEM file") from None
         return httpx.Client(verify=context, timeout=10.0, follow_redirects=False)
 
 
