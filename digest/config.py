@@ -191,6 +191,21 @@ class PreviewSettings(_Section):
         return value
 
 
+_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
+
+
+class WebhookSettings(_Section):
+    sns_topic_arns: list[str] = []  # the SNS topics whose SES events /webhooks/ses accepts; empty: none
+
+    @field_validator("sns_topic_arns")
+    @classmethod
+    def _arns(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if not _TOPIC_ARN.fullmatch(v):
+                raise ValueError(f"{v!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)")
+        return value
+
+
 class Settings(_Section):
     site: SiteSettings = SiteSettings()
     sender: SenderSettings = SenderSettings()
@@ -203,6 +218,7 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     subscribe: SubscribeSettings = SubscribeSettings()
     preview: PreviewSettings = PreviewSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 class Config:

@@ -34,6 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance]
 MAX_EXAMPLES = 25  # per operation and mode: about a minute for the whole API on each database
 WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SNS_TOPIC = "arn:aws:sns:eu-west-1:123456789012:digest-ses"  # configured, so /webhooks/ses checks what it gets
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -51,7 +52,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = fresh_pg_url(request.getfixturevalue("pg_template"))
     with served(tmp, url, RESEND_WEBHOOK_SECRET=WEBHOOK_SECRET,
                 config=lambda text: apply_overrides(text, {"subscribe": {"per_ip_per_minute": 100000,
-                                                                         "per_address_per_hour": 100000}})) as proc:
+                                                                         "per_address_per_hour": 100000},
+                                                           "webhooks": {"sns_topic_arns": [SNS_TOPIC]}})) as proc:
         yield proc.url
 
 

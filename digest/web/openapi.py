@@ -118,6 +118,22 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
                       "401": _answer("Missing or bad signature.", JSON_ERROR),
                       "413": TOO_LARGE,
                       "503": _answer("No webhook secret configured.", JSON_ERROR)}},
+    ("/webhooks/ses", "post"): {
+        "summary": "Amazon SES events through an SNS HTTPS subscription, verified by the SNS message signature.",
+        "description": "Only topics in `webhooks.sns_topic_arns`; the SubscriptionConfirmation handshake is "
+                       "answered automatically.",
+        "requestBody": {"required": False, "content": {"text/plain": {"schema": _TEXT},
+                                                       "application/json": {"schema": {"type": "object"}}}},
+        "responses": {"200": _answer("Handled, a duplicate, or the subscription confirmed.",
+                                     {"application/json": {"schema": {"type": "object"}}}),
+                      "400": _answer("Not an SNS message, not an SES event, or a SubscribeURL not on SNS.",
+                                     JSON_ERROR),
+                      "401": _answer("Missing or bad signature, or a certificate not from SNS.", JSON_ERROR),
+                      "403": _answer("A topic not in webhooks.sns_topic_arns.", JSON_ERROR),
+                      "413": TOO_LARGE,
+                      "502": _answer("SNS did not accept the subscription confirmation.", JSON_ERROR),
+                      "503": _answer("No topic configured, or SNS's certificate could not be fetched.",
+                                     JSON_ERROR)}},
     ("/archive", "get"): {"summary": "Past issues.", "responses": {
         "200": _PAGE, "503": _answer("The database is briefly unavailable.", PLAIN)}},
     ("/archive/", "get"): {"summary": "Past issues.", "responses": {

@@ -1,0 +1,82 @@
+"""One shape for what a provider tells us happened to a message, whoever the provider is.
+
+Each provider module here (`resend`, `ses`) checks its own signature and turns its own
+wording into `DeliveryEvent`s; `subscribers.delivery_events.apply_events` is the one place
+that acts on them. Nothing here touches the database, so any layer may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from digest.weeks import as_utc
+
+
+class EventKind(StrEnum):
+    DELIVERED = "delivered"
+    HARD_BOUNCE = "hard_bounce"  # permanent: suppress now
+    SOFT_BOUNCE = "soft_bounce"  # transient: counted, suppresses after a run
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    OTHER = "other"  # acknowledged and de-duplicated, no effect (sent, delayed, rejected, ...)
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """One recipient's event. `provider_event_id` de-duplicates (one id may carry several recipients)."""
+
+    kind: EventKind
+    provider: str
+    provider_event_id: str
+    provider_type: str  # the provider's own name for it, for logs ("email.bounced", "Bounce")
+    message_id: str | None  # what the transport stored in deliveries.provider_id
+    recipient: str | None  # as the provider wrote it; the applier normalises it
+    occurred_at: datetime | None  # None: the provider did not say; the applier uses now
+    detail: Mapping[str, str] = field(default_factory=dict)  # bounce type/subtype/diagnostic, clicked url
+
+    @property
+    def receipt_key(self) -> str:
+        """The `webhook_receipts` key: provider-scoped so two providers' ids never collide."""
+        return f"{self.provider}:{self.provider_event_id}"[:100]
+
+
+class EventError(Exception):
+    """A provider request we refuse; `status` is the HTTP answer, the message says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_time(value: Any, name: str) -> datetime | None:
+    """An ISO-8601 instant in UTC; None when absent or unreadable (the applier then uses now).
+
+    A date that reads but cannot be a UTC instant (year 1 east of UTC, year 9999 west of it)
+    is a 400: a signed body can still be nonsense."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    try:
+        return as_utc(parsed)
+    except OverflowError:
+        raise EventError(400, f"{name}: {value[:40]!r} is out of range") from None
+
+
+def text(value: Any, limit: int) -> str:
+    """A provider field as a bounded string ('' when absent or not text)."""
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def section(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A provider field that should be an object, as one ({} when absent or not an object)."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,237 @@
+"""POST /webhooks/ses: SES events through SNS, signature and certificate checked, applied like Resend's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from digest.delivery.events.sns import SnsTrust
+from digest.runtime import Runtime
+from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_COMPLAINED, Delivery, Event
+from subscribers.api import add_subscriber, is_suppressed
+from tests.support_serve import ServeProcess, free_port, serving
+from tests.support_sns import (
+    CERT_PATH,
+    TOPIC,
+    FakeSns,
+    bounce,
+    complaint,
+    fake_sns,
+    notification,
+    self_signed,
+    ses_event,
+    signed,
+    subscription_confirmation,
+)
+from tests.support_subscribers import client, counts, runtime_with, seed_comparisons, send_issue, subscriber
+from tests.test_webhooks import NOW
+
+SECRET_KEY = "test-secret-key-0123456789"  # what make_runtime gives the in-process runtime
+
+
+@pytest.fixture
+def sns(tmp_path: Path):
+    with fake_sns(tmp_path / "sns") as server:
+        yield server
+
+
+@pytest.fixture
+def sent(tmp_path: Path, db_url: str, sns: FakeSns):
+    """Three readers got 2026-W47 through SES: their deliveries carry SES MessageIds ses-<name>."""
+    rt = runtime_with(tmp_path / "p", db_url, {"webhooks": {"sns_topic_arns": [TOPIC]}}, **sns.env)
+    seed_comparisons(rt, NOW.replace(day=17))
+    with rt.sessions.begin() as s:
+        for name in ("hard", "soft", "angry"):
+            add_subscriber(s, f"{name}@example.com", confirmed=True)
+    send_issue(rt, "2026-W47", NOW)
+    with rt.sessions.begin() as s:
+        for d in s.scalars(select(Delivery)):
+            d.provider_id = "ses-" + d.email.split("@")[0]
+    yield rt
+    rt.close()
+
+
+def serve(rt: Runtime, db_url: str, sns: FakeSns, logs: Path) -> ServeProcess:
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET_KEY, **sns.env}
+    return ServeProcess(rt.config.path, free_port(), env, logs)
+
+
+def post(url: str, message: dict[str, str] | str) -> httpx.Response:
+    """As SNS posts: JSON in a text/plain body, the message type in a header."""
+    body = message if isinstance(message, str) else json.dumps(message)
+    kind = "" if isinstance(message, str) else message.get("Type", "")
+    return httpx.post(url + "/webhooks/ses", content=body, timeout=30,
+                      headers={"content-type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": kind})
+
+
+def delivery(rt: Runtime, provider_id: str) -> Delivery:
+    with rt.sessions() as s:
+        return s.scalar(select(Delivery).where(Delivery.provider_id == provider_id))
+
+
+def test_signed_sns_bounce_and_complaint_mark_the_subscribers_through_digest_serve(
+        sent: Runtime, db_url: str, sns: FakeSns, tmp_path: Path) -> None:
+    rt = sent
+    server = serve(rt, db_url, sns, tmp_path)
+    with serving(server):
+        server.wait_ready()
+        r = post(server.url, signed(subscription_confirmation(sns), sns.signing_key, sns.cert_url, "1"))
+        assert r.status_code == 200, r.text
+        assert sns.confirmations() == [sns.subscribe_url("tok-123").split(sns.host, 1)[1]]
+        r = post(server.url, signed(notification(bounce("ses-hard", "hard@example.com")), sns.signing_key,
+                                    sns.cert_url, "1"))
+        assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)", r.text
+        r = post(server.url, signed(notification(complaint("ses-angry", "angry@example.com")), sns.signing_key,
+                                    sns.cert_url, "2"))
+        assert r.status_code == 200 and r.json()["result"] == "suppressed (complaint)", r.text
+    assert subscriber(rt, "hard@example.com").status == SUB_BOUNCED
+    assert subscriber(rt, "angry@example.com").status == SUB_COMPLAINED
+    assert subscriber(rt, "soft@example.com").status == SUB_ACTIVE
+    assert delivery(rt, "ses-hard").bounced_at is not None
+    assert delivery(rt, "ses-angry").complained_at is not None
+    hard_delivery = delivery(rt, "ses-hard").id
+    with rt.sessions() as s:
+        assert is_suppressed(s, "hard@example.com") and is_suppressed(s, "angry@example.com")
+        ev = s.scalar(select(Event).where(Event.kind == "bounced"))
+        assert ev.delivery_id == hard_delivery
+        assert ev.detail["diagnostic"].startswith("smtp; 550")
+    assert sns.requests.count(CERT_PATH) == 1  # the certificate is fetched once and kept
+
+
+def test_unsigned_forged_or_untrusted_sns_messages_change_nothing_through_digest_serve(
+        sent: Runtime, db_url: str, sns: FakeSns, tmp_path: Path) -> None:
+    rt = sent
+    key, url = sns.signing_key, sns.cert_url
+    other_key, _ = self_signed("sns.amazonaws.com")
+    good = notification(bounce("ses-hard", "hard@example.com"))
+    tampered = signed(good, key, url)
+    tampered["Message"] = json.dumps(bounce("ses-angry", "angry@example.com"))
+    refused = {
+        "unsigned": (good, 401),
+        "signed with another key": (signed(good, other_key, url), 401),
+        "tampered after signing": (tampered, 401),
+        "unknown signature version": ({**signed(good, key, url), "SignatureVersion": "3"}, 401),
+        "signature not base64": ({**signed(good, key, url), "Signature": "not base64!!"}, 401),
+        "certificate over http": (signed(good, key, url.replace("https://", "http://")), 401),
+        "certificate on another host": (signed(good, key, f"https://127.0.0.2:{sns.host.split(':')[1]}{CERT_PATH}"),
+                                        401),
+        "certificate on a look-alike AWS host": (signed(good, key, "https://sns.eu-west-1.amazonaws.com.evil.test"
+                                                                    + CERT_PATH), 401),
+        "certificate in an S3 bucket": (signed(good, key, "https://s3.amazonaws.com/bucket/cert.pem"), 401),
+        "a topic that is not ours": (signed(notification(bounce("ses-hard", "hard@example.com"),
+                                                         topic=TOPIC.replace("digest-ses", "other")), key, url), 403),
+        "handshake to a foreign SubscribeURL": (
+            signed({**subscription_confirmation(sns), "SubscribeURL": "https://evil.test/?Action=ConfirmSubscription"},
+                   key, url), 400),
+        "not JSON": ("bounce!", 400),
+        "not an SNS message": (json.dumps({"Type": "Bounce"}), 400),
+        "signed, but not an SES event": (signed({**good, "Message": "hello"}, key, url), 400),
+    }
+    before = counts(rt)
+    server = serve(rt, db_url, sns, tmp_path)
+    with serving(server):
+        server.wait_ready()
+        for what, (message, status) in refused.items():
+            r = post(server.url, message)
+            assert r.status_code == status, f"{what}: {r.status_code} {r.text}"
+            assert r.json()["ok"] is False and r.json()["error"], what
+    assert counts(rt) == before
+    assert {subscriber(rt, f"{n}@example.com").status for n in ("hard", "soft", "angry")} == {SUB_ACTIVE}
+    assert delivery(rt, "ses-hard").bounced_at is None
+    assert sns.confirmations() == [] and set(sns.requests) <= {CERT_PATH}  # no fetch from anywhere untrusted
+
+
+def _post_in_process(rt: Runtime, sns: FakeSns, ses: dict, **overrides: str):
+    return client(rt).post("/webhooks/ses", content=json.dumps(signed({**notification(ses), **overrides},
+                                                                      sns.signing_key, sns.cert_url)))
+
+
+def test_transient_bounces_are_counted_and_the_third_suppresses(sent: Runtime, sns: FakeSns) -> None:
+    results = [_post_in_process(sent, sns, bounce("ses-soft", "soft@example.com", "Transient")).json()["result"]
+               for _ in range(3)]
+    assert results == ["soft bounce 1 of 3", "soft bounce 2 of 3", "suppressed (soft_bounces)"]
+    assert subscriber(sent, "soft@example.com").status == SUB_BOUNCED
+
+
+@pytest.mark.parametrize("event_type,column,section", [
+    ("Delivery", "delivered_at", {"recipients": ["soft@example.com"], "smtpResponse": "250 ok"}),
+    ("Open", "opened_at", {"ipAddress": "192.0.2.1", "userAgent": "x"}),
+    ("Click", "clicked_at", {"link": "https://verdicts.example.com/compare/x", "ipAddress": "192.0.2.1"}),
+])
+def test_delivery_open_and_click_stamp_the_delivery(sent: Runtime, sns: FakeSns, event_type, column, section) -> None:
+    r = _post_in_process(sent, sns, ses_event(event_type, "ses-soft", ["soft@example.com"], **section))
+    assert r.status_code == 200 and r.json()["result"] == f"recorded {event_type}"
+    stamp = getattr(delivery(sent, "ses-soft"), column)
+    assert stamp is not None and stamp.minute == 5
+
+
+def test_a_replayed_notification_is_applied_once(sent: Runtime, sns: FakeSns) -> None:
+    message = signed(notification(bounce("ses-soft", "soft@example.com", "Transient")), sns.signing_key, sns.cert_url)
+    c = client(sent)
+    assert c.post("/webhooks/ses", content=json.dumps(message)).json()["result"] == "soft bounce 1 of 3"
+    before = counts(sent)
+    assert c.post("/webhooks/ses", content=json.dumps(message)).json()["result"] == "duplicate"
+    assert counts(sent) == before
+
+
+def test_one_notification_naming_two_recipients_marks_both(sent: Runtime, sns: FakeSns) -> None:
+    ses = ses_event("Bounce", "ses-unknown-txn", ["hard@example.com", "angry@example.com"], bounceType="Permanent",
+                    bouncedRecipients=[{"emailAddress": "hard@example.com"}, {"emailAddress": "angry@example.com"}])
+    r = _post_in_process(sent, sns, ses)
+    assert r.json()["result"] == "suppressed (hard_bounce); suppressed (hard_bounce)"
+    assert {subscriber(sent, a).status for a in ("hard@example.com", "angry@example.com")} == {SUB_BOUNCED}
+
+
+def test_a_not_spam_report_and_other_ses_events_change_nothing(sent: Runtime, sns: FakeSns) -> None:
+    before = counts(sent)
+    not_spam = ses_event("Complaint", "ses-angry", ["angry@example.com"], complaintFeedbackType="not-spam",
+                         complainedRecipients=[{"emailAddress": "angry@example.com"}])
+    assert _post_in_process(sent, sns, not_spam).json()["result"] == "ignored: Complaint"
+    assert _post_in_process(sent, sns, ses_event("Send", "ses-angry", ["angry@example.com"])).status_code == 200
+    assert subscriber(sent, "angry@example.com").status == SUB_ACTIVE
+    assert counts(sent)["events"] == before["events"]
+
+
+def test_without_configured_topics_the_ses_webhook_is_refused(tmp_path: Path, db_url: str, sns: FakeSns) -> None:
+    rt = runtime_with(tmp_path / "p", db_url, **sns.env)
+    r = client(rt).post("/webhooks/ses", content=json.dumps(signed(notification(bounce("x", "a@example.com")),
+                                                                   sns.signing_key, sns.cert_url)))
+    assert r.status_code == 503 and "webhooks.sns_topic_arns" in r.json()["error"]
+    assert counts(rt)["webhook_receipts"] == 0
+    rt.close()
+
+
+def test_production_trust_accepts_only_https_sns_hosts() -> None:
+    strict = SnsTrust.from_env({})
+    assert strict.allows("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem")
+    assert strict.allows("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem")
+    for url in ("http://sns.eu-west-1.amazonaws.com/x.pem", "https://sns.eu-west-1.amazonaws.com.evil.test/x.pem",
+                "https://s3.amazonaws.com/bucket/x.pem", "https://evil.test/sns.eu-west-1.amazonaws.com/x.pem",
+                "https://user@sns.eu-west-1.amazonaws.com/x.pem", "https://sns.eu-west-1.amazonaws.com:8443/x.pem",
+                "https://127.0.0.1:8443/x.pem", "https://SNS.eu-west-1.amazonaws.com:bad/x.pem", "not a url"):
+        assert not strict.allows(url), url
+    test_trust = SnsTrust.from_env({"DIGEST_SNS_TEST_HOST": "127.0.0.1:8443"})
+    assert test_trust.allows("https://127.0.0.1:8443/x.pem")
+    assert not test_trust.allows("http://127.0.0.1:8443/x.pem") and not test_trust.allows("https://127.0.0.1/x.pem")
+
+
+def test_identity_notifications_in_the_older_format_are_read_too(sent: Runtime, sns: FakeSns) -> None:
+    older = bounce("ses-hard", "hard@example.com")
+    older["notificationType"] = older.pop("eventType")
+    r = _post_in_process(sent, sns, older)
+    assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)"
+    assert subscriber(sent, "hard@example.com").status == SUB_BOUNCED
+
+
+def test_an_unreadable_test_ca_file_is_a_clear_503_not_a_traceback(tmp_path: Path, db_url: str, sns: FakeSns) -> None:
+    rt = runtime_with(tmp_path / "p", db_url, {"webhooks": {"sns_topic_arns": [TOPIC]}},
+                      **{**sns.env, "DIGEST_SNS_TEST_CA_FILE": str(tmp_path / "missing.pem")})
+    r = client(rt).post("/webhooks/ses", content=json.dumps(signed(notification(bounce("x", "a@example.com")),
+                                                                   sns.signing_key, sns.cert_url)))
+    assert r.status_code == 503 and "DIGEST_SNS_TEST_CA_FILE" in r.json()["error"]
+    assert counts(rt)["webhook_receipts"] == 0
+    rt.close()
