@@ -24,7 +24,7 @@ from digest.delivery.messages import IssueMessages, Recipient  # noqa: E402
 from digest.render.issue_email import compile_issue, issue_context  # noqa: E402
 from digest.render.personalize import markers, new_nonce  # noqa: E402
 from digest.render.templates import cached_env, compile_mjml, render_template  # noqa: E402
-from subscribers.tokens import Tokens  # noqa: E402
+from digest.links import Tokens  # noqa: E402
 from tests.support_render import sample_issue  # noqa: E402
 
 

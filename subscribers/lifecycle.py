@@ -19,15 +19,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.runtime import Runtime
 from digest.storage.models import (
+    CONSENT_CONFIRMED,
+    CONSENT_RESUBSCRIBED,
     SUB_ACTIVE,
     SUB_BOUNCED,
     SUB_COMPLAINED,
     SUB_PENDING,
     SUB_UNSUBSCRIBED,
-    CONSENT_CONFIRMED,
-    CONSENT_RESUBSCRIBED,
     Delivery,
     Event,
     Issue,
@@ -39,7 +40,6 @@ from digest.weeks import utcnow
 from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
-from subscribers.tokens import TokenError, Tokens, UnsubscribeClaim, email_hash
 
 SOFT_BOUNCE_LIMIT = 3
 SOFT_BOUNCE_WINDOW = timedelta(days=30)
@@ -274,12 +274,12 @@ def _remove_outbox_copies(rt: Runtime, address: str) -> int:
     File names are only a cheap first filter (they are mangled and may share a suffix:
     `bob-a@` ends like `a@`, `zoé` and `zoë` both become `zo_`); the To header decides.
     """
-    from digest.delivery.transports.outbox import _safe
+    from digest.delivery.transports.outbox import file_name_hint
 
     root = rt.outbox_dir
     if not root.is_dir():
         return 0
-    hint = _safe(address)
+    hint = file_name_hint(address)
     removed = 0
     for path in root.rglob("*.eml"):
         if hint in path.name and _addressed_to(path, address):

@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from digest.delivery.ratelimit import RateLimiter
-from digest.delivery.sender import make_limiter
+from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
+from digest.links import Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.transactional import render_transactional
 from digest.runtime import Runtime
@@ -44,8 +44,6 @@ from digest.storage.models import (
     Subscriber,
 )
 from digest.weeks import utcnow
-from subscribers.api import personal_links
-from subscribers.tokens import Tokens
 
 log = logging.getLogger("subscribers.mail")
 

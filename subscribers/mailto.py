@@ -16,9 +16,9 @@ import email.policy
 import re
 from dataclasses import dataclass
 
+from digest.links import TokenError
 from digest.runtime import Runtime
 from subscribers import lifecycle
-from subscribers.tokens import TokenError
 
 _TOKEN = re.compile(r"unsubscribe\s+([A-Za-z0-9_\-.]{10,300})", re.I)
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from digest.links import email_hash
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED
 from digest.weeks import utcnow
@@ -27,7 +28,6 @@ from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
 from subscribers.consent import INSERT_SQL as CONSENT_SQL
 from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
 from subscribers.rawsql import Raw
-from subscribers.tokens import email_hash
 
 ACCEPTED_MESSAGE = "Almost there: check your inbox and click the link in the email we just sent you."
 # Suppressed for these reasons, a web sign-up changes nothing (same answer): the provider told

@@ -31,13 +31,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
+from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
 from subscribers import lifecycle
 from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
-from subscribers.tokens import TokenError, UnsubscribeClaim
 
 router = APIRouter()
 log = logging.getLogger("subscribers.web")

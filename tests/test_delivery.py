@@ -282,7 +282,7 @@ def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None
     from digest.delivery.messages import IssueMessages, Recipient
     from digest.delivery.transports.resend_api import email_params
     from digest.render.personalize import marker, new_nonce
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
     from tests.conftest import write_project
 
     nonce = new_nonce()

@@ -192,7 +192,7 @@ def test_cli_import_export_count_list_forget(srt, tmp_path) -> None:
     assert r.returncode == 1 and "suppression list" in r.stdout.decode()
     r = _cli(cfg, url, "add", "bad\r\nBcc: x@example.com")
     assert r.returncode == 2 and "line breaks" in r.stderr.decode()
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
 
     r = _cli(cfg, url, "unsubscribe-mail", "-", stdin=b"From: ann@example.com\r\nSubject: unsubscribe\r\n\r\n")
     assert r.returncode == 0 and "nothing changed" in r.stdout.decode()  # the From line alone counts for nothing

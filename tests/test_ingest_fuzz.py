@@ -34,7 +34,7 @@ from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
 from digest.storage.models import Comparison, Issue, IssueItem
 from subscribers.addresses import AddressError, clean_name
-from subscribers.tokens import Tokens
+from digest.links import Tokens
 from tests.conftest import SAMPLES, fresh_pg_url, make_runtime, write_project
 from tests.support_serve import PLAIN
 

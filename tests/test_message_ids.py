@@ -19,7 +19,7 @@ from digest.delivery.messages import IssueMessages, Recipient
 from digest.storage.models import Issue, Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
-from subscribers.tokens import Tokens
+from digest.links import Tokens
 from tests.conftest import make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 

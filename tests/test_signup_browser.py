@@ -215,7 +215,7 @@ SHOTS = ["/subscribe", "/subscribe/thanks", "/embed", "site:/js.html", "confirm"
 
 def test_pages_fit_small_screens_and_are_screenshotted(stack, browser) -> None:
     """Every page at 375 and 600 px: no sideways scrolling; screenshots in test-output/signup/."""
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
 
     rt, app_url, site = stack
     with rt.sessions.begin() as s:

@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
+from digest.links import Tokens, personal_links
 from digest.storage.models import SUB_ACTIVE, SUB_UNSUBSCRIBED, Event, Subscriber
-from subscribers.api import add_subscriber, personal_links
+from subscribers.api import add_subscriber
 from subscribers.mailto import process_unsubscribe_mail
-from subscribers.tokens import Tokens
 from tests.support_subscribers import (
     client,
     counts,

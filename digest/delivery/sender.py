@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.outage import OutageWatch
-from digest.delivery.ratelimit import RateLimiter
+from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
 from digest.installation import installation_id
@@ -73,7 +73,7 @@ from digest.storage.models import (
 )
 from digest.mail import OutgoingEmail
 from digest.weeks import as_utc, utcnow
-from subscribers.tokens import Tokens
+from digest.links import Tokens
 
 log = logging.getLogger("digest.sender")
 
@@ -189,13 +189,6 @@ class _Work:
     week: str
     failures: int = 0
     rate_limited: int = 0
-
-
-def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
-    """The Resend request budget is shared by all workers; the outbox and SMTP are not rate limited."""
-    if getattr(transport, "name", "") != "resend":
-        return None
-    return RateLimiter(rt.engine, "resend", rt.settings.resend.requests_per_second)
 
 
 class Sender:
