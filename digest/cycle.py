@@ -16,6 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from digest.delivery.enqueue import enqueue_issue
+from digest.delivery.sender import Sender, SendSummary
+from digest.delivery.transports import make_transport
+from digest.delivery.transports.base import Transport
 from digest.errors import UserError
 from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
@@ -28,10 +32,6 @@ from digest.storage.models import (
     Issue,
     IssueItem,
 )
-from digest.delivery.enqueue import enqueue_issue
-from digest.delivery.sender import Sender, SendSummary
-from digest.delivery.transports import make_transport
-from digest.delivery.transports.base import Transport
 from digest.weeks import Week, as_utc, current_week, utcnow
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digest.config import Settings
 from digest.links import email_hash
 from digest.storage.models import (
     CONSENT_ADDED,

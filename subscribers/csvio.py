@@ -181,7 +181,9 @@ def _export_rows(rt: Runtime, page: int = 1000) -> Iterator[list[str]]:
     last = 0
     while True:
         with rt.sessions() as session:
-            subs = session.scalars(select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)).all()
+            subs = session.scalars(
+                select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)
+            ).all()
         if not subs:
             return
         for sub in subs:

@@ -203,8 +203,18 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
         session.add(Event(kind="soft_bounce", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
                           created_at=now, detail=detail))
         session.flush()
-        recent = session.scalar(select(func.count()).select_from(Event).where(
-            Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.created_at > now - SOFT_BOUNCE_WINDOW)) or 0
+        recent = (
+            session.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(
+                    Event.subscriber_id == sub.id,
+                    Event.kind == "soft_bounce",
+                    Event.created_at > now - SOFT_BOUNCE_WINDOW,
+                )
+            )
+            or 0
+        )
         if recent < SOFT_BOUNCE_LIMIT:
             return f"soft bounce {recent} of {SOFT_BOUNCE_LIMIT}"
         reason = "soft_bounces"
@@ -258,11 +268,15 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
     h = email_hash(address)
     with rt.sessions.begin() as session:
         sid = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
-        cond = Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
+        cond = (
+            Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
+        )
         cleared = session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
                                   .execution_options(synchronize_session=False)).rowcount or 0
         if sid is not None:
-            session.execute(delete(Subscriber).where(Subscriber.id == sid))  # outgoing mail cascades; events go anonymous
+            session.execute(
+                delete(Subscriber).where(Subscriber.id == sid)
+            )  # outgoing mail cascades; events go anonymous
         session.execute(delete(RateLimitHit).where(RateLimitHit.key == f"a:{h[:40]}"))
         suppress(session, address, "forgotten")
     return ForgetResult(address, sid is not None, cleared, _remove_outbox_copies(rt, address))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy import Connection, delete
@@ -31,7 +31,7 @@ from subscribers.rawsql import Raw
 BUCKETS = 6
 # Old buckets are deleted past the longest window any limit uses.
 KEEP = timedelta(hours=2)
-_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def ip_key(ip: str) -> str:

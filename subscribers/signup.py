@@ -157,7 +157,8 @@ _QUEUE = ("INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, cre
           " VALUES ('confirm', :sid, 'queued', 0, :now)")
 _PG_NEW = (
     "WITH h (key, total) AS ({hits}), s AS ({insert}),"
-    " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at) SELECT 'subscribed', id, :detail, :now FROM s),"
+    " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at)"
+    " SELECT 'subscribed', id, :detail, :now FROM s),"
     " q AS (INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
     " SELECT 'confirm', id, 'queued', 0, :now FROM s),"
     f" c AS ({CONSENT_FROM_SQL.format(table='s')})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -23,8 +23,8 @@ from tests.support_subscribers import (
     unsubscribe_url,
 )
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47
-NEXT = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 2026-W48
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47
+NEXT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # 2026-W48
 
 
 @pytest.fixture

@@ -86,7 +86,9 @@ class SendProgress:
             if self._first is None:  # measure from the first finished batch: startup is not sending
                 self._first = (now, self._done)
             since, base = self._first
-            rate = (self._done - base) / (now - since) if now - since > 0.5 else self._done / max(1e-6, now - self.started)
+            rate = (
+                (self._done - base) / (now - since) if now - since > 0.5 else self._done / max(1e-6, now - self.started)
+            )
             if self._progress is not None and self._task is not None:
                 self._progress.update(self._task, completed=self._done, sent=summary.sent, failed=summary.failed,
                                       rate=f"{rate:.0f}/s")

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from digest.cli import app
 from digest.cli import err as err_console
-from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
+from digest.cli.help import command_group
 from digest.cli.output import Table
 from digest.errors import UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression

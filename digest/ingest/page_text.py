@@ -134,7 +134,9 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
         if end is None or end <= cur.i:
             raise cur.fail("tool A's description, then tool B's category, name, tagline and percentage")
     else:
-        end = next((j for j in range(cur.i, len(cur.lines)) if cur.lines[j].text.casefold() == "reviewer scorecard"), None)
+        end = next(
+            (j for j in range(cur.i, len(cur.lines)) if cur.lines[j].text.casefold() == "reviewer scorecard"), None
+        )
         if end is None:
             raise cur.fail("tool B's description followed by 'Reviewer scorecard'")
         if end <= cur.i:

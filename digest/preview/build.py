@@ -1,8 +1,8 @@
 """Build the preview message exactly as the real send would, for a sample reader, and cache it.
 
 Digest: compile_issue (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
-the sender takes. Confirm and welcome: subscribers.mail_queue.MailBuilder (render_transactional). A build is cached under the
-template files' mtimes, the settings generation and the selection, so an unchanged page is a
+the sender takes. Confirm and welcome: subscribers.mail_queue.MailBuilder (render_transactional).
+A build is cached under the template files' mtimes, the settings generation and the selection, so an unchanged page is a
 dictionary look-up and a template edit recompiles only once.
 """
 

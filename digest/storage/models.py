@@ -88,7 +88,7 @@ class Issue(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
-    items: Mapped[list["IssueItem"]] = relationship(
+    items: Mapped[list[IssueItem]] = relationship(
         back_populates="issue", order_by="IssueItem.rank", cascade="all, delete-orphan"
     )
 
@@ -279,7 +279,9 @@ class Event(Base):
     __table_args__ = (Index("ix_events_issue_kind", "issue_id", "kind"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # subscribed | confirmed | unsubscribed | resubscribed | bounced | complained | ...
+    kind: Mapped[str] = mapped_column(
+        String(32)
+    )  # subscribed | confirmed | unsubscribed | resubscribed | bounced | complained | ...
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
     )

@@ -13,6 +13,7 @@ to an operator: see `digest.web.operator.may_see_details`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -49,7 +50,10 @@ def last_issue(rt: Runtime) -> dict[str, Any] | None:
         counts = dict(session.execute(
             select(Delivery.status, func.count()).where(Delivery.issue_id == issue.id).group_by(Delivery.status)
         ).all())
-    stamp = (lambda d: as_utc(d).isoformat() if d else None)
+
+    def stamp(d: datetime | None) -> str | None:
+        return as_utc(d).isoformat() if d else None
+
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "skip_reason": issue.skip_reason, "scheduled_for": stamp(issue.scheduled_for),
             "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at),
