@@ -14,6 +14,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from digest.errors import ConfigError
 
@@ -325,7 +326,7 @@ def _create_key_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _format_error(path: Path, err: dict[str, Any], raw: dict[str, Any]) -> str:
+def _format_error(path: Path, err: ErrorDetails, raw: dict[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ())]
     key = ".".join(loc)
     value: Any = raw

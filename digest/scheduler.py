@@ -447,9 +447,9 @@ def apscheduler_clock(clock: Clock) -> Iterator[None]:
             return moment.astimezone(tz) if tz is not None else moment.astimezone(UTC).replace(tzinfo=None)
 
     saved = (schedulers_base.datetime, executors_base.datetime)
-    schedulers_base.datetime = _ClockDatetime  # type: ignore[misc]
-    executors_base.datetime = _ClockDatetime  # type: ignore[misc]
+    schedulers_base.datetime = _ClockDatetime
+    executors_base.datetime = _ClockDatetime
     try:
         yield
     finally:
-        schedulers_base.datetime, executors_base.datetime = saved  # type: ignore[misc]
+        schedulers_base.datetime, executors_base.datetime = saved

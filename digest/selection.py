@@ -16,6 +16,7 @@ Ties: higher score, then newer, then slug A-Z.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -123,7 +124,7 @@ def resolve_slugs(session: Session, slugs: list[str], what: str) -> list[Compari
 
 
 def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff: datetime,
-                 pins: list[str] = (), excludes: list[str] = (),  # type: ignore[assignment]
+                 pins: Sequence[str] = (), excludes: Sequence[str] = (),
                  issue_id: int | None = None) -> Selection:
     both = set(pins) & set(excludes)
     if both:
@@ -133,10 +134,10 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
     cutoff = as_utc(cutoff)
     start = cutoff - timedelta(days=cfg.window_days)
     sel = Selection(week=week, cutoff=cutoff, window_start=start)
-    seen = featured_ids(session, issue_id)
+    featured = featured_ids(session, issue_id)
     rows = session.scalars(select(Comparison).where(Comparison.published_at >= start,
                                                     Comparison.published_at <= cutoff))
-    candidates = [c for c in rows if c.id not in seen and c.slug not in excludes and c.slug not in pins]
+    candidates = [c for c in rows if c.id not in featured and c.slug not in excludes and c.slug not in pins]
     sel.candidates = len(candidates) + len(pinned)
     seen: set[str] = set()
     picks: list[Pick] = []

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.runtime import Runtime
+from digest.storage.db import affected_rows
 from digest.storage.models import (
     CONSENT_CONFIRMED,
     CONSENT_RESUBSCRIBED,
@@ -271,8 +272,8 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
         cond = (
             Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
         )
-        cleared = session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
-                                  .execution_options(synchronize_session=False)).rowcount or 0
+        cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
+                                                .execution_options(synchronize_session=False)))
         if sid is not None:
             session.execute(
                 delete(Subscriber).where(Subscriber.id == sid)

@@ -24,6 +24,7 @@ from functools import lru_cache
 from sqlalchemy import Connection, delete
 from sqlalchemy.orm import Session
 
+from digest.storage.db import affected_rows
 from digest.storage.models import RateLimitHit
 from digest.weeks import utcnow
 from subscribers.rawsql import Raw
@@ -182,4 +183,4 @@ def check_and_hit(conn: Connection, limits: list[Limit], now: datetime | None = 
 def prune(session: Session, now: datetime | None = None) -> int:
     """Delete buckets no window looks at any more (the drainer calls this now and then)."""
     now = now or utcnow()
-    return session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - KEEP)).rowcount or 0
+    return affected_rows(session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - KEEP)))

@@ -43,7 +43,8 @@ class Raw:
         return self.cursor
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        return self.run(sql, params).fetchone()
+        row: tuple[Any, ...] | None = self.run(sql, params).fetchone()
+        return row
 
     def ts(self, value: datetime) -> Any:
         """A UTC datetime as SQLAlchemy's DateTime(timezone=True) stores it."""
@@ -56,7 +57,8 @@ class Raw:
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        stamp: datetime = value
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
     def json(self, value: Any) -> Any:
         if self.pg:

@@ -314,8 +314,8 @@ def demo() -> None:
                 out.print(f"comparison {r.action:9} {r.slug}", markup=False)
     with rt.sessions.begin() as session:
         for email, name in DEMO_PEOPLE:
-            r = add_subscriber(session, email, name=name, confirmed=True, source="demo")
-            out.print(f"subscriber {r.action:9} {email}", markup=False)
+            added = add_subscriber(session, email, name=name, confirmed=True, source="demo")
+            out.print(f"subscriber {added.action:9} {email}", markup=False)
     wk = resolve_week(rt, None)
     before = _count_files(rt.outbox_dir / wk.key)
     result = send_week(rt, wk, manual=True)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from sqlalchemy import func, select
 
 from digest.delivery.sender import SendSummary
@@ -60,7 +60,7 @@ class SendProgress:
         self._total: int | None = None
         self._last_line = self.started
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._done = 0
         self._first: tuple[float, int] | None = None
 

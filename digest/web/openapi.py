@@ -162,7 +162,7 @@ NOT_DESCRIBED = {("/openapi.json", "get")}
 
 def undescribed(app: FastAPI) -> list[tuple[str, str]]:
     """Public operations missing from PUBLIC (so neither documented nor fuzzed)."""
-    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods
+    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods or ()
                   if m != "HEAD" and (r.path, m.lower()) not in PUBLIC and (r.path, m.lower()) not in NOT_DESCRIBED)
 
 
@@ -174,7 +174,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         if route.path in paths:
             shown = copy.copy(route)
             shown.include_in_schema = True
-            shown.methods = {m for m in route.methods if (route.path, m.lower()) in PUBLIC}
+            shown.methods = {m for m in route.methods or () if (route.path, m.lower()) in PUBLIC}
             routes.append(shown)
     doc = get_openapi(title=app.title, version="1", routes=routes,
                       description="The public HTTP API of `digest serve`.")
