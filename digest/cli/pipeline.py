@@ -27,7 +27,7 @@ from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.selection import Selection, resolve_slugs
 from digest.storage.db import current_revision, head_revision, upgrade
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueStatus
 from digest.weeks import as_utc
 
 db_app = command_group("Database schema.")
@@ -184,7 +184,7 @@ def select_cmd(
                 sel = select_picks(session, rt.settings.selection, week=wk.key, cutoff=cutoff)
             else:
                 sel = current_selection(rt, session, issue, cutoff)
-            status = "draft"
+            status = IssueStatus.DRAFT
     if as_json:
         print_json({**sel.as_dict(), "status": status})
     else:

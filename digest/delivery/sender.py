@@ -48,6 +48,7 @@ from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
 from digest.installation import installation_id
+from digest.links import Tokens
 from digest.runtime import Runtime
 from digest.storage.models import (
     ATTEMPT_ACCEPTED,
@@ -73,7 +74,6 @@ from digest.storage.models import (
 )
 from digest.mail import OutgoingEmail
 from digest.weeks import as_utc, utcnow
-from digest.links import Tokens
 
 log = logging.getLogger("digest.sender")
 

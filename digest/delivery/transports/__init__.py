@@ -5,7 +5,6 @@ from __future__ import annotations
 from digest.config import Config
 from digest.delivery.transports.base import Transport
 
-
 # What each transport's provider reports back about a sent email (webhooks); the others stay unknown.
 DELIVERY_EVENTS = ("delivered", "bounced", "complained", "opened", "clicked")
 
