@@ -22,6 +22,11 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def iso_utc(value: datetime | None) -> str | None:
+    """A stored datetime as ISO 8601 in UTC for JSON answers; None stays None."""
+    return as_utc(value).isoformat() if value else None
+
+
 @dataclass(frozen=True, order=True)
 class Week:
     year: int

@@ -86,7 +86,8 @@ class MailBuilder:
         self.settings = rt.settings
         self.tokens = Tokens(rt.secret_key)
         self.from_addr = sender_address(self.settings)
-        self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE), domain_of(self.settings.sender.from_email))
+        self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE),
+                                      domain_of(self.settings.sender.from_email))
 
     def build(self, mail_id: int, kind: str, sub: Subscriber) -> OutgoingEmail:
         s = self.settings
@@ -117,9 +118,9 @@ def _wanted(kind: str, status: str) -> bool:
 def _claim(rt: Runtime, limit: int) -> list[tuple[int, str, int, Subscriber | None]]:
     now = utcnow()
     with rt.sessions.begin() as session:
-        q = (select(OutgoingMail.id).where(OutgoingMail.status == MAIL_QUEUED,
-                                            or_(OutgoingMail.claimed_until.is_(None), OutgoingMail.claimed_until <= now))
-             .order_by(OutgoingMail.id).limit(limit))
+        due = or_(OutgoingMail.claimed_until.is_(None), OutgoingMail.claimed_until <= now)
+        q = select(OutgoingMail.id).where(OutgoingMail.status == MAIL_QUEUED, due).order_by(OutgoingMail.id)
+        q = q.limit(limit)
         if rt.on_postgres:
             q = q.with_for_update(skip_locked=True)
         ids = list(session.scalars(q))

@@ -12,7 +12,6 @@ from digest.cli import app
 from digest.cli.context import out, print_json, runtime
 from digest.cli.help import command_group
 from digest.cli.output import Table
-from digest.delivery.sender import SendSummary
 from digest.cycle import (
     check_not_future,
     current_selection,
@@ -22,6 +21,7 @@ from digest.cycle import (
     send_week,
     update_choices,
 )
+from digest.delivery.sender import SendSummary
 from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert

@@ -21,9 +21,9 @@ import dataclasses
 import random
 import sys
 from email.message import EmailMessage
-from functools import lru_cache
 from email.policy import Policy
 from email.utils import getaddresses
+from functools import lru_cache
 
 from digest.mail import OutgoingEmail, to_mime
 
