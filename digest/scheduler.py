@@ -442,6 +442,7 @@ def apscheduler_clock(clock: Clock) -> Iterator[None]:
 
     class _ClockDatetime(datetime):
         @classmethod
+        # The test clock stands in for datetime.now; its signature differs only in tz's overload types.
         def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
             moment = clock()
             return moment.astimezone(tz) if tz is not None else moment.astimezone(UTC).replace(tzinfo=None)

@@ -17,6 +17,7 @@ Ties: higher score, then newer, then slug A-Z.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,7 +76,7 @@ def diversity(comparison: Comparison, seen_tools: set[str]) -> float:
 
 
 def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
-          seen_tools: set[str] = frozenset()) -> tuple[float, dict[str, float]]:  # type: ignore[assignment]
+          seen_tools: AbstractSet[str] = frozenset()) -> tuple[float, dict[str, float]]:
     tools = comparison.data.get("tools", [])
     panel = sum(t.get("panel_ship", 0) for t in tools) / (100.0 * max(1, len(tools)))
     votes_pct = [t["community"] for t in tools if t.get("community") is not None]

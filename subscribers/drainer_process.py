@@ -112,6 +112,7 @@ def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, p
     threading.Thread(target=orphaned, daemon=True).start()
     drainer = Drainer(rt, poll=poll, housekeeping=housekeeping)
     drainer._wake, drainer._stop = wake, stop  # cross-process events with the same API
+    # In the child process, `busy` asks the parent's shared clock instead (one instance's hook).
     drainer.busy = lambda: _defer_while_busy(busy_until, stop)  # type: ignore[method-assign]
     try:
         drainer._run()

@@ -92,6 +92,7 @@ def judge(raw: Raw, limits: list[Limit], values: tuple[object, ...], now: dateti
     """`values`: the read_columns results in order. Refused if any key is at its limit."""
     worst: Verdict | None = None
     for i, lim in enumerate(limits):
+        # Raw DB-API values (object): a count column is an int or None by the SQL that reads it.
         count, oldest = int(values[2 * i] or 0), raw.read_ts(values[2 * i + 1])  # type: ignore[call-overload]
         if count >= lim.limit and oldest is not None:
             wait = math.ceil((oldest + lim.bucket * BUCKETS - now).total_seconds())
@@ -134,6 +135,7 @@ def counted(limits: list[Limit], rows: list[tuple[object, ...]]) -> Verdict:
     """The verdict on count_sql's rows: refused when a key went past its limit with this hit.
 
     The caller then rolls its transaction back, so a refused request is not counted."""
+    # Raw DB-API values (object): `total` is COUNT(*)'s integer by the SQL that reads it.
     totals = {str(key): int(total or 0) for key, total in rows}  # type: ignore[call-overload]
     for lim in limits:
         if totals.get(lim.key, 0) > lim.limit:

@@ -29,16 +29,19 @@ def _pyformat(sql: str) -> str:
 class Raw:
     def __init__(self, conn: Connection):
         self.pg = conn.dialect.name == "postgresql"
-        self.dbapi = conn.dialect.dbapi
+        dbapi = conn.dialect.dbapi
+        assert dbapi is not None  # every dialect we run on (sqlite3, psycopg) has its DB-API module
+        self.dbapi = dbapi
+        # A checked-out connection always has its DB-API connection (None only after close).
         self.cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
     def run(self, sql: str, params: dict[str, Any]) -> Any:
         """Driver errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...), as callers expect."""
         try:
             self.cursor.execute(_pyformat(sql) if self.pg else sql, params)
-        except self.dbapi.Error as exc:  # type: ignore[union-attr]
+        except self.dbapi.Error as exc:
             closed = bool(getattr(getattr(self.cursor, "connection", None), "closed", False)) if self.pg else False
-            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error,  # type: ignore[union-attr]
+            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error,
                                       connection_invalidated=closed) from exc
         return self.cursor
 

@@ -263,7 +263,9 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                 hit(raw, limits, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
             else:
                 hit(raw, limits, now)
-                sid = raw.one(_INSERT, values)[0]  # type: ignore[index]
+                inserted = raw.one(_INSERT, values)
+                assert inserted is not None  # INSERT ... RETURNING gives the row
+                sid = inserted[0]
                 raw.run(_EVENT, {"sid": sid, "detail": detail, "now": values["now"]})
                 raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
                 raw.run(CONSENT_SQL, {**values, "sid": sid})

@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -453,7 +454,7 @@ def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
     previous = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(a: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         # Its own process: rendering and sending never hold up a request (no timing tells
         # a new address from a known one). It also prunes old rate-limit buckets.
         drainer = DrainerProcess(rt)

@@ -61,6 +61,7 @@ class Table(RichTable):
         for header in headers:
             self.add_column(header)
 
+    # Rich's add_column takes many keyword-only options; this one keeps them all and only changes defaults.
     def add_column(self, header: Any = "", *, no_wrap: bool = False, **kwargs: Any) -> None:  # type: ignore[override]
         kwargs.setdefault("overflow", "fold")
         super().add_column(header, no_wrap=no_wrap, **kwargs)
