@@ -71,7 +71,8 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
             "application/json": {"schema": {"type": "object", "properties": _SIGNUP_FIELDS, "required": ["email"]}},
             **_form(_SIGNUP_FIELDS)["content"]}},
         "responses": {
-            "200": _answer("Accepted: a confirmation email is on its way.", {"application/json": {"schema": _SIGNUP_OK}}),
+            "200": _answer("Accepted: a confirmation email is on its way.",
+                           {"application/json": {"schema": _SIGNUP_OK}}),
             "303": {"description": "Accepted (a form post): redirect to the thanks page or `next`."},
             "400": _answer("A field is wrong (`field` says which).", JSON_ERROR, HTML),
             "403": _answer("The Origin may not use the form.", JSON_ERROR, HTML),
