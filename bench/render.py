@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 from digest.config import load_config  # noqa: E402
 from digest.delivery.messages import IssueMessages, Recipient  # noqa: E402
+from digest.links import Tokens  # noqa: E402
 from digest.render.issue_email import compile_issue, issue_context  # noqa: E402
 from digest.render.personalize import markers, new_nonce  # noqa: E402
 from digest.render.templates import cached_env, compile_mjml, render_template  # noqa: E402
-from subscribers.tokens import Tokens  # noqa: E402
 from tests.support_render import sample_issue  # noqa: E402
 
 

@@ -11,7 +11,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -101,7 +101,8 @@ def main() -> None:
                 print(f"| `GET {path}` | {med:.1f} ms | {p95:.1f} ms | {size / 1024:.1f} KB |")
 
             week = Week.of(slot.date())
-            print(f"\nwaiting for the slot {slot:%H:%M} {ZONE} ({(slot - datetime.now(ZoneInfo(ZONE))).total_seconds():.0f} s)")
+            wait = (slot - datetime.now(ZoneInfo(ZONE))).total_seconds()
+            print(f"\nwaiting for the slot {slot:%H:%M} {ZONE} ({wait:.0f} s)")
 
             def sent():  # type: ignore[no-untyped-def]
                 from sqlalchemy import select
@@ -113,9 +114,9 @@ def main() -> None:
                 return issue if issue is not None and issue.status == "sent" else None
 
             issue = wait_for(sent, 200, interval=0.05, what="the weekly issue")
-            slot_utc = slot.astimezone(timezone.utc)
-            enq = issue.enqueued_at.replace(tzinfo=timezone.utc) - slot_utc
-            done = issue.sent_at.replace(tzinfo=timezone.utc) - slot_utc
+            slot_utc = slot.astimezone(UTC)
+            enq = issue.enqueued_at.replace(tzinfo=UTC) - slot_utc
+            done = issue.sent_at.replace(tzinfo=UTC) - slot_utc
             print(f"slot to issue enqueued (feeds, select, render, enqueue 200 readers): {enq.total_seconds():.2f} s")
             print(f"slot to last of 200 mails written (outbox): {done.total_seconds():.2f} s")
             t0 = time.perf_counter()

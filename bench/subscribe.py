@@ -259,8 +259,13 @@ def bench(kind: str, args: argparse.Namespace) -> None:
     port = sock.getsockname()[1]
     cfg = write_config(tmp, port)
     db_url, drop = make_db(kind, tmp)
-    env = {**os.environ, "DIGEST_CONFIG": str(cfg), "DIGEST_DATABASE_URL": db_url,
-           "DIGEST_SECRET_KEY": "bench-secret-key-0123456789", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "DIGEST_CONFIG": str(cfg),
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": "bench-secret-key-0123456789",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     from digest.config import load_config
     from digest.runtime import open_runtime
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from digest.errors import ConfigError
 
@@ -128,7 +129,7 @@ class SelectionSettings(_Section):
     community_prior_votes: int = Field(20, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SelectionSettings":
+    def _consistent(self) -> SelectionSettings:
         if self.min_items > self.max_items:
             raise ValueError(f"min_items ({self.min_items}) is larger than max_items ({self.max_items})")
         if self.weight_panel + self.weight_community + self.weight_freshness + self.weight_diversity <= 0:
@@ -297,8 +298,10 @@ def _checked_key(key: str, where: str) -> str:
     """An empty or short key would let anyone forge confirm and unsubscribe links: refuse it."""
     if len(key) < MIN_SECRET_KEY:
         what = "is empty" if not key else f"is {len(key)} characters"
-        raise ConfigError(f"{where}: the signing key {what}; it needs at least {MIN_SECRET_KEY} characters (restore it from "
-                          "a backup, or generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')")
+        raise ConfigError(
+            f"{where}: the signing key {what}; it needs at least {MIN_SECRET_KEY} characters (restore it from "
+            "a backup, or generate one: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
     return key
 
 
@@ -323,7 +326,7 @@ def _create_key_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _format_error(path: Path, err: dict[str, Any], raw: dict[str, Any]) -> str:
+def _format_error(path: Path, err: ErrorDetails, raw: dict[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ())]
     key = ".".join(loc)
     value: Any = raw
@@ -335,7 +338,8 @@ def _format_error(path: Path, err: dict[str, Any], raw: dict[str, Any]) -> str:
     if err.get("type") == "extra_forbidden":
         return f"{path.name}: {key}: unknown setting"
     if err.get("type") == "literal_error":
-        return f"{path.name}: {key}: {value!r} is not allowed ({msg[msg.find('Input should be ') + 16:] if 'Input should be ' in msg else msg})"
+        allowed = msg[msg.find("Input should be ") + 16 :] if "Input should be " in msg else msg
+        return f"{path.name}: {key}: {value!r} is not allowed ({allowed})"
     if value is None or isinstance(value, dict):
         return f"{path.name}: {key}: {msg}"
     if msg.startswith("is ") or msg.startswith("must "):

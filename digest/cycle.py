@@ -8,7 +8,7 @@ run) finds the issue frozen and can only help send its remaining batches.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,6 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from digest.delivery.enqueue import enqueue_issue
+from digest.delivery.sender import Sender, SendSummary
+from digest.delivery.transports import make_transport
+from digest.delivery.transports.base import Transport
 from digest.errors import UserError
 from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
@@ -28,10 +32,6 @@ from digest.storage.models import (
     Issue,
     IssueItem,
 )
-from digest.delivery.enqueue import enqueue_issue
-from digest.delivery.sender import Sender, SendSummary
-from digest.delivery.transports import make_transport
-from digest.delivery.transports.base import Transport
 from digest.weeks import Week, as_utc, current_week, utcnow
 
 
@@ -89,8 +89,8 @@ def current_selection(rt: Runtime, session: Session, issue: Issue, cutoff: datet
                         pins=list(issue.pins or []), excludes=list(issue.excludes or []), issue_id=issue.id)
 
 
-def update_choices(session: Session, issue: Issue, *, pin: list[str] = (), exclude: list[str] = (),  # type: ignore[assignment]
-                   release: list[str] = (), clear: bool = False) -> None:  # type: ignore[assignment]
+def update_choices(session: Session, issue: Issue, *, pin: Sequence[str] = (), exclude: Sequence[str] = (),
+                   release: Sequence[str] = (), clear: bool = False) -> None:
     """Change a draft's pins and excludes; shared by `digest select` and the preview so both mean the same.
 
     `clear` forgets both lists first; a pin takes a slug out of the excludes and an exclude takes it out

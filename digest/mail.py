@@ -98,6 +98,8 @@ class VerbatimHeader(UnstructuredHeader):
     Gmail then ignore List-Unsubscribe. This one folds only after a comma and keeps every byte as given.
     """
 
+    name: str  # set by BaseHeader, which the registry mixes in (typeshed's UnstructuredHeader lacks it)
+
     def fold(self, *, policy: Policy) -> str:
         value = str(self)
         if not value.isascii() or any(c in value for c in "\r\n"):
@@ -122,7 +124,9 @@ VERBATIM_HEADERS = ("list-unsubscribe", "list-unsubscribe-post", "resend-idempot
 def _mail_policy() -> Policy:
     registry = HeaderRegistry()
     for name in VERBATIM_HEADERS:
-        registry.map_to_type(name, VerbatimHeader)
+        # The registry builds the header class as (VerbatimHeader, BaseHeader), as the stdlib's own classes are;
+        # typeshed types the argument as that finished class.
+        registry.map_to_type(name, VerbatimHeader)  # type: ignore[arg-type]
     return email_policy.default.clone(header_factory=registry)
 
 

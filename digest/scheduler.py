@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -201,7 +201,7 @@ class RunRecord:
 
 # APScheduler persists the weekly job by reference (`digest.scheduler:_weekly_job`), so it
 # cannot carry the Runtime; the one service running in this process registers here.
-_active: "WeeklyService | None" = None
+_active: WeeklyService | None = None
 
 
 def _weekly_job() -> None:
@@ -442,14 +442,15 @@ def apscheduler_clock(clock: Clock) -> Iterator[None]:
 
     class _ClockDatetime(datetime):
         @classmethod
+        # The test clock stands in for datetime.now; its signature differs only in tz's overload types.
         def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
             moment = clock()
-            return moment.astimezone(tz) if tz is not None else moment.astimezone(timezone.utc).replace(tzinfo=None)
+            return moment.astimezone(tz) if tz is not None else moment.astimezone(UTC).replace(tzinfo=None)
 
     saved = (schedulers_base.datetime, executors_base.datetime)
-    schedulers_base.datetime = _ClockDatetime  # type: ignore[misc]
-    executors_base.datetime = _ClockDatetime  # type: ignore[misc]
+    schedulers_base.datetime = _ClockDatetime
+    executors_base.datetime = _ClockDatetime
     try:
         yield
     finally:
-        schedulers_base.datetime, executors_base.datetime = saved  # type: ignore[misc]
+        schedulers_base.datetime, executors_base.datetime = saved

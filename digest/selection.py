@@ -16,6 +16,8 @@ Ties: higher score, then newer, then slug A-Z.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,7 +76,7 @@ def diversity(comparison: Comparison, seen_tools: set[str]) -> float:
 
 
 def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
-          seen_tools: set[str] = frozenset()) -> tuple[float, dict[str, float]]:  # type: ignore[assignment]
+          seen_tools: AbstractSet[str] = frozenset()) -> tuple[float, dict[str, float]]:
     tools = comparison.data.get("tools", [])
     panel = sum(t.get("panel_ship", 0) for t in tools) / (100.0 * max(1, len(tools)))
     votes_pct = [t["community"] for t in tools if t.get("community") is not None]
@@ -123,7 +125,7 @@ def resolve_slugs(session: Session, slugs: list[str], what: str) -> list[Compari
 
 
 def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff: datetime,
-                 pins: list[str] = (), excludes: list[str] = (),  # type: ignore[assignment]
+                 pins: Sequence[str] = (), excludes: Sequence[str] = (),
                  issue_id: int | None = None) -> Selection:
     both = set(pins) & set(excludes)
     if both:
@@ -133,10 +135,10 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
     cutoff = as_utc(cutoff)
     start = cutoff - timedelta(days=cfg.window_days)
     sel = Selection(week=week, cutoff=cutoff, window_start=start)
-    seen = featured_ids(session, issue_id)
+    featured = featured_ids(session, issue_id)
     rows = session.scalars(select(Comparison).where(Comparison.published_at >= start,
                                                     Comparison.published_at <= cutoff))
-    candidates = [c for c in rows if c.id not in seen and c.slug not in excludes and c.slug not in pins]
+    candidates = [c for c in rows if c.id not in featured and c.slug not in excludes and c.slug not in pins]
     sel.candidates = len(candidates) + len(pinned)
     seen: set[str] = set()
     picks: list[Pick] = []

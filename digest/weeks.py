@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.config import ScheduleSettings
@@ -14,12 +14,17 @@ _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; every datetime we store is UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """A stored datetime as ISO 8601 in UTC for JSON answers; None stays None."""
+    return as_utc(value).isoformat() if value else None
 
 
 @dataclass(frozen=True, order=True)
@@ -28,7 +33,7 @@ class Week:
     week: int
 
     @classmethod
-    def parse(cls, key: str) -> "Week":
+    def parse(cls, key: str) -> Week:
         m = _WEEK_RE.match(key.strip())
         if not m:
             raise UserError(f"week: {key!r} is not an ISO week key (YYYY-Www, e.g. 2026-W47)")
@@ -40,7 +45,7 @@ class Week:
         return cls(year, week)
 
     @classmethod
-    def of(cls, moment: datetime | date) -> "Week":
+    def of(cls, moment: datetime | date) -> Week:
         iso = moment.isocalendar()
         return cls(iso[0], iso[1])
 
@@ -59,12 +64,12 @@ class Week:
         hh, mm = schedule.hour_minute
         local = datetime.combine(self.day(schedule.weekday_index), time(hh, mm), ZoneInfo(schedule.timezone))
         # zoneinfo resolves wall times in a DST gap forward (fold=0), which is what an operator expects.
-        return local.astimezone(timezone.utc)
+        return local.astimezone(UTC)
 
-    def next(self) -> "Week":
+    def next(self) -> Week:
         return Week.of(self.day(0) + timedelta(days=7))
 
-    def previous(self) -> "Week":
+    def previous(self) -> Week:
         return Week.of(self.day(0) - timedelta(days=7))
 
 

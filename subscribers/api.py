@@ -1,4 +1,4 @@
-"""What the pipeline may use of the subscriber side: adding, suppression checks, personal links."""
+"""What the operator tools may use of the subscriber side: adding and suppression checks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digest.config import Settings
+from digest.links import email_hash
 from digest.storage.models import (
     CONSENT_ADDED,
     CONSENT_IMPORTED,
@@ -20,7 +20,6 @@ from digest.storage.models import (
 from digest.weeks import utcnow
 from subscribers.addresses import clean_name, normalize_email
 from subscribers.consent import record_consent
-from subscribers.tokens import Tokens, email_hash
 
 
 @dataclass(frozen=True)
@@ -71,15 +70,3 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
         changed = True
     session.flush()
     return AddResult(sub, "updated" if changed else "unchanged")
-
-
-def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email: str,
-                   issue_id: int | None, week: str | None) -> dict[str, str]:
-    base = settings.site.public_url
-    token = tokens.unsubscribe(subscriber_id, email, issue_id)
-    return {
-        "unsubscribe_url": f"{base}/u/{token}",
-        "manage_url": f"{base}/u/{token}?manage=1",
-        "view_url": f"{base}/archive/{week}" if week else f"{base}/archive",
-        "token": token,
-    }

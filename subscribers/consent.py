@@ -13,17 +13,17 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from digest.storage.models import ConsentRecord
+from digest.storage.models import ConsentKind, ConsentRecord
 from digest.weeks import utcnow
 
 # The same row from the raw-SQL sign-up path (subscribers.signup).
 INSERT_SQL = ("INSERT INTO consent_records (subscriber_id, kind, created_at, ip, user_agent, source)"
-              " VALUES (:sid, 'signed_up', :now, :ip, :ua, :source)")
+              f" VALUES (:sid, '{ConsentKind.SIGNED_UP}', :now, :ip, :ua, :source)")
 INSERT_FROM_SQL = ("INSERT INTO consent_records (subscriber_id, kind, created_at, ip, user_agent, source)"
-                   " SELECT id, 'signed_up', :now, :ip, :ua, :source FROM {table}")
+                   f" SELECT id, '{ConsentKind.SIGNED_UP}', :now, :ip, :ua, :source FROM {{table}}")
 
 
-def record_consent(session: Session, subscriber_id: int, kind: str, *, source: str | None,
+def record_consent(session: Session, subscriber_id: int, kind: ConsentKind, *, source: str | None,
                    ip: str | None = None, user_agent: str | None = None, now: datetime | None = None) -> None:
     """Append one record in the caller's transaction."""
     session.execute(insert(ConsentRecord).values(

@@ -135,7 +135,8 @@ def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str
     try:
         return _import(rt, path, confirmed=confirmed, consent=consent, dry_run=dry_run)
     except _DryRun as done:
-        return done.args[0]
+        report: ImportReport = done.args[0]
+        return report
 
 
 def _import(rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dry_run: bool) -> ImportReport:
@@ -181,7 +182,9 @@ def _export_rows(rt: Runtime, page: int = 1000) -> Iterator[list[str]]:
     last = 0
     while True:
         with rt.sessions() as session:
-            subs = session.scalars(select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)).all()
+            subs = session.scalars(
+                select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)
+            ).all()
         if not subs:
             return
         for sub in subs:

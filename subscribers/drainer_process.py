@@ -41,7 +41,7 @@ class DrainerProcess:
         self.poll = poll
         self._wake = _CTX.Event()
         self._stop = _CTX.Event()
-        self._busy_until: Synchronized[float] = _CTX.Value("d", 0.0, lock=False)  # type: ignore[assignment]
+        self._busy_until: Synchronized[float] = _CTX.Value("d", 0.0, lock=False)
         self._proc: Any = None
 
     def start(self) -> None:
@@ -86,7 +86,7 @@ def _defer_while_busy(busy_until: Any, stop: Any) -> bool:
         if now >= busy_until.value or now >= deadline:
             break
         stop.wait(min(busy_until.value, deadline) - now)
-    return time.monotonic() < busy_until.value
+    return bool(time.monotonic() < busy_until.value)
 
 
 def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, poll: float) -> None:
@@ -112,6 +112,7 @@ def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, p
     threading.Thread(target=orphaned, daemon=True).start()
     drainer = Drainer(rt, poll=poll, housekeeping=housekeeping)
     drainer._wake, drainer._stop = wake, stop  # cross-process events with the same API
+    # In the child process, `busy` asks the parent's shared clock instead (one instance's hook).
     drainer.busy = lambda: _defer_while_busy(busy_until, stop)  # type: ignore[method-assign]
     try:
         drainer._run()

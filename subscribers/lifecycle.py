@@ -19,15 +19,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.runtime import Runtime
+from digest.storage.db import affected_rows
 from digest.storage.models import (
+    CONSENT_CONFIRMED,
+    CONSENT_RESUBSCRIBED,
     SUB_ACTIVE,
     SUB_BOUNCED,
     SUB_COMPLAINED,
     SUB_PENDING,
     SUB_UNSUBSCRIBED,
-    CONSENT_CONFIRMED,
-    CONSENT_RESUBSCRIBED,
     Delivery,
     Event,
     Issue,
@@ -39,7 +41,6 @@ from digest.weeks import utcnow
 from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
-from subscribers.tokens import TokenError, Tokens, UnsubscribeClaim, email_hash
 
 SOFT_BOUNCE_LIMIT = 3
 SOFT_BOUNCE_WINDOW = timedelta(days=30)
@@ -203,8 +204,18 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
         session.add(Event(kind="soft_bounce", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
                           created_at=now, detail=detail))
         session.flush()
-        recent = session.scalar(select(func.count()).select_from(Event).where(
-            Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.created_at > now - SOFT_BOUNCE_WINDOW)) or 0
+        recent = (
+            session.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(
+                    Event.subscriber_id == sub.id,
+                    Event.kind == "soft_bounce",
+                    Event.created_at > now - SOFT_BOUNCE_WINDOW,
+                )
+            )
+            or 0
+        )
         if recent < SOFT_BOUNCE_LIMIT:
             return f"soft bounce {recent} of {SOFT_BOUNCE_LIMIT}"
         reason = "soft_bounces"
@@ -258,11 +269,15 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
     h = email_hash(address)
     with rt.sessions.begin() as session:
         sid = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
-        cond = Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
-        cleared = session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
-                                  .execution_options(synchronize_session=False)).rowcount or 0
+        cond = (
+            Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
+        )
+        cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
+                                                .execution_options(synchronize_session=False)))
         if sid is not None:
-            session.execute(delete(Subscriber).where(Subscriber.id == sid))  # outgoing mail cascades; events go anonymous
+            session.execute(
+                delete(Subscriber).where(Subscriber.id == sid)
+            )  # outgoing mail cascades; events go anonymous
         session.execute(delete(RateLimitHit).where(RateLimitHit.key == f"a:{h[:40]}"))
         suppress(session, address, "forgotten")
     return ForgetResult(address, sid is not None, cleared, _remove_outbox_copies(rt, address))
@@ -274,12 +289,12 @@ def _remove_outbox_copies(rt: Runtime, address: str) -> int:
     File names are only a cheap first filter (they are mangled and may share a suffix:
     `bob-a@` ends like `a@`, `zoé` and `zoë` both become `zo_`); the To header decides.
     """
-    from digest.delivery.transports.outbox import _safe
+    from digest.delivery.transports.outbox import file_name_hint
 
     root = rt.outbox_dir
     if not root.is_dir():
         return 0
-    hint = _safe(address)
+    hint = file_name_hint(address)
     removed = 0
     for path in root.rglob("*.eml"):
         if hint in path.name and _addressed_to(path, address):

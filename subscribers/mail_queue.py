@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from digest.delivery.ratelimit import RateLimiter
-from digest.delivery.sender import make_limiter
+from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
+from digest.links import Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.transactional import render_transactional
 from digest.runtime import Runtime
@@ -44,8 +44,6 @@ from digest.storage.models import (
     Subscriber,
 )
 from digest.weeks import utcnow
-from subscribers.api import personal_links
-from subscribers.tokens import Tokens
 
 log = logging.getLogger("subscribers.mail")
 
@@ -88,7 +86,8 @@ class MailBuilder:
         self.settings = rt.settings
         self.tokens = Tokens(rt.secret_key)
         self.from_addr = sender_address(self.settings)
-        self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE), domain_of(self.settings.sender.from_email))
+        self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE),
+                                      domain_of(self.settings.sender.from_email))
 
     def build(self, mail_id: int, kind: str, sub: Subscriber) -> OutgoingEmail:
         s = self.settings
@@ -119,9 +118,9 @@ def _wanted(kind: str, status: str) -> bool:
 def _claim(rt: Runtime, limit: int) -> list[tuple[int, str, int, Subscriber | None]]:
     now = utcnow()
     with rt.sessions.begin() as session:
-        q = (select(OutgoingMail.id).where(OutgoingMail.status == MAIL_QUEUED,
-                                            or_(OutgoingMail.claimed_until.is_(None), OutgoingMail.claimed_until <= now))
-             .order_by(OutgoingMail.id).limit(limit))
+        due = or_(OutgoingMail.claimed_until.is_(None), OutgoingMail.claimed_until <= now)
+        q = select(OutgoingMail.id).where(OutgoingMail.status == MAIL_QUEUED, due).order_by(OutgoingMail.id)
+        q = q.limit(limit)
         if rt.on_postgres:
             q = q.with_for_update(skip_locked=True)
         ids = list(session.scalars(q))

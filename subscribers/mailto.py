@@ -16,9 +16,9 @@ import email.policy
 import re
 from dataclasses import dataclass
 
+from digest.links import TokenError
 from digest.runtime import Runtime
 from subscribers import lifecycle
-from subscribers.tokens import TokenError
 
 _TOKEN = re.compile(r"unsubscribe\s+([A-Za-z0-9_\-.]{10,300})", re.I)
 
@@ -47,7 +47,7 @@ def process_unsubscribe_mail(rt: Runtime, raw: bytes) -> MailOutcome:
     """Unsubscribe the reader whose signed token the message carries; never raises on a malformed message."""
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
-        tokens = _token_in(msg)  # type: ignore[arg-type]
+        tokens = _token_in(msg)
     except Exception:  # noqa: BLE001 - anything unparseable is just not a request
         return MailOutcome(False, NOTHING)
     with rt.sessions.begin() as session:

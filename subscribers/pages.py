@@ -41,7 +41,9 @@ class Pages:
         self.globals = {"site": s.site, "schedule": s.schedule, "subscribe": s.subscribe,
                         "public_url": s.site.public_url}
         self.frame_origins = " ".join(sorted({origin_of(o) for o in s.site.allowed_origins}))
-        self.form_targets = " ".join(sorted({origin_of(o) for o in s.site.allowed_origins} | {origin_of(s.site.public_url)}))
+        self.form_targets = " ".join(
+            sorted({origin_of(o) for o in s.site.allowed_origins} | {origin_of(s.site.public_url)})
+        )
 
     def text(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**self.globals, **context)

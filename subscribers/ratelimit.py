@@ -18,12 +18,13 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy import Connection, delete
 from sqlalchemy.orm import Session
 
+from digest.storage.db import affected_rows
 from digest.storage.models import RateLimitHit
 from digest.weeks import utcnow
 from subscribers.rawsql import Raw
@@ -31,7 +32,7 @@ from subscribers.rawsql import Raw
 BUCKETS = 6
 # Old buckets are deleted past the longest window any limit uses.
 KEEP = timedelta(hours=2)
-_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def ip_key(ip: str) -> str:
@@ -91,6 +92,7 @@ def judge(raw: Raw, limits: list[Limit], values: tuple[object, ...], now: dateti
     """`values`: the read_columns results in order. Refused if any key is at its limit."""
     worst: Verdict | None = None
     for i, lim in enumerate(limits):
+        # Raw DB-API values (object): a count column is an int or None by the SQL that reads it.
         count, oldest = int(values[2 * i] or 0), raw.read_ts(values[2 * i + 1])  # type: ignore[call-overload]
         if count >= lim.limit and oldest is not None:
             wait = math.ceil((oldest + lim.bucket * BUCKETS - now).total_seconds())
@@ -133,6 +135,7 @@ def counted(limits: list[Limit], rows: list[tuple[object, ...]]) -> Verdict:
     """The verdict on count_sql's rows: refused when a key went past its limit with this hit.
 
     The caller then rolls its transaction back, so a refused request is not counted."""
+    # Raw DB-API values (object): `total` is COUNT(*)'s integer by the SQL that reads it.
     totals = {str(key): int(total or 0) for key, total in rows}  # type: ignore[call-overload]
     for lim in limits:
         if totals.get(lim.key, 0) > lim.limit:
@@ -182,4 +185,4 @@ def check_and_hit(conn: Connection, limits: list[Limit], now: datetime | None = 
 def prune(session: Session, now: datetime | None = None) -> int:
     """Delete buckets no window looks at any more (the drainer calls this now and then)."""
     now = now or utcnow()
-    return session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - KEEP)).rowcount or 0
+    return affected_rows(session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - KEEP)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -29,34 +29,39 @@ def _pyformat(sql: str) -> str:
 class Raw:
     def __init__(self, conn: Connection):
         self.pg = conn.dialect.name == "postgresql"
-        self.dbapi = conn.dialect.dbapi
+        dbapi = conn.dialect.dbapi
+        assert dbapi is not None  # every dialect we run on (sqlite3, psycopg) has its DB-API module
+        self.dbapi = dbapi
+        # A checked-out connection always has its DB-API connection (None only after close).
         self.cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
     def run(self, sql: str, params: dict[str, Any]) -> Any:
         """Driver errors come out as SQLAlchemy's (IntegrityError, OperationalError, ...), as callers expect."""
         try:
             self.cursor.execute(_pyformat(sql) if self.pg else sql, params)
-        except self.dbapi.Error as exc:  # type: ignore[union-attr]
+        except self.dbapi.Error as exc:
             closed = bool(getattr(getattr(self.cursor, "connection", None), "closed", False)) if self.pg else False
-            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error,  # type: ignore[union-attr]
+            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error,
                                       connection_invalidated=closed) from exc
         return self.cursor
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        return self.run(sql, params).fetchone()
+        row: tuple[Any, ...] | None = self.run(sql, params).fetchone()
+        return row
 
     def ts(self, value: datetime) -> Any:
         """A UTC datetime as SQLAlchemy's DateTime(timezone=True) stores it."""
         if self.pg:
             return value
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def read_ts(self, value: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        stamp: datetime = value
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
     def json(self, value: Any) -> Any:
         if self.pg:

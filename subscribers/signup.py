@@ -19,15 +19,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from digest.links import email_hash
 from digest.runtime import Runtime
-from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED
+from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED, MailKind, MailStatus, SubscriberStatus
 from digest.weeks import utcnow
 from subscribers.addresses import MAX_NAME, AddressError, clean_name, normalize_email
 from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
 from subscribers.consent import INSERT_SQL as CONSENT_SQL
 from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
 from subscribers.rawsql import Raw
-from subscribers.tokens import email_hash
 
 ACCEPTED_MESSAGE = "Almost there: check your inbox and click the link in the email we just sent you."
 # Suppressed for these reasons, a web sign-up changes nothing (same answer): the provider told
@@ -140,7 +140,7 @@ _LOOKUP = (
 _INSERT = (
     "INSERT INTO subscribers (email, name, status, created_at, confirmation_sent_at,"
     " consent_at, consent_ip, consent_user_agent, consent_source)"
-    " VALUES (:email, :name, 'pending', :now, :now, :now, :ip, :ua, :source) RETURNING id"
+    f" VALUES (:email, :name, '{SubscriberStatus.PENDING}', :now, :now, :now, :ip, :ua, :source) RETURNING id"
 )
 # Compare-and-set: only a row still in the state this request read, with no confirmation
 # sent within the resend window, is updated (and gets one queued). Two requests that read
@@ -148,18 +148,20 @@ _INSERT = (
 # It never rewrites the consent fields: the request is appended to consent_records, and only
 # the owner's confirmation makes it count (someone who left comes back only that way).
 _UPDATE = (
-    "UPDATE subscribers SET status = 'pending', name = COALESCE(:name, name), confirmation_sent_at = :now"
+    f"UPDATE subscribers SET status = '{SubscriberStatus.PENDING}', name = COALESCE(:name, name),"
+    " confirmation_sent_at = :now"
     " WHERE id = :sid AND status = :status AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)"
     " RETURNING id"
 )
 _EVENT = "INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('subscribed', :sid, :detail, :now)"
 _QUEUE = ("INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
-          " VALUES ('confirm', :sid, 'queued', 0, :now)")
+          f" VALUES ('{MailKind.CONFIRM}', :sid, '{MailStatus.QUEUED}', 0, :now)")
 _PG_NEW = (
     "WITH h (key, total) AS ({hits}), s AS ({insert}),"
-    " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at) SELECT 'subscribed', id, :detail, :now FROM s),"
+    " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at)"
+    " SELECT 'subscribed', id, :detail, :now FROM s),"
     " q AS (INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
-    " SELECT 'confirm', id, 'queued', 0, :now FROM s),"
+    f" SELECT '{MailKind.CONFIRM}', id, '{MailStatus.QUEUED}', 0, :now FROM s),"
     f" c AS ({CONSENT_FROM_SQL.format(table='s')})"
     " SELECT key, total FROM h"
 )
@@ -261,7 +263,9 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                 hit(raw, limits, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
             else:
                 hit(raw, limits, now)
-                sid = raw.one(_INSERT, values)[0]  # type: ignore[index]
+                inserted = raw.one(_INSERT, values)
+                assert inserted is not None  # INSERT ... RETURNING gives the row
+                sid = inserted[0]
                 raw.run(_EVENT, {"sid": sid, "detail": detail, "now": values["now"]})
                 raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
                 raw.run(CONSENT_SQL, {**values, "sid": sid})

@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
+from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
 from subscribers import lifecycle
 from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
-from subscribers.tokens import TokenError, UnsubscribeClaim
 
 router = APIRouter()
 log = logging.getLogger("subscribers.web")
@@ -453,7 +454,7 @@ def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
     previous = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(a: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         # Its own process: rendering and sending never hold up a request (no timing tells
         # a new address from a known one). It also prunes old rate-limit buckets.
         drainer = DrainerProcess(rt)

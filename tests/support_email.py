@@ -66,7 +66,7 @@ class Texts(HTMLParser):
             self._link[1] += data
 
     @classmethod
-    def of(cls, html: str, *classes: str) -> "Texts":
+    def of(cls, html: str, *classes: str) -> Texts:
         t = cls(set(classes))
         t.feed(html)
         t.close()

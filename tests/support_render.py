@@ -9,7 +9,7 @@ vote that disagrees with the panel, and (as on the site) one tool in two compari
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,14 @@ def comparison(data: dict[str, Any], n: int) -> Comparison:
     slug = slugify(data["title"])
     url = data.get("url") or f"{SITE}/{slug}"
     return Comparison(id=n, slug=slug, title=data["title"], url=url,
-                      published_at=datetime(2026, 11, 12, 9, tzinfo=timezone.utc), content_hash="x" * 64,
+                      published_at=datetime(2026, 11, 12, 9, tzinfo=UTC), content_hash="x" * 64,
                       community_votes=data.get("community_votes"), data=data)
 
 
 def issue_from(datas: list[dict[str, Any]], *, week: str = "2026-W47", number: int = 12,
                editor_note: str | None = None) -> Issue:
     issue = Issue(id=1, week=week, number=number, status="draft", pins=[], excludes=[], editor_note=editor_note,
-                  scheduled_for=datetime(2026, 11, 16, 9, tzinfo=timezone.utc))
+                  scheduled_for=datetime(2026, 11, 16, 9, tzinfo=UTC))
     issue.items = [IssueItem(rank=i, score=1.0 - i / 10, score_parts={}, pinned=False, comparison=comparison(d, i))
                    for i, d in enumerate(datas, start=1)]
     return issue

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def serving(*procs: ServeProcess) -> Iterator[None]:
 
 # -- an archive with two sent issues (one with hostile markup), a draft and a skipped week -----
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47
 EVIL_A = "<script>alert(1)</script> & Co"
 EVIL_B = '"Quoted" <b>Tool</b>'
 EVIL = {

@@ -8,7 +8,7 @@ import email.policy
 import json
 import re
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def signed_webhook(payload: dict[str, Any], msg_id: str, *, secret: str = WEBHOO
     from svix.webhooks import Webhook
 
     body = json.dumps(payload)
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     signature = Webhook(secret).sign(msg_id, when, body)
     headers = {"svix-id": msg_id, "svix-timestamp": str(int(when.timestamp())), "svix-signature": signature,
                "content-type": "application/json"}

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from digest.links import Tokens
 from digest.web.accesslog import redact_path
-from subscribers.tokens import Tokens
 from tests.support_http import SECRET, served
 from tests.support_serve import wait_for
 

@@ -8,7 +8,6 @@ sent over HTTP to uvicorn. What the fuzzer cannot reach, and why, is in tests/RE
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +20,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
 from schemathesis.generation import GenerationMode
 
 from digest.web.openapi import PUBLIC

@@ -64,8 +64,14 @@ def test_archive_pages_render_in_chromium_without_errors(archive_server, chromiu
             for width in (375, 600):
                 for name, path in pages.items():
                     page = browser.new_page(viewport={"width": width, "height": 900})
-                    page.on("console", lambda m, n=name, w=width: problems.append(f"{n}@{w}: console {m.type}: {m.text}")
-                            if m.type in ("error", "warning") and not (n == "missing" and "404" in m.text) else None)
+                    page.on(
+                        "console",
+                        lambda m, n=name, w=width: (
+                            problems.append(f"{n}@{w}: console {m.type}: {m.text}")
+                            if m.type in ("error", "warning") and not (n == "missing" and "404" in m.text)
+                            else None
+                        ),
+                    )
                     page.on("pageerror", lambda e, n=name, w=width: problems.append(f"{n}@{w}: page error {e}"))
                     page.on("requestfailed", lambda r, n=name, w=width: problems.append(
                         f"{n}@{w}: request failed {r.url}"))

@@ -4,7 +4,7 @@ a web version that offers "Subscribe" instead of personal links an anonymous rea
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from xml.etree import ElementTree as ET
 
 import feedparser
@@ -18,7 +18,7 @@ from digest.web.app import create_app
 from digest.weeks import Week
 from tests.support_delivery import add_readers, seed_comparisons
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -64,7 +64,7 @@ def test_atom_updated_is_the_send_time_and_published_is_not_later(rt: Runtime) -
     updated = datetime.fromisoformat(entry.findtext(f"{ATOM}updated").replace("Z", "+00:00"))
     with rt.sessions() as s:
         issue = s.scalar(select(Issue).where(Issue.week == WEEK.key))
-        sent_at = (issue.sent_at or issue.enqueued_at).replace(tzinfo=timezone.utc, microsecond=0)
+        sent_at = (issue.sent_at or issue.enqueued_at).replace(tzinfo=UTC, microsecond=0)
     assert updated == sent_at
     assert published <= updated
     assert feed.findtext(f"{ATOM}updated") == entry.findtext(f"{ATOM}updated")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -18,7 +18,7 @@ from tests.support_delivery import add_readers, digest_cli, seed_comparisons
 from tests.support_subscribers import send_issue
 
 SECRET = "test-secret-key-0123456789"
-W47 = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+W47 = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 
 
 def _env(db_url: str, **extra: str) -> dict[str, str]:

@@ -26,15 +26,28 @@ def _with(project: Path, section: str, key: str, value: object) -> Path:
     return project
 
 
-@pytest.mark.parametrize("section, key, value, message", [
-    ("schedule", "day", "funday", "config.toml: schedule.day: 'funday' is not a weekday"),
-    ("schedule", "time", "25:00", "config.toml: schedule.time: '25:00' is not a time of day"),
-    ("schedule", "timezone", "Mars/Olympus", "config.toml: schedule.timezone: 'Mars/Olympus' is not an IANA time zone"),
-    ("transport", "kind", "pigeon", "config.toml: transport.kind: 'pigeon' is not allowed"),
-    ("selection", "max_items", 0, "config.toml: selection.max_items: 0"),
-    ("sender", "from_email", "not-an-address", "config.toml: sender.from_email: 'not-an-address' is not an email address"),
-    ("site", "public_url", "ftp://x", "config.toml: site.public_url: 'ftp://x' is not an http(s) URL"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("schedule", "day", "funday", "config.toml: schedule.day: 'funday' is not a weekday"),
+        ("schedule", "time", "25:00", "config.toml: schedule.time: '25:00' is not a time of day"),
+        (
+            "schedule",
+            "timezone",
+            "Mars/Olympus",
+            "config.toml: schedule.timezone: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        ("transport", "kind", "pigeon", "config.toml: transport.kind: 'pigeon' is not allowed"),
+        ("selection", "max_items", 0, "config.toml: selection.max_items: 0"),
+        (
+            "sender",
+            "from_email",
+            "not-an-address",
+            "config.toml: sender.from_email: 'not-an-address' is not an email address",
+        ),
+        ("site", "public_url", "ftp://x", "config.toml: site.public_url: 'ftp://x' is not an http(s) URL"),
+    ],
+)
 def test_bad_setting_is_one_clear_line(project: Path, section: str, key: str, value: object, message: str) -> None:
     _with(project, section, key, value)
     with pytest.raises(ConfigError) as exc:

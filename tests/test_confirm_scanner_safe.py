@@ -76,7 +76,7 @@ def test_a_forged_confirm_post_changes_nothing(srt) -> None:
 def test_invalid_expired_or_stale_links_explain_and_offer_a_new_confirmation(srt, monkeypatch) -> None:
     import itsdangerous.timed
 
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
 
     c = client(srt)
     path = _confirm_path(srt, c, "late@example.com")

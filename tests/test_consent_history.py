@@ -19,7 +19,15 @@ from subscribers.api import add_subscriber
 from subscribers.csvio import import_csv
 from subscribers.lifecycle import forget
 from subscribers.mail_queue import drain
-from tests.support_subscribers import client, link_in, outbox_messages, path_of, runtime_with, subscriber, unsubscribe_url
+from tests.support_subscribers import (
+    client,
+    link_in,
+    outbox_messages,
+    path_of,
+    runtime_with,
+    subscriber,
+    unsubscribe_url,
+)
 
 
 @pytest.fixture

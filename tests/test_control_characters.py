@@ -14,7 +14,7 @@ import http.server
 import json
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -32,7 +32,7 @@ from tests.support_delivery import add_readers, seed_comparisons
 from tests.support_serve import PLAIN
 from tests.support_subscribers import client, counts
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 PAGE = (SAMPLES / "cursor-background-agents-vs-smollm3.txt").read_text(encoding="utf-8")
 BAD = {

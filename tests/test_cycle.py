@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -26,7 +26,7 @@ def seed(rt, published: datetime | None = None, people: int = 3) -> None:
 
 
 def test_send_writes_one_eml_per_confirmed_subscriber_once(rt) -> None:
-    now = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47
+    now = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47
     seed(rt, published=now - timedelta(days=1))
     with rt.sessions.begin() as s:
         add_subscriber(s, "pending@example.com")  # not confirmed: gets nothing

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from digest.links import Tokens
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
 from subscribers.api import add_subscriber
-from subscribers.tokens import Tokens
 from tests.conftest import apply_overrides, make_runtime, output_dir, write_project
 from tests.support_subscribers import LiveServer, bound_socket, subscriber
 from tests.test_signup_browser import CHROMIUM_ARGS

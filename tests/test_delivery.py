@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,9 @@ from sqlalchemy import select, update
 from digest.cli.sending import SendProgress
 from digest.cycle import prepare, send_week
 from digest.delivery.ratelimit import RateLimiter
-from digest.delivery.requeue import requeue_failed
 from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports import make_transport
+from digest.installation import installation_id
 from digest.storage.models import (
     BATCH_CLAIMED,
     BATCH_SENT,
@@ -40,7 +40,6 @@ from digest.storage.models import (
     Issue,
     Subscriber,
 )
-from digest.installation import installation_id
 from digest.weeks import Week
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import (
@@ -53,7 +52,7 @@ from tests.support_delivery import (
     seed_comparisons,
 )
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47
 WEEK = Week.parse("2026-W47")
 
 
@@ -84,7 +83,8 @@ def test_every_active_subscriber_gets_one_copy_with_unsubscribe_headers_and_week
     assert result.summary is not None and result.summary.sent == 250 and result.summary.failed == 0
     assert_exactly_once(state.copies_by_recipient(), readers)
     for record in state.records:
-        assert record.headers["List-Unsubscribe"].startswith("<http") and "mailto:" in record.headers["List-Unsubscribe"]
+        unsubscribe = record.headers["List-Unsubscribe"]
+        assert unsubscribe.startswith("<http") and "mailto:" in unsubscribe
         assert record.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert record.tags["week"] in ("2026-W47", "2026_W47")
     keys = sorted({r.key for r in state.records})
@@ -193,7 +193,7 @@ def test_claim_of_a_dead_local_process_is_taken_over_but_a_live_one_is_left_alon
         s.execute(update(Batch).where(Batch.batch_no == 0).values(
             status=BATCH_CLAIMED, claimed_by=f"{host}:{dead_pid}:0", claimed_at=NOW.replace(year=2100), attempts=1))
         s.execute(update(Batch).where(Batch.batch_no == 2).values(
-            status=BATCH_CLAIMED, claimed_by=f"{host}:{os.getppid()}:0", claimed_at=datetime.now(timezone.utc)))
+            status=BATCH_CLAIMED, claimed_by=f"{host}:{os.getppid()}:0", claimed_at=datetime.now(UTC)))
     issue_id = prepare(rt, WEEK, manual=True, now=NOW).issue_id
     transport = make_transport(rt.config)
     summary = Sender(rt, transport).run(issue_id)
@@ -210,7 +210,7 @@ def test_a_batch_first_tried_more_than_a_day_ago_without_an_answer_is_not_resent
     rt = make_rt(tmp_path, url, db_url)
     readers = add_readers(rt, 150)
     issue_id = prepare(rt, WEEK, manual=True, now=NOW).issue_id
-    long_ago = datetime.now(timezone.utc) - timedelta(hours=25)
+    long_ago = datetime.now(UTC) - timedelta(hours=25)
     with rt.sessions.begin() as s:  # an attempt with no recorded answer: it may have gone out
         s.execute(update(Batch).where(Batch.batch_no == 1).values(
             attempts=1, first_attempt_at=long_ago, status=BATCH_CLAIMED, claimed_at=long_ago, claimed_by="gone:1:0"))
@@ -281,13 +281,13 @@ def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None
     from digest.delivery.jsonfast import PreEscaped, dumps
     from digest.delivery.messages import IssueMessages, Recipient
     from digest.delivery.transports.resend_api import email_params
+    from digest.links import Tokens
     from digest.render.personalize import marker, new_nonce
-    from subscribers.tokens import Tokens
     from tests.conftest import write_project
 
     nonce = new_nonce()
-    html = (f'<p class="x">{marker(nonce, "greeting")} “quotes” é 😀 \\ </p>\n<a href="{marker(nonce, "unsubscribe_url")}">'
-            f'u</a>{marker(nonce, "name")}')
+    html = (f'<p class="x">{marker(nonce, "greeting")} “quotes” é 😀 \\ </p>\n'
+            f'<a href="{marker(nonce, "unsubscribe_url")}">u</a>{marker(nonce, "name")}')
     text = f'{marker(nonce, "greeting")}\n\t"tab" {marker(nonce, "unsubscribe_url")} ü'
     issue = Issue(id=7, week="2026-W47", html=html, text=text, placeholder_nonce=nonce, subject="Subject “1”")
     settings = load_config(write_project(tmp_path / "p")).settings

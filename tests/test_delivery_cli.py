@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
@@ -98,7 +98,7 @@ def test_stats_reports_counts_and_rates_as_a_table_and_as_json(tmp_path, db_url)
     with FakeResendServer(state) as server:
         cfg = resend_project(tmp_path / "project", server.url)
         rt = resend_runtime(cfg, server.url, db_url)
-        now = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+        now = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
         seed_comparisons(rt, published=now - timedelta(days=1))
         readers = add_readers(rt, 200)
         state.reject_to = {readers[0], readers[1]}

@@ -54,8 +54,12 @@ def test_set_replace_clear_and_refuse_bad_notes(rt) -> None:
     assert "note saved" in set_note(rt, week, "  First *note*.  ")
     assert current_note(rt, week) == "First *note*."
     assert "note replaced" in set_note(rt, week, "Second.")
-    for bad, message in (("", "the note is empty"), ("x" * 2001, "at most 2000"),
-                         ("[x](javascript:alert(1))", "is not an http(s) URL"), ("[x](/relative)", "not an http(s) URL")):
+    for bad, message in (
+        ("", "the note is empty"),
+        ("x" * 2001, "at most 2000"),
+        ("[x](javascript:alert(1))", "is not an http(s) URL"),
+        ("[x](/relative)", "not an http(s) URL"),
+    ):
         with pytest.raises(UserError, match=re.escape(message)):
             set_note(rt, week, bad)
     assert current_note(rt, week) == "Second."

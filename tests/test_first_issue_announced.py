@@ -3,7 +3,7 @@ its log and /healthz say when the first issue goes out."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.config import WEEKDAYS
@@ -13,7 +13,7 @@ from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_serve import ServeProcess, free_port, serving, wait_for
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W48; its Monday slot is 51 h past
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W48; its Monday slot is 51 h past
 
 
 def test_fresh_install_long_past_its_slot_names_next_weeks_issue_not_a_send_command(rt) -> None:

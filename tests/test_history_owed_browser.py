@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,7 +25,7 @@ def test_history_shows_readers_still_owed_by_a_paused_send(tmp_path, sqlite_url,
     add_readers(rt, 120)
     prepared = prepare(rt, resolve_week(rt, None), manual=True)
     assert prepared.issue_id is not None and prepared.recipients == 120
-    since = datetime(2026, 11, 23, 9, 2, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 23, 9, 2, tzinfo=UTC)
     record_pause(rt, prepared.issue_id, since, "provider unreachable since 2026-11-23 09:02 UTC")
     server = PreviewServer(rt, port=0)
     url = server.start()

@@ -7,7 +7,7 @@ import io
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -124,7 +124,9 @@ def test_export_has_status_and_consent_and_defuses_formulas(srt, tmp_path) -> No
     assert export_csv(srt, target) == 1
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert list(rows[0]) == EXPORT_COLUMNS
-    assert rows[0]["status"] == "active" and rows[0]["consent_ip"] == "203.0.113.9" and rows[0]["consent_source"] == "cli"
+    assert (
+        rows[0]["status"] == "active" and rows[0]["consent_ip"] == "203.0.113.9" and rows[0]["consent_source"] == "cli"
+    )
     assert rows[0]["name"].startswith("'=") and rows[0]["consent_at"].endswith("+00:00")
     # exported files import again unchanged
     report = import_csv(srt, target)
@@ -134,7 +136,7 @@ def test_export_has_status_and_consent_and_defuses_formulas(srt, tmp_path) -> No
 
 
 def test_forget_erases_the_person_and_keeps_only_a_hash(srt) -> None:
-    now = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
     seed_comparisons(srt, now.replace(day=17))
     with srt.sessions.begin() as s:
         add_subscriber(s, "erase.me@example.com", name="Erase Me", confirmed=True)
@@ -192,12 +194,14 @@ def test_cli_import_export_count_list_forget(srt, tmp_path) -> None:
     assert r.returncode == 1 and "suppression list" in r.stdout.decode()
     r = _cli(cfg, url, "add", "bad\r\nBcc: x@example.com")
     assert r.returncode == 2 and "line breaks" in r.stderr.decode()
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
 
     r = _cli(cfg, url, "unsubscribe-mail", "-", stdin=b"From: ann@example.com\r\nSubject: unsubscribe\r\n\r\n")
     assert r.returncode == 0 and "nothing changed" in r.stdout.decode()  # the From line alone counts for nothing
     ann = subscriber(srt, "ann@example.com")
     token = Tokens("test-secret-key-0123456789").unsubscribe(ann.id, ann.email)
-    r = _cli(cfg, url, "unsubscribe-mail", "-", stdin=f"From: x@y.example\r\nSubject: unsubscribe {token}\r\n\r\n".encode())
+    r = _cli(
+        cfg, url, "unsubscribe-mail", "-", stdin=f"From: x@y.example\r\nSubject: unsubscribe {token}\r\n\r\n".encode()
+    )
     assert r.returncode == 0 and "unsubscribed" in r.stdout.decode()
     assert subscriber(srt, "ann@example.com").status == SUB_UNSUBSCRIBED

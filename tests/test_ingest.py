@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,7 +33,9 @@ def test_smollm3_page_parses_every_field() -> None:
     assert (a.category, a.name, a.panel_ship, a.community, a.price) == (
         "Developer Tools", "Cursor Background Agents", 100, None, "Free")
     assert a.tagline == "Assign async coding tasks to AI agents, get back pull requests"
-    assert a.description.startswith("Cursor Background Agents lets developers assign long-running coding tasks—refactors")
+    assert a.description.startswith(
+        "Cursor Background Agents lets developers assign long-running coding tasks—refactors"
+    )
     assert (b.category, b.name, b.panel_ship, b.community, b.price) == ("Developer Tools", "SmolLM3", 100, None, "Free")
     assert b.tagline == "3B parameter model that punches above its weight class"
     assert b.description.endswith("where larger models are impractical.")
@@ -62,7 +64,9 @@ def test_mistral_page_parses_every_field() -> None:
 def test_messy_copy_paste_parses_the_same() -> None:
     raw = SMOL.read_text()
     clean = parse_page_text(raw, "clean.txt")
-    messy = "\ufeff" + "\r\n".join(f"  {line}\t" + ("\r\n" if i % 5 == 0 else "") for i, line in enumerate(raw.split("\n")))
+    messy = "\ufeff" + "\r\n".join(
+        f"  {line}\t" + ("\r\n" if i % 5 == 0 else "") for i, line in enumerate(raw.split("\n"))
+    )
     assert parse_page_text(messy, "messy.txt") == clean
 
 
@@ -178,7 +182,7 @@ def test_url_returning_a_json_list() -> None:
 
 def test_upsert_is_a_noop_when_unchanged_and_reports_changes(rt) -> None:
     page = parse_page_text(SMOL.read_text())
-    when = datetime(2026, 11, 16, 9, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 16, 9, tzinfo=UTC)
     with rt.sessions.begin() as s:
         assert [r.action for r in upsert(s, [page], default_url="https://x.test/c", published=when)] == ["added"]
     with rt.sessions.begin() as s:
@@ -190,7 +194,7 @@ def test_upsert_is_a_noop_when_unchanged_and_reports_changes(rt) -> None:
         row = s.scalar(select(Comparison))
         assert row.data["intro"] == "New intro"
         assert row.url == "https://x.test/c/cursor-background-agents-vs-smollm3"
-        assert row.published_at.replace(tzinfo=timezone.utc) == when  # unchanged without --published
+        assert row.published_at.replace(tzinfo=UTC) == when  # unchanged without --published
         assert s.scalar(select(func.count()).select_from(Comparison)) == 1
         assert len(row.data["quotes"]) == 8
 

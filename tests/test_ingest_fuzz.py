@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -29,12 +29,12 @@ from digest.ingest.json_source import parse_json_text
 from digest.ingest.page_text import parse_page_text
 from digest.ingest.schema import ComparisonData
 from digest.ingest.store import upsert
+from digest.links import Tokens
 from digest.mail import domain_of, to_mime
 from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
 from digest.storage.models import Comparison, Issue, IssueItem
 from subscribers.addresses import AddressError, clean_name
-from subscribers.tokens import Tokens
 from tests.conftest import SAMPLES, fresh_pg_url, make_runtime, write_project
 from tests.support_serve import PLAIN
 
@@ -81,7 +81,7 @@ def renders_and_serializes(rt: Runtime, items: list[ComparisonData]) -> None:
     event("rendered")
     with rt.sessions.begin() as s:
         upsert(s, items, default_url="https://verdicts.example.com/compare",
-               published=datetime(2026, 11, 17, tzinfo=timezone.utc))
+               published=datetime(2026, 11, 17, tzinfo=UTC))
     with rt.sessions() as s:
         rows = [s.scalar(select(Comparison).where(Comparison.slug == i.slug)) for i in items]
         issue = Issue(id=1, week="2026-W47", number=3, status="sending", pins=[], excludes=[])

@@ -11,19 +11,19 @@ import email
 import email.policy
 import re
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest.cycle import send_week
 from digest.delivery.messages import IssueMessages, Recipient
+from digest.links import Tokens
 from digest.storage.models import Issue, Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
-from subscribers.tokens import Tokens
 from tests.conftest import make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 ID = re.compile(r"<[0-9a-f]{32}@example\.com>")
 
@@ -92,5 +92,7 @@ def test_confirmation_and_welcome_mails_get_unique_stable_message_ids(tmp_path, 
     assert ID.fullmatch(confirm.message_id) and ID.fullmatch(welcome.message_id)
     assert confirm.message_id != welcome.message_id
     assert MailBuilder(rt).build(1, "confirm", person).message_id == confirm.message_id
-    other_install = make_runtime(write_project(tmp_path / "other"), sqlite_url, DIGEST_SECRET_KEY="another-secret-0123456789")
+    other_install = make_runtime(
+        write_project(tmp_path / "other"), sqlite_url, DIGEST_SECRET_KEY="another-secret-0123456789"
+    )
     assert MailBuilder(other_install).build(1, "confirm", person).message_id != confirm.message_id

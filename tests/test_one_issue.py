@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -14,7 +14,7 @@ from tests.test_cycle import seed
 
 
 def test_racing_prepares_make_one_issue(rt) -> None:
-    now = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
     seed(rt, published=now - timedelta(days=1), people=25)
     week = Week.parse("2026-W47")
     results, errors = [], []

@@ -282,8 +282,13 @@ def test_cli_preview_serves_on_loopback_and_stops_cleanly(prt: Runtime, db_url: 
     import httpx
 
     seed_samples(prt)
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(db_url))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(db_url),
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -58,9 +58,21 @@ def test_http_public_url_is_grouped_and_blamed_on_the_setting() -> None:
     unsub = "http://127.0.0.1:8000/u/tok"
     html = (f'<html><body><div style="display: none">{PREHEADER}</div><a href="{unsub}">Unsubscribe</a>'
             f'<a href="{unsub}?manage=1">Manage</a></body></html>')
-    checks = {c.name: c for c in run_checks(html=html, text=unsub, subject="s", headers={
-        "List-Unsubscribe": f"<{unsub}>, <mailto:u@example.com>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
-        settings=s, unsubscribe_url=unsub, needs_list_headers=True)}
+    checks = {
+        c.name: c
+        for c in run_checks(
+            html=html,
+            text=unsub,
+            subject="s",
+            headers={
+                "List-Unsubscribe": f"<{unsub}>, <mailto:u@example.com>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            settings=s,
+            unsubscribe_url=unsub,
+            needs_list_headers=True,
+        )
+    }
     [finding] = checks["https links"].findings
     assert "site.public_url" in finding.message and "“Unsubscribe”, “Manage”" in finding.message
     assert any("this machine" in f.message for f in checks["Link hosts"].findings)

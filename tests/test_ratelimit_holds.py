@@ -7,7 +7,7 @@ PostgreSQL and fires 100 simultaneous sign-ups for one address.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ from subscribers.signup import SignupRequest, signup
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_http import UvicornWorkers
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("ip", "key"), [

@@ -11,9 +11,9 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from email.header import decode_header, make_header
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
@@ -21,13 +21,13 @@ from aiosmtpd.controller import Controller
 
 from digest.cycle import send_week
 from digest.delivery.transports.outbox import OutboxTransport
+from digest.storage.models import Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
-from digest.storage.models import Subscriber
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 # A long public URL makes the header far longer than 78 characters, as it is in production.
 PUBLIC_URL = "https://newsletter.verdicts-of-the-week.example.com/with/a/long/path"

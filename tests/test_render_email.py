@@ -64,7 +64,7 @@ class Visible(HTMLParser):
             self.text.append(data)
 
     @classmethod
-    def of(cls, html: str) -> "Visible":
+    def of(cls, html: str) -> Visible:
         v = cls()
         v.feed(html)
         v.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -113,7 +113,11 @@ def test_unquoted_attribute_names_file_and_line(project: Path, tpl: Path) -> Non
 
 
 def test_transactional_template_error_names_file(project: Path, tpl: Path) -> None:
-    line = edit(tpl / "confirm.mjml.j2", "Confirm my subscription</mj-button>", "<mj-button href=\"{{ confirm_url }}\">{% if %}</mj-button>")
+    line = edit(
+        tpl / "confirm.mjml.j2",
+        "Confirm my subscription</mj-button>",
+        '<mj-button href="{{ confirm_url }}">{% if %}</mj-button>',
+    )
     config = config_for(project, tpl)
     ctx = {"subscriber": {"email": "a@example.com", "name": None}, "confirm_url": "https://x/c", "expiry_days": 7}
     with pytest.raises(TemplateError, match=rf"confirm\.mjml\.j2:{line}: template syntax error"):
@@ -121,7 +125,10 @@ def test_transactional_template_error_names_file(project: Path, tpl: Path) -> No
 
 
 def test_check_mjml_finds_structural_problems_with_lines() -> None:
-    ok = "<mjml>\n<mj-body>\n<mj-section><mj-column><mj-text>a<br>b &amp; <!-- c --></mj-text></mj-column></mj-section>\n</mj-body>\n</mjml>"
+    ok = (
+        "<mjml>\n<mj-body>\n<mj-section><mj-column><mj-text>a<br>b &amp; <!-- c --></mj-text></mj-column></mj-section>"
+        "\n</mj-body>\n</mjml>"
+    )
     assert check_mjml(ok) is None
     p = check_mjml("<mjml>\n<mj-body>\n<mj-section>\n</mj-body>\n</mjml>")
     assert p is not None and p.line == 3 and "<mj-section> is not closed before </mj-body>" in p.message
@@ -136,10 +143,12 @@ def test_broken_template_stops_the_send_and_changes_nothing(project: Path, tpl: 
     config_for(project, tpl)
     rt = make_runtime(project, db_url)
     try:
-        now = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+        now = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
         with rt.sessions.begin() as s:
             for src in expand([str(SAMPLES)]):
-                upsert(s, src.items, default_url="https://verdicts.example.com/compare", published=now - timedelta(days=1))
+                upsert(
+                    s, src.items, default_url="https://verdicts.example.com/compare", published=now - timedelta(days=1)
+                )
             add_subscriber(s, "reader@example.com", confirmed=True)
         with pytest.raises(TemplateError, match="_card.mjml.j2"):
             send_week(rt, Week.parse("2026-W47"), manual=True, now=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html as htmllib
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -13,14 +13,14 @@ from digest.cycle import prepare
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
+from digest.links import Tokens
 from digest.render.personalize import Personalizer, marker
 from digest.storage.models import Delivery, Issue, Subscriber
 from digest.weeks import Week
 from subscribers.api import add_subscriber
-from subscribers.tokens import Tokens
 from tests.conftest import SAMPLES
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47
 
 
 def frozen_issue(rt) -> Issue:
@@ -110,7 +110,7 @@ def test_precomputed_unsubscribe_signing_matches_itsdangerous() -> None:
     """The fast signer (bench/render.py) makes the same tokens itsdangerous would, and they verify."""
     from itsdangerous import URLSafeSerializer
 
-    from subscribers.tokens import TokenError
+    from digest.links import TokenError
 
     tokens = Tokens("test-secret-key-0123456789")
     reference = URLSafeSerializer("test-secret-key-0123456789", salt="digest.unsubscribe")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,7 +27,7 @@ from digest.storage.models import ISSUE_SENT, Issue, SchedulerJob
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project
 
-UTC = timezone.utc
+UTC = UTC
 
 # (zone, weekday, time): the default slot, a wall time that falls into the spring gap or
 # repeats in the autumn in each zone (DST changes happen early on Sunday morning).

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -17,7 +17,7 @@ from digest.scheduler import LEASE_NAME, WeeklyService
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue, Lock
 from digest.weeks import Week
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 11, 16, 9, 30, tzinfo=UTC)  # 30 minutes after the Monday 09:00 (GMT) slot of 2026-W47
 
 

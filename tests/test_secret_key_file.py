@@ -10,7 +10,6 @@ import logging
 import multiprocessing
 import os
 import time
-from pathlib import Path
 
 import pytest
 

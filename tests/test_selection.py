@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +17,7 @@ from digest.storage.models import ISSUE_SKIPPED, Comparison, Issue
 from digest.weeks import Week
 from subscribers.api import add_subscriber
 
-CUTOFF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)  # Monday 2026-W48 09:00 London (GMT)
+CUTOFF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 2026-W48 09:00 London (GMT)
 
 
 def item(title: str, a: int, b: int, *, community: int | None = None, votes: int | None = None) -> ComparisonData:
@@ -47,9 +47,21 @@ def test_score_parts_are_documented_formula() -> None:
 
 def test_community_without_votes_is_neutral_and_few_votes_are_discounted() -> None:
     cfg = SelectionSettings(weight_diversity=0)  # the other weights then add up to 1
-    none = Comparison(slug="n", published_at=CUTOFF, community_votes=None, data=item("A vs B", 50, 50).model_dump(mode="json"))
-    few = Comparison(slug="f", published_at=CUTOFF, community_votes=2, data=item("A vs B", 50, 50, community=100).model_dump(mode="json"))
-    many = Comparison(slug="m", published_at=CUTOFF, community_votes=2000, data=item("A vs B", 50, 50, community=100).model_dump(mode="json"))
+    none = Comparison(
+        slug="n", published_at=CUTOFF, community_votes=None, data=item("A vs B", 50, 50).model_dump(mode="json")
+    )
+    few = Comparison(
+        slug="f",
+        published_at=CUTOFF,
+        community_votes=2,
+        data=item("A vs B", 50, 50, community=100).model_dump(mode="json"),
+    )
+    many = Comparison(
+        slug="m",
+        published_at=CUTOFF,
+        community_votes=2000,
+        data=item("A vs B", 50, 50, community=100).model_dump(mode="json"),
+    )
     c_none, c_few, c_many = (score(x, cfg, CUTOFF)[1]["community"] for x in (none, few, many))
     assert c_none == pytest.approx(0.15)  # 0.5 * 0.3
     assert c_none < c_few < c_many
@@ -113,7 +125,7 @@ def test_featured_comparisons_are_not_picked_again(rt) -> None:
 
 
 def test_cutoff_is_slot_or_now_for_current_week_by_hand(rt) -> None:
-    now = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)  # Wednesday of W48
+    now = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # Wednesday of W48
     assert cutoff_for(rt, Week.parse("2026-W48"), manual=True, now=now) == now
     assert cutoff_for(rt, Week.parse("2026-W48"), manual=False, now=now) == CUTOFF
     assert cutoff_for(rt, Week.parse("2026-W47"), manual=True, now=now) == CUTOFF - timedelta(days=7)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -70,8 +69,14 @@ def test_digest_select_shows_the_diversity_part(rt, project: Path) -> None:
     import os
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    res = subprocess.run([sys.executable, "-m", "digest", "--config", str(project), "select", "--week", "2026-W48", "--json"],
-                         capture_output=True, text=True, env={**base, **env}, timeout=120, cwd=project.parent)
+    res = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(project), "select", "--week", "2026-W48", "--json"],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=120,
+        cwd=project.parent,
+    )
     assert res.returncode == 0, res.stderr
     picks = json.loads(res.stdout)["picks"]
     assert [set(p["parts"]) for p in picks] == [{"panel", "community", "freshness", "diversity"}] * 2

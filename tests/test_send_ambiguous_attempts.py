@@ -3,13 +3,11 @@ recipient against the fake Resend's own record of accepted emails."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
 from digest.delivery.requeue import requeue_failed
-from digest.delivery.sender import Sender
-from digest.delivery.transports import make_transport
 from digest.storage.db import make_engine, upgrade
 from digest.storage.models import (
     ATTEMPT_AMBIGUOUS,
@@ -21,14 +19,13 @@ from digest.storage.models import (
     DELIVERY_QUEUED,
     ISSUE_SENDING,
     Batch,
-    Delivery,
     Issue,
     SendAttempt,
     Subscriber,
 )
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import add_readers, assert_exactly_once, delivery_counts
-from tests.test_delivery import NOW, WEEK, make_rt, prepare, send
+from tests.test_delivery import WEEK, make_rt, send
 
 STALL = Faults(stall_rate=1.0, stall_seconds=5.0)
 
@@ -48,7 +45,7 @@ def test_a_batch_accepted_then_stalled_is_never_resent_under_a_new_key(tmp_path,
         assert state.copies_by_recipient() == {r: 1 for r in readers}  # accepted, the answers were lost
         issue_id = issue_id_of(rt)
         with rt.sessions.begin() as s:  # what `--retry-failed` does: nothing failed, nothing gets a new key
-            assert requeue_failed(s, issue_id, now=datetime.now(timezone.utc)).deliveries == 0
+            assert requeue_failed(s, issue_id, now=datetime.now(UTC)).deliveries == 0
             keys = {b.batch_no: b.idem_key for b in s.scalars(select(Batch))}
             assert set(s.scalars(select(Batch.status))) == {BATCH_PENDING}
             assert s.scalar(select(Issue.status)) == ISSUE_SENDING
@@ -103,7 +100,7 @@ def test_staging_and_production_on_one_account_never_share_a_key(tmp_path, db_ur
 
 
 def _age_first_attempts(rt, hours: float) -> None:  # type: ignore[no-untyped-def]
-    long_ago = datetime.now(timezone.utc) - timedelta(hours=hours)
+    long_ago = datetime.now(UTC) - timedelta(hours=hours)
     with rt.sessions.begin() as s:
         s.execute(update(Batch).values(first_attempt_at=long_ago))
         s.execute(update(SendAttempt).values(started_at=long_ago))
@@ -145,11 +142,11 @@ def test_after_the_key_window_an_ambiguous_batch_waits_for_an_operator_who_accep
         with rt.sessions.begin() as s:
             assert s.scalar(select(Batch.status)) == BATCH_UNCONFIRMED
             assert s.scalar(select(Issue.status)) == ISSUE_SENDING
-            held = requeue_failed(s, issue_id, now=datetime.now(timezone.utc))
+            held = requeue_failed(s, issue_id, now=datetime.now(UTC))
         assert held.deliveries == 0 and held.unconfirmed == 50
         assert_exactly_once(state.copies_by_recipient(), readers)  # the stalled batch had gone out
         with rt.sessions.begin() as s:
-            done = requeue_failed(s, issue_id, now=datetime.now(timezone.utc), accept_duplicates=True)
+            done = requeue_failed(s, issue_id, now=datetime.now(UTC), accept_duplicates=True)
         assert done.deliveries == 50 and done.duplicates_possible == 50
         resent = send(rt)
         assert resent.summary is not None and resent.summary.sent == 50
@@ -167,7 +164,7 @@ def test_retry_failed_within_the_key_window_keeps_a_refused_batchs_key(tmp_path,
         issue_id = issue_id_of(rt)
         with rt.sessions.begin() as s:
             key = s.scalar(select(Batch.idem_key))
-            done = requeue_failed(s, issue_id, now=datetime.now(timezone.utc))
+            done = requeue_failed(s, issue_id, now=datetime.now(UTC))
         assert done.deliveries == 50 and done.same_key == 1
         state.set_faults(Faults())
         send(rt)

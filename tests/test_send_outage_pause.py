@@ -36,7 +36,7 @@ from tests.support_delivery import (
     seed_for_cli,
 )
 from tests.support_serve import ServeProcess, free_port, serving, wait_for
-from tests.test_delivery import make_rt, prepare, send, WEEK, NOW
+from tests.test_delivery import NOW, WEEK, make_rt, prepare, send
 
 READERS = 450
 
@@ -125,7 +125,7 @@ def test_provider_down_for_the_first_send_then_a_plain_digest_send_finishes_it_o
         assert "sent" not in _issue_status(rt)  # not reported sent
         assert _issue_status(rt) == ISSUE_SENDING and delivery_counts(rt)[DELIVERY_FAILED] == 0
         stats = digest_cli(cfg, env, "stats")
-        assert f"still owed" in stats.stdout and str(READERS) in stats.stdout and "paused" in stats.stdout
+        assert "still owed" in stats.stdout and str(READERS) in stats.stdout and "paused" in stats.stdout
         server.restore()
         again = digest_cli(cfg, env, "send")
         assert again.returncode == 0, again.stdout + again.stderr

@@ -6,7 +6,7 @@ sending slot, a 429 costs the shared schedule one slot (not a second), and the p
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest.cycle import prepare
@@ -19,7 +19,7 @@ from tests.conftest import make_runtime, write_project
 from tests.fake_resend import FakeResend, FakeResendServer
 from tests.support_delivery import add_readers, assert_exactly_once, resend_project, resend_runtime, seed_comparisons
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 
 

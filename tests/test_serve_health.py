@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from digest.storage.models import ISSUE_SENT, Delivery, Issue
 from digest.web.app import create_app
 from digest.weeks import Week
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47; its slot was Monday
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47; its slot was Monday
 LOCAL = ("127.0.0.1", 50000)  # details are for the machine itself (tests/test_health_visibility.py)
 
 
@@ -45,7 +45,7 @@ def test_healthy_service_answers_200_with_the_details(served) -> None:  # type: 
     assert body["status"] == "ok" and body["problems"] == []
     assert body["database"]["reachable"] is True
     assert body["scheduler"]["running"] is True
-    expected = make_trigger(service.rt.settings.schedule).get_next_fire_time(None, datetime.now(timezone.utc))
+    expected = make_trigger(service.rt.settings.schedule).get_next_fire_time(None, datetime.now(UTC))
     assert datetime.fromisoformat(body["scheduler"]["next_run_time"]) == expected
     assert body["last_issue"] is None
     assert body["overdue"] is False and body["schedule"]["week"] == "2026-W47"

@@ -12,7 +12,7 @@ import http.server
 import re
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -37,8 +37,8 @@ from tests.support_subscribers import (
 
 pytestmark = pytest.mark.browser
 
-W47 = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
-W48 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+W47 = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+W48 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -67,7 +67,7 @@ def host_pages(app_url: str, site: str) -> dict[str, str]:
 <iframe src="{app_url}/embed" title="Newsletter sign-up" referrerpolicy="no-referrer-when-downgrade" style="border:0;width:100%;max-width:32rem;height:230px"></iframe>
 </body></html>""",
         "/thanks.html": "<!doctype html><html lang=en><head><title>Thanks</title></head>"
-                        "<body><h1>Thanks: please check your inbox</h1></body></html>",
+        "<body><h1>Thanks: please check your inbox</h1></body></html>",
     }
 
 
@@ -215,7 +215,7 @@ SHOTS = ["/subscribe", "/subscribe/thanks", "/embed", "site:/js.html", "confirm"
 
 def test_pages_fit_small_screens_and_are_screenshotted(stack, browser) -> None:
     """Every page at 375 and 600 px: no sideways scrolling; screenshots in test-output/signup/."""
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
 
     rt, app_url, site = stack
     with rt.sessions.begin() as s:

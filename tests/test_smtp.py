@@ -10,7 +10,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, require_or_skip, write_project
 from tests.support_delivery import add_readers, assert_exactly_once, seed_comparisons
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 USER, PASSWORD = "digest", "s3cret-pass"
 

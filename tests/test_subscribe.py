@@ -142,7 +142,7 @@ def test_confirm_link_activates_sends_welcome_and_is_safe_to_open_twice(srt) -> 
 
 
 def test_expired_and_forged_confirm_links(srt, monkeypatch) -> None:
-    from subscribers.tokens import Tokens
+    from digest.links import Tokens
 
     c = client(srt)
     c.post("/subscribe", json={"email": "e@example.com"})

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
+from digest.links import Tokens, personal_links
 from digest.storage.models import SUB_ACTIVE, SUB_UNSUBSCRIBED, Event, Subscriber
-from subscribers.api import add_subscriber, personal_links
+from subscribers.api import add_subscriber
 from subscribers.mailto import process_unsubscribe_mail
-from subscribers.tokens import Tokens
 from tests.support_subscribers import (
     client,
     counts,
@@ -23,8 +23,8 @@ from tests.support_subscribers import (
     unsubscribe_url,
 )
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)  # Wednesday of 2026-W47
-NEXT = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # 2026-W48
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W47
+NEXT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # 2026-W48
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -31,8 +31,8 @@ from tests.support_subscribers import (
     subscriber,
 )
 
-NOW = datetime(2026, 11, 18, 12, 0, tzinfo=timezone.utc)
-NEXT = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
+NEXT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -90,9 +90,9 @@ def test_transient_bounces_suppress_on_the_third_within_30_days(sent) -> None:
     soft = event("email.bounced", "re_soft", "soft@example.com", bounce={"type": "Transient", "subType": "MailboxFull"})
     assert post(c, soft).json()["result"] == "soft bounce 1 of 3"
     with rt.sessions.begin() as s:  # the first one is old: it no longer counts
-        s.execute(update(Event).where(Event.kind == "soft_bounce").values(created_at=datetime.now(timezone.utc)
+        s.execute(update(Event).where(Event.kind == "soft_bounce").values(created_at=datetime.now(UTC)
                                                                              - timedelta(days=31)))
-    soft["created_at"] = datetime.now(timezone.utc).isoformat()
+    soft["created_at"] = datetime.now(UTC).isoformat()
     assert post(c, soft).json()["result"] == "soft bounce 1 of 3"
     assert post(c, soft).json()["result"] == "soft bounce 2 of 3"
     assert subscriber(rt, "soft@example.com").status == SUB_ACTIVE
@@ -121,7 +121,7 @@ def test_delivery_events_are_recorded_on_the_delivery(sent, kind, column) -> Non
     r = post(client(rt), event(kind, "re_soft", "soft@example.com"))
     assert r.status_code == 200 and r.json()["result"] == f"recorded {kind}"
     stamp = getattr(delivery(rt, "re_soft"), column)
-    assert stamp is not None and stamp.replace(tzinfo=timezone.utc).minute == 5
+    assert stamp is not None and stamp.replace(tzinfo=UTC).minute == 5
 
 
 def test_replayed_webhook_is_handled_once(sent) -> None:
@@ -143,15 +143,17 @@ def test_bad_stale_and_missing_signatures_get_401_and_record_nothing(sent) -> No
     before = counts(rt)
     wrong_secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
     assert post(c, payload, secret=wrong_secret).status_code == 401
-    assert post(c, payload, when=datetime.now(timezone.utc) - timedelta(minutes=10)).status_code == 401
-    assert post(c, payload, when=datetime.now(timezone.utc) + timedelta(minutes=10)).status_code == 401
+    assert post(c, payload, when=datetime.now(UTC) - timedelta(minutes=10)).status_code == 401
+    assert post(c, payload, when=datetime.now(UTC) + timedelta(minutes=10)).status_code == 401
     body, headers = signed_webhook(payload, "msg_tamper")
     assert c.post("/webhooks/resend", content=body.replace(b"angry", b"hard_"), headers=headers).status_code == 401
     for drop in ("svix-id", "svix-timestamp", "svix-signature"):
         h = {k: v for k, v in headers.items() if k != drop}
         assert c.post("/webhooks/resend", content=body, headers=h).status_code == 401
     for garbage in ("v1,not-base64!!", "nonsense", "v1", ""):
-        assert c.post("/webhooks/resend", content=body, headers={**headers, "svix-signature": garbage}).status_code == 401
+        assert (
+            c.post("/webhooks/resend", content=body, headers={**headers, "svix-signature": garbage}).status_code == 401
+        )
     assert c.post("/webhooks/resend", content=b"\xff\xfe", headers=headers).status_code == 401
     assert counts(rt) == before and subscriber(rt, "angry@example.com").status == SUB_ACTIVE
 
@@ -163,7 +165,7 @@ def test_signed_but_malformed_events_get_400_and_record_nothing(sent) -> None:
 
     before = counts(rt)
     for raw in ("not json", "[1,2]", '{"data": {}}', '{"type": 5, "data": {}}', '{"type": "email.bounced", "data": 3}'):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         headers = {"svix-id": f"msg_{uuid.uuid4().hex}", "svix-timestamp": str(int(now.timestamp())),
                    "svix-signature": Webhook(WEBHOOK_SECRET).sign("ignored", now, raw)}
         headers["svix-signature"] = Webhook(WEBHOOK_SECRET).sign(headers["svix-id"], now, raw)

@@ -26,8 +26,9 @@ err = make_console(stderr=True)
 
 @app.callback()
 def _root(
-    config: str = typer.Option(None, "--config", "-c", help="Path to config.toml (default: ./config.toml or $DIGEST_CONFIG).",
-                               metavar="PATH"),
+    config: str = typer.Option(
+        None, "--config", "-c", help="Path to config.toml (default: ./config.toml or $DIGEST_CONFIG).", metavar="PATH"
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
 ) -> None:
     state.config_path = config

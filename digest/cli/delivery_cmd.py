@@ -83,7 +83,7 @@ def stats(
     rt = runtime()
     issue = _pick_issue(week)
     with rt.sessions() as session:
-        data = issue_stats(session, session.get(Issue, issue.id),  # type: ignore[arg-type]
+        data = issue_stats(session, session.get_one(Issue, issue.id),
                            measured=reported_events(rt.config.transport_kind))
     if as_json:
         print_json(data)

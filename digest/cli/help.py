@@ -9,12 +9,15 @@ workflow order, flags show no value label, and every value option shows a plain 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 from typer.core import TyperArgument, TyperGroup
 from typer.models import ArgumentInfo, OptionInfo
+
+if TYPE_CHECKING:
+    # typer 0.29 vendors click as `typer._click` and overrides take its own types; they have no public alias.
+    from typer._click import Command, Context
 
 # The order an operator meets the commands in a week; anything not listed follows, as registered.
 WORKFLOW = ["demo", "ingest", "comparisons", "select", "note", "preview", "send", "stats", "subscribers", "serve",
@@ -30,7 +33,7 @@ METAVARS = {"pin": "SLUG", "exclude": "SLUG", "published": "DATE", "limit": "N",
 class PlainArgument(TyperArgument):
     """An argument shown as its metavar alone: `FILE`, not `{FILE} <path>`."""
 
-    def display_type_rich(self, ctx: click.Context) -> str | None:
+    def display_type_rich(self, ctx: Context) -> str | None:
         return None
 
     def _usage_display_name(self) -> str:
@@ -43,12 +46,12 @@ class PlainArgument(TyperArgument):
 class WorkflowGroup(TyperGroup):
     """Lists its commands in workflow order; shows their arguments plainly."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         names = super().list_commands(ctx)
         rank = {name: i for i, name in enumerate(WORKFLOW)}
         return sorted(names, key=lambda n: (rank.get(n, len(WORKFLOW)), names.index(n)))
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         command = super().get_command(ctx, cmd_name)
         for param in command.params if command is not None else ():
             if type(param) is TyperArgument:

@@ -47,7 +47,7 @@ def json_safe(text: str) -> str:
 class SafeConsole(Console):
     """A rich Console whose print() shows strings terminal-safe and without markup by default."""
 
-    def print(self, *objects: Any, markup: bool | None = None, **kwargs: Any) -> None:  # type: ignore[override]
+    def print(self, *objects: Any, markup: bool | None = None, **kwargs: Any) -> None:
         safe = [terminal_safe(o, keep_newlines=True) if isinstance(o, str) else o for o in objects]
         super().print(*safe, markup=bool(markup), **kwargs)
 
@@ -61,11 +61,12 @@ class Table(RichTable):
         for header in headers:
             self.add_column(header)
 
+    # Rich's add_column takes many keyword-only options; this one keeps them all and only changes defaults.
     def add_column(self, header: Any = "", *, no_wrap: bool = False, **kwargs: Any) -> None:  # type: ignore[override]
         kwargs.setdefault("overflow", "fold")
         super().add_column(header, no_wrap=no_wrap, **kwargs)
 
-    def add_row(self, *cells: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
         super().add_row(*(c if c is None or not isinstance(c, str) else Text(terminal_safe(c)) for c in cells),
                         **kwargs)
 

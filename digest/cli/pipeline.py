@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 import typer
 from sqlalchemy import select
 
 from digest.cli import app
-from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
+from digest.cli.help import command_group
 from digest.cli.output import Table
-from digest.delivery.sender import SendSummary
 from digest.cycle import (
     check_not_future,
     current_selection,
@@ -22,12 +21,13 @@ from digest.cycle import (
     send_week,
     update_choices,
 )
+from digest.delivery.sender import SendSummary
 from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.selection import Selection, resolve_slugs
 from digest.storage.db import current_revision, head_revision, upgrade
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueStatus
 from digest.weeks import as_utc
 
 db_app = command_group("Database schema.")
@@ -39,8 +39,8 @@ app.add_typer(comparisons_app, name="comparisons")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations (every command also does this on a new database)."""
-    from digest.runtime import open_runtime
     from digest.cli.context import state
+    from digest.runtime import open_runtime
 
     rt = open_runtime(state.config_path, migrate=False)
     applied = upgrade(rt.engine)
@@ -50,8 +50,8 @@ def db_upgrade() -> None:
 @db_app.command("status")
 def db_status() -> None:
     """Show the schema revision and the head revision."""
-    from digest.runtime import open_runtime
     from digest.cli.context import state
+    from digest.runtime import open_runtime
 
     rt = open_runtime(state.config_path, migrate=False)
     out.print(f"current: {current_revision(rt.engine) or 'empty'}  head: {head_revision(rt.engine)}")
@@ -62,19 +62,26 @@ def parse_date(value: str | None, option: str) -> datetime | None:
         return None
     try:
         if len(value) == 10:
-            return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(0, 0), timezone.utc)
+            return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(0, 0), UTC)
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise UserError(f"{option}: {value!r} is not a date (YYYY-MM-DD or ISO 8601 date-time)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @app.command()
 def ingest(
-    sources: list[str] = typer.Argument(..., help="Page-text (.txt) or JSON files, folders of them, or http(s) URLs of a JSON list.",
-                                        metavar="PATH_OR_URL..."),
-    published: str = typer.Option(None, "--published", help="Publication date for the items (YYYY-MM-DD); default: now."),
-    url: str = typer.Option(None, "--url", help="Comparison URL for a single page-text item (default: site_url/<slug>)."),
+    sources: list[str] = typer.Argument(
+        ...,
+        help="Page-text (.txt) or JSON files, folders of them, or http(s) URLs of a JSON list.",
+        metavar="PATH_OR_URL...",
+    ),
+    published: str = typer.Option(
+        None, "--published", help="Publication date for the items (YYYY-MM-DD); default: now."
+    ),
+    url: str = typer.Option(
+        None, "--url", help="Comparison URL for a single page-text item (default: site_url/<slug>)."
+    ),
 ) -> None:
     """Read comparisons and upsert them by slug. A file with an error stores nothing."""
     when = parse_date(published, "--published")
@@ -177,7 +184,7 @@ def select_cmd(
                 sel = select_picks(session, rt.settings.selection, week=wk.key, cutoff=cutoff)
             else:
                 sel = current_selection(rt, session, issue, cutoff)
-            status = "draft"
+            status = IssueStatus.DRAFT
     if as_json:
         print_json({**sel.as_dict(), "status": status})
     else:
@@ -236,7 +243,9 @@ def send(
         out.print(f"issue {p.week}: already sent; nothing more to send", markup=False)
         return
     picks = len(p.selection.picks) if p.selection else None
-    head = f"issue {p.week}: " + (f"{picks} pick(s), {p.recipients} recipient(s) enqueued; " if p.frozen_now else "resumed; ")
+    head = f"issue {p.week}: " + (
+        f"{picks} pick(s), {p.recipients} recipient(s) enqueued; " if p.frozen_now else "resumed; "
+    )
     out.print(head + f"{s.sent} sent, {s.failed} failed, {s.dropped} dropped", markup=False)
     if rt.config.transport_kind == "outbox":
         folder = rt.outbox_dir / p.week
@@ -305,8 +314,8 @@ def demo() -> None:
                 out.print(f"comparison {r.action:9} {r.slug}", markup=False)
     with rt.sessions.begin() as session:
         for email, name in DEMO_PEOPLE:
-            r = add_subscriber(session, email, name=name, confirmed=True, source="demo")
-            out.print(f"subscriber {r.action:9} {email}", markup=False)
+            added = add_subscriber(session, email, name=name, confirmed=True, source="demo")
+            out.print(f"subscriber {added.action:9} {email}", markup=False)
     wk = resolve_week(rt, None)
     before = _count_files(rt.outbox_dir / wk.key)
     result = send_week(rt, wk, manual=True)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from sqlalchemy import func, select
 
 from digest.delivery.sender import SendSummary
@@ -60,7 +60,7 @@ class SendProgress:
         self._total: int | None = None
         self._last_line = self.started
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._done = 0
         self._first: tuple[float, int] | None = None
 
@@ -86,7 +86,9 @@ class SendProgress:
             if self._first is None:  # measure from the first finished batch: startup is not sending
                 self._first = (now, self._done)
             since, base = self._first
-            rate = (self._done - base) / (now - since) if now - since > 0.5 else self._done / max(1e-6, now - self.started)
+            rate = (
+                (self._done - base) / (now - since) if now - since > 0.5 else self._done / max(1e-6, now - self.started)
+            )
             if self._progress is not None and self._task is not None:
                 self._progress.update(self._task, completed=self._done, sent=summary.sent, failed=summary.failed,
                                       rate=f"{rate:.0f}/s")

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from digest.cli import app
 from digest.cli import err as err_console
-from digest.cli.help import command_group
 from digest.cli.context import out, print_json, runtime
+from digest.cli.help import command_group
 from digest.cli.output import Table
 from digest.errors import UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
@@ -112,7 +112,8 @@ def subscribers_count(as_json: bool = typer.Option(False, "--json", help="Print 
     """How many subscribers there are in each status."""
     rt = runtime()
     with rt.sessions() as session:
-        counts = dict(session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+        by_status = select(Subscriber.status, func.count()).group_by(Subscriber.status)
+        counts: dict[str, int] = dict(session.execute(by_status).all())
         suppressed = session.scalar(select(func.count()).select_from(Suppression)) or 0
         queued = session.scalar(select(func.count()).select_from(OutgoingMail)
                                 .where(OutgoingMail.status == MAIL_QUEUED)) or 0

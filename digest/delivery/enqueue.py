@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
+from digest.storage.db import affected_rows
 from digest.storage.models import BATCH_PENDING, DELIVERY_QUEUED, SUB_ACTIVE, Batch
 
 _FILL = text(
@@ -27,7 +28,7 @@ def enqueue_issue(session: Session, issue_id: int, batch_size: int) -> int:
         raise ValueError("batch_size must be between 1 and 100")
     result = session.execute(_FILL, {"issue_id": issue_id, "batch_size": int(batch_size),
                                      "queued": DELIVERY_QUEUED, "active": SUB_ACTIVE})
-    count = int(result.rowcount or 0)
+    count = affected_rows(result)
     batches = (count + batch_size - 1) // batch_size
     for start in range(0, batches, BATCH_ROWS):
         session.execute(insert(Batch), [{"issue_id": issue_id, "batch_no": b, "status": BATCH_PENDING,

@@ -21,7 +21,7 @@ class PreEscaped(str):
 
     json_escaped: str
 
-    def __new__(cls, value: str, escaped: str) -> "PreEscaped":
+    def __new__(cls, value: str, escaped: str) -> PreEscaped:
         obj = super().__new__(cls, value)
         obj.json_escaped = escaped
         return obj

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
+from digest.links import Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer, join_parts
 from digest.storage.models import Issue
-from subscribers.api import personal_links
-from subscribers.tokens import Tokens
 
 
 @dataclass

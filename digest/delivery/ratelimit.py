@@ -26,12 +26,17 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from digest.storage.models import SendRate
+
+if TYPE_CHECKING:
+    from digest.delivery.transports.base import Transport
+    from digest.runtime import Runtime
 
 log = logging.getLogger("digest.ratelimit")
 
@@ -180,3 +185,10 @@ class RateLimiter:
                 conn.execute(_PG_HOLD, {"seconds": seconds, "name": self.name})
             else:
                 conn.execute(_SQLITE_HOLD, {"seconds": seconds, "name": self.name, "now": time.time()})
+
+
+def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
+    """The Resend request budget is shared by all workers; the outbox and SMTP are not rate limited."""
+    if getattr(transport, "name", "") != "resend":
+        return None
+    return RateLimiter(rt.engine, "resend", rt.settings.resend.requests_per_second)

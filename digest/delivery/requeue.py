@@ -21,6 +21,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.delivery.sender import KEY_TTL, legacy_key, may_have_been_accepted
+from digest.storage.db import affected_rows
 from digest.storage.models import (
     BATCH_CLAIMED,
     BATCH_FAILED,
@@ -55,10 +56,10 @@ def _count(session: Session, issue_id: int, batch_no: int, *statuses: str) -> in
 
 
 def _requeue(session: Session, issue_id: int, row: Batch, *, new_key: bool) -> int:
-    moved = int(session.execute(
+    moved = affected_rows(session.execute(
         update(Delivery).where(Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no,
                                Delivery.status == DELIVERY_FAILED)
-        .values(status=DELIVERY_QUEUED, error=None).execution_options(synchronize_session=False)).rowcount or 0)
+        .values(status=DELIVERY_QUEUED, error=None).execution_options(synchronize_session=False)))
     row.status, row.claimed_by, row.claimed_at, row.last_error, row.sent_at = BATCH_PENDING, None, None, None, None
     if new_key:  # a fresh request: readers who left meanwhile are dropped again before it
         row.generation += 1

@@ -38,17 +38,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.outage import OutageWatch
-from digest.delivery.ratelimit import RateLimiter
+from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
 from digest.installation import installation_id
+from digest.links import Tokens
+from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
+from digest.storage.db import affected_rows
 from digest.storage.models import (
     ATTEMPT_ACCEPTED,
     ATTEMPT_AMBIGUOUS,
@@ -57,13 +61,13 @@ from digest.storage.models import (
     BATCH_PENDING,
     BATCH_SENT,
     BATCH_UNCONFIRMED,
-    MAY_HAVE_BEEN_ACCEPTED,
     DELIVERY_DROPPED,
     DELIVERY_FAILED,
     DELIVERY_QUEUED,
     DELIVERY_SENT,
     ISSUE_SENDING,
     ISSUE_SENT,
+    MAY_HAVE_BEEN_ACCEPTED,
     SUB_ACTIVE,
     Batch,
     Delivery,
@@ -71,9 +75,7 @@ from digest.storage.models import (
     SendAttempt,
     Subscriber,
 )
-from digest.mail import OutgoingEmail
 from digest.weeks import as_utc, utcnow
-from subscribers.tokens import Tokens
 
 log = logging.getLogger("digest.sender")
 
@@ -167,9 +169,18 @@ class SendSummary:
             self.stopped = self.stopped or reason
 
 
+class ClaimOutcome(StrEnum):
+    """What claiming a batch for one more attempt found."""
+
+    GO = "go"  # send it (again, under the same key)
+    LOST = "lost"  # another worker holds the claim now
+    EMPTY = "empty"  # nobody left to mail in it
+    UNCONFIRMED = "unconfirmed"  # the key expired after an attempt that may have gone out: an operator decides
+
+
 @dataclass
 class _Attempt:
-    outcome: str  # go | lost | empty | unconfirmed
+    outcome: ClaimOutcome
     queued: set[int] | None = None  # first attempt: who is still on the list
     failed: int = 0
     reason: str | None = None
@@ -191,13 +202,6 @@ class _Work:
     rate_limited: int = 0
 
 
-def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
-    """The Resend request budget is shared by all workers; the outbox and SMTP are not rate limited."""
-    if getattr(transport, "name", "") != "resend":
-        return None
-    return RateLimiter(rt.engine, "resend", rt.settings.resend.requests_per_second)
-
-
 class Sender:
     def __init__(self, rt: Runtime, transport: Transport, *, worker: str | None = None,
                  max_attempts: int | None = None, lease_seconds: int = LEASE_SECONDS,
@@ -209,7 +213,8 @@ class Sender:
         self.worker = worker or worker_name()
         self.max_attempts = max_attempts or rt.settings.resend.max_attempts
         self.lease = timedelta(seconds=lease_seconds)
-        self.limiter = make_limiter(rt, transport) if limiter == "auto" else limiter
+        # "auto" (the only string): the transport's own limiter.
+        self.limiter: RateLimiter | None = make_limiter(rt, transport) if isinstance(limiter, str) else limiter
         if self.limiter is not None and hasattr(transport, "on_rate"):
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
@@ -278,9 +283,10 @@ class Sender:
             .values(status=DELIVERY_DROPPED, error="left the list before sending")
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount:
-            log.info("batch %s: dropped %s reader(s) who left after enqueueing", batch_no, result.rowcount)
-        return int(result.rowcount or 0)
+        dropped = affected_rows(result)
+        if dropped:
+            log.info("batch %s: dropped %s reader(s) who left after enqueueing", batch_no, dropped)
+        return dropped
 
     # -- one batch ------------------------------------------------------------------------
 
@@ -320,7 +326,7 @@ class Sender:
                 q = q.with_for_update()
             row = session.scalar(q)
             if row is None or row.status != BATCH_CLAIMED or row.claimed_by != name:
-                return _Attempt("lost")
+                return _Attempt(ClaimOutcome.LOST)
             now = utcnow()
             key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
             if row.attempts > 0 and row.first_attempt_at is not None and as_utc(row.first_attempt_at) < now - KEY_TTL:
@@ -338,7 +344,7 @@ class Sender:
                     Delivery.status == DELIVERY_QUEUED)))
                 if not queued:
                     row.status, row.sent_at, row.claimed_at = BATCH_SENT, now, now
-                    return _Attempt("empty")
+                    return _Attempt(ClaimOutcome.EMPTY)
                 row.first_attempt_at = now
                 row.idem_key = key = idempotency_key(install, issue_id, week, row.batch_no, row.generation)
             row.attempts += 1
@@ -346,17 +352,18 @@ class Sender:
             attempt = SendAttempt(batch_id=row.id, idem_key=key, started_at=now)
             session.add(attempt)
             session.flush()
-            return _Attempt("go", queued=queued, key=key, attempt_id=attempt.id)
+            return _Attempt(ClaimOutcome.GO, queued=queued, key=key, attempt_id=attempt.id)
 
     def _unconfirmed(self, session: Session, issue_id: int, row: Batch, now: datetime) -> _Attempt:
         """The key expired after an attempt that may have been accepted: only an operator decides."""
-        reason = (f"may have been delivered: first attempted {as_utc(row.first_attempt_at):%Y-%m-%d %H:%M} UTC "
+        first = as_utc(row.first_attempt_at) if row.first_attempt_at else now
+        reason = (f"may have been delivered: first attempted {first:%Y-%m-%d %H:%M} UTC "
                   f"without a confirmed answer, and the provider's idempotency key has expired, so it is not "
                   f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)")
         row.status, row.last_error, row.claimed_by, row.claimed_at = BATCH_UNCONFIRMED, reason, None, None
         count = session.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DELIVERY_QUEUED))
-        return _Attempt("unconfirmed", failed=int(count or 0), reason=reason)
+        return _Attempt(ClaimOutcome.UNCONFIRMED, failed=int(count or 0), reason=reason)
 
     def _finish_attempt(self, attempt_id: int | None, outcome: str, detail: str | None) -> None:
         if attempt_id is None:
@@ -382,13 +389,13 @@ class Sender:
             self._set_pending(batch, name)
             return None
         attempt = self._start_attempt(work.issue_id, work.week, batch, name)
-        if attempt.outcome == "lost":
+        if attempt.outcome is ClaimOutcome.LOST:
             log.warning("batch %s: claim taken over by another worker; leaving it to them", batch.batch_no)
             return None
-        if attempt.outcome == "empty":
+        if attempt.outcome is ClaimOutcome.EMPTY:
             summary.add(batches=1)
             return None
-        if attempt.outcome == "unconfirmed":
+        if attempt.outcome is ClaimOutcome.UNCONFIRMED:
             log.error("batch %s: %s", batch.batch_no, attempt.reason)
             summary.add(unconfirmed=attempt.failed, error=f"batch {batch.batch_no}: {attempt.reason}")
             return None
@@ -473,7 +480,7 @@ class Sender:
         with self._streak_lock:
             self._streak += 1 if failed else 0
             streak = self._streak
-        return min(self.backoff_base * 2 ** max(0, streak - 1), MAX_BACKOFF) * (0.5 + random.random())
+        return min(self.backoff_base * 2.0 ** max(0, streak - 1), MAX_BACKOFF) * (0.5 + random.random())
 
     def _recorder(self, recipients: list[Recipient], reported: dict[int, SendResult],
                   summary: SendSummary) -> Callable[[int, SendResult], None]:
@@ -728,4 +735,4 @@ def mark_sent_if_done(rt: Runtime, issue_id: int) -> bool:
             .values(status=ISSUE_SENT, sent_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        return bool(res.rowcount)
+        return affected_rows(res) > 0

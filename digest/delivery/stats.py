@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from digest.storage.models import (
@@ -25,7 +25,7 @@ from digest.storage.models import (
     Event,
     Issue,
 )
-from digest.weeks import as_utc
+from digest.weeks import iso_utc
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -52,7 +52,7 @@ def unsubscribe_reasons(session: Session, issue_id: int) -> dict[str, int]:
 
 def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None = None) -> dict[str, Any]:
     """`measured`: the delivery events the transport reports (None: assume all)."""
-    def n(cond):  # type: ignore[no-untyped-def]
+    def n(cond: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
     row = session.execute(select(
@@ -79,8 +79,7 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     unmeasured = [k for k in EVENT_KEYS if measured is not None and k not in measured and not counts[k]]
     for key in unmeasured:
         rates[key] = None
-    stamp = (lambda d: as_utc(d).isoformat() if d else None)
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
-            "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at), **counts, "rates": rates,
+            "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,
             "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
             "owed": queued, "paused": issue.pause_reason}

@@ -119,7 +119,9 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
         raise cur.fail(f"tool {which}'s category (3 lines before its percentage)", extra[0])
     cur.i = pct_index
     pct_line = cur.take("the panel-ship percentage")
-    pct = int(_PCT.match(pct_line.text).group(1))  # type: ignore[union-attr]
+    matched = _PCT.match(pct_line.text)
+    assert matched is not None  # pct_index was found by this pattern
+    pct = int(matched.group(1))
     if pct > 100:
         raise cur.fail("a panel-ship percentage from 0% to 100%", pct_line)
     cur.expect_label("Panel ship", "the percentage")
@@ -134,7 +136,9 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
         if end is None or end <= cur.i:
             raise cur.fail("tool A's description, then tool B's category, name, tagline and percentage")
     else:
-        end = next((j for j in range(cur.i, len(cur.lines)) if cur.lines[j].text.casefold() == "reviewer scorecard"), None)
+        end = next(
+            (j for j in range(cur.i, len(cur.lines)) if cur.lines[j].text.casefold() == "reviewer scorecard"), None
+        )
         if end is None:
             raise cur.fail("tool B's description followed by 'Reviewer scorecard'")
         if end <= cur.i:
@@ -188,7 +192,8 @@ def parse_page_text(raw: str, path: str = "<page>") -> ComparisonData:
     cur = _Cursor(path, lines, last_line=max(1, len(all_lines)))
     if not lines:
         raise IngestError(f"{path}:1: expected a comparison page, but the file is empty")
-    if cur.peek() and cur.peek().text.casefold() == KICKER:  # type: ignore[union-attr]
+    first = cur.peek()
+    if first is not None and first.text.casefold() == KICKER:
         cur.i += 1
     title_line = cur.take("the title 'A vs B'")
     names = split_title(title_line.text)

@@ -113,6 +113,8 @@ def json_schema() -> dict:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "comparison.schema.json",
         "title": "Comparison",
-        "description": "One AI tool comparison as `digest ingest` reads it; a file may hold one object or a list of them.",
+        "description": (
+            "One AI tool comparison as `digest ingest` reads it; a file may hold one object or a list of them."
+        ),
         **{k: v for k, v in schema.items() if k != "title"},
     }

@@ -1,8 +1,8 @@
 """Build the preview message exactly as the real send would, for a sample reader, and cache it.
 
 Digest: compile_issue (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
-the sender takes. Confirm and welcome: subscribers.mail_queue.MailBuilder (render_transactional). A build is cached under the
-template files' mtimes, the settings generation and the selection, so an unchanged page is a
+the sender takes. Confirm and welcome: subscribers.mail_queue.MailBuilder (render_transactional).
+A build is cached under the template files' mtimes, the settings generation and the selection, so an unchanged page is a
 dictionary look-up and a template edit recompiles only once.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import TemplateError
+from digest.links import Tokens, personal_links
 from digest.mail import OutgoingEmail, domain_of, to_mime
 from digest.preview.checks import Check, TemplateProblem, run_checks, scan_html
 from digest.preview.draft import Draft
@@ -25,8 +26,6 @@ from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
 from digest.storage.models import Issue, Subscriber
 from subscribers.mail_queue import MailBuilder
-from subscribers.api import personal_links
-from subscribers.tokens import Tokens
 
 KINDS = ("digest", "confirm", "welcome")
 SAMPLE = Recipient(delivery_id=0, subscriber_id=0, email="sample.reader@example.com", name="Sample Reader")

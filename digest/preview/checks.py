@@ -144,7 +144,9 @@ def _lines(tags: list[_Tag]) -> str:
         "…" if len(lines) > 6 else "")
 
 
-def _link_findings(links: list[_Tag], settings: Settings) -> tuple[list[tuple[str, Finding]], list[tuple[str, Finding]]]:
+def _link_findings(
+    links: list[_Tag], settings: Settings
+) -> tuple[list[tuple[str, Finding]], list[tuple[str, Finding]]]:
     """http:// links grouped by origin; links to hosts not allowed, or to this machine, grouped by host."""
     hosts = allowed_hosts(settings)
     insecure: dict[str, list[_Tag]] = {}
@@ -325,7 +327,7 @@ class TemplateProblem:
     excerpt: list[tuple[int, str]] = field(default_factory=list)
 
     @classmethod
-    def from_message(cls, message: str, templates_dir: Path) -> "TemplateProblem":
+    def from_message(cls, message: str, templates_dir: Path) -> TemplateProblem:
         m = _LOCATION.match(message)
         if not m:
             return cls(message)

@@ -42,7 +42,9 @@ class Draft:
     @property
     def signature(self) -> tuple[Any, ...]:
         """What the render depends on besides templates and settings (the cache key part)."""
-        items = tuple((i.comparison.slug, i.comparison.content_hash, i.rank, i.score, i.pinned) for i in self.issue.items)
+        items = tuple(
+            (i.comparison.slug, i.comparison.content_hash, i.rank, i.score, i.pinned) for i in self.issue.items
+        )
         return (self.week.key, self.status, self.issue.number, self.issue.editor_note, items,
                 self.issue.placeholder_nonce if self.frozen else None)
 

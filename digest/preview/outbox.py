@@ -10,7 +10,7 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -49,7 +49,7 @@ class Opened:
 
 
 def _mtime(p: Path) -> datetime:
-    return datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+    return datetime.fromtimestamp(p.stat().st_mtime, UTC)
 
 
 def list_folders(root: Path) -> list[Folder]:
@@ -62,7 +62,7 @@ def list_folders(root: Path) -> list[Folder]:
             files = list(d.glob("*.eml"))
             latest = max((_mtime(f) for f in files), default=None)
             out.append(Folder(d.name, len(files), latest))
-    return sorted(out, key=lambda f: (f.latest or datetime.min.replace(tzinfo=timezone.utc), f.name), reverse=True)
+    return sorted(out, key=lambda f: (f.latest or datetime.min.replace(tzinfo=UTC), f.name), reverse=True)
 
 
 def _path(root: Path, folder: str, name: str | None = None) -> Path:

@@ -56,8 +56,9 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.preview_state = state
 
-    def handle_exit(self, sig: int, frame: object) -> None:  # type: ignore[override]
+    def handle_exit(self, sig: int, frame: object) -> None:
         self.preview_state.closing = True  # ends the event streams so shutdown does not wait on them
+        # uvicorn types frame as FrameType | None; the signal module hands us exactly that.
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 

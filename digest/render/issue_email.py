@@ -171,7 +171,7 @@ def subject_for(site_name: str, number: int | None, items: list[dict[str, Any]])
     """
     if not items:
         return _fit(f"{site_name}: this week's verdicts", SUBJECT_MAX)
-    head = items[0]["title"]
+    head = str(items[0]["title"])
     more = f" + {len(items) - 1} more" if len(items) > 1 else ""
     if len(head) + len(more) <= SUBJECT_MAX:
         return head + more

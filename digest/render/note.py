@@ -24,6 +24,7 @@ _TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)")
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
     md = MarkdownIt("zero", {"html": False}).enable(["emphasis", "link", "escape", "newline"])
+    # markdown-it-py's documented hook for link policy is replacing this method on the instance.
     md.validateLink = lambda url: url.strip().lower().startswith(("http://", "https://"))  # type: ignore[method-assign]
     return md
 

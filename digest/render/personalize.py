@@ -37,7 +37,7 @@ class Personalizer:
     text_slots: list[str]
 
     @classmethod
-    def build(cls, compiled_html: str, compiled_text: str, nonce: str) -> "Personalizer":
+    def build(cls, compiled_html: str, compiled_text: str, nonce: str) -> Personalizer:
         pattern = re.compile(rf"@@{re.escape(nonce)}\.(\w+)@@")
         hp = pattern.split(compiled_html)
         tp = pattern.split(compiled_text)

@@ -110,8 +110,14 @@ def _template_location(exc: BaseException) -> str:
     return where
 
 
+def _loader(env: jinja2.Environment) -> jinja2.FileSystemLoader:
+    """The template folder's loader (make_env always builds the environment with one)."""
+    assert isinstance(env.loader, jinja2.FileSystemLoader)
+    return env.loader
+
+
 def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
-    base = Path(env.loader.searchpath[0])  # type: ignore[union-attr]
+    base = Path(_loader(env).searchpath[0])
     try:
         return env.get_template(name).render(**context)
     except jinja2.TemplateSyntaxError as exc:
@@ -231,7 +237,7 @@ def _used_templates(env: jinja2.Environment, name: str) -> list[str]:
             continue
         seen.append(current)
         try:
-            source = env.loader.get_source(env, current)[0]  # type: ignore[union-attr]
+            source = _loader(env).get_source(env, current)[0]
             refs = jinja2.meta.find_referenced_templates(env.parse(source))
         except (jinja2.TemplateError, OSError):
             continue
@@ -262,7 +268,7 @@ def locate(env: jinja2.Environment, name: str, rendered: str, problem: MjmlProbl
     the offending rendered line, the one whose neighbours also match wins. `{% %}`-only lines render
     to nothing, so the rendered MJML has no line map of its own.
     """
-    base = Path(env.loader.searchpath[0])  # type: ignore[union-attr]
+    base = Path(_loader(env).searchpath[0])
     lines = [ln.strip() for ln in rendered.splitlines()]
     at = problem.line - 1
     target = lines[at] if 0 <= at < len(lines) else ""
@@ -271,7 +277,7 @@ def locate(env: jinja2.Environment, name: str, rendered: str, problem: MjmlProbl
     loose: list[str] = []
     for tname in _used_templates(env, name):
         try:
-            source = env.loader.get_source(env, tname)[0]  # type: ignore[union-attr]
+            source = _loader(env).get_source(env, tname)[0]
         except (jinja2.TemplateError, OSError):
             continue
         patterns = [_line_pattern(tl) for tl in source.splitlines()]

@@ -36,6 +36,13 @@ class RenderedMail:
 def render_transactional(config: Config, kind: str, context: dict[str, Any]) -> RenderedMail:
     s = config.settings
     subject = SUBJECTS[kind].format(site=s.site.name)
-    ctx = {"site": s.site, "sender": s.sender, "schedule": s.schedule, "subject": subject, "preheader": PREHEADERS[kind], **context}
+    ctx = {
+        "site": s.site,
+        "sender": s.sender,
+        "schedule": s.schedule,
+        "subject": subject,
+        "preheader": PREHEADERS[kind],
+        **context,
+    }
     html, text = render_pair(config, kind, ctx)
     return RenderedMail(subject, html, text)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.errors import UserError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK_ID = 0x5EED_D16E  # serializes concurrent `upgrade` runs on PostgreSQL
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -39,11 +43,11 @@ def make_engine(url: str) -> Engine:
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so
         # read-then-write transactions take the write lock up front (no upgrade deadlocks).
         @event.listens_for(engine, "connect")
-        def _no_autobegin(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
+        def _begin_immediate(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -62,7 +66,12 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+def affected_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed (`Session.execute` is typed as returning a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount or 0
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()

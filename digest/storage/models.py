@@ -1,18 +1,21 @@
 """The database schema. One module so the whole data model reads in one place.
 
-Status values are plain strings (portable between SQLite and PostgreSQL); the
-allowed ones are listed as constants next to each table.
+Statuses and kinds are `StrEnum`s stored as their values in VARCHAR columns (portable between
+SQLite and PostgreSQL, no native enum types to migrate); raw SQL binds the same members. The old
+constant names (SUB_ACTIVE, ...) stay as aliases of the members.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -30,6 +33,12 @@ from digest.weeks import utcnow
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def values_of(enum: type[StrEnum], length: int = 16) -> Enum:
+    """A VARCHAR column holding an enum's values (not its member names); reads give back members."""
+    return Enum(enum, native_enum=False, create_constraint=False, length=length, validate_strings=True,
+                values_callable=lambda members: [m.value for m in members])
 
 
 # Integer primary keys that are BIGINT on PostgreSQL but the rowid alias on SQLite.
@@ -54,10 +63,14 @@ class Comparison(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-ISSUE_DRAFT = "draft"  # selection may still change (pins, excludes)
-ISSUE_SKIPPED = "skipped"  # too few picks at the last attempt; may be retried
-ISSUE_SENDING = "sending"  # rendered and enqueued: picks and payload are frozen
-ISSUE_SENT = "sent"  # every batch finished (some deliveries may have failed)
+class IssueStatus(StrEnum):
+    DRAFT = "draft"  # selection may still change (pins, excludes)
+    SKIPPED = "skipped"  # too few picks at the last attempt; may be retried
+    SENDING = "sending"  # rendered and enqueued: picks and payload are frozen
+    SENT = "sent"  # every batch finished (some deliveries may have failed)
+
+
+ISSUE_DRAFT, ISSUE_SKIPPED, ISSUE_SENDING, ISSUE_SENT = IssueStatus
 
 
 class Issue(Base):
@@ -68,7 +81,7 @@ class Issue(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     week: Mapped[str] = mapped_column(String(8), unique=True)
     number: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default=ISSUE_DRAFT)
+    status: Mapped[IssueStatus] = mapped_column(values_of(IssueStatus), default=IssueStatus.DRAFT)
     pins: Mapped[list[Any]] = mapped_column(JSON, default=list)
     excludes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     editor_note: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -88,7 +101,7 @@ class Issue(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
-    items: Mapped[list["IssueItem"]] = relationship(
+    items: Mapped[list[IssueItem]] = relationship(
         back_populates="issue", order_by="IssueItem.rank", cascade="all, delete-orphan"
     )
 
@@ -112,11 +125,15 @@ class IssueItem(Base):
     comparison: Mapped[Comparison] = relationship()
 
 
-SUB_PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
-SUB_ACTIVE = "active"  # confirmed: gets every issue
-SUB_UNSUBSCRIBED = "unsubscribed"
-SUB_BOUNCED = "bounced"  # hard bounce or repeated soft bounces; also suppressed
-SUB_COMPLAINED = "complained"  # spam complaint; also suppressed
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
+    ACTIVE = "active"  # confirmed: gets every issue
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # hard bounce or repeated soft bounces; also suppressed
+    COMPLAINED = "complained"  # spam complaint; also suppressed
+
+
+SUB_PENDING, SUB_ACTIVE, SUB_UNSUBSCRIBED, SUB_BOUNCED, SUB_COMPLAINED = SubscriberStatus
 
 
 class Subscriber(Base):
@@ -125,7 +142,8 @@ class Subscriber(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized (domain lower-cased)
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default=SUB_PENDING, index=True)
+    status: Mapped[SubscriberStatus] = mapped_column(values_of(SubscriberStatus), default=SubscriberStatus.PENDING,
+                                                     index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -137,11 +155,15 @@ class Subscriber(Base):
     consent_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
-CONSENT_SIGNED_UP = "signed_up"  # a sign-up request (form, embed, API): not consent until confirmed
-CONSENT_CONFIRMED = "confirmed"  # the person posted the confirmation form from their mailbox
-CONSENT_RESUBSCRIBED = "resubscribed"  # the person's own unsubscribe-page link
-CONSENT_IMPORTED = "imported"  # `subscribers import --confirmed --consent ...`
-CONSENT_ADDED = "added"  # `subscribers add` (--confirmed: the operator holds consent)
+class ConsentKind(StrEnum):
+    SIGNED_UP = "signed_up"  # a sign-up request (form, embed, API): not consent until confirmed
+    CONFIRMED = "confirmed"  # the person posted the confirmation form from their mailbox
+    RESUBSCRIBED = "resubscribed"  # the person's own unsubscribe-page link
+    IMPORTED = "imported"  # `subscribers import --confirmed --consent ...`
+    ADDED = "added"  # `subscribers add` (--confirmed: the operator holds consent)
+
+
+CONSENT_SIGNED_UP, CONSENT_CONFIRMED, CONSENT_RESUBSCRIBED, CONSENT_IMPORTED, CONSENT_ADDED = ConsentKind
 
 
 class ConsentRecord(Base):
@@ -155,7 +177,7 @@ class ConsentRecord(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[ConsentKind] = mapped_column(values_of(ConsentKind))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -173,14 +195,18 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-BATCH_PENDING = "pending"  # waiting for a sender; attempts == 0: members may still be dropped, else frozen
-BATCH_CLAIMED = "claimed"  # a worker holds it; attempts > 0 means the payload is frozen
-BATCH_SENT = "sent"
-BATCH_FAILED = "failed"  # older installs: gave up after max attempts; `digest send --retry-failed` re-queues
-# Its key expired (or the provider holds a different payload under it) after an attempt that may
-# have been accepted: nobody knows whether it went out, so only an operator who accepts possible
-# duplicates sends it again (`digest send --retry-failed --accept-duplicates`).
-BATCH_UNCONFIRMED = "unconfirmed"
+class BatchStatus(StrEnum):
+    PENDING = "pending"  # waiting for a sender; attempts == 0: members may still be dropped, else frozen
+    CLAIMED = "claimed"  # a worker holds it; attempts > 0 means the payload is frozen
+    SENT = "sent"
+    FAILED = "failed"  # older installs: gave up after max attempts; `digest send --retry-failed` re-queues
+    # Its key expired (or the provider holds a different payload under it) after an attempt that may
+    # have been accepted: nobody knows whether it went out, so only an operator who accepts possible
+    # duplicates sends it again (`digest send --retry-failed --accept-duplicates`).
+    UNCONFIRMED = "unconfirmed"
+
+
+BATCH_PENDING, BATCH_CLAIMED, BATCH_SENT, BATCH_FAILED, BATCH_UNCONFIRMED = BatchStatus
 
 
 class Batch(Base):
@@ -192,7 +218,7 @@ class Batch(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
     batch_no: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=BATCH_PENDING)
+    status: Mapped[BatchStatus] = mapped_column(values_of(BatchStatus), default=BatchStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped only when a batch may get a new key (digest.delivery.requeue): nothing of it can have
     # gone out, or its key expired, or the operator accepted possible duplicates.
@@ -207,10 +233,14 @@ class Batch(Base):
     idem_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
-ATTEMPT_IN_FLIGHT = "in_flight"  # no answer recorded yet (a crash leaves it so): may have been accepted
-ATTEMPT_ACCEPTED = "accepted"  # the provider answered with per-email results
-ATTEMPT_REFUSED = "refused"  # definitively not accepted (connection refused, an error status, 429)
-ATTEMPT_AMBIGUOUS = "ambiguous"  # the answer was lost (timeout, dropped connection): may have been accepted
+class AttemptOutcome(StrEnum):
+    IN_FLIGHT = "in_flight"  # no answer recorded yet (a crash leaves it so): may have been accepted
+    ACCEPTED = "accepted"  # the provider answered with per-email results
+    REFUSED = "refused"  # definitively not accepted (connection refused, an error status, 429)
+    AMBIGUOUS = "ambiguous"  # the answer was lost (timeout, dropped connection): may have been accepted
+
+
+ATTEMPT_IN_FLIGHT, ATTEMPT_ACCEPTED, ATTEMPT_REFUSED, ATTEMPT_AMBIGUOUS = AttemptOutcome
 MAY_HAVE_BEEN_ACCEPTED = (ATTEMPT_IN_FLIGHT, ATTEMPT_ACCEPTED, ATTEMPT_AMBIGUOUS)
 
 
@@ -225,7 +255,7 @@ class SendAttempt(Base):
     idem_key: Mapped[str] = mapped_column(String(256))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), default=ATTEMPT_IN_FLIGHT)
+    outcome: Mapped[AttemptOutcome] = mapped_column(values_of(AttemptOutcome), default=AttemptOutcome.IN_FLIGHT)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
@@ -239,10 +269,14 @@ class Installation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-DELIVERY_QUEUED = "queued"
-DELIVERY_SENT = "sent"  # accepted by the transport
-DELIVERY_FAILED = "failed"  # rejected (validation) or batch gave up
-DELIVERY_DROPPED = "dropped"  # unsubscribed/suppressed after enqueue, before its batch was claimed
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"  # accepted by the transport
+    FAILED = "failed"  # rejected (validation) or batch gave up
+    DROPPED = "dropped"  # unsubscribed/suppressed after enqueue, before its batch was claimed
+
+
+DELIVERY_QUEUED, DELIVERY_SENT, DELIVERY_FAILED, DELIVERY_DROPPED = DeliveryStatus
 
 
 class Delivery(Base):
@@ -261,7 +295,7 @@ class Delivery(Base):
     )
     email: Mapped[str] = mapped_column(String(320))
     batch_no: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=DELIVERY_QUEUED)
+    status: Mapped[DeliveryStatus] = mapped_column(values_of(DeliveryStatus), default=DeliveryStatus.QUEUED)
     provider_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -279,7 +313,9 @@ class Event(Base):
     __table_args__ = (Index("ix_events_issue_kind", "issue_id", "kind"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # subscribed | confirmed | unsubscribed | resubscribed | bounced | complained | ...
+    kind: Mapped[str] = mapped_column(
+        String(32)
+    )  # subscribed | confirmed | unsubscribed | resubscribed | bounced | complained | ...
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
     )
@@ -302,10 +338,19 @@ class WebhookReceipt(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-MAIL_QUEUED = "queued"
-MAIL_SENT = "sent"
-MAIL_FAILED = "failed"
-MAIL_SKIPPED = "skipped"  # no longer wanted when its turn came (confirmed meanwhile, left the list)
+class MailStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # no longer wanted when its turn came (confirmed meanwhile, left the list)
+
+
+MAIL_QUEUED, MAIL_SENT, MAIL_FAILED, MAIL_SKIPPED = MailStatus
+
+
+class MailKind(StrEnum):
+    CONFIRM = "confirm"  # the double opt-in link
+    WELCOME = "welcome"  # after confirming
 
 
 class OutgoingMail(Base):
@@ -315,11 +360,11 @@ class OutgoingMail(Base):
     __table_args__ = (Index("ix_outgoing_mail_status", "status", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # confirm | welcome
+    kind: Mapped[MailKind] = mapped_column(values_of(MailKind, 32))
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=True
     )
-    status: Mapped[str] = mapped_column(String(16), default=MAIL_QUEUED)
+    status: Mapped[MailStatus] = mapped_column(values_of(MailStatus), default=MailStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

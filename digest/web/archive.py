@@ -177,8 +177,12 @@ def _database_guard(handler: Callable[..., Response]) -> Callable[..., Response]
             return handler(request, *args, **kwargs)
         except SQLAlchemyError as exc:
             log.error("archive: database error: %s", str(exc).splitlines()[0])
-            return Response("The archive is unavailable for a moment; please try again shortly.\n", status_code=503,
-                            media_type="text/plain; charset=utf-8", headers={"Retry-After": "60", "Cache-Control": "no-store"})
+            return Response(
+                "The archive is unavailable for a moment; please try again shortly.\n",
+                status_code=503,
+                media_type="text/plain; charset=utf-8",
+                headers={"Retry-After": "60", "Cache-Control": "no-store"},
+            )
 
     return wrapper
 

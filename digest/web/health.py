@@ -23,7 +23,7 @@ from digest.runtime import Runtime
 from digest.scheduler import slot_state
 from digest.storage.models import Delivery, Issue
 from digest.web.operator import may_see_details
-from digest.weeks import as_utc
+from digest.weeks import iso_utc
 
 router = APIRouter()
 
@@ -49,10 +49,9 @@ def last_issue(rt: Runtime) -> dict[str, Any] | None:
         counts = dict(session.execute(
             select(Delivery.status, func.count()).where(Delivery.issue_id == issue.id).group_by(Delivery.status)
         ).all())
-    stamp = (lambda d: as_utc(d).isoformat() if d else None)
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
-            "skip_reason": issue.skip_reason, "scheduled_for": stamp(issue.scheduled_for),
-            "enqueued_at": stamp(issue.enqueued_at), "sent_at": stamp(issue.sent_at),
+            "skip_reason": issue.skip_reason, "scheduled_for": iso_utc(issue.scheduled_for),
+            "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at),
             "deliveries": {str(k): int(v) for k, v in counts.items()}}
 
 

@@ -71,7 +71,8 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
             "application/json": {"schema": {"type": "object", "properties": _SIGNUP_FIELDS, "required": ["email"]}},
             **_form(_SIGNUP_FIELDS)["content"]}},
         "responses": {
-            "200": _answer("Accepted: a confirmation email is on its way.", {"application/json": {"schema": _SIGNUP_OK}}),
+            "200": _answer("Accepted: a confirmation email is on its way.",
+                           {"application/json": {"schema": _SIGNUP_OK}}),
             "303": {"description": "Accepted (a form post): redirect to the thanks page or `next`."},
             "400": _answer("A field is wrong (`field` says which).", JSON_ERROR, HTML),
             "403": _answer("The Origin may not use the form.", JSON_ERROR, HTML),
@@ -162,7 +163,7 @@ NOT_DESCRIBED = {("/openapi.json", "get")}
 
 def undescribed(app: FastAPI) -> list[tuple[str, str]]:
     """Public operations missing from PUBLIC (so neither documented nor fuzzed)."""
-    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods
+    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods or ()
                   if m != "HEAD" and (r.path, m.lower()) not in PUBLIC and (r.path, m.lower()) not in NOT_DESCRIBED)
 
 
@@ -174,7 +175,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         if route.path in paths:
             shown = copy.copy(route)
             shown.include_in_schema = True
-            shown.methods = {m for m in route.methods if (route.path, m.lower()) in PUBLIC}
+            shown.methods = {m for m in route.methods or () if (route.path, m.lower()) in PUBLIC}
             routes.append(shown)
     doc = get_openapi(title=app.title, version="1", routes=routes,
                       description="The public HTTP API of `digest serve`.")

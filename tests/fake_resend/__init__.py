@@ -1,6 +1,6 @@
 """A fake of Resend's batch API for tests: schema-checked, rate-limited, idempotent, and breakable on demand."""
 
 from tests.fake_resend.server import FakeResendProcess, FakeResendServer
-from tests.fake_resend.state import Faults, FakeResend
+from tests.fake_resend.state import FakeResend, Faults
 
 __all__ = ["FakeResend", "FakeResendProcess", "FakeResendServer", "Faults"]

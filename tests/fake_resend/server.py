@@ -67,7 +67,7 @@ class FakeResendServer:
         self._make_server()
         self.start()
 
-    def start(self) -> "FakeResendServer":
+    def start(self) -> FakeResendServer:
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         self._thread.start()
         deadline = time.monotonic() + 20
@@ -82,7 +82,7 @@ class FakeResendServer:
         self._thread.join(10)
         self._sock.close()
 
-    def __enter__(self) -> "FakeResendServer":
+    def __enter__(self) -> FakeResendServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -129,7 +129,7 @@ class FakeResendProcess:
     def summary(self) -> dict[str, Any]:
         return self.get("/_fake/summary")
 
-    def __enter__(self) -> "FakeResendProcess":
+    def __enter__(self) -> FakeResendProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

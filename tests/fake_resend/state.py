@@ -41,6 +41,9 @@ def email_validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
+_ADDRESS_FORMAT = "The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
+
+
 def _address_ok(value: str) -> bool:
     m = _NAMED.match(value.strip())
     return bool(_ADDRESS.match(m.group(1).strip() if m else value.strip()))
@@ -54,11 +57,11 @@ def email_problems(email: Any, reject_to: set[str]) -> str | None:
         where = "/".join(str(p) for p in err.path) or "body"
         return f"Invalid `{where}` field: {err.message}"
     if not _address_ok(email["from"]):
-        return "Invalid `from` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
+        return f"Invalid `from` field. {_ADDRESS_FORMAT}"
     recipients = [email["to"]] if isinstance(email["to"], str) else list(email["to"])
     for to in recipients:
         if not _address_ok(to):
-            return "Invalid `to` field. The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
+            return f"Invalid `to` field. {_ADDRESS_FORMAT}"
         if to.strip().lower() in reject_to:
             return f"Invalid `to` field. {to} cannot receive email."
     if "html" not in email and "text" not in email and "template" not in email:
@@ -108,7 +111,8 @@ class Accepted:
 class Logged:
     at: float  # arrival (seconds since the epoch)
     status: int
-    outcome: str  # accepted | replayed | rate_limited | injected_500 | injected_429 | dropped | invalid | auth | conflict ...
+    # accepted | replayed | rate_limited | injected_500 | injected_429 | dropped | invalid | auth | conflict ...
+    outcome: str
     emails: int
     key: str | None
 

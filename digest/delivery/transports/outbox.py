@@ -14,6 +14,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@+-]+", "_", name)[:120]
 
 
+def file_name_hint(address: str) -> str:
+    """The part of an outbox file name that comes from the recipient's address.
+
+    Names are mangled (and may be shared: `zoé` and `zoë` both give `zo_`), so this is a cheap
+    first filter for finding a person's copies; the To header inside the file decides.
+    """
+    return _safe(address)
+
+
 class OutboxTransport:
     name = "outbox"
     reports: frozenset[str] = frozenset()  # delivery events measured (files on disk: nothing comes back)

@@ -49,8 +49,9 @@ class _HttpxClient(HTTPClient):
         """This thread's next JSON request sends `body`, encoded beforehand from the same params."""
         self._ready.body = body
 
-    def request(self, method: str, url: str, headers: Mapping[str, str], json: Any = None,
-                files: dict[str, Any] | None = None, data: dict[str, str] | None = None):  # type: ignore[override]
+    def request(self, method: str, url: str, headers: Mapping[str, str],
+                json: dict[str, object] | list[object] | None = None, files: dict[str, Any] | None = None,
+                data: dict[str, str] | None = None) -> tuple[bytes, int, Mapping[str, str]]:
         ready, self._ready.body = getattr(self._ready, "body", None), None
         try:
             if json is not None and files is None and data is None:
@@ -169,13 +170,13 @@ class ResendTransport:
         else:
             params = [email_params(e) for e in emails]
         try:
-            response = resend.Batch.send(params, options={"idempotency_key": idempotency_key,  # type: ignore[arg-type]
+            response = resend.Batch.send(params, options={"idempotency_key": idempotency_key,
                                                           "batch_validation": "permissive"})
         except ResendError as exc:
             self._tell_rate(exc.headers)
             return self._failed(exc, len(emails), idempotency_key)
         self._tell_rate(response.get("http_headers") if isinstance(response, Mapping) else None)
-        return map_results(len(emails), response)  # type: ignore[arg-type]
+        return map_results(len(emails), response)
 
     def _tell_rate(self, headers: Mapping[str, str] | None) -> None:
         if headers and self.on_rate is not None:

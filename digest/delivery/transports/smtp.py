@@ -1,10 +1,11 @@
 """SMTP (smtplib): STARTTLS, implicit TLS or plain; one kept-alive connection per sending thread.
 
 SMTP has no batch call and no idempotency of its own, so a batch is sent message by
-message over a connection of its own (kept open for the next batch), and each message's result is handed to the caller (`on_result`) the moment the
-server answers, before the next one goes out: a crash repeats at most the message in
-flight on each connection. If the connection breaks halfway, the messages already
-accepted come back as sent and the rest as `retry`, and only those are sent again.
+message over a connection of its own (kept open for the next batch), and each message's result
+is handed to the caller (`on_result`) the moment the server answers, before the next one goes
+out: a crash repeats at most the message in flight on each connection. If the connection
+breaks halfway, the messages already accepted come back as sent and the rest as `retry`,
+and only those are sent again.
 `smtp.connections` batches of a process are in flight at once, so a local MTA is fed
 in parallel. Resend's SMTP server deduplicates by the
 `Resend-Idempotency-Key` header, which we set per message there.
@@ -125,8 +126,8 @@ class SmtpTransport:
                 refused = conn.sendmail(*data) if data is not None else conn.send_message(msg)
             except smtplib.SMTPNotSupportedError:
                 # smtplib refuses before MAIL FROM (the connection stays usable): this address alone fails.
-                raise _Rejected(f"the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
-                                f"does not offer it; only this message is refused") from None
+                raise _Rejected("the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
+                                "does not offer it; only this message is refused") from None
             except smtplib.SMTPServerDisconnected:
                 # An idle connection closed by the server fails on MAIL FROM, before any data: safe to redo once.
                 self._drop()

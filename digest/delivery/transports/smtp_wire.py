@@ -21,9 +21,9 @@ import dataclasses
 import random
 import sys
 from email.message import EmailMessage
-from functools import lru_cache
 from email.policy import Policy
 from email.utils import getaddresses
+from functools import lru_cache
 
 from digest.mail import OutgoingEmail, to_mime
 
@@ -78,6 +78,7 @@ def _fold(policy: Policy, name: str, value: object) -> bytes:
     folded once. A header object is folded from its value, so equal text folds equally."""
     text = str(value)
     if len(text) > 200:  # long, per-reader values (List-Unsubscribe) are not worth keeping
+        # A header object (not a str) folds from its parsed value; typeshed allows str only.
         return policy.fold_binary(name, value)  # type: ignore[arg-type]
     return _fold_text(policy, name, text)
 
@@ -102,6 +103,7 @@ def _write(part: EmailMessage, policy: Policy, out: list[bytes]) -> bool:
         out.append((part.preamble.replace("\n", _CRLF) + _CRLF).encode("ascii"))
     for i, sub in enumerate(part.iter_parts()):
         out.append(f"{_CRLF if i else ''}--{boundary}{_CRLF}".encode("ascii"))
+        # iter_parts() yields the message's own class (EmailMessage); typeshed says Message.
         if not _write(sub, policy, out):  # type: ignore[arg-type]
             return False
     out.append(f"{_CRLF}--{boundary}--{_CRLF}".encode("ascii"))

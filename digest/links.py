@@ -1,4 +1,7 @@
-"""Signed tokens in links: unsubscribe (never expires) and confirm (expires).
+"""Signed tokens and the personal links built from them: unsubscribe (never expires) and confirm (expires).
+
+A neutral module below both the weekly cycle (delivery, preview) and the subscriber lifecycle,
+so neither side imports the other (the import contract in pyproject.toml says so).
 
 Tokens carry the subscriber id and a short hash of the address, so a token stops
 working when the address is erased or changed, and cannot be moved to another person.
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
+
+from digest.config import Settings
 
 
 def email_hash(email: str) -> str:
@@ -84,3 +89,16 @@ class Tokens:
     @staticmethod
     def tie(email: str) -> str:
         return _tie(email)
+
+
+def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email: str,
+                   issue_id: int | None, week: str | None) -> dict[str, str]:
+    """One reader's unsubscribe, manage and web-version links (the token is stable per subscriber and issue)."""
+    base = settings.site.public_url
+    token = tokens.unsubscribe(subscriber_id, email, issue_id)
+    return {
+        "unsubscribe_url": f"{base}/u/{token}",
+        "manage_url": f"{base}/u/{token}?manage=1",
+        "view_url": f"{base}/archive/{week}" if week else f"{base}/archive",
+        "token": token,
+    }

@@ -1,0 +1,37 @@
+"""The layers of DESIGN.md hold: `lint-imports` checks the contract in pyproject.toml.
+
+The second test proves the check has teeth: the same contract over a copy of the code with one
+upward import (delivery importing the subscriber lifecycle) is reported broken.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "lint-imports"
+    cmd = [str(exe)] if exe.exists() else [shutil.which("lint-imports") or "lint-imports"]
+    return subprocess.run([*cmd, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_layers_contract_is_kept() -> None:
+    run = _lint_imports(ROOT)
+    assert run.returncode == 0, f"import contract broken:\n{run.stdout}\n{run.stderr}"
+
+
+def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("digest", "subscribers"):
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    ratelimit = tmp_path / "digest" / "delivery" / "ratelimit.py"
+    ratelimit.write_text(ratelimit.read_text() + "\nimport subscribers.lifecycle  # noqa: E402\n")
+    run = _lint_imports(tmp_path)
+    assert run.returncode != 0, run.stdout
+    assert "digest.delivery.ratelimit -> subscribers.lifecycle" in run.stdout, run.stdout

@@ -1,0 +1,64 @@
+"""Statuses and kinds are StrEnums shared by the ORM and the raw-SQL paths.
+
+Rows written by the sign-up's raw SQL read back through the ORM as enum members (so both paths
+write the same values), and a misspelled status is refused before it reaches the database.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import StatementError
+
+from digest.runtime import Runtime
+from digest.storage.models import (
+    SUB_ACTIVE,
+    ConsentKind,
+    ConsentRecord,
+    MailKind,
+    MailStatus,
+    OutgoingMail,
+    Subscriber,
+    SubscriberStatus,
+)
+from digest.weeks import utcnow
+from subscribers.lifecycle import unsubscribe
+from subscribers.signup import SignupRequest, signup
+
+
+def test_raw_sql_sign_up_reads_back_as_enum_members(rt: Runtime) -> None:
+    assert signup(rt, SignupRequest(email="enum@example.com", ip="192.0.2.1")).accepted
+    with rt.sessions() as session:
+        sub = session.scalars(select(Subscriber).where(Subscriber.email == "enum@example.com")).one()
+        mail = session.scalars(select(OutgoingMail).where(OutgoingMail.subscriber_id == sub.id)).one()
+        consent = session.scalars(select(ConsentRecord).where(ConsentRecord.subscriber_id == sub.id)).one()
+    assert sub.status is SubscriberStatus.PENDING
+    assert (mail.kind, mail.status) == (MailKind.CONFIRM, MailStatus.QUEUED)
+    assert mail.kind is MailKind.CONFIRM and mail.status is MailStatus.QUEUED
+    assert consent.kind is ConsentKind.SIGNED_UP
+
+
+def test_raw_sql_sign_up_again_after_leaving_reads_back_as_enum_member(rt: Runtime) -> None:
+    assert signup(rt, SignupRequest(email="back@example.com", ip="192.0.2.2")).accepted
+    with rt.sessions.begin() as session:
+        sub = session.scalars(select(Subscriber).where(Subscriber.email == "back@example.com")).one()
+        unsubscribe(session, sub, issue_id=None, method="test")
+    later = utcnow() + timedelta(days=2)  # past the confirmation resend window
+    assert signup(rt, SignupRequest(email="back@example.com", ip="192.0.2.3"), now=later).accepted
+    with rt.sessions() as session:
+        status = session.scalar(select(Subscriber.status).where(Subscriber.email == "back@example.com"))
+    assert status is SubscriberStatus.PENDING
+
+
+def test_old_constant_names_are_the_enum_members() -> None:
+    assert SUB_ACTIVE is SubscriberStatus.ACTIVE
+    assert SUB_ACTIVE == "active" and f"{SUB_ACTIVE}" == "active"
+
+
+def test_a_misspelled_status_is_refused_before_the_database(rt: Runtime) -> None:
+    with rt.sessions() as session:
+        session.add(Subscriber(email="typo@example.com", status="actve"))
+        with pytest.raises(StatementError, match="actve"):
+            session.flush()
