@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "digest.delivery.transports.outbox",
     "digest.delivery.transports.resend_api",
     "digest.delivery.transports.smtp",
+    "digest.delivery.transports.ses",
 )
 
 
