@@ -9,6 +9,7 @@ checked against the messages moto recorded.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -98,6 +99,12 @@ def test_a_lost_answer_leaves_that_reader_unconfirmed_and_is_never_resent(moto, 
         with rt.sessions() as s:
             outcomes = list(s.scalars(select(SendAttempt.outcome).order_by(SendAttempt.id)))
         assert outcomes.count("ambiguous") == 1
+        cfg_env = _cli_env(rt.config.database_url, url)
+        stats = digest_cli(rt.config.path, cfg_env, "stats", "--json")
+        assert stats.returncode == 0, stats.stdout + stats.stderr
+        assert json.loads(stats.stdout)["unconfirmed"] == 1  # the operator sees it
+        shown = digest_cli(rt.config.path, cfg_env, "stats")
+        assert "unconfirmed (may have been delivered)" in shown.stdout, shown.stdout
     rt.close()
 
 
