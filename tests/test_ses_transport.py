@@ -105,6 +105,9 @@ def test_a_lost_answer_leaves_that_reader_unconfirmed_and_is_never_resent(moto, 
         assert json.loads(stats.stdout)["unconfirmed"] == 1  # the operator sees it
         shown = digest_cli(rt.config.path, cfg_env, "stats")
         assert "unconfirmed (may have been delivered)" in shown.stdout, shown.stdout
+        listed = digest_cli(rt.config.path, cfg_env, "send", "--week", this_week(rt).key, "--retry-failed")
+        assert "1 reader(s) may or may not have received this issue" in listed.stdout, listed.stdout
+        assert_exactly_once(moto.copies(), readers)  # listing it sent nothing
     rt.close()
 
 
