@@ -164,3 +164,23 @@ def test_kill_9_mid_send_then_resume_mails_2000_readers_at_most_once(moto, tmp_p
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert max(moto.copies().values()) == 1  # listing them sent nothing
     rt.close()
+
+
+def test_confirmation_mails_go_to_ses_one_per_call_within_its_rate(moto, tmp_path, db_url) -> None:
+    from subscribers.api import add_subscriber
+    from subscribers.mail_queue import drain, queue_mail
+
+    rt = _runtime(tmp_path, db_url, moto.url)
+    with rt.sessions.begin() as s:
+        for i in range(3):
+            sub = add_subscriber(s, f"new{i}@example.com").subscriber
+            queue_mail(s, "confirm", sub.id)
+    transport = make_transport(rt.config)
+    sizes: list[int] = []
+    send_batch = transport.send_batch
+    transport.send_batch = lambda emails, *a, **k: sizes.append(len(emails)) or send_batch(emails, *a, **k)  # type: ignore[method-assign]
+    result = drain(rt, transport)
+    assert result.sent == 3
+    assert sizes == [1, 1, 1]  # each call takes one slot of the shared send rate
+    assert sorted(moto.copies()) == [f"new{i}@example.com" for i in range(3)]
+    rt.close()

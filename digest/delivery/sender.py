@@ -47,6 +47,7 @@ from digest import transport_registry
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.outage import OutageWatch
 from digest.delivery.ratelimit import RateLimiter, make_limiter
+from digest.delivery.transports import capabilities_of
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
 from digest.installation import installation_id
@@ -203,15 +204,6 @@ class _Work:
     rate_limited: int = 0
 
 
-def _capabilities(transport: Transport) -> transport_registry.Capabilities:
-    """What the transport declared when it registered (an unregistered one: what it says itself)."""
-    try:
-        return transport_registry.get(getattr(transport, "name", "")).capabilities
-    except KeyError:
-        return transport_registry.Capabilities(
-            idempotent=False, per_message_results=bool(getattr(transport, "reports_each_result", False)))
-
-
 def key_ttl(caps: transport_registry.Capabilities) -> timedelta:
     """How long a batch may be retried under its key: the provider's key lifetime less a margin.
 
@@ -238,8 +230,8 @@ class Sender:
         self.limiter: RateLimiter | None = make_limiter(rt, transport) if isinstance(limiter, str) else limiter
         if self.limiter is not None and hasattr(transport, "on_rate"):
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
-        self.key_ttl = key_ttl(_capabilities(transport))
-        self._per_message = bool(getattr(transport, "reports_each_result", _capabilities(transport).per_message_results))
+        self.key_ttl = key_ttl(capabilities_of(transport))
+        self._per_message = bool(getattr(transport, "reports_each_result", capabilities_of(transport).per_message_results))
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.backoff_base = backoff_base
         # Transient failures in a row across this process's batches: the backoff grows with it, so a
@@ -320,7 +312,7 @@ class Sender:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
                     self._messages[issue_id] = IssueMessages(self.rt.settings, self.tokens, issue,
-                                                             json_bodies=_capabilities(self.transport).json_body)
+                                                             json_bodies=capabilities_of(self.transport).json_body)
             return self._messages[issue_id]
 
     def _recipients(self, issue_id: int, batch_no: int) -> list[Recipient]:

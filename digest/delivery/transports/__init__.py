@@ -18,6 +18,15 @@ def reported_events(kind: str) -> frozenset[str]:
         return frozenset()
 
 
+def capabilities_of(transport: object) -> transport_registry.Capabilities:
+    """What a transport declared when it registered (an unregistered one: what it says itself)."""
+    try:
+        return transport_registry.get(getattr(transport, "name", "")).capabilities
+    except KeyError:
+        return transport_registry.Capabilities(
+            idempotent=False, per_message_results=bool(getattr(transport, "reports_each_result", False)))
+
+
 def make_transport(config: Config) -> Transport:
     """The configured transport, built by the factory it registered."""
     try:
