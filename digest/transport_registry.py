@@ -90,9 +90,13 @@ def _load_builtins() -> None:
 
 
 def names() -> list[str]:
+    """The built-in transports first, in BUILTIN_MODULES order, then plug-ins as registered."""
     _load_builtins()
     with _lock:
-        return list(_specs)
+        specs = list(_specs.values())
+    rank = {module: i for i, module in enumerate(BUILTIN_MODULES)}
+    return [s.name for s in sorted(specs, key=lambda s: rank.get(getattr(s.factory, "__module__", ""),
+                                                                   len(rank)))]
 
 
 def get(name: str) -> TransportSpec:
