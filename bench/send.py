@@ -75,7 +75,8 @@ def project(root: Path, api_url: str, rate: float, smtp_port: int | None = None,
     else:
         # max_attempts 12: at a 30 % fault rate 6 attempts fail a batch now and then (0.3^6), which would
         # end the run early and measure nothing more.
-        overrides = {"transport": {"kind": "resend", "max_attempts": 12}, "transport.resend": {"requests_per_second": rate}}
+        overrides = {"transport": {"kind": "resend", "max_attempts": 12},
+                     "transport.resend": {"requests_per_second": rate}}
     cfg.write_text(apply_overrides(cfg.read_text(), overrides))
     return cfg
 

@@ -11,7 +11,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -444,7 +444,7 @@ def _validate_transport_tables(cfg_path: Path, tables: dict[str, dict[str, Any]]
         try:
             sections[name] = transport_registry.get(name).section.model_validate(table)
         except ValidationError as exc:
-            err = dict(exc.errors()[0])
-            err["loc"] = ("transport", name, *err.get("loc", ()))
+            err = exc.errors()[0]
+            err["loc"] = ("transport", name, *err["loc"])
             raise ConfigError(_format_error(cfg_path, err, {"transport": {name: table}})) from None
     return sections

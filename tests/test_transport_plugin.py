@@ -30,7 +30,6 @@ from digest.weeks import utcnow
 from tests.conftest import make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons, this_week
 
-
 # ---- the throw-away transport: everything a provider needs, in one place -------------------------
 
 class PigeonSection(transport_registry.TransportSection):
@@ -114,7 +113,8 @@ def test_config_names_only_registered_transports(pigeon, tmp_path) -> None:
         load_config(cfg, env={})
     with pytest.raises(ConfigError, match=r"^DIGEST_TRANSPORT: 'fax' is not a transport"):
         load_config(write_project(tmp_path / "project3"), env={"DIGEST_TRANSPORT": "fax"})
-    assert load_config(write_project(tmp_path / "project4"), env={"DIGEST_TRANSPORT": "pigeon"}).transport_kind == "pigeon"
+    cfg = load_config(write_project(tmp_path / "project4"), env={"DIGEST_TRANSPORT": "pigeon"})
+    assert cfg.transport_kind == "pigeon"
 
 
 OLD_SECTIONS = """

@@ -231,7 +231,8 @@ class Sender:
         if self.limiter is not None and hasattr(transport, "on_rate"):
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
         self.key_ttl = key_ttl(capabilities_of(transport))
-        self._per_message = bool(getattr(transport, "reports_each_result", capabilities_of(transport).per_message_results))
+        caps = capabilities_of(transport)
+        self._per_message = bool(getattr(transport, "reports_each_result", caps.per_message_results))
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.backoff_base = backoff_base
         # Transient failures in a row across this process's batches: the backoff grows with it, so a
@@ -344,7 +345,8 @@ class Sender:
                 return _Attempt(ClaimOutcome.LOST)
             now = utcnow()
             key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
-            if row.attempts > 0 and row.first_attempt_at is not None and as_utc(row.first_attempt_at) < now - self.key_ttl:
+            first_at = as_utc(row.first_attempt_at) if row.first_attempt_at is not None else None
+            if row.attempts > 0 and first_at is not None and first_at < now - self.key_ttl:
                 if may_have_been_accepted(session, row, key):
                     return self._unconfirmed(session, issue_id, row, now)
                 # Every attempt was refused: nothing went out, so a new key cannot make a second copy.
@@ -373,7 +375,8 @@ class Sender:
         """The key expired after an attempt that may have been accepted: only an operator decides."""
         first = as_utc(row.first_attempt_at) if row.first_attempt_at else now
         reason = (f"may have been delivered: first attempted {first:%Y-%m-%d %H:%M} UTC "
-                  f"without a confirmed answer, and the provider's idempotency key has expired (or it has none), so it is not "
+                  f"without a confirmed answer, and the provider's idempotency key has expired (or it has none), "
+                  f"so it is not "
                   f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)")
         row.status, row.last_error, row.claimed_by, row.claimed_at = BATCH_UNCONFIRMED, reason, None, None
         count = session.scalar(select(func.count()).select_from(Delivery).where(

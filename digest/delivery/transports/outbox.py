@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-
 from typing import Any
 
 from digest.delivery.transports.base import OnResult, SendResult

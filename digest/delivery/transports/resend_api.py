@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-from pydantic import Field
 import resend
+from pydantic import Field
 from resend.exceptions import ResendError
 from resend.http_client import HTTPClient
 
