@@ -70,12 +70,13 @@ def drop_database(url: str) -> None:
 def project(root: Path, api_url: str, rate: float, smtp_port: int | None = None, connections: int = 4) -> Path:
     cfg = write_project(root)
     if smtp_port is not None:
-        overrides = {"transport": {"kind": "smtp"}, "smtp": {"host": "127.0.0.1", "port": smtp_port,
+        overrides = {"transport": {"kind": "smtp"}, "transport.smtp": {"host": "127.0.0.1", "port": smtp_port,
                                                              "security": "none", "connections": connections}}
     else:
         # max_attempts 12: at a 30 % fault rate 6 attempts fail a batch now and then (0.3^6), which would
         # end the run early and measure nothing more.
-        overrides = {"transport": {"kind": "resend"}, "resend": {"requests_per_second": rate, "max_attempts": 12}}
+        overrides = {"transport": {"kind": "resend", "max_attempts": 12},
+                     "transport.resend": {"requests_per_second": rate}}
     cfg.write_text(apply_overrides(cfg.read_text(), overrides))
     return cfg
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from digest import transport_registry
 from digest.errors import ConfigError
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -142,30 +144,21 @@ class StorageSettings(_Section):
 
 
 class TransportSettings(_Section):
-    kind: Literal["outbox", "resend", "smtp"] = "outbox"
-    outbox_dir: str = "var/outbox"
+    """`[transport]`: which transport sends (`kind`, a registered name) and how any send behaves.
 
+    Each transport's own settings live in `[transport.<name>]`, validated by the model the
+    transport registered (digest.transport_registry); load_config takes those tables out first.
+    """
 
-class ResendSettings(_Section):
-    requests_per_second: float = Field(2.0, gt=0, le=1000)
-    batch_size: int = Field(100, ge=1, le=100)
+    kind: str = "outbox"
+    # Emails per batch; at most (and by default) the transport's declared maximum.
+    batch_size: int | None = Field(None, ge=1)
     max_attempts: int = Field(6, ge=1, le=50)
-    timeout_seconds: float = Field(30, gt=0)
-    concurrency: int = Field(4, ge=1, le=32)  # batch requests in flight per sending process
     # Transient failures in a row (across batches) after which a send pauses instead of going on.
     pause_after_failures: int = Field(8, ge=1, le=1000)
     # `digest serve` / `digest worker` try a paused send again after this, doubling up to the ceiling.
     resume_after_seconds: float = Field(30, gt=0, le=86400)
     resume_max_seconds: float = Field(600, gt=0, le=86400)
-
-
-class SmtpSettings(_Section):
-    host: str = "localhost"
-    port: int = Field(587, ge=1, le=65535)
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: str = ""
-    timeout_seconds: float = Field(30, gt=0)
-    connections: int = Field(4, ge=1, le=32)  # batches in flight per process, one connection each
 
 
 class TemplateSettings(_Section):
@@ -214,8 +207,6 @@ class Settings(_Section):
     selection: SelectionSettings = SelectionSettings()
     storage: StorageSettings = StorageSettings()
     transport: TransportSettings = TransportSettings()
-    resend: ResendSettings = ResendSettings()
-    smtp: SmtpSettings = SmtpSettings()
     templates: TemplateSettings = TemplateSettings()
     subscribe: SubscribeSettings = SubscribeSettings()
     preview: PreviewSettings = PreviewSettings()
@@ -225,11 +216,30 @@ class Settings(_Section):
 class Config:
     """Validated settings plus where they came from and the environment's secrets."""
 
-    def __init__(self, settings: Settings, path: Path, env: dict[str, str]):
+    def __init__(self, settings: Settings, path: Path, env: dict[str, str],
+                 sections: dict[str, Any] | None = None, deprecations: tuple[str, ...] = ()):
         self.settings = settings
         self.path = path
         self.base_dir = path.parent
         self.env = env
+        self.sections: dict[str, Any] = dict(sections or {})  # validated [transport.<name>] tables
+        self.deprecations = deprecations  # old section names still read, one line each
+
+    def transport_section(self, name: str) -> Any:
+        """The `[transport.<name>]` settings (the transport's defaults when the table is absent)."""
+        if name not in self.sections:
+            self.sections[name] = transport_registry.get(name).section()
+        return self.sections[name]
+
+    @property
+    def transport_spec(self) -> transport_registry.TransportSpec:
+        return transport_registry.get(self.transport_kind)
+
+    @property
+    def batch_size(self) -> int:
+        """Emails per batch: `[transport] batch_size`, never above what the transport takes at once."""
+        most = self.transport_spec.capabilities.max_batch
+        return min(self.settings.transport.batch_size or most, most)
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -252,7 +262,7 @@ class Config:
 
     @property
     def outbox_dir(self) -> Path:
-        return self.resolve(self.settings.transport.outbox_dir)
+        return self.resolve(self.transport_section("outbox").dir)
 
     @property
     def templates_dir(self) -> Path:
@@ -359,14 +369,82 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError(f"{cfg_path.name}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{cfg_path.name}: cannot be read: {exc}") from None
+    deprecations = _upgrade_legacy_sections(raw)
+    for line in deprecations:
+        print(f"warning: {cfg_path.name}: {line}", file=sys.stderr)
+    tables = _take_transport_tables(raw)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_error(cfg_path, exc.errors()[0], raw)) from None
+    sections = _validate_transport_tables(cfg_path, tables)
+    if settings.transport.kind not in transport_registry.names():
+        raise ConfigError(f"{cfg_path.name}: transport.kind: {settings.transport.kind!r} is not a transport "
+                          f"({transport_registry.describe_names()})")
     transport = env.get("DIGEST_TRANSPORT", "").strip()
-    if transport and transport not in ("outbox", "resend", "smtp"):
-        raise ConfigError(f"DIGEST_TRANSPORT: {transport!r} is not a transport (outbox, resend or smtp)")
+    if transport and transport not in transport_registry.names():
+        raise ConfigError(f"DIGEST_TRANSPORT: {transport!r} is not a transport ({transport_registry.describe_names()})")
     db_url = env.get("DIGEST_DATABASE_URL", "").strip()
     if db_url and not (db_url.startswith("sqlite") or db_url.startswith("postgresql")):
         raise ConfigError("DIGEST_DATABASE_URL: must start with sqlite:/// or postgresql+psycopg://")
-    return Config(settings, cfg_path, env)
+    return Config(settings, cfg_path, env, sections, tuple(deprecations))
+
+
+# Settings every transport uses that lived in [resend] before transports were plug-ins.
+_SHARED_FROM_RESEND = ("batch_size", "max_attempts", "pause_after_failures", "resume_after_seconds",
+                       "resume_max_seconds")
+
+
+def _upgrade_legacy_sections(raw: dict[str, Any]) -> list[str]:
+    """Read the old `[resend]`, `[smtp]` and `transport.outbox_dir` into the new sections, saying so.
+
+    A value also given in the new place keeps the new one. Returns one warning line per old name.
+    """
+    transport = raw.setdefault("transport", {})
+    if not isinstance(transport, dict):
+        return []  # validation names the problem
+    lines = []
+    for old in ("resend", "smtp"):
+        table = raw.get(old)
+        if not isinstance(table, dict):
+            continue
+        table = dict(raw.pop(old))
+        moved_up = [k for k in _SHARED_FROM_RESEND if k in table] if old == "resend" else []
+        for key in moved_up:
+            transport.setdefault(key, table.pop(key))
+        section = transport.setdefault(old, {})
+        if isinstance(section, dict):
+            for key, value in table.items():
+                section.setdefault(key, value)
+        lines.append(f"[{old}] is deprecated: move it to [transport.{old}]"
+                     + (f" ({', '.join(moved_up)} go to [transport])" if moved_up else ""))
+    if "outbox_dir" in transport:
+        section = transport.setdefault("outbox", {})
+        value = transport.pop("outbox_dir")
+        if isinstance(section, dict):
+            section.setdefault("dir", value)
+        lines.append("transport.outbox_dir is deprecated: move it to [transport.outbox] dir")
+    return lines
+
+
+def _take_transport_tables(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Take the `[transport.<name>]` tables out of `[transport]`; the registry's models check them."""
+    transport = raw.get("transport")
+    if not isinstance(transport, dict):
+        return {}
+    return {name: transport.pop(name) for name in [k for k, v in transport.items() if isinstance(v, dict)]}
+
+
+def _validate_transport_tables(cfg_path: Path, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    sections: dict[str, Any] = {}
+    for name, table in tables.items():
+        if name not in transport_registry.names():
+            raise ConfigError(f"{cfg_path.name}: [transport.{name}]: {name!r} is not a transport "
+                              f"({transport_registry.describe_names()})")
+        try:
+            sections[name] = transport_registry.get(name).section.model_validate(table)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            err["loc"] = ("transport", name, *err["loc"])
+            raise ConfigError(_format_error(cfg_path, err, {"transport": {name: table}})) from None
+    return sections

@@ -149,7 +149,7 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
         issue.subject, issue.preheader = compiled.subject, compiled.preheader
         issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
         issue.cutoff_at, issue.skip_reason = cutoff, None
-        count = enqueue_issue(session, issue.id, rt.settings.resend.batch_size)
+        count = enqueue_issue(session, issue.id, rt.config.batch_size)
         issue.status, issue.enqueued_at = ISSUE_SENDING, utcnow()
         return Prepared(issue.id, issue.week, ISSUE_SENDING, selection=sel, recipients=count,
                         frozen_now=True, warnings=compiled.warnings)

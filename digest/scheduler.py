@@ -236,8 +236,8 @@ class WeeklyService:
         self._run_lock = threading.Lock()
         self._warned_overdue: str | None = None
         # A paused send (an outage) is tried again on a growing interval, with no operator.
-        self.resume_backoff = ResumeBackoff(rt.settings.resend.resume_after_seconds,
-                                            rt.settings.resend.resume_max_seconds)
+        self.resume_backoff = ResumeBackoff(rt.settings.transport.resume_after_seconds,
+                                            rt.settings.transport.resume_max_seconds)
         self._owed: list[str] = []
         self.scheduler = scheduler_factory(
             jobstores={"default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE),

@@ -26,7 +26,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from digest.delivery.ratelimit import RateLimiter, make_limiter
-from digest.delivery.transports import make_transport
+from digest.delivery.transports import capabilities_of, make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
 from digest.links import Tokens, personal_links
@@ -151,7 +151,8 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
     confirmations never push the account over its rate limit.
     """
     result = DrainResult()
-    claimed = _claim(rt, limit)
+    # One transport call takes one slot of the shared rate: never more emails than the transport takes at once.
+    claimed = _claim(rt, min(limit, capabilities_of(transport).max_batch))
     if not claimed:
         return result
     now = utcnow()

@@ -48,12 +48,19 @@ def active_emails(rt: Runtime) -> set[str]:
         return set(s.scalars(select(Subscriber.email).where(Subscriber.status == SUB_ACTIVE)))
 
 
+SHARED_SENDING = ("batch_size", "max_attempts", "pause_after_failures", "resume_after_seconds",
+                  "resume_max_seconds")
+
+
 def resend_project(root: Path, url: str, **resend: object) -> Path:
-    """A project whose transport is Resend at `url`; `resend` overrides [resend] settings."""
+    """A project whose transport is Resend at `url`; `resend` overrides [transport] (the settings
+    every transport shares) and [transport.resend] settings."""
     cfg = write_project(root)
-    text = apply_overrides(cfg.read_text(), {"transport": {"kind": "resend"},
-                                             "resend": {"requests_per_second": 50.0, "timeout_seconds": 5.0,
-                                                        **resend}})
+    shared = {k: v for k, v in resend.items() if k in SHARED_SENDING}
+    own = {k: v for k, v in resend.items() if k not in SHARED_SENDING}
+    text = apply_overrides(cfg.read_text(), {"transport": {"kind": "resend", **shared},
+                                             "transport.resend": {"requests_per_second": 50.0, "timeout_seconds": 5.0,
+                                                                  **own}})
     cfg.write_text(text)
     return cfg
 

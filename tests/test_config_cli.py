@@ -37,7 +37,7 @@ def _with(project: Path, section: str, key: str, value: object) -> Path:
             "Mars/Olympus",
             "config.toml: schedule.timezone: 'Mars/Olympus' is not an IANA time zone",
         ),
-        ("transport", "kind", "pigeon", "config.toml: transport.kind: 'pigeon' is not allowed"),
+        ("transport", "kind", "pigeon", "config.toml: transport.kind: 'pigeon' is not a transport (outbox, resend"),
         ("selection", "max_items", 0, "config.toml: selection.max_items: 0"),
         (
             "sender",

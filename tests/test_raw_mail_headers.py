@@ -106,7 +106,7 @@ def test_smtp_issue_carries_list_unsubscribe_as_plain_ascii_on_the_wire(tmp_path
     ctl.start()
     try:
         cfg = _project(tmp_path, transport={"kind": "smtp"},
-                       smtp={"host": "127.0.0.1", "port": port, "security": "none", "username": ""})
+                       **{"transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "username": ""}})
         rt = make_runtime(cfg, sqlite_url)
         seed_comparisons(rt, published=NOW - timedelta(days=1))
         add_readers(rt, 2)

@@ -23,6 +23,7 @@ from digest.config import WEEKDAYS
 from digest.runtime import Runtime
 from digest.storage.models import BATCH_SENT, DELIVERY_SENT, ISSUE_SENDING, ISSUE_SENT, Batch, Delivery, Issue
 from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
+from tests.support_delivery import SHARED_SENDING
 from tests.support_serve import ServeProcess, free_port, seed, serving, wait_for
 
 pytestmark = pytest.mark.slow
@@ -34,8 +35,11 @@ SECRET = "test-secret-key-0123456789"
 def _project(root: Path, db_url: str, slot: datetime, **resend: int) -> tuple[Path, dict[str, str]]:
     cfg = write_project(root)
     overrides = {"schedule": {"day": WEEKDAYS[slot.weekday()], "time": f"{slot:%H:%M}", "timezone": ZONE}}
-    if resend:
-        overrides["resend"] = dict(resend)
+    shared = {k: v for k, v in resend.items() if k in SHARED_SENDING}
+    if shared:
+        overrides["transport"] = shared
+    if len(shared) < len(resend):
+        overrides["transport.resend"] = {k: v for k, v in resend.items() if k not in SHARED_SENDING}
     cfg.write_text(apply_overrides(cfg.read_text(), overrides))
     return cfg, {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
 

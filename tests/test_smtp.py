@@ -117,7 +117,7 @@ def smtp_runtime(tmp_path: Path, db_url: str, port: int, security: str, username
     cfg = write_project(tmp_path / "project")
     cfg.write_text(apply_overrides(cfg.read_text(), {
         "transport": {"kind": "smtp"},
-        "smtp": {"host": "localhost", "port": port, "security": security, "username": username,
+        "transport.smtp": {"host": "localhost", "port": port, "security": security, "username": username,
                  "timeout_seconds": 10.0}}))
     rt = make_runtime(cfg, db_url, DIGEST_SMTP_PASSWORD=password)
     seed_comparisons(rt, published=NOW - timedelta(days=1))
@@ -197,7 +197,7 @@ def test_resends_smtp_server_gets_an_idempotency_key_per_message(tmp_path) -> No
     from digest.config import load_config
 
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"smtp": {"host": "smtp.resend.com", "port": 465,
+    cfg.write_text(apply_overrides(cfg.read_text(), {"transport.smtp": {"host": "smtp.resend.com", "port": 465,
                                                               "security": "tls", "username": "resend"}}))
     transport = SmtpTransport(load_config(cfg, env={"DIGEST_SMTP_PASSWORD": "re_key"}))
     mail = OutgoingEmail(to="a@example.com", subject="s", html="<p>h</p>", text="h",

@@ -60,8 +60,8 @@ def test_three_kills_mid_send_repeat_at_most_one_message_each(tmp_path, db_url) 
     try:
         cfg = write_project(tmp_path / "project")
         cfg.write_text(apply_overrides(cfg.read_text(), {
-            "transport": {"kind": "smtp"}, "resend": {"batch_size": 100},
-            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1}}))
+            "transport": {"kind": "smtp", "batch_size": 100},
+            "transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1}}))
         rt = make_runtime(cfg, db_url)
         readers = seed_for_cli(rt, READERS)
         env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET}

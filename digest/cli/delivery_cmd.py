@@ -97,6 +97,8 @@ def stats(
         table.add_row(key, str(data[key]), _pct(rates[key]), "recipients")
     if data["owed"]:
         table.add_row("still owed (not sent yet)", str(data["owed"]), "", "")
+    if data["unconfirmed"]:
+        table.add_row("unconfirmed (may have been delivered)", str(data["unconfirmed"]), "", "")
     if data["dropped"]:
         table.add_row("dropped (left before sending)", str(data["dropped"]), "", "")
     for key in ("delivered", "bounced", "complained", "opened", "clicked", "unsubscribed"):
@@ -107,7 +109,7 @@ def stats(
     out.print(table)
     if data["unmeasured"]:
         out.print(f"n/a: the {rt.config.transport_kind} transport does not report "
-                  f"{', '.join(data['unmeasured'])} (the resend transport does, through its webhook)")
+                  f"{', '.join(data['unmeasured'])} ({_reporting()})")
     reasons = data["unsubscribe_reasons"]
     if reasons:
         out.print("unsubscribe reasons given:")
@@ -118,3 +120,11 @@ def stats(
     if data["paused"]:
         out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "
                   f"`digest serve`", markup=False)
+
+
+def _reporting() -> str:
+    """Which registered transports report delivery events (read from their capabilities)."""
+    from digest import transport_registry
+
+    names = [n for n in transport_registry.names() if transport_registry.get(n).capabilities.reports]
+    return f"the {' and '.join(names)} transports do, through their webhooks" if names else "no transport does"

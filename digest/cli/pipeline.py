@@ -247,7 +247,7 @@ def send(
         f"{picks} pick(s), {p.recipients} recipient(s) enqueued; " if p.frozen_now else "resumed; "
     )
     out.print(head + f"{s.sent} sent, {s.failed} failed, {s.dropped} dropped", markup=False)
-    if rt.config.transport_kind == "outbox":
+    if rt.config.transport_spec.capabilities.writes_files:
         folder = rt.outbox_dir / p.week
         out.print(f"files written: {s.sent} under {folder}", markup=False)
     for e in s.errors[:10]:

@@ -168,6 +168,7 @@ def retry_failed_deliveries(rt: Runtime, week: str, *, accept_duplicates: bool =
                      f"{until}")
     if done.unconfirmed:
         lines.append(f"issue {week}: {done.unconfirmed} reader(s) may or may not have received this issue (the "
-                     f"answer was lost and the provider's key expired); not resent. `digest send --week {week} "
+                     f"answer was lost and the provider's key expired, or it keeps none); not resent. "
+                     f"`digest send --week {week} "
                      f"--retry-failed --accept-duplicates` resends them, and some may get it twice")
     return lines or [f"issue {week}: no failed deliveries to retry"]

@@ -24,8 +24,8 @@ BATCH_ROWS = 5_000
 
 def enqueue_issue(session: Session, issue_id: int, batch_size: int) -> int:
     """Caller holds the issue's freeze transaction and commits. Returns the number of deliveries."""
-    if not 1 <= batch_size <= 100:
-        raise ValueError("batch_size must be between 1 and 100")
+    if batch_size < 1:  # the transport's largest batch is the caller's business (Config.batch_size)
+        raise ValueError("batch_size must be at least 1")
     result = session.execute(_FILL, {"issue_id": issue_id, "batch_size": int(batch_size),
                                      "queued": DELIVERY_QUEUED, "active": SUB_ACTIVE})
     count = affected_rows(result)

@@ -188,7 +188,13 @@ class RateLimiter:
 
 
 def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
-    """The Resend request budget is shared by all workers; the outbox and SMTP are not rate limited."""
-    if getattr(transport, "name", "") != "resend":
+    """A transport that declares a rate (its capabilities) shares that budget across all workers."""
+    from digest import transport_registry
+
+    name = getattr(transport, "name", "")
+    try:
+        spec = transport_registry.get(name)
+    except KeyError:
         return None
-    return RateLimiter(rt.engine, "resend", rt.settings.resend.requests_per_second)
+    rate = spec.capabilities.rate(rt.config.transport_section(name))
+    return RateLimiter(rt.engine, name, rate) if rate else None

@@ -43,9 +43,11 @@ from enum import StrEnum
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from digest import transport_registry
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.outage import OutageWatch
 from digest.delivery.ratelimit import RateLimiter, make_limiter
+from digest.delivery.transports import capabilities_of
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
 from digest.installation import installation_id
@@ -202,6 +204,17 @@ class _Work:
     rate_limited: int = 0
 
 
+def key_ttl(caps: transport_registry.Capabilities) -> timedelta:
+    """How long a batch may be retried under its key: the provider's key lifetime less a margin.
+
+    A provider without keys declares 0: an attempt that may have been accepted is never
+    repeated (the batch becomes `unconfirmed`); one refused outright is retried at once
+    under a new key. None (keys of unknown lifetime, or per-message recording: SMTP) keeps 23 h."""
+    if caps.key_lifetime_hours is None:
+        return KEY_TTL
+    return timedelta(hours=caps.key_lifetime_hours) * 23 / 24
+
+
 class Sender:
     def __init__(self, rt: Runtime, transport: Transport, *, worker: str | None = None,
                  max_attempts: int | None = None, lease_seconds: int = LEASE_SECONDS,
@@ -211,12 +224,15 @@ class Sender:
         self.rt = rt
         self.transport = transport
         self.worker = worker or worker_name()
-        self.max_attempts = max_attempts or rt.settings.resend.max_attempts
+        self.max_attempts = max_attempts or rt.settings.transport.max_attempts
         self.lease = timedelta(seconds=lease_seconds)
         # "auto" (the only string): the transport's own limiter.
         self.limiter: RateLimiter | None = make_limiter(rt, transport) if isinstance(limiter, str) else limiter
         if self.limiter is not None and hasattr(transport, "on_rate"):
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
+        self.key_ttl = key_ttl(capabilities_of(transport))
+        caps = capabilities_of(transport)
+        self._per_message = bool(getattr(transport, "reports_each_result", caps.per_message_results))
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.backoff_base = backoff_base
         # Transient failures in a row across this process's batches: the backoff grows with it, so a
@@ -229,7 +245,7 @@ class Sender:
         self._messages_lock = threading.Lock()
         self._installation: str | None = None
         # Per run: the outage watch, and batches set aside after max_attempts (not claimed again).
-        self.watch = OutageWatch(rt.settings.resend.pause_after_failures)
+        self.watch = OutageWatch(rt.settings.transport.pause_after_failures)
         self._set_aside: set[int] = set()
         self._set_aside_lock = threading.Lock()
 
@@ -297,7 +313,7 @@ class Sender:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
                     self._messages[issue_id] = IssueMessages(self.rt.settings, self.tokens, issue,
-                                                             json_bodies=self.transport.name == "resend")
+                                                             json_bodies=capabilities_of(self.transport).json_body)
             return self._messages[issue_id]
 
     def _recipients(self, issue_id: int, batch_no: int) -> list[Recipient]:
@@ -329,7 +345,8 @@ class Sender:
                 return _Attempt(ClaimOutcome.LOST)
             now = utcnow()
             key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
-            if row.attempts > 0 and row.first_attempt_at is not None and as_utc(row.first_attempt_at) < now - KEY_TTL:
+            first_at = as_utc(row.first_attempt_at) if row.first_attempt_at is not None else None
+            if row.attempts > 0 and first_at is not None and first_at < now - self.key_ttl:
                 if may_have_been_accepted(session, row, key):
                     return self._unconfirmed(session, issue_id, row, now)
                 # Every attempt was refused: nothing went out, so a new key cannot make a second copy.
@@ -358,7 +375,8 @@ class Sender:
         """The key expired after an attempt that may have been accepted: only an operator decides."""
         first = as_utc(row.first_attempt_at) if row.first_attempt_at else now
         reason = (f"may have been delivered: first attempted {first:%Y-%m-%d %H:%M} UTC "
-                  f"without a confirmed answer, and the provider's idempotency key has expired, so it is not "
+                  f"without a confirmed answer, and the provider's idempotency key has expired (or it has none), "
+                  f"so it is not "
                   f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)")
         row.status, row.last_error, row.claimed_by, row.claimed_at = BATCH_UNCONFIRMED, reason, None, None
         count = session.scalar(select(func.count()).select_from(Delivery).where(
@@ -414,7 +432,7 @@ class Sender:
             self._release(batch, name)
             return None
         reported: dict[int, SendResult] = {}
-        on_result = self._recorder(recipients, reported, summary) if self.transport.reports_each_result else None
+        on_result = self._recorder(recipients, reported, summary) if self._per_message else None
         try:
             if on_result is not None:
                 results = self.transport.send_batch(payload, attempt.key, work.week, on_result=on_result)
@@ -619,7 +637,7 @@ class Sender:
         own_stop = stop is None
         stop = stop or threading.Event()
         summary = SendSummary()
-        self.watch = OutageWatch(self.rt.settings.resend.pause_after_failures)
+        self.watch = OutageWatch(self.rt.settings.transport.pause_after_failures)
         with self._set_aside_lock:
             self._set_aside = set()
         crashed: list[BaseException] = []

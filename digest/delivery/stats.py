@@ -17,10 +17,12 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from digest.storage.models import (
+    BATCH_UNCONFIRMED,
     DELIVERY_DROPPED,
     DELIVERY_FAILED,
     DELIVERY_QUEUED,
     DELIVERY_SENT,
+    Batch,
     Delivery,
     Event,
     Issue,
@@ -68,6 +70,10 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
         n(Delivery.clicked_at.is_not(None)),
     ).where(Delivery.issue_id == issue.id)).one()
     enqueued, sent, failed, queued, dropped, delivered, bounced, complained, opened, clicked = (int(v) for v in row)
+    # Owed readers whose batch may have gone out without an answer (no key to retry under): an operator decides.
+    unconfirmed = int(session.scalar(select(func.count()).select_from(Delivery).join(
+        Batch, (Batch.issue_id == Delivery.issue_id) & (Batch.batch_no == Delivery.batch_no)).where(
+        Delivery.issue_id == issue.id, Delivery.status == DELIVERY_QUEUED, Batch.status == BATCH_UNCONFIRMED)) or 0)
     unsubscribed = int(session.scalar(select(func.count(Event.id)).where(
         Event.issue_id == issue.id, Event.kind == "unsubscribed")) or 0)
     counts = {"recipients": enqueued - dropped, "sent": sent, "failed": failed, "queued": queued, "dropped": dropped,
@@ -82,4 +88,4 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,
             "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
-            "owed": queued, "paused": issue.pause_reason}
+            "owed": queued, "unconfirmed": unconfirmed, "paused": issue.pause_reason}

@@ -62,7 +62,7 @@ def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll
                             f"is running; use PostgreSQL (DIGEST_DATABASE_URL) for more workers")
     totals = WorkerTotals()
     sender = Sender(rt, transport, on_batch=on_batch)
-    settings = rt.settings.resend
+    settings = rt.settings.transport
     backoff: dict[int, ResumeBackoff] = {}
     not_before: dict[int, float] = {}  # a paused issue is tried again after a growing interval
     if on_ready is not None:

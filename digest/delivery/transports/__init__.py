@@ -1,40 +1,37 @@
-"""Transports turn OutgoingEmail batches into sent mail: outbox (default), resend, smtp."""
+"""Transports turn OutgoingEmail batches into sent mail; each registers in digest.transport_registry."""
 
 from __future__ import annotations
 
+from digest import transport_registry
 from digest.config import Config
 from digest.delivery.transports.base import Transport
 
-# What each transport's provider reports back about a sent email (webhooks); the others stay unknown.
+# What a transport's provider may report back about a sent email (webhooks); the others stay unknown.
 DELIVERY_EVENTS = ("delivered", "bounced", "complained", "opened", "clicked")
 
 
 def reported_events(kind: str) -> frozenset[str]:
-    """The delivery events a transport can measure: read from its class, no connection made."""
-    cls: type
-    if kind == "outbox":
-        from digest.delivery.transports.outbox import OutboxTransport as cls
-    elif kind == "resend":
-        from digest.delivery.transports.resend_api import ResendTransport as cls
-    elif kind == "smtp":
-        from digest.delivery.transports.smtp import SmtpTransport as cls
-    else:
+    """The delivery events a transport can measure: read from its capabilities, no connection made."""
+    try:
+        return transport_registry.get(kind).capabilities.reports
+    except KeyError:
         return frozenset()
-    return frozenset(getattr(cls, "reports", ()))
+
+
+def capabilities_of(transport: object) -> transport_registry.Capabilities:
+    """What a transport declared when it registered (an unregistered one: what it says itself)."""
+    try:
+        return transport_registry.get(getattr(transport, "name", "")).capabilities
+    except KeyError:
+        return transport_registry.Capabilities(
+            idempotent=False, per_message_results=bool(getattr(transport, "reports_each_result", False)))
 
 
 def make_transport(config: Config) -> Transport:
-    kind = config.transport_kind
-    if kind == "outbox":
-        from digest.delivery.transports.outbox import OutboxTransport
-
-        return OutboxTransport(config.outbox_dir)
-    if kind == "resend":
-        from digest.delivery.transports.resend_api import ResendTransport
-
-        return ResendTransport(config)
-    if kind == "smtp":
-        from digest.delivery.transports.smtp import SmtpTransport
-
-        return SmtpTransport(config)
-    raise ValueError(f"unknown transport {kind!r}")
+    """The configured transport, built by the factory it registered."""
+    try:
+        spec = config.transport_spec
+    except KeyError as exc:
+        raise ValueError(f"unknown transport: {exc.args[0]}") from None
+    transport: Transport = spec.factory(config)
+    return transport

@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from digest.delivery.transports.base import OnResult, SendResult
 from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
 
-def _safe(name: str) -> str:
+class OutboxSection(TransportSection):
+    """`[transport.outbox]`."""
+
+    dir: str = "var/outbox"  # where the .eml files go, relative to the config file
+
+
+# The file name is each message's idempotency key, kept as long as the file is.
+CAPABILITIES = Capabilities(idempotent=True, key_lifetime_hours=None, max_batch=100, writes_files=True)
+
+
+def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@+-]+", "_", name)[:120]
 
 
@@ -20,12 +32,12 @@ def file_name_hint(address: str) -> str:
     Names are mangled (and may be shared: `zoé` and `zoë` both give `zo_`), so this is a cheap
     first filter for finding a person's copies; the To header inside the file decides.
     """
-    return _safe(address)
+    return safe_name(address)
 
 
 class OutboxTransport:
     name = "outbox"
-    reports: frozenset[str] = frozenset()  # delivery events measured (files on disk: nothing comes back)
+    reports: frozenset[str] = CAPABILITIES.reports  # files on disk: nothing comes back
     max_in_flight = 1
     reports_each_result = False
 
@@ -33,7 +45,7 @@ class OutboxTransport:
         self.root = root
 
     def path_for(self, email: OutgoingEmail, folder: str) -> Path:
-        return self.root / _safe(folder) / f"{_safe(email.key)}-{_safe(email.to)}.eml"
+        return self.root / safe_name(folder) / f"{safe_name(email.key)}-{safe_name(email.to)}.eml"
 
     def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
                    on_result: OnResult | None = None) -> list[SendResult]:
@@ -54,3 +66,11 @@ class OutboxTransport:
 
     def close(self) -> None:
         pass
+
+
+def _build(config: Any) -> OutboxTransport:
+    return OutboxTransport(config.outbox_dir)
+
+
+register(TransportSpec("outbox", CAPABILITIES, OutboxSection, _build,
+                       "one .eml file per message under [transport.outbox] dir (no account, no network)"))

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import resend
+from pydantic import Field
 from resend.exceptions import ResendError
 from resend.http_client import HTTPClient
 
@@ -28,6 +29,7 @@ from digest.delivery import jsonfast
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
 from digest.errors import ConfigError
 from digest.mail import OutgoingEmail
+from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
 DEFAULT_API_URL = "https://api.resend.com"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -130,17 +132,32 @@ def map_results(count: int, response: Mapping[str, Any]) -> list[SendResult]:
             else SendResult(ok=True, provider_id=next(ids, None)) for i in range(count)]
 
 
+class ResendSection(TransportSection):
+    """`[transport.resend]`; the API key comes from RESEND_API_KEY."""
+
+    requests_per_second: float = Field(2.0, gt=0, le=1000)  # the team's limit, shared by all workers
+    timeout_seconds: float = Field(30, gt=0)
+    concurrency: int = Field(4, ge=1, le=32)  # batch requests in flight per sending process
+
+
+CAPABILITIES = Capabilities(
+    idempotent=True, key_lifetime_hours=24, max_batch=100, json_body=True,
+    rate=lambda section: section.requests_per_second,
+    # Delivery events it measures: all of them, through Resend's webhooks.
+    reports=frozenset({"delivered", "bounced", "complained", "opened", "clicked"}),
+)
+
+
 class ResendTransport:
     name = "resend"
-    # Delivery events it measures: all of them, through Resend's webhooks.
-    reports: frozenset[str] = frozenset({"delivered", "bounced", "complained", "opened", "clicked"})
+    reports: frozenset[str] = CAPABILITIES.reports
     reports_each_result = False
 
     def __init__(self, config: Config):
         key = config.resend_api_key.strip()
         if not key:
             raise ConfigError("RESEND_API_KEY is not set; the resend transport needs the API key in the environment")
-        settings = config.settings.resend
+        settings = config.transport_section("resend")
         self.max_in_flight = settings.concurrency
         self.requests_per_second = settings.requests_per_second
         self.api_url = (config.env.get("RESEND_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/")
@@ -207,3 +224,7 @@ class ResendTransport:
 
     def close(self) -> None:
         """Nothing to release: the HTTP client is shared by the process (see shared_client)."""
+
+
+register(TransportSpec("resend", CAPABILITIES, ResendSection, ResendTransport,
+                       "Resend's batch API (RESEND_API_KEY), idempotency keys kept 24 h"))

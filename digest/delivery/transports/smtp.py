@@ -18,11 +18,30 @@ import socket
 import ssl
 import threading
 from email.message import EmailMessage
+from typing import Literal
+
+from pydantic import Field
 
 from digest.config import Config
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
 from digest.delivery.transports.smtp_wire import mime, wire
 from digest.mail import OutgoingEmail, domain_of
+from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
+
+
+class SmtpSection(TransportSection):
+    """`[transport.smtp]`; the password comes from DIGEST_SMTP_PASSWORD."""
+
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str = ""
+    timeout_seconds: float = Field(30, gt=0)
+    connections: int = Field(4, ge=1, le=32)  # batches in flight per process, one connection each
+
+
+# No idempotency of its own: each accepted message is recorded before the next goes out.
+CAPABILITIES = Capabilities(idempotent=False, max_batch=100, per_message_results=True)
 
 
 def is_resend_smtp(host: str) -> bool:
@@ -36,11 +55,11 @@ class _Retry(Exception):
 
 class SmtpTransport:
     name = "smtp"
-    reports: frozenset[str] = frozenset()  # delivery events measured (the relay tells nothing after it accepts)
-    reports_each_result = True
+    reports: frozenset[str] = CAPABILITIES.reports  # the relay tells nothing after it accepts
+    reports_each_result = CAPABILITIES.per_message_results
 
     def __init__(self, config: Config):
-        self.settings = config.settings.smtp
+        self.settings = config.transport_section("smtp")
         self.max_in_flight = self.settings.connections
         self.password = config.smtp_password
         self.resend = is_resend_smtp(self.settings.host)
@@ -225,3 +244,7 @@ class _Rejected(Exception):
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+register(TransportSpec("smtp", CAPABILITIES, SmtpSection, SmtpTransport,
+                       "any SMTP relay, one message at a time over kept-alive connections"))
