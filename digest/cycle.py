@@ -75,7 +75,8 @@ def get_or_create_issue(rt: Runtime, week: Week) -> int:
         return found
 
 
-def _lock_issue(session: Session, rt: Runtime, issue_id: int) -> Issue:
+def lock_issue(session: Session, rt: Runtime, issue_id: int) -> Issue:
+    """The issue row, locked for this transaction (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE)."""
     q = select(Issue).where(Issue.id == issue_id).options(selectinload(Issue.items).selectinload(IssueItem.comparison))
     if rt.on_postgres:
         q = q.with_for_update(of=Issue)
@@ -132,7 +133,7 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
     """Freeze the week's issue (select, render, enqueue) unless it already is."""
     issue_id = get_or_create_issue(rt, week)
     with rt.sessions.begin() as session:
-        issue = _lock_issue(session, rt, issue_id)
+        issue = lock_issue(session, rt, issue_id)
         if issue.status in (ISSUE_SENDING, ISSUE_SENT):
             return Prepared(issue.id, issue.week, issue.status)
         cutoff = cutoff_for(rt, week, manual=manual, now=now)

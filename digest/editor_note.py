@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from digest.cycle import get_or_create_issue
+from digest.cycle import get_or_create_issue, lock_issue
 from digest.errors import UserError
 from digest.render.note import check_note
 from digest.runtime import Runtime
@@ -35,11 +35,7 @@ def set_note(rt: Runtime, week: Week, text: str | None) -> str:
             return f"issue {week.key} has no note"
     issue_id = get_or_create_issue(rt, week)
     with rt.sessions.begin() as session:
-        q = select(Issue).where(Issue.id == issue_id)
-        if rt.on_postgres:
-            q = q.with_for_update()
-        issue = session.scalar(q)
-        assert issue is not None
+        issue = lock_issue(session, rt, issue_id)
         if issue.status in (ISSUE_SENDING, ISSUE_SENT):
             raise UserError(f"week: issue {week.key} is already {issue.status}; its note can no longer change")
         if issue.editor_note == note:

@@ -10,12 +10,14 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from digest.errors import UserError
@@ -102,6 +104,19 @@ class PreviewContext:
         if not secrets.compare_digest(str(form.get("csrf", "")), self.state.csrf):
             raise UserError("the form is out of date (the preview restarted); reload the page and try again")
         return form
+
+    async def draft_action(self, request: Request, change: Callable[[FormData, Week], str]) -> RedirectResponse:
+        """One change to a week's draft from a verified form, run off the event loop; back to the
+        issue page with what happened (or what was wrong) as its notice."""
+        week_key = ""
+        try:
+            form = await self.verified_form(request)
+            week_key = str(form.get("week", ""))
+            week = self.state.week(week_key or None)
+            done = await run_in_threadpool(change, form, week)
+            return back("/", {"week": week_key, "notice": self.state.notice("ok", done[:1].upper() + done[1:])})
+        except UserError as exc:
+            return back("/", {"week": week_key, "notice": self.state.notice("error", str(exc))})
 
     def email_context(self, kind: str, preview: Preview, week: Week | None) -> dict[str, Any]:
         """The parts of a page that show one rendered email: its frame, .eml link and checks."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from digest.cycle import cutoff_for, get_or_create_issue, update_choices
+from digest.cycle import cutoff_for, get_or_create_issue, lock_issue, update_choices
 from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.selection import Pick, Selection, select_picks
@@ -108,11 +108,7 @@ def change_draft(rt: Runtime, week: Week, action: str, slug: str = "") -> str:
             raise UserError(f"{action}: unknown comparison slug {slug!r}")
     issue_id = get_or_create_issue(rt, week)
     with rt.sessions.begin() as session:
-        q = select(Issue).where(Issue.id == issue_id)
-        if rt.on_postgres:
-            q = q.with_for_update()
-        issue = session.scalar(q)
-        assert issue is not None
+        issue = lock_issue(session, rt, issue_id)
         kwargs: dict[str, Any] = {"clear": True} if action == "clear" else {action: [slug]}
         update_choices(session, issue, **kwargs)
     words = {"pin": "pinned", "exclude": "excluded", "release": "released", "clear": "cleared pins and excludes"}

@@ -6,13 +6,12 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
-from digest.errors import UserError
-from digest.preview.context import Ctx, back, server_timing
+from digest.preview.context import Ctx, server_timing
 from digest.preview.draft import change_draft
 from digest.preview.history import issue_stats
-from digest.weeks import current_week
+from digest.weeks import Week, current_week
 
 OTHERS_SHOWN = 12  # candidates below the cut listed with a Pin button; `digest select` scores them all
 
@@ -40,15 +39,9 @@ def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
 
 @router.post("/selection")
 async def selection_change(request: Request, ctx: Ctx) -> Response:
-    state = ctx.state
-    week_key = ""
-    try:
-        form = await ctx.verified_form(request)
-        week_key = str(form.get("week", ""))
-        week = state.week(week_key or None)
+    def change(form: FormData, week: Week) -> str:
         op = str(form.get("op", ""))  # "pin:<slug>" from the page's buttons, or action + slug fields
         action, slug = op.split(":", 1) if ":" in op else (str(form.get("action", "")), str(form.get("slug", "")))
-        done = await run_in_threadpool(change_draft, state.rt, week, action, slug)
-        return back("/", {"week": week_key, "notice": state.notice("ok", done[:1].upper() + done[1:])})
-    except UserError as exc:
-        return back("/", {"week": week_key, "notice": state.notice("error", str(exc))})
+        return change_draft(ctx.state.rt, week, action, slug)
+
+    return await ctx.draft_action(request, change)
