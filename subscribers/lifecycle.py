@@ -212,6 +212,7 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
         since = max(as_utc(now) - soft_window, _last_sign_of_life(session, sub.id) or as_utc(now) - soft_window)
         recent = session.scalar(select(func.count()).select_from(Event).where(
             Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.created_at > since)) or 0
+        recent = max(recent, 1)  # this one counts, even when reported after a later sign of life
         if recent < soft_limit:
             return f"soft bounce {recent} of {soft_limit}"
         reason = "soft_bounces"

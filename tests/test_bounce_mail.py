@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from digest.config import load_config
 from digest.cycle import send_week
@@ -30,7 +30,7 @@ from digest.errors import ConfigError
 from digest.links import Tokens
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_COMPLAINED, SUB_PENDING, Delivery, Event, Suppression
-from digest.weeks import Week
+from digest.weeks import Week, utcnow
 from subscribers.api import add_subscriber
 from subscribers.bounce_mail import process_bounce_mail
 from subscribers.mail_queue import drain, queue_mail
@@ -216,13 +216,19 @@ def test_soft_bounces_in_a_row_suppress_at_the_configured_limit(smtp_server, tmp
     with rt.sessions.begin() as s:
         add_subscriber(s, to, confirmed=True)
     send_week(rt, WEEK, manual=True, now=NOW)
-    first = report("postfix_gave_up_mailbox_full.eml", verp_of(box, to), to)
+    first = report("postfix_gave_up_mailbox_full.eml", verp_of(box, to), to,
+                   DATE=format_datetime(datetime.now(UTC) - timedelta(minutes=10)))
     assert process_bounce_mail(rt, first).message.endswith("soft bounce 1 of 2")
     again = process_bounce_mail(rt, first)  # the same report twice (pipe and mailbox): counted once
     assert not again.changed and again.message.endswith("already handled")
     assert subscriber(rt, to).status == SUB_ACTIVE  # type: ignore[union-attr]
+    # A sign of life since (a provider reported the mail delivered) starts the run again.
+    with rt.sessions.begin() as s:
+        s.execute(update(Delivery).where(Delivery.email == to).values(delivered_at=utcnow() - timedelta(minutes=5)))
     second = report("exchange_mailbox_full.eml", verp_of(box, to), to)
-    assert process_bounce_mail(rt, second).message.endswith("suppressed (soft_bounces)")
+    assert process_bounce_mail(rt, second).message.endswith("soft bounce 1 of 2")
+    third = second.replace(b"<5b3c9f1e-", b"<6c4d0a2f-")  # the next report (another Message-ID)
+    assert process_bounce_mail(rt, third).message.endswith("suppressed (soft_bounces)")
     assert subscriber(rt, to).status == SUB_BOUNCED  # type: ignore[union-attr]
     rt.close()
 
