@@ -1,7 +1,7 @@
 """A real IMAP server for tests: Dovecot (Debian's dovecot-imapd) as a foreground process.
 
 Its config, passwd-file and mail live in a temporary folder; it listens on a free port on
-127.0.0.1 with plain-text login (no TLS: the test is about reading and flagging mail).
+127.0.0.1 with plain-text login, and on another with implicit TLS (IMAPS).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ USER, PASSWORD = "bounces", "imap-test-pass"
 
 @dataclass(frozen=True)
 class Imap:
-    port: int
+    port: int  # plain IMAP
+    tls_port: int  # implicit TLS (IMAPS) with the test certificate
     user: str = USER
     password: str = PASSWORD
 
@@ -40,9 +41,12 @@ listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-ssl = no
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 mail_location = maildir:{root}/mail/%u
 passdb {{
   driver = passwd-file
@@ -59,7 +63,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
   }}
 }}
 service anvil {{
@@ -69,7 +75,8 @@ service anvil {{
 
 
 @contextmanager
-def dovecot() -> Iterator[Imap]:
+def dovecot(certificate: tuple[Path, Path]) -> Iterator[Imap]:
+    """Dovecot on two free ports: plain IMAP and IMAPS with `certificate` (cert, key)."""
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     require_or_skip(None if binary else "no dovecot binary (apt-get install dovecot-imapd)", "Dovecot")
     assert binary is not None
@@ -79,8 +86,11 @@ def dovecot() -> Iterator[Imap]:
     (root / "mail").mkdir(mode=0o777)
     (root / "mail").chmod(0o777)
     (root / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    port = _free_port()
-    (root / "dovecot.conf").write_text(CONFIG.format(root=root, port=port))
+    port, tls_port = _free_port(), _free_port()
+    for name, source in zip(("cert.pem", "key.pem"), certificate, strict=True):
+        shutil.copy(source, root / name)
+    (root / "dovecot.conf").write_text(CONFIG.format(root=root, port=port, tls_port=tls_port,
+                                                     cert=root / "cert.pem", key=root / "key.pem"))
     proc = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
@@ -95,7 +105,7 @@ def dovecot() -> Iterator[Imap]:
                     out = proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
                     raise RuntimeError(f"dovecot did not start: {out} {log}")
                 time.sleep(0.1)
-        yield Imap(port)
+        yield Imap(port, tls_port)
     finally:
         proc.terminate()
         try:

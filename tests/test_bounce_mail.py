@@ -37,7 +37,7 @@ from subscribers.mail_queue import drain, queue_mail
 from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
 from tests.support_imap import Imap, dovecot
 from tests.support_subscribers import counts, seed_comparisons, subscriber
-from tests.test_smtp import Mailbox, _free_port
+from tests.test_smtp import Mailbox, _free_port, certificate  # noqa: F401 - a fixture (openssl test certificate)
 
 SAMPLES = Path(__file__).parent / "bounce_samples"
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
@@ -284,8 +284,8 @@ def test_pipe_alias_reads_stdin_and_the_envelope_recipient_postfix_passes(sent) 
 
 
 @pytest.fixture(scope="module")
-def imap() -> Iterator[Imap]:
-    with dovecot() as server:
+def imap(certificate) -> Iterator[Imap]:  # type: ignore[no-untyped-def]  # noqa: F811
+    with dovecot(certificate) as server:
         yield server
 
 
@@ -350,6 +350,18 @@ def test_bounce_poll_flags_in_place_without_a_done_folder_and_names_a_wrong_pass
     assert all("$DigestProcessed" in f for f in _mailbox(imap, "INBOX"))
     second = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
     assert "0 reports read" in second.stdout.decode()
+    rt.close()
+
+
+def test_bounce_poll_over_implicit_tls(imap, certificate, tmp_path, sqlite_url) -> None:  # noqa: F811
+    rt = make_runtime(bounce_project(tmp_path / "project", imap_host="localhost", imap_port=imap.tls_port,
+                                     imap_security="tls", imap_user=imap.user), sqlite_url)
+    _append(imap, b"From: a@b.example\r\nTo: bounces@example.com\r\nSubject: over tls\r\n\r\nhello\r\n")
+    untrusted = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
+    assert untrusted.returncode == 2 and b"cannot connect" in untrusted.stderr + untrusted.stdout
+    trusted = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password, SSL_CERT_FILE=str(certificate[0]))
+    assert trusted.returncode == 0 and "reports read" in trusted.stdout.decode(), trusted.stdout + trusted.stderr
+    assert "0 reports read" not in trusted.stdout.decode()
     rt.close()
 
 
