@@ -11,7 +11,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -200,6 +200,29 @@ class WebhookSettings(_Section):
         return value
 
 
+class BounceSettings(_Section):
+    """`[bounces]`: how bounce reports count, and the mailbox `digest subscribers bounce-poll` reads.
+
+    The bounce address itself is `[transport.smtp] bounce_address` (the envelope sender)."""
+
+    soft_bounce_limit: int = Field(3, ge=1, le=100)  # soft bounces in a row (no delivery between) that suppress
+    soft_bounce_window_days: int = Field(30, ge=1, le=3650)  # older soft bounces no longer count
+    imap_host: str = ""  # empty: no mailbox to poll
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_security: Literal["tls", "starttls", "none"] = "tls"
+    imap_user: str = ""  # the password comes from DIGEST_IMAP_PASSWORD
+    imap_folder: str = "INBOX"
+    imap_done_folder: str = ""  # processed reports move here (empty: they stay, flagged as processed)
+    imap_timeout_seconds: float = Field(30, gt=0)
+
+    @field_validator("imap_folder", "imap_done_folder", "imap_host", "imap_user")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must be one line")
+        return value.strip()
+
+
 class Settings(_Section):
     site: SiteSettings = SiteSettings()
     sender: SenderSettings = SenderSettings()
@@ -211,6 +234,7 @@ class Settings(_Section):
     subscribe: SubscribeSettings = SubscribeSettings()
     preview: PreviewSettings = PreviewSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    bounces: BounceSettings = BounceSettings()
 
 
 class Config:
@@ -284,6 +308,10 @@ class Config:
     @property
     def smtp_password(self) -> str:
         return self.env.get("DIGEST_SMTP_PASSWORD", "")
+
+    @property
+    def imap_password(self) -> str:
+        return self.env.get("DIGEST_IMAP_PASSWORD", "")
 
     @property
     def secret_key(self) -> str:

@@ -9,13 +9,15 @@ working when the address is erased or changed, and cannot be moved to another pe
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
+from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, want_bytes
 
 from digest.config import Settings
 
@@ -39,6 +41,37 @@ class UnsubscribeClaim:
         return self.tie == _tie(email)
 
 
+@dataclass(frozen=True)
+class BounceClaim:
+    """What a VERP bounce token names: one message (its transport key) and a tie to its recipient."""
+
+    key: str  # the message's key (`d<delivery id>`, `m<mail id>`): the transport stores `<kind>:<key>`
+    tie: str
+
+    def matches(self, email: str) -> bool:
+        return self.tie == _tie(email)[:BOUNCE_TIE]
+
+
+BOUNCE_TIE = 6  # hex digits of the address hash: a binding check, the signature is the security
+BOUNCE_KEY = re.compile(r"[a-z][0-9]{1,12}")
+
+
+class _BounceSigner(Signer):
+    """itsdangerous' signer with a short, lower-case signature: a VERP token sits in an address's
+    local part (64 octets at most, RFC 5321) and some mail systems change its case.
+
+    96 bits of HMAC-SHA256 in base32: nobody guesses one, and each guess costs a bounce mail."""
+
+    BYTES = 12
+
+    def get_signature(self, value: str | bytes) -> bytes:
+        sig = self.algorithm.get_signature(self.derive_key(), want_bytes(value))[: self.BYTES]
+        return base64.b32encode(sig).rstrip(b"=").lower()
+
+    def verify_signature(self, value: str | bytes, sig: str | bytes) -> bool:
+        return hmac.compare_digest(self.get_signature(value), want_bytes(sig).lower())
+
+
 class TokenError(Exception):
     """Forged, garbled or expired: the page says so without revealing anything."""
 
@@ -53,6 +86,7 @@ class Tokens:
         signer = self._unsub.make_signer()
         self._unsub_mac = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)
         self._unsub_sep = signer.sep
+        self._bounce = _BounceSigner(secret, salt="digest.bounce", sep=".", digest_method=hashlib.sha256)
 
     def derived_key(self, purpose: str) -> bytes:
         """A key for another use of the secret (e.g. Message-IDs), independent of the token keys."""
@@ -85,6 +119,25 @@ class Tokens:
             raise TokenError("expired confirmation link") from None
         except (BadSignature, ValueError, TypeError):
             raise TokenError("invalid confirmation token") from None
+
+    def bounce(self, key: str, email: str) -> str:
+        """`<key>.<tie>.<signature>`, lower case, at most 40 characters (the VERP part of a bounce address)."""
+        if not BOUNCE_KEY.fullmatch(key):
+            raise ValueError(f"{key!r} is not a message key (a letter and up to 12 digits)")
+        return self._bounce.sign(f"{key}.{_tie(email)[:BOUNCE_TIE]}").decode("ascii")
+
+    def read_bounce(self, token: str) -> BounceClaim:
+        """Raises TokenError for anything we did not sign (any case: mail systems may fold it)."""
+        token = token.lower()
+        if len(token) > 64:
+            raise TokenError("invalid bounce token")
+        try:
+            key, tie = self._bounce.unsign(token).decode("ascii").split(".")
+        except (BadSignature, ValueError, UnicodeDecodeError):
+            raise TokenError("invalid bounce token") from None
+        if not BOUNCE_KEY.fullmatch(key):
+            raise TokenError("invalid bounce token")
+        return BounceClaim(key, tie)
 
     @staticmethod
     def tie(email: str) -> str:

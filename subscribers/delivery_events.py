@@ -8,7 +8,7 @@ the effect, so a replay (or two copies at once) changes nothing twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -37,12 +37,12 @@ def apply_events(rt: Runtime, events: Sequence[DeliveryEvent]) -> str:
                 return "duplicate"
             session.add(WebhookReceipt(message_id=key, event_type=events[0].provider_type[:64], received_at=utcnow()))
             session.flush()
-            return "; ".join(_apply(session, e, e.occurred_at or utcnow()) for e in events)
+            return "; ".join(_apply(rt, session, e, e.occurred_at or utcnow()) for e in events)
     except IntegrityError:  # the same event arrived twice at the same moment; the other copy handled it
         return "duplicate"
 
 
-def _apply(session: Session, event: DeliveryEvent, when: datetime) -> str:
+def _apply(rt: Runtime, session: Session, event: DeliveryEvent, when: datetime) -> str:
     delivery = None
     if event.message_id:
         delivery = session.scalar(select(Delivery).where(Delivery.provider_id == event.message_id[:100]).limit(1))
@@ -60,8 +60,11 @@ def _apply(session: Session, event: DeliveryEvent, when: datetime) -> str:
         return "ignored: unknown recipient"
     if event.kind is EventKind.COMPLAINED:
         return record_complaint(session, email=address, sub=sub, delivery=delivery, now=when)
+    bounces = rt.settings.bounces
     return record_bounce(session, email=address, sub=sub, permanent=event.kind is EventKind.HARD_BOUNCE,
-                         delivery=delivery, detail=dict(event.detail), now=when)
+                         delivery=delivery, detail=dict(event.detail), now=when,
+                         soft_limit=bounces.soft_bounce_limit,
+                         soft_window=timedelta(days=bounces.soft_bounce_window_days))
 
 
 def _person(session: Session, delivery: Delivery | None, recipient: str | None) -> tuple[Subscriber | None, str | None]:

@@ -37,7 +37,7 @@ from digest.storage.models import (
     Subscriber,
     Suppression,
 )
-from digest.weeks import utcnow
+from digest.weeks import as_utc, utcnow
 from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
@@ -190,8 +190,13 @@ def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue
 
 
 def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None, permanent: bool,
-                  delivery: Delivery | None, detail: dict[str, str], now: datetime | None = None) -> str:
-    """Hard bounce: suppress now. Soft: count; the third within 30 days suppresses. Returns what happened."""
+                  delivery: Delivery | None, detail: dict[str, str], now: datetime | None = None,
+                  soft_limit: int = SOFT_BOUNCE_LIMIT, soft_window: timedelta = SOFT_BOUNCE_WINDOW) -> str:
+    """Hard bounce: suppress now. Soft: count; `soft_limit` in a row suppress. Returns what happened.
+
+    "In a row": soft bounces within `soft_window`, after the last sign that mail got through
+    (a delivery reported delivered, opened or clicked), so a full mailbox that was emptied
+    in between starts the count again."""
     now = now or utcnow()
     issue_id = delivery.issue_id if delivery else None
     delivery_id = delivery.id if delivery else None
@@ -204,20 +209,12 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
         session.add(Event(kind="soft_bounce", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
                           created_at=now, detail=detail))
         session.flush()
-        recent = (
-            session.scalar(
-                select(func.count())
-                .select_from(Event)
-                .where(
-                    Event.subscriber_id == sub.id,
-                    Event.kind == "soft_bounce",
-                    Event.created_at > now - SOFT_BOUNCE_WINDOW,
-                )
-            )
-            or 0
-        )
-        if recent < SOFT_BOUNCE_LIMIT:
-            return f"soft bounce {recent} of {SOFT_BOUNCE_LIMIT}"
+        since = max(as_utc(now) - soft_window, _last_sign_of_life(session, sub.id) or as_utc(now) - soft_window)
+        recent = session.scalar(select(func.count()).select_from(Event).where(
+            Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.created_at > since)) or 0
+        recent = max(recent, 1)  # this one counts, even when reported after a later sign of life
+        if recent < soft_limit:
+            return f"soft bounce {recent} of {soft_limit}"
         reason = "soft_bounces"
     else:
         reason = "hard_bounce"
@@ -229,6 +226,15 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
         session.add(Event(kind="bounced", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
                           created_at=now, detail={**detail, "reason": reason}))
     return f"suppressed ({reason})"
+
+
+def _last_sign_of_life(session: Session, subscriber_id: int) -> datetime | None:
+    """When mail to this subscriber was last reported delivered, opened or clicked (None: never)."""
+    stamps = session.execute(select(func.max(Delivery.delivered_at), func.max(Delivery.opened_at),
+                                    func.max(Delivery.clicked_at))
+                             .where(Delivery.subscriber_id == subscriber_id)).one()
+    known = [as_utc(s) for s in stamps if s is not None]
+    return max(known) if known else None
 
 
 def record_complaint(session: Session, *, email: str | None, sub: Subscriber | None, delivery: Delivery | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscr
 from digest.weeks import as_utc, utcnow
 from subscribers.addresses import normalize_email
 from subscribers.api import add_subscriber
+from subscribers.bounce_mail import poll_mailbox, process_bounce_mail
 from subscribers.consent import consent_history
 from subscribers.csvio import ImportReport, export_csv, import_csv
 from subscribers.lifecycle import forget
@@ -231,6 +233,47 @@ def subscribers_unsubscribe_mail(
                 raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
         outcome = process_unsubscribe_mail(rt, raw)
         out.print(f"{name}: {outcome.message}", markup=False)
+
+
+# Set by Postfix's local(8) (and Exim's pipe transport as LOCAL_PART@DOMAIN) for a command alias.
+ENVELOPE_ENV = ("ORIGINAL_RECIPIENT", "RECIPIENT")
+
+
+@subscribers_app.command("bounce-mail")
+def subscribers_bounce_mail(
+    files: list[str] = typer.Argument(..., help="Bounce or complaint .eml files, or - for stdin (a pipe alias)."),
+) -> None:
+    """Process bounces (RFC 3464 and older MTA formats) and complaints (ARF) sent to the bounce address.
+
+    Only a report naming a signed VERP address ([transport.smtp] bounce_address) acts: a hard
+    bounce suppresses its reader, soft ones count ([bounces] soft_bounce_limit), a complaint
+    suppresses. Anything else changes nothing. Every message exits 0 (a non-zero exit would
+    bounce the bounce); only an unreadable file is an error.
+    """
+    rt = runtime()
+    envelope = [v for v in (os.environ.get(k, "").strip() for k in ENVELOPE_ENV) if v]
+    for name in files:
+        if name == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            try:
+                raw = Path(name).read_bytes()
+            except OSError as exc:
+                raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
+        outcome = process_bounce_mail(rt, raw, envelope)
+        out.print(f"{name}: {outcome.message}", markup=False)
+
+
+@subscribers_app.command("bounce-poll")
+def subscribers_bounce_poll() -> None:
+    """Read new bounce and complaint reports from the IMAP mailbox of [bounces] (e.g. from cron).
+
+    Each report is flagged $DigestProcessed (and moved to imap_done_folder when set) after it
+    is applied, so none is processed twice.
+    """
+    rt = runtime()
+    result = poll_mailbox(rt, on_report=lambda note: out.print(f"  {note}", markup=False))
+    out.print(f"{result.read} reports read, {result.changed} changed a subscriber", markup=False)
 
 
 @subscribers_app.command("consent")

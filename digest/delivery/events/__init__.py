@@ -1,8 +1,9 @@
 """One shape for what a provider tells us happened to a message, whoever the provider is.
 
-Each provider module here (`resend`, `ses`) checks its own signature and turns its own
-wording into `DeliveryEvent`s; `subscribers.delivery_events.apply_events` is the one place
-that acts on them. Nothing here touches the database, so any layer may import it.
+Each provider module here (`resend`, `ses`, `bounce_mail` for SMTP's bounce and complaint
+mails) checks its own signature and turns its own wording into `DeliveryEvent`s;
+`subscribers.delivery_events.apply_events` is the one place that acts on them. Nothing
+here touches the database, so any layer may import it.
 """
 
 from __future__ import annotations

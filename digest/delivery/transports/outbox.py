@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from digest.delivery.transports.base import OnResult, SendResult
+from digest.delivery.verp import Verp, from_config
 from digest.mail import OutgoingEmail, domain_of, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
@@ -41,8 +42,9 @@ class OutboxTransport:
     max_in_flight = 1
     reports_each_result = False
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, verp: Verp | None = None):
         self.root = root
+        self.verp = verp  # writes the Return-Path an SMTP send would have (a mail server adds it on delivery)
 
     def path_for(self, email: OutgoingEmail, folder: str) -> Path:
         return self.root / safe_name(folder) / f"{safe_name(email.key)}-{safe_name(email.to)}.eml"
@@ -55,6 +57,8 @@ class OutboxTransport:
             if not path.exists():  # the file name is the idempotency key of each message
                 path.parent.mkdir(parents=True, exist_ok=True)
                 data = to_mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">"))).as_bytes()
+                if self.verp is not None:
+                    data = f"Return-Path: <{self.verp.address(email.key, email.to)}>\n".encode("ascii") + data
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 with open(tmp, "wb") as fh:
                     fh.write(data)
@@ -69,7 +73,7 @@ class OutboxTransport:
 
 
 def _build(config: Any) -> OutboxTransport:
-    return OutboxTransport(config.outbox_dir)
+    return OutboxTransport(config.outbox_dir, from_config(config))
 
 
 register(TransportSpec("outbox", CAPABILITIES, OutboxSection, _build,

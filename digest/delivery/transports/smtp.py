@@ -20,11 +20,12 @@ import threading
 from email.message import EmailMessage
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from digest.config import Config
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
 from digest.delivery.transports.smtp_wire import mime, wire
+from digest.delivery.verp import check_bounce_address, from_config
 from digest.mail import OutgoingEmail, domain_of
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
@@ -38,6 +39,10 @@ class SmtpSection(TransportSection):
     username: str = ""
     timeout_seconds: float = Field(30, gt=0)
     connections: int = Field(4, ge=1, le=32)  # batches in flight per process, one connection each
+    # Envelope sender base: each message goes out as bounces+<signed token>@... (digest.delivery.verp).
+    bounce_address: str = ""
+
+    _bounce = field_validator("bounce_address")(check_bounce_address)
 
 
 # No idempotency of its own: each accepted message is recorded before the next goes out.
@@ -67,6 +72,7 @@ class SmtpTransport:
         self._idle: list[smtplib.SMTP] = []  # kept alive between batches, for any thread
         self._open: set[smtplib.SMTP] = set()  # all of them, for close()
         self._open_lock = threading.Lock()
+        self.verp = from_config(config)  # None: the envelope sender is the From address
 
     @property
     def _conn(self) -> smtplib.SMTP | None:
@@ -136,13 +142,16 @@ class SmtpTransport:
             msg["Resend-Idempotency-Key"] = f"{idempotency_key}/{email.key}"[:256]
         return msg
 
-    def _send_one(self, msg: EmailMessage) -> None:
-        """Raises _Retry for a transient refusal, returns normally when accepted."""
+    def _send_one(self, msg: EmailMessage, sender: str | None = None) -> None:
+        """Raises _Retry for a transient refusal, returns normally when accepted. `sender`: MAIL FROM (VERP)."""
         for reconnect in (False, True):
             conn = self._connection()
             try:
                 data = wire(msg)  # the same bytes as send_message, at half the CPU (None: not plain ASCII)
-                refused = conn.sendmail(*data) if data is not None else conn.send_message(msg)
+                if data is not None:
+                    refused = conn.sendmail(sender or data[0], data[1], data[2])
+                else:
+                    refused = conn.send_message(msg, from_addr=sender)
             except smtplib.SMTPNotSupportedError:
                 # smtplib refuses before MAIL FROM (the connection stays usable): this address alone fails.
                 raise _Rejected("the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
@@ -202,7 +211,8 @@ class SmtpTransport:
         results: list[SendResult] = []
         for i, email in enumerate(emails):
             try:
-                self._send_one(self.message(email, idempotency_key))
+                self._send_one(self.message(email, idempotency_key),
+                               self.verp.address(email.key, email.to) if self.verp else None)
             except _Rejected as exc:
                 results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
                 if on_result is not None:

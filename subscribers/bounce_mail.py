@@ -1,0 +1,130 @@
+"""Bounce and complaint mails for SMTP senders: from a pipe alias, files, or an IMAP mailbox.
+
+Each report is read by `digest.delivery.events.bounce_mail` (which only trusts our signed
+VERP addresses) and applied by `apply_events`, the same path as Resend's webhooks, so a
+report seen twice (pipe and mailbox, a retry) acts once. Every report is a quiet success
+for the mail system: a non-zero exit would bounce the bounce.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from digest.delivery.events import bounce_mail
+from digest.delivery.verp import from_config
+from digest.errors import UserError
+from digest.runtime import Runtime
+from subscribers.delivery_events import apply_events
+
+NO_ADDRESS = "no bounce address configured ([transport.smtp] bounce_address): nothing changed"
+PROCESSED = "$DigestProcessed"  # the IMAP keyword of a report already read
+
+
+@dataclass(frozen=True)
+class BounceOutcome:
+    changed: bool
+    message: str
+
+
+def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()) -> BounceOutcome:
+    """Apply one bounce or complaint report; never raises on what the mail says."""
+    verp = from_config(rt.config)
+    if verp is None:
+        return BounceOutcome(False, NO_ADDRESS)
+    report = bounce_mail.parse(raw, verp, envelope_to)
+    if not report.events:
+        return BounceOutcome(False, report.note)
+    result = apply_events(rt, report.events)
+    changed = result != "duplicate" and not result.startswith("ignored")
+    return BounceOutcome(changed, f"{report.note}: {'already handled' if result == 'duplicate' else result}")
+
+
+# -- the mailbox ----------------------------------------------------------------------------
+
+
+@dataclass
+class PollResult:
+    read: int = 0
+    changed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None) -> PollResult:
+    """Read every report in `[bounces] imap_folder` not read before, then flag (and move) it.
+
+    A report is flagged only after it was applied: a crash in between reads it again, and
+    `apply_events` recognises it. Raises UserError (one line) when the mailbox cannot be read."""
+    s = rt.settings.bounces
+    if not s.imap_host:
+        raise UserError("[bounces] imap_host is not set: no mailbox to poll (see README: bounces for SMTP)")
+    where = f"IMAP {s.imap_host}:{s.imap_port} ({s.imap_security})"
+    result = PollResult()
+    try:
+        conn = _connect(rt)
+    except (OSError, imaplib.IMAP4.error, ssl.SSLError) as exc:
+        raise UserError(f"{where}: cannot connect: {type(exc).__name__}: {exc}") from None
+    try:
+        try:
+            conn.login(s.imap_user, rt.config.imap_password)
+        except imaplib.IMAP4.error:
+            raise UserError(f"{where} refused the login of {s.imap_user!r}; check [bounces] imap_user and "
+                            "DIGEST_IMAP_PASSWORD") from None
+        status, _ = conn.select(_quote(s.imap_folder))
+        if status != "OK":
+            raise UserError(f"{where}: no folder {s.imap_folder!r} ([bounces] imap_folder)")
+        if s.imap_done_folder:
+            conn.create(_quote(s.imap_done_folder))  # NO when it exists already: fine
+        _, found = conn.uid("SEARCH", "NOT", "KEYWORD", PROCESSED)
+        for uid in (found[0] or b"").decode("ascii").split():
+            _, data = conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            raw = next((part[1] for part in data if isinstance(part, tuple)), None)
+            if raw is None:
+                continue
+            outcome = process_bounce_mail(rt, raw)
+            result.read += 1
+            result.changed += outcome.changed
+            result.notes.append(outcome.message)
+            if on_report is not None:
+                on_report(outcome.message)
+            _done(conn, uid, s.imap_done_folder)
+        if s.imap_done_folder:
+            conn.expunge()
+    except (OSError, imaplib.IMAP4.error, ssl.SSLError) as exc:
+        raise UserError(f"{where}: {type(exc).__name__}: {exc} (after {result.read} reports)") from None
+    finally:
+        try:
+            conn.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+    return result
+
+
+def _connect(rt: Runtime) -> imaplib.IMAP4:
+    s = rt.settings.bounces
+    context = ssl.create_default_context()
+    if s.imap_security == "tls":
+        return imaplib.IMAP4_SSL(s.imap_host, s.imap_port, ssl_context=context, timeout=s.imap_timeout_seconds)
+    conn = imaplib.IMAP4(s.imap_host, s.imap_port, timeout=s.imap_timeout_seconds)
+    if s.imap_security == "starttls":
+        conn.starttls(ssl_context=context)
+    return conn
+
+
+def _done(conn: imaplib.IMAP4, uid: str, folder: str) -> None:
+    """Flag the report as read by us (and seen); move it when a done folder is configured."""
+    conn.uid("STORE", uid, "+FLAGS", f"({PROCESSED} \\Seen)")
+    if folder:
+        if "MOVE" in conn.capabilities:
+            conn.uid("MOVE", uid, _quote(folder))
+        else:
+            conn.uid("COPY", uid, _quote(folder))
+            conn.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
+
+
+def _quote(mailbox: str) -> str:
+    """An IMAP quoted string (imaplib sends arguments as they are)."""
+    return '"' + re.sub(r'(["\\])', r"\\\1", mailbox) + '"'
