@@ -89,7 +89,7 @@ def _confirm_target(rt: Runtime, session: Session, token: str, *, lock: bool = F
     except TokenError as exc:
         return ConfirmResult("expired" if "expired" in str(exc) else "invalid")
     sub = session.get(Subscriber, sid, with_for_update=lock)  # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
-    if sub is None or Tokens.tie(sub.email) != tie:
+    if sub is None or not Tokens.tie_matches(sub.email, tie):
         return ConfirmResult("invalid")
     if sub.status == SUB_ACTIVE:
         return ConfirmResult("already", sub.id, sub.email)
