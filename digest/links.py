@@ -31,6 +31,22 @@ def _tie(email: str) -> str:
     return email_hash(email)[:10]
 
 
+def _ties(email: str) -> tuple[str, ...]:
+    """The ties a link to `email` may carry: its own and, for a punycode domain, the Unicode spelling's.
+
+    Addresses stored before IDN normalisation were rewritten to punycode (migration 0003_h17); the
+    links in emails sent before then were signed with the Unicode spelling and must keep working.
+    """
+    local, _, domain = email.rpartition("@")
+    if "xn--" not in domain:
+        return (_tie(email),)
+    try:
+        unicode_domain = domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return (_tie(email),)
+    return (_tie(email), _tie(f"{local}@{unicode_domain}"))
+
+
 @dataclass(frozen=True)
 class UnsubscribeClaim:
     subscriber_id: int
@@ -38,7 +54,7 @@ class UnsubscribeClaim:
     tie: str
 
     def matches(self, email: str) -> bool:
-        return self.tie == _tie(email)
+        return self.tie in _ties(email)
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,11 @@ class Tokens:
     @staticmethod
     def tie(email: str) -> str:
         return _tie(email)
+
+    @staticmethod
+    def tie_matches(email: str, tie: str) -> bool:
+        """Whether a confirmation token's tie belongs to `email` (either spelling of an IDN domain)."""
+        return tie in _ties(email)
 
 
 def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email: str,

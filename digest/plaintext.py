@@ -13,7 +13,13 @@ import re
 
 _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
     f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
-_ALWAYS = "\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff" + _NONCHARACTERS
+# C0 except tab and newline, DEL, C1: a regex character class (the CLI escapes the same ones).
+CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
+# The bidirectional embedding, override and isolate characters and the LRM/RLM/ALM marks. Stored text
+# may hold them (right-to-left names need them); where a terminal shows text they are escaped, since
+# they reorder what the operator reads ("Trojan Source"). A regex character class.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_ALWAYS = CONTROLS + "\ud800-\udfff" + _NONCHARACTERS
 # Anywhere: everything above. One-line fields also refuse tab, newline and the Unicode line breaks.
 _MULTILINE = re.compile(f"[{_ALWAYS}]")
 _ONE_LINE = re.compile(f"[{_ALWAYS}\t\n\u2028\u2029]")

@@ -89,7 +89,7 @@ def _confirm_target(rt: Runtime, session: Session, token: str, *, lock: bool = F
     except TokenError as exc:
         return ConfirmResult("expired" if "expired" in str(exc) else "invalid")
     sub = session.get(Subscriber, sid, with_for_update=lock)  # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
-    if sub is None or Tokens.tie(sub.email) != tie:
+    if sub is None or not Tokens.tie_matches(sub.email, tie):
         return ConfirmResult("invalid")
     if sub.status == SUB_ACTIVE:
         return ConfirmResult("already", sub.id, sub.email)
@@ -134,9 +134,13 @@ def read_unsubscribe_token(rt: Runtime, token: str) -> UnsubscribeClaim:
     return Tokens(rt.secret_key).read_unsubscribe(token)
 
 
-def subscriber_for(session: Session, claim: UnsubscribeClaim) -> Subscriber | None:
-    """The token's subscriber, unless erased or the address changed (then the token is dead)."""
-    sub = session.get(Subscriber, claim.subscriber_id)
+def subscriber_for(session: Session, claim: UnsubscribeClaim, *, lock: bool = False) -> Subscriber | None:
+    """The token's subscriber, unless erased or the address changed (then the token is dead).
+
+    `lock` holds the row until the transaction ends, as confirm does: a double click (or a mail
+    client repeating its one-click POST) then reads the first click's result and changes nothing.
+    """
+    sub = session.get(Subscriber, claim.subscriber_id, with_for_update=lock)  # SQLite: BEGIN IMMEDIATE
     if sub is None or not claim.matches(sub.email):
         return None
     return sub
@@ -172,14 +176,19 @@ def resubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, ip: 
 
 def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue_id: int | None,
                now: datetime | None = None) -> bool:
-    """Keep the optional why; the category goes on an event for stats, the words stay on the person."""
+    """Keep the optional why; the category goes on an event for stats, the words stay on the person.
+
+    The same reason again (a second click on the same form) changes nothing and adds no event."""
     if sub.status != SUB_UNSUBSCRIBED:
         return False
     code = code if code in REASONS else ("other" if text.strip() else "")
     if not code:
         return False
     words = " ".join(text.split())[:MAX_REASON]
-    sub.unsubscribe_reason = REASONS[code] + (f": {words}" if words else "")
+    reason = REASONS[code] + (f": {words}" if words else "")
+    if reason == sub.unsubscribe_reason:
+        return False
+    sub.unsubscribe_reason = reason
     session.add(Event(kind="unsubscribe_reason", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
                       created_at=now or utcnow(), detail={"reason": code}))
     session.flush()

@@ -56,7 +56,7 @@ def process_unsubscribe_mail(rt: Runtime, raw: bytes) -> MailOutcome:
                 claim = lifecycle.read_unsubscribe_token(rt, token)
             except TokenError:
                 continue
-            sub = lifecycle.subscriber_for(session, claim)
+            sub = lifecycle.subscriber_for(session, claim, lock=True)
             if sub is None:
                 return MailOutcome(False, "token of an erased subscriber: nothing changed")
             changed = lifecycle.unsubscribe(session, sub, issue_id=claim.issue_id, method="mailto")

@@ -373,7 +373,7 @@ def _view(rt: Runtime, claim: UnsubscribeClaim) -> UnsubView:
 def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, str], method: str,
          ip: str | None, ua: str | None) -> str:
     with rt.sessions.begin() as session:
-        sub = lifecycle.subscriber_for(session, claim)
+        sub = lifecycle.subscriber_for(session, claim, lock=True)
         if sub is None:
             return "gone"
         if action == "unsubscribe":

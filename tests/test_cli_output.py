@@ -159,6 +159,35 @@ def test_terminal_safe_helper_escapes_every_control_character() -> None:
     assert terminal_safe("zoë@exämple.com ✓") == "zoë@exämple.com ✓"
 
 
+def test_terminal_and_json_output_escape_exactly_the_controls_and_bidi_marks_of_one_rule() -> None:
+    """One character class (digest.plaintext) for terminal text and JSON: every code point checked."""
+    import json
+    import re
+    import sys
+    import unicodedata
+
+    from digest import plaintext
+    from digest.cli.output import json_safe, terminal_safe
+
+    bidi_classes = {"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+    bidi = {c for c in map(chr, range(sys.maxunicode + 1)) if unicodedata.bidirectional(c) in bidi_classes}
+    bidi |= {"\u200e", "\u200f", "\u061c"}  # LRM, RLM, ALM: invisible marks that reorder a line too
+    assert set(re.findall(f"[{plaintext.BIDI_CONTROLS}]", "".join(sorted(bidi)))) == bidi
+    controls = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]}
+    escaped, escaped_json = set(), set()
+    for c in map(chr, range(sys.maxunicode + 1)):
+        if terminal_safe(c) != c:
+            escaped.add(c)
+        if 0xD800 <= ord(c) <= 0xDFFF:
+            continue  # no JSON text holds a lone surrogate raw
+        dumped = json.dumps(c, ensure_ascii=False)
+        if json_safe(dumped) != dumped:
+            escaped_json.add(c)
+            assert json.loads(json_safe(dumped)) == c
+    assert escaped == controls | bidi
+    assert escaped_json == {c for c in controls if ord(c) >= 0x7F} | bidi  # json.dumps escapes C0 itself
+
+
 def test_preview_history_and_stats_card_say_n_a_too(tmp_path, sqlite_url) -> None:
     from fastapi.testclient import TestClient
 

@@ -22,9 +22,12 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-# C0 (except what the caller keeps), DEL, C1, and the bidi embedding/override/isolate marks.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+from digest import plaintext
+
+# C0 (tab and newline too, unless the caller keeps lines), DEL, C1, and the bidi marks: one rule,
+# digest.plaintext's. JSON output uses the line-keeping class (json.dumps escapes C0 itself).
+_UNSAFE_KEEP_LINES = re.compile(f"[{plaintext.CONTROLS}{plaintext.BIDI_CONTROLS}]")
+_UNSAFE = re.compile(f"[\t\n{plaintext.CONTROLS}{plaintext.BIDI_CONTROLS}]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -39,9 +42,8 @@ def terminal_safe(value: object, *, keep_newlines: bool = False) -> str:
 
 
 def json_safe(text: str) -> str:
-    """Serialized JSON with C1 and bidi characters as \\u escapes (json.dumps leaves them raw)."""
-    return re.sub("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]",
-                  lambda m: f"\\u{ord(m.group()):04x}", text)
+    """Serialized JSON with DEL, C1 and bidi characters as \\u escapes (json.dumps leaves them raw)."""
+    return _UNSAFE_KEEP_LINES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class SafeConsole(Console):
