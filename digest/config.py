@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from digest import transport_registry
+from digest import defaults, transport_registry
 from digest.errors import ConfigError
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -162,7 +162,8 @@ class TransportSettings(_Section):
 
 
 class TemplateSettings(_Section):
-    dir: str = "templates/email"
+    # The email templates' folder; empty: the ones packaged with the digest (`digest init` copies them to edit).
+    dir: str = ""
 
 
 class SubscribeSettings(_Section):
@@ -290,6 +291,9 @@ class Config:
 
     @property
     def templates_dir(self) -> Path:
+        """`templates.dir`, or the packaged email templates when it is unset."""
+        if not self.settings.templates.dir.strip():
+            return defaults.EMAIL_TEMPLATES
         return self.resolve(self.settings.templates.dir)
 
     @property
@@ -314,12 +318,17 @@ class Config:
         return self.env.get("DIGEST_IMAP_PASSWORD", "")
 
     @property
+    def secret_key_path(self) -> Path:
+        """Where the generated key lives when DIGEST_SECRET_KEY is not set."""
+        return self.var_dir / "secret.key"
+
+    @property
     def secret_key(self) -> str:
         """DIGEST_SECRET_KEY, or a key generated once under var/ for the embedded default."""
         raw = self.env.get("DIGEST_SECRET_KEY", "")
         if raw:  # set to something: it must be a real key (unset or empty: the key file)
             return _checked_key(raw.strip(), "DIGEST_SECRET_KEY")
-        path = self.var_dir / "secret.key"
+        path = self.secret_key_path
         if not path.exists():
             _create_key_file(path)
         try:
