@@ -224,6 +224,42 @@ class BounceSettings(_Section):
         return value.strip()
 
 
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)((?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)+[A-Za-z0-9-]{2,63}$")
+
+
+class DoctorSettings(_Section):
+    """What `digest doctor` looks for in DNS where the transport alone does not say (SMTP, SES)."""
+
+    spf_include: str = ""  # the include your provider's SPF needs, e.g. "_spf.mailgun.org"; empty: the transport's
+    spf_domain: str = ""  # where that SPF record lives (a custom MAIL FROM domain); empty: the transport's
+    dkim_selectors: list[str] = []  # e.g. ["s1"]; empty: the transport's (Resend: "resend")
+
+    @field_validator("spf_include")
+    @classmethod
+    def _include(cls, value: str) -> str:
+        value = value.strip().removeprefix("include:")
+        if value and not _DNS_NAME.match(value):
+            raise ValueError("is not a domain name (what follows include: in your provider's SPF record)")
+        return value.lower()
+
+    @field_validator("spf_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().rstrip(".")
+        if value and not _DNS_NAME.match(value):
+            raise ValueError("is not a domain name")
+        return value.lower()
+
+    @field_validator("dkim_selectors")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if not all(_DNS_LABEL.match(part) for part in v.split(".")):
+                raise ValueError(f"{v!r} is not a DKIM selector (the part before ._domainkey)")
+        return value
+
+
 class Settings(_Section):
     site: SiteSettings = SiteSettings()
     sender: SenderSettings = SenderSettings()
@@ -236,6 +272,7 @@ class Settings(_Section):
     preview: PreviewSettings = PreviewSettings()
     webhooks: WebhookSettings = WebhookSettings()
     bounces: BounceSettings = BounceSettings()
+    doctor: DoctorSettings = DoctorSettings()
 
 
 class Config:

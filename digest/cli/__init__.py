@@ -50,6 +50,7 @@ def _register() -> None:
     """Each command module adds its commands to `app` when imported."""
     from digest.cli import (  # noqa: F401
         delivery_cmd,
+        doctor_cmd,
         init_cmd,
         pipeline,
         preview_cmd,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typer._click import Command, Context
 
 # The order an operator meets the commands in a week; anything not listed follows, as registered.
-WORKFLOW = ["init", "demo", "ingest", "comparisons", "select", "note", "preview", "send", "stats",
+WORKFLOW = ["init", "demo", "doctor", "ingest", "comparisons", "select", "note", "preview", "send", "stats",
             "subscribers", "serve", "worker", "db",
             # digest subscribers ...
             "add", "import", "list", "count", "export", "unsubscribe-mail", "forget"]
