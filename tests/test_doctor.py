@@ -357,11 +357,21 @@ def test_placeholders_fail(tmp_path: Path) -> None:
     assert mailbox.status is Status.WARN and "unsubscribe-mail" in mailbox.fix
 
 
-def test_smtp_bounce_address(tmp_path: Path) -> None:
-    config = project(tmp_path, NO_APP, transport={"kind": "smtp"})
+@pytest.mark.parametrize("smtp, bounces, status, text", [
+    ({}, {}, Status.WARN, "bounce_address is empty: SMTP bounces and complaints are not processed"),
+    ({"bounce_address": "bounces@example.com"}, {}, Status.FAIL, "bounces@example.com is an example address"),
+    ({"bounce_address": f"bounces@{DOMAIN}"}, {}, Status.PASS,
+     f"VERP envelope sender bounces@{DOMAIN}, read by `digest subscribers bounce-mail`"),
+    ({"bounce_address": f"bounces@{DOMAIN}"}, {"imap_host": f"imap.{DOMAIN}"}, Status.PASS,
+     f"polled over IMAP at imap.{DOMAIN}"),
+])
+def test_smtp_bounce_address(tmp_path: Path, smtp: dict[str, object], bounces: dict[str, object], status: Status,
+                             text: str) -> None:
+    config = project(tmp_path, NO_APP, transport={"kind": "smtp"}, **{"transport.smtp": smtp, "bounces": bounces})
     (result,) = check(config, site_checks.bounces)
-    # Not a pass until SMTP bounces are read: `[transport.smtp] bounce_address` (issue 16, part 2).
-    assert result.status is Status.WARN and "dead addresses keep being mailed" in result.detail
+    assert result.status is status and text in result.detail
+    if status is not Status.PASS:
+        assert "digest subscribers bounce-mail -" in result.fix
 
 
 @pytest.mark.parametrize("key, status, text", [

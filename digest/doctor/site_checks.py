@@ -146,20 +146,18 @@ def bounces(ctx: Context) -> Iterator[Check]:
     if ctx.transport != "smtp":
         yield passed("bounces", f"not needed: transport {ctx.transport} sends nothing")
         return
-    address = getattr(ctx.config.transport_section("smtp"), "bounce_address", None)
-    mailbox = getattr(getattr(ctx.config.settings, "bounces", None), "imap_host", "") or ""
+    address = ctx.config.transport_section("smtp").bounce_address
+    mailbox = ctx.config.settings.bounces.imap_host
     fix = ("set [transport.smtp] bounce_address to a mailbox on your domain and deliver its mail to "
-           "`digest subscribers bounce-mail -`, or poll it over IMAP ([bounces] imap_*)")
-    if address is None:
-        yield warned("bounces", "this version does not read SMTP bounces: dead addresses keep being mailed",
-                     "watch the SMTP server's bounces and remove dead addresses with `digest subscribers forget`")
-    elif not address:
+           "`digest subscribers bounce-mail -`, or poll it with `digest subscribers bounce-poll` ([bounces] imap_*)")
+    if not address:
         yield warned("bounces", "[transport.smtp] bounce_address is empty: SMTP bounces and complaints are not "
                      "processed, so dead addresses keep being mailed", fix)
-    elif is_placeholder(str(address)):
+    elif is_placeholder(address):
         yield failed("bounces", f"[transport.smtp] bounce_address {address} is an example address", fix)
     else:
-        yield passed("bounces", f"envelope sender {address}" + (f", polled over IMAP at {mailbox}" if mailbox else ""))
+        how = f"polled over IMAP at {mailbox}" if mailbox else "read by `digest subscribers bounce-mail`"
+        yield passed("bounces", f"VERP envelope sender {address}, {how}")
 
 
 def secret_key(ctx: Context) -> Iterator[Check]:
