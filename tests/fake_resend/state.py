@@ -260,7 +260,8 @@ class FakeResend:
         early = self._domain_auth(authorization)
         if early is not None:
             return early
-        limit = 100 if "limit" not in query else int(query["limit"]) if query["limit"].isdigit() else query["limit"]
+        raw = query.get("limit", "100")
+        limit: Any = int(raw) if raw.lstrip("-").isdigit() else raw  # a non-number fails the spec's integer type
         problem = spec_problem("parameters/PaginationLimit", limit)
         if problem:
             return error(422, "validation_error", f"Invalid `limit` parameter: {problem.split(': ', 1)[-1]}")
