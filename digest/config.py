@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from digest import transport_registry
+from digest import defaults, transport_registry
 from digest.errors import ConfigError
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -162,7 +162,8 @@ class TransportSettings(_Section):
 
 
 class TemplateSettings(_Section):
-    dir: str = "templates/email"
+    # The email templates' folder; empty: the ones packaged with the digest (`digest init` copies them to edit).
+    dir: str = ""
 
 
 class SubscribeSettings(_Section):
@@ -223,6 +224,42 @@ class BounceSettings(_Section):
         return value.strip()
 
 
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)((?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)+[A-Za-z0-9-]{2,63}$")
+
+
+class DoctorSettings(_Section):
+    """What `digest doctor` looks for in DNS where the transport alone does not say (SMTP, SES)."""
+
+    spf_include: str = ""  # the include your provider's SPF needs, e.g. "_spf.mailgun.org"; empty: the transport's
+    spf_domain: str = ""  # where that SPF record lives (a custom MAIL FROM domain); empty: the transport's
+    dkim_selectors: list[str] = []  # e.g. ["s1"]; empty: the transport's (Resend: "resend")
+
+    @field_validator("spf_include")
+    @classmethod
+    def _include(cls, value: str) -> str:
+        value = value.strip().removeprefix("include:")
+        if value and not _DNS_NAME.match(value):
+            raise ValueError("is not a domain name (what follows include: in your provider's SPF record)")
+        return value.lower()
+
+    @field_validator("spf_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().rstrip(".")
+        if value and not _DNS_NAME.match(value):
+            raise ValueError("is not a domain name")
+        return value.lower()
+
+    @field_validator("dkim_selectors")
+    @classmethod
+    def _selectors(cls, value: list[str]) -> list[str]:
+        for v in value:
+            if not all(_DNS_LABEL.match(part) for part in v.split(".")):
+                raise ValueError(f"{v!r} is not a DKIM selector (the part before ._domainkey)")
+        return value
+
+
 class Settings(_Section):
     site: SiteSettings = SiteSettings()
     sender: SenderSettings = SenderSettings()
@@ -235,6 +272,7 @@ class Settings(_Section):
     preview: PreviewSettings = PreviewSettings()
     webhooks: WebhookSettings = WebhookSettings()
     bounces: BounceSettings = BounceSettings()
+    doctor: DoctorSettings = DoctorSettings()
 
 
 class Config:
@@ -290,6 +328,9 @@ class Config:
 
     @property
     def templates_dir(self) -> Path:
+        """`templates.dir`, or the packaged email templates when it is unset."""
+        if not self.settings.templates.dir.strip():
+            return defaults.EMAIL_TEMPLATES
         return self.resolve(self.settings.templates.dir)
 
     @property
@@ -314,12 +355,17 @@ class Config:
         return self.env.get("DIGEST_IMAP_PASSWORD", "")
 
     @property
+    def secret_key_path(self) -> Path:
+        """Where the generated key lives when DIGEST_SECRET_KEY is not set."""
+        return self.var_dir / "secret.key"
+
+    @property
     def secret_key(self) -> str:
         """DIGEST_SECRET_KEY, or a key generated once under var/ for the embedded default."""
         raw = self.env.get("DIGEST_SECRET_KEY", "")
         if raw:  # set to something: it must be a real key (unset or empty: the key file)
             return _checked_key(raw.strip(), "DIGEST_SECRET_KEY")
-        path = self.var_dir / "secret.key"
+        path = self.secret_key_path
         if not path.exists():
             _create_key_file(path)
         try:

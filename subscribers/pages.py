@@ -15,13 +15,14 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
+from digest import defaults
 from digest.config import Config
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "templates" / "web"
+DEFAULT_DIR = defaults.WEB_TEMPLATES
 
 
 def web_templates_dir(config: Config) -> Path:
-    """templates/web next to the operator's email templates, else the bundled ones."""
+    """templates/web next to the operator's email templates, else the packaged ones."""
     candidate = config.templates_dir.parent / "web"
     return candidate if (candidate / "base.html.j2").is_file() else DEFAULT_DIR
 

@@ -107,11 +107,12 @@ def test_help_shows_plain_metavars_and_commands_in_workflow_order(tmp_path) -> N
     root = digest_cli(cfg, env, "--help")
     assert root.returncode == 0
     listed = re.findall(r"^  ([a-z-]+)\s{2,}", root.stdout.split("Commands:", 1)[1], re.M)
-    expected = ["demo", "ingest", "comparisons", "select", "preview", "send", "stats", "subscribers", "serve",
-                "worker", "db"]
+    expected = ["init", "demo", "doctor", "ingest", "comparisons", "select", "preview", "send", "stats",
+                "subscribers", "serve", "worker", "db"]
     assert [c for c in listed if c in expected] == expected, listed
     for args in (["select"], ["ingest"], ["stats"], ["send"], ["subscribers", "import"], ["subscribers", "list"],
-                 ["subscribers", "add"], ["serve"], ["worker"], ["preview"], ["comparisons", "list"]):
+                 ["subscribers", "add"], ["serve"], ["worker"], ["preview"], ["comparisons", "list"], ["init"],
+                 ["doctor"]):
         text = digest_cli(cfg, env, *args, "--help").stdout
         assert not re.search(r"<[a-z]", re.sub(r"site_url/<slug>", "", text)), (args, text)
         assert "{" not in text.split("\n", 1)[0], text

@@ -166,3 +166,30 @@ def test_the_openapi_check_skips_outside_ci_and_fails_in_ci_without_shared_specs
                          cwd=clone, env=env, capture_output=True, text=True, timeout=120)
     assert outcome in run.stdout, run.stdout + run.stderr
     assert "shared/specs/resend-openapi/resend.yaml is missing" in run.stdout
+
+
+def test_domains_are_listed_and_read_as_resends_spec_describes() -> None:
+    state = FakeResend(api_keys={KEY}, sending_keys={"re_send_only"})
+    first = state.add_domain("one.example.org")
+    second = state.add_domain("two.example.org", status="pending")
+    with pytest.raises(ValueError, match="status"):
+        state.add_domain("bad.example.org", status="almost")  # not a status the spec allows
+    with FakeResendServer(state) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        listed = client.get("/domains", headers=auth).json()
+        assert listed["object"] == "list" and not listed["has_more"]
+        assert [d["name"] for d in listed["data"]] == ["two.example.org", "one.example.org"]  # newest first
+        assert "records" not in listed["data"][0]  # ListDomainsItem has none; GET /domains/{id} has them
+        page = client.get("/domains", params={"limit": 1}, headers=auth).json()
+        assert [d["id"] for d in page["data"]] == [second["id"]] and page["has_more"]
+        rest = client.get("/domains", params={"limit": 1, "after": second["id"]}, headers=auth).json()
+        assert [d["id"] for d in rest["data"]] == [first["id"]] and not rest["has_more"]
+        r = client.get("/domains", params={"limit": 101}, headers=auth)
+        assert (r.status_code, r.json()["name"]) == (422, "validation_error") and "100" in r.json()["message"]
+        one = client.get(f"/domains/{second['id']}", headers=auth).json()
+        assert one["status"] == "pending" and {r["record"] for r in one["records"]} == {"SPF", "DKIM"}
+        assert client.get("/domains/nope", headers=auth).status_code == 404
+        r = client.get("/domains", headers={"Authorization": "Bearer re_send_only"})
+        assert (r.status_code, r.json()["name"]) == (401, "restricted_api_key")
+        assert client.get("/domains").json()["name"] == "missing_api_key"
+        assert post(client, [email()], auth="re_send_only").status_code == 200  # a sending key still sends

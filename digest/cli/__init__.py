@@ -24,12 +24,22 @@ app = typer.Typer(
 err = make_console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from digest.defaults import version
+
+        print(f"digest {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     config: str = typer.Option(
         None, "--config", "-c", help="Path to config.toml (default: ./config.toml or $DIGEST_CONFIG).", metavar="PATH"
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
 ) -> None:
     state.config_path = config
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -38,7 +48,15 @@ def _root(
 
 def _register() -> None:
     """Each command module adds its commands to `app` when imported."""
-    from digest.cli import delivery_cmd, pipeline, preview_cmd, serve_cmd, subscribers_cmd  # noqa: F401
+    from digest.cli import (  # noqa: F401
+        delivery_cmd,
+        doctor_cmd,
+        init_cmd,
+        pipeline,
+        preview_cmd,
+        serve_cmd,
+        subscribers_cmd,
+    )
 
     plain_metavars(app)
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from typer._click import Command, Context
 
 # The order an operator meets the commands in a week; anything not listed follows, as registered.
-WORKFLOW = ["demo", "ingest", "comparisons", "select", "note", "preview", "send", "stats", "subscribers", "serve",
-            "worker", "db",
+WORKFLOW = ["init", "demo", "doctor", "ingest", "comparisons", "select", "note", "preview", "send", "stats",
+            "subscribers", "serve", "worker", "db",
             # digest subscribers ...
             "add", "import", "list", "count", "export", "unsubscribe-mail", "forget"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from sqlalchemy import select
 
+from digest import defaults
 from digest.cli import app
 from digest.cli.context import out, print_json, runtime
 from digest.cli.help import command_group
@@ -304,8 +305,8 @@ def demo() -> None:
 
     rt = runtime()
     samples = rt.config.resolve("samples/comparisons")
-    if not samples.is_dir():
-        raise UserError(f"{samples}: sample comparisons not found")
+    if not samples.is_dir():  # a folder made by `digest init`: the comparisons packaged with the digest
+        samples = defaults.SAMPLES
     for source in expand([str(samples)]):
         if source.error:
             raise UserError(source.error)

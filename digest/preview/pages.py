@@ -10,9 +10,10 @@ from typing import Any
 import jinja2
 from fastapi.responses import HTMLResponse
 
+from digest import defaults
 from digest.weeks import as_utc
 
-PAGES_DIR = Path(__file__).resolve().parents[2] / "templates" / "preview"
+PAGES_DIR = defaults.PREVIEW_PAGES
 
 PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
             "frame-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "

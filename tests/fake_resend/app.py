@@ -1,4 +1,4 @@
-"""The fake's HTTP face: POST /emails/batch like Resend's, plus /_fake/* for tests in other processes."""
+"""The fake's HTTP face: POST /emails/batch and GET /domains[/{id}] like Resend's, plus /_fake/* for tests."""
 
 from __future__ import annotations
 
@@ -60,6 +60,14 @@ def create_app(fake: FakeResend) -> FastAPI:
     async def send_one(request: Request) -> Response:
         return JSONResponse({"statusCode": 405, "message": "the fake only implements /emails/batch",
                              "name": "method_not_allowed"}, status_code=405)
+
+    @app.get("/domains")
+    async def list_domains(request: Request) -> Response:
+        return _respond(fake.list_domains(request.headers.get("authorization"), dict(request.query_params)))
+
+    @app.get("/domains/{domain_id}")
+    async def get_domain(domain_id: str, request: Request) -> Response:
+        return _respond(fake.get_domain(request.headers.get("authorization"), domain_id))
 
     @app.get("/_fake/summary")
     async def summary() -> dict[str, Any]:

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,33 @@ _NAMED = re.compile(r"^[^<>]*<([^<>]+)>$")
 
 
 @lru_cache(maxsize=1)
-def email_validator() -> Draft202012Validator:
-    """SendEmailRequest from Resend's own OpenAPI description (3.1, so JSON Schema 2020-12)."""
-    doc = yaml.load(SPEC.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    schema = {"$ref": "#/components/schemas/SendEmailRequest", "components": doc["components"]}
+def _spec() -> dict[str, Any]:
+    return yaml.load(SPEC.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@cache
+def schema_validator(ref: str) -> Draft202012Validator:
+    """A schema (`schemas/Domain`) or parameter (`parameters/PaginationLimit`) of Resend's OpenAPI
+    description (3.1, so JSON Schema 2020-12)."""
+    doc = _spec()
+    schema: dict[str, Any] = {"$ref": f"#/components/{ref}", "components": doc["components"]}
+    if ref.startswith("parameters/"):
+        schema = {**doc["components"]["parameters"][ref.split("/", 1)[1]]["schema"], "components": doc["components"]}
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
+
+
+def email_validator() -> Draft202012Validator:
+    """SendEmailRequest from Resend's own OpenAPI description."""
+    return schema_validator("schemas/SendEmailRequest")
+
+
+def spec_problem(ref: str, value: Any) -> str | None:
+    errors = sorted(schema_validator(ref).iter_errors(value), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    where = "/".join(str(p) for p in errors[0].path) or "body"
+    return f"{where}: {errors[0].message}"
 
 
 _ADDRESS_FORMAT = "The email address needs to follow the `email@example.com` or `Name <email@example.com>` format."
@@ -132,8 +153,12 @@ def error(status: int, name: str, message: str) -> Answer:
 
 class FakeResend:
     def __init__(self, *, api_keys: set[str] | None = None, rate_limit: float | None = None,
-                 faults: Faults | None = None, reject_to: set[str] | None = None):
+                 faults: Faults | None = None, reject_to: set[str] | None = None,
+                 sending_keys: set[str] | None = None):
         self.api_keys = set(api_keys or {"re_test_key"})
+        # Keys with "sending access" only: they send, and get 401 restricted_api_key elsewhere.
+        self.sending_keys = set(sending_keys or ())
+        self.domains: dict[str, dict[str, Any]] = {}  # id -> Domain, as GET /domains/{id} answers it
         self.rate_limit = rate_limit
         self.faults = faults or Faults()
         self.reject_to = {a.lower() for a in (reject_to or set())}
@@ -194,9 +219,75 @@ class FakeResend:
         token = (authorization or "").removeprefix("Bearer").strip()
         if not token or token == "None":
             return error(401, "missing_api_key", "Missing API key in the authorization header.")
-        if token not in self.api_keys:
+        if token not in self.api_keys and token not in self.sending_keys:
             return error(403, "invalid_api_key", "API key is invalid.")
         return None
+
+    # -- domains (GET /domains, GET /domains/{id}) ----------------------------------------
+
+    def add_domain(self, name: str, status: str = "verified", records: list[dict[str, Any]] | None = None,
+                   region: str = "us-east-1") -> dict[str, Any]:
+        """A domain of the account, with Resend's usual records unless given; checked against the spec."""
+        if records is None:
+            state = "verified" if status == "verified" else "pending"
+            records = [
+                {"record": "SPF", "name": "send", "type": "MX", "ttl": "Auto", "status": state,
+                 "value": f"feedback-smtp.{region}.amazonses.com", "priority": 10},
+                {"record": "SPF", "name": "send", "type": "TXT", "ttl": "Auto", "status": state,
+                 "value": "v=spf1 include:amazonses.com ~all"},
+                {"record": "DKIM", "name": "resend._domainkey", "type": "TXT", "ttl": "Auto", "status": state,
+                 "value": "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDtest"},
+            ]
+        domain = {"object": "domain", "id": str(uuid.uuid4()), "name": name, "status": status,
+                  "created_at": "2026-11-01 09:00:00.000000+00", "region": region, "open_tracking": False,
+                  "click_tracking": False, "capabilities": {"sending": "enabled", "receiving": "disabled"},
+                  "records": records}
+        problem = spec_problem("schemas/Domain", domain)
+        if problem:
+            raise ValueError(f"not a Domain as Resend's spec describes it: {problem}")
+        with self.lock:
+            self.domains[domain["id"]] = domain
+        return domain
+
+    def _domain_auth(self, authorization: str | None) -> Answer | None:
+        answer = self.check_auth(authorization)
+        if answer is None and (authorization or "").removeprefix("Bearer").strip() in self.sending_keys:
+            return error(401, "restricted_api_key", "This API key is restricted to only send emails.")
+        return answer
+
+    def list_domains(self, authorization: str | None, query: dict[str, str]) -> Answer:
+        """GET /domains: newest first, `limit`/`after` as the spec's pagination parameters say."""
+        early = self._domain_auth(authorization)
+        if early is not None:
+            return early
+        raw = query.get("limit", "100")
+        limit: Any = int(raw) if raw.lstrip("-").isdigit() else raw  # a non-number fails the spec's integer type
+        problem = spec_problem("parameters/PaginationLimit", limit)
+        if problem:
+            return error(422, "validation_error", f"Invalid `limit` parameter: {problem.split(': ', 1)[-1]}")
+        with self.lock:
+            items = list(reversed(self.domains.values()))
+        if query.get("after"):
+            ids = [d["id"] for d in items]
+            if query["after"] not in ids:
+                return error(422, "validation_error", "Invalid `after` parameter: no such domain.")
+            items = items[ids.index(query["after"]) + 1:]
+        keys = ("id", "name", "status", "created_at", "region", "open_tracking", "click_tracking", "capabilities")
+        body = {"object": "list", "has_more": len(items) > int(limit),
+                "data": [{k: d[k] for k in keys} for d in items[: int(limit)]]}
+        problem = spec_problem("schemas/ListDomainsResponse", body)
+        assert problem is None, problem  # the fake answers as the spec says, or the test is wrong
+        return Answer(200, body)
+
+    def get_domain(self, authorization: str | None, domain_id: str) -> Answer:
+        early = self._domain_auth(authorization)
+        if early is not None:
+            return early
+        with self.lock:
+            domain = self.domains.get(domain_id)
+        if domain is None:
+            return error(404, "not_found", "Domain not found.")
+        return Answer(200, domain)
 
     def _draw(self) -> str | None:
         f = self.faults

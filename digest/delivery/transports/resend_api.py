@@ -87,6 +87,19 @@ def shared_client(timeout: float) -> _HttpxClient:
         return client
 
 
+def api_url(config: Config) -> str:
+    """RESEND_API_URL (the tests' fake), else Resend's own."""
+    return (config.env.get("RESEND_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/")
+
+
+def use_sdk(config: Config, key: str, timeout: float) -> _HttpxClient:
+    """Point the SDK's module globals at this config's API and key, through the shared client."""
+    resend.api_key = key
+    resend.api_url = api_url(config)
+    client = resend.default_http_client = shared_client(timeout)
+    return client
+
+
 def tag_value(value: str) -> str:
     """Resend tag names and values allow ASCII letters, digits, `_` and `-` only."""
     return _TAG_UNSAFE.sub("_", value)[:256] or "_"
@@ -160,10 +173,8 @@ class ResendTransport:
         settings = config.transport_section("resend")
         self.max_in_flight = settings.concurrency
         self.requests_per_second = settings.requests_per_second
-        self.api_url = (config.env.get("RESEND_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/")
-        resend.api_key = key
-        resend.api_url = self.api_url
-        self._client = resend.default_http_client = shared_client(settings.timeout_seconds)
+        self.api_url = api_url(config)
+        self._client = use_sdk(config, key, settings.timeout_seconds)
         self._prepared = threading.local()
         # Told the headers of every answer (ratelimit-limit/remaining/reset); the sender's limiter listens.
         self.on_rate: Callable[[Mapping[str, str]], None] | None = None

@@ -1,0 +1,79 @@
+"""What Resend says about a sending domain: its verification status and the state of each DNS record.
+
+Read through the official SDK (GET /domains, then GET /domains/{id}), at RESEND_API_URL like
+the transport. A sending-only API key may not read domains: that is a `DomainLookupError`
+with `restricted` set, so the doctor can say so instead of calling the key wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import resend
+from resend.exceptions import ResendError
+
+from digest.config import Config
+from digest.delivery.transports.resend_api import api_url, use_sdk
+
+MAX_PAGES = 20  # 100 domains a page: far more than one account holds
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    record: str  # SPF, DKIM, Receiving, Tracking ...
+    name: str
+    type: str
+    status: str
+    value: str
+
+
+@dataclass(frozen=True)
+class ResendDomain:
+    id: str
+    name: str
+    status: str  # pending, verified, failed, not_started, partially_verified, partially_failed
+    records: tuple[DomainRecord, ...]
+
+
+class DomainLookupError(Exception):
+    def __init__(self, message: str, restricted: bool = False):
+        super().__init__(message)
+        self.restricted = restricted
+
+
+def _error(exc: ResendError, url: str) -> DomainLookupError:
+    kind = str(exc.error_type or "")
+    message = str(exc.message or exc).strip().rstrip(".")
+    if kind == "HttpClientError":
+        return DomainLookupError(f"Resend's API at {url} did not answer: {message}")
+    return DomainLookupError(f"Resend answered {exc.code} {kind}: {message}", restricted=kind == "restricted_api_key")
+
+
+def find_domain(config: Config, key: str, name: str, timeout: float = 10.0) -> ResendDomain | None:
+    """The account's domain called `name` with its records, or None when the account has no such domain."""
+    use_sdk(config, key, timeout)
+    wanted = name.lower().rstrip(".")
+    after: str | None = None
+    try:
+        for _ in range(MAX_PAGES):
+            params: dict[str, Any] = {"limit": 100, **({"after": after} if after else {})}
+            page = cast(Mapping[str, Any], resend.Domains.list(cast(resend.Domains.ListParams, params)))
+            items = [d for d in page.get("data") or [] if isinstance(d, Mapping)]
+            match = next((d for d in items if str(d.get("name", "")).lower() == wanted), None)
+            if match is not None:
+                return _domain(cast(Mapping[str, Any], resend.Domains.get(str(match["id"]))))
+            if not page.get("has_more") or not items:
+                return None
+            after = str(items[-1].get("id"))
+    except ResendError as exc:
+        raise _error(exc, api_url(config)) from None
+    return None
+
+
+def _domain(body: Mapping[str, Any]) -> ResendDomain:
+    records = tuple(DomainRecord(str(r.get("record", "")), str(r.get("name", "")), str(r.get("type", "")),
+                                 str(r.get("status", "")), str(r.get("value", "")))
+                    for r in body.get("records") or [] if isinstance(r, Mapping))
+    return ResendDomain(str(body.get("id", "")), str(body.get("name", "")), str(body.get("status", "")), records)
