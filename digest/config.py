@@ -258,6 +258,21 @@ class DoctorSettings(_Section):
             if not all(_DNS_LABEL.match(part) for part in v.split(".")):
                 raise ValueError(f"{v!r} is not a DKIM selector (the part before ._domainkey)")
         return value
+class TrackingSettings(_Section):
+    """`[tracking]`: our own click tracking (every transport) and an optional open pixel.
+
+    Clicks on comparison links go through `public_url/c/<token>`; `clicks = false` turns it off
+    (links then point straight at the comparisons). A burst of `burst_links` distinct links of one
+    message within `burst_seconds` is a link scanner's, not a reader's. Per-person click rows are
+    kept `retention_days`, then made anonymous (the counts stay).
+    """
+
+    clicks: bool = True
+    open_pixel: bool = False
+    burst_links: int = Field(3, ge=2, le=100)
+    burst_seconds: float = Field(5, gt=0, le=3600)
+    retention_days: int = Field(180, ge=1, le=3650)
+    flush_seconds: float = Field(1.0, gt=0, le=86400)  # how often recorded clicks are written (and at shutdown)
 
 
 class Settings(_Section):
@@ -273,6 +288,7 @@ class Settings(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     bounces: BounceSettings = BounceSettings()
     doctor: DoctorSettings = DoctorSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
 
 class Config:

@@ -149,6 +149,7 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
         compiled = compile_issue(rt.config, issue)
         issue.subject, issue.preheader = compiled.subject, compiled.preheader
         issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
+        issue.links = compiled.links
         issue.cutoff_at, issue.skip_reason = cutoff, None
         count = enqueue_issue(session, issue.id, rt.config.batch_size)
         issue.status, issue.enqueued_at = ISSUE_SENDING, utcnow()

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
-from digest.links import Tokens, personal_links
+from digest.links import ClickTokens, Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer, join_parts
+from digest.render.tracked import direct_values, slot
 from digest.storage.models import Issue
 
 
@@ -43,6 +44,16 @@ class IssueMessages:
         self._text_json = [escape(part) for part in p.text_parts]
         # None: checked against the real thing on the first reader; False: plain strings only.
         self._fast_json: bool | None = None if json_bodies else False
+        # Tracked links (digest.render.tracked): each reader's /c/<token> URLs; the destinations
+        # themselves for a copy that is no delivery (preview, test send).
+        links = list(issue.links or [])
+        self._link_count = len(links)
+        self._link_slots = [slot(i) for i in range(len(links))]
+        self._direct = direct_values(links)
+        self._click_base = f"{settings.site.public_url}/c/"
+        self._clicks = ClickTokens(tokens)
+        # Tokens are URL-safe; the base is checked once, so per-reader links skip escaping.
+        self._base_safe = htmlmod.escape(self._click_base) == self._click_base == escape(self._click_base)
 
     def build(self, r: Recipient, *, subject_prefix: str = "") -> OutgoingEmail:
         links = personal_links(self.settings, self.tokens, r.subscriber_id, r.email, self.issue_id, self.week)
@@ -54,9 +65,20 @@ class IssueMessages:
             "name": r.name or "",
             "greeting": f"Hi {first}," if first else "Hi there,",
         }
-        html, text = self.personalizer.fill(values)
+        safe = None
+        if self._link_count:
+            if r.delivery_id:
+                urls = map(self._click_base.__add__,
+                           self._clicks.for_message(self.issue_id, r.delivery_id, self._link_count))
+                safe = dict(zip(self._link_slots, urls))
+                if not self._base_safe:
+                    values.update(safe)
+                    safe = None
+            else:
+                values.update(self._direct)
+        html, text = self.personalizer.fill(values, safe)
         if self._fast_json is not False:
-            html, text = self._with_json(html, text, values)
+            html, text = self._with_json(html, text, values, safe)
         headers = unsubscribe_headers(self.settings, links["unsubscribe_url"], links["token"])
         return OutgoingEmail(
             to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
@@ -65,12 +87,17 @@ class IssueMessages:
             message_id=self.message_ids.make("issue", self.week, str(r.delivery_id), r.email),
         )
 
-    def _with_json(self, html: str, text: str, values: dict[str, str]) -> tuple[str, str]:
+    def _with_json(self, html: str, text: str, values: dict[str, str],
+                   safe: dict[str, str] | None = None) -> tuple[str, str]:
         """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
         p = self.personalizer
-        html_json = join_parts(self._html_json, p.html_slots,
-                          {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()})
-        text_json = join_parts(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
+        html_values = {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()}
+        text_values = {k: escape(v) for k, v in values.items()}
+        if safe:
+            html_values.update(safe)
+            text_values.update(safe)
+        html_json = join_parts(self._html_json, p.html_slots, html_values)
+        text_json = join_parts(self._text_json, p.text_slots, text_values)
         if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
             self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)
             if not self._fast_json:

@@ -43,9 +43,13 @@ class Personalizer:
         tp = pattern.split(compiled_text)
         return cls(hp[0::2], hp[1::2], tp[0::2], tp[1::2])
 
-    def fill(self, values: dict[str, str]) -> tuple[str, str]:
-        """`values` are raw strings; they are HTML-escaped for the HTML part."""
+    def fill(self, values: dict[str, str], safe: dict[str, str] | None = None) -> tuple[str, str]:
+        """`values` are raw strings; they are HTML-escaped for the HTML part. `safe` values need no
+        escaping anywhere (the caller checked: e.g. tracked links, URL-safe characters only)."""
         escaped = {k: html.escape(v, quote=True) for k, v in values.items()}
+        if safe:
+            escaped.update(safe)
+            values = {**values, **safe}
         return (join_parts(self.html_parts, self.html_slots, escaped),
                 join_parts(self.text_parts, self.text_slots, values))
 
