@@ -207,6 +207,7 @@ def preheader_for(site_name: str, number: int | None, items: list[dict[str, Any]
 def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dict[str, Any]:
     s = config.settings
     items = items_context(list(issue.items), issue.week)
+    add_links(items, None)  # plain links; compile_issue puts a tracked link's marker in their place
     if issue.scheduled_for:
         date = as_utc(issue.scheduled_for).astimezone(ZoneInfo(s.schedule.timezone)).date()
     else:
