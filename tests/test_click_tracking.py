@@ -131,7 +131,7 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
     assert "set aside as scanners" in text and "HEAD requests" in text
     rows = _stats(cfg, env, week, "--csv").splitlines()
     assert rows[0] == "section,key,metric,value"
-    assert f"comparison,{top['slug']},unique_clicks,1" in rows and "set_aside,burst,clicks,%d" % len(scanned) in rows
+    assert f"comparison,{top['slug']},unique_clicks,1" in rows and f"set_aside,burst,clicks,{len(scanned)}" in rows
 
 
 def test_with_tracking_off_links_go_straight_to_the_comparison_and_the_footer_says_nothing(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from digest.preview.context import Ctx
 from digest.preview import charts
+from digest.preview.context import Ctx
 from digest.preview.history import issue_history, list_history
 
 router = APIRouter()

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
+from digest.preview import charts
 from digest.preview.context import Ctx, server_timing
 from digest.preview.draft import change_draft
-from digest.preview import charts
 from digest.preview.history import insights, issue_stats
 from digest.weeks import Week, current_week
 
