@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
+import time
 from collections import deque
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,8 +53,10 @@ def scanner_agent(user_agent: str | None) -> str | None:
 class ClickRecorder:
     """One per web process: `record` is called on the request path, `flush` from its own thread."""
 
-    def __init__(self, sessions: sessionmaker[Session], flush_seconds: float = 1.0):
+    def __init__(self, sessions: sessionmaker[Session], flush_seconds: float = 1.0, retention_days: int | None = None):
         self._sessions = sessions
+        self._retention = retention_days
+        self._next_prune = 0.0
         self._every = flush_seconds
         self._queue: deque[dict[str, Any]] = deque()
         self._stop = threading.Event()
@@ -79,6 +84,18 @@ class ClickRecorder:
     def _run(self) -> None:
         while not self._stop.wait(self._every):
             self.flush()
+            self._prune()
+
+    def _prune(self) -> None:
+        """Once an hour: clicks past the retention period stop naming anyone."""
+        if self._retention is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + 3600
+        try:
+            with self._sessions.begin() as session:
+                unlink_older_than(session, self._retention)
+        except SQLAlchemyError as exc:
+            log.warning("could not make old clicks anonymous yet (%s)", type(exc).__name__)
 
     def stop(self) -> None:
         """Stop the thread and write everything still queued."""
@@ -116,3 +133,23 @@ class ClickRecorder:
                         session.execute(insert(Click), [row])
                 except IntegrityError:
                     log.info("click for a delivery that no longer exists was not recorded")
+
+
+def unlink_clicks(session: Session, delivery_ids: Iterable[int]) -> int:
+    """Make the clicks and pixel opens of these deliveries nobody's: no delivery, no agent, and a random
+    negative `reader` per delivery (its requests still count once, as before). Returns rows changed."""
+    changed = 0
+    for delivery_id in set(delivery_ids):
+        result = session.execute(update(Click).where(Click.delivery_id == delivery_id).values(
+            delivery_id=None, agent=None, reader=-(secrets.randbits(62) + 1)).execution_options(
+            synchronize_session=False))
+        changed += int(getattr(result, "rowcount", 0) or 0)
+    return changed
+
+
+def unlink_older_than(session: Session, days: int, now: datetime | None = None) -> int:
+    """`[tracking] retention_days`: clicks older than that stop naming a delivery (the counts stay)."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    old = session.scalars(select(Click.delivery_id).where(Click.at < cutoff, Click.delivery_id.is_not(None))
+                          .distinct())
+    return unlink_clicks(session, [int(d) for d in old if d is not None])

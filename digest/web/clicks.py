@@ -42,7 +42,8 @@ class ClickService:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.tokens = ClickTokens(Tokens(rt.secret_key))
-        self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds)
+        self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
+                                      rt.settings.tracking.retention_days)
         self._links: dict[int, list[str] | None] = {}
 
     def cached(self, issue_id: int) -> list[str] | None:
