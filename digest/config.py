@@ -128,13 +128,17 @@ class SelectionSettings(_Section):
     weight_community: float = Field(0.3, ge=0)
     weight_freshness: float = Field(0.2, ge=0)
     weight_diversity: float = Field(0.3, ge=0)
+    # Off by default: boost comparisons in categories readers clicked more than average (digest.selection).
+    weight_interest: float = Field(0.0, ge=0)
+    interest_issues: int = Field(8, ge=1, le=104)  # over the last N issues sent
     community_prior_votes: int = Field(20, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SelectionSettings:
         if self.min_items > self.max_items:
             raise ValueError(f"min_items ({self.min_items}) is larger than max_items ({self.max_items})")
-        if self.weight_panel + self.weight_community + self.weight_freshness + self.weight_diversity <= 0:
+        if (self.weight_panel + self.weight_community + self.weight_freshness + self.weight_diversity
+                + self.weight_interest) <= 0:
             raise ValueError("the weights add up to 0; at least one must be positive")
         return self
 
