@@ -27,6 +27,7 @@ from digest.storage.models import Click
 log = logging.getLogger("digest.clicks")
 
 MAX_QUEUED = 200_000
+CHUNK = 5000  # rows per INSERT
 
 # Link scanners of mail gateways and security products, and HTTP libraries no person reads with.
 # Matched case-insensitively where a word of the User-Agent starts; the name goes into clicks.agent.
@@ -106,21 +107,23 @@ class ClickRecorder:
         self.flush()
 
     def flush(self) -> int:
-        """Write what has queued; on a database error the rows go back to the front of the queue."""
+        """Write everything queued, in chunks of CHUNK rows; on a database error the rows go back to
+        the front of the queue for the next flush. Returns how many were written."""
+        written = 0
         with self._lock:
-            rows: list[dict[str, Any]] = []
-            while self._queue and len(rows) < 5000:
-                rows.append(self._queue.popleft())
-            if not rows:
-                return 0
-            try:
-                self._insert(rows)
-            except SQLAlchemyError as exc:
-                self._queue.extendleft(reversed(rows))
-                log.warning("could not record %d clicks yet (%s); they wait for the next flush",
-                            len(rows), type(exc).__name__)
-                return 0
-            return len(rows)
+            while self._queue:
+                rows: list[dict[str, Any]] = []
+                while self._queue and len(rows) < CHUNK:
+                    rows.append(self._queue.popleft())
+                try:
+                    self._insert(rows)
+                except SQLAlchemyError as exc:
+                    self._queue.extendleft(reversed(rows))
+                    log.warning("could not record %d clicks yet (%s); they wait for the next flush",
+                                len(self._queue), type(exc).__name__)
+                    break
+                written += len(rows)
+        return written
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         try:
