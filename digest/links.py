@@ -10,11 +10,13 @@ working when the address is erased or changed, and cannot be moved to another pe
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -197,14 +199,20 @@ class ClickTokens:
     def __init__(self, tokens: Tokens, purpose: str = "digest.click"):
         self._key = tokens.derived_key(purpose)
         self._hex = [f"{i:02x}" for i in range(self.MAX_LINKS)]
+        self._slices = [slice(8 * i, 8 * i + 8) for i in range(self.MAX_LINKS)]
 
-    def for_message(self, issue_id: int, delivery_id: int, count: int) -> list[str]:
-        """The tokens of links 0..count-1 of one reader's copy."""
+    def for_message(self, issue_id: int, delivery_id: int, count: int, lead: Sequence[str] | None = None) -> list[str]:
+        """The tokens of links 0..count-1 of one reader's copy; `lead` (from `leads`) puts a URL
+        in front of each in the same pass (the sender's per-reader cost)."""
         head = issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big")
-        tags = base64.urlsafe_b64encode(hashlib.shake_256(self._key + head).digest(6 * count)).decode("ascii")
-        prefix = base64.urlsafe_b64encode(head).decode("ascii")
-        return list(map(operator.add, map(operator.add, self._hex[:count], repeat(prefix, count)),
-                        _EIGHT.findall(tags)))
+        tags = binascii.b2a_base64(hashlib.shake_256(self._key + head).digest(6 * count), newline=False)
+        prefix = binascii.b2a_base64(head, newline=False).translate(_URLSAFE_B64).decode("ascii")
+        chunks = map(tags.translate(_URLSAFE_B64).decode("ascii").__getitem__, self._slices[:count])
+        return list(map(operator.add, map(operator.add, lead or self._hex, repeat(prefix, count)), chunks))
+
+    def leads(self, base: str) -> list[str]:
+        """`base` + each position's two hex digits: pass to `for_message` for whole URLs."""
+        return [base + h for h in self._hex]
 
     def read(self, token: str) -> tuple[int, int, int]:
         """(issue id, delivery id, link position); TokenError for anything not made by `for_message`."""
@@ -224,5 +232,5 @@ class ClickTokens:
         return int.from_bytes(head[:3], "big"), int.from_bytes(head[3:], "big"), link
 
 
-_EIGHT = re.compile(r".{8}")
+_URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")
 _URLSAFE = re.compile(r"[A-Za-z0-9_-]+")

@@ -52,6 +52,7 @@ class IssueMessages:
         self._direct = direct_values(links)
         self._click_base = f"{settings.site.public_url}/c/"
         self._clicks = ClickTokens(tokens)
+        self._click_leads = self._clicks.leads(self._click_base)
         # Tokens are URL-safe; the base is checked once, so per-reader links skip escaping.
         self._base_safe = htmlmod.escape(self._click_base) == self._click_base == escape(self._click_base)
 
@@ -68,9 +69,8 @@ class IssueMessages:
         safe = None
         if self._link_count:
             if r.delivery_id:
-                urls = map(self._click_base.__add__,
-                           self._clicks.for_message(self.issue_id, r.delivery_id, self._link_count))
-                safe = dict(zip(self._link_slots, urls))
+                safe = dict(zip(self._link_slots, self._clicks.for_message(
+                    self.issue_id, r.delivery_id, self._link_count, self._click_leads)))
                 if not self._base_safe:
                     values.update(safe)
                     safe = None
