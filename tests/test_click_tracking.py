@@ -160,3 +160,40 @@ def test_the_footer_says_links_are_tracked(tmp_path: Path, sqlite_url: str) -> N
     msg = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
     text = str(msg.get_body(("plain",)).get_content())  # type: ignore[union-attr]
     assert "tracked" in text and "/c/" in text
+
+
+PIXEL = re.compile(r'<img src="(http://127\.0\.0\.1:\d+/o/[A-Za-z0-9_-]{22})"')
+
+
+def test_the_open_pixel_is_off_by_default_and_counts_an_open_when_on(tmp_path: Path, sqlite_url: str) -> None:
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"open_pixel": True}}))
+    env = {"DIGEST_DATABASE_URL": sqlite_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, sqlite_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=2)
+    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    send_issue(rt, week, now)
+    pixels = [PIXEL.findall(_html_of(_mail_to(rt.outbox_dir, f"reader00{i}@example.com"))) for i in range(2)]
+    assert all(len(p) == 1 for p in pixels) and pixels[0] != pixels[1]
+    server = ServeProcess(cfg, port, env, tmp_path)
+    with serving(server):
+        server.wait_ready()
+        with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15"}) as c:
+            resp = c.get(pixels[0][0])
+            assert resp.status_code == 200 and resp.headers["content-type"] == "image/gif"
+            assert resp.content.startswith(b"GIF89a") and "no-store" in resp.headers["cache-control"]
+            assert c.get(pixels[0][0].replace("/o/", "/c/")).status_code == 400  # a pixel token is no link token
+            archive = c.get(f"http://127.0.0.1:{port}/archive/{week}")
+            assert archive.status_code == 200 and "/o/" not in archive.text  # the web version has no pixel
+        assert server.terminate() == 0
+    data = json.loads(_stats(cfg, env, week, "--json"))
+    assert data["opens"]["unique_opens"] == 1 and "tracking pixel" in data["opens"]["sources"]
+
+    plain = write_project(tmp_path / "plain")
+    rt2 = make_runtime(plain, "sqlite:///" + str(tmp_path / "plain.db"))
+    seed(rt2, now - timedelta(days=1), people=1)
+    send_issue(rt2, week, now)
+    assert "/o/" not in _html_of(_mail_to(rt2.outbox_dir, "reader000@example.com"))  # off by default

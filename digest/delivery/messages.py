@@ -14,6 +14,8 @@ from digest.render.personalize import Personalizer, join_parts
 from digest.render.tracked import direct_values, slot
 from digest.storage.models import Issue
 
+_BLANK_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+
 
 @dataclass
 class Recipient:
@@ -53,6 +55,9 @@ class IssueMessages:
         self._click_base = f"{settings.site.public_url}/c/"
         self._clicks = ClickTokens(tokens)
         self._click_leads = self._clicks.leads(self._click_base)
+        # `[tracking] open_pixel`: the compiled issue has an image slot only when it was on.
+        self._pixel = ClickTokens(tokens, "digest.open") if "open_url" in self.personalizer.html_slots else None
+        self._pixel_base = f"{settings.site.public_url}/o/"
         # Tokens are URL-safe; the base is checked once, so per-reader links skip escaping.
         self._base_safe = htmlmod.escape(self._click_base) == self._click_base == escape(self._click_base)
 
@@ -67,6 +72,9 @@ class IssueMessages:
             "greeting": f"Hi {first}," if first else "Hi there,",
         }
         safe = None
+        if self._pixel is not None:  # a transparent image of our own (delivery 0: no delivery, no image)
+            values["open_url"] = (self._pixel_base + self._pixel.for_message(self.issue_id, r.delivery_id, 1)[0]
+                                  if r.delivery_id else _BLANK_GIF)
         if self._link_count:
             if r.delivery_id:
                 safe = dict(zip(self._link_slots, self._clicks.for_message(

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from itertools import chain, repeat
 
-FIELDS = ("unsubscribe_url", "manage_url", "view_url", "name", "greeting")
+FIELDS = ("unsubscribe_url", "manage_url", "view_url", "name", "greeting", "open_url")
 
 
 def new_nonce() -> str:

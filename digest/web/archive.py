@@ -136,6 +136,7 @@ def web_version(settings: Settings, issue: Issue) -> str:
         "name": "",
         "greeting": "Hi there,",
         **direct_values(issue.links),  # tracked links go straight to the comparison on the web
+        "open_url": "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7",  # no pixel
     }
     # A personal field added to the templates later still gets a safe value: links go to the archive.
     for slot in personalizer.html_slots:

@@ -1,5 +1,7 @@
 """`/c/<token>`: a tracked link. Redirects to the destination frozen with the issue, records the click.
 
+`/o/<token>` is the optional open pixel (`[tracking] open_pixel`, off by default).
+
 The destination never comes from the request: the token (digest.links.ClickTokens) names an
 issue, a delivery and a link position, and the position is looked up in the issue's frozen
 links (`issues.links`, cached per process: a sent issue's links never change). Anything else
@@ -9,6 +11,7 @@ after the answer; HEAD requests redirect too and are recorded as such (scanners 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,6 +46,7 @@ class ClickService:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.tokens = ClickTokens(Tokens(rt.secret_key))
+        self.pixel = ClickTokens(Tokens(rt.secret_key), "digest.open")
         self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
                                       rt.settings.tracking.retention_days)
         self._links: dict[int, list[str] | None] = {}
@@ -88,6 +92,30 @@ async def answer(service: ClickService, method: str, token: str, user_agent: str
     return 302, {"Location": urls[link], "Cache-Control": "no-store", "Referrer-Policy": "origin"}, ""
 
 
+_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, private", "X-Content-Type-Options": "nosniff"}
+
+
+def answer_open(service: ClickService, method: str, token: str, user_agent: str | None
+                ) -> tuple[int, dict[str, str], bytes]:
+    """The optional open pixel (`[tracking] open_pixel`): a transparent GIF, and an `open` recorded."""
+    try:
+        issue_id, delivery_id, _ = service.pixel.read(token)
+    except TokenError:
+        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD.encode()
+    service.recorder.record(issue_id=issue_id, delivery_id=delivery_id, link=-1, method=method, kind="open",
+                            agent=scanner_agent(user_agent))
+    return 200, dict(_GIF_HEADERS), _GIF
+
+
+@router.api_route("/o/{token}", methods=["GET", "HEAD"], include_in_schema=False)
+async def opened(request: Request, token: str) -> Response:
+    status, headers, body = answer_open(request.app.state.clicks, request.method, token,
+                                        request.headers.get("user-agent"))
+    media = headers.pop("Content-Type", None)
+    return Response(body, status_code=status, headers=headers, media_type=media)
+
+
 @router.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def follow(request: Request, token: str) -> Response:
     """Described here (and in openapi.PUBLIC); FastPath below answers it first, without the framework's cost."""
@@ -107,14 +135,18 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/c/") or scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http" or path[:3] not in ("/c/", "/o/") or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
-        status, headers, body = await answer(self.service, scope["method"], path[3:], agent)
-        data = b"" if scope["method"] == "HEAD" else body.encode("utf-8")
+        if path[1] == "c":
+            status, headers, text = await answer(self.service, scope["method"], path[3:], agent)
+            body = text.encode("utf-8")
+        else:
+            status, headers, body = answer_open(self.service, scope["method"], path[3:], agent)
+        data = b"" if scope["method"] == "HEAD" else body
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        raw.append((b"content-length", str(len(body.encode("utf-8"))).encode()))
+        raw.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": data})
 

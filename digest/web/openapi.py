@@ -157,6 +157,13 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
                               "headers": {"Location": {"schema": {"type": "string"}}}},
                       "400": _answer("A forged, garbled or unknown link: a page, no redirect.", HTML),
                       "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/o/{token}", "get"): {
+        "summary": "The optional open pixel (`[tracking] open_pixel`): a transparent GIF; the open is recorded.",
+        "parameters": [{"name": "token", "in": "path", "required": True, "description": "A signed pixel token.",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+        "responses": {"200": _answer("A 1×1 transparent GIF.", {"image/gif": {"schema": {"type": "string",
+                                                                                       "format": "binary"}}}),
+                      "400": _answer("A forged or garbled token.", HTML)}},
     ("/healthz", "get"): {"summary": "Is the service well? Details only for localhost or the operator token.",
                           "responses": {"200": _answer("Well.", {"application/json": {"schema": _HEALTH}}),
                                         "503": _answer("Not well.", {"application/json": {"schema": _HEALTH}})}},
