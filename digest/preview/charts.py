@@ -75,7 +75,7 @@ def list_over_time(weeks: list[dict[str, Any]]) -> Chart:
     rows = [[w["week"], w["list_size"], w["sign_ups"], w["confirmations"], w["unsubscribes"], w["bounces"],
              w["complaints"]] for w in weeks]
     return Chart("list", title, alt, _svg(chart, title, alt),
-                 ["Week", "List", "Signed up", "Confirmed", "Unsub.", "Bounced", "Compl."], rows)
+                 ["Week", "List", "Signed up", "Conf.", "Unsub.", "Bounced", "Compl."], rows)
 
 
 def _pct(value: float | None) -> str:
