@@ -128,13 +128,17 @@ class SelectionSettings(_Section):
     weight_community: float = Field(0.3, ge=0)
     weight_freshness: float = Field(0.2, ge=0)
     weight_diversity: float = Field(0.3, ge=0)
+    # Off by default: boost comparisons in categories readers clicked more than average (digest.selection).
+    weight_interest: float = Field(0.0, ge=0)
+    interest_issues: int = Field(8, ge=1, le=104)  # over the last N issues sent
     community_prior_votes: int = Field(20, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SelectionSettings:
         if self.min_items > self.max_items:
             raise ValueError(f"min_items ({self.min_items}) is larger than max_items ({self.max_items})")
-        if self.weight_panel + self.weight_community + self.weight_freshness + self.weight_diversity <= 0:
+        if (self.weight_panel + self.weight_community + self.weight_freshness + self.weight_diversity
+                + self.weight_interest) <= 0:
             raise ValueError("the weights add up to 0; at least one must be positive")
         return self
 
@@ -258,6 +262,21 @@ class DoctorSettings(_Section):
             if not all(_DNS_LABEL.match(part) for part in v.split(".")):
                 raise ValueError(f"{v!r} is not a DKIM selector (the part before ._domainkey)")
         return value
+class TrackingSettings(_Section):
+    """`[tracking]`: our own click tracking (every transport) and an optional open pixel.
+
+    Clicks on comparison links go through `public_url/c/<token>`; `clicks = false` turns it off
+    (links then point straight at the comparisons). A burst of `burst_links` distinct links of one
+    message within `burst_seconds` is a link scanner's, not a reader's. Per-person click rows are
+    kept `retention_days`, then made anonymous (the counts stay).
+    """
+
+    clicks: bool = True
+    open_pixel: bool = False
+    burst_links: int = Field(3, ge=2, le=100)
+    burst_seconds: float = Field(5, gt=0, le=3600)
+    retention_days: int = Field(180, ge=1, le=3650)
+    flush_seconds: float = Field(1.0, gt=0, le=86400)  # how often recorded clicks are written (and at shutdown)
 
 
 class Settings(_Section):
@@ -273,6 +292,7 @@ class Settings(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     bounces: BounceSettings = BounceSettings()
     doctor: DoctorSettings = DoctorSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
 
 class Config:

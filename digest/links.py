@@ -10,11 +10,15 @@ working when the address is erased or changed, and cannot be moved to another pe
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeSerializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, want_bytes
@@ -176,3 +180,57 @@ def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email
         "view_url": f"{base}/archive/{week}" if week else f"{base}/archive",
         "token": token,
     }
+
+
+class ClickTokens:
+    """Short signed tokens for tracked links: `/c/<token>` names an issue, a delivery and a link.
+
+    Layout (22 characters, URL-safe): 2 hex digits of the link's position in the frozen issue,
+    12 of base64url(issue id: 3 bytes, delivery id: 6 bytes), 8 of base64url of a 48-bit tag. The
+    tags of one message are consecutive 6-byte pieces of one keyed SHAKE256 output over its head
+    (the keyed-sponge construction KMAC uses), so a whole message costs one hash call, one base64
+    call and a few C-level maps (no Python loop per link), and changing the position, the
+    delivery or the issue breaks the tag.
+    """
+
+    LENGTH = 22
+    MAX_LINKS = 256
+
+    def __init__(self, tokens: Tokens, purpose: str = "digest.click"):
+        self._key = tokens.derived_key(purpose)
+        self._hex = [f"{i:02x}" for i in range(self.MAX_LINKS)]
+        self._slices = [slice(8 * i, 8 * i + 8) for i in range(self.MAX_LINKS)]
+
+    def for_message(self, issue_id: int, delivery_id: int, count: int, lead: Sequence[str] | None = None) -> list[str]:
+        """The tokens of links 0..count-1 of one reader's copy; `lead` (from `leads`) puts a URL
+        in front of each in the same pass (the sender's per-reader cost)."""
+        head = issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big")
+        tags = binascii.b2a_base64(hashlib.shake_256(self._key + head).digest(6 * count), newline=False)
+        prefix = binascii.b2a_base64(head, newline=False).translate(_URLSAFE_B64).decode("ascii")
+        chunks = map(tags.translate(_URLSAFE_B64).decode("ascii").__getitem__, self._slices[:count])
+        return list(map(operator.add, map(operator.add, lead or self._hex, repeat(prefix, count)), chunks))
+
+    def leads(self, base: str) -> list[str]:
+        """`base` + each position's two hex digits: pass to `for_message` for whole URLs."""
+        return [base + h for h in self._hex]
+
+    def read(self, token: str) -> tuple[int, int, int]:
+        """(issue id, delivery id, link position); TokenError for anything not made by `for_message`."""
+        if len(token) != self.LENGTH or not _URLSAFE.fullmatch(token):
+            raise TokenError("invalid link token")
+        try:
+            link = int(token[:2], 16)
+            head = base64.urlsafe_b64decode(token[2:14])
+            tag = base64.urlsafe_b64decode(token[14:])
+        except ValueError:
+            raise TokenError("invalid link token") from None
+        if token[:2] != self._hex[link]:  # one spelling only (lower-case hex)
+            raise TokenError("invalid link token")
+        expected = hashlib.shake_256(self._key + head).digest(6 * (link + 1))[6 * link:]
+        if not hmac.compare_digest(expected, tag):
+            raise TokenError("invalid link token")
+        return int.from_bytes(head[:3], "big"), int.from_bytes(head[3:], "big"), link
+
+
+_URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")
+_URLSAFE = re.compile(r"[A-Za-z0-9_-]+")

@@ -1,13 +1,18 @@
 """Pick the week's comparisons: a documented, weighted score with a deterministic tie-break.
 
 score = (w_panel * panel + w_community * community + w_freshness * freshness
-         + w_diversity * diversity) / (sum of weights)
+         + w_diversity * diversity + w_interest * interest) / (sum of weights)
   panel      mean panel-ship share of both tools (0..1)
   community  mean community vote (0..1), shrunk toward 0.5 by `community_prior_votes`:
              (votes * vote + prior * 0.5) / (votes + prior); no votes at all -> 0.5;
              a vote with an unknown count counts as `prior` votes (half weight)
   freshness  1.0 at the cut-off, falling linearly to 0.0 at the start of the window
   diversity  share of the comparison's tools the issue does not have yet (1.0, 0.5 or 0.0)
+  interest   (only with `weight_interest` > 0, off by default) how far readers' click-through on
+             the comparison's best tool category over the last `interest_issues` issues was above
+             the average of all comparisons: (category - average) / average, from 0 (at or below
+             the average, or no clicks yet) up to 1 (twice the average or more). The caller
+             measures it (digest.cycle.reader_interest) and passes category -> lift.
 Picks are made one at a time (pins first), so diversity is measured against the picks before it:
 the site publishes many comparisons with the same popular tool, and an issue reads better when
 each card brings a new one. With too few other candidates a repeat still gets in, ranked lower.
@@ -16,7 +21,7 @@ Ties: higher score, then newer, then slug A-Z.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -75,8 +80,20 @@ def diversity(comparison: Comparison, seen_tools: set[str]) -> float:
     return sum(k not in seen_tools for k in keys) / len(keys) if keys else 1.0
 
 
+def categories(comparison: Comparison) -> list[str]:
+    """The tool categories of a comparison, as click-through by category counts them."""
+    return sorted({str(t.get("category") or "").strip() for t in comparison.data.get("tools", [])
+                   if str(t.get("category") or "").strip()})
+
+
+def interest(comparison: Comparison, lift: Mapping[str, float]) -> float:
+    """The best lift among the comparison's categories (0..1)."""
+    return max((min(1.0, max(0.0, lift.get(c, 0.0))) for c in categories(comparison)), default=0.0)
+
+
 def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
-          seen_tools: AbstractSet[str] = frozenset()) -> tuple[float, dict[str, float]]:
+          seen_tools: AbstractSet[str] = frozenset(),
+          lift: Mapping[str, float] | None = None) -> tuple[float, dict[str, float]]:
     tools = comparison.data.get("tools", [])
     panel = sum(t.get("panel_ship", 0) for t in tools) / (100.0 * max(1, len(tools)))
     votes_pct = [t["community"] for t in tools if t.get("community") is not None]
@@ -89,20 +106,23 @@ def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
         community = 0.5
     age = (cutoff - as_utc(comparison.published_at)).total_seconds() / 86400.0
     freshness = min(1.0, max(0.0, 1.0 - age / cfg.window_days))
-    total_w = cfg.weight_panel + cfg.weight_community + cfg.weight_freshness + cfg.weight_diversity
+    total_w = (cfg.weight_panel + cfg.weight_community + cfg.weight_freshness + cfg.weight_diversity
+               + cfg.weight_interest)
     parts = {
         "panel": round(cfg.weight_panel * panel / total_w, 4),
         "community": round(cfg.weight_community * community / total_w, 4),
         "freshness": round(cfg.weight_freshness * freshness / total_w, 4),
         "diversity": round(cfg.weight_diversity * diversity(comparison, set(seen_tools)) / total_w, 4),
     }
+    if cfg.weight_interest > 0:
+        parts["interest"] = round(cfg.weight_interest * interest(comparison, lift or {}) / total_w, 4)
     return round(sum(parts.values()), 4), parts
 
 
 def ranked(comparisons: list[Comparison], cfg: SelectionSettings, cutoff: datetime,
-           seen_tools: set[str]) -> list[Pick]:
+           seen_tools: set[str], lift: Mapping[str, float] | None = None) -> list[Pick]:
     """Best first: higher score, then newer, then slug A-Z."""
-    picks = [Pick(c, *score(c, cfg, cutoff, seen_tools)) for c in comparisons]
+    picks = [Pick(c, *score(c, cfg, cutoff, seen_tools, lift)) for c in comparisons]
     picks.sort(key=lambda p: (-p.score, -as_utc(p.comparison.published_at).timestamp(), p.comparison.slug))
     return picks
 
@@ -126,7 +146,8 @@ def resolve_slugs(session: Session, slugs: list[str], what: str) -> list[Compari
 
 def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff: datetime,
                  pins: Sequence[str] = (), excludes: Sequence[str] = (),
-                 issue_id: int | None = None) -> Selection:
+                 issue_id: int | None = None, lift: Mapping[str, float] | None = None) -> Selection:
+    """`lift`: category -> readers' interest (see the module docstring); used only with weight_interest."""
     both = set(pins) & set(excludes)
     if both:
         raise UserError(f"pin/exclude: {sorted(both)[0]!r} is both pinned and excluded")
@@ -143,16 +164,16 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
     seen: set[str] = set()
     picks: list[Pick] = []
     for c in pinned:
-        picks.append(Pick(c, *score(c, cfg, cutoff, seen), pinned=True))
+        picks.append(Pick(c, *score(c, cfg, cutoff, seen, lift), pinned=True))
         seen.update(tool_keys(c))
     rest = list(candidates)
     while rest and len(picks) < cfg.max_items:
-        best = ranked(rest, cfg, cutoff, seen)[0]
+        best = ranked(rest, cfg, cutoff, seen, lift)[0]
         picks.append(best)
         seen.update(tool_keys(best.comparison))
         rest.remove(best.comparison)
     sel.picks = picks[: cfg.max_items]
-    sel.others = ranked(rest, cfg, cutoff, seen)
+    sel.others = ranked(rest, cfg, cutoff, seen, lift)
     if len(sel.picks) < cfg.min_items:
         sel.skip_reason = (
             f"only {len(sel.picks)} comparison(s) published between {start:%Y-%m-%d %H:%M} and "

@@ -57,6 +57,8 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
         session.add(sub)
         session.flush()
         session.add(Event(kind="subscribed", subscriber_id=sub.id, detail={"source": source}))
+        if confirmed:  # the operator holds consent: on the list from now (the weekly list counts this)
+            session.add(Event(kind="confirmed", subscriber_id=sub.id, detail={"source": source}))
         record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         return AddResult(sub, "added")
     if sub.status not in (SUB_ACTIVE, SUB_PENDING) or (sub.status == SUB_PENDING and sub.unsubscribed_at is not None):

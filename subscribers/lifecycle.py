@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from digest.delivery.clicklog import unlink_clicks
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
@@ -278,7 +279,7 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
     """Erase a person: their row, queued mail, address on past deliveries, outbox copies.
 
     Kept: the address's hash on the suppression list (so no import brings it back by
-    accident) and anonymous events (counts per issue stay right).
+    accident) and anonymous events, clicks and opens (counts per issue stay right).
     """
     address = normalize_email(raw_email)
     h = email_hash(address)
@@ -287,6 +288,9 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
         cond = (
             Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
         )
+        # Their clicks and pixel opens stop naming them (digest.delivery.clicklog); the deliveries lose
+        # address and subscriber, so the provider's open and click stamps on them are nobody's. Counts stay.
+        unlink_clicks(session, [int(d) for d in session.scalars(select(Delivery.id).where(cond))])
         cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
                                                 .execution_options(synchronize_session=False)))
         if sid is not None:

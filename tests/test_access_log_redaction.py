@@ -34,6 +34,7 @@ def test_tokens_in_confirm_and_unsubscribe_paths_never_reach_the_access_log(tmp_
     ("/confirm/abc.def", "/confirm/[redacted]"),
     ("/confirm/abc.def/yes?x=1", "/confirm/[redacted]/yes"),
     ("/u/tok?done=unsubscribed", "/u/[redacted]"),
+    ("/c/01AAABAAAAAAACaY4MGV1R", "/c/[redacted]"),  # a tracked link names the reader's message
     ("/archive/2026-W47", "/archive/2026-W47"),
     ("/subscribe?next=/x", "/subscribe?next=/x"),
     ("/x?token=abc&a=1", "/x?token=[redacted]&a=1"),

@@ -152,7 +152,17 @@ def test_digest_shows_every_part_of_a_card_in_rank_order(config) -> None:
 
 
 def test_buttons_carry_utm_parameters_for_the_issue_week(config) -> None:
+    # Tracked (the default): each link is a marker, and the frozen destination carries the UTM parameters.
     compiled = compile_issue(config, sample_issue(2))
+    assert compiled.links and {link["place"] for link in compiled.links} == {"toc", "card", "text"}
+    assert all("utm_source=newsletter&utm_medium=email&utm_campaign=2026-W47" in link["url"] for link in compiled.links)
+    assert all(f"@@{compiled.nonce}.link_" in h for h in Visible.of(compiled.html).hrefs if "link_" in h)
+    # Not tracked: the hrefs are the destinations themselves.
+    own = load_config(ROOT / "config.toml", env={"DIGEST_SECRET_KEY": "test-secret-key-0123456789"})
+    own.settings = own.settings.model_copy(update={"tracking": own.settings.tracking.model_copy(
+        update={"clicks": False})})
+    compiled = compile_issue(own, sample_issue(2))
+    assert compiled.links is None
     hrefs = Visible.of(compiled.html).hrefs
     buttons = [h for h in hrefs if "/compare/" in h]
     assert buttons and all("utm_source=newsletter&utm_medium=email&utm_campaign=2026-W47" in h for h in buttons)

@@ -13,7 +13,7 @@ from digest.cycle import prepare
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
-from digest.links import Tokens
+from digest.links import ClickTokens, Tokens
 from digest.render.personalize import Personalizer, marker
 from digest.storage.models import Delivery, Issue, Subscriber
 from digest.weeks import Week
@@ -70,10 +70,15 @@ def test_two_readers_copies_differ_only_in_their_links_and_name(rt) -> None:
         assert url in mail.text and htmllib.escape(url) in mail.html
     assert token_of(unsub["ada@example.com"]) != token_of(unsub["grace@example.com"])
 
+    clicks = ClickTokens(tokens)
+
     def neutral(mail, person_email: str, first_name: str) -> tuple[str, str]:
         url = unsub[person_email]
         out = []
         for part, esc in ((mail.html, htmllib.escape), (mail.text, lambda v: v)):
+            tracked = re.findall(r"/c/([A-Za-z0-9_-]{22})", part)
+            assert tracked and {clicks.read(t)[:2] for t in tracked} == {(issue.id, people[person_email].delivery_id)}
+            part = re.sub(r"/c/([0-9a-f]{2})[A-Za-z0-9_-]{20}", r"/c/\1{TOKEN}", part)  # each reader's own
             part = part.replace(esc(url + "?manage=1"), "{MANAGE}").replace(esc(url), "{UNSUB}")
             out.append(part.replace(f"Hi {first_name},", "{GREETING}"))
         return out[0], out[1]

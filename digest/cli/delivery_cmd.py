@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from sqlalchemy import select
 
@@ -75,18 +77,28 @@ def _pct(value: float | None) -> str:
 def stats(
     week: str = typer.Option(None, "--week", help="ISO week key, e.g. 2026-W47 (default: the latest issue sent)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_csv: bool = typer.Option(False, "--csv", help="The same numbers as CSV rows (section, key, metric, value)."),
 ) -> None:
-    """Recipients, sent, failed, delivered, bounced, complained, opened, clicked, unsubscribed, with rates."""
+    """Recipients, sent, failed, delivered, bounced, complained, opens, readers' clicks per comparison, unsubscribes."""
+    import csv
+    import sys
+
+    from digest.delivery.insights import csv_rows, over_time
     from digest.delivery.transports import reported_events
     from subscribers.lifecycle import REASONS
 
     rt = runtime()
     issue = _pick_issue(week)
+    tracking = rt.settings.tracking
     with rt.sessions() as session:
         data = issue_stats(session, session.get_one(Issue, issue.id),
-                           measured=reported_events(rt.config.transport_kind))
+                           measured=reported_events(rt.config.transport_kind), tracking=tracking)
+        data["over_time"] = over_time(session, tracking)
     if as_json:
         print_json(data)
+        return
+    if as_csv:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(csv_rows(data))
         return
     number = f" #{data['number']}" if data["number"] else ""
     out.print(f"issue {data['week']}{number} ({data['status']}): {data['subject'] or ''}".rstrip(": "), markup=False)
@@ -117,9 +129,27 @@ def stats(
             out.print(f"  {count:>4}  {REASONS.get(code, code)}")
     elif data["unsubscribed"]:
         out.print("unsubscribe reasons given: none")
+    _print_clicks(data)
     if data["paused"]:
         out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "
                   f"`digest serve`", markup=False)
+
+
+def _print_clicks(data: dict[str, Any]) -> None:
+    clicks, opens = data["clicks"], data["opens"]
+    out.print(f"unique opens: {opens['unique_opens']} ({_pct(opens['open_rate'])}); {opens['note']}", markup=False)
+    if not clicks["tracked"]:
+        out.print("clicks: not tracked for this issue ([tracking] clicks = false when it was sent)", markup=False)
+        return
+    out.print(f"readers' clicks: {clicks['unique_clicks']} unique ({_pct(clicks['click_through'])} of sent), "
+              f"{clicks['reader_clicks']} in all; {clicks['set_aside_total']} set aside as scanners", markup=False)
+    for reason, n in clicks["set_aside"].items():
+        if n:
+            out.print(f"  {n:>4}  {clicks['set_aside_why'][reason]}", markup=False)
+    table = Table("#", "comparison", "unique clicks", "click-through")
+    for c in clicks["comparisons"]:
+        table.add_row(str(c["rank"]), c["title"], str(c["unique_clicks"]), _pct(c["click_through"]))
+    out.print(table)
 
 
 def _reporting() -> str:

@@ -18,6 +18,7 @@ from digest.cycle import (
     current_selection,
     cutoff_for,
     get_or_create_issue,
+    reader_interest,
     resolve_week,
     send_week,
     update_choices,
@@ -139,12 +140,14 @@ def _print_selection(sel: Selection, status: str) -> None:
     table = Table()
     table.add_column("#")
     table.add_column("slug", no_wrap=True)  # what --pin/--exclude take: never cut
-    for header in ("score", "panel", "community", "freshness", "diversity", ""):
+    learning = any("interest" in p.parts for p in sel.picks)  # selection.weight_interest > 0
+    for header in ("score", "panel", "community", "freshness", "diversity", *(("interest",) if learning else ()), ""):
         table.add_column(header)
     for i, p in enumerate(sel.picks, 1):
         table.add_row(str(i), p.comparison.slug, f"{p.score:.3f}", f"{p.parts['panel']:.3f}",
                       f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}",
-                      f"{p.parts.get('diversity', 0.0):.3f}", "pinned" if p.pinned else "")
+                      f"{p.parts.get('diversity', 0.0):.3f}",
+                      *((f"{p.parts.get('interest', 0.0):.3f}",) if learning else ()), "pinned" if p.pinned else "")
     out.print(f"issue {sel.week} ({status}); cut-off {sel.cutoff:%Y-%m-%d %H:%M} UTC, "
               f"window from {sel.window_start:%Y-%m-%d %H:%M}; {sel.candidates} candidate(s)", markup=False)
     out.print(table)
@@ -182,7 +185,8 @@ def select_cmd(
             if issue is None:
                 from digest.selection import select_picks
 
-                sel = select_picks(session, rt.settings.selection, week=wk.key, cutoff=cutoff)
+                sel = select_picks(session, rt.settings.selection, week=wk.key, cutoff=cutoff,
+                                   lift=reader_interest(rt, session))
             else:
                 sel = current_selection(rt, session, issue, cutoff)
             status = IssueStatus.DRAFT

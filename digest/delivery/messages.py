@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
-from digest.links import Tokens, personal_links
+from digest.links import ClickTokens, Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer, join_parts
+from digest.render.tracked import direct_values, slot
 from digest.storage.models import Issue
+
+_BLANK_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 
 
 @dataclass
@@ -43,6 +46,20 @@ class IssueMessages:
         self._text_json = [escape(part) for part in p.text_parts]
         # None: checked against the real thing on the first reader; False: plain strings only.
         self._fast_json: bool | None = None if json_bodies else False
+        # Tracked links (digest.render.tracked): each reader's /c/<token> URLs; the destinations
+        # themselves for a copy that is no delivery (preview, test send).
+        links = list(issue.links or [])
+        self._link_count = len(links)
+        self._link_slots = [slot(i) for i in range(len(links))]
+        self._direct = direct_values(links)
+        self._click_base = f"{settings.site.public_url}/c/"
+        self._clicks = ClickTokens(tokens)
+        self._click_leads = self._clicks.leads(self._click_base)
+        # `[tracking] open_pixel`: the compiled issue has an image slot only when it was on.
+        self._pixel = ClickTokens(tokens, "digest.open") if "open_url" in self.personalizer.html_slots else None
+        self._pixel_base = f"{settings.site.public_url}/o/"
+        # Tokens are URL-safe; the base is checked once, so per-reader links skip escaping.
+        self._base_safe = htmlmod.escape(self._click_base) == self._click_base == escape(self._click_base)
 
     def build(self, r: Recipient, *, subject_prefix: str = "") -> OutgoingEmail:
         links = personal_links(self.settings, self.tokens, r.subscriber_id, r.email, self.issue_id, self.week)
@@ -54,9 +71,22 @@ class IssueMessages:
             "name": r.name or "",
             "greeting": f"Hi {first}," if first else "Hi there,",
         }
-        html, text = self.personalizer.fill(values)
+        safe = None
+        if self._pixel is not None:  # a transparent image of our own (delivery 0: no delivery, no image)
+            values["open_url"] = (self._pixel_base + self._pixel.for_message(self.issue_id, r.delivery_id, 1)[0]
+                                  if r.delivery_id else _BLANK_GIF)
+        if self._link_count:
+            if r.delivery_id:
+                safe = dict(zip(self._link_slots, self._clicks.for_message(
+                    self.issue_id, r.delivery_id, self._link_count, self._click_leads)))
+                if not self._base_safe:
+                    values.update(safe)
+                    safe = None
+            else:
+                values.update(self._direct)
+        html, text = self.personalizer.fill(values, safe)
         if self._fast_json is not False:
-            html, text = self._with_json(html, text, values)
+            html, text = self._with_json(html, text, values, safe)
         headers = unsubscribe_headers(self.settings, links["unsubscribe_url"], links["token"])
         return OutgoingEmail(
             to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
@@ -65,12 +95,17 @@ class IssueMessages:
             message_id=self.message_ids.make("issue", self.week, str(r.delivery_id), r.email),
         )
 
-    def _with_json(self, html: str, text: str, values: dict[str, str]) -> tuple[str, str]:
+    def _with_json(self, html: str, text: str, values: dict[str, str],
+                   safe: dict[str, str] | None = None) -> tuple[str, str]:
         """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
         p = self.personalizer
-        html_json = join_parts(self._html_json, p.html_slots,
-                          {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()})
-        text_json = join_parts(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
+        html_values = {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()}
+        text_values = {k: escape(v) for k, v in values.items()}
+        if safe:
+            html_values.update(safe)
+            text_values.update(safe)
+        html_json = join_parts(self._html_json, p.html_slots, html_values)
+        text_json = join_parts(self._text_json, p.text_slots, text_values)
         if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
             self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)
             if not self._fast_json:

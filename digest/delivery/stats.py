@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from digest.config import TrackingSettings
+from digest.delivery.insights import click_report, open_report
 from digest.storage.models import (
     BATCH_UNCONFIRMED,
     DELIVERY_DROPPED,
@@ -52,8 +54,10 @@ def unsubscribe_reasons(session: Session, issue_id: int) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None = None) -> dict[str, Any]:
-    """`measured`: the delivery events the transport reports (None: assume all)."""
+def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None = None,
+                tracking: TrackingSettings | None = None) -> dict[str, Any]:
+    """`measured`: the delivery events the transport reports (None: assume all). `clicks` and
+    `opens` are our own counts (digest.delivery.insights): readers' clicks with scanners set aside."""
     def n(cond: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
@@ -88,4 +92,6 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,
             "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
-            "owed": queued, "unconfirmed": unconfirmed, "paused": issue.pause_reason}
+            "owed": queued, "unconfirmed": unconfirmed, "paused": issue.pause_reason,
+            "opens": open_report(session, issue, tracking or TrackingSettings(), sent),
+            "clicks": click_report(session, issue, tracking or TrackingSettings(), sent)}

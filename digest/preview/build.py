@@ -95,6 +95,7 @@ def compiled_issue(rt: Runtime, draft: Draft) -> Issue:
     compiled = compile_issue(rt.config, issue)
     issue.subject, issue.preheader = compiled.subject, compiled.preheader
     issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
+    issue.links = compiled.links
     return issue
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from digest.cycle import cutoff_for, get_or_create_issue, lock_issue, update_choices
+from digest.cycle import cutoff_for, get_or_create_issue, lock_issue, reader_interest, update_choices
 from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.selection import Pick, Selection, select_picks
@@ -83,7 +83,8 @@ def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
         cutoff = cutoff_for(rt, week, manual=True, now=now)
         # The picks, and the candidates that missed the cut (scored against the picks), which the page offers to pin.
         sel = select_picks(session, rt.settings.selection, week=week.key, cutoff=cutoff, pins=pins,
-                           excludes=excludes, issue_id=stored.id if stored else None)
+                           excludes=excludes, issue_id=stored.id if stored else None,
+                           lift=reader_interest(rt, session))
         others = sel.others
         titles = dict(session.execute(select(Comparison.slug, Comparison.title)
                                       .where(Comparison.slug.in_(excludes))).all()) if excludes else {}

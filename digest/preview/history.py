@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from digest.delivery.insights import over_time
 from digest.delivery.stats import issue_stats as delivery_stats
 from digest.delivery.transports import reported_events
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_DRAFT, Issue
+from digest.weeks import utcnow
 
 COUNTED = ("recipients", "sent", "failed", "owed", "delivered", "opened", "clicked", "unsubscribed")
 
@@ -56,7 +58,24 @@ def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
         row.rates = dict(numbers.get("rates") or {})
         row.unmeasured = list(numbers.get("unmeasured") or [])
         row.paused = numbers.get("paused")
+        ours(numbers, row.rates, row.unmeasured)
+        row.clicked = int(numbers["clicked"])
+        row.opened = int(numbers["opened"])
     return row
+
+
+def ours(numbers: dict[str, Any], rates: dict[str, float | None], unmeasured: list[str]) -> None:
+    """Readers' clicks from our own tracking (scanners set aside) and unique opens, in place of the
+    provider's stamps: they are counted on every transport."""
+    clicks, opens = numbers.get("clicks") or {}, numbers.get("opens") or {}
+    if clicks.get("tracked"):
+        numbers["clicked"], rates["clicked"] = clicks["unique_clicks"], clicks["click_through"]
+        if "clicked" in unmeasured:
+            unmeasured.remove("clicked")
+    if opens.get("unique_opens"):
+        numbers["opened"], rates["opened"] = opens["unique_opens"], opens["open_rate"]
+        if "opened" in unmeasured:
+            unmeasured.remove("opened")
 
 
 def issue_history(rt: Runtime, limit: int = 200) -> list[IssueStats]:
@@ -64,13 +83,33 @@ def issue_history(rt: Runtime, limit: int = 200) -> list[IssueStats]:
     with rt.sessions() as session:
         issues = list(session.scalars(select(Issue).order_by(Issue.week.desc()).limit(limit)))
         measured = reported_events(rt.config.transport_kind)
-        return [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i, measured)) for i in issues]
+        return [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i, measured, rt.settings.tracking))
+                for i in issues]
+
+
+def insights(rt: Runtime, issue_id: int) -> dict[str, Any]:
+    """Everything `digest stats --json` says about one issue (clicks, opens, funnel), for the charts."""
+    with rt.sessions() as session:
+        issue = session.get(Issue, issue_id)
+        if issue is None:
+            return {}
+        return delivery_stats(session, issue, reported_events(rt.config.transport_kind), rt.settings.tracking)
+
+
+def list_history(rt: Runtime) -> dict[str, Any]:
+    """The list by week and click-through by category (digest.delivery.insights.over_time)."""
+    with rt.sessions() as session:
+        return over_time(session, rt.settings.tracking, now=utcnow())
 
 
 def issue_stats(rt: Runtime, issue_id: int) -> dict[str, int | str]:
     """The counted numbers of one issue (zeros when nothing was sent; "n/a" when the transport cannot tell)."""
     with rt.sessions() as session:
         issue = session.get(Issue, issue_id)
-        numbers = delivery_stats(session, issue, reported_events(rt.config.transport_kind)) if issue is not None else {}
-    unmeasured = set(numbers.get("unmeasured") or ())
+        numbers = delivery_stats(session, issue, reported_events(rt.config.transport_kind),
+                                 rt.settings.tracking) if issue is not None else {}
+    unmeasured_list = list(numbers.get("unmeasured") or ())
+    if numbers:
+        ours(numbers, dict(numbers.get("rates") or {}), unmeasured_list)
+    unmeasured = set(unmeasured_list)
     return {k: "n/a" if k in unmeasured else int(numbers.get(k) or 0) for k in COUNTED}

@@ -12,6 +12,7 @@ from digest import plaintext
 from digest.config import Config
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
+from digest.render.tracked import add_links
 from digest.selection import tool_key
 from digest.storage.models import Issue
 from digest.weeks import Week, as_utc
@@ -28,6 +29,7 @@ class CompiledEmail:
     text: str
     nonce: str
     warnings: list[str]
+    links: list[dict[str, Any]] | None = None  # tracked links by position (None: clicks not tracked)
 
 
 def with_utm(url: str, campaign: str) -> str:
@@ -205,6 +207,7 @@ def preheader_for(site_name: str, number: int | None, items: list[dict[str, Any]
 def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dict[str, Any]:
     s = config.settings
     items = items_context(list(issue.items), issue.week)
+    add_links(items, None)  # plain links; compile_issue puts a tracked link's marker in their place
     if issue.scheduled_for:
         date = as_utc(issue.scheduled_for).astimezone(ZoneInfo(s.schedule.timezone)).date()
     else:
@@ -223,6 +226,7 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dic
         "subject": subject_for(s.site.name, issue.number, items),
         "preheader": preheader_for(s.site.name, issue.number, items),
         "personal": personal,
+        "tracking": s.tracking,
     }
 
 
@@ -230,9 +234,11 @@ def compile_issue(config: Config, issue: Issue) -> CompiledEmail:
     """Render the digest for `issue` (items loaded); raises TemplateError naming file and line."""
     nonce = new_nonce()
     ctx = issue_context(config, issue, markers(nonce))
+    tracked = config.settings.tracking.clicks
+    links = add_links(ctx["items"], nonce if tracked else None)
     html, text = render_pair(config, "digest", ctx)
     subject, preheader = plaintext.one_line(ctx["subject"]), plaintext.one_line(ctx["preheader"])  # headers
-    return CompiledEmail(subject, preheader, html, text, nonce, size_warnings(html))
+    return CompiledEmail(subject, preheader, html, text, nonce, size_warnings(html), links if tracked else None)
 
 
 def render_pair(config: Config, name: str, ctx: dict[str, Any]) -> tuple[str, str]:

@@ -11,8 +11,9 @@ import html
 import re
 import secrets
 from dataclasses import dataclass
+from itertools import chain, repeat
 
-FIELDS = ("unsubscribe_url", "manage_url", "view_url", "name", "greeting")
+FIELDS = ("unsubscribe_url", "manage_url", "view_url", "name", "greeting", "open_url")
 
 
 def new_nonce() -> str:
@@ -43,17 +44,21 @@ class Personalizer:
         tp = pattern.split(compiled_text)
         return cls(hp[0::2], hp[1::2], tp[0::2], tp[1::2])
 
-    def fill(self, values: dict[str, str]) -> tuple[str, str]:
-        """`values` are raw strings; they are HTML-escaped for the HTML part."""
+    def fill(self, values: dict[str, str], safe: dict[str, str] | None = None) -> tuple[str, str]:
+        """`values` are raw strings; they are HTML-escaped for the HTML part. `safe` values need no
+        escaping anywhere (the caller checked: e.g. tracked links, URL-safe characters only)."""
         escaped = {k: html.escape(v, quote=True) for k, v in values.items()}
+        if safe:
+            escaped.update(safe)
+            values = {**values, **safe}
         return (join_parts(self.html_parts, self.html_slots, escaped),
                 join_parts(self.text_parts, self.text_slots, values))
 
 
 def join_parts(parts: list[str], slots: list[str], values: dict[str, str]) -> str:
-    """Interleave the fixed parts with each slot's value (missing values are empty)."""
-    out = [parts[0]]
-    for slot, part in zip(slots, parts[1:]):
-        out.append(values.get(slot, ""))
-        out.append(part)
+    """Interleave the fixed parts with each slot's value (missing values are empty).
+
+    C-level maps, no Python loop per slot: an issue has two slots per tracked link."""
+    out = list(chain.from_iterable(zip(parts, map(values.get, slots, repeat("", len(slots))))))
+    out.append(parts[-1])
     return "".join(out)

@@ -94,6 +94,9 @@ class Issue(Base):
     html: Mapped[str | None] = mapped_column(Text, nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The tracked links of the compiled issue, by position (digest.render.links): where `/c/<token>`
+    # sends a reader. Null when clicks were not tracked.
+    links: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # An outage paused the send (invariant 6): since when, and why. Cleared by the next accepted batch.
     paused_at: Mapped[datetime | None] = mapped_column(nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -325,6 +328,30 @@ class Event(Base):
     )
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Click(Base):
+    """One request for a tracked link (`kind` click) or the open pixel (`kind` open), as it came.
+
+    Which ones were scanners' is decided when counting (digest.delivery.insights), except a known
+    scanner's user agent, named in `agent` (the user agent itself is not kept). `reader` groups one
+    message's requests; `forget` cuts `delivery_id` and gives `reader` a random value, so the
+    counts stay and nobody can be traced.
+    """
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_issue_link", "issue_id", "link"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True,
+                                                    index=True)
+    reader: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(8), default="click")  # click | open
+    link: Mapped[int] = mapped_column(Integer)  # position in issues.links (-1 for opens)
+    method: Mapped[str] = mapped_column(String(8))  # GET | HEAD
+    agent: Mapped[str | None] = mapped_column(String(40), nullable=True)  # a known scanner's name
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class WebhookReceipt(Base):

@@ -13,7 +13,8 @@ import logging
 import re
 
 # Path prefixes whose next segment is a signed personal token.
-TOKEN_PREFIXES = ("/confirm/", "/u/", "/unsubscribe/", "/manage/")
+# `/c/`: a tracked link names a reader's message; beside the client's address it would say who clicked what.
+TOKEN_PREFIXES = ("/confirm/", "/u/", "/unsubscribe/", "/manage/", "/c/", "/o/")
 _TOKEN_PATH = re.compile(r"^(?P<prefix>" + "|".join(re.escape(p) for p in TOKEN_PREFIXES) + r")[^/?#]*(?P<rest>[^?#]*)")
 _TOKEN_PARAM = re.compile(r"(?i)([?&](?:token|t|key|signature)=)[^&#]*")
 REDACTED = "[redacted]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from digest.runtime import Runtime
-from digest.web import archive, health, openapi
+from digest.web import archive, clicks, health, openapi
 from digest.web.bodylimit import BodyLimit
 from subscribers import web as subscriber_web
 from subscribers import webhooks
@@ -19,8 +19,10 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(webhooks.router)  # POST /webhooks/resend
     app.include_router(archive.router)  # /archive, /archive/<week>, /archive.xml
     app.include_router(health.router)  # /healthz
+    app.include_router(clicks.router)  # /c/<token>: tracked links
     app.include_router(openapi.router)  # /openapi.json: the public API, described for integrators
     subscriber_web.setup_app(app, rt)  # CORS for the allowed origins, the confirmation-mail drainer
+    clicks.setup_clicks(app, rt)  # the click recorder: written in batches, and at shutdown
     # Added last, so it wraps every route and middleware: no body is buffered past its limit.
     app.add_middleware(BodyLimit, default=subscriber_web.MAX_BODY, prefixes={"/webhooks/": webhooks.MAX_BODY})
     return app

@@ -36,6 +36,7 @@ from digest.config import Settings
 from digest.errors import UserError
 from digest.render.issue_email import verdict
 from digest.render.personalize import Personalizer
+from digest.render.tracked import direct_values
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue, IssueItem
 from digest.weeks import Week, as_utc
@@ -134,6 +135,8 @@ def web_version(settings: Settings, issue: Issue) -> str:
         "unsubscribe_url": _UNSUBSCRIBE,
         "name": "",
         "greeting": "Hi there,",
+        **direct_values(issue.links),  # tracked links go straight to the comparison on the web
+        "open_url": "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7",  # no pixel
     }
     # A personal field added to the templates later still gets a safe value: links go to the archive.
     for slot in personalizer.html_slots:

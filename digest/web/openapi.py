@@ -147,6 +147,23 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
     ("/archive.xml", "get"): {"summary": "Atom feed of past issues.", "responses": {
         "200": _answer("Atom.", {"application/atom+xml": {"schema": _TEXT}}),
         "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/c/{token}", "get"): {
+        "summary": "A tracked link in an issue: redirects to the comparison the issue was sent with.",
+        "description": "The destination comes from the frozen issue, never from the request; the click is "
+                       "recorded after the answer (`[tracking] clicks`).",
+        "parameters": [{"name": "token", "in": "path", "required": True, "description": "A signed link token.",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+        "responses": {"302": {"description": "To the comparison (with its UTM parameters).",
+                              "headers": {"Location": {"schema": {"type": "string"}}}},
+                      "400": _answer("A forged, garbled or unknown link: a page, no redirect.", HTML),
+                      "503": _answer("The database is briefly unavailable.", PLAIN)}},
+    ("/o/{token}", "get"): {
+        "summary": "The optional open pixel (`[tracking] open_pixel`): a transparent GIF; the open is recorded.",
+        "parameters": [{"name": "token", "in": "path", "required": True, "description": "A signed pixel token.",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
+        "responses": {"200": _answer("A 1×1 transparent GIF.", {"image/gif": {"schema": {"type": "string",
+                                                                                       "format": "binary"}}}),
+                      "400": _answer("A forged or garbled token.", HTML)}},
     ("/healthz", "get"): {"summary": "Is the service well? Details only for localhost or the operator token.",
                           "responses": {"200": _answer("Well.", {"application/json": {"schema": _HEALTH}}),
                                         "503": _answer("Not well.", {"application/json": {"schema": _HEALTH}})}},

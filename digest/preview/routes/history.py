@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from digest.preview import charts
 from digest.preview.context import Ctx
-from digest.preview.history import issue_history
+from digest.preview.history import issue_history, list_history
 
 router = APIRouter()
 
@@ -15,4 +16,7 @@ router = APIRouter()
 def history_page(request: Request, ctx: Ctx) -> HTMLResponse:
     page = ctx.base_context(request, "history", "History")
     page["issues"] = issue_history(ctx.state.rt)
+    history = list_history(ctx.state.rt)
+    page["charts"] = [charts.list_over_time(history["subscribers_by_week"]),
+                      charts.category_click_through(history["click_through_by_category"])]
     return ctx.pages.render("history.html", page)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
+from digest.preview import charts
 from digest.preview.context import Ctx, server_timing
 from digest.preview.draft import change_draft
-from digest.preview.history import issue_stats
+from digest.preview.history import insights, issue_stats
 from digest.weeks import Week, current_week
 
 OTHERS_SHOWN = 12  # candidates below the cut listed with a Pin button; `digest select` scores them all
@@ -24,13 +25,21 @@ def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
     draft, preview = ctx.digest_for(week, timings)
     rt = ctx.state.rt
     stats = issue_stats(rt, draft.issue.id) if draft.frozen and draft.issue.id else None
+    figures = []
+    if stats is not None:
+        full = insights(rt, draft.issue.id)
+        clicks = full.get("clicks") or {}
+        figures = [charts.delivery_funnel(full)]
+        if clicks.get("tracked"):
+            figures.append(charts.click_through(clicks.get("comparisons") or [], int(full.get("sent") or 0),
+                                                set_aside=int(clicks.get("set_aside_total") or 0)))
     page = ctx.base_context(request, "issue", f"Issue {draft.week.key}")
     this_week = current_week(rt.settings.schedule)
     page.update(ctx.email_context("digest", preview, draft.week))
     page.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
                  "prev_week": draft.week.previous(), "next_week": draft.week.next(),
                  "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection,
-                 "others_shown": OTHERS_SHOWN})
+                 "others_shown": OTHERS_SHOWN, "charts": figures})
     start = time.perf_counter()
     response = ctx.pages.render("issue.html", page)
     timings["page"] = time.perf_counter() - start

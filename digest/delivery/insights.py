@@ -1,0 +1,239 @@
+"""What readers did with an issue, counted honestly: clicks (scanners set aside), opens, the list over time.
+
+Every request for a tracked link is kept (digest.delivery.clicklog); counting decides which
+were people's. Set aside, each for the first reason that applies:
+
+- `head`: a HEAD request (browsers follow links with GET; scanners check them with HEAD);
+- `scanner_agent`: a User-Agent of a known mail-security scanner or HTTP library;
+- `burst`: `[tracking] burst_links` or more different links of one message within
+  `burst_seconds`: a gateway opening every link of a mail, not a person reading it.
+
+Unique clicks count messages (one per reader of an issue); click-through is a share of the
+emails sent. Opens come from the provider's webhooks (and the optional pixel) and are labelled
+unreliable: Apple Mail Privacy Protection loads every image on delivery, others block images.
+
+The per-issue numbers take a `deliveries` filter (a subquery of delivery ids), so an edition
+of an issue can be counted with the same code.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from digest.config import TrackingSettings
+from digest.storage.models import DELIVERY_SENT, ISSUE_SENDING, ISSUE_SENT, Click, Delivery, Event, Issue, IssueItem
+from digest.weeks import as_utc
+
+OPENS_NOTE = ("Opens are unreliable: Apple Mail Privacy Protection (since 2021) loads every image when a mail "
+              "arrives, so its readers all count as opened, and clients that block images never do.")
+SET_ASIDE_REASONS = {
+    "head": "HEAD requests (browsers follow links with GET; link checkers use HEAD)",
+    "scanner_agent": "a known scanner's or HTTP library's User-Agent",
+    "burst": "many links of one message within seconds (a mail gateway opening every link)",
+}
+
+
+@dataclass
+class _Hit:
+    reader: int
+    link: int
+    method: str
+    agent: str | None
+    at: datetime
+    reason: str | None = None
+
+
+def _classify(hits: list[_Hit], tracking: TrackingSettings) -> None:
+    """Set `reason` on the hits that are not a reader's (see the module docstring)."""
+    by_reader: dict[int, list[_Hit]] = defaultdict(list)
+    for h in hits:
+        if h.method.upper() == "HEAD":
+            h.reason = "head"
+        elif h.agent:
+            h.reason = "scanner_agent"
+        else:
+            by_reader[h.reader].append(h)
+    window = timedelta(seconds=tracking.burst_seconds)
+    for own in by_reader.values():
+        if len(own) < tracking.burst_links:
+            continue
+        own.sort(key=lambda h: h.at)
+        for i, first in enumerate(own):
+            span = [h for h in own[i:] if h.at - first.at <= window]
+            if len({h.link for h in span}) >= tracking.burst_links:
+                for h in span:
+                    h.reason = "burst"
+
+
+def _comparisons(session: Session, issue: Issue) -> dict[int, dict[str, Any]]:
+    """rank -> slug, title, categories (from what was sent)."""
+    out: dict[int, dict[str, Any]] = {}
+    for item in session.scalars(select(IssueItem).where(IssueItem.issue_id == issue.id).order_by(IssueItem.rank)):
+        data = item.snapshot or {**item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}
+        cats = sorted({str(t.get("category") or "").strip() for t in data.get("tools") or [] if t.get("category")})
+        out[item.rank] = {"rank": item.rank, "slug": str(data.get("slug") or item.comparison.slug),
+                          "title": str(data.get("title") or ""), "categories": cats}
+    return out
+
+
+def _hits(session: Session, issue_id: int, kind: str, deliveries: Select[Any] | None) -> list[_Hit]:
+    q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at).where(
+        Click.issue_id == issue_id, Click.kind == kind)
+    if deliveries is not None:
+        q = q.where(Click.delivery_id.in_(deliveries))
+    return [_Hit(int(r), int(link), str(m), a, as_utc(at)) for r, link, m, a, at in session.execute(q)]
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
+                 deliveries: Select[Any] | None = None) -> dict[str, Any]:
+    """Unique clicks, click-through per comparison (ranked) and per link, and what was set aside."""
+    links = list(issue.links or [])
+    hits = _hits(session, issue.id, "click", deliveries)
+    _classify(hits, tracking)
+    readers = [h for h in hits if h.reason is None]
+    set_aside = {reason: sum(1 for h in hits if h.reason == reason) for reason in SET_ASIDE_REASONS}
+    comps = _comparisons(session, issue)
+    per_rank: dict[int, set[int]] = defaultdict(set)
+    per_link: dict[int, list[_Hit]] = defaultdict(list)
+    for h in readers:
+        per_link[h.link].append(h)
+        if h.link < len(links):
+            per_rank[int(links[h.link].get("rank") or 0)].add(h.reader)
+    comparisons = [{**c, "unique_clicks": len(per_rank.get(rank, ())),
+                    "click_through": _share(len(per_rank.get(rank, ())), sent)} for rank, c in comps.items()]
+    comparisons.sort(key=lambda c: (-c["unique_clicks"], c["rank"]))
+    link_rows = [{"link": i, "rank": link.get("rank"), "place": link.get("place"), "slug": link.get("slug"),
+                  "url": link.get("url"), "clicks": len(per_link.get(i, ())),
+                  "unique_clicks": len({h.reader for h in per_link.get(i, ())})} for i, link in enumerate(links)]
+    unique = len({h.reader for h in readers})
+    return {"tracked": bool(links), "recorded": len(hits), "reader_clicks": len(readers),
+            "unique_clicks": unique, "click_through": _share(unique, sent),
+            "set_aside": set_aside, "set_aside_total": sum(set_aside.values()),
+            "set_aside_why": SET_ASIDE_REASONS, "comparisons": comparisons, "links": link_rows}
+
+
+def open_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
+                deliveries: Select[Any] | None = None) -> dict[str, Any]:
+    """Unique opens: the provider's `opened` stamps, and pixel opens that were not a scanner's."""
+    q = select(Delivery.id).where(Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))
+    if deliveries is not None:
+        q = q.where(Delivery.id.in_(deliveries))
+    openers = {int(d) for d in session.scalars(q)}
+    pixel = _hits(session, issue.id, "open", deliveries)
+    _classify(pixel, tracking)
+    openers |= {h.reader for h in pixel if h.reason is None}
+    return {"unique_opens": len(openers), "open_rate": _share(len(openers), sent), "reliable": False,
+            "note": OPENS_NOTE, "sources": ["provider webhooks"] + (["tracking pixel"] if tracking.open_pixel else [])}
+
+
+def sent_count(session: Session, issue_id: int, deliveries: Select[Any] | None = None) -> int:
+    q = select(func.count(Delivery.id)).where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_SENT)
+    if deliveries is not None:
+        q = q.where(Delivery.id.in_(deliveries))
+    return int(session.scalar(q) or 0)
+
+
+LIST_KINDS = {"subscribed": "sign_ups", "confirmed": "confirmations", "unsubscribed": "unsubscribes",
+              "bounced": "bounces", "complained": "complaints", "resubscribed": "resubscribes"}
+
+
+def _week_of(moment: datetime) -> str:
+    year, week, _ = as_utc(moment).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def subscribers_by_week(session: Session, weeks: int = 26, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per ISO week (oldest first, the last `weeks` with any event): sign-ups, confirmations,
+    unsubscribes, bounces, complaints, and the list's size at the week's end (confirmed people
+    and those who came back, less those who left), from the event trail (kept anonymous after erasure)."""
+    rows = session.execute(select(Event.kind, Event.created_at).where(Event.kind.in_(list(LIST_KINDS))))
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(LIST_KINDS.values(), 0))
+    for kind, at in rows:
+        counts[_week_of(at)][LIST_KINDS[kind]] += 1
+    if now is not None:
+        counts[_week_of(now)]  # noqa: B018 - the current week shows even when nothing happened
+    size = 0
+    out = []
+    for week in sorted(counts):
+        c = counts[week]
+        size += c["confirmations"] + c["resubscribes"] - c["unsubscribes"] - c["bounces"] - c["complaints"]
+        out.append({"week": week, **c, "list_size": max(size, 0)})
+    return out[-weeks:]
+
+
+def sent_issues(session: Session, last: int) -> list[Issue]:
+    return list(session.scalars(select(Issue).where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT]))
+                                .order_by(Issue.week.desc()).limit(last)))
+
+
+def category_click_through(session: Session, tracking: TrackingSettings, issues: Iterable[Issue]
+                           ) -> list[dict[str, Any]]:
+    """Per tool category: readers' unique clicks on its comparisons over the emails that carried them."""
+    clicks: dict[str, int] = defaultdict(int)
+    carried: dict[str, int] = defaultdict(int)
+    comparisons: dict[str, int] = defaultdict(int)
+    for issue in issues:
+        sent = sent_count(session, issue.id)
+        if not sent or not issue.links:
+            continue
+        for comp in click_report(session, issue, tracking, sent)["comparisons"]:
+            for cat in comp["categories"]:
+                clicks[cat] += comp["unique_clicks"]
+                carried[cat] += sent
+                comparisons[cat] += 1
+    rows: list[dict[str, Any]] = [
+        {"category": cat, "comparisons": comparisons[cat], "unique_clicks": clicks[cat], "emails": carried[cat],
+         "click_through": _share(clicks[cat], carried[cat])} for cat in carried]
+    rows.sort(key=lambda r: (-(r["click_through"] or 0), r["category"]))
+    return rows
+
+
+def over_time(session: Session, tracking: TrackingSettings, *, weeks: int = 26, last_issues: int = 12,
+              now: datetime | None = None) -> dict[str, Any]:
+    """The list by week and click-through by category over the last issues."""
+    return {"subscribers_by_week": subscribers_by_week(session, weeks, now),
+            "click_through_by_category": category_click_through(session, tracking, sent_issues(session, last_issues)),
+            "issues_counted": last_issues}
+
+
+def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
+    """`digest stats --json` as rows (section, key, metric, value): the same numbers, for a spreadsheet."""
+    rows: list[list[Any]] = [["section", "key", "metric", "value"]]
+    week = stats.get("week", "")
+    for key in ("recipients", "sent", "failed", "delivered", "bounced", "complained", "opened", "clicked",
+                "unsubscribed"):
+        rows.append(["issue", week, key, stats.get(key)])
+    opens = stats.get("opens") or {}
+    rows.append(["issue", week, "unique_opens", opens.get("unique_opens")])
+    clicks = stats.get("clicks") or {}
+    for key in ("recorded", "reader_clicks", "unique_clicks", "click_through", "set_aside_total"):
+        rows.append(["issue", week, key, clicks.get(key)])
+    for reason, n in (clicks.get("set_aside") or {}).items():
+        rows.append(["set_aside", reason, "clicks", n])
+    for code, n in (stats.get("unsubscribe_reasons") or {}).items():
+        rows.append(["unsubscribe_reason", code, "people", n])
+    for c in clicks.get("comparisons") or []:
+        rows.append(["comparison", c["slug"], "unique_clicks", c["unique_clicks"]])
+        rows.append(["comparison", c["slug"], "click_through", c["click_through"]])
+    for link in clicks.get("links") or []:
+        rows.append(["link", f"{link['link']}:{link['slug']}:{link['place']}", "unique_clicks", link["unique_clicks"]])
+    history = stats.get("over_time") or {}
+    for w in history.get("subscribers_by_week") or []:
+        for metric, value in w.items():
+            if metric != "week":
+                rows.append(["week", w["week"], metric, value])
+    for c in history.get("click_through_by_category") or []:
+        rows.append(["category", c["category"], "unique_clicks", c["unique_clicks"]])
+        rows.append(["category", c["category"], "click_through", c["click_through"]])
+    return rows

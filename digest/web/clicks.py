@@ -1,0 +1,170 @@
+"""`/c/<token>`: a tracked link. Redirects to the destination frozen with the issue, records the click.
+
+`/o/<token>` is the optional open pixel (`[tracking] open_pixel`, off by default).
+
+The destination never comes from the request: the token (digest.links.ClickTokens) names an
+issue, a delivery and a link position, and the position is looked up in the issue's frozen
+links (`issues.links`, cached per process: a sent issue's links never change). Anything else
+gets a 400 page and no `Location`. The click is queued (digest.delivery.clicklog) and written
+after the answer; HEAD requests redirect too and are recorded as such (scanners send them).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from digest.delivery.clicklog import ClickRecorder, scanner_agent
+from digest.links import ClickTokens, TokenError, Tokens
+from digest.runtime import Runtime
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue
+
+router = APIRouter()
+
+_BAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Link not valid</title>
+<style>body{font:16px/1.5 -apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;max-width:34em;margin:3em auto;
+padding:0 1em;color:#1b1c1e}</style></head><body><h1>This link is not valid</h1>
+<p>It may have been cut short or changed when it was copied. The comparisons are all on the site,
+and every issue is in the <a href="/archive">archive</a>.</p></body></html>"""
+_BAD_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
+class ClickService:
+    """Token reader, frozen-link cache and recorder of one web process."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.tokens = ClickTokens(Tokens(rt.secret_key))
+        self.pixel = ClickTokens(Tokens(rt.secret_key), "digest.open")
+        self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
+                                      rt.settings.tracking.retention_days)
+        self._links: dict[int, list[str] | None] = {}
+
+    def cached(self, issue_id: int) -> list[str] | None:
+        return self._links.get(issue_id)
+
+    def destinations(self, issue_id: int) -> list[str] | None:
+        """The issue's frozen link destinations (None: no such frozen issue); read once per process."""
+        if issue_id in self._links:
+            return self._links[issue_id]
+        with self.rt.sessions() as session:
+            row = session.execute(select(Issue.status, Issue.links).where(Issue.id == issue_id)).one_or_none()
+        urls = None
+        if row is not None and row.status in (ISSUE_SENDING, ISSUE_SENT) and row.links:
+            urls = [str(link.get("url") or "") for link in row.links]
+            self._links[issue_id] = urls  # frozen: never changes; unknown issues are not cached
+        return urls
+
+
+_UNAVAILABLE = "The service is briefly unavailable; please try again in a minute."
+
+
+async def answer(service: ClickService, method: str, token: str, user_agent: str | None
+                 ) -> tuple[int, dict[str, str], str]:
+    """(status, headers, body) for one request: a 302 to the frozen destination, or 400, or 503."""
+    try:
+        issue_id, delivery_id, link = service.tokens.read(token)
+    except TokenError:
+        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
+    urls = service.cached(issue_id)
+    if urls is None:
+        try:
+            urls = await run_in_threadpool(service.destinations, issue_id)
+        except SQLAlchemyError:
+            return 503, {"Retry-After": "30", "Cache-Control": "no-store",
+                         "Content-Type": "text/plain; charset=utf-8"}, _UNAVAILABLE
+    if urls is None or link >= len(urls) or not urls[link]:
+        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
+    service.recorder.record(issue_id=issue_id, delivery_id=delivery_id, link=link, method=method,
+                            agent=scanner_agent(user_agent))
+    # origin: the destination sees where readers come from, never the token (UTM says the rest).
+    return 302, {"Location": urls[link], "Cache-Control": "no-store", "Referrer-Policy": "origin"}, ""
+
+
+_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, private", "X-Content-Type-Options": "nosniff"}
+
+
+def answer_open(service: ClickService, method: str, token: str, user_agent: str | None
+                ) -> tuple[int, dict[str, str], bytes]:
+    """The optional open pixel (`[tracking] open_pixel`): a transparent GIF, and an `open` recorded."""
+    try:
+        issue_id, delivery_id, _ = service.pixel.read(token)
+    except TokenError:
+        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD.encode()
+    service.recorder.record(issue_id=issue_id, delivery_id=delivery_id, link=-1, method=method, kind="open",
+                            agent=scanner_agent(user_agent))
+    return 200, dict(_GIF_HEADERS), _GIF
+
+
+@router.api_route("/o/{token}", methods=["GET", "HEAD"], include_in_schema=False)
+async def opened(request: Request, token: str) -> Response:
+    status, headers, body = answer_open(request.app.state.clicks, request.method, token,
+                                        request.headers.get("user-agent"))
+    media = headers.pop("Content-Type", None)
+    return Response(body, status_code=status, headers=headers, media_type=media)
+
+
+@router.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
+async def follow(request: Request, token: str) -> Response:
+    """Described here (and in openapi.PUBLIC); FastPath below answers it first, without the framework's cost."""
+    status, headers, body = await answer(request.app.state.clicks, request.method, token,
+                                         request.headers.get("user-agent"))
+    media = headers.pop("Content-Type", None)
+    return Response(body, status_code=status, headers=headers, media_type=media)
+
+
+class FastPath:
+    """Raw ASGI in front of the app for `/c/<token>`: the same `answer`, a tenth of the per-request cost
+    (no routing, request object or middleware stack), so a burst of clicks after a send stays cheap."""
+
+    def __init__(self, app: ASGIApp, service: ClickService):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path[:3] not in ("/c/", "/o/") or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
+        if path[1] == "c":
+            status, headers, text = await answer(self.service, scope["method"], path[3:], agent)
+            body = text.encode("utf-8")
+        else:
+            status, headers, body = answer_open(self.service, scope["method"], path[3:], agent)
+        data = b"" if scope["method"] == "HEAD" else body
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
+
+
+def setup_clicks(app: FastAPI, rt: Runtime) -> None:
+    """The click service for the app's lifetime: its recorder's thread starts and stops with the app."""
+    service = ClickService(rt)
+    app.state.clicks = service
+    previous = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        service.recorder.start()
+        try:
+            async with previous(a) as state:
+                yield state
+        finally:
+            service.recorder.stop()  # the clicks still queued are written before the process ends
+
+    app.router.lifespan_context = lifespan
+    app.add_middleware(FastPath, service=service)

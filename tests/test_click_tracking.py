@@ -1,0 +1,199 @@
+"""Our own click tracking on a real `digest serve`: the redirect, honest counts, tampered tokens.
+
+An issue goes to the outbox; a reader follows a comparison link from their email and lands on
+the comparison with its UTM parameters; a HEAD of the same link, a burst of every link of
+another reader's email and a scanner's User-Agent are recorded but set aside; a tampered token
+gets 400 and no Location. The clicks are written only at shutdown here (`flush_seconds` is an
+hour), so the counts also prove that SIGTERM loses nothing.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from digest.storage.models import Click, Delivery, Issue
+from digest.weeks import utcnow
+from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
+from tests.support_serve import ServeProcess, free_port, seed, send_issue, serving
+
+pytestmark = pytest.mark.slow
+
+SECRET = "test-secret-key-0123456789"
+TRACKED = re.compile(r'href="(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]{22})"')
+
+
+def _html_of(path: Path) -> str:
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def _mail_to(outbox: Path, address: str) -> Path:
+    for f in outbox.rglob("*.eml"):
+        msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+        if str(msg["To"]).strip().lower() == address:
+            return f
+    raise AssertionError(f"no mail to {address} in {outbox}")
+
+
+def _stats(cfg: Path, env: dict[str, str], week: str, *extra: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "stats", "--week", week, *extra],
+                          cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tmp_path: Path, db_url: str) -> None:
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"flush_seconds": 3600}}))
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, db_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=3)
+    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    send_issue(rt, week, now)
+    with rt.sessions() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == week))
+        assert issue is not None and issue.links
+        frozen = list(issue.links)
+        sent = len(s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id)).all())
+
+    reader = TRACKED.findall(_html_of(_mail_to(rt.outbox_dir, "reader000@example.com")))
+    scanned = TRACKED.findall(_html_of(_mail_to(rt.outbox_dir, "reader001@example.com")))
+    other = TRACKED.findall(_html_of(_mail_to(rt.outbox_dir, "reader002@example.com")))
+    assert reader and len(reader) == len(scanned)
+    card_link = next(u for u in reader if frozen[int(u.rsplit("/", 1)[1][:2], 16)]["place"] == "card")
+    target = frozen[int(card_link.rsplit("/", 1)[1][:2], 16)]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = ServeProcess(cfg, port, env, logs)
+    with serving(server):
+        server.wait_ready()
+        browser = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15"}
+        with httpx.Client(timeout=10, headers=browser) as client:
+            resp = client.get(card_link)  # the reader follows the comparison link
+            assert resp.status_code == 302
+            landed = resp.headers["location"]
+            assert landed == target["url"] and landed.startswith("https://verdicts.example.com/")
+            query = parse_qs(urlsplit(landed).query)
+            assert query["utm_source"] == ["newsletter"] and query["utm_medium"] == ["email"]
+            assert query["utm_campaign"] == [week]
+
+            assert client.head(card_link).status_code == 302  # a link checker: recorded, set aside
+            for url in scanned:  # a gateway opening every link of another reader's mail at once
+                assert client.get(url).status_code == 302
+            scanner_ua = {"User-Agent": "Mozilla/5.0 (compatible; Barracuda Sentinel URL Scanner)"}
+            assert client.get(other[0], headers=scanner_ua).status_code == 302
+
+            token = card_link.rsplit("/", 1)[1]
+            forged = [token[:-1] + ("A" if token[-1] != "A" else "B"),  # the tag
+                      f"{(int(token[:2], 16) + 1) % len(frozen):02x}" + token[2:],  # another position
+                      token[:2] + token[2:13] + ("A" if token[13] != "A" else "B") + token[14:],  # delivery
+                      "x" * 22, token + "A"]
+            for bad in forged:
+                resp = client.get(card_link.rsplit("/", 1)[0] + "/" + bad)
+                assert resp.status_code == 400 and "location" not in resp.headers, bad
+                assert "not valid" in resp.text
+        assert server.terminate() == 0  # SIGTERM: the queued clicks are written before the process ends
+
+    with rt.sessions() as s:
+        assert len(s.scalars(select(Click.id)).all()) == 2 + len(scanned) + 1  # every request kept
+    data = json.loads(_stats(cfg, env, week, "--json"))
+    clicks = data["clicks"]
+    assert clicks["unique_clicks"] == 1 and clicks["reader_clicks"] == 1
+    assert clicks["set_aside"] == {"head": 1, "scanner_agent": 1, "burst": len(scanned)}
+    top = clicks["comparisons"][0]
+    assert top["rank"] == target["rank"] and top["unique_clicks"] == 1
+    assert top["click_through"] == round(1 / sent, 4)
+    assert all(c["unique_clicks"] == 0 for c in clicks["comparisons"][1:])
+    by_link = {row["link"]: row for row in clicks["links"]}
+    assert by_link[int(card_link.rsplit("/", 1)[1][:2], 16)]["unique_clicks"] == 1
+    assert data["opens"]["reliable"] is False and "Apple Mail Privacy Protection" in data["opens"]["note"]
+    assert data["over_time"]["subscribers_by_week"][-1]["confirmations"] == 3
+
+    text = _stats(cfg, env, week)
+    assert "set aside as scanners" in text and "HEAD requests" in text
+    rows = _stats(cfg, env, week, "--csv").splitlines()
+    assert rows[0] == "section,key,metric,value"
+    assert f"comparison,{top['slug']},unique_clicks,1" in rows and f"set_aside,burst,clicks,{len(scanned)}" in rows
+
+
+def test_with_tracking_off_links_go_straight_to_the_comparison_and_the_footer_says_nothing(
+        tmp_path: Path, sqlite_url: str) -> None:
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"tracking": {"clicks": False}}))
+    rt = make_runtime(cfg, sqlite_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=1)
+    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    send_issue(rt, week, now)
+    html = _html_of(_mail_to(rt.outbox_dir, "reader000@example.com"))
+    assert "/c/" not in html and "utm_source=newsletter" in html
+    assert "tracked" not in html
+
+
+def test_the_footer_says_links_are_tracked(tmp_path: Path, sqlite_url: str) -> None:
+    cfg = write_project(tmp_path / "project")
+    rt = make_runtime(cfg, sqlite_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=1)
+    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    send_issue(rt, week, now)
+    mail = _mail_to(rt.outbox_dir, "reader000@example.com")
+    assert "Links to comparisons are tracked" in _html_of(mail)
+    msg = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    text = str(msg.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert "tracked" in text and "/c/" in text
+
+
+PIXEL = re.compile(r'<img src="(http://127\.0\.0\.1:\d+/o/[A-Za-z0-9_-]{22})"')
+
+
+def test_the_open_pixel_is_off_by_default_and_counts_an_open_when_on(tmp_path: Path, sqlite_url: str) -> None:
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"open_pixel": True}}))
+    env = {"DIGEST_DATABASE_URL": sqlite_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, sqlite_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=2)
+    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    send_issue(rt, week, now)
+    pixels = [PIXEL.findall(_html_of(_mail_to(rt.outbox_dir, f"reader00{i}@example.com"))) for i in range(2)]
+    assert all(len(p) == 1 for p in pixels) and pixels[0] != pixels[1]
+    server = ServeProcess(cfg, port, env, tmp_path)
+    with serving(server):
+        server.wait_ready()
+        with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15"}) as c:
+            resp = c.get(pixels[0][0])
+            assert resp.status_code == 200 and resp.headers["content-type"] == "image/gif"
+            assert resp.content.startswith(b"GIF89a") and "no-store" in resp.headers["cache-control"]
+            assert c.get(pixels[0][0].replace("/o/", "/c/")).status_code == 400  # a pixel token is no link token
+            archive = c.get(f"http://127.0.0.1:{port}/archive/{week}")
+            assert archive.status_code == 200 and "/o/" not in archive.text  # the web version has no pixel
+        assert server.terminate() == 0
+    data = json.loads(_stats(cfg, env, week, "--json"))
+    assert data["opens"]["unique_opens"] == 1 and "tracking pixel" in data["opens"]["sources"]
+
+    plain = write_project(tmp_path / "plain")
+    rt2 = make_runtime(plain, "sqlite:///" + str(tmp_path / "plain.db"))
+    seed(rt2, now - timedelta(days=1), people=1)
+    send_issue(rt2, week, now)
+    assert "/o/" not in _html_of(_mail_to(rt2.outbox_dir, "reader000@example.com"))  # off by default
