@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import html as htmlmod
 import json
 from dataclasses import dataclass
 
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
+from digest.delivery.qpfast import QpSplicer, QpText
 from digest.links import Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
-from digest.render.personalize import Personalizer, join_parts
+from digest.render.personalize import Personalizer, html_values, join_parts
 from digest.storage.models import Issue
 
 
@@ -43,6 +43,10 @@ class IssueMessages:
         self._text_json = [escape(part) for part in p.text_parts]
         # None: checked against the real thing on the first reader; False: plain strings only.
         self._fast_json: bool | None = None if json_bodies else False
+        # Quoted-printable forms of the fixed parts, encoded once (see digest.delivery.qpfast): MIME
+        # transports (SMTP, SES, the outbox) splice each reader's body from them.
+        self._html_qp = QpSplicer(p.html_parts, p.html_slots)
+        self._text_qp = QpSplicer(p.text_parts, p.text_slots)
 
     def build(self, r: Recipient, *, subject_prefix: str = "") -> OutgoingEmail:
         links = personal_links(self.settings, self.tokens, r.subscriber_id, r.email, self.issue_id, self.week)
@@ -54,9 +58,14 @@ class IssueMessages:
             "name": r.name or "",
             "greeting": f"Hi {first}," if first else "Hi there,",
         }
-        html, text = self.personalizer.fill(values)
+        p = self.personalizer
+        escaped = html_values(values)  # Personalizer.fill, keeping the escaped values for the QP form
+        html: str = join_parts(p.html_parts, p.html_slots, escaped)
+        text: str = join_parts(p.text_parts, p.text_slots, values)
         if self._fast_json is not False:
-            html, text = self._with_json(html, text, values)
+            html, text = self._with_json(html, text, values, escaped)
+        else:  # the JSON forms are for an HTTP API; a MIME transport asks for these (computed when asked)
+            html, text = QpText(html, self._html_qp, escaped), QpText(text, self._text_qp, values)
         headers = unsubscribe_headers(self.settings, links["unsubscribe_url"], links["token"])
         return OutgoingEmail(
             to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
@@ -65,11 +74,12 @@ class IssueMessages:
             message_id=self.message_ids.make("issue", self.week, str(r.delivery_id), r.email),
         )
 
-    def _with_json(self, html: str, text: str, values: dict[str, str]) -> tuple[str, str]:
+    def _with_json(self, html: str, text: str, values: dict[str, str],
+                   escaped: dict[str, str]) -> tuple[str, str]:
         """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
         p = self.personalizer
         html_json = join_parts(self._html_json, p.html_slots,
-                          {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()})
+                          {k: escape(v) for k, v in escaped.items()})
         text_json = join_parts(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
         if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
             self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)

@@ -45,9 +45,13 @@ class Personalizer:
 
     def fill(self, values: dict[str, str]) -> tuple[str, str]:
         """`values` are raw strings; they are HTML-escaped for the HTML part."""
-        escaped = {k: html.escape(v, quote=True) for k, v in values.items()}
-        return (join_parts(self.html_parts, self.html_slots, escaped),
+        return (join_parts(self.html_parts, self.html_slots, html_values(values)),
                 join_parts(self.text_parts, self.text_slots, values))
+
+
+def html_values(values: dict[str, str]) -> dict[str, str]:
+    """The values as the HTML part holds them."""
+    return {k: html.escape(v, quote=True) for k, v in values.items()}
 
 
 def join_parts(parts: list[str], slots: list[str], values: dict[str, str]) -> str:

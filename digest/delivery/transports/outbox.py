@@ -9,6 +9,7 @@ from typing import Any
 
 from digest.delivery.transports.base import OnResult, SendResult
 from digest.delivery.verp import Verp, from_config
+from digest.delivery.transports.smtp_wire import message_bytes
 from digest.mail import OutgoingEmail, domain_of, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
@@ -56,9 +57,13 @@ class OutboxTransport:
             path = self.path_for(email, folder)
             if not path.exists():  # the file name is the idempotency key of each message
                 path.parent.mkdir(parents=True, exist_ok=True)
-                data = to_mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">"))).as_bytes()
-                if self.verp is not None:
-                    data = f"Return-Path: <{self.verp.address(email.key, email.to)}>\n".encode("ascii") + data
+                # The bytes SMTP would send (the same builder); the email package's own for an SMTPUTF8 address.
+                domain = domain_of(email.from_addr.split("<")[-1].rstrip(">"))
+                wire = message_bytes(email, domain)
+                data = wire.data if wire is not None else to_mime(email, domain).as_bytes()
+                if self.verp is not None:  # in the file's own line ends
+                    end = "\r\n" if wire is not None else "\n"
+                    data = f"Return-Path: <{self.verp.address(email.key, email.to)}>{end}".encode("ascii") + data
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 with open(tmp, "wb") as fh:
                     fh.write(data)
