@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.delivery.qpfast import QpSplicer, QpText, encode
-from digest.delivery.transports.smtp_wire import dot_stuffed, fold, message_bytes
+from digest.delivery.transports.smtp_wire import _fold_value, dot_stuffed, fold, message_bytes
 from digest.mail import OutgoingEmail, to_mime
 
 LIST_UNSUBSCRIBE = ("<https://verdicts.example.com/with/a/long/path/u/WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZWpiuJd1>, "
@@ -129,6 +129,20 @@ def test_plain_addresses_fold_as_the_policy_folds_them(local: str, domain: str) 
     if wire is not None:
         header = wire.data.split(b"\r\nSubject:", 1)[0].split(b"\r\n", 1)[1]
         assert header + b"\r\n" == fold("To", mail.to)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("<>:/?=%@,. _-aZ09\t"), min_size=1, max_size=60), min_size=1,
+                max_size=4).map(", ".join))
+def test_long_verbatim_headers_fold_as_their_header_objects_do(value: str) -> None:
+    value = "<https://verdicts.example.com/u/" + "t" * 90 + ">, " + value  # long: not from the cache
+    try:
+        expected = fold("List-Unsubscribe", value)
+    except ValueError:  # not one line of ASCII: the fast path must refuse it the same way
+        with pytest.raises(ValueError):
+            _fold_value("List-Unsubscribe", value)
+        return
+    assert _fold_value("List-Unsubscribe", value) == expected
 
 
 # Pieces of an issue body: text with the characters quoted-printable treats specially.

@@ -5,7 +5,7 @@ sends the next, and the sender must have that on disk first: a kill -9 then repe
 most the message in flight. Through an ORM session that was about 0.5 ms of CPU per
 message (a pool checkout with its ping, the ORM's bulk-update path, BEGIN and COMMIT),
 as much as building the message. Here one sending thread keeps one database connection
-for a whole batch and writes each result with one prepared UPDATE in autocommit: a single
+for a whole batch and writes each result with one UPDATE in autocommit: a single
 round trip, durable when it returns (PostgreSQL commits it; SQLite in WAL mode has it in
 its log), as the session's commit was.
 """
@@ -62,11 +62,7 @@ class ResultWriter:
         self._execute(self._failed_sql, {"status": DELIVERY_FAILED.value, "error": error[:2000], "id": delivery_id})
 
     def _execute(self, sql: str, params: dict[str, Any]) -> None:
-        cur = self._cur()
-        if self._postgres:
-            cur.execute(sql, params, prepare=True)  # psycopg: a server-side prepared statement
-        else:
-            cur.execute(sql, params)
+        self._cur().execute(sql, params)  # psycopg prepares it on the server after a few runs
 
     def close(self) -> None:
         if self._fairy is None:

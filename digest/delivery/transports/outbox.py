@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from digest.delivery.transports.base import OnResult, SendResult
+from digest.delivery.transports.smtp_wire import from_domain, message_bytes
 from digest.delivery.verp import Verp, from_config
-from digest.delivery.transports.smtp_wire import message_bytes
-from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.mail import OutgoingEmail, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
 
@@ -58,7 +58,7 @@ class OutboxTransport:
             if not path.exists():  # the file name is the idempotency key of each message
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # The bytes SMTP would send (the same builder); the email package's own for an SMTPUTF8 address.
-                domain = domain_of(email.from_addr.split("<")[-1].rstrip(">"))
+                domain = from_domain(email.from_addr)
                 wire = message_bytes(email, domain)
                 data = wire.data if wire is not None else to_mime(email, domain).as_bytes()
                 if self.verp is not None:  # in the file's own line ends

@@ -24,9 +24,9 @@ from pydantic import Field, field_validator
 
 from digest.config import Config
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
-from digest.delivery.transports.smtp_wire import Wire, dot_stuffed, message_bytes
+from digest.delivery.transports.smtp_wire import Wire, dot_stuffed, from_domain, message_bytes
 from digest.delivery.verp import check_bounce_address, from_config
-from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.mail import OutgoingEmail, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ class _Rejected(Exception):
 
 
 def _domain(email: OutgoingEmail) -> str:
-    return domain_of(email.from_addr.split("<")[-1].rstrip(">"))
+    return from_domain(email.from_addr)
 
 
 def _text(value: bytes | str) -> str:

@@ -28,7 +28,7 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from functools import lru_cache
 
 from digest.delivery.qpfast import qp_body
-from digest.mail import MAIL_POLICY, OutgoingEmail, to_mime
+from digest.mail import MAIL_POLICY, VERBATIM_HEADERS, OutgoingEmail, domain_of, fold_verbatim, to_mime
 from digest.weeks import utcnow
 
 _CRLF = b"\r\n"
@@ -42,6 +42,8 @@ _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9-
 _PLAIN_MSGID = re.compile(r"<[0-9a-f]{8,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*>")
 _SHORT = 78
+# A value the unstructured parser gives back unchanged: printable ASCII words, single spaces, no encoded-word.
+_PLAIN_TEXT = re.compile(r"[!-~]+(?: [!-~]+)*")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,15 @@ def _fold_cached(name: str, value: str) -> bytes:
 def _fold_value(name: str, value: str) -> bytes:
     if len(value) <= 100:  # the same for every reader (List-Unsubscribe-Post, a Date within a second)
         return _fold_cached(name, value)
+    if name.lower() in VERBATIM_HEADERS and "=?" not in value and _PLAIN_TEXT.fullmatch(value):
+        return fold_verbatim(name, value, WIRE_POLICY).encode("ascii")  # what its header object folds to
     return fold(name, value)
+
+
+@lru_cache(maxsize=64)
+def from_domain(from_addr: str) -> str:
+    """The domain of a From address ("Name <addr>"), for Message-IDs: the same for every message."""
+    return domain_of(from_addr.split("<")[-1].rstrip(">"))
 
 
 @dataclass(frozen=True)
