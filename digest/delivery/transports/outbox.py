@@ -57,13 +57,13 @@ class OutboxTransport:
             path = self.path_for(email, folder)
             if not path.exists():  # the file name is the idempotency key of each message
                 path.parent.mkdir(parents=True, exist_ok=True)
-                # The bytes SMTP would send (the same builder); the email package's own for an SMTPUTF8 address.
+                # The message SMTP would send (the same builder), with the newline line ends .eml files have
+                # always had here; the email package's own for an SMTPUTF8 address.
                 domain = from_domain(email.from_addr)
                 wire = message_bytes(email, domain)
-                data = wire.data if wire is not None else to_mime(email, domain).as_bytes()
-                if self.verp is not None:  # in the file's own line ends
-                    end = "\r\n" if wire is not None else "\n"
-                    data = f"Return-Path: <{self.verp.address(email.key, email.to)}>{end}".encode("ascii") + data
+                data = wire.data.replace(b"\r\n", b"\n") if wire is not None else to_mime(email, domain).as_bytes()
+                if self.verp is not None:
+                    data = f"Return-Path: <{self.verp.address(email.key, email.to)}>\n".encode("ascii") + data
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 with open(tmp, "wb") as fh:
                     fh.write(data)

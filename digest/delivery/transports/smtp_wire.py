@@ -20,7 +20,6 @@ from __future__ import annotations
 import random
 import re
 import sys
-import threading
 from dataclasses import dataclass
 from email.headerregistry import BaseHeader
 from email.message import EmailMessage
@@ -93,9 +92,6 @@ class _Skeleton:
     sender: str  # the From address: the envelope sender unless the caller gives one
 
 
-_skeleton_lock = threading.Lock()
-
-
 @lru_cache(maxsize=32)
 def _skeleton(from_addr: str, reply_to: str | None, subject: str, names: tuple[str, ...],
               extra: tuple[str, ...]) -> _Skeleton | None:
@@ -116,8 +112,8 @@ def _skeleton(from_addr: str, reply_to: str | None, subject: str, names: tuple[s
     senders = [addr for _, addr in getaddresses([str(msg["Sender"] or msg["From"])])]
     if len(senders) != 1 or not senders[0].isascii():
         return None
-    with _skeleton_lock:  # as the generator does: a fresh boundary, recorded in Content-Type
-        boundary = "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
+    # As the generator does: a random boundary (a quoted-printable body cannot hold "==", so no reader's can).
+    boundary = "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
     msg.set_boundary(boundary)
     pieces: list[bytes | str] = []
 
