@@ -101,19 +101,23 @@ class VerbatimHeader(UnstructuredHeader):
     name: str  # set by BaseHeader, which the registry mixes in (typeshed's UnstructuredHeader lacks it)
 
     def fold(self, *, policy: Policy) -> str:
-        value = str(self)
-        if not value.isascii() or any(c in value for c in "\r\n"):
-            raise ValueError(f"{self.name}: expected one line of ASCII, got {value!r}")
-        limit = policy.max_line_length or 998
-        lines = [f"{self.name}: "]
-        for i, part in enumerate(value.split(", ")):
-            piece = part if i == 0 else f" {part}"
-            if i and len(lines[-1]) + len(piece) + 1 > limit:
-                lines[-1] += ","
-                lines.append(piece)
-            else:
-                lines[-1] += ("," if i else "") + piece
-        return policy.linesep.join(lines) + policy.linesep
+        return fold_verbatim(self.name, str(self), policy)
+
+
+def fold_verbatim(name: str, value: str, policy: Policy) -> str:
+    """`name: value` folded only after a comma, every byte as given (see VerbatimHeader)."""
+    if not value.isascii() or any(c in value for c in "\r\n"):
+        raise ValueError(f"{name}: expected one line of ASCII, got {value!r}")
+    limit = policy.max_line_length or 998
+    lines = [f"{name}: "]
+    for i, part in enumerate(value.split(", ")):
+        piece = part if i == 0 else f" {part}"
+        if i and len(lines[-1]) + len(piece) + 1 > limit:
+            lines[-1] += ","
+            lines.append(piece)
+        else:
+            lines[-1] += ("," if i else "") + piece
+    return policy.linesep.join(lines) + policy.linesep
 
 
 # Headers a program reads as written; everything else (Subject, From with a non-ASCII name) keeps the

@@ -205,4 +205,9 @@ def test_resends_smtp_server_gets_an_idempotency_key_per_message(tmp_path) -> No
     msg = transport.message(mail, "digest-2026-W47-b3")
     assert msg["Resend-Idempotency-Key"] == "digest-2026-W47-b3/d42"
     assert msg["Message-ID"].endswith("@example.com>") and "d42" not in msg["Message-ID"]
+    wire = transport.wire(mail, "digest-2026-W47-b3")  # the bytes actually sent carry it too
+    assert wire is not None
+    sent = email.message_from_bytes(wire.data, policy=email.policy.default)
+    assert sent["Resend-Idempotency-Key"] == "digest-2026-W47-b3/d42"
+    assert b"\r\nResend-Idempotency-Key: digest-2026-W47-b3/d42\r\n" in wire.data
     assert is_resend_smtp("smtp.resend.com") and not is_resend_smtp("localhost")

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from digest.config import Settings
 from digest.delivery.jsonfast import PreEscaped, escape
+from digest.delivery.qpfast import QpSplicer, QpText
 from digest.links import ClickTokens, Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
-from digest.render.personalize import Personalizer, join_parts
+from digest.render.personalize import Personalizer, filled_values, join_parts
 from digest.render.tracked import direct_values, slot
 from digest.storage.models import Issue
 
@@ -60,6 +61,10 @@ class IssueMessages:
         self._pixel_base = f"{settings.site.public_url}/o/"
         # Tokens are URL-safe; the base is checked once, so per-reader links skip escaping.
         self._base_safe = htmlmod.escape(self._click_base) == self._click_base == escape(self._click_base)
+        # Quoted-printable forms of the fixed parts, encoded once (see digest.delivery.qpfast): MIME
+        # transports (SMTP, SES, the outbox) splice each reader's body from them.
+        self._html_qp = QpSplicer(p.html_parts, p.html_slots)
+        self._text_qp = QpSplicer(p.text_parts, p.text_slots)
 
     def build(self, r: Recipient, *, subject_prefix: str = "") -> OutgoingEmail:
         links = personal_links(self.settings, self.tokens, r.subscriber_id, r.email, self.issue_id, self.week)
@@ -84,9 +89,14 @@ class IssueMessages:
                     safe = None
             else:
                 values.update(self._direct)
-        html, text = self.personalizer.fill(values, safe)
+        escaped, values = filled_values(values, safe)  # Personalizer.fill, keeping both for the QP form
+        p = self.personalizer
+        html: str = join_parts(p.html_parts, p.html_slots, escaped)
+        text: str = join_parts(p.text_parts, p.text_slots, values)
         if self._fast_json is not False:
-            html, text = self._with_json(html, text, values, safe)
+            html, text = self._with_json(html, text, values, escaped)
+        else:  # the JSON forms are for an HTTP API; a MIME transport asks for these (computed when asked)
+            html, text = QpText(html, self._html_qp, escaped), QpText(text, self._text_qp, values)
         headers = unsubscribe_headers(self.settings, links["unsubscribe_url"], links["token"])
         return OutgoingEmail(
             to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
@@ -96,16 +106,12 @@ class IssueMessages:
         )
 
     def _with_json(self, html: str, text: str, values: dict[str, str],
-                   safe: dict[str, str] | None = None) -> tuple[str, str]:
+                   escaped: dict[str, str]) -> tuple[str, str]:
         """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
         p = self.personalizer
-        html_values = {k: escape(htmlmod.escape(v, quote=True)) for k, v in values.items()}
-        text_values = {k: escape(v) for k, v in values.items()}
-        if safe:
-            html_values.update(safe)
-            text_values.update(safe)
-        html_json = join_parts(self._html_json, p.html_slots, html_values)
-        text_json = join_parts(self._text_json, p.text_slots, text_values)
+        html_json = join_parts(self._html_json, p.html_slots,
+                          {k: escape(v) for k, v in escaped.items()})
+        text_json = join_parts(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
         if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
             self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)
             if not self._fast_json:

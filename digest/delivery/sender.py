@@ -47,6 +47,7 @@ from digest import transport_registry
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.outage import OutageWatch
 from digest.delivery.ratelimit import RateLimiter, make_limiter
+from digest.delivery.results import ResultWriter
 from digest.delivery.transports import capabilities_of
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
@@ -432,10 +433,11 @@ class Sender:
             self._release(batch, name)
             return None
         reported: dict[int, SendResult] = {}
-        on_result = self._recorder(recipients, reported, summary) if self._per_message else None
+        writer = ResultWriter(self.rt.engine) if self._per_message else None
         try:
-            if on_result is not None:
-                results = self.transport.send_batch(payload, attempt.key, work.week, on_result=on_result)
+            if writer is not None:
+                results = self.transport.send_batch(payload, attempt.key, work.week,
+                                                    on_result=self._recorder(recipients, reported, summary, writer))
             else:
                 results = self.transport.send_batch(payload, attempt.key, work.week)
         except ProviderAuthError as exc:
@@ -446,6 +448,9 @@ class Sender:
             self._finish_attempt(attempt.attempt_id, ATTEMPT_AMBIGUOUS if exc.ambiguous else ATTEMPT_REFUSED,
                                  str(exc))
             return self._after_transient(work, exc, summary)
+        finally:
+            if writer is not None:
+                writer.close()
         if len(results) != len(recipients):
             raise RuntimeError(f"transport {self.transport.name} answered {len(results)} results "
                                f"for {len(recipients)} emails")
@@ -500,13 +505,19 @@ class Sender:
             streak = self._streak
         return min(self.backoff_base * 2.0 ** max(0, streak - 1), MAX_BACKOFF) * (0.5 + random.random())
 
-    def _recorder(self, recipients: list[Recipient], reported: dict[int, SendResult],
-                  summary: SendSummary) -> Callable[[int, SendResult], None]:
-        """Records each message's final result the moment the transport has it (SMTP, kill -9)."""
+    def _recorder(self, recipients: list[Recipient], reported: dict[int, SendResult], summary: SendSummary,
+                  writer: ResultWriter) -> Callable[[int, SendResult], None]:
+        """Records each message's final result the moment the transport has it (SMTP, kill -9):
+        committed before the transport sends the next message."""
         def record(index: int, result: SendResult) -> None:
             if result.retry or result.unconfirmed:
                 return
-            self._record_rows([(recipients[index], result)], summary)
+            if result.ok:
+                writer.sent(recipients[index].delivery_id, result.provider_id)
+                summary.add(sent=1)
+            else:
+                writer.failed(recipients[index].delivery_id, result.error or "rejected")
+                summary.add(failed=1)
             reported[index] = result
         return record
 
@@ -548,17 +559,6 @@ class Sender:
         summary.add(sent=len(sent), failed=len(failed), batches=1 if finished and not unconfirmed else 0,
                     unconfirmed=len(unconfirmed),
                     error=f"batch {batch.batch_no}: {unconfirmed[0]}" if unconfirmed else None)
-
-    def _record_rows(self, results: list[tuple[Recipient, SendResult]], summary: SendSummary) -> None:
-        """One message's result, at once (see _recorder)."""
-        now = utcnow()
-        with self.rt.sessions.begin() as session:
-            for r, res in results:
-                values = ({"status": DELIVERY_SENT, "provider_id": res.provider_id, "sent_at": now, "error": None}
-                          if res.ok else {"status": DELIVERY_FAILED, "error": (res.error or "rejected")[:2000]})
-                session.execute(update(Delivery).where(Delivery.id == r.delivery_id).values(**values)
-                                .execution_options(synchronize_session=False))
-        summary.add(sent=sum(1 for _, res in results if res.ok), failed=sum(1 for _, res in results if not res.ok))
 
     def _release(self, batch: Claimed, name: str) -> None:
         """Give the claim back at once (stop, auth error): the next run resumes it with the same key."""

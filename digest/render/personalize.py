@@ -47,12 +47,23 @@ class Personalizer:
     def fill(self, values: dict[str, str], safe: dict[str, str] | None = None) -> tuple[str, str]:
         """`values` are raw strings; they are HTML-escaped for the HTML part. `safe` values need no
         escaping anywhere (the caller checked: e.g. tracked links, URL-safe characters only)."""
-        escaped = {k: html.escape(v, quote=True) for k, v in values.items()}
-        if safe:
-            escaped.update(safe)
-            values = {**values, **safe}
+        escaped, values = filled_values(values, safe)
         return (join_parts(self.html_parts, self.html_slots, escaped),
                 join_parts(self.text_parts, self.text_slots, values))
+
+
+def html_values(values: dict[str, str]) -> dict[str, str]:
+    """The values as the HTML part holds them."""
+    return {k: html.escape(v, quote=True) for k, v in values.items()}
+
+
+def filled_values(values: dict[str, str], safe: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """The values for the HTML part and for the text part: `safe` ones (URL-safe already) go into both as they are."""
+    escaped = html_values(values)
+    if safe:
+        escaped.update(safe)
+        values = {**values, **safe}
+    return escaped, values
 
 
 def join_parts(parts: list[str], slots: list[str], values: dict[str, str]) -> str:

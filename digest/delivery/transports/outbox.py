@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from digest.delivery.transports.base import OnResult, SendResult
+from digest.delivery.transports.smtp_wire import from_domain, message_bytes
 from digest.delivery.verp import Verp, from_config
-from digest.mail import OutgoingEmail, domain_of, to_mime
+from digest.mail import OutgoingEmail, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
 
@@ -56,7 +57,11 @@ class OutboxTransport:
             path = self.path_for(email, folder)
             if not path.exists():  # the file name is the idempotency key of each message
                 path.parent.mkdir(parents=True, exist_ok=True)
-                data = to_mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">"))).as_bytes()
+                # The message SMTP would send (the same builder), with the newline line ends .eml files have
+                # always had here; the email package's own for an SMTPUTF8 address.
+                domain = from_domain(email.from_addr)
+                wire = message_bytes(email, domain)
+                data = wire.data.replace(b"\r\n", b"\n") if wire is not None else to_mime(email, domain).as_bytes()
                 if self.verp is not None:
                     data = f"Return-Path: <{self.verp.address(email.key, email.to)}>\n".encode("ascii") + data
                 tmp = path.with_suffix(f".tmp{os.getpid()}")

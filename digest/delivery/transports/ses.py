@@ -28,9 +28,9 @@ from typing import Any
 from pydantic import Field
 
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
-from digest.delivery.transports.smtp_wire import mime, wire
+from digest.delivery.transports.smtp_wire import from_domain, message_bytes
 from digest.errors import ConfigError
-from digest.mail import OutgoingEmail, domain_of
+from digest.mail import OutgoingEmail, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
 
 
@@ -91,9 +91,9 @@ class SesTransport:
 
     def raw(self, email: OutgoingEmail) -> bytes:
         """The message's bytes, exactly as SMTP would send them (headers are ours: RFC 8058)."""
-        msg = mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
-        data = wire(msg)
-        return data[2] if data is not None else msg.as_bytes()
+        domain = from_domain(email.from_addr)
+        wire = message_bytes(email, domain)
+        return wire.data if wire is not None else to_mime(email, domain).as_bytes()
 
     def _request(self, email: OutgoingEmail, folder: str) -> dict[str, Any]:
         request: dict[str, Any] = {

@@ -18,16 +18,19 @@ import socket
 import ssl
 import threading
 from email.message import EmailMessage
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
 from digest.config import Config
 from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
-from digest.delivery.transports.smtp_wire import mime, wire
+from digest.delivery.transports.smtp_wire import Wire, dot_stuffed, from_domain, message_bytes
 from digest.delivery.verp import check_bounce_address, from_config
-from digest.mail import OutgoingEmail, domain_of
+from digest.mail import OutgoingEmail, to_mime
 from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 class SmtpSection(TransportSection):
@@ -52,6 +55,26 @@ CAPABILITIES = Capabilities(idempotent=False, max_batch=100, per_message_results
 def is_resend_smtp(host: str) -> bool:
     host = host.lower().rstrip(".")
     return host == "smtp.resend.com" or host.endswith(".resend.com")
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib's client whose DATA dot-stuffs bytes in one bytes.replace instead of a regular
+    expression over the whole message (about 0.3 ms per 60 KB digest); nothing else changes."""
+
+    def data(self, msg: Buffer | str) -> tuple[int, bytes]:
+        if not isinstance(msg, bytes):
+            return super().data(msg)
+        self.putcmd("data")
+        code, repl = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, repl)
+        q = dot_stuffed(msg)
+        self.send(q + (b".\r\n" if q[-2:] == b"\r\n" else b"\r\n.\r\n"))
+        return self.getreply()
+
+
+class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):  # noqa: N801 - smtplib's own name, with our DATA
+    """Implicit TLS, with the same DATA."""
 
 
 class _Retry(Exception):
@@ -98,9 +121,9 @@ class SmtpTransport:
         context = ssl.create_default_context()
         try:
             if s.security == "tls":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
+                conn: smtplib.SMTP = _SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
             else:
-                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+                conn = _SMTP(s.host, s.port, timeout=s.timeout_seconds)
             if conn.sock is not None:  # commands are small writes that wait for replies: no Nagle delay
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
@@ -136,22 +159,34 @@ class SmtpTransport:
 
     # -- sending --------------------------------------------------------------------------
 
-    def message(self, email: OutgoingEmail, idempotency_key: str) -> EmailMessage:
-        msg = mime(email, domain_of(email.from_addr.split("<")[-1].rstrip(">")))
+    def _extra(self, email: OutgoingEmail, idempotency_key: str) -> tuple[tuple[str, str], ...]:
         if self.resend:
-            msg["Resend-Idempotency-Key"] = f"{idempotency_key}/{email.key}"[:256]
+            return (("Resend-Idempotency-Key", f"{idempotency_key}/{email.key}"[:256]),)
+        return ()
+
+    def message(self, email: OutgoingEmail, idempotency_key: str) -> EmailMessage:
+        """The message as the email package builds it (sent through `send_message` when it needs SMTPUTF8)."""
+        msg = to_mime(email, _domain(email))
+        for name, value in self._extra(email, idempotency_key):
+            msg[name] = value
         return msg
 
-    def _send_one(self, msg: EmailMessage, sender: str | None = None) -> None:
-        """Raises _Retry for a transient refusal, returns normally when accepted. `sender`: MAIL FROM (VERP)."""
+    def wire(self, email: OutgoingEmail, idempotency_key: str) -> Wire | None:
+        """The same message as bytes, built at a fraction of the CPU (None: it needs SMTPUTF8)."""
+        return message_bytes(email, _domain(email), self._extra(email, idempotency_key))
+
+    def _send_one(self, email: OutgoingEmail, idempotency_key: str, mail_from: str | None = None) -> None:
+        """Raises _Retry for a transient refusal, returns normally when accepted.
+
+        `mail_from`: this message's envelope sender (None: the From address)."""
+        data = self.wire(email, idempotency_key)
         for reconnect in (False, True):
             conn = self._connection()
             try:
-                data = wire(msg)  # the same bytes as send_message, at half the CPU (None: not plain ASCII)
                 if data is not None:
-                    refused = conn.sendmail(sender or data[0], data[1], data[2])
+                    refused = conn.sendmail(mail_from or data.sender, data.rcpts, data.data)
                 else:
-                    refused = conn.send_message(msg, from_addr=sender)
+                    refused = conn.send_message(self.message(email, idempotency_key), from_addr=mail_from)
             except smtplib.SMTPNotSupportedError:
                 # smtplib refuses before MAIL FROM (the connection stays usable): this address alone fails.
                 raise _Rejected("the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
@@ -211,7 +246,7 @@ class SmtpTransport:
         results: list[SendResult] = []
         for i, email in enumerate(emails):
             try:
-                self._send_one(self.message(email, idempotency_key),
+                self._send_one(email, idempotency_key,
                                self.verp.address(email.key, email.to) if self.verp else None)
             except _Rejected as exc:
                 results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
@@ -250,6 +285,10 @@ class SmtpTransport:
 
 class _Rejected(Exception):
     """The server refused this message for good (5xx): recorded on its delivery."""
+
+
+def _domain(email: OutgoingEmail) -> str:
+    return from_domain(email.from_addr)
 
 
 def _text(value: bytes | str) -> str:
