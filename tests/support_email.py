@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from digest.config import load_config
 from digest.render.issue_email import CompiledEmail, compile_issue
 from digest.render.personalize import Personalizer
+from digest.render.tracked import direct_values
 from tests.conftest import ROOT
 from tests.support_render import sample_issue
 
@@ -24,7 +25,9 @@ def config():
 def five_item_issue(**kw) -> tuple[CompiledEmail, str, str]:
     """(compiled, filled HTML, filled text) of the 5-item sample issue."""
     compiled = compile_issue(config(), sample_issue(5, **kw))
-    html, text = Personalizer.build(compiled.html, compiled.text, compiled.nonce).fill(PERSONAL)
+    # Tracked link slots hold their destinations, as in a preview (digest.render.tracked).
+    values = {**PERSONAL, **direct_values(compiled.links)}
+    html, text = Personalizer.build(compiled.html, compiled.text, compiled.nonce).fill(values)
     return compiled, html, text
 
 
