@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from digest.config import Config, SelectionSettings
 from digest.delivery.enqueue import enqueue_edition
 from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
-from digest.selection import Pick, Selection, select_picks
+from digest.selection import Selection, select_picks
 from digest.storage.models import (
     ISSUE_SENDING,
     ISSUE_SENT,

@@ -32,8 +32,9 @@ def test_topics_are_the_categories_renamed_merged_or_hidden() -> None:
     assert [(t.key, t.name) for t in plain.topics] == [
         ("agents", "Agents"), ("closed-models", "Closed Models"), ("developer-tools", "Developer Tools"),
         ("image-generation", "Image Generation"), ("open-models", "Open Models")]
-    shaped = build(TopicSettings(rename={"Developer Tools": "Coding"}, merge={"Models": ["Open Models", "closed models"]},
-                                 hide=["Image Generation"]), cats)
+    settings = TopicSettings(rename={"Developer Tools": "Coding"}, merge={"Models": ["Open Models", "closed models"]},
+                             hide=["Image Generation"])
+    shaped = build(settings, cats)
     assert [(t.key, t.name) for t in shaped.topics] == [
         ("agents", "Agents"), ("developer-tools", "Coding"), ("models", "Models")]
     comparison = {"tools": [{"category": "Open Models"}, {"category": "Developer Tools"}]}
