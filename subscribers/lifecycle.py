@@ -294,6 +294,9 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
         cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
                                                 .execution_options(synchronize_session=False)))
         if sid is not None:
+            from subscribers import preferences
+
+            preferences.erase(session, sid)
             session.execute(
                 delete(Subscriber).where(Subscriber.id == sid)
             )  # outgoing mail cascades; events go anonymous

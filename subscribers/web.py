@@ -35,7 +35,7 @@ from starlette.middleware.cors import CORSMiddleware
 from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
-from subscribers import lifecycle
+from subscribers import lifecycle, preferences
 from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
@@ -385,6 +385,9 @@ def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, st
         if action == "resubscribe":
             return "resubscribed" if lifecycle.resubscribe(session, sub, issue_id=claim.issue_id, ip=ip,
                                                            user_agent=ua) else "unchanged"
+        if action == "monthly":  # "Too many emails": the best of the month instead, in one click
+            return "monthly" if preferences.monthly_instead(session, sub, issue_id=claim.issue_id, ip=ip,
+                                                            user_agent=ua) else "unchanged"
         saved = lifecycle.set_reason(session, sub, code=fields.get("reason", ""),
                                      text=fields.get("reason_text", "")[:2000], issue_id=claim.issue_id)
         return "reason" if saved else "unchanged"
@@ -408,7 +411,7 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
     return pages_for(request).render(
         "unsubscribe.html.j2", private=True, view=view, token=token, reasons=lifecycle.REASONS,
         manage=request.query_params.get("manage") == "1",
-        done=done if done in ("unsubscribed", "resubscribed", "reason") else "")
+        done=done if done in ("unsubscribed", "resubscribed", "reason", "monthly") else "")
 
 
 @router.post("/u/{token}", include_in_schema=False)
@@ -423,7 +426,7 @@ async def unsubscribe_post(request: Request, token: str) -> Response:
         return plain_error(exc.status, exc.message)
     one_click = fields.get("List-Unsubscribe", "").strip().lower() == "one-click"
     action = "unsubscribe" if one_click else fields.get("action", "")
-    if action not in ("unsubscribe", "resubscribe", "reason"):
+    if action not in ("unsubscribe", "resubscribe", "reason", "monthly"):
         return plain_error(400, "Unknown request: expected List-Unsubscribe=One-Click.")
     result = await run_in_threadpool(_act, rt, claim, action, fields, "one-click" if one_click else "page",
                                      client_ip(request), request.headers.get("user-agent"))
