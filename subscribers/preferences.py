@@ -87,12 +87,13 @@ def apply(session: Session, sub: Subscriber, change: Change, *, by: str, now: da
 
 def monthly_instead(session: Session, sub: Subscriber, *, issue_id: int | None, ip: str | None,
                     user_agent: str | None, now: datetime | None = None) -> bool:
-    """The unsubscribe page's "Too many emails" offer: monthly, and back on the list if they had left."""
+    """The unsubscribe page's "Too many emails" offer: monthly, and back on the list if they had left.
+    True when the reader now gets the monthly edition (also when they already did: a second click)."""
     if sub.status not in (SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED):
         return False
-    came_back = lifecycle.resubscribe(session, sub, issue_id=issue_id, ip=ip, user_agent=user_agent, now=now)
-    return bool(apply(session, sub, Change(frequency=Frequency.MONTHLY), by="reader: unsubscribe page",
-                      now=now)) or came_back
+    lifecycle.resubscribe(session, sub, issue_id=issue_id, ip=ip, user_agent=user_agent, now=now)
+    apply(session, sub, Change(frequency=Frequency.MONTHLY), by="reader: unsubscribe page", now=now)
+    return True
 
 
 def histories(session: Session, subscriber_ids: list[int]) -> dict[int, list[dict[str, Any]]]:

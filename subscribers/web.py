@@ -34,7 +34,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
+from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Frequency
 from subscribers import lifecycle, preferences
 from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
@@ -353,6 +353,7 @@ class UnsubView:
     state: str  # subscribed | unsubscribed | blocked | gone
     masked: str = ""
     has_reason: bool = False
+    monthly: bool = False  # already gets the monthly edition: no "monthly instead" offer
 
 
 def _mask(email: str) -> str:
@@ -367,7 +368,7 @@ def _view(rt: Runtime, claim: UnsubscribeClaim) -> UnsubView:
             return UnsubView("gone")
         state = {SUB_ACTIVE: "subscribed", SUB_PENDING: "subscribed", SUB_UNSUBSCRIBED: "unsubscribed"}.get(
             sub.status, "blocked")
-        return UnsubView(state, _mask(sub.email), bool(sub.unsubscribe_reason))
+        return UnsubView(state, _mask(sub.email), bool(sub.unsubscribe_reason), sub.frequency == Frequency.MONTHLY)
 
 
 def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, str], method: str,

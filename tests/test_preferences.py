@@ -32,7 +32,7 @@ def test_the_page_offers_the_topics_by_name_and_saves_a_choice_as_an_event(rt) -
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     for name, key in (("Developer Tools", "developer-tools"), ("Open Models", "open-models"),
                       ("Image Generation", "image-generation")):
-        assert f'value="{key}"> {name}</label>' in page.text
+        assert f'value="{key}"> <span>{name}</span></label>' in page.text
     assert "<script" not in page.text  # a plain form
     saved = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
                      data={"topic": ["open-models", "developer-tools"], "frequency": "monthly", "pause": "4"})
