@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from digest.config import Config, SelectionSettings
 from digest.delivery.enqueue import enqueue_edition
 from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
-from digest.selection import Selection, select_picks
+from digest.selection import Pick, Selection, select_picks
 from digest.storage.models import (
     ISSUE_SENDING,
     ISSUE_SENT,
@@ -90,6 +90,21 @@ class Plan:
                 "monthly_waiting": self.monthly_waiting, "first_of_month": self.first_of_month}
 
 
+def frozen_plan(session: Session, issue: Issue, catalogue: Topics) -> Plan:
+    """The editions an issue was frozen with, as stored (picks, scores, readers)."""
+    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id)).all()
+    cutoff = as_utc(issue.cutoff_at or issue.created_at)
+    skips = dict(issue.reader_skips or {})
+    out = Plan([], catalogue, bool(skips.get("first_of_month")), int(skips.get("paused", 0)),
+               int(skips.get("monthly_waiting", 0)))
+    for row in rows:
+        sel = Selection(week=issue.week, cutoff=cutoff, window_start=cutoff, candidates=len(row.items))
+        sel.picks = [Pick(i.comparison, i.score, dict(i.score_parts), i.pinned, i.filler) for i in row.items]
+        out.editions.append(PlannedEdition(row.key, row.label, Frequency(row.frequency), tuple(row.topics or ()),
+                                           readers=row.recipients, selection=sel))
+    return out
+
+
 def not_paused(now: datetime) -> Any:
     return or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now)
 
@@ -120,6 +135,7 @@ def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: d
             out.editions.append(ed)
         ed.stored.append(stored or "")
         ed.readers += readers
+    out.editions.sort(key=lambda e: (e.frequency is not Frequency.WEEKLY, bool(e.topics), e.key))
     return out
 
 
@@ -219,4 +235,6 @@ def freeze(session: Session, config: Config, issue: Issue, the_plan: Plan, main:
                                             first_batch=next_batch, now=as_utc(now))
         row.recipients = count
         out.recipients += count
+    issue.reader_skips = {"paused": the_plan.paused, "monthly_waiting": the_plan.monthly_waiting,
+                          "first_of_month": the_plan.first_of_month}
     return out

@@ -101,6 +101,8 @@ class Issue(Base):
     # An outage paused the send (invariant 6): since when, and why. Cleared by the next accepted batch.
     paused_at: Mapped[datetime | None] = mapped_column(nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Readers left out when it was frozen: {"paused": n, "monthly_waiting": n, "first_of_month": bool}.
+    reader_skips: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -23,6 +23,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('frequency', sa.String(length=16), nullable=False, server_default='weekly'))
         batch_op.add_column(sa.Column('paused_until', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_subscribers_choice', ['status', 'frequency', 'topics'], unique=False)
+    with op.batch_alter_table('issues', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('reader_skips', sa.JSON(), nullable=True))
     op.create_table('editions',
     sa.Column('id', BigId, nullable=False),
     sa.Column('issue_id', BigId, nullable=False),
@@ -81,6 +83,8 @@ def downgrade() -> None:
         batch_op.drop_column('edition_id')
     op.drop_table('edition_items')
     op.drop_table('editions')
+    with op.batch_alter_table('issues', schema=None) as batch_op:
+        batch_op.drop_column('reader_skips')
     with op.batch_alter_table('subscribers', schema=None) as batch_op:
         batch_op.drop_index('ix_subscribers_choice')
         batch_op.drop_column('paused_until')
