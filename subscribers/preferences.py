@@ -8,6 +8,8 @@ exported with the subscriber and erased by `forget`.
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from digest import topics as topic_catalogue
+from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Event, Frequency, Subscriber
 from digest.topics import Topics
 from digest.weeks import as_utc, iso_utc, utcnow
@@ -23,6 +26,10 @@ from subscribers import lifecycle
 
 KIND = "preferences"
 PAUSE_WEEKS = (2, 4, 8)
+MAX_TOPICS = 50
+_TOPIC_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+CATALOGUE_TTL = 60.0  # seconds: sign-up pages list the topics without reading every comparison each time
+_catalogues: dict[int, tuple[float, Topics]] = {}
 
 
 class PreferenceError(ValueError):
@@ -34,6 +41,41 @@ class Change:
     topics: tuple[str, ...] | None = None  # None: unchanged; (): every topic
     frequency: Frequency | None = None
     pause_weeks: int | None = None  # None: unchanged; 0: resume now
+
+
+def offered(rt: Runtime) -> Topics:
+    """The topics readers choose from, read at most once a minute per process."""
+    now = time.monotonic()
+    cached = _catalogues.get(id(rt))
+    if cached is None or now - cached[0] > CATALOGUE_TTL:
+        with rt.sessions() as session:
+            cached = _catalogues[id(rt)] = (now, topic_catalogue.load(session, rt.settings.topics))
+    return cached[1]
+
+
+def signup_topics(raw: str) -> tuple[str, ...]:
+    """Topic keys posted with a sign-up ("a+b", "a,b" or repeated `topic` fields joined by the reader);
+    checked for shape only: which ones are offered is settled when the person confirms."""
+    keys = [k.strip() for k in re.split(r"[+,\s]+", raw or "") if k.strip()]
+    if len(keys) > MAX_TOPICS:
+        raise PreferenceError(f"at most {MAX_TOPICS} topics")
+    for k in keys:
+        if not _TOPIC_KEY.match(k):
+            raise PreferenceError(f"{k[:40]!r} is not a topic")
+    return tuple(sorted(set(keys)))
+
+
+def apply_signup_topics(session: Session, sub: Subscriber, catalogue: Topics, now: datetime | None = None) -> None:
+    """On confirmation: the topics ticked on the sign-up form the person just confirmed (their latest
+    sign-up's), unless they have chosen topics since. A stranger's sign-up never changes an active reader."""
+    detail = session.scalar(select(Event.detail).where(Event.subscriber_id == sub.id, Event.kind == "subscribed")
+                            .order_by(Event.id.desc()).limit(1))
+    asked = (detail or {}).get("topics") if isinstance(detail, dict) else None
+    if not asked or sub.topics:
+        return
+    chosen = catalogue.normalize(str(k) for k in asked)
+    if chosen:
+        apply(session, sub, Change(topics=chosen), by="reader: sign-up form", now=now)
 
 
 def parse_topics(values: list[str], catalogue: Topics) -> tuple[str, ...]:
