@@ -202,32 +202,41 @@ class Frozen:
     warnings: list[str] = field(default_factory=list)
 
 
+def compile_edition(config: Config, issue: Issue, ed: PlannedEdition, catalogue: Topics,
+                    main: CompiledEmail | None = None) -> tuple[Edition, CompiledEmail]:
+    """An Edition row (not added to a session) with its picks and its own compile; `main` is reused
+    for the all-topics weekly edition (the issue's own email)."""
+    sel = ed.selection
+    assert sel is not None
+    row = Edition(issue_id=issue.id, key=ed.key, label=ed.label, frequency=ed.frequency,
+                  topics=list(ed.topics), filled=ed.filled)
+    for rank, pick in enumerate(sel.picks, start=1):
+        c = pick.comparison
+        row.items.append(EditionItem(comparison_id=c.id, comparison=c, rank=rank, score=pick.score,
+                                     score_parts=pick.parts, pinned=pick.pinned, filler=pick.filler,
+                                     snapshot={**c.data, "url": c.url, "slug": c.slug}))
+    compiled = main if main is not None and ed.key == edition_key(Frequency.WEEKLY, ()) else compile_issue(
+        config, issue, items_of=list(row.items), edition=EditionView(
+            ed.label, tuple(catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY))
+    row.subject, row.preheader = compiled.subject, compiled.preheader
+    row.html, row.text, row.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
+    return row, compiled
+
+
 def freeze(session: Session, config: Config, issue: Issue, the_plan: Plan, main: CompiledEmail,
            now: datetime) -> Frozen:
     """Store, compile and enqueue every edition (caller holds the issue's freeze transaction)."""
     out = Frozen()
     next_batch = 0
     for ed in the_plan.editions:
-        sel = ed.selection
-        if sel is None or ed.skip_reason:
+        if ed.selection is None or ed.skip_reason:
             if ed.readers:
                 out.warnings.append(f"edition {ed.label}: {ed.readers} reader(s) get nothing this time: "
                                     f"{ed.skip_reason}")
             continue
-        row = Edition(issue_id=issue.id, key=ed.key, label=ed.label, frequency=ed.frequency,
-                      topics=list(ed.topics), filled=ed.filled)
-        for rank, pick in enumerate(sel.picks, start=1):
-            c = pick.comparison
-            row.items.append(EditionItem(comparison_id=c.id, comparison=c, rank=rank, score=pick.score,
-                                         score_parts=pick.parts, pinned=pick.pinned, filler=pick.filler,
-                                         snapshot={**c.data, "url": c.url, "slug": c.slug}))
-        compiled = main if ed.key == edition_key(Frequency.WEEKLY, ()) else compile_issue(
-            config, issue, items_of=list(row.items), edition=EditionView(
-                ed.label, tuple(the_plan.catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY))
+        row, compiled = compile_edition(config, issue, ed, the_plan.catalogue, main)
         if compiled is not main:
             out.warnings.extend(f"edition {ed.label}: {w}" for w in compiled.warnings)
-        row.subject, row.preheader = compiled.subject, compiled.preheader
-        row.html, row.text, row.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
         session.add(row)
         session.flush()
         count, next_batch = enqueue_edition(session, issue.id, row.id, frequency=ed.frequency,

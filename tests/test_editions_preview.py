@@ -42,6 +42,8 @@ def test_the_issue_page_lists_each_edition_with_its_picks_and_readers(prt) -> No
     assert all(t in models for t in MODELS)
     images = card.split("Image Generation, weekly", 1)[1].split("</details>", 1)[0]
     assert "1 filler" in images and "filler: the overall best" in images
+    assert 'data-testid="edition-checks"' in models  # the checks run per edition too
     send_week(prt, current_week(prt.settings.schedule), manual=True)
     sent = editions_card(client.get("/").text)
     assert "readers' choices need now" not in sent and "Open Models, weekly" in sent and "2 reader(s)" in sent
+    assert 'data-testid="edition-checks"' in sent.split("Open Models, weekly", 1)[1].split("</details>", 1)[0]
