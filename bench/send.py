@@ -277,7 +277,7 @@ def enqueue_child(db_url: str, cfg: str) -> None:
 
     rt = make_runtime(Path(cfg), db_url)
     timing: dict[str, float] = {"enqueue_s": 0.0}
-    original = editions.enqueue_edition
+    original = editions.enqueue_editions
 
     def timed(session, *args, **kwargs):  # type: ignore[no-untyped-def]
         t = time.perf_counter()
@@ -286,7 +286,7 @@ def enqueue_child(db_url: str, cfg: str) -> None:
         timing["enqueue_s"] += time.perf_counter() - t
         return result
 
-    editions.enqueue_edition = timed  # type: ignore[assignment]
+    editions.enqueue_editions = timed  # type: ignore[assignment]
     t = time.perf_counter()
     prepared = prepare(rt, current_week(rt.settings.schedule), manual=True)
     timing["freeze_s"] = time.perf_counter() - t

@@ -23,7 +23,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from digest.config import Config, SelectionSettings
-from digest.delivery.enqueue import enqueue_edition
+from digest.delivery.enqueue import EditionReaders, enqueue_editions
 from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
 from digest.selection import Pick, Selection, select_picks
 from digest.storage.models import (
@@ -227,7 +227,7 @@ def freeze(session: Session, config: Config, issue: Issue, the_plan: Plan, main:
            now: datetime) -> Frozen:
     """Store, compile and enqueue every edition (caller holds the issue's freeze transaction)."""
     out = Frozen()
-    next_batch = 0
+    rows: list[tuple[PlannedEdition, Edition]] = []
     for ed in the_plan.editions:
         if ed.selection is None or ed.skip_reason:
             if ed.readers:
@@ -238,12 +238,14 @@ def freeze(session: Session, config: Config, issue: Issue, the_plan: Plan, main:
         if compiled is not main:
             out.warnings.extend(f"edition {ed.label}: {w}" for w in compiled.warnings)
         session.add(row)
-        session.flush()
-        count, next_batch = enqueue_edition(session, issue.id, row.id, frequency=ed.frequency,
-                                            stored_topics=ed.stored, batch_size=config.batch_size,
-                                            first_batch=next_batch, now=as_utc(now))
-        row.recipients = count
-        out.recipients += count
+        rows.append((ed, row))
+    session.flush()
+    counts = enqueue_editions(session, issue.id, [EditionReaders(row.id, ed.frequency, tuple(ed.stored))
+                                                  for ed, row in rows], batch_size=config.batch_size,
+                              now=as_utc(now))
+    for _, row in rows:
+        row.recipients = counts.get(row.id, 0)
+        out.recipients += row.recipients
     issue.reader_skips = {"paused": the_plan.paused, "monthly_waiting": the_plan.monthly_waiting,
                           "first_of_month": the_plan.first_of_month}
     return out

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.config import TopicSettings
 from digest.cycle import send_week
-from digest.storage.models import Delivery, Edition, Frequency, Issue, Subscriber
+from digest.storage.models import Batch, Delivery, Edition, Frequency, Issue, Subscriber
 from digest.topics import build
 from digest.weeks import Week
 from tests.support_editions import DEV, IMAGES, MODELS, add_reader, seed_categories
@@ -50,7 +50,10 @@ def test_config_refuses_a_category_in_two_merged_topics(tmp_path) -> None:
     from digest.errors import ConfigError
     from tests.conftest import write_project
 
-    cfg = write_project(tmp_path, '[topics.merge]\nA = ["Open Models"]\nB = ["open models"]\n')
+    cfg = write_project(tmp_path)
+    text = cfg.read_text()
+    assert "\nmerge = {}" in text
+    cfg.write_text(text.replace("\nmerge = {}", '\nmerge = { A = ["Open Models"], B = ["open models"] }'))
     with pytest.raises(ConfigError, match="topics: .*'open models' is in both 'A' and 'B'"):
         load_config(cfg, env={})
 
@@ -83,6 +86,10 @@ def test_each_reader_gets_the_edition_of_their_topics_once(rt) -> None:
     assert per_reader == {"all@example.com": "weekly/all", "models@example.com": "weekly/open-models",
                           "images@example.com": "weekly/image-generation",
                           "both@example.com": "weekly/developer-tools+open-models"}
+    with rt.sessions() as s:  # each batch holds one edition's readers; batch numbers run on across editions
+        used = set(s.execute(select(Delivery.batch_no, Delivery.edition_id)).all())
+        batches = set(s.execute(select(Batch.batch_no, Batch.edition_id)).all())
+    assert used == batches and sorted(b for b, _ in batches) == list(range(len(batches)))
     models = text_of(copy_for(rt, "2026-W49", "models@example.com"))
     assert all(t in models for t in MODELS) and not any(t in models for t in DEV + IMAGES)
     assert "Your edition: Open Models" in models
