@@ -325,6 +325,7 @@ class Settings(_Section):
     tracking: TrackingSettings = TrackingSettings()
     topics: TopicSettings = TopicSettings()
 
+
 class Config:
     """Validated settings plus where they came from and the environment's secrets."""
 
