@@ -166,3 +166,23 @@ def web_back_to_weekly(rt, sid: int) -> None:
 
     with rt.sessions.begin() as s:
         s.execute(update(Subscriber).where(Subscriber.id == sid).values(frequency=Frequency.WEEKLY))
+
+
+def test_a_filled_up_edition_email_reads_well_on_phones(stack, browser) -> None:
+    """The topic edition with the overall best under its own heading, at 375 and 600 px."""
+    rt, _ = stack
+    seed_categories(rt, published=W49_NOW - timedelta(days=1))
+    add_reader(rt, "images@example.com", topics="image-generation")
+    send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)
+    copy = outbox_messages(rt, "2026-W49", to="images@example.com")[0]
+    html = copy.get_body(("html",)).get_content()
+    out = output_dir("preferences")
+    for width in (375, 600):
+        page = browser.new_context(viewport={"width": width, "height": 900}, java_script_enabled=False).new_page()
+        page.set_content(html)
+        heading = page.get_by_text("Also worth a look: this week’s best overall")
+        assert heading.is_visible()
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the edition scrolls sideways at {width}px"
+        page.screenshot(path=str(out / f"edition-email-{width}.png"), full_page=True)
+        page.context.close()

@@ -1,7 +1,7 @@
 """reader preferences and editions: topics, frequency and pause per subscriber; one edition per choice in use
 
 Revision ID: 0003_h15
-Revises: 0002_h4
+Revises: 0003_h17
 """
 from typing import Sequence, Union
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision: str = '0003_h15'
-down_revision: Union[str, Sequence[str], None] = '0002_h4'
+down_revision: Union[str, Sequence[str], None] = '0003_h17'  # chained after main's 0003_h17 at rebase
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
