@@ -123,7 +123,7 @@ def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str |
                        user_agent=user_agent, now=now)
         from subscribers import preferences
 
-        preferences.apply_signup_topics(session, sub, preferences.offered(rt), now)
+        preferences.apply_signup_topics(session, sub, rt, now)
         queue_mail(session, "welcome", sub.id, now)
         return ConfirmResult("confirmed", sub.id, sub.email)
 

@@ -67,8 +67,8 @@ def _view(rt: Runtime, claim: UnsubscribeClaim, cat: Topics) -> PreferenceView:
 
 
 def _save(rt: Runtime, claim: UnsubscribeClaim, change: preferences.Change) -> str:
-    with rt.sessions.begin() as session:
-        sub = lifecycle.subscriber_for(session, claim)
+    with rt.sessions.begin() as session:  # the row locked: a double-clicked Save records one change
+        sub = lifecycle.subscriber_for(session, claim, lock=True)
         if sub is None or sub.status not in (SUB_ACTIVE, SUB_PENDING):
             return "gone"
         return "saved" if preferences.apply(session, sub, change, by="reader: preference centre") else "unchanged"

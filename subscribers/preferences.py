@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from digest import topics as topic_catalogue
@@ -29,7 +30,7 @@ PAUSE_WEEKS = (2, 4, 8)
 MAX_TOPICS = 50
 _TOPIC_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 CATALOGUE_TTL = 60.0  # seconds: sign-up pages list the topics without reading every comparison each time
-_catalogues: dict[int, tuple[float, Topics]] = {}
+_catalogues: weakref.WeakKeyDictionary[Engine, tuple[float, Topics]] = weakref.WeakKeyDictionary()
 
 
 class PreferenceError(ValueError):
@@ -43,13 +44,18 @@ class Change:
     pause_weeks: int | None = None  # None: unchanged; 0: resume now
 
 
-def offered(rt: Runtime) -> Topics:
-    """The topics readers choose from, read at most once a minute per process."""
+def offered(rt: Runtime, session: Session | None = None) -> Topics:
+    """The topics readers choose from, read at most once a minute per process (through `session`
+    when the caller is inside a transaction: SQLite allows one writer)."""
     now = time.monotonic()
-    cached = _catalogues.get(id(rt))
+    cached = _catalogues.get(rt.engine)
     if cached is None or now - cached[0] > CATALOGUE_TTL:
-        with rt.sessions() as session:
-            cached = _catalogues[id(rt)] = (now, topic_catalogue.load(session, rt.settings.topics))
+        if session is not None:
+            cached = (now, topic_catalogue.load(session, rt.settings.topics))
+        else:
+            with rt.sessions() as own:
+                cached = (now, topic_catalogue.load(own, rt.settings.topics))
+        _catalogues[rt.engine] = cached
     return cached[1]
 
 
@@ -65,7 +71,7 @@ def signup_topics(raw: str) -> tuple[str, ...]:
     return tuple(sorted(set(keys)))
 
 
-def apply_signup_topics(session: Session, sub: Subscriber, catalogue: Topics, now: datetime | None = None) -> None:
+def apply_signup_topics(session: Session, sub: Subscriber, rt: Runtime, now: datetime | None = None) -> None:
     """On confirmation: the topics ticked on the sign-up form the person just confirmed (their latest
     sign-up's), unless they have chosen topics since. A stranger's sign-up never changes an active reader."""
     detail = session.scalar(select(Event.detail).where(Event.subscriber_id == sub.id, Event.kind == "subscribed")
@@ -73,7 +79,7 @@ def apply_signup_topics(session: Session, sub: Subscriber, catalogue: Topics, no
     asked = (detail or {}).get("topics") if isinstance(detail, dict) else None
     if not asked or sub.topics:
         return
-    chosen = catalogue.normalize(str(k) for k in asked)
+    chosen = offered(rt, session).normalize(str(k) for k in asked)
     if chosen:
         apply(session, sub, Change(topics=chosen), by="reader: sign-up form", now=now)
 
