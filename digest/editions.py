@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from digest.config import Config, SelectionSettings
 from digest.delivery.enqueue import EditionReaders, enqueue_editions
 from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
-from digest.selection import Pick, Selection, select_picks
+from digest.selection import Pick, Selection, featured_ids, select_picks
 from digest.storage.models import (
     ISSUE_SENDING,
     ISSUE_SENT,
@@ -156,6 +156,17 @@ def monthly_featured(session: Session, issue_id: int) -> set[int]:
     return set(session.scalars(q))
 
 
+def edition_featured(session: Session, issue_id: int | None, key: str) -> set[int]:
+    """Comparisons an earlier issue's edition with this key already sent: its readers never get one twice
+    (a weekly topic edition also skips what the all-topics editions had, as the issue's picks always did)."""
+    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
+         .join(Issue, Issue.id == Edition.issue_id)
+         .where(Edition.key == key, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
+    if issue_id is not None:
+        q = q.where(Issue.id != issue_id)
+    return set(session.scalars(q))
+
+
 def fill_up(sel: Selection, overall: Selection, min_items: int) -> Selection:
     """Too few picks in the topics: add the overall best not already in, marked as filler."""
     if len(sel.picks) >= min_items:
@@ -185,9 +196,11 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
             ed.selection = base
         else:
             in_topics = _in_topics(the_plan.catalogue, set(ed.topics))
-            own = select_picks(session, monthly_cfg if ed.frequency is Frequency.MONTHLY else cfg, week=issue.week,
-                               cutoff=cutoff, pins=pins, excludes=excludes, issue_id=issue.id, only=in_topics,
-                               featured=monthly_seen if ed.frequency is Frequency.MONTHLY else None)
+            monthly = ed.frequency is Frequency.MONTHLY
+            seen = monthly_seen if monthly else featured_ids(session, issue.id) | edition_featured(
+                session, issue.id, ed.key)
+            own = select_picks(session, monthly_cfg if monthly else cfg, week=issue.week, cutoff=cutoff, pins=pins,
+                               excludes=excludes, issue_id=issue.id, only=in_topics, featured=seen)
             ed.selection = fill_up(own, base, cfg.min_items)
         ed.skip_reason = ed.selection.skip_reason
 

@@ -151,3 +151,22 @@ def test_the_database_refuses_a_second_edition_for_a_reader_in_one_week(rt) -> N
                                       "edition_id": editions["2026-W50"][0]}])
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 2
+
+
+def test_a_topic_edition_never_sends_its_readers_a_comparison_twice(rt) -> None:
+    """Week 1's image edition had Flux (below the all-topics cut); in week 2 Flux is still in the
+    window but its readers got it already: their edition fills up instead."""
+    seed_categories(rt, published=W49_NOW - timedelta(days=1),
+                    categories={"Developer Tools": DEV, "Open Models": MODELS})
+    seed_categories(rt, published=W49_NOW - timedelta(days=1), categories={"Image Generation": IMAGES}, best=40)
+    add_reader(rt, "images@example.com", topics="image-generation")
+    send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)
+    with rt.sessions() as s:
+        issue = s.scalar(select(Issue))
+        assert IMAGES[0] not in {i.comparison.title for i in issue.items}  # below the all-topics cut
+    assert IMAGES[0] in text_of(copy_for(rt, "2026-W49", "images@example.com"))
+    seed_categories(rt, published=W49_NOW + timedelta(days=3), tag=" (again)")
+    send_week(rt, Week.parse("2026-W50"), manual=True, now=W49_NOW + timedelta(days=5))
+    second = text_of(copy_for(rt, "2026-W50", "images@example.com"))
+    assert f"{IMAGES[0]} (again)" in second
+    assert f"{IMAGES[0]}\n" not in second.replace(" (again)", " (AGAIN)")
