@@ -55,7 +55,8 @@ def offered(rt: Runtime, session: Session | None = None) -> Topics:
         else:
             with rt.sessions() as own:
                 cached = (now, topic_catalogue.load(own, rt.settings.topics))
-        _catalogues[rt.engine] = cached
+        if cached[1].topics:  # none yet (no comparisons ingested): cheap to look again next time
+            _catalogues[rt.engine] = cached
     return cached[1]
 
 

@@ -96,7 +96,9 @@
     ".dg .done{padding:.75rem 1rem;border-radius:8px;background:var(--dg-ok-bg);color:var(--dg-ok)}",
     ".dg .hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}",
     ".dg .topics{border:0;margin:.6rem 0 0;padding:0}.dg .topics legend{font-weight:600;font-size:.9rem;padding:0}",
-    ".dg .choice{display:flex;gap:.5rem;align-items:center;margin:.3rem 0;font-size:.95rem}",
+    ".dg .choice{display:flex;gap:.6rem;align-items:center;margin:.35rem 0;font-size:.95rem;font-weight:400}",
+    ".dg .choice input{width:1.15rem;height:1.15rem;min-height:0;margin:0;padding:0;flex:none;",
+    "accent-color:var(--dg-accent);box-shadow:none}",
     "@media (max-width:420px){.dg .row button{width:100%}}"
   ].join("");
 
