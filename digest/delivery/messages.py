@@ -53,7 +53,7 @@ class IssueMessages:
         self._fast_json: bool | None = None if json_bodies else False
         # Tracked links (digest.render.tracked): each reader's /c/<token> URLs; the destinations
         # themselves for a copy that is no delivery (preview, test send).
-        links = list(issue.links or [])
+        links = list((edition.links if edition is not None else issue.links) or [])
         self._link_count = len(links)
         self._link_slots = [slot(i) for i in range(len(links))]
         self._direct = direct_values(links)

@@ -159,6 +159,9 @@ class Edition(Base):
     html: Mapped[str | None] = mapped_column(Text, nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Tracked links by position (as issues.links): the all-topics edition's are the issue's; the other
+    # editions' links are plain for now (a click token names a position in the issue's links).
+    links: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     items: Mapped[list[EditionItem]] = relationship(

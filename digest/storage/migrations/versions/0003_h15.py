@@ -1,7 +1,7 @@
 """reader preferences and editions: topics, frequency and pause per subscriber; one edition per choice in use
 
 Revision ID: 0003_h15
-Revises: 0003_h17
+Revises: 0003_h16
 """
 from typing import Sequence, Union
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision: str = '0003_h15'
-down_revision: Union[str, Sequence[str], None] = '0003_h17'  # chained after main's 0003_h17 at rebase
+down_revision: Union[str, Sequence[str], None] = '0003_h16'  # chained after main's 0003_h16 at rebase
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('html', sa.Text(), nullable=True),
     sa.Column('text', sa.Text(), nullable=True),
     sa.Column('placeholder_nonce', sa.String(length=32), nullable=True),
+    sa.Column('links', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['issue_id'], ['issues.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
