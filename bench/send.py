@@ -12,7 +12,9 @@
    loop pushing the same message bytes into the same server; messages/s of each, from
    the server's own arrival times.
 5. Enqueues (freezes) an issue for 1,000,000 subscribers on PostgreSQL in a child
-   process: time of the enqueue, of the whole freeze, and peak memory.
+   process, the readers spread over 30 editions (29 topic sets of six categories, and all
+   topics): time of the enqueue, of the whole freeze (selecting and compiling every
+   edition too), and peak memory.
 
 Needs PostgreSQL on 127.0.0.1:5432 (DIGEST_TEST_PG_URL as for the tests). About 7 minutes:
     .venv/bin/python bench/send.py [--send-readers N] [--rate R] [--enqueue-readers M]
@@ -81,21 +83,39 @@ def project(root: Path, api_url: str, rate: float, smtp_port: int | None = None,
     return cfg
 
 
-def seed(cfg: Path, db_url: str, readers: int) -> None:
-    """Five fresh comparisons (a full issue) and `readers` active subscribers, inserted by the database."""
+CATEGORIES = ["Developer Tools", "Open Models", "Autonomous Agents", "Image Generation", "Voice", "Search"]
+
+
+def topic_sets(count: int) -> list[str]:
+    """`count` distinct stored choices: "" (all topics), then single topics, pairs, triples of the categories."""
+    from itertools import combinations
+
+    from digest.ingest.schema import slugify
+
+    keys = [slugify(c) for c in CATEGORIES]
+    sets = [""] + ["+".join(sorted(c)) for n in (1, 2, 3) for c in combinations(keys, n)]
+    return sets[:count]
+
+
+def seed(cfg: Path, db_url: str, readers: int, editions: int = 1) -> None:
+    """Fresh comparisons (a full issue; with editions, three per category) and `readers` active
+    subscribers inserted by the database, spread evenly over `editions` topic choices."""
     rt = make_runtime(cfg, db_url)
     items = [item for src in expand([str(SAMPLES)]) for item in src.items or []]
     variants = []
-    for n in range(5):
+    for n in range(5 if editions == 1 else 3 * len(CATEGORIES)):
         item = items[n % len(items)]
         a, b = split_title(item.title) or ("A", "B")
-        variants.append(item.model_copy(update={"title": f"{a} {n + 1} vs {b}"}))
+        category = CATEGORIES[n % len(CATEGORIES)]
+        tools = [t.model_copy(update={"category": category}) for t in item.tools] if editions > 1 else item.tools
+        variants.append(item.model_copy(update={"title": f"{a} {n + 1} vs {b}", "tools": tools}))
     with rt.sessions.begin() as s:
         upsert(s, variants, default_url=rt.settings.site.site_url + "/compare", published=utcnow() - timedelta(hours=6))
         s.execute(text(
-            "INSERT INTO subscribers (email, name, status, created_at, confirmed_at) "
-            "SELECT 'reader' || g || '@example.com', 'Reader ' || g, 'active', now(), now() "
-            "FROM generate_series(1, :n) AS g"), {"n": readers})
+            "INSERT INTO subscribers (email, name, status, created_at, confirmed_at, topics) "
+            "SELECT 'reader' || g || '@example.com', 'Reader ' || g, 'active', now(), now(), "
+            "(CAST(:sets AS text[]))[1 + g % :k] FROM generate_series(1, :n) AS g"),
+            {"n": readers, "sets": topic_sets(editions), "k": editions})
         s.execute(text("ANALYZE subscribers"))
     rt.close()
 
@@ -252,40 +272,39 @@ def smtp_bench(readers: int, connections: int) -> dict[str, float]:
 
 def enqueue_child(db_url: str, cfg: str) -> None:
     """In the child: freeze this week's issue (render + enqueue) and report timings as JSON."""
+    import digest.editions as editions
     from digest.cycle import prepare
-    from digest.delivery import enqueue
 
     rt = make_runtime(Path(cfg), db_url)
-    timing: dict[str, float] = {}
-    original = enqueue.enqueue_issue
+    timing: dict[str, float] = {"enqueue_s": 0.0}
+    original = editions.enqueue_editions
 
-    def timed(session, issue_id, batch_size):  # type: ignore[no-untyped-def]
+    def timed(session, *args, **kwargs):  # type: ignore[no-untyped-def]
         t = time.perf_counter()
-        count = original(session, issue_id, batch_size)
+        result = original(session, *args, **kwargs)
         session.flush()
-        timing["enqueue_s"] = time.perf_counter() - t
-        return count
+        timing["enqueue_s"] += time.perf_counter() - t
+        return result
 
-    import digest.cycle as cycle
-
-    cycle.enqueue_issue = timed  # type: ignore[assignment]
+    editions.enqueue_editions = timed  # type: ignore[assignment]
     t = time.perf_counter()
     prepared = prepare(rt, current_week(rt.settings.schedule), manual=True)
     timing["freeze_s"] = time.perf_counter() - t
     timing["recipients"] = prepared.recipients
+    timing["editions"] = len(prepared.plan.editions) if prepared.plan else 0
     status = Path("/proc/self/status").read_text()
     timing["peak_rss_mb"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
     print(json.dumps(timing))
 
 
-def enqueue_bench(readers: int) -> dict[str, float]:
+def enqueue_bench(readers: int, editions: int = 30) -> dict[str, float]:
     db_url = create_database()
     tmp = Path(tempfile.mkdtemp(prefix="bench-enqueue-"))
     try:
         cfg = project(tmp / "project", "http://127.0.0.1:9", 2.0)
         t = time.perf_counter()
-        seed(cfg, db_url, readers)
-        print(f"seeded {readers:,} subscribers in {time.perf_counter() - t:.1f} s", flush=True)
+        seed(cfg, db_url, readers, editions)
+        print(f"seeded {readers:,} subscribers over {editions} choices in {time.perf_counter() - t:.1f} s", flush=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen([sys.executable, __file__, "--child-enqueue", db_url, str(cfg)], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, text=True)
@@ -316,6 +335,7 @@ def main() -> None:
     ap.add_argument("--smtp-connections", type=int, default=4)
     ap.add_argument("--rate", type=float, default=10.0, help="the fake provider's limit, requests/s")
     ap.add_argument("--enqueue-readers", type=int, default=1_000_000)
+    ap.add_argument("--editions", type=int, default=30, help="Topic choices the enqueued readers are spread over.")
     ap.add_argument("--only", default="quiet,busy,faults,smtp,enqueue")
     ap.add_argument("--child-enqueue", nargs=2, metavar=("DB_URL", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -339,9 +359,10 @@ def main() -> None:
               f"prebuilt bytes) {r['bare_rate']:.0f} msgs/s: {r['share'] * 100:.0f}%; sender CPU "
               f"{r['cpu_ms_per_msg']:.2f} ms/message, wall {r['wall_s']:.0f} s", flush=True)
     if "enqueue" in only:
-        e = enqueue_bench(args.enqueue_readers)
-        print(f"enqueue {int(e['recipients']):,} readers on PostgreSQL: {e['enqueue_s']:.1f} s "
-              f"(whole freeze incl. render {e['freeze_s']:.1f} s), peak memory {e['peak_rss_mb']:.0f} MB", flush=True)
+        e = enqueue_bench(args.enqueue_readers, args.editions)
+        print(f"enqueue {int(e['recipients']):,} readers in {int(e['editions'])} editions on PostgreSQL: "
+              f"{e['enqueue_s']:.1f} s (whole freeze incl. selecting and compiling every edition "
+              f"{e['freeze_s']:.1f} s), peak memory {e['peak_rss_mb']:.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -262,6 +262,8 @@ class DoctorSettings(_Section):
             if not all(_DNS_LABEL.match(part) for part in v.split(".")):
                 raise ValueError(f"{v!r} is not a DKIM selector (the part before ._domainkey)")
         return value
+
+
 class TrackingSettings(_Section):
     """`[tracking]`: our own click tracking (every transport) and an optional open pixel.
 
@@ -279,6 +281,34 @@ class TrackingSettings(_Section):
     flush_seconds: float = Field(1.0, gt=0, le=86400)  # how often recorded clicks are written (and at shutdown)
 
 
+class TopicSettings(_Section):
+    """`[topics]`: the topics readers choose from. By default one per tool category found in the
+    comparisons, named after it; `rename` gives a category's topic another name, `merge` gathers
+    several categories under one topic, `hide` offers a category as no topic at all."""
+
+    rename: dict[str, str] = {}  # category -> topic name
+    merge: dict[str, list[str]] = {}  # topic name -> its categories
+    hide: list[str] = []  # categories
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TopicSettings:
+        seen: dict[str, str] = {}
+        for name, categories in self.merge.items():
+            if not name.strip():
+                raise ValueError("merge: a topic name is empty")
+            if not categories:
+                raise ValueError(f"merge: {name!r} lists no categories")
+            for c in categories:
+                key = " ".join(c.split()).casefold()
+                if key in seen:
+                    raise ValueError(f"merge: category {c!r} is in both {seen[key]!r} and {name!r}")
+                seen[key] = name
+        for category, name in self.rename.items():
+            if not name.strip():
+                raise ValueError(f"rename: the new name of {category!r} is empty")
+        return self
+
+
 class Settings(_Section):
     site: SiteSettings = SiteSettings()
     sender: SenderSettings = SenderSettings()
@@ -293,6 +323,7 @@ class Settings(_Section):
     bounces: BounceSettings = BounceSettings()
     doctor: DoctorSettings = DoctorSettings()
     tracking: TrackingSettings = TrackingSettings()
+    topics: TopicSettings = TopicSettings()
 
 
 class Config:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from digest.delivery.enqueue import enqueue_issue
+from digest import editions, topics
 from digest.delivery.insights import category_click_through, sent_issues
 from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports import make_transport
@@ -42,6 +42,7 @@ class Prepared:
     week: str
     status: str  # sending | sent | skipped
     selection: Selection | None = None
+    plan: editions.Plan | None = None  # the editions frozen now (None when frozen before)
     recipients: int = 0
     frozen_now: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -169,10 +170,20 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
         issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
         issue.links = compiled.links
         issue.cutoff_at, issue.skip_reason = cutoff, None
-        count = enqueue_issue(session, issue.id, rt.config.batch_size)
+        the_plan = plan_editions(rt, session, issue, week, sel, cutoff, now)
+        frozen = editions.freeze(session, rt.config, issue, the_plan, compiled, now or utcnow())
         issue.status, issue.enqueued_at = ISSUE_SENDING, utcnow()
-        return Prepared(issue.id, issue.week, ISSUE_SENDING, selection=sel, recipients=count,
-                        frozen_now=True, warnings=compiled.warnings)
+        return Prepared(issue.id, issue.week, ISSUE_SENDING, selection=sel, plan=the_plan,
+                        recipients=frozen.recipients, frozen_now=True, warnings=compiled.warnings + frozen.warnings)
+
+
+def plan_editions(rt: Runtime, session: Session, issue: Issue, week: Week, weekly: Selection, cutoff: datetime,
+                  now: datetime | None = None) -> editions.Plan:
+    """The week's editions with their picks (shared by the freeze, `digest select` and the preview)."""
+    catalogue = topics.load(session, rt.settings.topics)
+    the_plan = editions.plan(session, rt.config, catalogue, week, now or utcnow())
+    editions.select_all(session, rt.config, issue, week, the_plan, weekly, cutoff)
+    return the_plan
 
 
 def resolve_week(rt: Runtime, key: str | None, now: datetime | None = None) -> Week:

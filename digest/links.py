@@ -176,7 +176,7 @@ def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email
     token = tokens.unsubscribe(subscriber_id, email, issue_id)
     return {
         "unsubscribe_url": f"{base}/u/{token}",
-        "manage_url": f"{base}/u/{token}?manage=1",
+        "manage_url": f"{base}/preferences/{token}",
         "view_url": f"{base}/archive/{week}" if week else f"{base}/archive",
         "token": token,
     }

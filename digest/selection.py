@@ -21,7 +21,7 @@ Ties: higher score, then newer, then slug A-Z.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,10 +42,11 @@ class Pick:
     score: float
     parts: dict[str, float]
     pinned: bool = False
+    filler: bool = False  # the overall best, filling an edition whose topics had too few
 
     def as_dict(self) -> dict[str, Any]:
         return {"slug": self.comparison.slug, "title": self.comparison.title, "score": self.score,
-                "parts": self.parts, "pinned": self.pinned,
+                "parts": self.parts, "pinned": self.pinned, "filler": self.filler,
                 "published_at": as_utc(self.comparison.published_at).isoformat()}
 
 
@@ -146,8 +147,12 @@ def resolve_slugs(session: Session, slugs: list[str], what: str) -> list[Compari
 
 def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff: datetime,
                  pins: Sequence[str] = (), excludes: Sequence[str] = (),
-                 issue_id: int | None = None, lift: Mapping[str, float] | None = None) -> Selection:
-    """`lift`: category -> readers' interest (see the module docstring); used only with weight_interest."""
+                 issue_id: int | None = None, lift: Mapping[str, float] | None = None,
+                 only: Callable[[Comparison], bool] | None = None, featured: set[int] | None = None) -> Selection:
+    """The week's picks. `lift`: category -> readers' interest (see the module docstring); used only
+    with weight_interest. An edition narrows it: `only` keeps the comparisons of its topics (pins
+    outside them are left out); `featured` replaces the comparisons already sent (a monthly edition
+    may repeat the weekly ones, not earlier months'; its `cfg.window_days` spans the month)."""
     both = set(pins) & set(excludes)
     if both:
         raise UserError(f"pin/exclude: {sorted(both)[0]!r} is both pinned and excluded")
@@ -156,10 +161,14 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
     cutoff = as_utc(cutoff)
     start = cutoff - timedelta(days=cfg.window_days)
     sel = Selection(week=week, cutoff=cutoff, window_start=start)
-    featured = featured_ids(session, issue_id)
+    if featured is None:
+        featured = featured_ids(session, issue_id)
     rows = session.scalars(select(Comparison).where(Comparison.published_at >= start,
                                                     Comparison.published_at <= cutoff))
     candidates = [c for c in rows if c.id not in featured and c.slug not in excludes and c.slug not in pins]
+    if only is not None:
+        pinned = [c for c in pinned if only(c)]
+        candidates = [c for c in candidates if only(c)]
     sel.candidates = len(candidates) + len(pinned)
     seen: set[str] = set()
     picks: list[Pick] = []

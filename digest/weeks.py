@@ -72,6 +72,17 @@ class Week:
     def previous(self) -> Week:
         return Week.of(self.day(0) - timedelta(days=7))
 
+    def first_of_month(self, schedule: ScheduleSettings) -> bool:
+        """Whether this week's slot is the first scheduled slot of its month (the monthly readers' issue)."""
+        return self.day(schedule.weekday_index).day <= 7
+
+    def previous_first_of_month(self, schedule: ScheduleSettings) -> Week:
+        """The week of the month's first slot before this week: a monthly edition covers from there."""
+        week = self.previous()
+        while not week.first_of_month(schedule):
+            week = week.previous()
+        return week
+
 
 def current_week(schedule: ScheduleSettings, now: datetime | None = None) -> Week:
     """The week of `now` in the schedule's time zone."""

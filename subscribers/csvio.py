@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, Subscriber
 from digest.weeks import as_utc, utcnow
+from subscribers import preferences
 from subscribers.addresses import AddressError, clean_name, normalize_email
 from subscribers.api import add_subscriber
 from subscribers.mail_queue import queue_mail
@@ -35,7 +37,8 @@ from subscribers.mail_queue import queue_mail
 EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "mail", "email_address"}
 NAME_HEADERS = {"name", "first name", "first_name", "firstname", "full name", "full_name"}
 EXPORT_COLUMNS = ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "unsubscribe_reason",
-                  "consent_at", "consent_ip", "consent_user_agent", "consent_source"]
+                  "consent_at", "consent_ip", "consent_user_agent", "consent_source",
+                  "topics", "frequency", "paused_until", "preference_changes"]
 MAX_CONSENT = 150
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
 
@@ -185,10 +188,13 @@ def _export_rows(rt: Runtime, page: int = 1000) -> Iterator[list[str]]:
             subs = session.scalars(
                 select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)
             ).all()
+            changes = preferences.histories(session, [sub.id for sub in subs]) if subs else {}
         if not subs:
             return
         for sub in subs:
-            yield [_cell(getattr(sub, col)) for col in EXPORT_COLUMNS]
+            row = {col: getattr(sub, col) for col in EXPORT_COLUMNS if col != "preference_changes"}
+            row["preference_changes"] = json.dumps(changes[sub.id], ensure_ascii=False) if sub.id in changes else ""
+            yield [_cell(row[col]) for col in EXPORT_COLUMNS]
         last = subs[-1].id
 
 

@@ -121,6 +121,9 @@ def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str |
         session.add(Event(kind="confirmed", subscriber_id=sub.id, created_at=now, detail={}))
         record_consent(session, sub.id, CONSENT_CONFIRMED, source="web:confirmation link", ip=ip,
                        user_agent=user_agent, now=now)
+        from subscribers import preferences
+
+        preferences.apply_signup_topics(session, sub, rt, now)
         queue_mail(session, "welcome", sub.id, now)
         return ConfirmResult("confirmed", sub.id, sub.email)
 
@@ -294,6 +297,9 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
         cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
                                                 .execution_options(synchronize_session=False)))
         if sid is not None:
+            from subscribers import preferences
+
+            preferences.erase(session, sid)
             session.execute(
                 delete(Subscriber).where(Subscriber.id == sid)
             )  # outgoing mail cascades; events go anonymous

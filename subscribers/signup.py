@@ -47,6 +47,7 @@ class SignupRequest:
     page: str | None = None  # the page the form was on (Referer), for the consent record
     ip: str | None = None
     user_agent: str | None = None
+    topics: tuple[str, ...] = ()  # topic keys ticked on the form: applied when the person confirms
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
         values = {"email": address, "name": name, "now": raw.ts(now), "ip": _clip(req.ip, 64),
                   "ua": _clip(req.user_agent, 500), "source": source}
         if sid is None:
-            detail = raw.json({"source": source})
+            detail = raw.json({"source": source, **({"topics": list(req.topics)} if req.topics else {})})
             if raw.pg:
                 hit(raw, limits, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
             else:
@@ -280,7 +281,8 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
             return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
         raw.run(CONSENT_SQL, {**values, "sid": sid})
         if status == SUB_UNSUBSCRIBED:
-            raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True}),
+            raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True,
+                                                             **({"topics": list(req.topics)} if req.topics else {})}),
                              "now": values["now"]})
         raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
         return SignupOutcome("accepted", queued=True)

@@ -34,8 +34,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
-from subscribers import lifecycle
+from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Frequency
+from subscribers import lifecycle, preferences
 from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
@@ -109,8 +109,11 @@ def _is_text(value: str) -> bool:
 
 
 def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Each field's first value; the repeated `topic` boxes of a sign-up form join as "a+b"."""
     out: dict[str, str] = {}
     for key, value in pairs:
+        if key == "topic" and key in out:
+            out[key] = f"{out[key]}+{value}"
         out.setdefault(key, value)
     return out
 
@@ -183,14 +186,21 @@ def _drainer_wake(request: Request) -> None:
 async def subscribe_page(request: Request) -> Response:
     pages = pages_for(request)
     nxt = safe_next(request.query_params.get("next"), request.app.state.rt, request)
-    return pages.render("subscribe.html.j2", form=_form_context(source="hosted", next_url=nxt))
+    topics = await run_in_threadpool(_topic_boxes, request.app.state.rt)
+    return pages.render("subscribe.html.j2", form=_form_context(source="hosted", next_url=nxt, topics=topics))
 
 
 def _form_context(*, source: str, next_url: str | None = None, email: str = "", name: str = "",
                   error: str = "", error_field: str | None = None, compact: bool = False,
-                  page: str | None = None) -> dict[str, Any]:
+                  page: str | None = None, topics: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """`topics`: (key, name) of the topic boxes to offer; none: no boxes (every topic)."""
     return {"action": "/subscribe", "source": source, "next": next_url or "", "email": email, "name": name,
-            "error": error, "error_field": error_field, "compact": compact, "page": page or ""}
+            "error": error, "error_field": error_field, "compact": compact, "page": page or "",
+            "topics": topics or []}
+
+
+def _topic_boxes(rt: Runtime) -> list[tuple[str, str]]:
+    return [(t.key, t.name) for t in preferences.offered(rt).topics]
 
 
 @router.post("/subscribe", include_in_schema=False)
@@ -207,12 +217,16 @@ async def subscribe_post(request: Request) -> Response:
         return _refuse(request, as_json, exc.status, exc.message)
     as_json = wants_json(request, body_json)
     source = clean_form_id(fields.get("source"), "api" if as_json else "form")
+    try:
+        asked = preferences.signup_topics(fields.get("topics") or fields.get("topic") or "")
+    except preferences.PreferenceError as exc:
+        return _form_or_json_error(request, rt, as_json, fields, source, f"Topics: {exc}.")
     req = SignupRequest(
         email=fields.get("email", "")[:MAX_FIELD], name=(fields.get("name") or "")[:MAX_FIELD] or None,
         honeypot=fields.get("website", ""), form=source,
         page=host_page(fields.get("page"), rt, request) or request.headers.get("referer") or origin,
         ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
+        user_agent=request.headers.get("user-agent"), topics=asked,
     )
     drainer = getattr(request.app.state, "subscriber_drainer", None)
     if drainer is not None:
@@ -228,6 +242,12 @@ async def subscribe_post(request: Request) -> Response:
     if as_json:
         return _json_outcome(outcome)
     return _form_outcome(request, rt, outcome, fields, source)
+
+
+def _form_or_json_error(request: Request, rt: Runtime, as_json: bool, fields: dict[str, str], source: str,
+                        message: str) -> Response:
+    return _json_outcome(SignupOutcome("invalid", message, field="topics")) if as_json else _form_outcome(
+        request, rt, SignupOutcome("invalid", message, field="topics"), fields, source)
 
 
 def _json_outcome(outcome: SignupOutcome) -> JSONResponse:
@@ -249,7 +269,8 @@ def _form_outcome(request: Request, rt: Runtime, outcome: SignupOutcome, fields:
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.status == "limited" else None
     form = _form_context(source=source, next_url=nxt, email=_echo(fields.get("email"), 254),
                          name=_echo(fields.get("name"), 100), error=outcome.message, error_field=outcome.field,
-                         compact=source == "embed", page=host_page(fields.get("page"), rt, request))
+                         compact=source == "embed", page=host_page(fields.get("page"), rt, request),
+                         topics=_topic_boxes(rt) if source == "hosted" or fields.get("topic") else None)
     if source == "embed":
         return pages.render("embed.html.j2", status=status, frameable=True, headers=headers, form=form, done=False)
     return pages.render("subscribe.html.j2", status=status, headers=headers, form=form)
@@ -281,9 +302,19 @@ async def embed_page(request: Request) -> Response:
     # record names that page rather than /embed (the form's own POST has /embed as Referer).
     page = host_page(request.query_params.get("page"), rt, request) or \
         host_page(request.headers.get("referer"), rt, request)
+    with_topics = request.query_params.get("topics") in ("1", "true")
+    topics = await run_in_threadpool(_topic_boxes, rt) if with_topics else []
     return pages_for(request).render("embed.html.j2", frameable=True, done=done,
                                      form=_form_context(source="embed", next_url="/embed?done=1", compact=True,
-                                                        page=page))
+                                                        page=page, topics=topics))
+
+
+@router.get("/embed/topics", include_in_schema=False)
+async def embed_topics(request: Request) -> Response:
+    """The topics a sign-up form may offer (embed.js with data-topics="true"): key and name of each."""
+    topics = await run_in_threadpool(_topic_boxes, request.app.state.rt)
+    return JSONResponse({"topics": [{"key": k, "name": n} for k, n in topics]},
+                        headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.get("/embed/origin", include_in_schema=False)
@@ -353,6 +384,7 @@ class UnsubView:
     state: str  # subscribed | unsubscribed | blocked | gone
     masked: str = ""
     has_reason: bool = False
+    monthly: bool = False  # already gets the monthly edition: no "monthly instead" offer
 
 
 def _mask(email: str) -> str:
@@ -367,7 +399,7 @@ def _view(rt: Runtime, claim: UnsubscribeClaim) -> UnsubView:
             return UnsubView("gone")
         state = {SUB_ACTIVE: "subscribed", SUB_PENDING: "subscribed", SUB_UNSUBSCRIBED: "unsubscribed"}.get(
             sub.status, "blocked")
-        return UnsubView(state, _mask(sub.email), bool(sub.unsubscribe_reason))
+        return UnsubView(state, _mask(sub.email), bool(sub.unsubscribe_reason), sub.frequency == Frequency.MONTHLY)
 
 
 def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, str], method: str,
@@ -385,6 +417,9 @@ def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, st
         if action == "resubscribe":
             return "resubscribed" if lifecycle.resubscribe(session, sub, issue_id=claim.issue_id, ip=ip,
                                                            user_agent=ua) else "unchanged"
+        if action == "monthly":  # "Too many emails": the best of the month instead, in one click
+            return "monthly" if preferences.monthly_instead(session, sub, issue_id=claim.issue_id, ip=ip,
+                                                            user_agent=ua) else "unchanged"
         saved = lifecycle.set_reason(session, sub, code=fields.get("reason", ""),
                                      text=fields.get("reason_text", "")[:2000], issue_id=claim.issue_id)
         return "reason" if saved else "unchanged"
@@ -408,7 +443,7 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
     return pages_for(request).render(
         "unsubscribe.html.j2", private=True, view=view, token=token, reasons=lifecycle.REASONS,
         manage=request.query_params.get("manage") == "1",
-        done=done if done in ("unsubscribed", "resubscribed", "reason") else "")
+        done=done if done in ("unsubscribed", "resubscribed", "reason", "monthly") else "")
 
 
 @router.post("/u/{token}", include_in_schema=False)
@@ -423,7 +458,7 @@ async def unsubscribe_post(request: Request, token: str) -> Response:
         return plain_error(exc.status, exc.message)
     one_click = fields.get("List-Unsubscribe", "").strip().lower() == "one-click"
     action = "unsubscribe" if one_click else fields.get("action", "")
-    if action not in ("unsubscribe", "resubscribe", "reason"):
+    if action not in ("unsubscribe", "resubscribe", "reason", "monthly"):
         return plain_error(400, "Unknown request: expected List-Unsubscribe=One-Click.")
     result = await run_in_threadpool(_act, rt, claim, action, fields, "one-click" if one_click else "page",
                                      client_ip(request), request.headers.get("user-agent"))

@@ -187,7 +187,7 @@ def test_mailto_unsubscribe_by_token_only(sent) -> None:
 def test_personal_links_keep_their_shape(rt) -> None:
     links = personal_links(rt.settings, Tokens(rt.secret_key), 7, "a@example.com", 3, "2026-W47")
     assert links["unsubscribe_url"] == f"{rt.settings.site.public_url}/u/{links['token']}"
-    assert links["manage_url"] == links["unsubscribe_url"] + "?manage=1"
+    assert links["manage_url"] == f"{rt.settings.site.public_url}/preferences/{links['token']}"
     with rt.sessions.begin() as s:
         s.add(Subscriber(id=7, email="a@example.com", status=SUB_ACTIVE))
     assert client(rt).get(path_of(links["manage_url"])).status_code == 200

@@ -129,6 +129,14 @@ def stats(
             out.print(f"  {count:>4}  {REASONS.get(code, code)}")
     elif data["unsubscribed"]:
         out.print("unsubscribe reasons given: none")
+    if len(data["editions"]) > 1 or data["skipped_paused"] or data["skipped_monthly"]:
+        eds = Table("edition", "recipients", "sent", "failed", "opened", "clicked")
+        for ed in data["editions"]:
+            eds.add_row(f"{ed['key']}\n{ed['label']}", *(str(ed[k]) for k in ("recipients", "sent", "failed",
+                                                                                "opened", "clicked")))
+        out.print(eds)
+        out.print(f"not sent this time: {data['skipped_paused']} paused reader(s), {data['skipped_monthly']} monthly "
+                  "reader(s) waiting for the month's first issue", markup=False)
     _print_clicks(data)
     if data["paused"]:
         out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "

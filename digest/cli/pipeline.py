@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from digest import defaults
+from digest import defaults, editions, topics
 from digest.cli import app
 from digest.cli.context import out, print_json, runtime
 from digest.cli.help import command_group
@@ -18,6 +19,7 @@ from digest.cycle import (
     current_selection,
     cutoff_for,
     get_or_create_issue,
+    plan_editions,
     reader_interest,
     resolve_week,
     send_week,
@@ -27,10 +29,11 @@ from digest.delivery.sender import SendSummary
 from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
+from digest.runtime import Runtime
 from digest.selection import Selection, resolve_slugs
 from digest.storage.db import current_revision, head_revision, upgrade
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueStatus
-from digest.weeks import as_utc
+from digest.weeks import Week, as_utc
 
 db_app = command_group("Database schema.")
 comparisons_app = command_group("Stored comparisons.")
@@ -190,10 +193,38 @@ def select_cmd(
             else:
                 sel = current_selection(rt, session, issue, cutoff)
             status = IssueStatus.DRAFT
+        the_plan = _editions_of(rt, session, wk, issue, sel, status)
     if as_json:
-        print_json({**sel.as_dict(), "status": status})
+        print_json({**sel.as_dict(), "status": status, **(the_plan.as_dict() if the_plan else {})})
     else:
         _print_selection(sel, status)
+        if the_plan is not None:
+            _print_editions(the_plan)
+
+
+def _editions_of(rt: Runtime, session: Session, wk: Week, issue: Issue | None, sel: Selection,
+                 status: str) -> editions.Plan | None:
+    """The frozen issue's editions as sent, or the editions a draft would have now (None when skipped)."""
+    catalogue = topics.load(session, rt.settings.topics)
+    if issue is not None and status in (ISSUE_SENDING, ISSUE_SENT):
+        return editions.frozen_plan(session, issue, catalogue)
+    if sel.skip_reason:
+        return None
+    draft = issue or Issue(week=wk.key, pins=[], excludes=[])
+    return plan_editions(rt, session, draft, wk, sel, sel.cutoff)
+
+
+def _print_editions(the_plan: editions.Plan) -> None:
+    table = Table()
+    for header in ("edition", "readers", "picks"):
+        table.add_column(header)
+    for ed in the_plan.editions:
+        picks = [p.comparison.slug + (" (filler)" if p.filler else "") for p in (ed.selection.picks if ed.selection
+                                                                                  else [])]
+        table.add_row(f"{ed.key}\n{ed.label}", str(ed.readers), "\n".join(picks) or (ed.skip_reason or ""))
+    out.print(f"{len(the_plan.editions)} edition(s); {the_plan.paused} paused reader(s) skipped; "
+              f"{the_plan.monthly_waiting} monthly reader(s) wait for the month's first issue", markup=False)
+    out.print(table)
 
 
 def _frozen_selection(issue: Issue) -> Selection:
@@ -243,6 +274,10 @@ def send(
         return
     for w in p.warnings:
         out.print(f"warning: {w}", markup=False)
+    if p.plan is not None and (len(p.plan.editions) > 1 or p.plan.paused or p.plan.monthly_waiting):
+        counts = ", ".join(f"{e.key} {e.readers}" for e in p.plan.editions)
+        out.print(f"issue {p.week}: {len(p.plan.editions)} edition(s) ({counts}); {p.plan.paused} paused reader(s) "
+                  f"skipped, {p.plan.monthly_waiting} monthly reader(s) wait for the month's first issue", markup=False)
     s = result.summary
     if s is None:
         out.print(f"issue {p.week}: already sent; nothing more to send", markup=False)

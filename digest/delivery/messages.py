@@ -13,7 +13,7 @@ from digest.links import ClickTokens, Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer, filled_values, join_parts
 from digest.render.tracked import direct_values, slot
-from digest.storage.models import Issue
+from digest.storage.models import Edition, Issue
 
 _BLANK_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 
@@ -24,20 +24,24 @@ class Recipient:
     subscriber_id: int
     email: str
     name: str | None
+    edition_id: int | None = None  # None: the issue's own compile (issues frozen before editions)
 
 
 class IssueMessages:
     """Per-issue state built once (split templates, token signer); `build` runs per reader."""
 
-    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, json_bodies: bool = False):
-        """`json_bodies`: also join each copy's JSON-escaped form (only the Resend transport sends JSON)."""
-        assert issue.html is not None and issue.text is not None and issue.placeholder_nonce
+    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, json_bodies: bool = False,
+                 edition: Edition | None = None):
+        """`json_bodies`: also join each copy's JSON-escaped form (only the Resend transport sends JSON).
+        `edition`: one of the issue's editions (its own compile), else the issue's."""
+        compiled: Issue | Edition = edition if edition is not None else issue
+        assert compiled.html is not None and compiled.text is not None and compiled.placeholder_nonce
         self.settings = settings
         self.tokens = tokens
         self.issue_id = issue.id
         self.week = issue.week
-        self.subject = issue.subject or settings.site.name
-        self.personalizer = Personalizer.build(issue.html, issue.text, issue.placeholder_nonce)
+        self.subject = compiled.subject or settings.site.name
+        self.personalizer = Personalizer.build(compiled.html, compiled.text, compiled.placeholder_nonce)
         self.from_addr = sender_address(settings)
         self.message_ids = MessageIds(tokens.derived_key(MessageIds.PURPOSE), domain_of(settings.sender.from_email))
         self.reply_to = settings.sender.reply_to or None
@@ -49,7 +53,7 @@ class IssueMessages:
         self._fast_json: bool | None = None if json_bodies else False
         # Tracked links (digest.render.tracked): each reader's /c/<token> URLs; the destinations
         # themselves for a copy that is no delivery (preview, test send).
-        links = list(issue.links or [])
+        links = list((edition.links if edition is not None else issue.links) or [])
         self._link_count = len(links)
         self._link_slots = [slot(i) for i in range(len(links))]
         self._direct = direct_values(links)

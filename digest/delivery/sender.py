@@ -74,6 +74,7 @@ from digest.storage.models import (
     SUB_ACTIVE,
     Batch,
     Delivery,
+    Edition,
     Issue,
     SendAttempt,
     Subscriber,
@@ -242,7 +243,7 @@ class Sender:
         self._streak_lock = threading.Lock()
         self.on_batch = on_batch
         self.tokens = Tokens(rt.secret_key)
-        self._messages: dict[int, IssueMessages] = {}
+        self._messages: dict[tuple[int, int | None], IssueMessages] = {}
         self._messages_lock = threading.Lock()
         self._installation: str | None = None
         # Per run: the outage watch, and batches set aside after max_attempts (not claimed again).
@@ -307,26 +308,33 @@ class Sender:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def messages_for(self, issue_id: int) -> IssueMessages:
+    def messages_for(self, issue_id: int, edition_id: int | None = None) -> IssueMessages:
+        """The issue's (or one edition's) compiled copy, split once per process."""
         with self._messages_lock:
-            if issue_id not in self._messages:
+            if (issue_id, edition_id) not in self._messages:
                 with self.rt.sessions() as session:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
-                    self._messages[issue_id] = IssueMessages(self.rt.settings, self.tokens, issue,
-                                                             json_bodies=capabilities_of(self.transport).json_body)
-            return self._messages[issue_id]
+                    edition = session.get(Edition, edition_id) if edition_id is not None else None
+                    self._messages[issue_id, edition_id] = IssueMessages(
+                        self.rt.settings, self.tokens, issue, json_bodies=capabilities_of(self.transport).json_body,
+                        edition=edition)
+            return self._messages[issue_id, edition_id]
+
+    def build_all(self, issue_id: int, recipients: list[Recipient]) -> dict[int, OutgoingEmail]:
+        """Each reader's copy of their own edition."""
+        return {r.delivery_id: self.messages_for(issue_id, r.edition_id).build(r) for r in recipients}
 
     def _recipients(self, issue_id: int, batch_no: int) -> list[Recipient]:
         with self.rt.sessions() as session:
             rows = session.execute(
-                select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name)
+                select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.edition_id)
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id, isouter=True)
                 .where(Delivery.issue_id == issue_id, Delivery.batch_no == batch_no,
                        Delivery.status == DELIVERY_QUEUED)
                 .order_by(Delivery.id)
             ).all()
-        return [Recipient(did, sid or 0, email, name) for did, sid, email, name in rows]
+        return [Recipient(did, sid or 0, email, name, eid) for did, sid, email, name, eid in rows]
 
     def installation(self) -> str:
         if self._installation is None:
@@ -395,8 +403,7 @@ class Sender:
         """Everything a batch's attempts need: its readers and their emails."""
         msgs = self.messages_for(issue_id)
         recipients = self._recipients(issue_id, batch.batch_no)
-        return _Work(issue_id, batch, name, recipients, {r.delivery_id: msgs.build(r) for r in recipients},
-                     msgs.week)
+        return _Work(issue_id, batch, name, recipients, self.build_all(issue_id, recipients), msgs.week)
 
     def attempt(self, work: _Work, summary: SendSummary, stop: threading.Event) -> float | None:
         """One attempt of a batch; returns None when done with it, else the seconds before its retry.
@@ -422,8 +429,7 @@ class Sender:
             work.recipients = [r for r in work.recipients if r.delivery_id in attempt.queued]
         recipients = work.recipients
         if not work.emails:  # parked: rebuilt, byte for byte the same (building is deterministic and cheap)
-            msgs = self.messages_for(work.issue_id)
-            work.emails = {r.delivery_id: msgs.build(r) for r in recipients}
+            work.emails = self.build_all(work.issue_id, recipients)
         payload = [work.emails[r.delivery_id] for r in recipients]
         prepare = getattr(self.transport, "prepare", None)
         if prepare is not None:

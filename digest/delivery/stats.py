@@ -26,6 +26,7 @@ from digest.storage.models import (
     DELIVERY_SENT,
     Batch,
     Delivery,
+    Edition,
     Event,
     Issue,
 )
@@ -52,6 +53,23 @@ def unsubscribe_reasons(session: Session, issue_id: int) -> dict[str, int]:
     for code in latest.values():
         counts[code] = counts.get(code, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def edition_stats(session: Session, issue_id: int) -> list[dict[str, Any]]:
+    """Per edition (by its stable key): recipients, sent, failed, opened, clicked."""
+    def n(cond: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    rows = session.execute(select(
+        Edition.key, Edition.label, Edition.subject, func.count(Delivery.id),
+        n(Delivery.status == DELIVERY_DROPPED), n(Delivery.status == DELIVERY_SENT),
+        n(Delivery.status == DELIVERY_FAILED), n(Delivery.opened_at.is_not(None)),
+        n(Delivery.clicked_at.is_not(None)),
+    ).join(Delivery, Delivery.edition_id == Edition.id, isouter=True).where(Edition.issue_id == issue_id)
+        .group_by(Edition.id, Edition.key, Edition.label, Edition.subject).order_by(Edition.id)).all()
+    return [{"key": key, "label": label, "subject": subject, "recipients": int(total) - int(dropped),
+             "sent": int(sent), "failed": int(failed), "opened": int(opened), "clicked": int(clicked)}
+            for key, label, subject, total, dropped, sent, failed, opened, clicked in rows]
 
 
 def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None = None,
@@ -89,7 +107,10 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     unmeasured = [k for k in EVENT_KEYS if measured is not None and k not in measured and not counts[k]]
     for key in unmeasured:
         rates[key] = None
+    skips = dict(issue.reader_skips or {})
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
+            "editions": edition_stats(session, issue.id), "skipped_paused": int(skips.get("paused", 0)),
+            "skipped_monthly": int(skips.get("monthly_waiting", 0)),
             "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,
             "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
             "owed": queued, "unconfirmed": unconfirmed, "paused": issue.pause_reason,

@@ -136,6 +136,37 @@ def build_preview(rt: Runtime, kind: str, draft: Draft | None) -> Preview:
     return preview
 
 
+def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
+    """The checks of each edition besides the all-topics one (whose checks the page shows in full),
+    on the sample reader's copy: compiled now for a draft, as stored for a frozen issue."""
+    from sqlalchemy import select
+
+    from digest import editions
+    from digest.storage.models import Edition
+
+    the_plan = draft.editions
+    if the_plan is None:
+        return {}
+    stored: dict[str, Edition] = {}
+    if draft.frozen:
+        with rt.sessions() as session:
+            stored = {e.key: e for e in session.scalars(select(Edition).where(Edition.issue_id == draft.issue.id))}
+    tokens = Tokens(rt.secret_key)
+    unsubscribe = personal_links(rt.settings, tokens, SAMPLE.subscriber_id, SAMPLE.email, draft.issue.id,
+                                 draft.week.key)["unsubscribe_url"]
+    out: dict[str, list[Check]] = {}
+    for ed in the_plan.editions:
+        if ed.key == editions.edition_key(editions.Frequency.WEEKLY, ()) or ed.selection is None or ed.skip_reason:
+            continue
+        try:
+            row = stored.get(ed.key) or editions.compile_edition(rt.config, draft.issue, ed, the_plan.catalogue)[0]
+            mail = IssueMessages(rt.settings, tokens, draft.issue, edition=row).build(SAMPLE)
+            out[ed.key] = _finish(rt, "digest", mail, unsubscribe).checks
+        except TemplateError as exc:
+            out[ed.key] = [TemplateProblem.from_message(str(exc), rt.config.templates_dir).as_check()]
+    return out
+
+
 class PreviewCache:
     """Small LRU of built previews; the key holds everything a render depends on."""
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from digest.cycle import cutoff_for, get_or_create_issue, lock_issue, reader_interest, update_choices
+from digest import editions, topics
+from digest.cycle import cutoff_for, get_or_create_issue, lock_issue, plan_editions, reader_interest, update_choices
 from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.selection import Pick, Selection, select_picks
@@ -34,6 +35,8 @@ class Draft:
     others: list[Pick] = field(default_factory=list)  # in the window, not picked
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (slug, title)
     pins: list[str] = field(default_factory=list)
+    # The editions readers' choices need (a draft: now; frozen: as sent); None when it would be skipped.
+    editions: editions.Plan | None = None
 
     @property
     def frozen(self) -> bool:
@@ -77,7 +80,8 @@ def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
         stored = session.scalar(select(Issue).where(Issue.week == week.key)
                                 .options(selectinload(Issue.items).selectinload(IssueItem.comparison)))
         if stored is not None and stored.status in FROZEN:
-            return Draft(week, stored.status, _frozen_selection(stored), stored)
+            sent = editions.frozen_plan(session, stored, topics.load(session, rt.settings.topics))
+            return Draft(week, stored.status, _frozen_selection(stored), stored, editions=sent)
         pins = list(stored.pins or []) if stored else []
         excludes = list(stored.excludes or []) if stored else []
         cutoff = cutoff_for(rt, week, manual=True, now=now)
@@ -86,13 +90,15 @@ def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
                            excludes=excludes, issue_id=stored.id if stored else None,
                            lift=reader_interest(rt, session))
         others = sel.others
+        plan = None if sel.skip_reason else plan_editions(
+            rt, session, stored or Issue(week=week.key, pins=[], excludes=[]), week, sel, cutoff, now)
         titles = dict(session.execute(select(Comparison.slug, Comparison.title)
                                       .where(Comparison.slug.in_(excludes))).all()) if excludes else {}
         number = (session.scalar(select(func.count()).select_from(Issue).where(Issue.status.in_(FROZEN))) or 0) + 1
     status = stored.status if stored is not None else "new"
     issue = transient_issue(week, rt, sel, number, stored)
     return Draft(week, status, sel, issue, others=others,
-                 excluded=[(s, titles.get(s, s)) for s in excludes], pins=pins)
+                 excluded=[(s, titles.get(s, s)) for s in excludes], pins=pins, editions=plan)
 
 
 def change_draft(rt: Runtime, week: Week, action: str, slug: str = "") -> str:

@@ -204,9 +204,28 @@ def preheader_for(site_name: str, number: int | None, items: list[dict[str, Any]
     return text if len(text) <= PREHEADER_MAX else _fit(also + issue, PREHEADER_MAX)
 
 
-def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EditionView:
+    """What a reader's edition tells them about itself: its topics, whether it is the monthly one,
+    and from which card on it shows the overall best because its topics had too few."""
+
+    label: str = "All topics"
+    topics: tuple[str, ...] = ()  # topic names; () = every topic
+    monthly: bool = False
+
+    def as_context(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        first_filler = next((i["rank"] for i in items if i.get("filler")), None)
+        return {"label": self.label, "topics": list(self.topics), "monthly": self.monthly,
+                "period": "month" if self.monthly else "week", "first_filler": first_filler}
+
+
+def issue_context(config: Config, issue: Issue, personal: dict[str, str], *, items_of: list[Any] | None = None,
+                  edition: EditionView | None = None) -> dict[str, Any]:
     s = config.settings
-    items = items_context(list(issue.items), issue.week)
+    source = list(issue.items) if items_of is None else items_of
+    items = items_context(source, issue.week)
+    for ctx, item in zip(items, source):
+        ctx["filler"] = bool(getattr(item, "filler", False))
     add_links(items, None)  # plain links; compile_issue puts a tracked link's marker in their place
     if issue.scheduled_for:
         date = as_utc(issue.scheduled_for).astimezone(ZoneInfo(s.schedule.timezone)).date()
@@ -223,6 +242,7 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dic
         },
         "schedule": s.schedule,
         "items": items,
+        "edition": (edition or EditionView()).as_context(items),
         "subject": subject_for(s.site.name, issue.number, items),
         "preheader": preheader_for(s.site.name, issue.number, items),
         "personal": personal,
@@ -230,11 +250,13 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str]) -> dic
     }
 
 
-def compile_issue(config: Config, issue: Issue) -> CompiledEmail:
-    """Render the digest for `issue` (items loaded); raises TemplateError naming file and line."""
+def compile_issue(config: Config, issue: Issue, *, items_of: list[Any] | None = None,
+                  edition: EditionView | None = None, track: bool = True) -> CompiledEmail:
+    """Render the digest for `issue` (items loaded), or for one of its editions (`items_of`, `edition`);
+    raises TemplateError naming file and line."""
     nonce = new_nonce()
-    ctx = issue_context(config, issue, markers(nonce))
-    tracked = config.settings.tracking.clicks
+    ctx = issue_context(config, issue, markers(nonce), items_of=items_of, edition=edition)
+    tracked = config.settings.tracking.clicks and track  # False: plain links (an edition but all-topics)
     links = add_links(ctx["items"], nonce if tracked else None)
     html, text = render_pair(config, "digest", ctx)
     subject, preheader = plaintext.one_line(ctx["subject"]), plaintext.one_line(ctx["preheader"])  # headers

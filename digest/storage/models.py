@@ -18,6 +18,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -100,6 +101,8 @@ class Issue(Base):
     # An outage paused the send (invariant 6): since when, and why. Cleared by the next accepted batch.
     paused_at: Mapped[datetime | None] = mapped_column(nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Readers left out when it was frozen: {"paused": n, "monthly_waiting": n, "first_of_month": bool}.
+    reader_skips: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -128,6 +131,62 @@ class IssueItem(Base):
     comparison: Mapped[Comparison] = relationship()
 
 
+class Frequency(StrEnum):
+    WEEKLY = "weekly"  # every issue
+    MONTHLY = "monthly"  # the best of the month, on the first scheduled slot of each month
+
+
+class Edition(Base):
+    """One version of a week's issue for one choice in use (topic set x frequency), compiled once.
+
+    `key` is stable across weeks ("weekly/all", "weekly/open-models+developer-tools", "monthly/all"):
+    reports group by it. The issue's own html/subject are its "weekly/all" edition (the archive's).
+    """
+
+    __tablename__ = "editions"
+    __table_args__ = (UniqueConstraint("issue_id", "key"), UniqueConstraint("id", "issue_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(1000))
+    label: Mapped[str] = mapped_column(String(1000))
+    frequency: Mapped[Frequency] = mapped_column(values_of(Frequency))
+    topics: Mapped[list[Any]] = mapped_column(JSON, default=list)  # topic keys; [] = every topic
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    filled: Mapped[int] = mapped_column(Integer, default=0)  # picks from outside its topics (too few inside)
+    subject: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    preheader: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Tracked links by position (as issues.links): the all-topics edition's are the issue's; the other
+    # editions' links are plain for now (a click token names a position in the issue's links).
+    links: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    items: Mapped[list[EditionItem]] = relationship(
+        back_populates="edition", order_by="EditionItem.rank", cascade="all, delete-orphan"
+    )
+
+
+class EditionItem(Base):
+    __tablename__ = "edition_items"
+    __table_args__ = (UniqueConstraint("edition_id", "comparison_id"), UniqueConstraint("edition_id", "rank"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    edition_id: Mapped[int] = mapped_column(ForeignKey("editions.id", ondelete="CASCADE"))
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    score_parts: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pinned: Mapped[bool] = mapped_column(default=False)
+    filler: Mapped[bool] = mapped_column(default=False)  # the overall best, filling a topic set with too few
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    edition: Mapped[Edition] = relationship(back_populates="items")
+    comparison: Mapped[Comparison] = relationship()
+
+
 class SubscriberStatus(StrEnum):
     PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
     ACTIVE = "active"  # confirmed: gets every issue
@@ -141,6 +200,8 @@ SUB_PENDING, SUB_ACTIVE, SUB_UNSUBSCRIBED, SUB_BOUNCED, SUB_COMPLAINED = Subscri
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # Enqueueing reads readers by their choice (digest.delivery.enqueue): one index range per choice.
+    __table_args__ = (Index("ix_subscribers_choice", "status", "frequency", "topics"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized (domain lower-cased)
@@ -156,6 +217,12 @@ class Subscriber(Base):
     consent_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     consent_user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
     consent_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Reader preferences (digest.topics, digest.editions): topic keys joined by "+" in sorted order
+    # ("" = every topic), weekly or monthly, and a pause that ends by itself.
+    topics: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    frequency: Mapped[Frequency] = mapped_column(values_of(Frequency), default=Frequency.WEEKLY,
+                                                 server_default=Frequency.WEEKLY.value)
+    paused_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ConsentKind(StrEnum):
@@ -221,6 +288,9 @@ class Batch(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
     batch_no: Mapped[int] = mapped_column(Integer)
+    # The edition every delivery of this batch gets (null for issues frozen before editions).
+    edition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE", name="fk_batches_edition"), nullable=True)
     status: Mapped[BatchStatus] = mapped_column(values_of(BatchStatus), default=BatchStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped only when a batch may get a new key (digest.delivery.requeue): nothing of it can have
@@ -283,12 +353,15 @@ DELIVERY_QUEUED, DELIVERY_SENT, DELIVERY_FAILED, DELIVERY_DROPPED = DeliveryStat
 
 
 class Delivery(Base):
-    """One per (issue, subscriber): invariant 2."""
+    """One per (issue, subscriber): invariant 2. The issue is unique per week and the edition must be
+    one of that issue's (composite key), so nobody can get two editions of one week."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id"),
         Index("ix_deliveries_issue_batch", "issue_id", "batch_no"),
+        ForeignKeyConstraint(["edition_id", "issue_id"], ["editions.id", "editions.issue_id"],
+                             name="fk_deliveries_edition_of_issue", ondelete="CASCADE"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -298,6 +371,7 @@ class Delivery(Base):
     )
     email: Mapped[str] = mapped_column(String(320))
     batch_no: Mapped[int] = mapped_column(Integer)
+    edition_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
     status: Mapped[DeliveryStatus] = mapped_column(values_of(DeliveryStatus), default=DeliveryStatus.QUEUED)
     provider_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from digest.runtime import Runtime
 from digest.web import archive, clicks, health, openapi
 from digest.web.bodylimit import BodyLimit
+from subscribers import preference_web, webhooks
 from subscribers import web as subscriber_web
-from subscribers import webhooks
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -16,6 +16,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title=rt.settings.site.name, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.rt = rt
     app.include_router(subscriber_web.router)  # sign-up, confirm, unsubscribe, embed
+    app.include_router(preference_web.router)  # /preferences/<token>: topics, frequency, pause
     app.include_router(webhooks.router)  # POST /webhooks/resend
     app.include_router(archive.router)  # /archive, /archive/<week>, /archive.xml
     app.include_router(health.router)  # /healthz

@@ -53,6 +53,8 @@ _SIGNUP_FIELDS: Schema = {
     "source": {"type": "string", "description": "Which form (e.g. `embed`, your own label)."},
     "next": {"type": "string", "description": "Where the no-JS form redirects after success (same site)."},
     "website": {"type": "string", "description": "Honeypot: leave empty."},
+    "topics": {"type": "string", "description": "Optional topic keys (GET /embed/topics) joined by `+`; "
+               "a form may send `topic` once per ticked box instead. Applied when the person confirms."},
 }
 _SIGNUP_OK: Schema = {"type": "object", "required": ["ok", "message"],
                       "properties": {"ok": {"const": True}, "message": {"type": "string"}}}
@@ -83,7 +85,9 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
         }},
     ("/subscribe/thanks", "get"): {"summary": "“Check your inbox.”", "responses": {"200": _PAGE}},
     ("/embed", "get"): {"summary": "The form alone, for an iframe.", "parameters": [
-        {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}}],
+        {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "topics", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "`1`: offer the topic boxes."}],
         "responses": {"200": _PAGE}},
     ("/embed/origin", "get"): {"summary": "May the calling page's origin use the form? (for embed.js)", "parameters": [
         {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}}],
@@ -91,6 +95,12 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
             "type": "object", "required": ["origin", "allowed", "setting"],
             "properties": {"origin": {"type": ["string", "null"]}, "allowed": {"type": "boolean"},
                            "setting": {"type": "string"}}}}})}},
+    ("/embed/topics", "get"): {"summary": "The topics a sign-up form may offer (embed.js `data-topics`).",
+        "responses": {"200": _answer("Each topic's key (what `topics` takes) and name.", {"application/json": {
+            "schema": {"type": "object", "required": ["topics"], "properties": {"topics": {
+                "type": "array", "items": {"type": "object", "required": ["key", "name"],
+                                           "properties": {"key": {"type": "string"},
+                                                          "name": {"type": "string"}}}}}}}})}},
     ("/embed.js", "get"): {"summary": "Drop-in script that renders the form.", "responses": {
         "200": _answer("JavaScript.", {"application/javascript": {"schema": _TEXT}})}},
     ("/confirm/{token}", "get"): {"summary": "The double opt-in link: a page with a confirm button (changes nothing).",
@@ -105,10 +115,23 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`) and the page's buttons.",
         "parameters": [_TOKEN],
         "requestBody": _form({"List-Unsubscribe": {"type": "string"},
-                              "action": {"enum": ["unsubscribe", "resubscribe", "reason"]},
+                              "action": {"enum": ["unsubscribe", "resubscribe", "reason", "monthly"]},
                               "reason": {"type": "string"}, "reason_text": {"type": "string"}}),
         "responses": {"200": _answer("Unsubscribed (one-click): no redirect.", HTML),
                       "303": {"description": "Done: back to the page."}, "400": _BAD_LINK,
+                      "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
+                      "415": _answer("Not a form.", PLAIN)}},
+    ("/preferences/{token}", "get"): {
+        "summary": "The preference centre: topics, frequency, pause (changes nothing).", "parameters": [_TOKEN,
+            {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "responses": {"200": _PAGE, "400": _BAD_LINK}},
+    ("/preferences/{token}", "post"): {
+        "summary": "Save the preference centre's form.", "parameters": [_TOKEN],
+        "requestBody": _form({"topic": {"type": "string"}, "frequency": {"enum": ["weekly", "monthly"]},
+                              "pause": {"enum": ["0", "keep", "2", "4", "8"]}}),
+        "responses": {"303": {"description": "Saved (or nothing to change): back to the page."},
+                      "400": _answer("A forged link, or a choice that is not offered (the page says which).",
+                                     PLAIN, HTML),
                       "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
                       "415": _answer("Not a form.", PLAIN)}},
     ("/webhooks/resend", "post"): {

@@ -95,6 +95,10 @@
     ".dg .fine{margin:.4rem 0 0;font-size:.82rem;color:var(--dg-muted)}",
     ".dg .done{padding:.75rem 1rem;border-radius:8px;background:var(--dg-ok-bg);color:var(--dg-ok)}",
     ".dg .hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}",
+    ".dg .topics{border:0;margin:.6rem 0 0;padding:0}.dg .topics legend{font-weight:600;font-size:.9rem;padding:0}",
+    ".dg .choice{display:flex;gap:.6rem;align-items:center;margin:.35rem 0;font-size:.95rem;font-weight:400}",
+    ".dg .choice input{width:1.15rem;height:1.15rem;min-height:0;margin:0;padding:0;flex:none;",
+    "accent-color:var(--dg-accent);box-shadow:none}",
     "@media (max-width:420px){.dg .row button{width:100%}}"
   ].join("");
 
@@ -133,6 +137,10 @@
         var input = field(form, n);
         if (input && input.value) payload[n] = input.value;
       });
+      var ticked = [].map.call(form.querySelectorAll('input[name="topic"]:checked'), function (box) {
+        return box.value;
+      });
+      if (ticked.length) payload.topics = ticked.join("+");
       [].forEach.call(form.querySelectorAll("[aria-invalid]"), function (n) { n.removeAttribute("aria-invalid"); });
       button.disabled = true;
       button.textContent = "Subscribing…";
@@ -161,6 +169,28 @@
         if (button.isConnected) { button.disabled = false; button.textContent = label; }
       });
     });
+  }
+
+  // data-topics="true": the topic boxes, named as the server names them (GET /embed/topics).
+  function addTopics(form, before, n) {
+    if (!window.fetch) return;
+    fetch(base + "/embed/topics", { mode: "cors", credentials: "omit", headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : { topics: [] }; })
+      .then(function (body) {
+        var topics = body.topics || [];
+        if (!topics.length) return;
+        var set = el("fieldset", { "class": "topics" });
+        set.appendChild(el("legend", {}, "Topics (optional: none ticked brings every topic)"));
+        topics.forEach(function (topic, i) {
+          var id = "dg-topic-" + n + "-" + i;
+          var label = el("label", { "class": "choice", "for": id });
+          label.appendChild(el("input", { id: id, type: "checkbox", name: "topic", value: topic.key }));
+          label.appendChild(el("span", {}, topic.name));
+          set.appendChild(label);
+        });
+        form.insertBefore(set, before.nextSibling);
+      })
+      .catch(function () { /* no boxes: the reader gets every topic */ });
   }
 
   function render() {
@@ -207,6 +237,7 @@
       "aria-describedby": ids.status }));
     row.appendChild(el("button", { type: "submit" }, opts.button || "Subscribe"));
     form.appendChild(row);
+    if (opts.topics === "true") addTopics(form, row, n);
     var hp = el("div", { "class": "hp", "aria-hidden": "true" });
     hp.appendChild(el("input", { name: "website", type: "text", tabindex: "-1", autocomplete: "off" }));
     form.appendChild(hp);

@@ -1,0 +1,267 @@
+"""A week's editions: one per distinct choice in use (topic set x frequency), selected and compiled once.
+
+Freezing an issue plans its editions from the choices the active, unpaused readers hold (one
+GROUP BY, however many readers), selects each one with the same explained scoring narrowed to
+its topics, compiles it once and enqueues its readers. An edition whose topics had fewer than
+`min_items` picks is filled up with the overall best (marked `filler`, under their own heading).
+Monthly readers get the monthly edition on the first scheduled slot of each month (the best since
+the previous one) and nothing in the other weeks. The issue's "weekly/all" edition always exists:
+it is the issue's own html, shown by the archive.
+
+Exactly once per reader per week: a reader's delivery is unique per issue (and the issue per week),
+and its edition must be one of that issue's (a composite foreign key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from digest.config import Config, SelectionSettings
+from digest.delivery.enqueue import EditionReaders, enqueue_editions
+from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
+from digest.selection import Pick, Selection, featured_ids, select_picks
+from digest.storage.models import (
+    ISSUE_SENDING,
+    ISSUE_SENT,
+    SUB_ACTIVE,
+    Comparison,
+    Edition,
+    EditionItem,
+    Frequency,
+    Issue,
+    Subscriber,
+)
+from digest.topics import Topics
+from digest.weeks import Week, as_utc
+
+ALL = "all"
+
+
+def edition_key(frequency: Frequency, topics: tuple[str, ...]) -> str:
+    """Stable across weeks: reports group an edition's weeks by it."""
+    return f"{frequency.value}/{'+'.join(topics) or ALL}"
+
+
+def edition_label(frequency: Frequency, topics: tuple[str, ...], catalogue: Topics) -> str:
+    return f"{catalogue.label(topics)}, {frequency.value}"
+
+
+@dataclass
+class PlannedEdition:
+    key: str
+    label: str
+    frequency: Frequency
+    topics: tuple[str, ...]
+    stored: list[str] = field(default_factory=list)  # the stored choices (subscribers.topics) it serves
+    readers: int = 0
+    selection: Selection | None = None
+    skip_reason: str | None = None  # a monthly edition with too few picks this month
+
+    @property
+    def filled(self) -> int:
+        return sum(p.filler for p in self.selection.picks) if self.selection else 0
+
+    def as_dict(self, catalogue: Topics) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "frequency": self.frequency.value,
+                "topics": [catalogue.name(k) for k in self.topics], "readers": self.readers,
+                "filled": self.filled, "skip_reason": self.skip_reason,
+                "picks": [p.as_dict() for p in self.selection.picks] if self.selection else []}
+
+
+@dataclass
+class Plan:
+    editions: list[PlannedEdition]
+    catalogue: Topics
+    first_of_month: bool
+    paused: int = 0  # active readers on a pause this week: skipped, counted
+    monthly_waiting: int = 0  # monthly readers whose issue is the month's first slot, not this one
+
+    def by_key(self, key: str) -> PlannedEdition | None:
+        return next((e for e in self.editions if e.key == key), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"editions": [e.as_dict(self.catalogue) for e in self.editions], "paused": self.paused,
+                "monthly_waiting": self.monthly_waiting, "first_of_month": self.first_of_month}
+
+
+def frozen_plan(session: Session, issue: Issue, catalogue: Topics) -> Plan:
+    """The editions an issue was frozen with, as stored (picks, scores, readers)."""
+    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id)).all()
+    cutoff = as_utc(issue.cutoff_at or issue.created_at)
+    skips = dict(issue.reader_skips or {})
+    out = Plan([], catalogue, bool(skips.get("first_of_month")), int(skips.get("paused", 0)),
+               int(skips.get("monthly_waiting", 0)))
+    for row in rows:
+        sel = Selection(week=issue.week, cutoff=cutoff, window_start=cutoff, candidates=len(row.items))
+        sel.picks = [Pick(i.comparison, i.score, dict(i.score_parts), i.pinned, i.filler) for i in row.items]
+        out.editions.append(PlannedEdition(row.key, row.label, Frequency(row.frequency), tuple(row.topics or ()),
+                                           readers=row.recipients, selection=sel))
+    return out
+
+
+def not_paused(now: datetime) -> Any:
+    return or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now)
+
+
+def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: datetime) -> Plan:
+    """The editions this week's readers need (no selection yet): bounded by the choices in use."""
+    schedule = config.settings.schedule
+    first = week.first_of_month(schedule)
+    out = Plan([PlannedEdition(edition_key(Frequency.WEEKLY, ()), edition_label(Frequency.WEEKLY, (), catalogue),
+                               Frequency.WEEKLY, ())], catalogue, first)
+    rows = session.execute(
+        select(Subscriber.topics, Subscriber.frequency, func.count())
+        .where(Subscriber.status == SUB_ACTIVE, not_paused(now))
+        .group_by(Subscriber.topics, Subscriber.frequency)
+        .order_by(Subscriber.frequency, Subscriber.topics)).all()
+    out.paused = session.scalar(select(func.count()).select_from(Subscriber).where(
+        Subscriber.status == SUB_ACTIVE, ~not_paused(now))) or 0
+    for stored, frequency, readers in rows:
+        frequency = Frequency(frequency)
+        if frequency is Frequency.MONTHLY and not first:
+            out.monthly_waiting += readers
+            continue
+        topics = catalogue.parse(stored or "")
+        key = edition_key(frequency, topics)
+        ed = out.by_key(key)
+        if ed is None:
+            ed = PlannedEdition(key, edition_label(frequency, topics, catalogue), frequency, topics)
+            out.editions.append(ed)
+        ed.stored.append(stored or "")
+        ed.readers += readers
+    out.editions.sort(key=lambda e: (e.frequency is not Frequency.WEEKLY, bool(e.topics), e.key))
+    return out
+
+
+def monthly_settings(cfg: SelectionSettings, config: Config, week: Week) -> SelectionSettings:
+    """The monthly window: from the previous month's first slot to this one (four or five weeks)."""
+    schedule = config.settings.schedule
+    start = week.previous_first_of_month(schedule).slot(schedule)
+    days = max(cfg.window_days, round((week.slot(schedule) - start) / timedelta(days=1)))
+    return cfg.model_copy(update={"window_days": min(days, 365)})
+
+
+def monthly_featured(session: Session, issue_id: int) -> set[int]:
+    """Comparisons of earlier monthly editions that went out: a month never repeats another's."""
+    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
+         .join(Issue, Issue.id == Edition.issue_id)
+         .where(Edition.frequency == Frequency.MONTHLY, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT]),
+                Issue.id != issue_id))
+    return set(session.scalars(q))
+
+
+def edition_featured(session: Session, issue_id: int | None, key: str) -> set[int]:
+    """Comparisons an earlier issue's edition with this key already sent: its readers never get one twice
+    (a weekly topic edition also skips what the all-topics editions had, as the issue's picks always did)."""
+    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
+         .join(Issue, Issue.id == Edition.issue_id)
+         .where(Edition.key == key, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
+    if issue_id is not None:
+        q = q.where(Issue.id != issue_id)
+    return set(session.scalars(q))
+
+
+def fill_up(sel: Selection, overall: Selection, min_items: int) -> Selection:
+    """Too few picks in the topics: add the overall best not already in, marked as filler."""
+    if len(sel.picks) >= min_items:
+        return sel
+    have = {p.comparison.id for p in sel.picks}
+    extra = [replace(p, filler=True, pinned=False) for p in overall.picks + overall.others
+             if p.comparison.id not in have]
+    sel.picks = sel.picks + extra[: min_items - len(sel.picks)]
+    sel.skip_reason = None if len(sel.picks) >= min_items else sel.skip_reason
+    return sel
+
+
+def select_all(session: Session, config: Config, issue: Issue, week: Week, the_plan: Plan, weekly: Selection,
+               cutoff: datetime) -> None:
+    """Each planned edition's selection: the weekly overall is `weekly` (already made); the rest narrow it."""
+    cfg = config.settings.selection
+    pins, excludes = list(issue.pins or []), list(issue.excludes or [])
+    monthly_cfg = monthly_settings(cfg, config, week)
+    monthly_seen = monthly_featured(session, issue.id)
+    overall: dict[Frequency, Selection] = {Frequency.WEEKLY: weekly}
+    if any(e.frequency is Frequency.MONTHLY for e in the_plan.editions):
+        overall[Frequency.MONTHLY] = select_picks(session, monthly_cfg, week=issue.week, cutoff=cutoff, pins=pins,
+                                                  excludes=excludes, issue_id=issue.id, featured=monthly_seen)
+    for ed in the_plan.editions:
+        base = overall[ed.frequency]
+        if not ed.topics:
+            ed.selection = base
+        else:
+            in_topics = _in_topics(the_plan.catalogue, set(ed.topics))
+            monthly = ed.frequency is Frequency.MONTHLY
+            seen = monthly_seen if monthly else featured_ids(session, issue.id) | edition_featured(
+                session, issue.id, ed.key)
+            own = select_picks(session, monthly_cfg if monthly else cfg, week=issue.week, cutoff=cutoff, pins=pins,
+                               excludes=excludes, issue_id=issue.id, only=in_topics, featured=seen)
+            ed.selection = fill_up(own, base, cfg.min_items)
+        ed.skip_reason = ed.selection.skip_reason
+
+
+def _in_topics(catalogue: Topics, topics: set[str]) -> Callable[[Comparison], bool]:
+    return lambda c: bool(catalogue.of(c.data) & topics)
+
+
+@dataclass
+class Frozen:
+    recipients: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def compile_edition(config: Config, issue: Issue, ed: PlannedEdition, catalogue: Topics,
+                    main: CompiledEmail | None = None) -> tuple[Edition, CompiledEmail]:
+    """An Edition row (not added to a session) with its picks and its own compile; `main` is reused
+    for the all-topics weekly edition (the issue's own email)."""
+    sel = ed.selection
+    assert sel is not None
+    row = Edition(issue_id=issue.id, key=ed.key, label=ed.label, frequency=ed.frequency,
+                  topics=list(ed.topics), filled=ed.filled)
+    for rank, pick in enumerate(sel.picks, start=1):
+        c = pick.comparison
+        row.items.append(EditionItem(comparison_id=c.id, comparison=c, rank=rank, score=pick.score,
+                                     score_parts=pick.parts, pinned=pick.pinned, filler=pick.filler,
+                                     snapshot={**c.data, "url": c.url, "slug": c.slug}))
+    # A click token names a position in the issue's links (the all-topics edition's): the other editions'
+    # links are not tracked yet, so their compiles carry plain links.
+    compiled = main if main is not None and ed.key == edition_key(Frequency.WEEKLY, ()) else compile_issue(
+        config, issue, items_of=list(row.items), edition=EditionView(
+            ed.label, tuple(catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY), track=False)
+    row.subject, row.preheader = compiled.subject, compiled.preheader
+    row.html, row.text, row.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
+    row.links = compiled.links
+    return row, compiled
+
+
+def freeze(session: Session, config: Config, issue: Issue, the_plan: Plan, main: CompiledEmail,
+           now: datetime) -> Frozen:
+    """Store, compile and enqueue every edition (caller holds the issue's freeze transaction)."""
+    out = Frozen()
+    rows: list[tuple[PlannedEdition, Edition]] = []
+    for ed in the_plan.editions:
+        if ed.selection is None or ed.skip_reason:
+            if ed.readers:
+                out.warnings.append(f"edition {ed.label}: {ed.readers} reader(s) get nothing this time: "
+                                    f"{ed.skip_reason}")
+            continue
+        row, compiled = compile_edition(config, issue, ed, the_plan.catalogue, main)
+        if compiled is not main:
+            out.warnings.extend(f"edition {ed.label}: {w}" for w in compiled.warnings)
+        session.add(row)
+        rows.append((ed, row))
+    session.flush()
+    counts = enqueue_editions(session, issue.id, [EditionReaders(row.id, ed.frequency, tuple(ed.stored))
+                                                  for ed, row in rows], batch_size=config.batch_size,
+                              now=as_utc(now))
+    for _, row in rows:
+        row.recipients = counts.get(row.id, 0)
+        out.recipients += row.recipients
+    issue.reader_skips = {"paused": the_plan.paused, "monthly_waiting": the_plan.monthly_waiting,
+                          "first_of_month": the_plan.first_of_month}
+    return out
