@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digest.delivery.clicklog import ClickRecorder, scanner_agent
+from digest.errors import ConfigError
 from digest.links import ClickTokens, TokenError, Tokens
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue
@@ -45,11 +47,18 @@ class ClickService:
 
     def __init__(self, rt: Runtime):
         self.rt = rt
-        self.tokens = ClickTokens(Tokens(rt.secret_key))
-        self.pixel = ClickTokens(Tokens(rt.secret_key), "digest.open")
         self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
                                       rt.settings.tracking.retention_days)
         self._links: dict[int, list[str] | None] = {}
+
+    @cached_property
+    def tokens(self) -> ClickTokens:
+        """Read on first use (and again until it works): a broken key file must not keep the app from starting."""
+        return ClickTokens(Tokens(self.rt.secret_key))
+
+    @cached_property
+    def pixel(self) -> ClickTokens:
+        return ClickTokens(Tokens(self.rt.secret_key), "digest.open")
 
     def cached(self, issue_id: int) -> list[str] | None:
         return self._links.get(issue_id)
@@ -77,6 +86,9 @@ async def answer(service: ClickService, method: str, token: str, user_agent: str
         issue_id, delivery_id, link = service.tokens.read(token)
     except TokenError:
         return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
+    except ConfigError:  # the key file is broken (logged where the key is read); links work again once fixed
+        return 503, {"Retry-After": "30", "Cache-Control": "no-store",
+                     "Content-Type": "text/plain; charset=utf-8"}, _UNAVAILABLE
     urls = service.cached(issue_id)
     if urls is None:
         try:
