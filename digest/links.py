@@ -196,7 +196,7 @@ class ClickTokens:
     """Short signed tokens for tracked links: `/c/<token>` names an issue, an edition, a delivery and a link.
 
     Layout (26 characters, URL-safe): 2 hex digits of the link's position in the edition's frozen
-    links, 16 of base64url(issue id: 3 bytes, edition id: 3 bytes, delivery id: 6 bytes), 8 of
+    links, 16 of base64url(issue id: 3 bytes, edition id: 4 bytes, delivery id: 5 bytes), 8 of
     base64url of a 48-bit tag. Tokens made before editions (22 characters) have no edition bytes
     and name a position in the issue's links; they keep working. The tags of one message are
     consecutive 6-byte pieces of one keyed SHAKE256 output over its head (the keyed-sponge
@@ -218,8 +218,8 @@ class ClickTokens:
                     edition_id: int | None = None) -> list[str]:
         """The tokens of links 0..count-1 of one reader's copy of an edition (None: the issue's links);
         `lead` (from `leads`) puts a URL in front of each in the same pass (the sender's per-reader cost)."""
-        head = (issue_id.to_bytes(3, "big") + (b"" if edition_id is None else edition_id.to_bytes(3, "big"))
-                + delivery_id.to_bytes(6, "big"))
+        head = (issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big") if edition_id is None else
+                issue_id.to_bytes(3, "big") + edition_id.to_bytes(4, "big") + delivery_id.to_bytes(5, "big"))
         tags = binascii.b2a_base64(hashlib.shake_256(self._key + head).digest(6 * count), newline=False)
         prefix = binascii.b2a_base64(head, newline=False).translate(_URLSAFE_B64).decode("ascii")
         chunks = map(tags.translate(_URLSAFE_B64).decode("ascii").__getitem__, self._slices[:count])
@@ -244,8 +244,10 @@ class ClickTokens:
         expected = hashlib.shake_256(self._key + head).digest(6 * (link + 1))[6 * link:]
         if not hmac.compare_digest(expected, tag):
             raise TokenError("invalid link token")
-        edition = int.from_bytes(head[3:6], "big") if len(head) == 12 else None
-        return ClickClaim(int.from_bytes(head[:3], "big"), edition, int.from_bytes(head[-6:], "big"), link)
+        if len(head) == 12:
+            return ClickClaim(int.from_bytes(head[:3], "big"), int.from_bytes(head[3:7], "big"),
+                              int.from_bytes(head[7:], "big"), link)
+        return ClickClaim(int.from_bytes(head[:3], "big"), None, int.from_bytes(head[3:], "big"), link)
 
 
 _URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")
