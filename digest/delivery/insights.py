@@ -35,6 +35,7 @@ from digest.storage.models import (
     Click,
     Delivery,
     Edition,
+    EditionItem,
     Event,
     Issue,
     IssueItem,
@@ -102,6 +103,14 @@ class _Carrier:
     sent: int = 0
 
 
+def _edition_item(item: EditionItem) -> dict[str, Any]:
+    """What was sent (the snapshot frozen with the edition; the comparison itself only if there is none)."""
+    if item.snapshot and item.snapshot.get("slug"):
+        return _comparison(item.rank, item.snapshot, str(item.snapshot["slug"]))
+    c = item.comparison
+    return _comparison(item.rank, {**c.data, "url": c.url, "slug": c.slug}, c.slug)
+
+
 def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
     sent = {e: int(n) for e, n in session.execute(
         select(Delivery.edition_id, func.count(Delivery.id)).where(
@@ -113,8 +122,7 @@ def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
             for item in session.scalars(select(IssueItem).where(IssueItem.issue_id == issue.id))}
         return [_Carrier(None, None, None, list(issue.links or []), comps, sum(sent.values()))]
     return [_Carrier(row.id, row.key, row.label, list(row.links or []),
-                     {i.rank: _comparison(i.rank, i.snapshot or {**i.comparison.data, "url": i.comparison.url},
-                                          i.comparison.slug) for i in row.items},
+                     {i.rank: _edition_item(i) for i in row.items},
                      sent.get(row.id, 0)) for row in rows]
 
 
