@@ -177,11 +177,12 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
     import socket
     import subprocess
 
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, update
 
     from bench.subscribe import make_db, write_config
     from digest.links import ClickTokens, Tokens
-    from digest.storage.models import Click, Delivery, Issue
+    from digest.storage.models import Click, Delivery, Edition, Issue, Subscriber
+    from tests.support_editions import seed_categories
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-clicks-{kind}-"))
     port = free_port()
@@ -195,15 +196,23 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
     try:
         now = datetime.now(UTC)
         seed(rt, published=now - timedelta(hours=12), people=200)
+        seed_categories(rt, now - timedelta(hours=12))  # comparisons in three categories (the samples have one)
+        with rt.sessions.begin() as s:  # half the readers chose one topic: two editions, each with its own links
+            ids = list(s.scalars(select(Subscriber.id).order_by(Subscriber.id)))
+            s.execute(update(Subscriber).where(Subscriber.id.in_(ids[::2])).values(topics="open-models"))
         result = send_week(rt, Week.of(now.date()), manual=True, now=now)
         assert result.summary is not None and result.summary.sent == 200
         tokens = ClickTokens(Tokens(SECRET))
         with rt.sessions() as s:
             issue = s.scalar(select(Issue).order_by(Issue.id.desc()).limit(1))
             assert issue is not None and issue.links
-            count = len(issue.links)
-            paths = [f"/c/{t}" for d in s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id))
-                     for t in tokens.for_message(issue.id, d, count)]
+            counts = {e: len(links or []) for e, links in s.execute(select(Edition.id, Edition.links)
+                                                                    .where(Edition.issue_id == issue.id))}
+            assert len(counts) == 2 and all(counts.values()), counts
+            # Each reader's tokens name their delivery's edition, as in the emails sent.
+            paths = [f"/c/{t}" for d, e in s.execute(select(Delivery.id, Delivery.edition_id)
+                                                     .where(Delivery.issue_id == issue.id))
+                     for t in tokens.for_message(issue.id, d, counts[e], edition_id=e)]
         random.Random(1).shuffle(paths)
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "digest.web.asgi:make_app", "--host",
                                  "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],

@@ -228,11 +228,9 @@ def compile_edition(config: Config, issue: Issue, ed: PlannedEdition, catalogue:
         row.items.append(EditionItem(comparison_id=c.id, comparison=c, rank=rank, score=pick.score,
                                      score_parts=pick.parts, pinned=pick.pinned, filler=pick.filler,
                                      snapshot={**c.data, "url": c.url, "slug": c.slug}))
-    # A click token names a position in the issue's links (the all-topics edition's): the other editions'
-    # links are not tracked yet, so their compiles carry plain links.
     compiled = main if main is not None and ed.key == edition_key(Frequency.WEEKLY, ()) else compile_issue(
         config, issue, items_of=list(row.items), edition=EditionView(
-            ed.label, tuple(catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY), track=False)
+            ed.label, tuple(catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY))
     row.subject, row.preheader = compiled.subject, compiled.preheader
     row.html, row.text, row.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
     row.links = compiled.links

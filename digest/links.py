@@ -182,18 +182,31 @@ def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email
     }
 
 
-class ClickTokens:
-    """Short signed tokens for tracked links: `/c/<token>` names an issue, a delivery and a link.
+@dataclass(frozen=True)
+class ClickClaim:
+    """What a click token names; `edition_id` None: the issue's own links (tokens made before editions)."""
 
-    Layout (22 characters, URL-safe): 2 hex digits of the link's position in the frozen issue,
-    12 of base64url(issue id: 3 bytes, delivery id: 6 bytes), 8 of base64url of a 48-bit tag. The
-    tags of one message are consecutive 6-byte pieces of one keyed SHAKE256 output over its head
-    (the keyed-sponge construction KMAC uses), so a whole message costs one hash call, one base64
-    call and a few C-level maps (no Python loop per link), and changing the position, the
-    delivery or the issue breaks the tag.
+    issue_id: int
+    edition_id: int | None
+    delivery_id: int
+    link: int
+
+
+class ClickTokens:
+    """Short signed tokens for tracked links: `/c/<token>` names an issue, an edition, a delivery and a link.
+
+    Layout (26 characters, URL-safe): 2 hex digits of the link's position in the edition's frozen
+    links, 16 of base64url(issue id: 3 bytes, edition id: 4 bytes, delivery id: 5 bytes), 8 of
+    base64url of a 48-bit tag. Tokens made before editions (22 characters) have no edition bytes
+    and name a position in the issue's links; they keep working. The tags of one message are
+    consecutive 6-byte pieces of one keyed SHAKE256 output over its head (the keyed-sponge
+    construction KMAC uses), so a whole message costs one hash call, one base64 call and a few
+    C-level maps (no Python loop per link), and changing the position, the edition, the delivery
+    or the issue breaks the tag.
     """
 
-    LENGTH = 22
+    LENGTH = 26
+    LEGACY_LENGTH = 22  # no edition: the issue's links (and the open pixel's tokens)
     MAX_LINKS = 256
 
     def __init__(self, tokens: Tokens, purpose: str = "digest.click"):
@@ -201,10 +214,12 @@ class ClickTokens:
         self._hex = [f"{i:02x}" for i in range(self.MAX_LINKS)]
         self._slices = [slice(8 * i, 8 * i + 8) for i in range(self.MAX_LINKS)]
 
-    def for_message(self, issue_id: int, delivery_id: int, count: int, lead: Sequence[str] | None = None) -> list[str]:
-        """The tokens of links 0..count-1 of one reader's copy; `lead` (from `leads`) puts a URL
-        in front of each in the same pass (the sender's per-reader cost)."""
-        head = issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big")
+    def for_message(self, issue_id: int, delivery_id: int, count: int, lead: Sequence[str] | None = None,
+                    edition_id: int | None = None) -> list[str]:
+        """The tokens of links 0..count-1 of one reader's copy of an edition (None: the issue's links);
+        `lead` (from `leads`) puts a URL in front of each in the same pass (the sender's per-reader cost)."""
+        head = (issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big") if edition_id is None else
+                issue_id.to_bytes(3, "big") + edition_id.to_bytes(4, "big") + delivery_id.to_bytes(5, "big"))
         tags = binascii.b2a_base64(hashlib.shake_256(self._key + head).digest(6 * count), newline=False)
         prefix = binascii.b2a_base64(head, newline=False).translate(_URLSAFE_B64).decode("ascii")
         chunks = map(tags.translate(_URLSAFE_B64).decode("ascii").__getitem__, self._slices[:count])
@@ -214,14 +229,14 @@ class ClickTokens:
         """`base` + each position's two hex digits: pass to `for_message` for whole URLs."""
         return [base + h for h in self._hex]
 
-    def read(self, token: str) -> tuple[int, int, int]:
-        """(issue id, delivery id, link position); TokenError for anything not made by `for_message`."""
-        if len(token) != self.LENGTH or not _URLSAFE.fullmatch(token):
+    def read(self, token: str) -> ClickClaim:
+        """What the token names; TokenError for anything not made by `for_message`."""
+        if len(token) not in (self.LENGTH, self.LEGACY_LENGTH) or not _URLSAFE.fullmatch(token):
             raise TokenError("invalid link token")
         try:
             link = int(token[:2], 16)
-            head = base64.urlsafe_b64decode(token[2:14])
-            tag = base64.urlsafe_b64decode(token[14:])
+            head = base64.urlsafe_b64decode(token[2:-8])
+            tag = base64.urlsafe_b64decode(token[-8:])
         except ValueError:
             raise TokenError("invalid link token") from None
         if token[:2] != self._hex[link]:  # one spelling only (lower-case hex)
@@ -229,7 +244,10 @@ class ClickTokens:
         expected = hashlib.shake_256(self._key + head).digest(6 * (link + 1))[6 * link:]
         if not hmac.compare_digest(expected, tag):
             raise TokenError("invalid link token")
-        return int.from_bytes(head[:3], "big"), int.from_bytes(head[3:], "big"), link
+        if len(head) == 12:
+            return ClickClaim(int.from_bytes(head[:3], "big"), int.from_bytes(head[3:7], "big"),
+                              int.from_bytes(head[7:], "big"), link)
+        return ClickClaim(int.from_bytes(head[:3], "big"), None, int.from_bytes(head[3:], "big"), link)
 
 
 _URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")

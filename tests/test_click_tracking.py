@@ -31,7 +31,7 @@ from tests.support_serve import ServeProcess, free_port, seed, send_issue, servi
 pytestmark = pytest.mark.slow
 
 SECRET = "test-secret-key-0123456789"
-TRACKED = re.compile(r'href="(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]{22})"')
+TRACKED = re.compile(r'href="(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]{26})"')
 
 
 def _html_of(path: Path) -> str:
@@ -104,8 +104,8 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
             token = card_link.rsplit("/", 1)[1]
             forged = [token[:-1] + ("A" if token[-1] != "A" else "B"),  # the tag
                       f"{(int(token[:2], 16) + 1) % len(frozen):02x}" + token[2:],  # another position
-                      token[:2] + token[2:13] + ("A" if token[13] != "A" else "B") + token[14:],  # delivery
-                      "x" * 22, token + "A"]
+                      token[:2] + token[2:17] + ("A" if token[17] != "A" else "B") + token[18:],  # delivery
+                      "x" * 26, "x" * 22, token + "A"]
             for bad in forged:
                 resp = client.get(card_link.rsplit("/", 1)[0] + "/" + bad)
                 assert resp.status_code == 400 and "location" not in resp.headers, bad

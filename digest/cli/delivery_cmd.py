@@ -130,10 +130,11 @@ def stats(
     elif data["unsubscribed"]:
         out.print("unsubscribe reasons given: none")
     if len(data["editions"]) > 1 or data["skipped_paused"] or data["skipped_monthly"]:
-        eds = Table("edition", "recipients", "sent", "failed", "opened", "clicked")
+        eds = Table("edition", "label", "recipients", "sent", "failed", "opened", "readers' clicks", "click-through")
         for ed in data["editions"]:
-            eds.add_row(f"{ed['key']}\n{ed['label']}", *(str(ed[k]) for k in ("recipients", "sent", "failed",
-                                                                                "opened", "clicked")))
+            own = ed.get("clicks") or {}
+            eds.add_row(ed["key"], ed["label"], *(str(ed[k]) for k in ("recipients", "sent", "failed", "opened")),
+                        str(own.get("unique_clicks", "")), _pct(own.get("click_through")))
         out.print(eds)
         out.print(f"not sent this time: {data['skipped_paused']} paused reader(s), {data['skipped_monthly']} monthly "
                   "reader(s) waiting for the month's first issue", markup=False)
@@ -154,9 +155,21 @@ def _print_clicks(data: dict[str, Any]) -> None:
     for reason, n in clicks["set_aside"].items():
         if n:
             out.print(f"  {n:>4}  {clicks['set_aside_why'][reason]}", markup=False)
-    table = Table("#", "comparison", "unique clicks", "click-through")
-    for c in clicks["comparisons"]:
-        table.add_row(str(c["rank"]), c["title"], str(c["unique_clicks"]), _pct(c["click_through"]))
+    several = len(data["editions"]) > 1
+    # Across editions a comparison has a rank in each: the total names it by title only.
+    _comparisons_table(clicks["comparisons"], "all editions" if several else "", ranked=not several)
+    for ed in data["editions"] if several else []:
+        if ed.get("clicks") and ed["sent"]:
+            _comparisons_table(ed["clicks"]["comparisons"], f"edition {ed['key']} ({ed['label']})")
+
+
+def _comparisons_table(comparisons: list[dict[str, Any]], title: str, ranked: bool = True) -> None:
+    if title:
+        out.print(title, markup=False)  # plain text: a label comes from config.toml
+    table = Table(*(["#"] if ranked else []), "comparison", "sent", "unique clicks", "click-through")
+    for c in comparisons:
+        table.add_row(*([str(c["rank"])] if ranked else []), c["title"], str(c["emails"]), str(c["unique_clicks"]),
+                      _pct(c["click_through"]))
     out.print(table)
 
 

@@ -65,12 +65,13 @@ class ClickRecorder:
         self._lock = threading.Lock()  # one flush at a time (the thread's and stop()'s)
 
     def record(self, *, issue_id: int, delivery_id: int, link: int, method: str, agent: str | None,
-               kind: str = "click", at: datetime | None = None) -> None:
+               kind: str = "click", at: datetime | None = None, edition_id: int | None = None) -> None:
         if len(self._queue) >= MAX_QUEUED:
             self._queue.popleft()
             log.warning("click queue full (%d): the oldest click was dropped", MAX_QUEUED)
         self._queue.append({"issue_id": issue_id, "delivery_id": delivery_id, "reader": delivery_id, "kind": kind,
-                            "link": link, "method": method, "agent": agent, "at": at or datetime.now(UTC)})
+                            "edition_id": edition_id, "link": link, "method": method, "agent": agent,
+                            "at": at or datetime.now(UTC)})
 
     @property
     def pending(self) -> int:

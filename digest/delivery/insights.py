@@ -12,8 +12,8 @@ Unique clicks count messages (one per reader of an issue); click-through is a sh
 emails sent. Opens come from the provider's webhooks (and the optional pixel) and are labelled
 unreliable: Apple Mail Privacy Protection loads every image on delivery, others block images.
 
-The per-issue numbers take a `deliveries` filter (a subquery of delivery ids), so an edition
-of an issue can be counted with the same code.
+Clicks are counted per edition too (each click row names the edition whose links its position
+is in); a comparison sent in several editions is counted across them in the issue's total.
 """
 
 from __future__ import annotations
@@ -28,7 +28,18 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import TrackingSettings
-from digest.storage.models import DELIVERY_SENT, ISSUE_SENDING, ISSUE_SENT, Click, Delivery, Event, Issue, IssueItem
+from digest.storage.models import (
+    DELIVERY_SENT,
+    ISSUE_SENDING,
+    ISSUE_SENT,
+    Click,
+    Delivery,
+    Edition,
+    EditionItem,
+    Event,
+    Issue,
+    IssueItem,
+)
 from digest.weeks import as_utc
 
 OPENS_NOTE = ("Opens are unreliable: Apple Mail Privacy Protection (since 2021) loads every image when a mail "
@@ -47,6 +58,7 @@ class _Hit:
     method: str
     agent: str | None
     at: datetime
+    edition: int | None = None
     reason: str | None = None
 
 
@@ -72,55 +84,119 @@ def _classify(hits: list[_Hit], tracking: TrackingSettings) -> None:
                     h.reason = "burst"
 
 
-def _comparisons(session: Session, issue: Issue) -> dict[int, dict[str, Any]]:
-    """rank -> slug, title, categories (from what was sent)."""
-    out: dict[int, dict[str, Any]] = {}
-    for item in session.scalars(select(IssueItem).where(IssueItem.issue_id == issue.id).order_by(IssueItem.rank)):
-        data = item.snapshot or {**item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}
-        cats = sorted({str(t.get("category") or "").strip() for t in data.get("tools") or [] if t.get("category")})
-        out[item.rank] = {"rank": item.rank, "slug": str(data.get("slug") or item.comparison.slug),
-                          "title": str(data.get("title") or ""), "categories": cats}
-    return out
+def _comparison(rank: int, data: dict[str, Any], slug: str) -> dict[str, Any]:
+    cats = sorted({str(t.get("category") or "").strip() for t in data.get("tools") or [] if t.get("category")})
+    return {"rank": rank, "slug": str(data.get("slug") or slug), "title": str(data.get("title") or ""),
+            "categories": cats}
+
+
+@dataclass
+class _Carrier:
+    """One edition as sent (an issue frozen before editions is one, `id` None): its links by
+    position, its comparisons by rank and the emails sent of it."""
+
+    id: int | None
+    key: str | None
+    label: str | None
+    links: list[dict[str, Any]]
+    comparisons: dict[int, dict[str, Any]]
+    sent: int = 0
+
+
+def _edition_item(item: EditionItem) -> dict[str, Any]:
+    """What was sent (the snapshot frozen with the edition; the comparison itself only if there is none)."""
+    if item.snapshot and item.snapshot.get("slug"):
+        return _comparison(item.rank, item.snapshot, str(item.snapshot["slug"]))
+    c = item.comparison
+    return _comparison(item.rank, {**c.data, "url": c.url, "slug": c.slug}, c.slug)
+
+
+def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
+    sent = {e: int(n) for e, n in session.execute(
+        select(Delivery.edition_id, func.count(Delivery.id)).where(
+            Delivery.issue_id == issue.id, Delivery.status == DELIVERY_SENT).group_by(Delivery.edition_id))}
+    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id)).all()
+    if not rows:
+        comps = {item.rank: _comparison(item.rank, item.snapshot or {
+            **item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}, item.comparison.slug)
+            for item in session.scalars(select(IssueItem).where(IssueItem.issue_id == issue.id))}
+        return [_Carrier(None, None, None, list(issue.links or []), comps, sum(sent.values()))]
+    return [_Carrier(row.id, row.key, row.label, list(row.links or []),
+                     {i.rank: _edition_item(i) for i in row.items},
+                     sent.get(row.id, 0)) for row in rows]
 
 
 def _hits(session: Session, issue_id: int, kind: str, deliveries: Select[Any] | None) -> list[_Hit]:
-    q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at).where(
+    q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at, Click.edition_id).where(
         Click.issue_id == issue_id, Click.kind == kind)
     if deliveries is not None:
         q = q.where(Click.delivery_id.in_(deliveries))
-    return [_Hit(int(r), int(link), str(m), a, as_utc(at)) for r, link, m, a, at in session.execute(q)]
+    return [_Hit(int(r), int(link), str(m), a, as_utc(at), e) for r, link, m, a, at, e in session.execute(q)]
 
 
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
-                 deliveries: Select[Any] | None = None) -> dict[str, Any]:
-    """Unique clicks, click-through per comparison (ranked) and per link, and what was set aside."""
-    links = list(issue.links or [])
-    hits = _hits(session, issue.id, "click", deliveries)
-    _classify(hits, tracking)
+def _counted(hits: list[_Hit], carriers: list[_Carrier], sent: int) -> dict[str, Any]:
+    """Unique clicks, per comparison (by slug, across the carriers that had it) and per link."""
     readers = [h for h in hits if h.reason is None]
     set_aside = {reason: sum(1 for h in hits if h.reason == reason) for reason in SET_ASIDE_REASONS}
-    comps = _comparisons(session, issue)
-    per_rank: dict[int, set[int]] = defaultdict(set)
-    per_link: dict[int, list[_Hit]] = defaultdict(list)
-    for h in readers:
-        per_link[h.link].append(h)
-        if h.link < len(links):
-            per_rank[int(links[h.link].get("rank") or 0)].add(h.reader)
-    comparisons = [{**c, "unique_clicks": len(per_rank.get(rank, ())),
-                    "click_through": _share(len(per_rank.get(rank, ())), sent)} for rank, c in comps.items()]
-    comparisons.sort(key=lambda c: (-c["unique_clicks"], c["rank"]))
-    link_rows = [{"link": i, "rank": link.get("rank"), "place": link.get("place"), "slug": link.get("slug"),
-                  "url": link.get("url"), "clicks": len(per_link.get(i, ())),
-                  "unique_clicks": len({h.reader for h in per_link.get(i, ())})} for i, link in enumerate(links)]
+    comps: dict[str, dict[str, Any]] = {}
+    clickers: dict[str, set[int]] = defaultdict(set)
+    link_rows: list[dict[str, Any]] = []
+    for carrier in carriers:
+        for c in carrier.comparisons.values():
+            row = comps.setdefault(c["slug"], {**c, "emails": 0, "editions": []})
+            row["rank"] = min(row["rank"], c["rank"])
+            row["emails"] += carrier.sent
+            if carrier.key is not None:
+                row["editions"].append(carrier.key)
+        per_link: dict[int, list[_Hit]] = defaultdict(list)
+        for h in readers:
+            if h.edition == carrier.id:
+                per_link[h.link].append(h)
+                if h.link < len(carrier.links):
+                    clickers[str(carrier.links[h.link].get("slug") or "")].add(h.reader)
+        link_rows += [{"edition": carrier.key, "link": i, "rank": link.get("rank"), "place": link.get("place"),
+                       "slug": link.get("slug"), "url": link.get("url"), "clicks": len(per_link.get(i, ())),
+                       "unique_clicks": len({h.reader for h in per_link.get(i, ())})}
+                      for i, link in enumerate(carrier.links)]
+    comparisons = [{**c, "unique_clicks": len(clickers.get(slug, ())),
+                    "click_through": _share(len(clickers.get(slug, ())), c["emails"])} for slug, c in comps.items()]
+    comparisons.sort(key=lambda c: (-c["unique_clicks"], -(c["click_through"] or 0), c["rank"], c["slug"]))
     unique = len({h.reader for h in readers})
-    return {"tracked": bool(links), "recorded": len(hits), "reader_clicks": len(readers),
+    return {"tracked": any(c.links for c in carriers), "recorded": len(hits), "reader_clicks": len(readers),
             "unique_clicks": unique, "click_through": _share(unique, sent),
             "set_aside": set_aside, "set_aside_total": sum(set_aside.values()),
             "set_aside_why": SET_ASIDE_REASONS, "comparisons": comparisons, "links": link_rows}
+
+
+def click_reports(session: Session, issue: Issue, tracking: TrackingSettings, sent: int | None = None
+                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The issue's click report, and one per edition (by key) when it has editions.
+
+    A click token names its edition, and each click row keeps it: a position is looked up in
+    that edition's links. Scanners are told apart over the whole issue (one reader, one
+    delivery). In the issue's total a comparison sent in several editions is one row, its
+    click-through a share of the emails of all the editions that carried it."""
+    carriers = _carriers(session, issue)
+    hits = _hits(session, issue.id, "click", None)
+    _classify(hits, tracking)
+    own = next((c.id for c in carriers if c.links == list(issue.links or [])), None)
+    for h in hits:  # clicks on tokens made before editions name the issue's links (the all-topics edition's)
+        if h.edition is None:
+            h.edition = own
+    total = _counted(hits, carriers, sum(c.sent for c in carriers) if sent is None else sent)
+    per = {c.key: _counted([h for h in hits if h.edition == c.id], [c], c.sent)
+           for c in carriers if c.key is not None}
+    return total, per
+
+
+def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int | None = None
+                 ) -> dict[str, Any]:
+    """Unique clicks, click-through per comparison (ranked) and per link, and what was set aside."""
+    return click_reports(session, issue, tracking, sent)[0]
 
 
 def open_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
@@ -190,7 +266,7 @@ def category_click_through(session: Session, tracking: TrackingSettings, issues:
         for comp in click_report(session, issue, tracking, sent)["comparisons"]:
             for cat in comp["categories"]:
                 clicks[cat] += comp["unique_clicks"]
-                carried[cat] += sent
+                carried[cat] += comp["emails"]
                 comparisons[cat] += 1
     rows: list[dict[str, Any]] = [
         {"category": cat, "comparisons": comparisons[cat], "unique_clicks": clicks[cat], "emails": carried[cat],
@@ -227,7 +303,16 @@ def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
         rows.append(["comparison", c["slug"], "unique_clicks", c["unique_clicks"]])
         rows.append(["comparison", c["slug"], "click_through", c["click_through"]])
     for link in clicks.get("links") or []:
-        rows.append(["link", f"{link['link']}:{link['slug']}:{link['place']}", "unique_clicks", link["unique_clicks"]])
+        edition = f"{link['edition']}:" if link.get("edition") else ""
+        rows.append(["link", f"{edition}{link['link']}:{link['slug']}:{link['place']}", "unique_clicks",
+                     link["unique_clicks"]])
+    for ed in stats.get("editions") or []:
+        own = ed.get("clicks") or {}
+        for key in ("recipients", "sent", "unique_clicks", "click_through"):
+            rows.append(["edition", ed["key"], key, ed.get(key, own.get(key))])
+        for c in own.get("comparisons") or []:
+            rows.append(["edition_comparison", f"{ed['key']}:{c['slug']}", "unique_clicks", c["unique_clicks"]])
+            rows.append(["edition_comparison", f"{ed['key']}:{c['slug']}", "click_through", c["click_through"]])
     history = stats.get("over_time") or {}
     for w in history.get("subscribers_by_week") or []:
         for metric, value in w.items():

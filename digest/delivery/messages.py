@@ -55,6 +55,7 @@ class IssueMessages:
         # themselves for a copy that is no delivery (preview, test send).
         links = list((edition.links if edition is not None else issue.links) or [])
         self._link_count = len(links)
+        self._edition_id = edition.id if edition is not None else None  # the tokens name the links' edition
         self._link_slots = [slot(i) for i in range(len(links))]
         self._direct = direct_values(links)
         self._click_base = f"{settings.site.public_url}/c/"
@@ -87,7 +88,7 @@ class IssueMessages:
         if self._link_count:
             if r.delivery_id:
                 safe = dict(zip(self._link_slots, self._clicks.for_message(
-                    self.issue_id, r.delivery_id, self._link_count, self._click_leads)))
+                    self.issue_id, r.delivery_id, self._link_count, self._click_leads, self._edition_id)))
                 if not self._base_safe:
                     values.update(safe)
                     safe = None

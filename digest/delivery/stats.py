@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import TrackingSettings
-from digest.delivery.insights import click_report, open_report
+from digest.delivery.insights import click_reports, open_report
 from digest.storage.models import (
     BATCH_UNCONFIRMED,
     DELIVERY_DROPPED,
@@ -108,11 +108,15 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     for key in unmeasured:
         rates[key] = None
     skips = dict(issue.reader_skips or {})
+    tracking = tracking or TrackingSettings()
+    clicks, per_edition = click_reports(session, issue, tracking, sent)
+    editions = edition_stats(session, issue.id)
+    for ed in editions:  # our own counts per edition (its comparisons, its click-through)
+        ed["clicks"] = per_edition.get(ed["key"])
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
-            "editions": edition_stats(session, issue.id), "skipped_paused": int(skips.get("paused", 0)),
+            "editions": editions, "skipped_paused": int(skips.get("paused", 0)),
             "skipped_monthly": int(skips.get("monthly_waiting", 0)),
             "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,
             "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
             "owed": queued, "unconfirmed": unconfirmed, "paused": issue.pause_reason,
-            "opens": open_report(session, issue, tracking or TrackingSettings(), sent),
-            "clicks": click_report(session, issue, tracking or TrackingSettings(), sent)}
+            "opens": open_report(session, issue, tracking, sent), "clicks": clicks}

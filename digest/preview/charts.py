@@ -82,8 +82,11 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def click_through(comparisons: list[dict[str, Any]], sent: int, *, set_aside: int = 0) -> Chart:
-    """Bars of readers' click-through per comparison, most clicked first."""
+def click_through(comparisons: list[dict[str, Any]], sent: int, *, set_aside: int = 0,
+                  editions: int = 1) -> Chart:
+    """Bars of readers' click-through per comparison, most clicked first. With several editions a
+    comparison's rank differs between them: bars are named by title, and the table says how many
+    emails (of every edition that had it) each comparison's share is of."""
     title = "Click-through per comparison"
     note = f"{set_aside} scanner click{'s' if set_aside != 1 else ''} set aside, not counted." if set_aside else ""
     if not comparisons or not sent:
@@ -94,7 +97,14 @@ def click_through(comparisons: list[dict[str, Any]], sent: int, *, set_aside: in
     chart = pygal.HorizontalBar(**_config(title, range=(0, max(0.01, max(c['click_through'] or 0
                                                                            for c in comparisons) * 1.15)),
                                           value_formatter=lambda v: f"{v * 100:.0f}%", print_values=True,
-                                          height=40 + 44 * len(comparisons), show_x_labels=False))
+                                          height=40 + 44 * len(comparisons), show_x_labels=False,
+                                          truncate_label=24))
+    if editions > 1:
+        chart.x_labels = [c["title"] for c in reversed(comparisons)]
+        chart.add("Click-through", [c["click_through"] or 0 for c in reversed(comparisons)])
+        rows = [[c["title"], c.get("emails", sent), c["unique_clicks"], _pct(c["click_through"])] for c in comparisons]
+        return Chart("ctr", title, alt, _svg(chart, title, alt), ["Comparison (all editions)", "Emails", "Clicked",
+                                                                  "CTR"], rows, note)
     chart.x_labels = [f"#{c['rank']}" for c in reversed(comparisons)]  # the titles are in the table beside
     chart.add("Click-through", [c["click_through"] or 0 for c in reversed(comparisons)])
     rows = [[c["rank"], c["title"], c["unique_clicks"], _pct(c["click_through"])] for c in comparisons]
@@ -142,3 +152,33 @@ def category_click_through(rows_in: list[dict[str, Any]]) -> Chart:
             for r in rows_in]
     return Chart("categories", title, alt, _svg(chart, title, alt),
                  ["Category", "Compar­isons", "Clicked", "Emails", "CTR"], rows)
+
+
+def edition_click_through(editions: list[dict[str, Any]]) -> list[Chart]:
+    """With several editions: bars of each edition's click-through, then each edition's comparisons as a
+    table (its own readers, its own emails sent), most clicked first."""
+    counted = [e for e in editions if e.get("clicks") and e["clicks"].get("tracked") and e.get("sent")]
+    if len(editions) < 2 or not counted:
+        return []
+    title = "Click-through per edition"
+    top = max(counted, key=lambda e: e["clicks"]["click_through"] or 0)
+    alt = (f"{len(counted)} editions sent; {top['label']} drew the most readers: "
+           f"{top['clicks']['unique_clicks']} of {top['sent']} ({_pct(top['clicks']['click_through'])}).")
+    chart = pygal.HorizontalBar(**_config(title, range=(0, max(0.01, max(e["clicks"]["click_through"] or 0
+                                                                         for e in counted) * 1.15)),
+                                          value_formatter=lambda v: f"{v * 100:.0f}%", print_values=True,
+                                          height=40 + 44 * len(counted), truncate_label=24, show_x_labels=False))
+    chart.x_labels = [e["label"] for e in reversed(counted)]
+    chart.add("Click-through", [e["clicks"]["click_through"] or 0 for e in reversed(counted)])
+    rows = [[e["label"], e["sent"], e["clicks"]["unique_clicks"], _pct(e["clicks"]["click_through"])]
+            for e in counted]
+    out = [Chart("ctr-editions", title, alt, _svg(chart, title, alt), ["Edition", "Sent", "Clicked", "CTR"], rows)]
+    for i, e in enumerate(counted, start=1):
+        comps = e["clicks"]["comparisons"]
+        best = comps[0] if comps else None
+        alt = (f"Of {e['sent']} emails of this edition, {best['title']} drew the most readers: "
+               f"{best['unique_clicks']} ({_pct(best['click_through'])})." if best else "No comparisons.")
+        out.append(Chart(f"ctr-edition-{i}", f"Click-through per comparison: {e['label']}", alt, Markup(""),
+                         ["#", "Comparison", "Clicked", "CTR"],
+                         [[c["rank"], c["title"], c["unique_clicks"], _pct(c["click_through"])] for c in comps]))
+    return out

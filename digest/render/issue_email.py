@@ -251,12 +251,12 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str], *, ite
 
 
 def compile_issue(config: Config, issue: Issue, *, items_of: list[Any] | None = None,
-                  edition: EditionView | None = None, track: bool = True) -> CompiledEmail:
+                  edition: EditionView | None = None) -> CompiledEmail:
     """Render the digest for `issue` (items loaded), or for one of its editions (`items_of`, `edition`);
     raises TemplateError naming file and line."""
     nonce = new_nonce()
     ctx = issue_context(config, issue, markers(nonce), items_of=items_of, edition=edition)
-    tracked = config.settings.tracking.clicks and track  # False: plain links (an edition but all-topics)
+    tracked = config.settings.tracking.clicks
     links = add_links(ctx["items"], nonce if tracked else None)
     html, text = render_pair(config, "digest", ctx)
     subject, preheader = plaintext.one_line(ctx["subject"]), plaintext.one_line(ctx["preheader"])  # headers

@@ -159,8 +159,8 @@ class Edition(Base):
     html: Mapped[str | None] = mapped_column(Text, nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # Tracked links by position (as issues.links): the all-topics edition's are the issue's; the other
-    # editions' links are plain for now (a click token names a position in the issue's links).
+    # Tracked links by position (as issues.links; the all-topics edition's are the issue's): a click
+    # token names its edition, and the redirect looks the position up here.
     links: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -422,7 +422,10 @@ class Click(Base):
                                                     index=True)
     reader: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(8), default="click")  # click | open
-    link: Mapped[int] = mapped_column(Integer)  # position in issues.links (-1 for opens)
+    # The edition whose links `link` is a position in (None: the issue's links, before editions).
+    edition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("editions.id", ondelete="CASCADE", name="fk_clicks_edition"), nullable=True)
+    link: Mapped[int] = mapped_column(Integer)  # position in editions.links (-1 for opens)
     method: Mapped[str] = mapped_column(String(8))  # GET | HEAD
     agent: Mapped[str | None] = mapped_column(String(40), nullable=True)  # a known scanner's name
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

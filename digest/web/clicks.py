@@ -3,8 +3,9 @@
 `/o/<token>` is the optional open pixel (`[tracking] open_pixel`, off by default).
 
 The destination never comes from the request: the token (digest.links.ClickTokens) names an
-issue, a delivery and a link position, and the position is looked up in the issue's frozen
-links (`issues.links`, cached per process: a sent issue's links never change). Anything else
+issue, the edition the reader was sent, a delivery and a link position, and the position is
+looked up in that edition's frozen links (`editions.links`; `issues.links` for tokens made
+before editions), cached per process: a sent edition's links never change. Anything else
 gets a 400 page and no `Location`. The click is queued (digest.delivery.clicklog) and written
 after the answer; HEAD requests redirect too and are recorded as such (scanners send them).
 """
@@ -28,7 +29,7 @@ from digest.delivery.clicklog import ClickRecorder, scanner_agent
 from digest.errors import ConfigError
 from digest.links import ClickTokens, TokenError, Tokens
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, Issue
 
 router = APIRouter()
 
@@ -49,7 +50,7 @@ class ClickService:
         self.rt = rt
         self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
                                       rt.settings.tracking.retention_days)
-        self._links: dict[int, list[str] | None] = {}
+        self._links: dict[tuple[int, int | None], list[str]] = {}
 
     @cached_property
     def tokens(self) -> ClickTokens:
@@ -60,19 +61,25 @@ class ClickService:
     def pixel(self) -> ClickTokens:
         return ClickTokens(Tokens(self.rt.secret_key), "digest.open")
 
-    def cached(self, issue_id: int) -> list[str] | None:
-        return self._links.get(issue_id)
+    def cached(self, issue_id: int, edition_id: int | None) -> list[str] | None:
+        return self._links.get((issue_id, edition_id))
 
-    def destinations(self, issue_id: int) -> list[str] | None:
-        """The issue's frozen link destinations (None: no such frozen issue); read once per process."""
-        if issue_id in self._links:
-            return self._links[issue_id]
+    def destinations(self, issue_id: int, edition_id: int | None) -> list[str] | None:
+        """The frozen link destinations of an edition of a sent issue (edition None: the issue's own);
+        None when there is no such thing. Read once per process."""
+        if (issue_id, edition_id) in self._links:
+            return self._links[issue_id, edition_id]
+        if edition_id is None:
+            q = select(Issue.status, Issue.links).where(Issue.id == issue_id)
+        else:  # the edition must be one of this issue's
+            q = select(Issue.status, Edition.links).join(Edition, Edition.issue_id == Issue.id).where(
+                Issue.id == issue_id, Edition.id == edition_id)
         with self.rt.sessions() as session:
-            row = session.execute(select(Issue.status, Issue.links).where(Issue.id == issue_id)).one_or_none()
+            row = session.execute(q).one_or_none()
         urls = None
         if row is not None and row.status in (ISSUE_SENDING, ISSUE_SENT) and row.links:
             urls = [str(link.get("url") or "") for link in row.links]
-            self._links[issue_id] = urls  # frozen: never changes; unknown issues are not cached
+            self._links[issue_id, edition_id] = urls  # frozen: never changes; unknown ones are not cached
         return urls
 
 
@@ -83,23 +90,24 @@ async def answer(service: ClickService, method: str, token: str, user_agent: str
                  ) -> tuple[int, dict[str, str], str]:
     """(status, headers, body) for one request: a 302 to the frozen destination, or 400, or 503."""
     try:
-        issue_id, delivery_id, link = service.tokens.read(token)
+        claim = service.tokens.read(token)
     except TokenError:
         return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
     except ConfigError:  # the key file is broken (logged where the key is read); links work again once fixed
         return 503, {"Retry-After": "30", "Cache-Control": "no-store",
                      "Content-Type": "text/plain; charset=utf-8"}, _UNAVAILABLE
-    urls = service.cached(issue_id)
+    urls = service.cached(claim.issue_id, claim.edition_id)
     if urls is None:
         try:
-            urls = await run_in_threadpool(service.destinations, issue_id)
+            urls = await run_in_threadpool(service.destinations, claim.issue_id, claim.edition_id)
         except SQLAlchemyError:
             return 503, {"Retry-After": "30", "Cache-Control": "no-store",
                          "Content-Type": "text/plain; charset=utf-8"}, _UNAVAILABLE
+    link = claim.link
     if urls is None or link >= len(urls) or not urls[link]:
         return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
-    service.recorder.record(issue_id=issue_id, delivery_id=delivery_id, link=link, method=method,
-                            agent=scanner_agent(user_agent))
+    service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=link, method=method,
+                            agent=scanner_agent(user_agent), edition_id=claim.edition_id)
     # origin: the destination sees where readers come from, never the token (UTM says the rest).
     return 302, {"Location": urls[link], "Cache-Control": "no-store", "Referrer-Policy": "origin"}, ""
 
@@ -112,10 +120,10 @@ def answer_open(service: ClickService, method: str, token: str, user_agent: str 
                 ) -> tuple[int, dict[str, str], bytes]:
     """The optional open pixel (`[tracking] open_pixel`): a transparent GIF, and an `open` recorded."""
     try:
-        issue_id, delivery_id, _ = service.pixel.read(token)
+        claim = service.pixel.read(token)
     except TokenError:
         return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD.encode()
-    service.recorder.record(issue_id=issue_id, delivery_id=delivery_id, link=-1, method=method, kind="open",
+    service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=-1, method=method, kind="open",
                             agent=scanner_agent(user_agent))
     return 200, dict(_GIF_HEADERS), _GIF
 

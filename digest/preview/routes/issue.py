@@ -33,7 +33,9 @@ def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
         figures = [charts.delivery_funnel(full)]
         if clicks.get("tracked"):
             figures.append(charts.click_through(clicks.get("comparisons") or [], int(full.get("sent") or 0),
-                                                set_aside=int(clicks.get("set_aside_total") or 0)))
+                                                set_aside=int(clicks.get("set_aside_total") or 0),
+                                                editions=len(full.get("editions") or [])))
+            figures += charts.edition_click_through(full.get("editions") or [])
     page = ctx.base_context(request, "issue", f"Issue {draft.week.key}")
     this_week = current_week(rt.settings.schedule)
     page.update(ctx.email_context("digest", preview, draft.week))
