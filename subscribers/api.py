@@ -68,6 +68,7 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
         sub.name, changed = name, True
     if confirmed and sub.status != SUB_ACTIVE:
         sub.status, sub.confirmed_at, sub.unsubscribed_at = SUB_ACTIVE, now, None
+        session.add(Event(kind="confirmed", subscriber_id=sub.id, detail={"source": source}))  # on the list now
         record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         changed = True
     session.flush()

@@ -6,7 +6,8 @@ duplicates, and adds the good lines in one transaction: as pending with a confir
 queued, or active when the operator holds consent (`--confirmed --consent "..."`, recorded
 on each person). Suppressed addresses and people who left are never brought back.
 
-Export writes status and consent fields; text cells that a spreadsheet would run as a
+Export writes status and consent fields, preference changes and the person's own recorded clicks
+and opens (JSON cells); text cells that a spreadsheet would run as a
 formula are prefixed with `'` (and import strips that prefix again).
 """
 
@@ -25,6 +26,7 @@ from typing import IO
 
 from sqlalchemy import select
 
+from digest.delivery.insights import people_clicks
 from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, Subscriber
@@ -38,7 +40,8 @@ EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "mail", "
 NAME_HEADERS = {"name", "first name", "first_name", "firstname", "full name", "full_name"}
 EXPORT_COLUMNS = ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "unsubscribe_reason",
                   "consent_at", "consent_ip", "consent_user_agent", "consent_source",
-                  "topics", "frequency", "paused_until", "preference_changes"]
+                  "topics", "frequency", "paused_until", "preference_changes", "clicks"]
+_JSON_COLUMNS = ("preference_changes", "clicks")
 MAX_CONSENT = 150
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
 
@@ -188,12 +191,15 @@ def _export_rows(rt: Runtime, page: int = 1000) -> Iterator[list[str]]:
             subs = session.scalars(
                 select(Subscriber).where(Subscriber.id > last).order_by(Subscriber.id).limit(page)
             ).all()
-            changes = preferences.histories(session, [sub.id for sub in subs]) if subs else {}
+            ids = [sub.id for sub in subs]
+            changes = preferences.histories(session, ids) if subs else {}
+            clicks = people_clicks(session, rt.settings.tracking, ids) if subs else {}
         if not subs:
             return
         for sub in subs:
-            row = {col: getattr(sub, col) for col in EXPORT_COLUMNS if col != "preference_changes"}
+            row = {col: getattr(sub, col) for col in EXPORT_COLUMNS if col not in _JSON_COLUMNS}
             row["preference_changes"] = json.dumps(changes[sub.id], ensure_ascii=False) if sub.id in changes else ""
+            row["clicks"] = json.dumps(clicks[sub.id], ensure_ascii=False) if sub.id in clicks else ""
             yield [_cell(row[col]) for col in EXPORT_COLUMNS]
         last = subs[-1].id
 

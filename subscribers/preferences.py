@@ -29,6 +29,8 @@ KIND = "preferences"
 PAUSE_WEEKS = (2, 4, 8)
 MAX_TOPICS = 50
 _TOPIC_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+# The event a sign-up for an address still pending writes (subscribers.signup): its topics are the latest choice.
+SIGNUP_AGAIN = "signup_again"
 CATALOGUE_TTL = 60.0  # seconds: sign-up pages list the topics without reading every comparison each time
 _catalogues: weakref.WeakKeyDictionary[Engine, tuple[float, Topics]] = weakref.WeakKeyDictionary()
 
@@ -75,8 +77,8 @@ def signup_topics(raw: str) -> tuple[str, ...]:
 def apply_signup_topics(session: Session, sub: Subscriber, rt: Runtime, now: datetime | None = None) -> None:
     """On confirmation: the topics ticked on the sign-up form the person just confirmed (their latest
     sign-up's), unless they have chosen topics since. A stranger's sign-up never changes an active reader."""
-    detail = session.scalar(select(Event.detail).where(Event.subscriber_id == sub.id, Event.kind == "subscribed")
-                            .order_by(Event.id.desc()).limit(1))
+    detail = session.scalar(select(Event.detail).where(
+        Event.subscriber_id == sub.id, Event.kind.in_(["subscribed", SIGNUP_AGAIN])).order_by(Event.id.desc()).limit(1))
     asked = (detail or {}).get("topics") if isinstance(detail, dict) else None
     if not asked or sub.topics:
         return

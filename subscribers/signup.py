@@ -26,6 +26,7 @@ from digest.weeks import utcnow
 from subscribers.addresses import MAX_NAME, AddressError, clean_name, normalize_email
 from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
 from subscribers.consent import INSERT_SQL as CONSENT_SQL
+from subscribers.preferences import SIGNUP_AGAIN
 from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
 from subscribers.rawsql import Raw
 
@@ -155,6 +156,9 @@ _UPDATE = (
     " RETURNING id"
 )
 _EVENT = "INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('subscribed', :sid, :detail, :now)"
+# A pending address signed up for again: not a second sign-up (the list report counts `subscribed`),
+# but its topics are the latest choice, applied if the owner confirms (preferences.apply_signup_topics).
+_AGAIN = f"INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('{SIGNUP_AGAIN}', :sid, :detail, :now)"
 _QUEUE = ("INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
           f" VALUES ('{MailKind.CONFIRM}', :sid, '{MailStatus.QUEUED}', 0, :now)")
 _PG_NEW = (
@@ -274,6 +278,9 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
         hit(raw, limits, now)
         if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
             return SignupOutcome("accepted")  # active already (or bounced/complained): nothing to do
+        if status == SUB_PENDING:  # whether or not a confirmation goes out again, the latest form counts
+            raw.run(_AGAIN, {"sid": sid, "now": values["now"], "detail": raw.json(
+                {"source": source, **({"topics": list(req.topics)} if req.topics else {})})})
         sent = raw.read_ts(sent_at)
         if sent is not None and sent > now - resend_after:
             return SignupOutcome("accepted")  # a confirmation went out moments ago

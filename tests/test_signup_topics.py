@@ -74,3 +74,29 @@ def test_the_embed_offers_topics_when_asked(rt) -> None:
     assert listed == [{"key": "developer-tools", "name": "Developer Tools"},
                       {"key": "image-generation", "name": "Image Generation"},
                       {"key": "open-models", "name": "Open Models"}]
+
+
+def test_a_second_sign_up_before_confirming_sets_the_topics_applied_at_confirmation(rt) -> None:
+    """The latest choice counts (applied when the owner confirms), the answer is the same as for a new
+    address, no second confirmation goes out moments after the first, and it is one sign-up, not two."""
+    from digest.delivery.insights import subscribers_by_week
+    from digest.storage.models import OutgoingMail
+
+    seed_categories(rt, published=utcnow() - timedelta(days=1))
+    web = client(rt)
+    first = web.post("/subscribe", json={"email": "robin@example.com", "topics": "open-models"})
+    again = web.post("/subscribe", json={"email": "robin@example.com", "topics": "developer-tools+image-generation"})
+    fresh = web.post("/subscribe", json={"email": "someone-new@example.com"})
+    assert first.status_code == again.status_code == fresh.status_code == 200
+    assert first.json() == again.json() == fresh.json()
+    with rt.sessions() as s:
+        sid = s.scalar(select(Subscriber.id).where(Subscriber.email == "robin@example.com"))
+        assert s.scalar(select(func.count()).select_from(OutgoingMail).where(OutgoingMail.subscriber_id == sid)) == 1
+    pending = subscriber(rt, "robin@example.com")
+    assert pending is not None and pending.topics == ""
+    confirm(rt, web, "robin@example.com")
+    sub = subscriber(rt, "robin@example.com")
+    assert sub is not None and sub.status == "active" and sub.topics == "developer-tools+image-generation"
+    with rt.sessions() as s:
+        weeks = subscribers_by_week(s)
+    assert sum(w["sign_ups"] for w in weeks) == 2 and sum(w["confirmations"] for w in weeks) == 1

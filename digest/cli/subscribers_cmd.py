@@ -193,7 +193,7 @@ def _ask_before_mailing(count: int, file: Path) -> None:
 
 @subscribers_app.command("export")
 def subscribers_export(file: str = typer.Argument(..., help="Output CSV path, or - for stdout.")) -> None:
-    """Export every subscriber with status and consent fields."""
+    """Export every subscriber: status, consent, preferences and their changes, their own clicks and opens."""
     rt = runtime()
     if file == "-":
         export_csv(rt, None, sys.stdout)

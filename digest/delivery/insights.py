@@ -322,3 +322,38 @@ def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
         rows.append(["category", c["category"], "unique_clicks", c["unique_clicks"]])
         rows.append(["category", c["category"], "click_through", c["click_through"]])
     return rows
+
+
+def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: list[int]
+                  ) -> dict[int, list[dict[str, Any]]]:
+    """Each person's clicks and pixel opens still linked to them, oldest first (for the export).
+
+    Set aside as in the reports: a message's requests are told apart on their own (one reader
+    is one delivery), clicks and opens separately. Rows that forget or the retention period
+    unlinked name no delivery, so they are nobody's here."""
+    rows = session.execute(
+        select(Delivery.subscriber_id, Click.id, Click.kind, Click.issue_id, Click.edition_id, Click.reader,
+               Click.link, Click.method, Click.agent, Click.at)
+        .join(Delivery, Delivery.id == Click.delivery_id)
+        .where(Delivery.subscriber_id.in_(subscriber_ids)).order_by(Click.at, Click.id)).all()
+    if not rows:
+        return {}
+    issues = {i.id: i for i in session.scalars(select(Issue).where(Issue.id.in_({r.issue_id for r in rows})))}
+    edition_ids = {r.edition_id for r in rows if r.edition_id is not None}
+    editions = {e.id: e for e in session.scalars(select(Edition).where(Edition.id.in_(edition_ids)))} \
+        if edition_ids else {}
+    hits = {r.id: _Hit(int(r.reader), int(r.link), str(r.method), r.agent, as_utc(r.at), r.edition_id) for r in rows}
+    for kind in ("click", "open"):
+        _classify([hits[r.id] for r in rows if r.kind == kind], tracking)
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        issue = issues[r.issue_id]
+        edition = editions.get(r.edition_id) if r.edition_id is not None else None
+        links = list((edition.links if edition is not None else issue.links) or [])
+        link = links[r.link] if r.kind == "click" and 0 <= r.link < len(links) else {}
+        out.setdefault(int(r.subscriber_id), []).append({
+            "at": as_utc(r.at).isoformat(timespec="seconds"), "kind": r.kind, "issue": issue.week,
+            "edition": edition.key if edition is not None else None,
+            "link": r.link if r.kind == "click" else None, "comparison": link.get("slug"), "url": link.get("url"),
+            "method": r.method, "set_aside": hits[r.id].reason})
+    return out
