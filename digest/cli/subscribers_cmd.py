@@ -224,15 +224,19 @@ def subscribers_unsubscribe_mail(
     """
     rt = runtime()
     for name in files:
-        if name == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            try:
-                raw = Path(name).read_bytes()
-            except OSError as exc:
-                raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
+        raw = _read_mail(name)
         outcome = process_unsubscribe_mail(rt, raw)
         out.print(f"{name}: {outcome.message}", markup=False)
+
+
+def _read_mail(name: str) -> bytes:
+    """One mail for a pipe-alias command: a file, or `-` for standard input."""
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
 
 
 # Set by Postfix's local(8) (and Exim's pipe transport as LOCAL_PART@DOMAIN) for a command alias.
@@ -253,13 +257,7 @@ def subscribers_bounce_mail(
     rt = runtime()
     envelope = [v for v in (os.environ.get(k, "").strip() for k in ENVELOPE_ENV) if v]
     for name in files:
-        if name == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            try:
-                raw = Path(name).read_bytes()
-            except OSError as exc:
-                raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
+        raw = _read_mail(name)
         outcome = process_bounce_mail(rt, raw, envelope)
         out.print(f"{name}: {outcome.message}", markup=False)
 
