@@ -96,7 +96,7 @@ def click_through(comparisons: list[dict[str, Any]], sent: int, *, set_aside: in
            f"({_pct(top['click_through'])}); {len(comparisons)} comparisons in all.")
     chart = pygal.HorizontalBar(**_config(title, range=(0, max(0.01, max(c['click_through'] or 0
                                                                            for c in comparisons) * 1.15)),
-                                          value_formatter=lambda v: f"{v * 100:.0f}%", print_values=True,
+                                          value_formatter=_bar_pct, print_values=True,
                                           height=40 + 44 * len(comparisons), show_x_labels=False,
                                           truncate_label=24))
     if editions > 1:
@@ -109,6 +109,15 @@ def click_through(comparisons: list[dict[str, Any]], sent: int, *, set_aside: in
     chart.add("Click-through", [c["click_through"] or 0 for c in reversed(comparisons)])
     rows = [[c["rank"], c["title"], c["unique_clicks"], _pct(c["click_through"])] for c in comparisons]
     return Chart("ctr", title, alt, _svg(chart, title, alt), ["#", "Comparison", "Clicked", "CTR"], rows, note)
+
+
+def _bar_pct(v: float) -> str:
+    """A bar's printed value; none on an empty bar, where it would run into the label (the table has it)."""
+    return f"{v * 100:.0f}%" if v else ""
+
+
+def _bar_pct_fine(v: float) -> str:
+    return f"{v * 100:.1f}%" if v else ""
 
 
 def delivery_funnel(stats: dict[str, Any]) -> Chart:
@@ -144,7 +153,7 @@ def category_click_through(rows_in: list[dict[str, Any]]) -> Chart:
         return Chart("categories", title, "No tracked clicks yet.", Markup(""), [])
     alt = (f"Readers clicked {rows_in[0]['category']} comparisons most ({_pct(rows_in[0]['click_through'])}); "
            f"{len(rows_in)} categor{'ies' if len(rows_in) != 1 else 'y'} over the last issues.")
-    chart = pygal.HorizontalBar(**_config(title, print_values=True, value_formatter=lambda v: f"{v * 100:.1f}%",
+    chart = pygal.HorizontalBar(**_config(title, print_values=True, value_formatter=_bar_pct_fine,
                                           height=40 + 40 * len(rows_in), truncate_label=24, show_x_labels=False))
     chart.x_labels = [r["category"] for r in reversed(rows_in)]
     chart.add("Click-through", [r["click_through"] or 0 for r in reversed(rows_in)])
@@ -166,7 +175,7 @@ def edition_click_through(editions: list[dict[str, Any]]) -> list[Chart]:
            f"{top['clicks']['unique_clicks']} of {top['sent']} ({_pct(top['clicks']['click_through'])}).")
     chart = pygal.HorizontalBar(**_config(title, range=(0, max(0.01, max(e["clicks"]["click_through"] or 0
                                                                          for e in counted) * 1.15)),
-                                          value_formatter=lambda v: f"{v * 100:.0f}%", print_values=True,
+                                          value_formatter=_bar_pct, print_values=True,
                                           height=40 + 44 * len(counted), truncate_label=24, show_x_labels=False))
     chart.x_labels = [e["label"] for e in reversed(counted)]
     chart.add("Click-through", [e["clicks"]["click_through"] or 0 for e in reversed(counted)])
