@@ -43,9 +43,8 @@ class LocalDns:
     def __init__(self, records: dict[str, list[str]]):
         self.zone = TxtZone(records)
         quiet = DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
-        self.udp = DNSServer(self.zone, port=0, address="127.0.0.1", logger=quiet)
+        self.udp, self.tcp = _pair(self.zone, quiet)
         self.port = self.udp.server.server_address[1]
-        self.tcp = DNSServer(self.zone, port=self.port, address="127.0.0.1", tcp=True, logger=quiet)
         self.address = f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> LocalDns:
@@ -58,6 +57,19 @@ class LocalDns:
         self.tcp.stop()
         self.udp.server.server_close()
         self.tcp.server.server_close()
+
+
+def _pair(zone: TxtZone, logger: DNSLogger, tries: int = 20) -> tuple[DNSServer, DNSServer]:
+    """A UDP and a TCP server on one port. The UDP port the kernel picks may be busy on TCP
+    (another test's connection or listener holds it), so pick again rather than fail."""
+    for _ in range(tries):
+        udp = DNSServer(zone, port=0, address="127.0.0.1", logger=logger)
+        port = udp.server.server_address[1]
+        try:
+            return udp, DNSServer(zone, port=port, address="127.0.0.1", tcp=True, logger=logger)
+        except OSError:
+            udp.server.server_close()
+    raise OSError(f"no port free on both UDP and TCP after {tries} tries")
 
 
 def silent_port() -> str:
