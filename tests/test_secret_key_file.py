@@ -109,3 +109,22 @@ def test_the_drainer_logs_and_keeps_going_when_the_key_is_bad_then_recovers(tmp_
     finally:
         drainer.stop()
         rt.close()
+
+
+@pytest.mark.parametrize("path", ["/c/AAAAAAAAAAAAAAAAAAAAAA", "/o/AAAAAAAAAAAAAAAAAAAAAA"])
+def test_links_and_the_open_pixel_answer_503_while_the_key_file_is_broken(tmp_path, sqlite_url, path) -> None:
+    """A broken key file is the operator's to fix; until then readers get a clear 'try again', never a 500."""
+    from digest.runtime import open_runtime
+    from tests.support_subscribers import client
+
+    cfg = write_project(tmp_path / "p")
+    key = cfg.parent / "var" / "secret.key"
+    key.parent.mkdir(exist_ok=True)
+    key.write_text("")
+    rt = open_runtime(load_config(cfg, env={"DIGEST_DATABASE_URL": sqlite_url}))
+    try:
+        r = client(rt).get(path, follow_redirects=False)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "30", (r.status_code, r.text[:200])
+        assert "try again" in r.text and "Traceback" not in r.text
+    finally:
+        rt.close()

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from digest.delivery.clicklog import ClickRecorder, scanner_agent
 from digest.errors import ConfigError
 from digest.links import ClickTokens, TokenError, Tokens
+from digest.render.tracked import BLANK_GIF_BASE64
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, Issue
 
@@ -86,33 +87,41 @@ class ClickService:
 _UNAVAILABLE = "The service is briefly unavailable; please try again in a minute."
 
 
+def _bad() -> tuple[int, dict[str, str], str]:
+    return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
+
+
+def _unavailable() -> tuple[int, dict[str, str], str]:
+    """A broken key file or an unreachable database: the reader is asked to come back, never shown a 500."""
+    return 503, {"Retry-After": "30", "Cache-Control": "no-store", "Content-Type": "text/plain; charset=utf-8"}, \
+        _UNAVAILABLE
+
+
 async def answer(service: ClickService, method: str, token: str, user_agent: str | None
                  ) -> tuple[int, dict[str, str], str]:
     """(status, headers, body) for one request: a 302 to the frozen destination, or 400, or 503."""
     try:
         claim = service.tokens.read(token)
     except TokenError:
-        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
+        return _bad()
     except ConfigError:  # the key file is broken (logged where the key is read); links work again once fixed
-        return 503, {"Retry-After": "30", "Cache-Control": "no-store",
-                     "Content-Type": "text/plain; charset=utf-8"}, _UNAVAILABLE
+        return _unavailable()
     urls = service.cached(claim.issue_id, claim.edition_id)
     if urls is None:
         try:
             urls = await run_in_threadpool(service.destinations, claim.issue_id, claim.edition_id)
         except SQLAlchemyError:
-            return 503, {"Retry-After": "30", "Cache-Control": "no-store",
-                         "Content-Type": "text/plain; charset=utf-8"}, _UNAVAILABLE
+            return _unavailable()
     link = claim.link
     if urls is None or link >= len(urls) or not urls[link]:
-        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD
+        return _bad()
     service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=link, method=method,
                             agent=scanner_agent(user_agent), edition_id=claim.edition_id)
     # origin: the destination sees where readers come from, never the token (UTM says the rest).
     return 302, {"Location": urls[link], "Cache-Control": "no-store", "Referrer-Policy": "origin"}, ""
 
 
-_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+_GIF = base64.b64decode(BLANK_GIF_BASE64)
 _GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, private", "X-Content-Type-Options": "nosniff"}
 
 
@@ -121,8 +130,9 @@ def answer_open(service: ClickService, method: str, token: str, user_agent: str 
     """The optional open pixel (`[tracking] open_pixel`): a transparent GIF, and an `open` recorded."""
     try:
         claim = service.pixel.read(token)
-    except TokenError:
-        return 400, {**_BAD_HEADERS, "Content-Type": "text/html; charset=utf-8"}, _BAD.encode()
+    except (TokenError, ConfigError) as exc:
+        status, headers, text = _bad() if isinstance(exc, TokenError) else _unavailable()
+        return status, headers, text.encode()
     service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=-1, method=method, kind="open",
                             agent=scanner_agent(user_agent))
     return 200, dict(_GIF_HEADERS), _GIF
