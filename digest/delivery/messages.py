@@ -12,10 +12,8 @@ from digest.delivery.qpfast import QpSplicer, QpText
 from digest.links import ClickTokens, Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.personalize import Personalizer, filled_values, join_parts
-from digest.render.tracked import direct_values, slot
+from digest.render.tracked import BLANK_GIF_URL, direct_values, slot
 from digest.storage.models import Edition, Issue
-
-_BLANK_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 
 
 @dataclass
@@ -84,7 +82,7 @@ class IssueMessages:
         safe = None
         if self._pixel is not None:  # a transparent image of our own (delivery 0: no delivery, no image)
             values["open_url"] = (self._pixel_base + self._pixel.for_message(self.issue_id, r.delivery_id, 1)[0]
-                                  if r.delivery_id else _BLANK_GIF)
+                                  if r.delivery_id else BLANK_GIF_URL)
         if self._link_count:
             if r.delivery_id:
                 safe = dict(zip(self._link_slots, self._clicks.for_message(

@@ -13,7 +13,9 @@ from typing import Any
 from digest.render.personalize import marker
 
 PLACES = ("toc", "card", "text")
-PLACE_LABELS = {"toc": "contents list", "card": "card button", "text": "text part"}
+# The transparent 1x1 GIF: the open pixel's answer, and its stand-in where nobody is tracked.
+BLANK_GIF_BASE64 = "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+BLANK_GIF_URL = f"data:image/gif;base64,{BLANK_GIF_BASE64}"
 
 
 def slot(position: int) -> str:

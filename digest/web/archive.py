@@ -36,7 +36,7 @@ from digest.config import Settings
 from digest.errors import UserError
 from digest.render.issue_email import verdict
 from digest.render.personalize import Personalizer
-from digest.render.tracked import direct_values
+from digest.render.tracked import BLANK_GIF_URL, direct_values
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue, IssueItem
 from digest.weeks import Week, as_utc
@@ -136,7 +136,7 @@ def web_version(settings: Settings, issue: Issue) -> str:
         "name": "",
         "greeting": "Hi there,",
         **direct_values(issue.links),  # tracked links go straight to the comparison on the web
-        "open_url": "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7",  # no pixel
+        "open_url": BLANK_GIF_URL,  # no pixel
     }
     # A personal field added to the templates later still gets a safe value: links go to the archive.
     for slot in personalizer.html_slots:
