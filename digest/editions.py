@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from digest.config import Config, SelectionSettings
 from digest.delivery.enqueue import EditionReaders, enqueue_editions
@@ -92,7 +92,8 @@ class Plan:
 
 def frozen_plan(session: Session, issue: Issue, catalogue: Topics) -> Plan:
     """The editions an issue was frozen with, as stored (picks, scores, readers)."""
-    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id)).all()
+    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id).options(
+        selectinload(Edition.items).selectinload(EditionItem.comparison))).all()  # one query per level, not per row
     cutoff = as_utc(issue.cutoff_at or issue.created_at)
     skips = dict(issue.reader_skips or {})
     out = Plan([], catalogue, bool(skips.get("first_of_month")), int(skips.get("paused", 0)),
@@ -187,6 +188,7 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
     monthly_cfg = monthly_settings(cfg, config, week)
     monthly_seen = monthly_featured(session, issue.id)
     overall: dict[Frequency, Selection] = {Frequency.WEEKLY: weekly}
+    weekly_seen: set[int] | None = None
     if any(e.frequency is Frequency.MONTHLY for e in the_plan.editions):
         overall[Frequency.MONTHLY] = select_picks(session, monthly_cfg, week=issue.week, cutoff=cutoff, pins=pins,
                                                   excludes=excludes, issue_id=issue.id, featured=monthly_seen)
@@ -197,8 +199,9 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
         else:
             in_topics = _in_topics(the_plan.catalogue, set(ed.topics))
             monthly = ed.frequency is Frequency.MONTHLY
-            seen = monthly_seen if monthly else featured_ids(session, issue.id) | edition_featured(
-                session, issue.id, ed.key)
+            if not monthly and weekly_seen is None:
+                weekly_seen = featured_ids(session, issue.id)  # the same for every weekly topic edition
+            seen = monthly_seen if monthly else (weekly_seen or set()) | edition_featured(session, issue.id, ed.key)
             own = select_picks(session, monthly_cfg if monthly else cfg, week=issue.week, cutoff=cutoff, pins=pins,
                                excludes=excludes, issue_id=issue.id, only=in_topics, featured=seen)
             ed.selection = fill_up(own, base, cfg.min_items)

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from digest.config import TrackingSettings
 from digest.storage.models import (
@@ -115,7 +115,8 @@ def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
     sent = {e: int(n) for e, n in session.execute(
         select(Delivery.edition_id, func.count(Delivery.id)).where(
             Delivery.issue_id == issue.id, Delivery.status == DELIVERY_SENT).group_by(Delivery.edition_id))}
-    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id)).all()
+    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id).options(
+        selectinload(Edition.items).selectinload(EditionItem.comparison))).all()  # one query per level, not per row
     if not rows:
         comps = {item.rank: _comparison(item.rank, item.snapshot or {
             **item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}, item.comparison.slug)
