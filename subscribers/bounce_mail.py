@@ -12,7 +12,7 @@ import imaplib
 import re
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from digest.delivery.events import bounce_mail
 from digest.delivery.verp import from_config
@@ -50,7 +50,6 @@ def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()
 class PollResult:
     read: int = 0
     changed: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None) -> PollResult:
@@ -87,7 +86,6 @@ def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None) ->
             outcome = process_bounce_mail(rt, raw)
             result.read += 1
             result.changed += outcome.changed
-            result.notes.append(outcome.message)
             if on_report is not None:
                 on_report(outcome.message)
             _done(conn, uid, s.imap_done_folder)
