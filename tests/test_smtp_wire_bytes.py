@@ -10,17 +10,17 @@ import io
 import quopri
 import re
 import smtplib
-import socket
 from email.generator import BytesGenerator
 
 import pytest
 from aiosmtpd.controller import Controller
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from digest.delivery.qpfast import QpSplicer, QpText, encode
 from digest.delivery.transports.smtp_wire import _fold_value, dot_stuffed, fold, message_bytes
 from digest.mail import OutgoingEmail, to_mime
+from tests.support_serve import free_port
 
 LIST_UNSUBSCRIBE = ("<https://verdicts.example.com/with/a/long/path/u/WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZWpiuJd1>, "
                     "<mailto:unsubscribe@example.com?subject=unsubscribe%20WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZW>")
@@ -73,7 +73,7 @@ def assert_same_message(fast: bytes, slow: bytes) -> None:
     s_head, s_parts, _ = _split(slow)
     assert f_head == s_head
     assert [h for h, _ in f_parts] == [h for h, _ in s_parts]
-    for (_, f_body), (_, s_body) in zip(f_parts, s_parts):
+    for (_, f_body), (_, s_body) in zip(f_parts, s_parts, strict=True):
         assert quopri.decodestring(f_body) == quopri.decodestring(s_body)
         assert max(len(line) for line in f_body.split(b"\r\n")) <= 76  # RFC 2045
     f_msg = email.message_from_bytes(fast, policy=email.policy.default)
@@ -81,7 +81,7 @@ def assert_same_message(fast: bytes, slow: bytes) -> None:
     varying = ("Date", "Content-Type", "Message-ID")
     assert [(k, str(v)) for k, v in f_msg.items() if k not in varying] == \
         [(k, str(v)) for k, v in s_msg.items() if k not in varying]
-    for f, s in zip(f_msg.walk(), s_msg.walk()):
+    for f, s in zip(f_msg.walk(), s_msg.walk(), strict=True):
         assert f.get_content_type() == s.get_content_type()
         if not f.is_multipart():
             assert f.get_content() == s.get_content()
@@ -126,9 +126,10 @@ def test_a_non_ascii_address_is_left_to_send_message() -> None:
 def test_plain_addresses_fold_as_the_policy_folds_them(local: str, domain: str) -> None:
     mail = _mail(to=f"{local}@{domain}")
     wire = message_bytes(mail, "example.com")
-    if wire is not None:
-        header = wire.data.split(b"\r\nSubject:", 1)[0].split(b"\r\n", 1)[1]
-        assert header + b"\r\n" == fold("To", mail.to)
+    assume(wire is not None)  # not a plain address (two @, say): left to send_message, tested above
+    assert wire is not None
+    header = wire.data.split(b"\r\nSubject:", 1)[0].split(b"\r\n", 1)[1]
+    assert header + b"\r\n" == fold("To", mail.to)
 
 
 @settings(max_examples=300, deadline=None)
@@ -151,6 +152,8 @@ _piece = st.lists(st.sampled_from(list("ab =.\t\n\u00e9\u2014") + ["x" * 70, ".\
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_piece, min_size=1, max_size=5), st.lists(st.text(max_size=90), min_size=4, max_size=4))
+# Found by this test in a later run: a part whose last encoded line is a full 76 octets, then the soft break.
+@example(["\u00e9" + "x" * 70, "a"], ["", "", "", ""])
 def test_spliced_bodies_decode_to_the_whole_body(parts: list[str], values: list[str]) -> None:
     slots = ["a", "b", "c", "d"][:len(parts) - 1]
     named = dict(zip(["a", "b", "c", "d"], values))
@@ -182,9 +185,7 @@ def test_the_server_receives_exactly_these_bytes(tmp_path) -> None:
     from digest.delivery.transports.smtp import SmtpTransport
     from tests.conftest import apply_overrides, write_project
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     box = _Box()
     ctl = Controller(box, hostname="127.0.0.1", port=port)
     ctl.start()
@@ -199,7 +200,7 @@ def test_the_server_receives_exactly_these_bytes(tmp_path) -> None:
     finally:
         ctl.stop()
     assert all(r.ok for r in results)
-    for mail, got in zip(mails, box.contents):
+    for mail, got in zip(mails, box.contents, strict=True):
         wire = message_bytes(mail, "example.com")
         assert wire is not None
         assert_same_message(got, wire.data)

@@ -40,8 +40,20 @@ def encode(text: str) -> bytes:
 
 
 def _piece(text: str) -> bytes:
-    """One piece encoded as if it started a line (its own line ends kept, none added)."""
-    return _b2a(text.encode("utf-8"))
+    """One piece encoded as if it started a line (its own line ends kept, none added).
+
+    Its last line may be followed by a soft break (`=`), so it keeps to 75 octets: binascii
+    fills an unfinished last line up to 76, and the `=` after it made a line of 77."""
+    out = _b2a(text.encode("utf-8"))
+    start = out.rfind(b"\n") + 1
+    if len(out) - start <= 75:
+        return out
+    cut = start + 75
+    if out[cut - 1:cut] == b"=":  # never inside an escape (=XX): a literal = is always =3D
+        cut -= 1
+    elif out[cut - 2:cut - 1] == b"=":
+        cut -= 2
+    return out[:cut] + _SOFT + out[cut:]
 
 
 class QpSplicer:
