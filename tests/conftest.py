@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from digest.config import load_config
@@ -23,6 +24,12 @@ from digest.storage.db import make_engine, upgrade
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "comparisons"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Property tests explore new examples on every local run (and keep what failed in .hypothesis/);
+# in CI they run the same derandomized examples every time, so a submission's result is repeatable.
+# A case a local run finds goes into the test as an @example.
+settings.register_profile("ci", derandomize=True, database=None)
+if IN_CI:
+    settings.load_profile("ci")
 PG_ADMIN_URL = os.environ.get("DIGEST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 RUN_ID = uuid.uuid4().hex[:8]
 TEST_OUTPUT = ROOT / "test-output"
