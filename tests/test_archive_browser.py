@@ -16,13 +16,11 @@ import uvicorn
 from digest.cli.serve_cmd import bind_socket
 from digest.runtime import Runtime
 from digest.web.app import create_app
-from tests.conftest import make_runtime, output_dir
+from tests.conftest import CHROMIUM_ARGS, make_runtime, output_dir
 from tests.support_serve import make_archive
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture

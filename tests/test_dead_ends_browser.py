@@ -12,7 +12,6 @@ from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
 from subscribers.api import add_subscriber
 from tests.conftest import apply_overrides, make_runtime, output_dir, write_project
 from tests.support_subscribers import LiveServer, bound_socket, subscriber
-from tests.test_signup_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 WIDTHS = (375, 1280)
@@ -33,16 +32,6 @@ def app(tmp_path, sqlite_url):
         log = server.stop()
         rt.close()
         assert "Traceback" not in log, log
-
-
-@pytest.fixture
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _expired_token(rt, sid: int, address: str, monkeypatch) -> str:

@@ -17,11 +17,9 @@ from digest.config import load_config
 from digest.render.issue_email import compile_issue
 from digest.render.personalize import Personalizer
 from digest.render.transactional import render_transactional
-from tests.conftest import ROOT, output_dir, require_or_skip
+from tests.conftest import CHROMIUM_ARGS, ROOT, output_dir, require_or_skip
 from tests.support_render import sample_issue
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WIDTHS = (375, 600)
 PERSONAL = {"unsubscribe_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig", "view_url": "http://127.0.0.1:8000/archive/2026-W47",
             "manage_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig?manage=1", "name": "Ada Lovelace",

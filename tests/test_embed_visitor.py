@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import output_dir
 from tests.support_subscribers import subscriber, wait_for
-from tests.test_signup_browser import EXTRA_PAGES, browser, stack  # noqa: F401 - fixtures
+from tests.test_signup_browser import EXTRA_PAGES, stack  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 

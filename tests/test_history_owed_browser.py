@@ -9,10 +9,9 @@ import pytest
 from digest.cycle import prepare, resolve_week
 from digest.delivery.sender import record_pause
 from digest.preview.server import PreviewServer
-from tests.conftest import output_dir
+from tests.conftest import CHROMIUM_ARGS, output_dir
 from tests.support_delivery import add_readers
 from tests.support_preview import preview_runtime, seed_samples
-from tests.test_preview_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

@@ -12,10 +12,9 @@ from sqlalchemy import insert, select
 from digest.cycle import send_week
 from digest.storage.models import Click, Delivery, Event, Issue
 from digest.weeks import Week, utcnow
-from tests.conftest import output_dir
+from tests.conftest import CHROMIUM_ARGS, output_dir
 from tests.support_delivery import add_readers
 from tests.support_preview import preview_runtime, seed_samples
-from tests.test_preview_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

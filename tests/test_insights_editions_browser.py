@@ -11,11 +11,10 @@ from sqlalchemy import insert, select
 from digest.cycle import send_week
 from digest.storage.models import Click, Delivery, Edition, Issue
 from digest.weeks import Week, utcnow
-from tests.conftest import output_dir
+from tests.conftest import CHROMIUM_ARGS, output_dir
 from tests.support_delivery import add_readers
 from tests.support_editions import seed_categories, set_choice
 from tests.support_preview import preview_runtime
-from tests.test_preview_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

@@ -27,8 +27,6 @@ pytestmark = pytest.mark.browser
 
 W49_NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)  # slot Monday 30 November: not a month's first
 W50_NOW = datetime(2026, 12, 9, 12, 0, tzinfo=UTC)  # slot Monday 7 December: December's first
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -46,16 +44,6 @@ def stack(tmp_path, db_url):
         log = server.stop()
         rt.close()
         assert "Traceback" not in log, log
-
-
-@pytest.fixture
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def only_copy(rt, week: str, to: str):

@@ -16,8 +16,6 @@ from tests.support_preview import preview_runtime, seed_samples
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MARKER = "LIVE-EDIT-7f3a"
 WAIT_MS = 15_000
 
@@ -33,18 +31,6 @@ def served(tmp_path: Path, db_url: str) -> Iterator[tuple[Runtime, str]]:
     finally:
         server.stop()
         rt.close()
-
-
-@pytest.fixture
-def browser(chromium_path: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def mark_template(folder: Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import output_dir
-from tests.test_preview_browser import browser, served  # noqa: F401 - fixtures
+from tests.test_preview_browser import served  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 

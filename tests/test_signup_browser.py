@@ -39,8 +39,6 @@ pytestmark = pytest.mark.browser
 
 W47 = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 W48 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def host_pages(app_url: str, site: str) -> dict[str, str]:
@@ -115,16 +113,6 @@ def stack(tmp_path, db_url):
         log = server.stop()
         rt.close()
         assert "Traceback" not in log, log
-
-
-@pytest.fixture
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _journey(rt, browser, site: str, *, javascript: bool) -> None:

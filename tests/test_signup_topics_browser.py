@@ -14,7 +14,7 @@ from tests.conftest import output_dir
 from tests.support_editions import seed_categories
 from tests.support_subscribers import subscriber, wait_for
 from tests.test_embed_visitor import _host, _serve
-from tests.test_signup_browser import EXTRA_PAGES, browser, stack  # noqa: F401 - fixtures
+from tests.test_signup_browser import EXTRA_PAGES, stack  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 
