@@ -7,6 +7,8 @@ delay exists only here, never in the product.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import socket
@@ -15,15 +17,19 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from digest.cycle import send_week
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.runtime import Runtime
-from digest.weeks import Week
+from digest.storage.models import Delivery, Issue
+from digest.weeks import Week, utcnow
 from subscribers.api import add_subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +171,52 @@ def send_issue(rt: Runtime, week: str, now: datetime) -> None:
     assert result.summary is not None and result.summary.sent > 0
 
 
+
+
+@dataclass
+class SentIssue:
+    now: datetime
+    week: str
+    issue_id: int
+    deliveries: dict[str, int]  # address -> delivery id
+    links: list[dict[str, Any]]  # the frozen links
+
+
+def send_this_week(rt: Runtime, people: int = 3) -> SentIssue:
+    """Comparisons published yesterday, `people` readers (reader000@example.com, ...), this week's issue sent."""
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=people)
+    week = Week.of(now).key
+    send_issue(rt, week, now)
+    with rt.sessions() as s:
+        issue = s.scalars(select(Issue).where(Issue.week == week)).one()
+        deliveries = {address: int(did) for did, address in s.execute(
+            select(Delivery.id, Delivery.email).where(Delivery.issue_id == issue.id))}
+        return SentIssue(now, week, issue.id, deliveries, list(issue.links or []))
+
+
+def mail_to(outbox: Path, address: str) -> Path:
+    """The outbox file of the mail sent to `address` (one is expected)."""
+    for f in outbox.rglob("*.eml"):
+        msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+        if str(msg["To"]).strip().lower() == address:
+            return f
+    raise AssertionError(f"no mail to {address} in {outbox}")
+
+
+def html_of(path: Path) -> str:
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def stats_cli(cfg: Path, env: dict[str, str], week: str, *extra: str) -> str:
+    """`digest stats --week <week> ...` as an operator runs it; its standard output."""
+    proc = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "stats", "--week", week, *extra],
+                          cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def make_archive(rt: Runtime) -> Runtime:

@@ -8,30 +8,24 @@ from sqlalchemy import select
 
 from digest.delivery.clicklog import ClickRecorder, unlink_older_than
 from digest.delivery.insights import click_report, sent_count
-from digest.storage.models import Click, Delivery, Issue
+from digest.storage.models import Click, Issue
 from digest.weeks import utcnow
 from subscribers.lifecycle import forget
-from tests.support_serve import seed, send_issue
+from tests.support_serve import send_this_week
 
 
 def _issue_with_clicks(rt):
-    now = utcnow()
-    seed(rt, now - timedelta(days=1), people=3)
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
-    send_issue(rt, week, now)
-    with rt.sessions() as s:
-        issue = s.scalar(select(Issue).where(Issue.week == week))
-        deliveries = {email: did for did, email in s.execute(
-            select(Delivery.id, Delivery.email).where(Delivery.issue_id == issue.id))}
+    sent = send_this_week(rt, people=3)
+    now, deliveries = sent.now, sent.deliveries
     recorder = ClickRecorder(rt.sessions)
     for n, (address, link) in enumerate((("reader000@example.com", 1), ("reader000@example.com", 1),
                                          ("reader001@example.com", 4), ("reader002@example.com", 1))):
-        recorder.record(issue_id=issue.id, delivery_id=deliveries[address], link=link, method="GET",
+        recorder.record(issue_id=sent.issue_id, delivery_id=deliveries[address], link=link, method="GET",
                         agent=None, at=now + timedelta(minutes=n))
-    recorder.record(issue_id=issue.id, delivery_id=deliveries["reader000@example.com"], link=1, method="HEAD",
+    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=1, method="HEAD",
                     agent="barracuda", at=now)
     assert recorder.flush() == 5 and recorder.pending == 0
-    return issue.id, deliveries
+    return sent.issue_id, deliveries
 
 
 def _report(rt, issue_id):

@@ -13,8 +13,6 @@ import email
 import email.policy
 import json
 import re
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -24,36 +22,14 @@ import pytest
 from sqlalchemy import select
 
 from digest.storage.models import Click, Delivery, Issue
-from digest.weeks import utcnow
-from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
-from tests.support_serve import ServeProcess, free_port, seed, send_issue, serving
+from digest.weeks import Week, utcnow
+from tests.conftest import apply_overrides, make_runtime, write_project
+from tests.support_serve import ServeProcess, free_port, html_of, mail_to, seed, send_issue, serving, stats_cli
 
 pytestmark = pytest.mark.slow
 
 SECRET = "test-secret-key-0123456789"
 TRACKED = re.compile(r'href="(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]{26})"')
-
-
-def _html_of(path: Path) -> str:
-    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    part = msg.get_body(("html",))
-    assert part is not None
-    return str(part.get_content())
-
-
-def _mail_to(outbox: Path, address: str) -> Path:
-    for f in outbox.rglob("*.eml"):
-        msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
-        if str(msg["To"]).strip().lower() == address:
-            return f
-    raise AssertionError(f"no mail to {address} in {outbox}")
-
-
-def _stats(cfg: Path, env: dict[str, str], week: str, *extra: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "stats", "--week", week, *extra],
-                          cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tmp_path: Path, db_url: str) -> None:
@@ -65,7 +41,7 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
     rt = make_runtime(cfg, db_url)
     now = utcnow()
     seed(rt, now - timedelta(days=1), people=3)
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    week = Week.of(now).key
     send_issue(rt, week, now)
     with rt.sessions() as s:
         issue = s.scalar(select(Issue).where(Issue.week == week))
@@ -73,9 +49,9 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
         frozen = list(issue.links)
         sent = len(s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id)).all())
 
-    reader = TRACKED.findall(_html_of(_mail_to(rt.outbox_dir, "reader000@example.com")))
-    scanned = TRACKED.findall(_html_of(_mail_to(rt.outbox_dir, "reader001@example.com")))
-    other = TRACKED.findall(_html_of(_mail_to(rt.outbox_dir, "reader002@example.com")))
+    reader = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))
+    scanned = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader001@example.com")))
+    other = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader002@example.com")))
     assert reader and len(reader) == len(scanned)
     card_link = next(u for u in reader if frozen[int(u.rsplit("/", 1)[1][:2], 16)]["place"] == "card")
     target = frozen[int(card_link.rsplit("/", 1)[1][:2], 16)]
@@ -114,7 +90,7 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
 
     with rt.sessions() as s:
         assert len(s.scalars(select(Click.id)).all()) == 2 + len(scanned) + 1  # every request kept
-    data = json.loads(_stats(cfg, env, week, "--json"))
+    data = json.loads(stats_cli(cfg, env, week, "--json"))
     clicks = data["clicks"]
     assert clicks["unique_clicks"] == 1 and clicks["reader_clicks"] == 1
     assert clicks["set_aside"] == {"head": 1, "scanner_agent": 1, "burst": len(scanned)}
@@ -127,9 +103,9 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
     assert data["opens"]["reliable"] is False and "Apple Mail Privacy Protection" in data["opens"]["note"]
     assert data["over_time"]["subscribers_by_week"][-1]["confirmations"] == 3
 
-    text = _stats(cfg, env, week)
+    text = stats_cli(cfg, env, week)
     assert "set aside as scanners" in text and "HEAD requests" in text
-    rows = _stats(cfg, env, week, "--csv").splitlines()
+    rows = stats_cli(cfg, env, week, "--csv").splitlines()
     assert rows[0] == "section,key,metric,value"
     assert f"comparison,{top['slug']},unique_clicks,1" in rows and f"set_aside,burst,clicks,{len(scanned)}" in rows
 
@@ -141,9 +117,9 @@ def test_with_tracking_off_links_go_straight_to_the_comparison_and_the_footer_sa
     rt = make_runtime(cfg, sqlite_url)
     now = utcnow()
     seed(rt, now - timedelta(days=1), people=1)
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    week = Week.of(now).key
     send_issue(rt, week, now)
-    html = _html_of(_mail_to(rt.outbox_dir, "reader000@example.com"))
+    html = html_of(mail_to(rt.outbox_dir, "reader000@example.com"))
     assert "/c/" not in html and "utm_source=newsletter" in html
     assert "tracked" not in html
 
@@ -153,10 +129,10 @@ def test_the_footer_says_links_are_tracked(tmp_path: Path, sqlite_url: str) -> N
     rt = make_runtime(cfg, sqlite_url)
     now = utcnow()
     seed(rt, now - timedelta(days=1), people=1)
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    week = Week.of(now).key
     send_issue(rt, week, now)
-    mail = _mail_to(rt.outbox_dir, "reader000@example.com")
-    assert "Links to comparisons are tracked" in _html_of(mail)
+    mail = mail_to(rt.outbox_dir, "reader000@example.com")
+    assert "Links to comparisons are tracked" in html_of(mail)
     msg = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
     text = str(msg.get_body(("plain",)).get_content())  # type: ignore[union-attr]
     assert "tracked" in text and "/c/" in text
@@ -174,9 +150,9 @@ def test_the_open_pixel_is_off_by_default_and_counts_an_open_when_on(tmp_path: P
     rt = make_runtime(cfg, sqlite_url)
     now = utcnow()
     seed(rt, now - timedelta(days=1), people=2)
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    week = Week.of(now).key
     send_issue(rt, week, now)
-    pixels = [PIXEL.findall(_html_of(_mail_to(rt.outbox_dir, f"reader00{i}@example.com"))) for i in range(2)]
+    pixels = [PIXEL.findall(html_of(mail_to(rt.outbox_dir, f"reader00{i}@example.com"))) for i in range(2)]
     assert all(len(p) == 1 for p in pixels) and pixels[0] != pixels[1]
     server = ServeProcess(cfg, port, env, tmp_path)
     with serving(server):
@@ -189,11 +165,11 @@ def test_the_open_pixel_is_off_by_default_and_counts_an_open_when_on(tmp_path: P
             archive = c.get(f"http://127.0.0.1:{port}/archive/{week}")
             assert archive.status_code == 200 and "/o/" not in archive.text  # the web version has no pixel
         assert server.terminate() == 0
-    data = json.loads(_stats(cfg, env, week, "--json"))
+    data = json.loads(stats_cli(cfg, env, week, "--json"))
     assert data["opens"]["unique_opens"] == 1 and "tracking pixel" in data["opens"]["sources"]
 
     plain = write_project(tmp_path / "plain")
     rt2 = make_runtime(plain, "sqlite:///" + str(tmp_path / "plain.db"))
     seed(rt2, now - timedelta(days=1), people=1)
     send_issue(rt2, week, now)
-    assert "/o/" not in _html_of(_mail_to(rt2.outbox_dir, "reader000@example.com"))  # off by default
+    assert "/o/" not in html_of(mail_to(rt2.outbox_dir, "reader000@example.com"))  # off by default

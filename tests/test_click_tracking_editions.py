@@ -10,12 +10,8 @@ all-topics edition gets 400, never the other edition's destination.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import re
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -26,33 +22,16 @@ from sqlalchemy import select
 
 from digest.links import ClickTokens, Tokens
 from digest.storage.models import Click, Delivery, Edition, Issue, Subscriber
-from digest.weeks import utcnow
-from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
+from digest.weeks import Week, utcnow
+from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_editions import add_reader, seed_categories
-from tests.support_serve import ServeProcess, free_port, send_issue, serving
+from tests.support_serve import ServeProcess, free_port, html_of, mail_to, send_issue, serving, stats_cli
 
 pytestmark = pytest.mark.slow
 
 SECRET = "test-secret-key-0123456789"
 TRACKED = re.compile(r'href="(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]{26})"')
 BROWSER = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15"}
-
-
-def _html_to(outbox: Path, address: str) -> str:
-    for f in outbox.rglob("*.eml"):
-        msg = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
-        if str(msg["To"]).strip().lower() == address:
-            part = msg.get_body(("html",))
-            assert part is not None
-            return str(part.get_content())
-    raise AssertionError(f"no mail to {address} in {outbox}")
-
-
-def _stats(cfg: Path, env: dict[str, str], week: str, *extra: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "stats", "--week", week, *extra],
-                          cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def _position(url: str) -> int:
@@ -71,7 +50,7 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
     add_reader(rt, "all@example.com")
     add_reader(rt, "models@example.com", topics="open-models")
     add_reader(rt, "models2@example.com", topics="open-models")
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
+    week = Week.of(now).key
     send_issue(rt, week, now)
     with rt.sessions() as s:
         issue = s.scalar(select(Issue).where(Issue.week == week))
@@ -86,8 +65,8 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
                             .where(Subscriber.email == "models@example.com"))
         assert delivery is not None
 
-    mine = TRACKED.findall(_html_to(rt.outbox_dir, "models@example.com"))
-    theirs = TRACKED.findall(_html_to(rt.outbox_dir, "all@example.com"))
+    mine = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "models@example.com")))
+    theirs = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "all@example.com")))
     for urls, links in ((mine, models_links), (theirs, every_links)):  # the HTML part: contents and cards
         assert sorted(map(_position, urls)) == [i for i, link in enumerate(links) if link["place"] != "text"]
     # A card link of the topic edition whose position holds another comparison in the all-topics edition.
@@ -125,7 +104,7 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
 
     with rt.sessions() as s:
         assert sorted(e for e in s.scalars(select(Click.edition_id))) == sorted([models_id, every.id])
-    data = json.loads(_stats(cfg, env, week, "--json"))
+    data = json.loads(stats_cli(cfg, env, week, "--json"))
     by_key = {e["key"]: e for e in data["editions"]}
     topic = by_key["weekly/open-models"]
     assert topic["sent"] == 2 and topic["clicks"]["unique_clicks"] == 1
@@ -140,9 +119,9 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
     assert total["unique_clicks"] == 2 and total["emails"] == 3 and total["click_through"] == round(2 / 3, 4)
     assert data["clicks"]["unique_clicks"] == 2 and data["clicks"]["comparisons"][0]["slug"] == target["slug"]
 
-    text = _stats(cfg, env, week)
+    text = stats_cli(cfg, env, week)
     assert "weekly/open-models" in text and "50.0%" in text
-    rows = _stats(cfg, env, week, "--csv").splitlines()
+    rows = stats_cli(cfg, env, week, "--csv").splitlines()
     assert f"edition_comparison,weekly/open-models:{target['slug']},unique_clicks,1" in rows
     assert "edition,weekly/open-models,click_through,0.5" in rows
     assert f"comparison,{target['slug']},unique_clicks,2" in rows

@@ -9,13 +9,10 @@ import io
 import json
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from digest.delivery.clicklog import ClickRecorder, unlink_older_than
-from digest.storage.models import Delivery, Issue
 from digest.weeks import utcnow
 from subscribers.csvio import EXPORT_COLUMNS, export_csv
-from tests.support_serve import seed, send_issue
+from tests.support_serve import send_this_week
 
 
 def _export(rt) -> dict[str, dict[str, str]]:
@@ -25,23 +22,16 @@ def _export(rt) -> dict[str, dict[str, str]]:
 
 
 def test_export_lists_a_persons_own_clicks_and_opens_and_not_unlinked_ones(rt) -> None:
-    now = utcnow()
-    seed(rt, now - timedelta(days=1), people=3)
-    week = f"{now.isocalendar()[0]}-W{now.isocalendar()[1]:02d}"
-    send_issue(rt, week, now)
-    with rt.sessions() as s:
-        issue = s.scalar(select(Issue).where(Issue.week == week))
-        deliveries = {email: did for did, email in s.execute(
-            select(Delivery.id, Delivery.email).where(Delivery.issue_id == issue.id))}
-        links = list(issue.links or [])
+    sent = send_this_week(rt, people=3)
+    now, week, deliveries, links = sent.now, sent.week, sent.deliveries, sent.links
     recorder = ClickRecorder(rt.sessions)
-    recorder.record(issue_id=issue.id, delivery_id=deliveries["reader000@example.com"], link=1, method="GET",
+    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=1, method="GET",
                     agent=None, at=now)
-    recorder.record(issue_id=issue.id, delivery_id=deliveries["reader000@example.com"], link=1, method="HEAD",
+    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=1, method="HEAD",
                     agent="barracuda", at=now + timedelta(seconds=1))
-    recorder.record(issue_id=issue.id, delivery_id=deliveries["reader000@example.com"], link=-1, method="GET",
+    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=-1, method="GET",
                     agent=None, kind="open", at=now + timedelta(minutes=2))
-    recorder.record(issue_id=issue.id, delivery_id=deliveries["reader001@example.com"], link=4, method="GET",
+    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader001@example.com"], link=4, method="GET",
                     agent=None, at=now)
     assert recorder.flush() == 4
 

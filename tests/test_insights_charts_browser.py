@@ -55,7 +55,7 @@ def test_history_and_issue_pages_show_charts_with_text_alternatives(tmp_path, sq
 
     rt = preview_runtime(tmp_path / "project", sqlite_url, ["me@example.com"])
     seed_samples(rt)
-    week = Week.parse(f"{utcnow().isocalendar()[0]}-W{utcnow().isocalendar()[1]:02d}").key
+    week = Week.of(utcnow()).key
     issue_id = _history(rt, week)
     with rt.sessions() as s:
         items = s.scalar(select(Issue).where(Issue.id == issue_id)).items

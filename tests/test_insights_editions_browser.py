@@ -52,7 +52,7 @@ def test_the_issue_page_shows_click_through_per_edition(tmp_path, sqlite_url, ch
     from digest.preview.server import PreviewServer
 
     rt = preview_runtime(tmp_path / "project", sqlite_url, ["me@example.com"])
-    week = Week.parse(f"{utcnow().isocalendar()[0]}-W{utcnow().isocalendar()[1]:02d}").key
+    week = Week.of(utcnow()).key
     editions = _two_editions(rt, week)
     models_label = editions["weekly/open-models"][0]
     server = PreviewServer(rt, port=0)
