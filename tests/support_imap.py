@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import require_or_skip
+from tests.support_serve import free_port
 
 USER, PASSWORD = "bounces", "imap-test-pass"
 
@@ -27,12 +28,6 @@ class Imap:
     tls_port: int  # implicit TLS (IMAPS) with the test certificate
     user: str = USER
     password: str = PASSWORD
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 CONFIG = """\
@@ -86,7 +81,7 @@ def dovecot(certificate: tuple[Path, Path]) -> Iterator[Imap]:
     (root / "mail").mkdir(mode=0o777)
     (root / "mail").chmod(0o777)
     (root / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    port, tls_port = _free_port(), _free_port()
+    port, tls_port = free_port(), free_port()
     for name, source in zip(("cert.pem", "key.pem"), certificate, strict=True):
         shutil.copy(source, root / name)
     (root / "dovecot.conf").write_text(CONFIG.format(root=root, port=port, tls_port=tls_port,

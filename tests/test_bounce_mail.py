@@ -36,8 +36,9 @@ from subscribers.bounce_mail import process_bounce_mail
 from subscribers.mail_queue import drain, queue_mail
 from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
 from tests.support_imap import Imap, dovecot
+from tests.support_serve import free_port
 from tests.support_subscribers import counts, seed_comparisons, subscriber
-from tests.test_smtp import Mailbox, _free_port, certificate  # noqa: F401 - a fixture (openssl test certificate)
+from tests.test_smtp import Mailbox, certificate  # noqa: F401 - a fixture (openssl test certificate)
 
 SAMPLES = Path(__file__).parent / "bounce_samples"
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
@@ -65,7 +66,7 @@ READERS = {name: f"{name.split('.')[0].replace('_', '.')}@recipient.example" for
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
-    port = _free_port()
+    port = free_port()
     ctl = Controller(box, hostname="127.0.0.1", port=port)
     ctl.start()
     yield box, port

@@ -28,7 +28,8 @@ from digest.weeks import utcnow
 from subscribers.addresses import normalize_email
 from subscribers.mail_queue import drain, queue_mail
 from tests.support_delivery import add_readers, assert_exactly_once
-from tests.test_smtp import NOW, WEEK, Mailbox, _free_port, smtp_runtime
+from tests.support_serve import free_port
+from tests.test_smtp import NOW, WEEK, Mailbox, smtp_runtime
 
 UTF8_LOCAL = "josé@example.com"
 
@@ -43,7 +44,7 @@ def test_an_idn_domain_is_stored_in_its_ascii_form() -> None:
 def plain_server() -> Iterator[tuple[Mailbox, int]]:
     """A server that does not offer SMTPUTF8 (aiosmtpd's default), no TLS, no login."""
     box = Mailbox()
-    port = _free_port()
+    port = free_port()
     ctl = Controller(box, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
     ctl.start()
     yield box, port

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
 from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -26,6 +25,7 @@ from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
+from tests.support_serve import free_port
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
@@ -85,12 +85,6 @@ def test_outbox_issue_carries_list_unsubscribe_as_plain_ascii(tmp_path, db_url) 
         assert_one_click_headers_verbatim(path.read_bytes())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Box:
     def __init__(self) -> None:
         self.contents: list[bytes] = []
@@ -101,7 +95,7 @@ class _Box:
 
 
 def test_smtp_issue_carries_list_unsubscribe_as_plain_ascii_on_the_wire(tmp_path, sqlite_url) -> None:
-    box, port = _Box(), _free_port()
+    box, port = _Box(), free_port()
     ctl = Controller(box, hostname="127.0.0.1", port=port)
     ctl.start()
     try:

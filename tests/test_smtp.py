@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from digest.storage.models import DELIVERY_FAILED, DELIVERY_SENT, Delivery
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, require_or_skip, write_project
 from tests.support_delivery import add_readers, assert_exactly_once, seed_comparisons
+from tests.support_serve import free_port
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
@@ -80,12 +80,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def trust(certificate, monkeypatch) -> Path:  # type: ignore[no-untyped-def]
     """Our client trusts the test certificate the way an operator would trust a private CA."""
@@ -104,7 +98,7 @@ def _server_tls(certificate: tuple[Path, Path]):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def starttls_server(certificate, trust) -> Iterator[tuple[Mailbox, int]]:  # type: ignore[no-untyped-def]
     box = Mailbox()
-    port = _free_port()
+    port = free_port()
     ctl = Controller(box, hostname="127.0.0.1", port=port, tls_context=_server_tls(certificate),
                      require_starttls=True, authenticator=_authenticator, auth_required=True)
     ctl.start()
@@ -180,7 +174,7 @@ def test_wrong_password_stops_the_send_with_one_clear_message(starttls_server, t
 
 def test_implicit_tls(certificate, trust, tmp_path, sqlite_url) -> None:
     box = Mailbox()
-    port = _free_port()
+    port = free_port()
     ctl = Controller(box, hostname="127.0.0.1", port=port, ssl_context=_server_tls(certificate))
     ctl.start()
     try:

@@ -12,7 +12,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from digest.storage.models import ISSUE_SENT, Issue
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_delivery import SECRET, digest_cli, digest_popen, seed_for_cli
+from tests.support_serve import free_port
 
 READERS = 600
 KILLS = 3
@@ -44,17 +44,11 @@ class SlowMailbox:
         return "250 2.0.0 queued"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_three_kills_mid_send_repeat_at_most_one_message_each(tmp_path, db_url) -> None:
     seed = random.randrange(1_000_000)
     print(f"smtp crash seed {seed}")
     rng = random.Random(seed)
-    box, port = SlowMailbox(), _free_port()
+    box, port = SlowMailbox(), free_port()
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
     try:
