@@ -17,15 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from digest import topics as topic_catalogue
-from digest.links import TokenError, UnsubscribeClaim
+from digest.links import UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Frequency
 from digest.topics import Topics
 from digest.weeks import as_utc, utcnow
 from subscribers import lifecycle, preferences
 from subscribers.pages import pages_for, plain_error
-from subscribers.web import _mask as mask
+from subscribers.web import bad_link, mask, read_claim
 
 router = APIRouter()
 MAX_BODY = 16 * 1024
@@ -38,18 +37,6 @@ class PreferenceView:
     topics: list[tuple[str, str, bool]] = field(default_factory=list)  # key, name, ticked
     frequency: str = Frequency.WEEKLY.value
     paused_until: datetime | None = None
-
-
-def catalogue(rt: Runtime) -> Topics:
-    with rt.sessions() as session:
-        return topic_catalogue.load(session, rt.settings.topics)
-
-
-def _claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
-    try:
-        return lifecycle.read_unsubscribe_token(rt, token)
-    except TokenError:
-        return None
 
 
 def _view(rt: Runtime, claim: UnsubscribeClaim, cat: Topics) -> PreferenceView:
@@ -74,17 +61,13 @@ def _save(rt: Runtime, claim: UnsubscribeClaim, change: preferences.Change) -> s
         return "saved" if preferences.apply(session, sub, change, by="reader: preference centre") else "unchanged"
 
 
-def _bad_link() -> Response:
-    return plain_error(400, "This link is not valid.")
-
-
 @router.get("/preferences/{token}", include_in_schema=False)
 async def preferences_page(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    claim = _claim(rt, token)
+    claim = read_claim(rt, token)
     if claim is None:
-        return _bad_link()
-    cat = await run_in_threadpool(catalogue, rt)
+        return bad_link()
+    cat = await run_in_threadpool(preferences.offered, rt)  # read at most once a minute
     view = await run_in_threadpool(_view, rt, claim, cat)
     done = request.query_params.get("done", "")
     return pages_for(request).render("preferences.html.j2", private=True, view=view, token=token,
@@ -95,9 +78,9 @@ async def preferences_page(request: Request, token: str) -> Response:
 @router.post("/preferences/{token}", include_in_schema=False)
 async def preferences_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    claim = _claim(rt, token)
+    claim = read_claim(rt, token)
     if claim is None:
-        return _bad_link()
+        return bad_link()
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         return plain_error(415, "Send the form (application/x-www-form-urlencoded).")
@@ -106,7 +89,7 @@ async def preferences_post(request: Request, token: str) -> Response:
     body = await request.body()
     if len(body) > MAX_BODY:
         return plain_error(413, "The request is too large.")
-    cat = await run_in_threadpool(catalogue, rt)
+    cat = await run_in_threadpool(preferences.offered, rt)  # read at most once a minute
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
         change = preferences.parse_form(pairs, cat)

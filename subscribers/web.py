@@ -367,11 +367,11 @@ def _confirm_answer(request: Request, token: str, result: lifecycle.ConfirmResul
     headers = None if ok else {"Referrer-Policy": "origin"}
     return pages_for(request).render(
         "confirm.html.j2", status=200 if ok else 400, private=True, headers=headers, state=result.state,
-        action=f"/confirm/{token}" if result.state == "pending" else "", masked=_mask(result.email),
+        action=f"/confirm/{token}" if result.state == "pending" else "", masked=mask(result.email),
         form={**_form_context(source="confirm-again", compact=True), "submit": "Send me a new link"})
 
 
-def _bad_link() -> Response:
+def bad_link() -> Response:
     """A forged, garbled or dead token: the same plain answer, whatever was wrong."""
     return plain_error(400, "This link is not valid.")
 
@@ -387,7 +387,7 @@ class UnsubView:
     monthly: bool = False  # already gets the monthly edition: no "monthly instead" offer
 
 
-def _mask(email: str) -> str:
+def mask(email: str) -> str:
     local, _, domain = email.partition("@")
     return f"{local[:1]}•••@{domain}" if domain else "•••"
 
@@ -399,7 +399,7 @@ def _view(rt: Runtime, claim: UnsubscribeClaim) -> UnsubView:
             return UnsubView("gone")
         state = {SUB_ACTIVE: "subscribed", SUB_PENDING: "subscribed", SUB_UNSUBSCRIBED: "unsubscribed"}.get(
             sub.status, "blocked")
-        return UnsubView(state, _mask(sub.email), bool(sub.unsubscribe_reason), sub.frequency == Frequency.MONTHLY)
+        return UnsubView(state, mask(sub.email), bool(sub.unsubscribe_reason), sub.frequency == Frequency.MONTHLY)
 
 
 def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, str], method: str,
@@ -425,7 +425,7 @@ def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, st
         return "reason" if saved else "unchanged"
 
 
-def _read_claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
+def read_claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
     try:
         return lifecycle.read_unsubscribe_token(rt, token)
     except TokenError:
@@ -435,9 +435,9 @@ def _read_claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
 @router.get("/u/{token}", include_in_schema=False)
 async def unsubscribe_page(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    claim = _read_claim(rt, token)
+    claim = read_claim(rt, token)
     if claim is None:
-        return _bad_link()
+        return bad_link()
     view = await run_in_threadpool(_view, rt, claim)
     done = request.query_params.get("done", "")
     return pages_for(request).render(
@@ -449,9 +449,9 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
 @router.post("/u/{token}", include_in_schema=False)
 async def unsubscribe_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    claim = _read_claim(rt, token)
+    claim = read_claim(rt, token)
     if claim is None:
-        return _bad_link()
+        return bad_link()
     try:
         fields, _ = await read_fields(request)
     except BadRequest as exc:
