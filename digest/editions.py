@@ -14,7 +14,7 @@ and its edition must be one of that issue's (a composite foreign key).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -181,8 +181,9 @@ def fill_up(sel: Selection, overall: Selection, min_items: int) -> Selection:
 
 
 def select_all(session: Session, config: Config, issue: Issue, week: Week, the_plan: Plan, weekly: Selection,
-               cutoff: datetime) -> None:
-    """Each planned edition's selection: the weekly overall is `weekly` (already made); the rest narrow it."""
+               cutoff: datetime, lift: Mapping[str, float] | None = None) -> None:
+    """Each planned edition's selection: the weekly overall is `weekly` (already made); the rest narrow it,
+    ranked with the same learnt interest (`lift`, as `weekly` was) so every reader's picks learn alike."""
     cfg = config.settings.selection
     pins, excludes = list(issue.pins or []), list(issue.excludes or [])
     monthly_cfg = monthly_settings(cfg, config, week)
@@ -191,7 +192,8 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
     weekly_seen: set[int] | None = None
     if any(e.frequency is Frequency.MONTHLY for e in the_plan.editions):
         overall[Frequency.MONTHLY] = select_picks(session, monthly_cfg, week=issue.week, cutoff=cutoff, pins=pins,
-                                                  excludes=excludes, issue_id=issue.id, featured=monthly_seen)
+                                                  excludes=excludes, issue_id=issue.id, featured=monthly_seen,
+                                                  lift=lift)
     for ed in the_plan.editions:
         base = overall[ed.frequency]
         if not ed.topics:
@@ -203,7 +205,7 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
                 weekly_seen = featured_ids(session, issue.id)  # the same for every weekly topic edition
             seen = monthly_seen if monthly else (weekly_seen or set()) | edition_featured(session, issue.id, ed.key)
             own = select_picks(session, monthly_cfg if monthly else cfg, week=issue.week, cutoff=cutoff, pins=pins,
-                               excludes=excludes, issue_id=issue.id, only=in_topics, featured=seen)
+                               excludes=excludes, issue_id=issue.id, only=in_topics, featured=seen, lift=lift)
             ed.selection = fill_up(own, base, cfg.min_items)
         ed.skip_reason = ed.selection.skip_reason
 

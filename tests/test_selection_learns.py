@@ -70,3 +70,51 @@ def test_categories_readers_click_more_are_boosted_when_the_selection_learns(rt)
     notes, chat = learnt[0], learnt[1]
     assert notes.parts["interest"] > 0 and chat.parts["interest"] == 0
     assert abs(sum(notes.parts.values()) - notes.score) < 1e-3  # one more term of the same breakdown
+
+
+def test_topic_and_monthly_editions_learn_the_same_interest_as_the_weekly_picks(rt) -> None:
+    """An operator who turns `weight_interest` on means every reader's picks, not only the all-topics ones."""
+    from digest.cycle import plan_editions
+    from digest.storage.models import Frequency
+    from digest.topics import category_key
+    from tests.support_editions import add_reader
+
+    w1, w2 = Week.parse("2026-W40"), Week.parse("2026-W41")
+    t1 = w1.slot(rt.settings.schedule)
+    seed(rt, t1 - timedelta(days=1), people=10, extra=[_item("Alpha Notes vs Beta Notes", "Notes", 70),
+                                                       _item("Chat One vs Chat Two", "Chat", 70)])
+    send_issue(rt, w1.key, t1)
+    with rt.sessions.begin() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == w1.key))
+        notes_rank = next(i.rank for i in issue.items if "Notes" in i.comparison.title)
+        readers = s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id)).all()[:6]
+        s.execute(insert(Click), [{"issue_id": issue.id, "delivery_id": d, "reader": d, "kind": "click",
+                                   "link": position(notes_rank, "card"), "method": "GET", "agent": None,
+                                   "at": t1 + timedelta(hours=n)} for n, d in enumerate(readers)])
+    t2 = w2.slot(rt.settings.schedule)
+    seed(rt, t2 - timedelta(days=1), people=0, extra=[_item("Gamma Notes vs Delta Notes", "Notes", 60),
+                                                      _item("Chat Three vs Chat Four", "Chat", 90)])
+    both = "+".join(sorted([category_key("Notes"), category_key("Chat")]))
+    add_reader(rt, "topics@example.com", topics=both)
+    add_reader(rt, "monthly@example.com", topics=both, frequency=Frequency.MONTHLY)
+
+    def first_two(weight: float) -> dict[str, list[str]]:
+        _with_interest(rt, weight)
+        from digest.cycle import current_selection, get_or_create_issue
+        issue_id = get_or_create_issue(rt, w2)
+        with rt.sessions() as s:
+            issue = s.get(Issue, issue_id)
+            weekly = current_selection(rt, s, issue, t2)
+            the_plan = plan_editions(rt, s, issue, w2, weekly, t2, t2)
+            return {ed.key: [p.comparison.title for p in ed.selection.picks][:2] for ed in the_plan.editions
+                    if ed.selection is not None and ed.topics}
+
+    plain = first_two(0.0)
+    assert plain and all(v == ["Chat Three vs Chat Four", "Gamma Notes vs Delta Notes"] for v in plain.values()), plain
+    learnt = first_two(1.0)
+    assert len(learnt) == len(plain)
+    # Notes first in each (the monthly one may also bring back last month's Notes comparison, which its
+    # readers never had, ahead of the Chat one: its window is the month).
+    assert all(v[0] == "Gamma Notes vs Delta Notes" for v in learnt.values()), learnt
+    assert learnt["weekly/" + both] == ["Gamma Notes vs Delta Notes", "Chat Three vs Chat Four"]
+    assert learnt["monthly/" + both] == ["Gamma Notes vs Delta Notes", "Alpha Notes vs Beta Notes"]
