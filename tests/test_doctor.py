@@ -102,6 +102,15 @@ def resend() -> Iterator[FakeResendServer]:
         yield server
 
 
+EVENTS = ["email.sent", "email.delivered", "email.bounced", "email.complained", "email.opened", "email.clicked"]
+
+
+def register_webhook(resend: FakeResendServer, public_url: str, events: list[str] | None = EVENTS,
+                     status: str = "enabled") -> None:
+    """What the operator does in Resend's dashboard: Webhooks → Add endpoint <public_url>/webhooks/resend."""
+    resend.fake.add_webhook(f"{public_url}/webhooks/resend", events, status)
+
+
 def project(tmp_path: Path, public_url: str, **sections: dict[str, object]) -> Path:
     """A production-like config: Resend, an https public URL, real addresses on DOMAIN."""
     config = write_project(tmp_path / "project")
@@ -146,6 +155,7 @@ def lines(result: subprocess.CompletedProcess[str], label: str) -> list[str]:
 def test_a_well_configured_installation_passes(tmp_path: Path, db_url: str, resend: FakeResendServer,
                                                tls_app: TlsApp) -> None:
     config = project(tmp_path, tls_app.url)
+    register_webhook(resend, tls_app.url)
     with LocalDns(GOOD_DNS) as dns:
         result = doctor(config, environment(resend, db_url, tls_app.ca_file), "--nameserver", dns.address)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -155,12 +165,14 @@ def test_a_well_configured_installation_passes(tmp_path: Path, db_url: str, rese
     assert all(line.startswith("PASS  ") for line in checks), result.stdout
     names = [line[6:].split("  ")[0].strip() for line in checks]
     assert names == ["transport", "sender", "SPF", "DKIM", "DMARC", "Resend domain", "public URL", "webhooks",
-                     "postal address", "unsubscribe mailbox", "bounces", "secret key", "database"]
+                     "Resend webhook", "postal address", "unsubscribe mailbox", "bounces", "secret key", "database"]
     assert f"send.{DOMAIN}: v=spf1 include:amazonses.com ~all" in lines(result, "SPF")[0]
     assert f"resend._domainkey.{DOMAIN}: key MIIBIjANBgkq" in lines(result, "DKIM")[0]
     assert f"_dmarc.{DOMAIN}: p=quarantine" in lines(result, "DMARC")[0]
     assert f"{DOMAIN}: verified" in lines(result, "Resend domain")[0]
     assert f"{tls_app.url}: https, and `digest serve` answers" in lines(result, "public URL")[0]
+    assert lines(result, "Resend webhook")[0].endswith(
+        f"{tls_app.url}/webhooks/resend gets email.bounced, email.complained, email.delivered (enabled)")
     assert body[-1] == f"{len(checks)} pass, 0 warn, 0 fail"
 
 
@@ -177,6 +189,7 @@ def test_each_missing_record_fails_with_its_fix(tmp_path: Path, sqlite_url: str,
                                                 tls_app: TlsApp, missing: str, label: str, problem: str,
                                                 fix: str) -> None:
     config = project(tmp_path, tls_app.url)
+    register_webhook(resend, tls_app.url)
     records = {name: values for name, values in GOOD_DNS.items() if name != missing}
     with LocalDns(records) as dns:
         result = doctor(config, environment(resend, sqlite_url, tls_app.ca_file), "--nameserver", dns.address)
@@ -265,6 +278,54 @@ def test_resend_domain_status(tmp_path: Path, sqlite_url: str, resend: FakeResen
                         dns.address)
         check, fix = lines(result, "Resend domain")
         assert check.startswith("FAIL") and "403 invalid_api_key" in check and "check RESEND_API_KEY" in fix
+
+
+def test_resend_webhook_must_post_bounces_and_complaints_here(tmp_path: Path, resend: FakeResendServer) -> None:
+    """Without a webhook to this service, Resend keeps bounces and complaints to itself and dead addresses
+    keep being mailed; the doctor reads the account's webhooks and names what is wrong."""
+    from digest.doctor import resend_check
+
+    url = "https://news.weekly-verdicts.org"
+    config = project(tmp_path, url)
+    env = {"RESEND_API_URL": resend.url, "RESEND_API_KEY": KEY}
+
+    def webhook_check(**extra: str) -> Check:
+        (result,) = check(config, resend_check.webhook_registered, **{**env, **extra})
+        return result
+
+    result = webhook_check()  # none at all
+    assert result.status is Status.FAIL and f"no webhook of this Resend account posts to {url}/webhooks/resend" \
+        in result.detail
+    assert f"Add endpoint) to {url}/webhooks/resend for email.bounced, email.complained" in result.fix
+
+    register_webhook(resend, "https://old-host.example.net")  # a webhook elsewhere: named, to spot a typo
+    result = webhook_check()
+    assert result.status is Status.FAIL and "post to https://old-host.example.net/webhooks/resend" in result.detail
+
+    register_webhook(resend, url, status="disabled")
+    result = webhook_check()
+    assert result.status is Status.FAIL and "is disabled" in result.detail and "enable it" in result.fix
+
+    resend.fake.add_webhook(f"{url}/webhooks/resend/", ["email.delivered", "email.bounced"])  # the same, with a /
+    result = webhook_check()
+    assert result.status is Status.FAIL and "does not get email.complained" in result.detail
+    assert "add email.complained to its events" in result.fix
+
+    register_webhook(resend, url, ["email.bounced", "email.complained"])
+    result = webhook_check()
+    assert result.status is Status.WARN and "not email.delivered" in result.detail
+
+    register_webhook(resend, url.upper().replace("HTTPS", "https"))  # host case does not matter
+    assert webhook_check().status is Status.PASS
+
+    result = webhook_check(RESEND_API_KEY=SENDING_KEY)
+    assert result.status is Status.WARN and "401 restricted_api_key" in result.detail
+    result = webhook_check(RESEND_API_KEY="re_wrong")
+    assert result.status is Status.FAIL and "403 invalid_api_key" in result.detail
+
+    assert check(config, resend_check.webhook_registered, RESEND_API_KEY="") == []  # the domain check says so
+    smtp = project(tmp_path / "smtp", url, transport={"kind": "smtp"})
+    assert check(smtp, resend_check.webhook_registered, **env) == []
 
 
 def test_unreachable_dns_is_a_clear_line_per_record_not_a_traceback(tmp_path: Path, sqlite_url: str,

@@ -69,7 +69,7 @@ def all_checks() -> list[CheckFn]:
     from digest.doctor import dns_checks, resend_check, site_checks
 
     return [site_checks.sender, dns_checks.spf, dns_checks.dkim, dns_checks.dmarc, resend_check.domain_status,
-            site_checks.public_url, site_checks.webhooks, site_checks.postal_address,
+            site_checks.public_url, site_checks.webhooks, resend_check.webhook_registered, site_checks.postal_address,
             site_checks.unsubscribe_mailbox, site_checks.bounces, site_checks.secret_key, site_checks.database]
 
 

@@ -1,10 +1,11 @@
-"""With the Resend transport: is the sending domain verified at Resend, and which records are not?"""
+"""With the Resend transport: is the sending domain verified at Resend, and which records are not?
+Does one of the account's webhooks post bounces and complaints to this service?"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from digest.delivery.transports.resend_domains import DomainLookupError, find_domain
+from digest.delivery.transports.resend_domains import DomainLookupError, find_domain, list_webhooks
 from digest.doctor import Check, Context, failed, passed, warned
 
 NAME = "Resend domain"
@@ -45,3 +46,58 @@ def domain_status(ctx: Context) -> Iterator[Check]:
         yield warned(NAME, detail, fix)
     else:
         yield failed(NAME, detail, fix)
+
+
+WEBHOOK = "Resend webhook"
+NEEDED = ("email.bounced", "email.complained")  # without them dead addresses and complainers keep being mailed
+WANTED = ("email.delivered",)  # without it `digest stats` cannot say what was delivered
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.strip().rstrip("/").lower() == b.strip().rstrip("/").lower()
+
+
+def webhook_registered(ctx: Context) -> Iterator[Check]:
+    if ctx.transport != "resend" or not ctx.config.resend_api_key.strip():
+        return  # no key: the domain check already says so
+    endpoint = ctx.config.settings.site.public_url.rstrip("/") + "/webhooks/resend"
+    fix = (f"at Resend add a webhook (Webhooks → Add endpoint) to {endpoint} for {', '.join(NEEDED + WANTED)}, "
+           "and set RESEND_WEBHOOK_SECRET to its signing secret")
+    try:
+        hooks = list_webhooks(ctx.config, ctx.config.resend_api_key.strip(), timeout=ctx.http_timeout)
+    except DomainLookupError as exc:
+        if exc.restricted:
+            yield warned(WEBHOOK, f"not checked: {exc} (a sending-only key may not read webhooks)",
+                         f"look at Webhooks in Resend's dashboard for {endpoint}, or run the doctor with a "
+                         "full-access key in RESEND_API_KEY")
+        else:
+            yield failed(WEBHOOK, f"not checked: {exc}", "check RESEND_API_KEY and that Resend's API is "
+                         "reachable from here")
+        return
+    ours = [h for h in hooks if _same_url(h.endpoint, endpoint)]
+    if not ours:
+        elsewhere = f"; the account's webhooks post to {', '.join(h.endpoint for h in hooks[:3])}" if hooks else ""
+        yield failed(WEBHOOK, f"no webhook of this Resend account posts to {endpoint}: bounces and complaints "
+                     f"never reach this service{elsewhere}", fix)
+        return
+    enabled = [h for h in ours if h.status == "enabled"]
+    if not enabled:
+        yield failed(WEBHOOK, f"the webhook to {endpoint} is {ours[0].status}: Resend posts nothing",
+                     f"enable it at Resend (Webhooks → {endpoint})")
+        return
+    best = max(enabled, key=lambda h: len(set(h.events or ()) & set(NEEDED + WANTED)))
+    if best.events is None:
+        yield warned(WEBHOOK, f"{endpoint} ({best.id}) is enabled; Resend did not say which events it sends",
+                     f"make sure it sends {', '.join(NEEDED + WANTED)} (Webhooks → {endpoint})")
+        return
+    missing = [e for e in NEEDED if e not in best.events]
+    if missing:
+        yield failed(WEBHOOK, f"{endpoint} does not get {', '.join(missing)}: those addresses keep being mailed",
+                     f"add {', '.join(missing)} to its events at Resend (Webhooks → {endpoint})")
+        return
+    lacking = [e for e in WANTED if e not in best.events]
+    if lacking:
+        yield warned(WEBHOOK, f"{endpoint} gets bounces and complaints but not {', '.join(lacking)}: "
+                     "`digest stats` cannot count deliveries", f"add {', '.join(lacking)} to its events at Resend")
+        return
+    yield passed(WEBHOOK, f"{endpoint} gets {', '.join(e for e in NEEDED + WANTED)} (enabled)")

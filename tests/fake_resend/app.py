@@ -1,4 +1,5 @@
-"""The fake's HTTP face: POST /emails/batch and GET /domains[/{id}] like Resend's, plus /_fake/* for tests."""
+"""The fake's HTTP face: POST /emails/batch, GET /domains[/{id}] and GET /webhooks like Resend's, plus
+/_fake/* for tests."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def create_app(fake: FakeResend) -> FastAPI:
     @app.get("/domains")
     async def list_domains(request: Request) -> Response:
         return _respond(fake.list_domains(request.headers.get("authorization"), dict(request.query_params)))
+
+    @app.get("/webhooks")
+    async def list_webhooks(request: Request) -> Response:
+        return _respond(fake.list_webhooks(request.headers.get("authorization"), dict(request.query_params)))
 
     @app.get("/domains/{domain_id}")
     async def get_domain(domain_id: str, request: Request) -> Response:

@@ -159,6 +159,7 @@ class FakeResend:
         # Keys with "sending access" only: they send, and get 401 restricted_api_key elsewhere.
         self.sending_keys = set(sending_keys or ())
         self.domains: dict[str, dict[str, Any]] = {}  # id -> Domain, as GET /domains/{id} answers it
+        self.webhooks: dict[str, dict[str, Any]] = {}  # id -> webhook, as GET /webhooks/{id} answers it
         self.rate_limit = rate_limit
         self.faults = faults or Faults()
         self.reject_to = {a.lower() for a in (reject_to or set())}
@@ -257,6 +258,11 @@ class FakeResend:
 
     def list_domains(self, authorization: str | None, query: dict[str, str]) -> Answer:
         """GET /domains: newest first, `limit`/`after` as the spec's pagination parameters say."""
+        keys = ("id", "name", "status", "created_at", "region", "open_tracking", "click_tracking", "capabilities")
+        return self._list(authorization, query, self.domains, keys, "schemas/ListDomainsResponse", "domain")
+
+    def _list(self, authorization: str | None, query: dict[str, str], table: dict[str, dict[str, Any]],
+              keys: tuple[str, ...], schema: str, what: str) -> Answer:
         early = self._domain_auth(authorization)
         if early is not None:
             return early
@@ -266,18 +272,36 @@ class FakeResend:
         if problem:
             return error(422, "validation_error", f"Invalid `limit` parameter: {problem.split(': ', 1)[-1]}")
         with self.lock:
-            items = list(reversed(self.domains.values()))
+            items = list(reversed(table.values()))
         if query.get("after"):
             ids = [d["id"] for d in items]
             if query["after"] not in ids:
-                return error(422, "validation_error", "Invalid `after` parameter: no such domain.")
+                return error(422, "validation_error", f"Invalid `after` parameter: no such {what}.")
             items = items[ids.index(query["after"]) + 1:]
-        keys = ("id", "name", "status", "created_at", "region", "open_tracking", "click_tracking", "capabilities")
         body = {"object": "list", "has_more": len(items) > int(limit),
                 "data": [{k: d[k] for k in keys} for d in items[: int(limit)]]}
-        problem = spec_problem("schemas/ListDomainsResponse", body)
+        problem = spec_problem(schema, body)
         assert problem is None, problem  # the fake answers as the spec says, or the test is wrong
         return Answer(200, body)
+
+    # -- webhooks (GET /webhooks) ---------------------------------------------------------
+
+    def add_webhook(self, endpoint: str, events: list[str] | None, status: str = "enabled") -> dict[str, Any]:
+        """A webhook of the account (what the dashboard's Webhooks → Add endpoint makes); checked against the spec."""
+        hook = {"object": "webhook", "id": str(uuid.uuid4()), "endpoint": endpoint, "events": events,
+                "status": status, "created_at": "2026-11-01 09:00:00.000+00",
+                "signing_secret": "whsec_" + uuid.uuid4().hex}
+        problem = spec_problem("schemas/GetWebhookResponse", hook)
+        if problem:
+            raise ValueError(f"not a webhook as Resend's spec describes it: {problem}")
+        with self.lock:
+            self.webhooks[hook["id"]] = hook
+        return hook
+
+    def list_webhooks(self, authorization: str | None, query: dict[str, str]) -> Answer:
+        """GET /webhooks: newest first, paginated like GET /domains; a sending-only key is refused."""
+        return self._list(authorization, query, self.webhooks, ("id", "endpoint", "events", "status", "created_at"),
+                          "schemas/ListWebhooksResponse", "webhook")
 
     def get_domain(self, authorization: str | None, domain_id: str) -> Answer:
         early = self._domain_auth(authorization)

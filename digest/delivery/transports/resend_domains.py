@@ -1,13 +1,14 @@
-"""What Resend says about a sending domain: its verification status and the state of each DNS record.
+"""What Resend says about a sending domain (its verification status and the state of each DNS
+record) and about the account's webhooks (where Resend posts bounces and complaints).
 
-Read through the official SDK (GET /domains, then GET /domains/{id}), at RESEND_API_URL like
-the transport. A sending-only API key may not read domains: that is a `DomainLookupError`
-with `restricted` set, so the doctor can say so instead of calling the key wrong.
+Read through the official SDK (GET /domains, then GET /domains/{id}; GET /webhooks), at
+RESEND_API_URL like the transport. A sending-only API key may not read either: that is a
+`DomainLookupError` with `restricted` set, so the doctor can say so instead of calling the key wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from resend.exceptions import ResendError
 from digest.config import Config
 from digest.delivery.transports.resend_api import api_url, use_sdk
 
-MAX_PAGES = 20  # 100 domains a page: far more than one account holds
+MAX_PAGES = 20  # 100 a page: far more domains or webhooks than one account holds
 
 
 @dataclass(frozen=True)
@@ -51,25 +52,52 @@ def _error(exc: ResendError, url: str) -> DomainLookupError:
     return DomainLookupError(f"Resend answered {exc.code} {kind}: {message}", restricted=kind == "restricted_api_key")
 
 
+def _pages(list_page: Callable[[dict[str, Any]], Any]) -> Iterator[list[Mapping[str, Any]]]:
+    """Each page's items of a Resend list endpoint (`limit`/`after` pagination), up to MAX_PAGES."""
+    after: str | None = None
+    for _ in range(MAX_PAGES):
+        page = cast(Mapping[str, Any], list_page({"limit": 100, **({"after": after} if after else {})}))
+        items = [d for d in page.get("data") or [] if isinstance(d, Mapping)]
+        yield items
+        if not page.get("has_more") or not items:
+            return
+        after = str(items[-1].get("id"))
+
+
 def find_domain(config: Config, key: str, name: str, timeout: float = 10.0) -> ResendDomain | None:
     """The account's domain called `name` with its records, or None when the account has no such domain."""
     use_sdk(config, key, timeout)
     wanted = name.lower().rstrip(".")
-    after: str | None = None
     try:
-        for _ in range(MAX_PAGES):
-            params: dict[str, Any] = {"limit": 100, **({"after": after} if after else {})}
-            page = cast(Mapping[str, Any], resend.Domains.list(cast(resend.Domains.ListParams, params)))
-            items = [d for d in page.get("data") or [] if isinstance(d, Mapping)]
+        for items in _pages(lambda params: resend.Domains.list(cast(resend.Domains.ListParams, params))):
             match = next((d for d in items if str(d.get("name", "")).lower() == wanted), None)
             if match is not None:
                 return _domain(cast(Mapping[str, Any], resend.Domains.get(str(match["id"]))))
-            if not page.get("has_more") or not items:
-                return None
-            after = str(items[-1].get("id"))
     except ResendError as exc:
         raise _error(exc, api_url(config)) from None
     return None
+
+
+@dataclass(frozen=True)
+class ResendWebhook:
+    id: str
+    endpoint: str
+    status: str  # enabled, disabled
+    events: tuple[str, ...] | None  # None: the API did not list them
+
+
+def list_webhooks(config: Config, key: str, timeout: float = 10.0) -> list[ResendWebhook]:
+    """Every webhook of the account: where Resend posts events, which ones, and whether it is on."""
+    use_sdk(config, key, timeout)
+    out: list[ResendWebhook] = []
+    try:
+        for items in _pages(lambda params: resend.Webhooks.list(cast(resend.Webhooks.ListParams, params))):
+            out.extend(ResendWebhook(str(w.get("id", "")), str(w.get("endpoint", "")), str(w.get("status", "")),
+                                     None if w.get("events") is None else tuple(str(e) for e in w["events"]))
+                       for w in items)
+    except ResendError as exc:
+        raise _error(exc, api_url(config)) from None
+    return out
 
 
 def _domain(body: Mapping[str, Any]) -> ResendDomain:
