@@ -20,8 +20,8 @@ pytestmark = pytest.mark.browser
 
 
 def _two_editions(rt, week: str) -> dict[str, tuple[str, int]]:
-    """An issue sent to 10 all-topics readers and 10 Open Models readers; 1 and 4 of them clicked.
-    Returns edition key -> (label, id)."""
+    """An issue sent to 10 all-topics readers and 10 Open Models readers; 1 and 4 of them clicked, 3 and 6
+    opened (the pixel). Returns edition key -> (label, id)."""
     now = utcnow()
     seed_categories(rt, published=now - timedelta(days=1))
     add_readers(rt, 10, prefix="every")
@@ -42,6 +42,12 @@ def _two_editions(rt, week: str) -> dict[str, tuple[str, int]]:
                 rows.append({"issue_id": issue.id, "edition_id": ed.id, "delivery_id": d, "reader": d,
                              "kind": "click", "link": card, "method": "GET", "agent": None,
                              "at": now + timedelta(minutes=n)})
+        for key, openers in (("weekly/all", 3), ("weekly/open-models", 6)):
+            for n, d in enumerate(s.scalars(select(Delivery.id).where(Delivery.edition_id == editions[key].id)
+                                            .order_by(Delivery.id).limit(openers))):
+                rows.append({"issue_id": issue.id, "edition_id": editions[key].id, "delivery_id": d, "reader": d,
+                             "kind": "open", "link": -1, "method": "GET", "agent": None,
+                             "at": now + timedelta(minutes=30 + n)})
         s.execute(insert(Click), rows)
         return {k: (e.label, e.id) for k, e in editions.items()}
 
@@ -73,7 +79,7 @@ def test_the_issue_page_shows_click_through_per_edition(tmp_path, sqlite_url, ch
                         "figcaption").inner_text()
                     rows = [r.inner_text().split("\t") for r in per.locator("table tbody tr").all()]
                     assert [[c.strip() for c in r] for r in rows] == [
-                        [editions["weekly/all"][0], "10", "1", "10.0%"], [models_label, "10", "4", "40.0%"]]
+                        [editions["weekly/all"][0], "10", "3", "1", "10.0%"], [models_label, "10", "6", "4", "40.0%"]]
                     tables = {page.locator(f"[data-testid=chart-ctr-edition-{i}] h3").inner_text():
                               page.locator(f"[data-testid=chart-ctr-edition-{i}] table tbody tr") for i in (1, 2)}
                     models = tables[f"Click-through per comparison: {models_label}"]

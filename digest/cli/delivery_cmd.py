@@ -130,11 +130,13 @@ def stats(
     elif data["unsubscribed"]:
         out.print("unsubscribe reasons given: none")
     if len(data["editions"]) > 1 or data["skipped_paused"] or data["skipped_monthly"]:
-        eds = Table("edition", "label", "recipients", "sent", "failed", "opened", "readers' clicks", "click-through")
+        eds = Table("edition", "label", "recipients", "sent", "failed", "unique opens", "readers' clicks",
+                    "click-through")
         for ed in data["editions"]:
-            own = ed.get("clicks") or {}
-            eds.add_row(ed["key"], ed["label"], *(str(ed[k]) for k in ("recipients", "sent", "failed", "opened")),
-                        str(own.get("unique_clicks", "")), _pct(own.get("click_through")))
+            own, opens = ed.get("clicks") or {}, ed.get("opens") or {}
+            eds.add_row(ed["key"], ed["label"], *(str(ed[k]) for k in ("recipients", "sent", "failed")),
+                        str(opens.get("unique_opens", "")), str(own.get("unique_clicks", "")),
+                        _pct(own.get("click_through")))
         out.print(eds)
         out.print(f"not sent this time: {data['skipped_paused']} paused reader(s), {data['skipped_monthly']} monthly "
                   "reader(s) waiting for the month's first issue", markup=False)

@@ -311,6 +311,9 @@ def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
         own = ed.get("clicks") or {}
         for key in ("recipients", "sent", "unique_clicks", "click_through"):
             rows.append(["edition", ed["key"], key, ed.get(key, own.get(key))])
+        opens = ed.get("opens") or {}
+        for key in ("unique_opens", "open_rate"):
+            rows.append(["edition", ed["key"], key, opens.get(key)])
         for c in own.get("comparisons") or []:
             rows.append(["edition_comparison", f"{ed['key']}:{c['slug']}", "unique_clicks", c["unique_clicks"]])
             rows.append(["edition_comparison", f"{ed['key']}:{c['slug']}", "click_through", c["click_through"]])

@@ -111,8 +111,11 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     tracking = tracking or TrackingSettings()
     clicks, per_edition = click_reports(session, issue, tracking, sent)
     editions = edition_stats(session, issue.id)
-    for ed in editions:  # our own counts per edition (its comparisons, its click-through)
+    for ed in editions:  # our own counts per edition (its comparisons, its click-through, its opens)
         ed["clicks"] = per_edition.get(ed["key"])
+        readers = select(Delivery.id).join(Edition, Edition.id == Delivery.edition_id).where(
+            Edition.issue_id == issue.id, Edition.key == ed["key"])
+        ed["opens"] = open_report(session, issue, tracking, ed["sent"], readers)
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "editions": editions, "skipped_paused": int(skips.get("paused", 0)),
             "skipped_monthly": int(skips.get("monthly_waiting", 0)),

@@ -179,9 +179,10 @@ def edition_click_through(editions: list[dict[str, Any]]) -> list[Chart]:
                                           height=40 + 44 * len(counted), truncate_label=24, show_x_labels=False))
     chart.x_labels = [e["label"] for e in reversed(counted)]
     chart.add("Click-through", [e["clicks"]["click_through"] or 0 for e in reversed(counted)])
-    rows = [[e["label"], e["sent"], e["clicks"]["unique_clicks"], _pct(e["clicks"]["click_through"])]
-            for e in counted]
-    out = [Chart("ctr-editions", title, alt, _svg(chart, title, alt), ["Edition", "Sent", "Clicked", "CTR"], rows)]
+    rows = [[e["label"], e["sent"], (e.get("opens") or {}).get("unique_opens", ""), e["clicks"]["unique_clicks"],
+             _pct(e["clicks"]["click_through"])] for e in counted]
+    out = [Chart("ctr-editions", title, alt, _svg(chart, title, alt), ["Edition", "Sent", "Opened", "Clicked", "CTR"],
+                 rows)]
     for i, e in enumerate(counted, start=1):
         comps = e["clicks"]["comparisons"]
         best = comps[0] if comps else None
