@@ -22,7 +22,7 @@ from digest.preview.state import PreviewState
 from digest.preview.testsend import send_test
 from digest.runtime import Runtime
 from digest.storage.models import Batch, Delivery, Event, Issue
-from digest.weeks import current_week
+from digest.weeks import Week, current_week
 from subscribers.api import add_subscriber
 from tests.support_preview import comparison, preview_runtime, seed_items, seed_samples
 
@@ -201,7 +201,7 @@ def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> No
         d1.opened_at = d1.sent_at
         d2.delivered_at = d2.sent_at
         s.add(Event(kind="unsubscribed", subscriber_id=d2.subscriber_id, issue_id=issue.id, delivery_id=d2.id))
-    [row] = [h for h in issue_history(prt) if h.week == week.key]
+    [row] = [h for h in issue_history(prt).rows if h.week == week.key]
     assert (row.recipients, row.sent, row.failed, row.delivered, row.opened, row.clicked, row.unsubscribed) == \
         (3, 3, 0, 2, 1, 0, 1)
     client, _ = client_for(prt)
@@ -218,6 +218,31 @@ def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> No
     assert r.status_code == 200  # form token of another state: refused, nothing changed
     with pytest.raises(UserError, match="already sent"):
         change_draft(prt, week, "clear")
+
+
+def test_history_shows_half_a_year_a_page_newest_first(prt: Runtime) -> None:
+    """Each row costs a whole `digest stats` (its clicks and opens are classified): a page of 26 issues
+    keeps the History quick however many years the newsletter has run; older ones are a link away."""
+    from digest.preview.history import PAGE
+
+    weeks = [Week.parse("2026-W01")]
+    for _ in range(PAGE + 3):
+        weeks.append(weeks[-1].next())
+    with prt.sessions.begin() as s:
+        for w in weeks:
+            s.add(Issue(week=w.key, status="skipped", skip_reason="too few comparisons"))
+    newest = [w.key for w in reversed(weeks)]
+    client, _ = client_for(prt)
+    first = client.get("/history")
+    assert first.status_code == 200
+    shown = re.findall(r'href="/\?week=(\d{4}-W\d{2})"', first.text)
+    assert shown == newest[:PAGE]
+    assert f'href="/history?before={newest[PAGE - 1]}"' in first.text and "Newest issues" not in first.text
+    older = client.get(f"/history?before={newest[PAGE - 1]}")
+    assert re.findall(r'href="/\?week=(\d{4}-W\d{2})"', older.text) == newest[PAGE:]
+    assert "/history?before=" not in older.text and 'href="/history"' in older.text
+    bad = client.get("/history?before=2026-W99")
+    assert bad.status_code == 400 and "2026-W99" in bad.text and "Traceback" not in bad.text
 
 
 def test_content_is_escaped_in_page_and_email(prt: Runtime) -> None:

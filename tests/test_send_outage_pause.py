@@ -59,7 +59,7 @@ def test_an_outage_pauses_the_send_and_leaves_every_batch_pending(tmp_path, db_u
             assert len(list(db.scalars(select(SendAttempt)))) <= 5  # it stopped attempting
             stats = issue_stats(db, issue)
         assert stats["owed"] == READERS and stats["failed"] == 0 and stats["paused"] == s.paused
-        history = issue_history(rt)[0]  # the preview's History page
+        history = issue_history(rt).rows[0]  # the preview's History page
         assert history.owed == READERS and history.paused == s.paused and history.status == ISSUE_SENDING
         assert delivery_counts(rt) == {DELIVERY_QUEUED: READERS}
         server.restore()

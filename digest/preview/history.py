@@ -14,7 +14,7 @@ from digest.delivery.stats import issue_stats as delivery_stats
 from digest.delivery.transports import reported_events
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_DRAFT, Issue
-from digest.weeks import utcnow
+from digest.weeks import Week, utcnow
 
 COUNTED = ("recipients", "sent", "failed", "owed", "delivered", "opened", "clicked", "unsubscribed")
 
@@ -78,13 +78,29 @@ def ours(numbers: dict[str, Any], rates: dict[str, float | None], unmeasured: li
             unmeasured.remove("opened")
 
 
-def issue_history(rt: Runtime, limit: int = 200) -> list[IssueStats]:
-    """Issues, newest week first; drafts have nothing to count."""
+# Issues a History page shows: half a year of weekly issues. Each row is a whole `digest stats`
+# (every click and open of the issue is read and classified), so a page costs the same in year five.
+PAGE = 26
+
+
+@dataclass
+class HistoryPage:
+    rows: list[IssueStats]
+    older: str | None  # the `before` week of the next page; None: this is the oldest
+
+
+def issue_history(rt: Runtime, limit: int = PAGE, before: Week | None = None) -> HistoryPage:
+    """Issues, newest week first (those before the week `before`, when given); drafts have nothing to count."""
     with rt.sessions() as session:
-        issues = list(session.scalars(select(Issue).order_by(Issue.week.desc()).limit(limit)))
+        q = select(Issue).order_by(Issue.week.desc()).limit(limit + 1)
+        if before is not None:
+            q = q.where(Issue.week < before.key)
+        issues = list(session.scalars(q))
         measured = reported_events(rt.config.transport_kind)
-        return [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i, measured, rt.settings.tracking))
-                for i in issues]
+        rows = [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i, measured,
+                                                                             rt.settings.tracking))
+                for i in issues[:limit]]
+        return HistoryPage(rows, rows[-1].week if len(issues) > limit else None)
 
 
 def insights(rt: Runtime, issue_id: int) -> dict[str, Any]:
