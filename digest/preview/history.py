@@ -118,12 +118,10 @@ def list_history(rt: Runtime) -> dict[str, Any]:
         return over_time(session, rt.settings.tracking, now=utcnow())
 
 
-def issue_stats(rt: Runtime, issue_id: int) -> dict[str, int | str]:
-    """The counted numbers of one issue (zeros when nothing was sent; "n/a" when the transport cannot tell)."""
-    with rt.sessions() as session:
-        issue = session.get(Issue, issue_id)
-        numbers = delivery_stats(session, issue, reported_events(rt.config.transport_kind),
-                                 rt.settings.tracking) if issue is not None else {}
+def counted(numbers: dict[str, Any]) -> dict[str, int | str]:
+    """The counted numbers of one issue from its `insights` (zeros when nothing was sent; "n/a" when the
+    transport cannot tell), with our own clicks and opens as the History shows them."""
+    numbers = dict(numbers)  # `ours` rewrites clicked and opened: the caller's charts keep theirs
     unmeasured_list = list(numbers.get("unmeasured") or ())
     if numbers:
         ours(numbers, dict(numbers.get("rates") or {}), unmeasured_list)

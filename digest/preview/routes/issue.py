@@ -12,7 +12,7 @@ from digest.preview import charts
 from digest.preview.build import edition_checks
 from digest.preview.context import Ctx, server_timing
 from digest.preview.draft import change_draft
-from digest.preview.history import insights, issue_stats
+from digest.preview.history import counted, insights
 from digest.weeks import Week, current_week
 
 OTHERS_SHOWN = 12  # candidates below the cut listed with a Pin button; `digest select` scores them all
@@ -25,10 +25,11 @@ def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
     timings: dict[str, float] = {}
     draft, preview = ctx.digest_for(week, timings)
     rt = ctx.state.rt
-    stats = issue_stats(rt, draft.issue.id) if draft.frozen and draft.issue.id else None
+    stats = None
     figures = []
-    if stats is not None:
-        full = insights(rt, draft.issue.id)
+    if draft.frozen and draft.issue.id:
+        full = insights(rt, draft.issue.id)  # one `digest stats` for the numbers and the charts
+        stats = counted(full)
         clicks = full.get("clicks") or {}
         figures = [charts.delivery_funnel(full)]
         if clicks.get("tracked"):
