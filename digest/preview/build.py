@@ -174,6 +174,7 @@ class PreviewCache:
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], Preview] = OrderedDict()
         self._tokens: dict[str, Preview] = {}
+        self._checks: OrderedDict[tuple[Any, ...], dict[str, list[Check]]] = OrderedDict()
         self._lock = threading.Lock()  # one build at a time: a second request for it waits and hits
         self.hits = 0
         self.misses = 0
@@ -196,6 +197,25 @@ class PreviewCache:
                 _, old = self._items.popitem(last=False)
                 self._tokens.pop(old.token, None)
             return preview
+
+    def edition_checks(self, rt: Runtime, draft: Draft, config_generation: int) -> dict[str, list[Check]]:
+        """`edition_checks`, compiled once per change of the templates, the settings or the editions'
+        picks (a page with many editions is reloaded on every template save)."""
+        the_plan = draft.editions
+        picks = None if the_plan is None else tuple(
+            (ed.key, ed.label, ed.skip_reason, None if ed.selection is None else tuple(
+                (p.comparison.slug, p.comparison.content_hash, p.filler, p.pinned) for p in ed.selection.picks))
+            for ed in the_plan.editions)
+        key = ("edition-checks", config_generation, templates_signature(rt.config.templates_dir), draft.signature,
+               picks)
+        with self._lock:
+            found = self._checks.get(key)
+            if found is None:
+                found = self._checks[key] = edition_checks(rt, draft)
+                while len(self._checks) > self.size:
+                    self._checks.popitem(last=False)
+            self._checks.move_to_end(key)
+            return found
 
     def by_token(self, token: str, kind: str) -> Preview | None:
         """A build the page was rendered with (its frame and .eml links name it), if still cached."""

@@ -9,7 +9,6 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from digest.preview import charts
-from digest.preview.build import edition_checks
 from digest.preview.context import Ctx, server_timing
 from digest.preview.draft import change_draft
 from digest.preview.history import counted, insights
@@ -43,7 +42,8 @@ def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
     page.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
                  "prev_week": draft.week.previous(), "next_week": draft.week.next(),
                  "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection,
-                 "others_shown": OTHERS_SHOWN, "charts": figures, "edition_checks": edition_checks(rt, draft)})
+                 "others_shown": OTHERS_SHOWN, "charts": figures,
+                 "edition_checks": ctx.state.cache.edition_checks(rt, draft, ctx.state.config_generation)})
     start = time.perf_counter()
     response = ctx.pages.render("issue.html", page)
     timings["page"] = time.perf_counter() - start
