@@ -22,13 +22,14 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from digest.config import Config, SelectionSettings
+from digest.config import Config, ScheduleSettings, SelectionSettings
 from digest.delivery.enqueue import EditionReaders, enqueue_editions
 from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
 from digest.selection import Pick, Selection, featured_ids, select_picks
 from digest.storage.models import (
     ISSUE_SENDING,
     ISSUE_SENT,
+    ISSUE_SKIPPED,
     SUB_ACTIVE,
     Comparison,
     Edition,
@@ -113,7 +114,7 @@ def not_paused(now: datetime) -> Any:
 def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: datetime) -> Plan:
     """The editions this week's readers need (no selection yet): bounded by the choices in use."""
     schedule = config.settings.schedule
-    first = week.first_of_month(schedule)
+    first = week.first_of_month(schedule) or month_owed(session, week, schedule)
     out = Plan([PlannedEdition(edition_key(Frequency.WEEKLY, ()), edition_label(Frequency.WEEKLY, (), catalogue),
                                Frequency.WEEKLY, ())], catalogue, first)
     rows = session.execute(
@@ -140,10 +141,29 @@ def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: d
     return out
 
 
+def month_owed(session: Session, week: Week, schedule: ScheduleSettings) -> bool:
+    """Whether this week carries the monthly readers' edition in place of the month's first slot: that
+    week was skipped (too few comparisons) and no issue of the month since went out to them. A quiet
+    first week so never costs them a month; the month's first issue that goes out brings it, once."""
+    first = week.month_first_week(schedule)
+    if first == week:
+        return False
+    keys, w = [], first
+    while w < week:
+        keys.append(w.key)
+        w = w.next()
+    rows = session.execute(select(Issue.week, Issue.status, Issue.reader_skips).where(Issue.week.in_(keys))).all()
+    if not any(k == first.key and status == ISSUE_SKIPPED for k, status, _ in rows):
+        return False
+    return not any(status in (ISSUE_SENDING, ISSUE_SENT) and (skips or {}).get("first_of_month")
+                   for _, status, skips in rows)
+
+
 def monthly_settings(cfg: SelectionSettings, config: Config, week: Week) -> SelectionSettings:
-    """The monthly window: from the previous month's first slot to this one (four or five weeks)."""
+    """The monthly window: from the previous month's first slot to this one (four or five weeks; a
+    week or more longer when the month's first week was skipped and a later one carries the edition)."""
     schedule = config.settings.schedule
-    start = week.previous_first_of_month(schedule).slot(schedule)
+    start = week.month_first_week(schedule).previous_first_of_month(schedule).slot(schedule)
     days = max(cfg.window_days, round((week.slot(schedule) - start) / timedelta(days=1)))
     return cfg.model_copy(update={"window_days": min(days, 365)})
 

@@ -76,6 +76,13 @@ class Week:
         """Whether this week's slot is the first scheduled slot of its month (the monthly readers' issue)."""
         return self.day(schedule.weekday_index).day <= 7
 
+    def month_first_week(self, schedule: ScheduleSettings) -> Week:
+        """The week of the first slot of this week's month (this week, when it is that one)."""
+        week = self
+        while not week.first_of_month(schedule):
+            week = week.previous()
+        return week
+
     def previous_first_of_month(self, schedule: ScheduleSettings) -> Week:
         """The week of the month's first slot before this week: a monthly edition covers from there."""
         week = self.previous()

@@ -131,6 +131,31 @@ def test_monthly_readers_get_the_best_of_the_month_on_its_first_slot_only(rt) ->
     assert keys == {"weekly/all", "monthly/all", "monthly/open-models"}
 
 
+W51_NOW = datetime(2026, 12, 16, 12, 0, tzinfo=UTC)  # Wednesday of 2026-W51 (slot Monday 14 Dec)
+W52_NOW = datetime(2026, 12, 23, 12, 0, tzinfo=UTC)
+
+
+def test_when_the_months_first_week_is_skipped_monthly_readers_get_the_next_issue_that_goes_out(rt) -> None:
+    """A quiet first week (too few new comparisons: skipped) must not cost monthly readers their month:
+    the next issue that goes out that month carries their edition, once; the weeks after do not."""
+    seed_categories(rt, published=datetime(2026, 11, 16, tzinfo=UTC), tag=" (November)", best=100)
+    add_reader(rt, "weekly@example.com")
+    add_reader(rt, "monthly@example.com", frequency=Frequency.MONTHLY)
+    w50 = send_week(rt, Week.parse("2026-W50"), manual=True, now=W50_NOW)
+    assert w50.prepared.status == "skipped"  # nothing new in the week before 7 December
+    seed_categories(rt, published=W51_NOW - timedelta(days=1), tag=" (December)", best=60)
+    w51 = send_week(rt, Week.parse("2026-W51"), manual=True, now=W51_NOW)
+    assert w51.summary is not None and w51.summary.sent == 2, w51.prepared
+    monthly = text_of(copy_for(rt, "2026-W51", "monthly@example.com"))
+    assert "Your edition: the best of the month" in monthly and "(November)" in monthly  # the month's window
+    assert "(November)" not in text_of(copy_for(rt, "2026-W51", "weekly@example.com"))
+    seed_categories(rt, published=W52_NOW - timedelta(days=1), tag=" (late December)", best=60)
+    w52 = send_week(rt, Week.parse("2026-W52"), manual=True, now=W52_NOW)
+    assert w52.summary is not None and w52.summary.sent == 1  # the month is served: weekly readers only
+    assert w52.prepared.plan is not None and w52.prepared.plan.monthly_waiting == 1
+    assert not outbox_messages(rt, "2026-W52", to="monthly@example.com")
+
+
 def test_the_database_refuses_a_second_edition_for_a_reader_in_one_week(rt) -> None:
     seed_categories(rt, published=W49_NOW - timedelta(days=1))
     sid = add_reader(rt, "reader@example.com", topics="open-models")
