@@ -206,7 +206,8 @@ class WebhookSettings(_Section):
 
 
 class BounceSettings(_Section):
-    """`[bounces]`: how bounce reports count, and the mailbox `digest subscribers bounce-poll` reads.
+    """`[bounces]`: how bounce reports count, and the mailbox `digest serve` (every `poll_seconds`)
+    and `digest subscribers bounce-poll` read.
 
     The bounce address itself is `[transport.smtp] bounce_address` (the envelope sender)."""
 
@@ -219,6 +220,7 @@ class BounceSettings(_Section):
     imap_folder: str = "INBOX"
     imap_done_folder: str = ""  # processed reports move here (empty: they stay, flagged as processed)
     imap_timeout_seconds: float = Field(30, gt=0)
+    poll_seconds: int = Field(600, ge=0, le=86400)  # `digest serve` reads the mailbox this often; 0: never
 
     @field_validator("imap_folder", "imap_done_folder", "imap_host", "imap_user")
     @classmethod

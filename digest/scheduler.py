@@ -50,7 +50,9 @@ JOB_ID = "weekly-issue"
 WATCH_JOB_ID = "watch"
 START_JOB_ID = "start"
 RESUME_JOB_ID = "resume"
+BOUNCE_JOB_ID = "bounce-poll"
 LEASE_NAME = "weekly-send"
+BOUNCE_LEASE = "bounce-poll"  # one process reads the mailbox at a time
 JOBS_TABLE = "apscheduler_jobs"
 WATCH_INTERVAL = timedelta(minutes=5)
 
@@ -230,6 +232,7 @@ class WeeklyService:
         self.send = send
         self.stop_event = threading.Event()
         self.lease = Lease(rt, LEASE_NAME, holder or default_holder(), ttl=lease_ttl, clock=clock)
+        self.bounce_lease = Lease(rt, BOUNCE_LEASE, holder or default_holder(), ttl=lease_ttl, clock=clock)
         self.watch_interval = watch_interval
         self.last_run: RunRecord | None = None
         self.last_state: SlotState | None = None
@@ -242,7 +245,7 @@ class WeeklyService:
         self.scheduler = scheduler_factory(
             jobstores={"default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE),
                        "memory": MemoryJobStore()},
-            executors={"default": executor or ThreadPoolExecutor(max_workers=2)},
+            executors={"default": executor or ThreadPoolExecutor(max_workers=3)},  # send, watchdog, bounces
             job_defaults={"coalesce": True, "max_instances": 1,
                           "misfire_grace_time": rt.settings.schedule.misfire_grace_seconds},
             timezone=ZoneInfo(rt.settings.schedule.timezone),
@@ -263,6 +266,11 @@ class WeeklyService:
             self.scheduler.add_job(self.run_due, "interval", args=["watchdog"], id=WATCH_JOB_ID,
                                    jobstore="memory", seconds=self.watch_interval.total_seconds(),
                                    start_date=now + self.watch_interval, replace_existing=True)
+        bounces = self.rt.settings.bounces
+        if bounces.imap_host and bounces.poll_seconds:
+            self.scheduler.add_job(self.poll_bounces, "interval", id=BOUNCE_JOB_ID, jobstore="memory",
+                                   seconds=bounces.poll_seconds, replace_existing=True,
+                                   start_date=now + timedelta(seconds=min(bounces.poll_seconds, 10)))
         self.scheduler.resume()
         log.info("scheduler started; next issue at %s", self.next_run_time())
 
@@ -334,6 +342,29 @@ class WeeklyService:
         log.log(logging.INFO if reason != "watchdog" or outcome != "nothing to do" else logging.DEBUG,
                 "weekly job (%s): %s", reason, outcome)
         return outcome
+
+    def poll_bounces(self) -> str:
+        """Read the bounce mailbox (`[bounces] imap_host`) as `digest subscribers bounce-poll` does, so
+        bounces count without a cron job; one process at a time, errors logged and tried again."""
+        from subscribers.bounce_mail import poll_mailbox
+
+        if self.stop_event.is_set():
+            return "stopping"
+        every = self.rt.settings.bounces.poll_seconds
+        try:
+            with self.bounce_lease.held() as ours:
+                if not ours:
+                    return "busy"  # another `digest serve` is reading it
+                result = poll_mailbox(self.rt)
+        except UserError as exc:  # unreachable, refused login, no such folder: one line, tried again
+            log.error("bounce mailbox: %s; tried again in %ss", exc, every)
+            return "error"
+        except Exception:  # noqa: BLE001 - e.g. the database is down; the next poll tries again
+            log.exception("bounce mailbox: the poll failed; tried again in %ss", every)
+            return "error"
+        if result.read:
+            log.info("bounce mailbox: %d report(s) read, %d changed a subscriber", result.read, result.changed)
+        return "ok"
 
     def _run_due_locked(self, reason: str) -> str:
         if self.stop_event.is_set():

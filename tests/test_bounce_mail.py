@@ -396,3 +396,40 @@ def test_verp_tokens_survive_case_folding_and_refuse_any_change() -> None:
         changed = local[:i] + ("x" if local[i] != "x" else "y") + local[i + 1:]
         assert verp.read(changed + "@example.com") is None, changed
     assert verp.address("test-issue-2026-W47-1", "a@example.com") == BOUNCES  # a test send: plain address
+
+
+def test_digest_serve_polls_the_bounce_mailbox_by_itself(imap, sent, tmp_path) -> None:
+    """With `[bounces] imap_host` set, `digest serve` reads the mailbox every `poll_seconds` (no cron
+    needed); a second serve process waits its turn (one lease), and a wrong password is one log line."""
+    from tests.support_serve import ServeProcess, serving, wait_for
+
+    rt, box = sent
+    hard = READERS["gmail_no_such_account.eml"]
+    done = f"Served-{rt.config.path.parent.parent.name}"
+    cfg = rt.config.path
+    cfg.write_text(apply_overrides(cfg.read_text(), {"bounces": {
+        "imap_host": "127.0.0.1", "imap_port": imap.port, "imap_security": "none", "imap_user": imap.user,
+        "imap_done_folder": done, "poll_seconds": 1}}))
+    env = {"DIGEST_DATABASE_URL": rt.config.database_url, "DIGEST_SECRET_KEY": rt.secret_key,
+           "DIGEST_IMAP_PASSWORD": imap.password}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    first, second = ServeProcess(cfg, free_port(), env, logs), ServeProcess(cfg, free_port(), env, logs)
+    with serving(first, second):
+        first.wait_ready()
+        second.wait_ready()
+        _append(imap, report("gmail_no_such_account.eml", verp_of(box, hard), hard))
+        wait_for(lambda: subscriber(rt, hard).status == SUB_BOUNCED, 60,  # type: ignore[union-attr]
+                 what="digest serve to read the bounce")
+        wait_for(lambda: len(_mailbox(imap, done)) == 1, 30, what="the report moved to the done folder")
+        assert first.terminate() == 0 and second.terminate() == 0
+    output = first.output() + second.output()
+    assert output.count("bounce mailbox: 1 report(s) read, 1 changed a subscriber") == 1, output
+    assert "Traceback" not in output
+
+    wrong = ServeProcess(cfg, free_port(), {**env, "DIGEST_IMAP_PASSWORD": "wrong"}, logs)
+    with serving(wrong):
+        wrong.wait_ready()
+        wait_for(lambda: "refused the login" in wrong.output(), 30, what="the failed poll in the log")
+        assert wrong.terminate() == 0
+    assert "Traceback" not in wrong.output()
