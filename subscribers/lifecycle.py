@@ -43,8 +43,6 @@ from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
 
-SOFT_BOUNCE_LIMIT = 3
-SOFT_BOUNCE_WINDOW = timedelta(days=30)
 REASONS = {
     "too_many": "Too many emails",
     "not_relevant": "The content is not relevant to me",
@@ -204,8 +202,9 @@ def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue
 
 def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None, permanent: bool,
                   delivery: Delivery | None, detail: dict[str, str], now: datetime | None = None,
-                  soft_limit: int = SOFT_BOUNCE_LIMIT, soft_window: timedelta = SOFT_BOUNCE_WINDOW) -> str:
-    """Hard bounce: suppress now. Soft: count; `soft_limit` in a row suppress. Returns what happened.
+                  soft_limit: int, soft_window: timedelta) -> str:
+    """Hard bounce: suppress now. Soft: count; `soft_limit` in a row suppress ([bounces] in config.toml).
+    Returns what happened.
 
     "In a row": soft bounces within `soft_window`, after the last sign that mail got through
     (a delivery reported delivered, opened or clicked), so a full mailbox that was emptied
