@@ -3,7 +3,7 @@ average over the last issues are boosted, and the boost shows in each pick's sco
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select
 
@@ -31,7 +31,9 @@ def _with_interest(rt, weight: float) -> None:
         update={"weight_interest": weight, "min_items": 2})})
 
 
-def test_categories_readers_click_more_are_boosted_when_the_selection_learns(rt) -> None:
+def _notes_clicked_then_a_new_week(rt) -> tuple[Week, datetime]:
+    """2026-W40 went to 10 readers and 6 clicked its Notes comparison (none its Chat one); W41 has a new
+    Notes comparison (panel 60) and a new Chat one (panel 90). Returns W41 and its slot."""
     w1, w2 = Week.parse("2026-W40"), Week.parse("2026-W41")
     t1 = w1.slot(rt.settings.schedule)
     seed(rt, t1 - timedelta(days=1), people=10, extra=[_item("Alpha Notes vs Beta Notes", "Notes", 70),
@@ -47,6 +49,11 @@ def test_categories_readers_click_more_are_boosted_when_the_selection_learns(rt)
     t2 = w2.slot(rt.settings.schedule)
     seed(rt, t2 - timedelta(days=1), people=0, extra=[_item("Gamma Notes vs Delta Notes", "Notes", 60),
                                                       _item("Chat Three vs Chat Four", "Chat", 90)])
+    return w2, t2
+
+
+def test_categories_readers_click_more_are_boosted_when_the_selection_learns(rt) -> None:
+    w2, t2 = _notes_clicked_then_a_new_week(rt)
 
     def picks(weight: float):
         _with_interest(rt, weight)
@@ -79,21 +86,7 @@ def test_topic_and_monthly_editions_learn_the_same_interest_as_the_weekly_picks(
     from digest.topics import category_key
     from tests.support_editions import add_reader
 
-    w1, w2 = Week.parse("2026-W40"), Week.parse("2026-W41")
-    t1 = w1.slot(rt.settings.schedule)
-    seed(rt, t1 - timedelta(days=1), people=10, extra=[_item("Alpha Notes vs Beta Notes", "Notes", 70),
-                                                       _item("Chat One vs Chat Two", "Chat", 70)])
-    send_issue(rt, w1.key, t1)
-    with rt.sessions.begin() as s:
-        issue = s.scalar(select(Issue).where(Issue.week == w1.key))
-        notes_rank = next(i.rank for i in issue.items if "Notes" in i.comparison.title)
-        readers = s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id)).all()[:6]
-        s.execute(insert(Click), [{"issue_id": issue.id, "delivery_id": d, "reader": d, "kind": "click",
-                                   "link": position(notes_rank, "card"), "method": "GET", "agent": None,
-                                   "at": t1 + timedelta(hours=n)} for n, d in enumerate(readers)])
-    t2 = w2.slot(rt.settings.schedule)
-    seed(rt, t2 - timedelta(days=1), people=0, extra=[_item("Gamma Notes vs Delta Notes", "Notes", 60),
-                                                      _item("Chat Three vs Chat Four", "Chat", 90)])
+    w2, t2 = _notes_clicked_then_a_new_week(rt)
     both = "+".join(sorted([category_key("Notes"), category_key("Chat")]))
     add_reader(rt, "topics@example.com", topics=both)
     add_reader(rt, "monthly@example.com", topics=both, frequency=Frequency.MONTHLY)

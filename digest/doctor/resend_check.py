@@ -11,6 +11,16 @@ from digest.doctor import Check, Context, failed, passed, warned
 NAME = "Resend domain"
 
 
+def _not_checked(name: str, exc: DomainLookupError, what: str, where: str, whose: str) -> Check:
+    """Resend's API did not tell: a sending-only key only warns (it may not read `what`); anything else fails."""
+    if exc.restricted:
+        return warned(name, f"not checked: {exc} (a sending-only key may not read {what})",
+                      f"look at {where} in Resend's dashboard, or run the doctor with a full-access key in "
+                      "RESEND_API_KEY")
+    return failed(name, f"not checked: {exc}", f"check RESEND_API_KEY ({whose}) and that Resend's API is "
+                  "reachable from here")
+
+
 def domain_status(ctx: Context) -> Iterator[Check]:
     if ctx.transport != "resend":
         return
@@ -22,13 +32,8 @@ def domain_status(ctx: Context) -> Iterator[Check]:
     try:
         domain = find_domain(ctx.config, key, ctx.domain, timeout=ctx.http_timeout)
     except DomainLookupError as exc:
-        if exc.restricted:
-            yield warned(NAME, f"not checked: {exc} (a sending-only key may not read domains)",
-                         f"look at Domains → {ctx.domain} in Resend's dashboard, or run the doctor with a "
-                         "full-access key in RESEND_API_KEY")
-        else:
-            yield failed(NAME, f"not checked: {exc}", "check RESEND_API_KEY (a key of the account that owns "
-                         f"{ctx.domain}) and that Resend's API is reachable from here")
+        yield _not_checked(NAME, exc, "domains", f"Domains → {ctx.domain}",
+                           f"a key of the account that owns {ctx.domain}")
         return
     if domain is None:
         yield failed(NAME, f"{ctx.domain} is not a domain of this Resend account, so Resend refuses to send "
@@ -66,13 +71,7 @@ def webhook_registered(ctx: Context) -> Iterator[Check]:
     try:
         hooks = list_webhooks(ctx.config, ctx.config.resend_api_key.strip(), timeout=ctx.http_timeout)
     except DomainLookupError as exc:
-        if exc.restricted:
-            yield warned(WEBHOOK, f"not checked: {exc} (a sending-only key may not read webhooks)",
-                         f"look at Webhooks in Resend's dashboard for {endpoint}, or run the doctor with a "
-                         "full-access key in RESEND_API_KEY")
-        else:
-            yield failed(WEBHOOK, f"not checked: {exc}", "check RESEND_API_KEY and that Resend's API is "
-                         "reachable from here")
+        yield _not_checked(WEBHOOK, exc, "webhooks", f"Webhooks → {endpoint}", "a key of the account that sends")
         return
     ours = [h for h in hooks if _same_url(h.endpoint, endpoint)]
     if not ours:
