@@ -29,7 +29,6 @@ from digest.selection import Pick, Selection, featured_ids, select_picks
 from digest.storage.models import (
     ISSUE_SENDING,
     ISSUE_SENT,
-    ISSUE_SKIPPED,
     SUB_ACTIVE,
     Comparison,
     Edition,
@@ -114,7 +113,7 @@ def not_paused(now: datetime) -> Any:
 def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: datetime) -> Plan:
     """The editions this week's readers need (no selection yet): bounded by the choices in use."""
     schedule = config.settings.schedule
-    first = week.first_of_month(schedule) or month_owed(session, week, schedule)
+    first = carries_monthly(session, week, schedule)
     out = Plan([PlannedEdition(edition_key(Frequency.WEEKLY, ()), edition_label(Frequency.WEEKLY, (), catalogue),
                                Frequency.WEEKLY, ())], catalogue, first)
     rows = session.execute(
@@ -141,22 +140,36 @@ def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: d
     return out
 
 
-def month_owed(session: Session, week: Week, schedule: ScheduleSettings) -> bool:
-    """Whether this week carries the monthly readers' edition in place of the month's first slot: that
-    week was skipped (too few comparisons) and no issue of the month since went out to them. A quiet
-    first week so never costs them a month; the month's first issue that goes out brings it, once."""
+def month_weeks(week: Week, schedule: ScheduleSettings) -> list[Week]:
+    """The weeks whose slot falls in this week's month, the month's first slot first."""
     first = week.month_first_week(schedule)
-    if first == week:
-        return False
-    keys, w = [], first
-    while w < week:
-        keys.append(w.key)
+    month, out, w = first.day(schedule.weekday_index).month, [], first
+    while w.day(schedule.weekday_index).month == month:
+        out.append(w)
         w = w.next()
-    rows = session.execute(select(Issue.week, Issue.status, Issue.reader_skips).where(Issue.week.in_(keys))).all()
-    if not any(k == first.key and status == ISSUE_SKIPPED for k, status, _ in rows):
-        return False
-    return not any(status in (ISSUE_SENDING, ISSUE_SENT) and (skips or {}).get("first_of_month")
-                   for _, status, skips in rows)
+    return out
+
+
+def carries_monthly(session: Session, week: Week, schedule: ScheduleSettings) -> bool:
+    """Whether this week's issue carries the monthly readers' edition: one issue a month does.
+
+    It rides on the month's first slot. When that week never went out (skipped for too few
+    comparisons, or missed while the service was down), the month's next issue that goes out
+    carries it instead, so a quiet or lost week never costs them a month. Weeks sent late by hand,
+    in any order, never carry a second one. A service that began after the month's first slot
+    (a fresh install) waits for the next month, as readers who choose monthly mid-month do."""
+    weeks = month_weeks(week, schedule)
+    first = weeks[0]
+    rows = session.execute(select(Issue.week, Issue.status, Issue.reader_skips)
+                           .where(Issue.week.in_([w.key for w in weeks]))).all()
+    if any(key != week.key and status in (ISSUE_SENDING, ISSUE_SENT) and (skips or {}).get("first_of_month")
+           for key, status, skips in rows):
+        return False  # another issue of the month carried it
+    if week == first:
+        return True
+    if any(key == first.key and status in (ISSUE_SENDING, ISSUE_SENT) for key, status, _ in rows):
+        return False  # the first slot went out (an issue from before monthly editions existed, too)
+    return bool(session.scalar(select(func.count()).select_from(Issue).where(Issue.week <= first.key)))
 
 
 def monthly_settings(cfg: SelectionSettings, config: Config, week: Week) -> SelectionSettings:

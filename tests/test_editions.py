@@ -156,6 +156,40 @@ def test_when_the_months_first_week_is_skipped_monthly_readers_get_the_next_issu
     assert not outbox_messages(rt, "2026-W52", to="monthly@example.com")
 
 
+def test_a_month_carries_one_monthly_edition_whichever_week_is_sent_late(rt) -> None:
+    """Weeks sent out of order by hand never give monthly readers a second edition in a month, and a
+    first week that never went out (a draft, the server down) is carried like a skipped one."""
+    seed_categories(rt, published=datetime(2026, 11, 16, tzinfo=UTC), tag=" (November)", best=100)
+    add_reader(rt, "monthly@example.com", frequency=Frequency.MONTHLY)
+    add_reader(rt, "weekly@example.com")
+    send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)  # the service ran before December (skipped)
+    assert send_week(rt, Week.parse("2026-W50"), manual=True, now=W50_NOW).prepared.status == "skipped"
+    # W51 missed (the server was down); W52 goes out and carries the monthly edition.
+    seed_categories(rt, published=W52_NOW - timedelta(days=1), tag=" (late December)", best=60)
+    w52 = send_week(rt, Week.parse("2026-W52"), manual=True, now=W52_NOW)
+    assert w52.summary is not None and w52.summary.sent == 2
+    copy_for(rt, "2026-W52", "monthly@example.com")
+    # The operator then sends the missed W51, and re-sends the skipped W50: weekly readers only.
+    for week, published in (("2026-W51", datetime(2026, 12, 10, tzinfo=UTC)),
+                            ("2026-W50", datetime(2026, 12, 3, tzinfo=UTC))):
+        seed_categories(rt, published=published, tag=f" ({week})", best=60)  # found late, in that week's window
+        late = send_week(rt, Week.parse(week), manual=True, now=W52_NOW + timedelta(days=1))
+        assert late.summary is not None and late.summary.sent == 1, (week, late.prepared)
+        assert not outbox_messages(rt, week, to="monthly@example.com")
+
+
+def test_a_first_week_that_never_went_out_is_carried_too(rt) -> None:
+    seed_categories(rt, published=datetime(2026, 11, 16, tzinfo=UTC), tag=" (November)", best=100)
+    add_reader(rt, "monthly@example.com", frequency=Frequency.MONTHLY)
+    add_reader(rt, "weekly@example.com")
+    send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)  # the service ran before December (skipped)
+    # No W50 issue at all (the server was down past max_lateness_hours).
+    seed_categories(rt, published=W51_NOW - timedelta(days=1), tag=" (December)", best=60)
+    w51 = send_week(rt, Week.parse("2026-W51"), manual=True, now=W51_NOW)
+    assert w51.summary is not None and w51.summary.sent == 2
+    assert "(November)" in text_of(copy_for(rt, "2026-W51", "monthly@example.com"))
+
+
 def test_the_database_refuses_a_second_edition_for_a_reader_in_one_week(rt) -> None:
     seed_categories(rt, published=W49_NOW - timedelta(days=1))
     sid = add_reader(rt, "reader@example.com", topics="open-models")
