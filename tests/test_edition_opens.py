@@ -53,3 +53,35 @@ def test_each_edition_counts_its_own_readers_opens(rt) -> None:
     rows = {(r[0], r[1], r[2]): r[3] for r in csv_rows(stats)[1:]}
     assert rows[("edition", "weekly/open-models", "unique_opens")] == 1
     assert rows[("edition", "weekly/all", "unique_opens")] == 2
+
+
+def test_an_editions_opens_stay_counted_after_the_retention_period_unlinks_them(rt) -> None:
+    """Unlinking (retention, `forget`) makes an open nobody's; it still counts, in its edition too."""
+    from digest.delivery.clicklog import unlink_older_than
+
+    now = utcnow()
+    seed_categories(rt, published=now - timedelta(days=1))
+    add_reader(rt, "all@example.com")
+    add_reader(rt, "models@example.com", topics="open-models")
+    week = Week.of(now).key
+    send_issue(rt, week, now)
+    with rt.sessions() as s:
+        issue_id = s.scalars(select(Issue.id).where(Issue.week == week)).one()
+        delivery = dict(s.execute(select(Subscriber.email, Delivery.id).join(
+            Subscriber, Subscriber.id == Delivery.subscriber_id).where(Delivery.issue_id == issue_id)).all())
+    recorder = ClickRecorder(rt.sessions)
+    recorder.record(issue_id=issue_id, delivery_id=delivery["models@example.com"], link=-1, method="GET",
+                    kind="open", agent=None, at=now)
+    assert recorder.flush() == 1
+
+    def opens() -> dict[str, int]:
+        with rt.sessions() as s:
+            stats = issue_stats(s, s.get(Issue, issue_id), tracking=rt.settings.tracking)
+        return {ed["key"]: ed["opens"]["unique_opens"] for ed in stats["editions"]} | {
+            "issue": stats["opens"]["unique_opens"]}
+
+    assert opens() == {"weekly/all": 0, "weekly/open-models": 1, "issue": 1}
+    with rt.sessions.begin() as s:
+        assert unlink_older_than(s, rt.settings.tracking.retention_days,
+                                 now=now + timedelta(days=rt.settings.tracking.retention_days + 1)) == 1
+    assert opens() == {"weekly/all": 0, "weekly/open-models": 1, "issue": 1}

@@ -18,11 +18,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from digest.storage.models import Click
+from digest.storage.models import Click, Delivery
 
 log = logging.getLogger("digest.clicks")
 
@@ -144,9 +144,11 @@ def unlink_clicks(session: Session, delivery_ids: Iterable[int]) -> int:
     negative `reader` per delivery (its requests still count once, as before). Returns rows changed."""
     changed = 0
     for delivery_id in set(delivery_ids):
+        # The edition stays (pixel opens are recorded without one: it came from the delivery).
+        edition = select(Delivery.edition_id).where(Delivery.id == delivery_id).scalar_subquery()
         result = session.execute(update(Click).where(Click.delivery_id == delivery_id).values(
-            delivery_id=None, agent=None, reader=-(secrets.randbits(62) + 1)).execution_options(
-            synchronize_session=False))
+            delivery_id=None, agent=None, reader=-(secrets.randbits(62) + 1),
+            edition_id=func.coalesce(Click.edition_id, edition)).execution_options(synchronize_session=False))
         changed += int(getattr(result, "rowcount", 0) or 0)
     return changed
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from digest.config import TrackingSettings
@@ -127,11 +127,16 @@ def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
                      sent.get(row.id, 0)) for row in rows]
 
 
-def _hits(session: Session, issue_id: int, kind: str, deliveries: Select[Any] | None) -> list[_Hit]:
+def _hits(session: Session, issue_id: int, kind: str, deliveries: Select[Any] | None,
+          edition_id: int | None = None) -> list[_Hit]:
+    """`deliveries`: only theirs; `edition_id`: only that edition's (also rows no longer linked to a delivery)."""
     q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at, Click.edition_id).where(
         Click.issue_id == issue_id, Click.kind == kind)
     if deliveries is not None:
         q = q.where(Click.delivery_id.in_(deliveries))
+    if edition_id is not None:
+        q = q.where(or_(Click.edition_id == edition_id, Click.delivery_id.in_(
+            select(Delivery.id).where(Delivery.edition_id == edition_id))))
     return [_Hit(int(r), int(link), str(m), a, as_utc(at), e) for r, link, m, a, at, e in session.execute(q)]
 
 
@@ -201,13 +206,16 @@ def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sen
 
 
 def open_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
-                deliveries: Select[Any] | None = None) -> dict[str, Any]:
-    """Unique opens: the provider's `opened` stamps, and pixel opens that were not a scanner's."""
+                deliveries: Select[Any] | None = None, edition_id: int | None = None) -> dict[str, Any]:
+    """Unique opens: the provider's `opened` stamps, and pixel opens that were not a scanner's (of
+    `deliveries`, or of one edition's readers, when given)."""
     q = select(Delivery.id).where(Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))
     if deliveries is not None:
         q = q.where(Delivery.id.in_(deliveries))
+    if edition_id is not None:
+        q = q.where(Delivery.edition_id == edition_id)
     openers = {int(d) for d in session.scalars(q)}
-    pixel = _hits(session, issue.id, "open", deliveries)
+    pixel = _hits(session, issue.id, "open", deliveries, edition_id)
     _classify(pixel, tracking)
     openers |= {h.reader for h in pixel if h.reason is None}
     return {"unique_opens": len(openers), "open_rate": _share(len(openers), sent), "reliable": False,

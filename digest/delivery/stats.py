@@ -111,11 +111,10 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     tracking = tracking or TrackingSettings()
     clicks, per_edition = click_reports(session, issue, tracking, sent)
     editions = edition_stats(session, issue.id)
+    edition_ids = dict(session.execute(select(Edition.key, Edition.id).where(Edition.issue_id == issue.id)).all())
     for ed in editions:  # our own counts per edition (its comparisons, its click-through, its opens)
         ed["clicks"] = per_edition.get(ed["key"])
-        readers = select(Delivery.id).join(Edition, Edition.id == Delivery.edition_id).where(
-            Edition.issue_id == issue.id, Edition.key == ed["key"])
-        ed["opens"] = open_report(session, issue, tracking, ed["sent"], readers)
+        ed["opens"] = open_report(session, issue, tracking, ed["sent"], edition_id=edition_ids[ed["key"]])
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "editions": editions, "skipped_paused": int(skips.get("paused", 0)),
             "skipped_monthly": int(skips.get("monthly_waiting", 0)),
