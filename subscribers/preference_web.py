@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from digest import topics as topic_catalogue
 from digest.links import UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Frequency
@@ -37,6 +38,13 @@ class PreferenceView:
     topics: list[tuple[str, str, bool]] = field(default_factory=list)  # key, name, ticked
     frequency: str = Frequency.WEEKLY.value
     paused_until: datetime | None = None
+
+
+def catalogue(rt: Runtime) -> Topics:
+    """Read fresh, not from `preferences.offered`'s one-minute cache: a topic another process offers
+    already may be this reader's own choice, and a save must neither drop nor refuse it."""
+    with rt.sessions() as session:
+        return topic_catalogue.load(session, rt.settings.topics)
 
 
 def _view(rt: Runtime, claim: UnsubscribeClaim, cat: Topics) -> PreferenceView:
@@ -67,7 +75,7 @@ async def preferences_page(request: Request, token: str) -> Response:
     claim = read_claim(rt, token)
     if claim is None:
         return bad_link()
-    cat = await run_in_threadpool(preferences.offered, rt)  # read at most once a minute
+    cat = await run_in_threadpool(catalogue, rt)
     view = await run_in_threadpool(_view, rt, claim, cat)
     done = request.query_params.get("done", "")
     return pages_for(request).render("preferences.html.j2", private=True, view=view, token=token,
@@ -89,7 +97,7 @@ async def preferences_post(request: Request, token: str) -> Response:
     body = await request.body()
     if len(body) > MAX_BODY:
         return plain_error(413, "The request is too large.")
-    cat = await run_in_threadpool(preferences.offered, rt)  # read at most once a minute
+    cat = await run_in_threadpool(catalogue, rt)
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
         change = preferences.parse_form(pairs, cat)

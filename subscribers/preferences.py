@@ -106,7 +106,9 @@ def parse_form(pairs: list[tuple[str, str]], catalogue: Topics) -> Change:
     if raw_pause not in {"0", "keep"} | {str(w) for w in PAUSE_WEEKS}:
         raise PreferenceError(f"pause must be one of {', '.join(map(str, PAUSE_WEEKS))} weeks")
     pause = None if raw_pause == "keep" else int(raw_pause)
-    return Change(parse_topics([v for k, v in pairs if k == "topic"], catalogue), Frequency(frequency), pause)
+    # No topics offered (no comparisons yet, or all hidden): the form had no boxes and says nothing of topics.
+    topics = parse_topics([v for k, v in pairs if k == "topic"], catalogue) if catalogue.topics else None
+    return Change(topics, Frequency(frequency), pause)
 
 
 def is_paused(sub: Subscriber, now: datetime | None = None) -> bool:

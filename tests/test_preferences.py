@@ -143,3 +143,37 @@ def test_a_paused_reader_resumes_by_itself(rt) -> None:
     web = client(rt)
     page = web.get(manage_path(rt, sid, "reader@example.com"))
     assert "Paused until" not in page.text and 'value="0" checked' in page.text
+
+
+def test_a_topic_added_since_the_catalogue_was_cached_is_shown_and_kept(rt) -> None:
+    """Another process (or the CLI) may offer a topic this process has not seen yet: the reader's own
+    choice is never dropped by a save, nor refused."""
+    from subscribers import preferences
+
+    seed_categories(rt, published=NOW, categories={"Developer Tools": ["Cursor vs Windsurf", "Aider vs Cline"]})
+    web = client(rt)
+    sid = add_reader(rt, "reader@example.com")
+    assert web.get(manage_path(rt, sid, "reader@example.com")).status_code == 200  # the catalogue is read
+    assert [t.key for t in preferences.offered(rt).topics] == ["developer-tools"]
+    seed_categories(rt, published=NOW, categories={"Open Models": ["SmolLM3 vs Phi-4 Mini"]})  # a new topic
+    with rt.sessions.begin() as s:
+        s.get(Subscriber, sid).topics = "open-models"  # chosen through another process
+    page = web.get(manage_path(rt, sid, "reader@example.com"))
+    assert 'value="open-models" checked' in page.text
+    saved = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
+                     data={"topic": "open-models", "frequency": "monthly", "pause": "keep"})
+    assert saved.status_code == 303
+    sub = subscriber(rt, "reader@example.com")
+    assert sub is not None and sub.topics == "open-models" and sub.frequency == Frequency.MONTHLY
+
+
+def test_with_no_topics_offered_a_save_keeps_the_readers_topics(rt) -> None:
+    """No comparisons yet (or every category hidden): the form has no topic boxes, so it says nothing
+    about topics and a save changes only what it shows."""
+    sid = add_reader(rt, "reader@example.com", topics="open-models")
+    web = client(rt)
+    saved = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
+                     data={"frequency": "monthly", "pause": "keep"})
+    assert saved.status_code == 303
+    sub = subscriber(rt, "reader@example.com")
+    assert sub is not None and sub.topics == "open-models" and sub.frequency == Frequency.MONTHLY
