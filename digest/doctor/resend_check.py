@@ -84,17 +84,19 @@ def webhook_registered(ctx: Context) -> Iterator[Check]:
         yield failed(WEBHOOK, f"the webhook to {endpoint} is {ours[0].status}: Resend posts nothing",
                      f"enable it at Resend (Webhooks → {endpoint})")
         return
-    best = max(enabled, key=lambda h: len(set(h.events or ()) & set(NEEDED + WANTED)))
-    if best.events is None:
-        yield warned(WEBHOOK, f"{endpoint} ({best.id}) is enabled; Resend did not say which events it sends",
-                     f"make sure it sends {', '.join(NEEDED + WANTED)} (Webhooks → {endpoint})")
+    # Several enabled webhooks to this service add up: what one lacks another may send.
+    events = {e for h in enabled for e in (h.events or ())}
+    unknown = [h.id for h in enabled if h.events is None]
+    missing = [e for e in NEEDED if e not in events]
+    lacking = [e for e in WANTED if e not in events]
+    if (missing or lacking) and unknown:
+        yield warned(WEBHOOK, f"{endpoint} ({', '.join(unknown)}) is enabled; Resend did not say which events it "
+                     "sends", f"make sure it sends {', '.join(NEEDED + WANTED)} (Webhooks → {endpoint})")
         return
-    missing = [e for e in NEEDED if e not in best.events]
     if missing:
         yield failed(WEBHOOK, f"{endpoint} does not get {', '.join(missing)}: those addresses keep being mailed",
                      f"add {', '.join(missing)} to its events at Resend (Webhooks → {endpoint})")
         return
-    lacking = [e for e in WANTED if e not in best.events]
     if lacking:
         yield warned(WEBHOOK, f"{endpoint} gets bounces and complaints but not {', '.join(lacking)}: "
                      "`digest stats` cannot count deliveries", f"add {', '.join(lacking)} to its events at Resend")
