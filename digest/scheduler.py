@@ -52,7 +52,6 @@ START_JOB_ID = "start"
 RESUME_JOB_ID = "resume"
 BOUNCE_JOB_ID = "bounce-poll"
 LEASE_NAME = "weekly-send"
-BOUNCE_LEASE = "bounce-poll"  # one process reads the mailbox at a time
 JOBS_TABLE = "apscheduler_jobs"
 WATCH_INTERVAL = timedelta(minutes=5)
 
@@ -232,7 +231,6 @@ class WeeklyService:
         self.send = send
         self.stop_event = threading.Event()
         self.lease = Lease(rt, LEASE_NAME, holder or default_holder(), ttl=lease_ttl, clock=clock)
-        self.bounce_lease = Lease(rt, BOUNCE_LEASE, holder or default_holder(), ttl=lease_ttl, clock=clock)
         self.watch_interval = watch_interval
         self.last_run: RunRecord | None = None
         self.last_state: SlotState | None = None
@@ -352,10 +350,9 @@ class WeeklyService:
             return "stopping"
         every = self.rt.settings.bounces.poll_seconds
         try:
-            with self.bounce_lease.held() as ours:
-                if not ours:
-                    return "busy"  # another `digest serve` is reading it
-                result = poll_mailbox(self.rt)
+            result = poll_mailbox(self.rt, holder=self.lease.holder)
+            if result.busy:
+                return "busy"  # another `digest serve` (or a cron bounce-poll) is reading it
         except UserError as exc:  # unreachable, refused login, no such folder: one line, tried again
             log.error("bounce mailbox: %s; tried again in %ss", exc, every)
             return "error"
@@ -427,7 +424,10 @@ class WeeklyService:
             return [Week.parse(w) for w in weeks]
 
     def _on_event(self, event: JobExecutionEvent) -> None:
-        if event.code == EVENT_JOB_MISSED:
+        if event.code == EVENT_JOB_MISSED and event.job_id == BOUNCE_JOB_ID:
+            log.info("bounce mailbox: a poll at %s was missed (busy); the next one reads what is there",
+                     event.scheduled_run_time)
+        elif event.code == EVENT_JOB_MISSED:
             log.warning("job %s missed its run time %s; the watchdog checks whether the issue is still due",
                         event.job_id, event.scheduled_run_time)
         elif event.code == EVENT_JOB_ERROR:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from digest.delivery.events import bounce_mail
 from digest.delivery.verp import from_config
 from digest.errors import UserError
+from digest.lease import Lease, default_holder
 from digest.runtime import Runtime
 from subscribers.delivery_events import apply_events
 
@@ -46,20 +47,31 @@ def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()
 # -- the mailbox ----------------------------------------------------------------------------
 
 
+LEASE = "bounce-poll"  # one reader of the mailbox at a time: `digest serve`s and a cron bounce-poll
+
+
 @dataclass
 class PollResult:
     read: int = 0
     changed: int = 0
+    busy: bool = False  # another process was reading the mailbox: nothing done this time
 
 
-def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None) -> PollResult:
+def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None,
+                 holder: str | None = None) -> PollResult:
     """Read every report in `[bounces] imap_folder` not read before, then flag (and move) it.
 
     A report is flagged only after it was applied: a crash in between reads it again, and
-    `apply_events` recognises it. Raises UserError (one line) when the mailbox cannot be read."""
-    s = rt.settings.bounces
-    if not s.imap_host:
+    `apply_events` recognises it. One process reads at a time (a lease; `busy` when another
+    does). Raises UserError (one line) when the mailbox cannot be read."""
+    if not rt.settings.bounces.imap_host:
         raise UserError("[bounces] imap_host is not set: no mailbox to poll (see README: bounces for SMTP)")
+    with Lease(rt, LEASE, holder or default_holder()).held() as ours:
+        return _poll(rt, on_report) if ours else PollResult(busy=True)
+
+
+def _poll(rt: Runtime, on_report: Callable[[str], None] | None) -> PollResult:
+    s = rt.settings.bounces
     where = f"IMAP {s.imap_host}:{s.imap_port} ({s.imap_security})"
     result = PollResult()
     try:

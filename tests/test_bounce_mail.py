@@ -346,6 +346,13 @@ def test_bounce_poll_flags_in_place_without_a_done_folder_and_names_a_wrong_pass
     assert wrong.returncode == 2 and b"refused the login" in wrong.stderr + wrong.stdout
     assert b"Traceback" not in wrong.stderr
     _append(imap, b"From: a@b.example\r\nTo: bounces@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
+    from digest.lease import Lease
+
+    serving = Lease(rt, "bounce-poll")  # as a `digest serve` reading the mailbox now holds it
+    assert serving.acquire()
+    busy = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
+    assert busy.returncode == 0 and b"is reading the mailbox now; nothing done" in busy.stdout, busy.stdout
+    serving.release()
     first = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
     assert first.returncode == 0 and "1 reports read, 0 changed" in first.stdout.decode(), first.stdout
     assert all("$DigestProcessed" in f for f in _mailbox(imap, "INBOX"))

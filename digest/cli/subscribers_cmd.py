@@ -271,6 +271,9 @@ def subscribers_bounce_poll() -> None:
     """
     rt = runtime()
     result = poll_mailbox(rt, on_report=lambda note: out.print(f"  {note}", markup=False))
+    if result.busy:
+        out.print("another process (digest serve) is reading the mailbox now; nothing done", markup=False)
+        return
     out.print(f"{result.read} reports read, {result.changed} changed a subscriber", markup=False)
 
 
