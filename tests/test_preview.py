@@ -241,6 +241,8 @@ def test_history_shows_half_a_year_a_page_newest_first(prt: Runtime) -> None:
     older = client.get(f"/history?before={newest[PAGE - 1]}")
     assert re.findall(r'href="/\?week=(\d{4}-W\d{2})"', older.text) == newest[PAGE:]
     assert "/history?before=" not in older.text and 'href="/history"' in older.text
+    past = client.get("/history?before=2025-W10")  # before every issue: said so, with the way back
+    assert past.status_code == 200 and "No issues before 2025-W10" in past.text and 'href="/history"' in past.text
     bad = client.get("/history?before=2026-W99")
     assert bad.status_code == 400 and "2026-W99" in bad.text and "Traceback" not in bad.text
 
