@@ -105,10 +105,14 @@ def resend() -> Iterator[FakeResendServer]:
 EVENTS = ["email.sent", "email.delivered", "email.bounced", "email.complained", "email.opened", "email.clicked"]
 
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the doctor tests' webhook secret").decode()
+
+
 def register_webhook(resend: FakeResendServer, public_url: str, events: list[str] | None = EVENTS,
-                     status: str = "enabled") -> None:
-    """What the operator does in Resend's dashboard: Webhooks → Add endpoint <public_url>/webhooks/resend."""
-    resend.fake.add_webhook(f"{public_url}/webhooks/resend", events, status)
+                     status: str = "enabled", secret: str = WEBHOOK_SECRET) -> None:
+    """What the operator does in Resend's dashboard: Webhooks → Add endpoint <public_url>/webhooks/resend,
+    then copies its signing secret into RESEND_WEBHOOK_SECRET (`environment` sets that one)."""
+    resend.fake.add_webhook(f"{public_url}/webhooks/resend", events, status, signing_secret=secret)
 
 
 def project(tmp_path: Path, public_url: str, **sections: dict[str, object]) -> Path:
@@ -128,7 +132,7 @@ def project(tmp_path: Path, public_url: str, **sections: dict[str, object]) -> P
 def environment(resend: FakeResendServer, db_url: str, ca_file: Path | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_", "SSL_CERT"))}
     env.update({"PYTHONPATH": str(ROOT), "RESEND_API_URL": resend.url, "RESEND_API_KEY": KEY,
-                "RESEND_WEBHOOK_SECRET": "whsec_" + base64.b64encode(os.urandom(24)).decode(),
+                "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 "DIGEST_SECRET_KEY": secrets.token_urlsafe(48), "DIGEST_DATABASE_URL": db_url})
     if ca_file is not None:
         env["SSL_CERT_FILE"] = str(ca_file)
@@ -287,7 +291,7 @@ def test_resend_webhook_must_post_bounces_and_complaints_here(tmp_path: Path, re
 
     url = "https://news.weekly-verdicts.org"
     config = project(tmp_path, url)
-    env = {"RESEND_API_URL": resend.url, "RESEND_API_KEY": KEY}
+    env = {"RESEND_API_URL": resend.url, "RESEND_API_KEY": KEY, "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET}
 
     def webhook_check(**extra: str) -> Check:
         (result,) = check(config, resend_check.webhook_registered, **{**env, **extra})
@@ -306,12 +310,21 @@ def test_resend_webhook_must_post_bounces_and_complaints_here(tmp_path: Path, re
     result = webhook_check()
     assert result.status is Status.FAIL and "is disabled" in result.detail and "enable it" in result.fix
 
-    resend.fake.add_webhook(f"{url}/webhooks/resend/", ["email.delivered", "email.bounced"])  # the same, with a /
+    register_webhook(resend, url, secret="whsec_" + base64.b64encode(b"another webhook's secret").decode())
+    result = webhook_check()  # enabled, but its posts are signed with a secret the service does not have
+    assert result.status is Status.FAIL and "RESEND_WEBHOOK_SECRET is not the signing secret" in result.detail
+    assert "copy its signing secret into RESEND_WEBHOOK_SECRET" in result.fix
+
+    resend.fake.add_webhook(f"{url}/webhooks/resend/", ["email.delivered", "email.bounced"],  # the same, with a /
+                            signing_secret=WEBHOOK_SECRET)
     result = webhook_check()
     assert result.status is Status.FAIL and "does not get email.complained" in result.detail
     assert "add email.complained to its events" in result.fix
 
-    register_webhook(resend, url, ["email.complained"])  # two enabled webhooks add up
+    # A second webhook for complaints does not help: its posts carry its own secret, refused here.
+    register_webhook(resend, url, ["email.complained"], secret="whsec_" + base64.b64encode(b"a third one").decode())
+    assert webhook_check().status is Status.FAIL
+    register_webhook(resend, url)  # one webhook with every event, signed with the service's secret
     assert webhook_check().status is Status.PASS
 
     other = "https://letters.weekly-verdicts.org"

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from digest.delivery.transports.resend_domains import DomainLookupError, find_domain, list_webhooks
+from digest.delivery.transports.resend_domains import (
+    DomainLookupError,
+    find_domain,
+    list_webhooks,
+    signing_secret,
+)
 from digest.doctor import Check, Context, failed, passed, warned
 
 NAME = "Resend domain"
@@ -84,19 +89,34 @@ def webhook_registered(ctx: Context) -> Iterator[Check]:
         yield failed(WEBHOOK, f"the webhook to {endpoint} is {ours[0].status}: Resend posts nothing",
                      f"enable it at Resend (Webhooks → {endpoint})")
         return
-    # Several enabled webhooks to this service add up: what one lacks another may send.
-    events = {e for h in enabled for e in (h.events or ())}
-    unknown = [h.id for h in enabled if h.events is None]
-    missing = [e for e in NEEDED if e not in events]
-    lacking = [e for e in WANTED if e not in events]
-    if (missing or lacking) and unknown:
-        yield warned(WEBHOOK, f"{endpoint} ({', '.join(unknown)}) is enabled; Resend did not say which events it "
-                     "sends", f"make sure it sends {', '.join(NEEDED + WANTED)} (Webhooks → {endpoint})")
+    # Each webhook signs its posts with its own secret and the service checks one (RESEND_WEBHOOK_SECRET):
+    # only the webhook with that secret delivers, so its events alone count.
+    secret = ctx.config.webhook_secret.strip()
+    try:
+        secrets = {h.id: signing_secret(ctx.config, ctx.config.resend_api_key.strip(), h.id, ctx.http_timeout)
+                   for h in enabled}
+    except DomainLookupError as exc:
+        yield _not_checked(WEBHOOK, exc, "webhooks", f"Webhooks → {endpoint}", "a key of the account that sends")
         return
+    if any(secrets.values()):
+        enabled = [h for h in enabled if secrets[h.id] == secret]
+        if not enabled:
+            yield failed(WEBHOOK, f"RESEND_WEBHOOK_SECRET is not the signing secret of the webhook to {endpoint}: "
+                         "the service refuses its posts (401), so bounces and complaints never count",
+                         f"open it at Resend (Webhooks → {endpoint}) and copy its signing secret into "
+                         "RESEND_WEBHOOK_SECRET")
+            return
+    best = max(enabled, key=lambda h: len(set(h.events or ()) & set(NEEDED + WANTED)))
+    if best.events is None:
+        yield warned(WEBHOOK, f"{endpoint} ({best.id}) is enabled; Resend did not say which events it sends",
+                     f"make sure it sends {', '.join(NEEDED + WANTED)} (Webhooks → {endpoint})")
+        return
+    missing = [e for e in NEEDED if e not in best.events]
     if missing:
         yield failed(WEBHOOK, f"{endpoint} does not get {', '.join(missing)}: those addresses keep being mailed",
                      f"add {', '.join(missing)} to its events at Resend (Webhooks → {endpoint})")
         return
+    lacking = [e for e in WANTED if e not in best.events]
     if lacking:
         yield warned(WEBHOOK, f"{endpoint} gets bounces and complaints but not {', '.join(lacking)}: "
                      "`digest stats` cannot count deliveries", f"add {', '.join(lacking)} to its events at Resend")

@@ -1,4 +1,4 @@
-"""The fake's HTTP face: POST /emails/batch, GET /domains[/{id}] and GET /webhooks like Resend's, plus
+"""The fake's HTTP face: POST /emails/batch, GET /domains[/{id}] and GET /webhooks[/{id}] like Resend's, plus
 /_fake/* for tests."""
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def create_app(fake: FakeResend) -> FastAPI:
     @app.get("/webhooks")
     async def list_webhooks(request: Request) -> Response:
         return _respond(fake.list_webhooks(request.headers.get("authorization"), dict(request.query_params)))
+
+    @app.get("/webhooks/{webhook_id}")
+    async def get_webhook(webhook_id: str, request: Request) -> Response:
+        return _respond(fake.get_webhook(request.headers.get("authorization"), webhook_id))
 
     @app.get("/domains/{domain_id}")
     async def get_domain(domain_id: str, request: Request) -> Response:

@@ -286,17 +286,30 @@ class FakeResend:
 
     # -- webhooks (GET /webhooks) ---------------------------------------------------------
 
-    def add_webhook(self, endpoint: str, events: list[str] | None, status: str = "enabled") -> dict[str, Any]:
-        """A webhook of the account (what the dashboard's Webhooks → Add endpoint makes); checked against the spec."""
+    def add_webhook(self, endpoint: str, events: list[str] | None, status: str = "enabled",
+                    signing_secret: str | None = None) -> dict[str, Any]:
+        """A webhook of the account (what the dashboard's Webhooks → Add endpoint makes), with its own
+        signing secret as Resend gives each; checked against the spec."""
         hook = {"object": "webhook", "id": str(uuid.uuid4()), "endpoint": endpoint, "events": events,
                 "status": status, "created_at": "2026-11-01 09:00:00.000+00",
-                "signing_secret": "whsec_" + uuid.uuid4().hex}
+                "signing_secret": signing_secret or "whsec_" + uuid.uuid4().hex}
         problem = spec_problem("schemas/GetWebhookResponse", hook)
         if problem:
             raise ValueError(f"not a webhook as Resend's spec describes it: {problem}")
         with self.lock:
             self.webhooks[hook["id"]] = hook
         return hook
+
+    def get_webhook(self, authorization: str | None, webhook_id: str) -> Answer:
+        """GET /webhooks/{id}: the webhook with its signing secret (the list leaves the secret out)."""
+        early = self._domain_auth(authorization)
+        if early is not None:
+            return early
+        with self.lock:
+            hook = self.webhooks.get(webhook_id)
+        if hook is None:
+            return error(404, "not_found", "Webhook not found.")
+        return Answer(200, hook)
 
     def list_webhooks(self, authorization: str | None, query: dict[str, str]) -> Answer:
         """GET /webhooks: newest first, paginated like GET /domains; a sending-only key is refused."""

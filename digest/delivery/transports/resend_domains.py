@@ -86,6 +86,17 @@ class ResendWebhook:
     events: tuple[str, ...] | None  # None: the API did not list them
 
 
+def signing_secret(config: Config, key: str, webhook_id: str, timeout: float = 10.0) -> str | None:
+    """The webhook's own signing secret (GET /webhooks/{id}; each webhook has its own), or None when not given."""
+    use_sdk(config, key, timeout)
+    try:
+        body = cast(Mapping[str, Any], resend.Webhooks.get(webhook_id))
+    except ResendError as exc:
+        raise _error(exc, api_url(config)) from None
+    secret = body.get("signing_secret")
+    return str(secret) if secret else None
+
+
 def list_webhooks(config: Config, key: str, timeout: float = 10.0) -> list[ResendWebhook]:
     """Every webhook of the account: where Resend posts events, which ones, and whether it is on."""
     use_sdk(config, key, timeout)
