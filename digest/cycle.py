@@ -7,12 +7,13 @@ run) finds the issue frozen and can only help send its remaining batches.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -75,6 +76,16 @@ def get_or_create_issue(rt: Runtime, week: Week) -> int:
         found = session.scalar(select(Issue.id).where(Issue.week == week.key))
         assert found is not None
         return found
+
+
+def lock_month(session: Session, rt: Runtime, week: Week) -> None:
+    """Freezes of one month's weeks take turns (PostgreSQL: a transaction advisory lock, taken before
+    the issue row; SQLite's BEGIN IMMEDIATE already serializes them): each sees whether another issue
+    of the month carries the monthly edition, so one does."""
+    if rt.on_postgres:
+        month = week.month_first_week(rt.settings.schedule).key
+        key = int.from_bytes(hashlib.sha256(f"digest:monthly:{month}".encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def lock_issue(session: Session, rt: Runtime, issue_id: int) -> Issue:
@@ -152,6 +163,7 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
     """Freeze the week's issue (select, render, enqueue) unless it already is."""
     issue_id = get_or_create_issue(rt, week)
     with rt.sessions.begin() as session:
+        lock_month(session, rt, week)
         issue = lock_issue(session, rt, issue_id)
         if issue.status in (ISSUE_SENDING, ISSUE_SENT):
             return Prepared(issue.id, issue.week, issue.status)

@@ -113,7 +113,7 @@ def not_paused(now: datetime) -> Any:
 def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: datetime) -> Plan:
     """The editions this week's readers need (no selection yet): bounded by the choices in use."""
     schedule = config.settings.schedule
-    first = carries_monthly(session, week, schedule)
+    first = carries_monthly(session, week, schedule, now)
     out = Plan([PlannedEdition(edition_key(Frequency.WEEKLY, ()), edition_label(Frequency.WEEKLY, (), catalogue),
                                Frequency.WEEKLY, ())], catalogue, first)
     rows = session.execute(
@@ -150,7 +150,7 @@ def month_weeks(week: Week, schedule: ScheduleSettings) -> list[Week]:
     return out
 
 
-def carries_monthly(session: Session, week: Week, schedule: ScheduleSettings) -> bool:
+def carries_monthly(session: Session, week: Week, schedule: ScheduleSettings, now: datetime) -> bool:
     """Whether this week's issue carries the monthly readers' edition: one issue a month does.
 
     It rides on the month's first slot. When that week never went out (skipped for too few
@@ -169,6 +169,8 @@ def carries_monthly(session: Session, week: Week, schedule: ScheduleSettings) ->
         return True
     if any(key == first.key and status in (ISSUE_SENDING, ISSUE_SENT) for key, status, _ in rows):
         return False  # the first slot went out (an issue from before monthly editions existed, too)
+    if now < first.slot(schedule):
+        return False  # a draft of a week ahead: the first slot is still to come and will carry it
     return bool(session.scalar(select(func.count()).select_from(Issue).where(Issue.week <= first.key)))
 
 

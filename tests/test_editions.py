@@ -178,6 +178,62 @@ def test_a_month_carries_one_monthly_edition_whichever_week_is_sent_late(rt) -> 
         assert not outbox_messages(rt, week, to="monthly@example.com")
 
 
+def test_two_weeks_of_a_month_frozen_at_once_carry_one_monthly_edition(rt, monkeypatch) -> None:
+    """An operator re-sends a skipped first week by hand while `digest serve` freezes the next week:
+    each freeze must see the other's choice (on PostgreSQL both ran at once and both carried it)."""
+    import threading
+    import time
+
+    from digest import editions
+
+    seed_categories(rt, published=datetime(2026, 11, 16, tzinfo=UTC), tag=" (November)", best=100)
+    add_reader(rt, "monthly@example.com", frequency=Frequency.MONTHLY)
+    add_reader(rt, "weekly@example.com")
+    send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)
+    assert send_week(rt, Week.parse("2026-W50"), manual=True, now=W50_NOW).prepared.status == "skipped"
+    seed_categories(rt, published=datetime(2026, 12, 3, tzinfo=UTC), tag=" (W50)", best=60)
+    seed_categories(rt, published=datetime(2026, 12, 10, tzinfo=UTC), tag=" (W51)", best=60)
+    real = editions.carries_monthly
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        answer = real(*args, **kwargs)
+        time.sleep(1.0)  # the rest of a freeze (select, compile, enqueue) takes this long or longer
+        return answer
+
+    monkeypatch.setattr(editions, "carries_monthly", slow)
+    errors: list[BaseException] = []
+
+    def send(week: str, now: datetime) -> None:
+        try:
+            send_week(rt, Week.parse(week), manual=True, now=now)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=("2026-W50", W51_NOW)),
+               threading.Thread(target=send, args=("2026-W51", W51_NOW))]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    copies = [w for w in ("2026-W50", "2026-W51") if outbox_messages(rt, w, to="monthly@example.com")]
+    assert len(copies) == 1, copies
+
+
+def test_a_later_weeks_draft_does_not_claim_the_monthly_edition_before_the_first_slot(rt) -> None:
+    """`digest select --week` or the preview of a week ahead, while the month's first slot is still to
+    come: that slot will carry it, so the later week's draft shows the monthly readers waiting."""
+    from digest.editions import carries_monthly
+
+    send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)  # the service runs
+    schedule = rt.settings.schedule
+    with rt.sessions() as s:
+        assert not carries_monthly(s, Week.parse("2026-W51"), schedule, W49_NOW)  # W50's slot is ahead
+        assert carries_monthly(s, Week.parse("2026-W50"), schedule, W49_NOW)
+        assert carries_monthly(s, Week.parse("2026-W51"), schedule, W51_NOW)  # W50 never went out
+
+
 def test_a_first_week_that_never_went_out_is_carried_too(rt) -> None:
     seed_categories(rt, published=datetime(2026, 11, 16, tzinfo=UTC), tag=" (November)", best=100)
     add_reader(rt, "monthly@example.com", frequency=Frequency.MONTHLY)
