@@ -425,8 +425,8 @@ class WeeklyService:
 
     def _on_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED and event.job_id == BOUNCE_JOB_ID:
-            log.info("bounce mailbox: a poll at %s was missed (busy); the next one reads what is there",
-                     event.scheduled_run_time)
+            log.info("bounce mailbox: the poll due at %s ran too late and was skipped; the next one reads what "
+                     "is there", event.scheduled_run_time)
         elif event.code == EVENT_JOB_MISSED:
             log.warning("job %s missed its run time %s; the watchdog checks whether the issue is still due",
                         event.job_id, event.scheduled_run_time)
