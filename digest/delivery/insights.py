@@ -19,12 +19,12 @@ is in); a comparison sent in several editions is counted across them in the issu
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from digest.config import TrackingSettings
@@ -127,16 +127,9 @@ def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
                      sent.get(row.id, 0)) for row in rows]
 
 
-def _hits(session: Session, issue_id: int, kind: str, deliveries: Select[Any] | None,
-          edition_id: int | None = None) -> list[_Hit]:
-    """`deliveries`: only theirs; `edition_id`: only that edition's (also rows no longer linked to a delivery)."""
+def _hits(session: Session, issue_id: int, kind: str) -> list[_Hit]:
     q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at, Click.edition_id).where(
         Click.issue_id == issue_id, Click.kind == kind)
-    if deliveries is not None:
-        q = q.where(Click.delivery_id.in_(deliveries))
-    if edition_id is not None:
-        q = q.where(or_(Click.edition_id == edition_id, Click.delivery_id.in_(
-            select(Delivery.id).where(Delivery.edition_id == edition_id))))
     return [_Hit(int(r), int(link), str(m), a, as_utc(at), e) for r, link, m, a, at, e in session.execute(q)]
 
 
@@ -187,7 +180,7 @@ def click_reports(session: Session, issue: Issue, tracking: TrackingSettings, se
     delivery). In the issue's total a comparison sent in several editions is one row, its
     click-through a share of the emails of all the editions that carried it."""
     carriers = _carriers(session, issue)
-    hits = _hits(session, issue.id, "click", None)
+    hits = _hits(session, issue.id, "click")
     _classify(hits, tracking)
     own = next((c.id for c in carriers if c.links == list(issue.links or [])), None)
     for h in hits:  # clicks on tokens made before editions name the issue's links (the all-topics edition's)
@@ -205,27 +198,33 @@ def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sen
     return click_reports(session, issue, tracking, sent)[0]
 
 
-def open_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
-                deliveries: Select[Any] | None = None, edition_id: int | None = None) -> dict[str, Any]:
-    """Unique opens: the provider's `opened` stamps, and pixel opens that were not a scanner's (of
-    `deliveries`, or of one edition's readers, when given)."""
-    q = select(Delivery.id).where(Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))
-    if deliveries is not None:
-        q = q.where(Delivery.id.in_(deliveries))
-    if edition_id is not None:
-        q = q.where(Delivery.edition_id == edition_id)
-    openers = {int(d) for d in session.scalars(q)}
-    pixel = _hits(session, issue.id, "open", deliveries, edition_id)
-    _classify(pixel, tracking)
-    openers |= {h.reader for h in pixel if h.reason is None}
-    return {"unique_opens": len(openers), "open_rate": _share(len(openers), sent), "reliable": False,
-            "note": OPENS_NOTE, "sources": ["provider webhooks"] + (["tracking pixel"] if tracking.open_pixel else [])}
+def open_reports(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
+                 editions: Mapping[int, int] | None = None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """Unique opens of the issue, and of each edition (`editions`: id -> emails sent), from one read:
+    the provider's `opened` stamps, and pixel opens that were not a scanner's. A pixel open belongs
+    to its delivery's edition (kept on the row when unlinking makes it nobody's)."""
+    stamps = session.execute(select(Delivery.id, Delivery.edition_id).where(
+        Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))).all()
+    q = (select(Click.reader, Click.link, Click.method, Click.agent, Click.at,
+                func.coalesce(Click.edition_id, Delivery.edition_id))
+         .outerjoin(Delivery, Delivery.id == Click.delivery_id).where(Click.issue_id == issue.id, Click.kind == "open"))
+    pixel = [_Hit(int(r), int(link), str(m), a, as_utc(at), e) for r, link, m, a, at, e in session.execute(q)]
+    _classify(pixel, tracking)  # by reader, and a reader is one delivery: the same answer per edition
+    readers = [h for h in pixel if h.reason is None]
+
+    def report(openers: set[int], emails: int) -> dict[str, Any]:
+        return {"unique_opens": len(openers), "open_rate": _share(len(openers), emails), "reliable": False,
+                "note": OPENS_NOTE,
+                "sources": ["provider webhooks"] + (["tracking pixel"] if tracking.open_pixel else [])}
+
+    total = report({int(d) for d, _ in stamps} | {h.reader for h in readers}, sent)
+    per = {eid: report({int(d) for d, e in stamps if e == eid} | {h.reader for h in readers if h.edition == eid}, n)
+           for eid, n in (editions or {}).items()}
+    return total, per
 
 
-def sent_count(session: Session, issue_id: int, deliveries: Select[Any] | None = None) -> int:
+def sent_count(session: Session, issue_id: int) -> int:
     q = select(func.count(Delivery.id)).where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_SENT)
-    if deliveries is not None:
-        q = q.where(Delivery.id.in_(deliveries))
     return int(session.scalar(q) or 0)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import TrackingSettings
-from digest.delivery.insights import click_reports, open_report
+from digest.delivery.insights import click_reports, open_reports
 from digest.storage.models import (
     BATCH_UNCONFIRMED,
     DELIVERY_DROPPED,
@@ -112,13 +112,15 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     clicks, per_edition = click_reports(session, issue, tracking, sent)
     editions = edition_stats(session, issue.id)
     edition_ids = dict(session.execute(select(Edition.key, Edition.id).where(Edition.issue_id == issue.id)).all())
+    opens, opens_per = open_reports(session, issue, tracking, sent,
+                                    {edition_ids[ed["key"]]: ed["sent"] for ed in editions})
     for ed in editions:  # our own counts per edition (its comparisons, its click-through, its opens)
         ed["clicks"] = per_edition.get(ed["key"])
-        ed["opens"] = open_report(session, issue, tracking, ed["sent"], edition_id=edition_ids[ed["key"]])
+        ed["opens"] = opens_per[edition_ids[ed["key"]]]
     return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
             "editions": editions, "skipped_paused": int(skips.get("paused", 0)),
             "skipped_monthly": int(skips.get("monthly_waiting", 0)),
             "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,
             "unmeasured": unmeasured, "unsubscribe_reasons": unsubscribe_reasons(session, issue.id),
             "owed": queued, "unconfirmed": unconfirmed, "paused": issue.pause_reason,
-            "opens": open_report(session, issue, tracking, sent), "clicks": clicks}
+            "opens": opens, "clicks": clicks}
