@@ -194,7 +194,7 @@ def plan_editions(rt: Runtime, session: Session, issue: Issue, week: Week, weekl
     """The week's editions with their picks (shared by the freeze, `digest select` and the preview)."""
     catalogue = topics.load(session, rt.settings.topics)
     the_plan = editions.plan(session, rt.config, catalogue, week, now or utcnow())
-    editions.select_all(session, rt.config, issue, week, the_plan, weekly, cutoff, reader_interest(rt, session))
+    editions.select_all(session, rt.config, issue, week, the_plan, weekly, cutoff)
     return the_plan
 
 

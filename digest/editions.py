@@ -14,7 +14,7 @@ and its edition must be one of that issue's (a composite foreign key).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -216,9 +216,10 @@ def fill_up(sel: Selection, overall: Selection, min_items: int) -> Selection:
 
 
 def select_all(session: Session, config: Config, issue: Issue, week: Week, the_plan: Plan, weekly: Selection,
-               cutoff: datetime, lift: Mapping[str, float] | None = None) -> None:
+               cutoff: datetime) -> None:
     """Each planned edition's selection: the weekly overall is `weekly` (already made); the rest narrow it,
-    ranked with the same learnt interest (`lift`, as `weekly` was) so every reader's picks learn alike."""
+    ranked with the learnt interest `weekly` was ranked with, so every reader's picks learn alike."""
+    lift = weekly.lift
     cfg = config.settings.selection
     pins, excludes = list(issue.pins or []), list(issue.excludes or [])
     monthly_cfg = monthly_settings(cfg, config, week)

@@ -59,6 +59,7 @@ class Selection:
     others: list[Pick] = field(default_factory=list)  # candidates below the cut, scored against the picks
     candidates: int = 0
     skip_reason: str | None = None
+    lift: Mapping[str, float] | None = None  # the learnt interest it was ranked with (its editions use it too)
 
     def as_dict(self) -> dict[str, Any]:
         return {"week": self.week, "cutoff": self.cutoff.isoformat(), "window_start": self.window_start.isoformat(),
@@ -160,7 +161,7 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
     resolve_slugs(session, list(dict.fromkeys(excludes)), "exclude")
     cutoff = as_utc(cutoff)
     start = cutoff - timedelta(days=cfg.window_days)
-    sel = Selection(week=week, cutoff=cutoff, window_start=start)
+    sel = Selection(week=week, cutoff=cutoff, window_start=start, lift=lift)
     if featured is None:
         featured = featured_ids(session, issue_id)
     rows = session.scalars(select(Comparison).where(Comparison.published_at >= start,
