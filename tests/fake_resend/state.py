@@ -302,14 +302,7 @@ class FakeResend:
 
     def get_webhook(self, authorization: str | None, webhook_id: str) -> Answer:
         """GET /webhooks/{id}: the webhook with its signing secret (the list leaves the secret out)."""
-        early = self._domain_auth(authorization)
-        if early is not None:
-            return early
-        with self.lock:
-            hook = self.webhooks.get(webhook_id)
-        if hook is None:
-            return error(404, "not_found", "Webhook not found.")
-        return Answer(200, hook)
+        return self._get(authorization, self.webhooks, webhook_id, "Webhook")
 
     def list_webhooks(self, authorization: str | None, query: dict[str, str]) -> Answer:
         """GET /webhooks: newest first, paginated like GET /domains; a sending-only key is refused."""
@@ -317,14 +310,17 @@ class FakeResend:
                           "schemas/ListWebhooksResponse", "webhook")
 
     def get_domain(self, authorization: str | None, domain_id: str) -> Answer:
+        return self._get(authorization, self.domains, domain_id, "Domain")
+
+    def _get(self, authorization: str | None, table: dict[str, dict[str, Any]], item_id: str, what: str) -> Answer:
         early = self._domain_auth(authorization)
         if early is not None:
             return early
         with self.lock:
-            domain = self.domains.get(domain_id)
-        if domain is None:
-            return error(404, "not_found", "Domain not found.")
-        return Answer(200, domain)
+            item = table.get(item_id)
+        if item is None:
+            return error(404, "not_found", f"{what} not found.")
+        return Answer(200, item)
 
     def _draw(self) -> str | None:
         f = self.faults
