@@ -243,12 +243,16 @@ class FakeResend:
                   "created_at": "2026-11-01 09:00:00.000000+00", "region": region, "open_tracking": False,
                   "click_tracking": False, "capabilities": {"sending": "enabled", "receiving": "disabled"},
                   "records": records}
-        problem = spec_problem("schemas/Domain", domain)
+        return self._store(self.domains, domain, "schemas/Domain")
+
+    def _store(self, table: dict[str, dict[str, Any]], item: dict[str, Any], schema: str) -> dict[str, Any]:
+        """Keep an item a test set up, after checking it is what Resend's spec says such an answer is."""
+        problem = spec_problem(schema, item)
         if problem:
-            raise ValueError(f"not a Domain as Resend's spec describes it: {problem}")
+            raise ValueError(f"not a {schema} as Resend's spec describes it: {problem}")
         with self.lock:
-            self.domains[domain["id"]] = domain
-        return domain
+            table[item["id"]] = item
+        return item
 
     def _domain_auth(self, authorization: str | None) -> Answer | None:
         answer = self.check_auth(authorization)
@@ -293,12 +297,7 @@ class FakeResend:
         hook = {"object": "webhook", "id": str(uuid.uuid4()), "endpoint": endpoint, "events": events,
                 "status": status, "created_at": "2026-11-01 09:00:00.000+00",
                 "signing_secret": signing_secret or "whsec_" + uuid.uuid4().hex}
-        problem = spec_problem("schemas/GetWebhookResponse", hook)
-        if problem:
-            raise ValueError(f"not a webhook as Resend's spec describes it: {problem}")
-        with self.lock:
-            self.webhooks[hook["id"]] = hook
-        return hook
+        return self._store(self.webhooks, hook, "schemas/GetWebhookResponse")
 
     def get_webhook(self, authorization: str | None, webhook_id: str) -> Answer:
         """GET /webhooks/{id}: the webhook with its signing secret (the list leaves the secret out)."""
