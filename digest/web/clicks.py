@@ -130,8 +130,11 @@ def answer_open(service: ClickService, method: str, token: str, user_agent: str 
     """The optional open pixel (`[tracking] open_pixel`): a transparent GIF, and an `open` recorded."""
     try:
         claim = service.pixel.read(token)
-    except (TokenError, ConfigError) as exc:
-        status, headers, text = _bad() if isinstance(exc, TokenError) else _unavailable()
+    except TokenError:
+        status, headers, text = _bad()
+        return status, headers, text.encode()
+    except ConfigError:  # a broken key file, as for links
+        status, headers, text = _unavailable()
         return status, headers, text.encode()
     service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=-1, method=method, kind="open",
                             agent=scanner_agent(user_agent))
