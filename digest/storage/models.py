@@ -429,6 +429,8 @@ class Click(Base):
     method: Mapped[str] = mapped_column(String(8))  # GET | HEAD
     agent: Mapped[str | None] = mapped_column(String(40), nullable=True)  # a known scanner's name
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Requests this row stands for: repeats of one link of one message within a short window add here.
+    hits: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class WebhookReceipt(Base):
@@ -475,6 +477,8 @@ class OutgoingMail(Base):
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # A drainer's lease (or the retry back-off): the row is not taken again before this time.
     claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The transport's id of the sent mail: a provider event about it finds this row (and its person).
+    provider_id: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
 
 
 class RateLimitHit(Base):
