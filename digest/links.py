@@ -63,16 +63,12 @@ class UnsubscribeClaim:
 
 @dataclass(frozen=True)
 class BounceClaim:
-    """What a VERP bounce token names: one message (its transport key) and a tie to its recipient."""
+    """What a VERP bounce token names: one message, by its transport key. Nothing about a person:
+    who the message went to is read from our own row for it (a delivery, an outgoing mail)."""
 
     key: str  # the message's key (`d<delivery id>`, `m<mail id>`): the transport stores `<kind>:<key>`
-    tie: str
-
-    def matches(self, email: str) -> bool:
-        return self.tie == _tie(email)[:BOUNCE_TIE]
 
 
-BOUNCE_TIE = 6  # hex digits of the address hash: a binding check, the signature is the security
 BOUNCE_KEY = re.compile(r"[a-z][0-9]{1,12}")
 
 
@@ -140,24 +136,29 @@ class Tokens:
         except (BadSignature, ValueError, TypeError):
             raise TokenError("invalid confirmation token") from None
 
-    def bounce(self, key: str, email: str) -> str:
-        """`<key>.<tie>.<signature>`, lower case, at most 40 characters (the VERP part of a bounce address)."""
+    def bounce(self, key: str) -> str:
+        """`<key>.<signature>`, lower case, at most 34 characters (the VERP part of a bounce address).
+
+        No tie to the recipient's address: a 24-bit tie could be matched by a look-alike address found
+        by brute force, and the message's own row names its recipient anyway."""
         if not BOUNCE_KEY.fullmatch(key):
             raise ValueError(f"{key!r} is not a message key (a letter and up to 12 digits)")
-        return self._bounce.sign(f"{key}.{_tie(email)[:BOUNCE_TIE]}").decode("ascii")
+        return self._bounce.sign(key).decode("ascii")
 
     def read_bounce(self, token: str) -> BounceClaim:
-        """Raises TokenError for anything we did not sign (any case: mail systems may fold it)."""
+        """Raises TokenError for anything we did not sign (any case: mail systems may fold it).
+
+        Tokens signed before the tie was dropped (`<key>.<tie>.<signature>`) still name their message."""
         token = token.lower()
         if len(token) > 64:
             raise TokenError("invalid bounce token")
         try:
-            key, tie = self._bounce.unsign(token).decode("ascii").split(".")
+            key = self._bounce.unsign(token).decode("ascii").split(".")[0]
         except (BadSignature, ValueError, UnicodeDecodeError):
             raise TokenError("invalid bounce token") from None
         if not BOUNCE_KEY.fullmatch(key):
             raise TokenError("invalid bounce token")
-        return BounceClaim(key, tie)
+        return BounceClaim(key)
 
     @staticmethod
     def tie(email: str) -> str:

@@ -9,10 +9,13 @@ for the mail system: a non-zero exit would bounce the bounce.
 from __future__ import annotations
 
 import imaplib
+import logging
 import re
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from digest.delivery.events import bounce_mail
 from digest.delivery.verp import from_config
@@ -20,6 +23,8 @@ from digest.errors import UserError
 from digest.lease import Lease, default_holder
 from digest.runtime import Runtime
 from subscribers.delivery_events import apply_events
+
+log = logging.getLogger("subscribers.bounces")
 
 NO_ADDRESS = "no bounce address configured ([transport.smtp] bounce_address): nothing changed"
 PROCESSED = "$DigestProcessed"  # the IMAP keyword of a report already read
@@ -32,16 +37,31 @@ class BounceOutcome:
 
 
 def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()) -> BounceOutcome:
-    """Apply one bounce or complaint report; never raises on what the mail says."""
+    """Apply one bounce or complaint report in its own transaction; never raises on what the mail says.
+
+    A report that still cannot be applied is logged with its id and reported as changing
+    nothing, so the pipe exits 0 and the mailbox poll marks it read and reads the next one.
+    Only the database being unreachable raises: then nothing is marked read, and it is read again."""
     verp = from_config(rt.config)
     if verp is None:
         return BounceOutcome(False, NO_ADDRESS)
     report = bounce_mail.parse(raw, verp, envelope_to)
     if not report.events:
         return BounceOutcome(False, report.note)
-    result = apply_events(rt, report.events)
-    changed = result != "duplicate" and not result.startswith("ignored")
-    return BounceOutcome(changed, f"{report.note}: {'already handled' if result == 'duplicate' else result}")
+    try:
+        result = apply_events(rt, report.events)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad report must not stop the ones after it
+        key = report.events[0].receipt_key
+        log.error("bounce report %s could not be applied, skipped: %s: %s", key, type(exc).__name__,
+                  str(exc).splitlines()[0][:200] if str(exc) else "")
+        return BounceOutcome(False, f"{report.note}: could not be applied (report {key}, logged); nothing changed")
+    if result == "duplicate":
+        return BounceOutcome(False, f"{report.note}: already handled")
+    if result.startswith("ignored"):
+        return BounceOutcome(False, f"{report.note}: {result}; nothing changed")
+    return BounceOutcome(True, f"{report.note}: {result}")
 
 
 # -- the mailbox ----------------------------------------------------------------------------

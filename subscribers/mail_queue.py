@@ -194,7 +194,7 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
                     done.append(_retry_or_fail(mail_id, attempts, res.error or "not sent yet", now, result))
                 elif res.ok:
                     done.append({"id": mail_id, "status": MAIL_SENT, "sent_at": now, "claimed_until": None,
-                                 "attempts": attempts + 1, "error": None})
+                                 "attempts": attempts + 1, "error": None, "provider_id": res.provider_id})
                     result.sent += 1
                 else:
                     done.append({"id": mail_id, "status": MAIL_FAILED, "claimed_until": None,

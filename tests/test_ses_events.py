@@ -178,12 +178,20 @@ def test_a_replayed_notification_is_applied_once(sent: Runtime, sns: FakeSns) ->
     assert counts(sent) == before
 
 
-def test_one_notification_naming_two_recipients_marks_both(sent: Runtime, sns: FakeSns) -> None:
-    ses = ses_event("Bounce", "ses-unknown-txn", ["hard@example.com", "angry@example.com"], bounceType="Permanent",
+def test_a_notification_names_a_message_and_our_row_names_the_person(sent: Runtime, sns: FakeSns) -> None:
+    """SES may list several recipients; only the one our row for the message names is acted on."""
+    ses = ses_event("Bounce", "ses-hard", ["hard@example.com", "angry@example.com"], bounceType="Permanent",
                     bouncedRecipients=[{"emailAddress": "hard@example.com"}, {"emailAddress": "angry@example.com"}])
     r = _post_in_process(sent, sns, ses)
-    assert r.json()["result"] == "suppressed (hard_bounce); suppressed (hard_bounce)"
-    assert {subscriber(sent, a).status for a in ("hard@example.com", "angry@example.com")} == {SUB_BOUNCED}
+    assert r.json()["result"] == ("suppressed (hard_bounce); "
+                                  "ignored: the report names another recipient than the message's own")
+    assert subscriber(sent, "hard@example.com").status == SUB_BOUNCED
+    assert subscriber(sent, "angry@example.com").status == SUB_ACTIVE
+    # A message we never sent (no delivery, no outgoing mail with that id) names nobody, whoever it lists.
+    unknown = ses_event("Bounce", "ses-unknown-txn", ["soft@example.com"], bounceType="Permanent",
+                        bouncedRecipients=[{"emailAddress": "soft@example.com"}])
+    assert _post_in_process(sent, sns, unknown).json()["result"].startswith("ignored: not a message we sent")
+    assert subscriber(sent, "soft@example.com").status == SUB_ACTIVE
 
 
 def test_a_not_spam_report_and_other_ses_events_change_nothing(sent: Runtime, sns: FakeSns) -> None:

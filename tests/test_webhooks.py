@@ -15,10 +15,12 @@ from digest.storage.models import (
     SUB_PENDING,
     Delivery,
     Event,
+    OutgoingMail,
     Suppression,
     WebhookReceipt,
 )
 from subscribers.api import add_subscriber, is_suppressed
+from subscribers.mail_queue import drain
 from tests.support_subscribers import (
     WEBHOOK_SECRET,
     client,
@@ -187,13 +189,27 @@ def test_unknown_events_and_recipients_are_acknowledged_without_effect(sent) -> 
 
 
 def test_bounce_of_a_confirmation_mail_suppresses_the_pending_address(sent) -> None:
+    """The confirmation's row keeps the id the provider gave it; the event names that id."""
     rt, _ = sent
     c = client(rt)
     c.post("/subscribe", json={"email": "typo@exmaple.com"})
     assert subscriber(rt, "typo@exmaple.com").status == SUB_PENDING
-    r = post(c, event("email.bounced", "re_unknown_txn", "Typo <typo@exmaple.com>", bounce={"type": "Permanent"}))
+    drain(rt)
+    with rt.sessions.begin() as s:
+        mail = s.scalar(select(OutgoingMail).where(OutgoingMail.subscriber_id == subscriber(rt, "typo@exmaple.com").id))
+        assert mail is not None and mail.provider_id  # the transport's id, kept when it was sent
+        mail.provider_id = "re_confirm_typo"
+    r = post(c, event("email.bounced", "re_confirm_typo", "Typo <typo@exmaple.com>", bounce={"type": "Permanent"}))
     assert r.json()["result"] == "suppressed (hard_bounce)"
     assert subscriber(rt, "typo@exmaple.com").status == SUB_BOUNCED
+
+
+def test_an_event_for_a_message_we_never_sent_names_nobody(sent) -> None:
+    """A provider event names a message; an id we have no row for suppresses no one, whatever address it gives."""
+    rt, _ = sent
+    r = post(client(rt), event("email.bounced", "re_unknown_txn", "hard@example.com", bounce={"type": "Permanent"}))
+    assert r.json()["result"].startswith("ignored: not a message we sent")
+    assert subscriber(rt, "hard@example.com").status == SUB_ACTIVE
 
 
 def test_without_a_configured_secret_webhooks_are_refused(tmp_path, db_url) -> None:

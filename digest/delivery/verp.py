@@ -1,10 +1,11 @@
 """VERP: each SMTP message's envelope sender names that message, so its bounce says whose it was.
 
 With `bounce_address = "bounces@example.com"` the reader of delivery 42 gets mail from
-`bounces+d42.<tie>.<signature>@example.com`: the mail server returns a bounce to exactly that
-address, and `digest subscribers bounce-mail` reads the delivery from it without looking
+`bounces+d42.<signature>@example.com`: the mail server returns a bounce to exactly that
+address, and `digest subscribers bounce-mail` reads the message from it without looking
 anything up by Message-ID. The token is signed (digest.links), so a report to a forged or
-unsigned address changes nothing; the whole local part stays within RFC 5321's 64 octets.
+unsigned address changes nothing; it names a message only, and who that message went to is
+read from our own row for it. The whole local part stays within RFC 5321's 64 octets.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from digest.links import BOUNCE_KEY, BounceClaim, TokenError, Tokens
 
 SEPARATOR = "+"  # Postfix's (and Exim's, Sendmail's) default recipient delimiter
 MAX_LOCAL_PART = 64
-# The longest token (`Tokens.bounce`: a 13-character key, a 6-digit tie, a 20-character signature).
-MAX_TOKEN = 41
+# The longest token (`Tokens.bounce`: a 13-character key, a dot, a 20-character signature).
+MAX_TOKEN = 34
 MAX_BASE_LOCAL_PART = MAX_LOCAL_PART - len(SEPARATOR) - MAX_TOKEN
 
 
@@ -53,14 +54,14 @@ class Verp:
     def domain(self) -> str:
         return self.bounce_address.rpartition("@")[2]
 
-    def address(self, key: str, recipient: str) -> str:
-        """The envelope sender (and Return-Path) of the message `key` to `recipient`.
+    def address(self, key: str) -> str:
+        """The envelope sender (and Return-Path) of the message `key`.
 
         A message that is no reader's issue or list mail (an operator's test send) goes out from the
         plain bounce address: a bounce of it acts on nobody."""
         if not BOUNCE_KEY.fullmatch(key):
             return self.bounce_address
-        return f"{self.local}{SEPARATOR}{self.tokens.bounce(key, recipient)}@{self.domain}"
+        return f"{self.local}{SEPARATOR}{self.tokens.bounce(key)}@{self.domain}"
 
     def read(self, address: str) -> BounceClaim | None:
         """The claim of one of our signed VERP addresses; None for anything else (forged, unsigned, another)."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from digest import plaintext
 from digest.weeks import as_utc
 
 
@@ -29,16 +30,31 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class DeliveryEvent:
-    """One recipient's event. `provider_event_id` de-duplicates (one id may carry several recipients)."""
+    """One recipient's event. `provider_event_id` de-duplicates (one id may carry several recipients).
+
+    The message names the person: the applier acts on the recipient of our own row for
+    `message_id`, and `recipient` (with `aliases`) only has to agree with it. Every string is
+    cleaned of control characters here, whoever built the event: a NUL in a stranger's report
+    must not reach the database (PostgreSQL refuses it, and the report after it would wait)."""
 
     kind: EventKind
     provider: str
     provider_event_id: str
     provider_type: str  # the provider's own name for it, for logs ("email.bounced", "Bounce")
-    message_id: str | None  # what the transport stored in deliveries.provider_id
-    recipient: str | None  # as the provider wrote it; the applier normalises it
+    message_id: str | None  # what the transport stored in deliveries.provider_id (or outgoing_mail's)
+    recipient: str | None  # as the provider wrote it; checked against our row, never acted on
     occurred_at: datetime | None  # None: the provider did not say; the applier uses now
     detail: Mapping[str, str] = field(default_factory=dict)  # bounce type/subtype/diagnostic, clicked url
+    aliases: tuple[str, ...] = ()  # other addresses the report gives for the same recipient (a forward's)
+
+    def __post_init__(self) -> None:
+        clean = plaintext.one_line
+        for name in ("provider_event_id", "provider_type", "message_id", "recipient"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, clean(str(value)))
+        object.__setattr__(self, "aliases", tuple(clean(str(a)) for a in self.aliases))
+        object.__setattr__(self, "detail", {clean(str(k)): clean(str(v)) for k, v in self.detail.items()})
 
     @property
     def receipt_key(self) -> str:

@@ -5,8 +5,9 @@ as its own recipient (a DSN goes back to the envelope sender: `To`, `Delivered-T
 pipe's envelope recipient) or as the reported message's envelope sender (an ARF complaint
 goes to the feedback-loop address, and carries the original's `Return-Path` or
 `Original-Mail-From`). The token names the message, so the event carries its provider id
-(`smtp:<key>`) and the subscriber comes from the delivery, never from what the report
-claims: a report cannot point at anyone else.
+(`smtp:<key>`) and the person comes from our row for that message (the delivery, or the
+outgoing mail of a confirmation), never from what the report claims: the recipient the report
+names only has to agree with that row, so a report cannot point at anyone else.
 
 What happened is read from, in order:
 - an ARF feedback report (RFC 5965): a complaint, unless `Feedback-Type: not-spam`;
@@ -25,9 +26,11 @@ import email.message
 import email.parser
 import email.utils
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 
 from flufl.bounce import all_failures
 
@@ -42,6 +45,10 @@ MAX_BYTES = 20 * 1024 * 1024
 ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 COMPLAINT_TYPES = ("abuse", "fraud", "virus", "other")
 SOFT_PERMANENT = ("5.2.2",)  # "mailbox full" sent as permanent by some MTAs (Exchange): it clears itself
+# A VERP address names one message to one recipient, so its DSN has one recipient block (a few with
+# forwards). More is not a report of ours, and parsing 300,000 blocks took half a gigabyte.
+MAX_RECIPIENT_BLOCKS = 50
+_RECIPIENT_FIELD = re.compile(rb"^(?:final|original)-recipient[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class Report:
 @dataclass(frozen=True)
 class _Failure:
     kind: EventKind
-    recipient: str | None
+    recipients: tuple[str, ...]  # what the report says the recipient was (final, then original)
     detail: dict[str, str]
 
 
@@ -63,24 +70,32 @@ def parse(raw: bytes, verp: Verp, envelope_to: Sequence[str] = ()) -> Report:
     """Read one report; never raises (a malformed mail is just not a report)."""
     if len(raw) > MAX_BYTES:
         return Report([], f"larger than {MAX_BYTES // (1024 * 1024)} MB: not a bounce report; nothing changed")
+    if _too_many_blocks(raw):
+        return Report([], f"more than {MAX_RECIPIENT_BLOCKS} recipient blocks: not a report of one message; "
+                          "nothing changed")
     try:
         msg = email.message_from_bytes(raw)
         claim = _claim(msg, verp, envelope_to)
         if claim is None:
             return Report([], "not addressed to a signed bounce address: nothing changed")
         failure = _feedback(msg) or _dsn(msg) or _non_standard(msg)
+        if failure is None:
+            return Report([], f"message {claim.key}: no bounce or complaint in it (a reply?): nothing changed")
+        if failure.kind is EventKind.OTHER:
+            return Report([], f"message {claim.key}: {_describe(failure)}: not a failure, nothing changed")
+        names = failure.recipients
+        event = DeliveryEvent(
+            kind=failure.kind, provider=PROVIDER, provider_event_id=f"{claim.key}:{_report_id(msg, raw)}",
+            provider_type=_describe(failure)[:64], message_id=f"smtp:{claim.key}",
+            recipient=names[0] if names else None, aliases=names[1:], occurred_at=_date(msg), detail=failure.detail)
     except Exception:  # noqa: BLE001 - whatever a stranger sends must not stop the mail system
         return Report([], "not a readable mail: nothing changed")
-    if failure is None:
-        return Report([], f"message {claim.key}: no bounce or complaint in it (a reply?): nothing changed")
-    if failure.kind is EventKind.OTHER:
-        return Report([], f"message {claim.key}: {_describe(failure)}: not a failure, nothing changed")
-    recipient = failure.recipient if failure.recipient and claim.matches(failure.recipient) else None
-    event = DeliveryEvent(
-        kind=failure.kind, provider=PROVIDER, provider_event_id=f"{claim.key}:{_report_id(msg, raw)}",
-        provider_type=_describe(failure)[:64], message_id=f"smtp:{claim.key}", recipient=recipient,
-        occurred_at=_date(msg), detail=failure.detail)
-    return Report([event], f"message {claim.key}: {_describe(failure)}")
+    return Report([event], f"message {claim.key}: {event.provider_type}")
+
+
+def _too_many_blocks(raw: bytes) -> bool:
+    """Counted on the raw bytes before parsing, stopping at the first field past the limit."""
+    return next(islice(_RECIPIENT_FIELD.finditer(raw), 2 * MAX_RECIPIENT_BLOCKS, None), None) is not None
 
 
 def _describe(failure: _Failure) -> str:
@@ -152,10 +167,9 @@ def _feedback(msg: email.message.Message) -> _Failure | None:
         kind = str(fields.get("Feedback-Type", "")).strip().lower()
         if not kind:
             continue
-        recipient = _field_addresses(fields.get("Original-Rcpt-To"))
+        recipients = tuple(a for a in _field_addresses(fields.get("Original-Rcpt-To")) if a)
         detail = {"feedback": kind[:60], "agent": str(fields.get("User-Agent", ""))[:100]}
-        return _Failure(EventKind.COMPLAINED if kind in COMPLAINT_TYPES else EventKind.OTHER,
-                        recipient[0] if recipient else None, detail)
+        return _Failure(EventKind.COMPLAINED if kind in COMPLAINT_TYPES else EventKind.OTHER, recipients[:5], detail)
     return None
 
 
@@ -180,30 +194,32 @@ def _dsn(msg: email.message.Message) -> _Failure | None:
         return None
     rank = {EventKind.HARD_BOUNCE: 0, EventKind.SOFT_BOUNCE: 1, EventKind.OTHER: 2}
     failures.sort(key=lambda f: rank.get(f.kind, 3))
-    return failures[0] if failures else _Failure(EventKind.OTHER, None, {"status": "no failure"})
+    return failures[0] if failures else _Failure(EventKind.OTHER, (), {"status": "no failure"})
 
 
 def _recipient_block(block: email.message.Message, reporting: str) -> _Failure | None:
     action = str(block.get("Action", "")).strip().lower()
     status = str(block.get("Status", "")).strip().split(" ")[0]
-    recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "").partition(";")[2].strip()
+    recipients = tuple(dict.fromkeys(
+        address for address in (str(block.get(name) or "").partition(";")[2].strip()
+                                for name in ("Final-Recipient", "Original-Recipient")) if address))
     detail = {"status": status[:20], "action": action[:20], "mta": reporting[:100],
               "diagnostic": " ".join(str(block.get("Diagnostic-Code", "")).split())[:300]}
     if not action.startswith(("fail", "error")):  # delayed, delivered, relayed, expanded: no failure (yet)
-        return _Failure(EventKind.OTHER, recipient or None, detail)
+        return _Failure(EventKind.OTHER, recipients, detail)
     permanent = not status.startswith("4") and status not in SOFT_PERMANENT
     detail["type"] = "Permanent" if permanent else "Transient"
-    return _Failure(EventKind.HARD_BOUNCE if permanent else EventKind.SOFT_BOUNCE, recipient or None, detail)
+    return _Failure(EventKind.HARD_BOUNCE if permanent else EventKind.SOFT_BOUNCE, recipients, detail)
 
 
 def _non_standard(msg: email.message.Message) -> _Failure | None:
     """flufl.bounce's MTA-specific detectors; only their permanent failures count."""
     temporary, permanent = all_failures(msg)
     if permanent:
-        first = sorted(permanent)[0].decode("ascii", "replace")
-        return _Failure(EventKind.HARD_BOUNCE, first, {"type": "Permanent", "format": "non-standard"})
+        named = tuple(a.decode("ascii", "replace") for a in sorted(permanent)[:5])
+        return _Failure(EventKind.HARD_BOUNCE, named, {"type": "Permanent", "format": "non-standard"})
     if temporary:
-        return _Failure(EventKind.OTHER, None, {"status": "delay warning"})
+        return _Failure(EventKind.OTHER, (), {"status": "delay warning"})
     return None
 
 
