@@ -274,9 +274,11 @@ def _limited(retry_after: int) -> SignupOutcome:
     return SignupOutcome("limited", "Too many sign-ups; please try again in a little while.", retry_after=retry_after)
 
 
-def _budget_spent(key: str) -> None:
+def _budget_spent(key: str, limits: _Limits | None = None) -> None:
     """Log which confirmation budget stopped a mail (never the address): the domain and service
-    caps are the operator's to raise if real sign-ups meet them."""
+    caps are the operator's to raise if real sign-ups meet them. Logged once per sign-up."""
+    if limits is not None and not limits.may_send:
+        return  # the retry after a concurrent refusal, which logged it
     kind, _, rest = key.partition(":")
     if kind == "cm":
         log.info("confirmation not sent: this mailbox had its confirmations_per_mailbox_per_day")
@@ -303,8 +305,6 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
             return _limited(verdict.retry_after)
         budget = judge(raw, limits.budget, row[2 * gated: 2 * n], now)
         may_send = limits.may_send and budget.allowed
-        if limits.may_send and not budget.allowed:
-            _budget_spent(budget.key)
         suppressed, sid, status, sent_at = row[2 * n:]
         if suppressed in _STAY_SUPPRESSED:
             hit(raw, limits.gate, now)
@@ -313,14 +313,14 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                   "ua": _clip(req.user_agent, 500), "source": source}
         if sid is None:
             if not may_send:  # out of confirmations: store nothing, the visitor may come back later
+                _budget_spent(budget.key, limits)
                 hit(raw, limits.gate, now)
                 return SignupOutcome("accepted")
-            counted = limits.read
             detail = raw.json({"source": source, **({"topics": list(req.topics)} if req.topics else {})})
             if raw.pg:
-                hit(raw, counted, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
+                hit(raw, read, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
             else:
-                hit(raw, counted, now)
+                hit(raw, read, now)
                 inserted = raw.one(_INSERT, values)
                 assert inserted is not None  # INSERT ... RETURNING gives the row
                 sid = inserted[0]
@@ -335,13 +335,17 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
             raw.run(_AGAIN, {"sid": sid, "now": values["now"], "detail": raw.json(
                 {"source": source, **({"topics": list(req.topics)} if req.topics else {})})})
         sent = raw.read_ts(sent_at)
-        if not may_send or (sent is not None and sent > now - resend_after):
+        if sent is not None and sent > now - resend_after:
             hit(raw, limits.gate, now)
-            return SignupOutcome("accepted")  # a confirmation went out moments ago, or the budget is spent
+            return SignupOutcome("accepted")  # a confirmation went out moments ago
+        if not may_send:
+            _budget_spent(budget.key, limits)
+            hit(raw, limits.gate, now)
+            return SignupOutcome("accepted")
         if raw.one(_UPDATE, {**values, "sid": sid, "status": status, "cutoff": raw.ts(now - resend_after)}) is None:
             hit(raw, limits.gate, now)
             return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
-        hit(raw, limits.read, now)
+        hit(raw, read, now)
         raw.run(CONSENT_SQL, {**values, "sid": sid})
         if status == SUB_UNSUBSCRIBED:
             raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True,
