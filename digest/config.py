@@ -176,6 +176,11 @@ class SubscribeSettings(_Section):
     check_deliverability: bool = False
     per_ip_per_minute: int = Field(10, ge=1)
     per_address_per_hour: int = Field(5, ge=1)
+    # The confirmation budget (sign-ups past it are answered as usual and mail nothing): one
+    # mailbox however spelt, one recipient domain, and the whole service.
+    confirmations_per_mailbox_per_day: int = Field(3, ge=1)
+    confirmations_per_domain_per_hour: int = Field(100, ge=1)
+    confirmations_per_hour: int = Field(500, ge=1)
 
 
 class PreviewSettings(_Section):

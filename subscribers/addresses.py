@@ -10,6 +10,8 @@ from digest import plaintext
 from digest.errors import UserError
 
 MAX_EMAIL = 254
+# Gmail ignores dots in the local part, and googlemail.com is the same mailbox as gmail.com.
+_GMAIL = frozenset({"gmail.com", "googlemail.com"})
 MAX_NAME = 60  # room for long full names ("Maria del Carmen Fernández-Villaverde"), not for messages
 # A URL or something a mail client would turn into a link: scheme://, www., host.tld/path.
 _NAME_LINK = re.compile(r"[a-z][a-z0-9+.-]*://|\bwww\.|[\w-]+\.[\w.-]*[a-z]{2,}\s*/", re.I)
@@ -37,6 +39,19 @@ def normalize_email(raw: str, *, check_deliverability: bool = False) -> str:
     address = f"{info.local_part}@{info.ascii_domain}" if info.ascii_domain else info.normalized
     # Lists treat addresses case-insensitively, as every major provider does.
     return address.lower()
+
+
+def canonical_mailbox(address: str) -> str:
+    """The mailbox a normalized address delivers to, for counting only (never stored or mailed).
+
+    Sign-up limits and the confirmation budget key on it, so `victim+1@`, `victim+2@` ... (and
+    `v.i.c.t.i.m@gmail.com`) share one budget. Only `+` starts a tag: `-` is part of too many
+    real names (`anne-marie@`) to merge them, and each domain's hourly cap bounds the rest."""
+    local, _, domain = address.lower().rpartition("@")
+    local = local.split("+", 1)[0] or local  # "+tag@" alone: no name before the tag, keep it whole
+    if domain in _GMAIL:
+        local, domain = local.replace(".", "") or local, "gmail.com"
+    return f"{local}@{domain}"
 
 
 def clean_name(raw: str | None) -> str | None:

@@ -10,7 +10,8 @@ another; a request that takes a key past its limit is refused and its transactio
 back, hit included. On SQLite the caller's transaction holds the database's write lock
 from its first read (BEGIN IMMEDIATE), so the read's count is already exact. Both
 limits of a sign-up (per IP, per address) take one SELECT and one upsert, whatever the
-traffic. Per-IP keys are the IPv4 address or the IPv6 /64 (`ip_key`).
+traffic (and a sign-up that queues a confirmation counts its budget in the same upsert).
+Per-IP keys are the IPv4 address or the IPv6 /64 (`ip_key`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from digest.weeks import utcnow
 from subscribers.rawsql import Raw
 
 BUCKETS = 6
-# Old buckets are deleted past the longest window any limit uses.
-KEEP = timedelta(hours=2)
+# Old buckets are deleted past the longest window any limit uses (a mailbox's confirmations per day).
+KEEP = timedelta(days=1)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 

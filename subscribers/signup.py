@@ -9,6 +9,7 @@ is queued in `outgoing_mail` for the drainer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 import weakref
@@ -23,7 +24,7 @@ from digest.links import email_hash
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED, MailKind, MailStatus, SubscriberStatus
 from digest.weeks import utcnow
-from subscribers.addresses import MAX_NAME, AddressError, clean_name, normalize_email
+from subscribers.addresses import MAX_NAME, AddressError, canonical_mailbox, clean_name, normalize_email
 from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
 from subscribers.consent import INSERT_SQL as CONSENT_SQL
 from subscribers.preferences import SIGNUP_AGAIN
@@ -37,6 +38,8 @@ ACCEPTED_MESSAGE = "Almost there: check your inbox and click the link in the ema
 _STAY_SUPPRESSED = {"hard_bounce", "soft_bounces", "complaint", "manual"}
 _SOURCE_RE = re.compile(r"[^a-z0-9_.-]+")
 _CTRL_RE = re.compile(r"[\x00-\x1f\x7f]")
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+log = logging.getLogger("subscribers.signup")
 
 
 @dataclass(frozen=True)
@@ -222,52 +225,102 @@ def _connection(rt: Runtime) -> Iterator[Connection]:
         kept.lock.release()
 
 
-def _limits(rt: Runtime, req: SignupRequest, h: str) -> list[Limit]:
+@dataclass(frozen=True)
+class _Limits:
+    """What a sign-up counts against. Past `gate` it is refused (429, counted per IP and per mailbox
+    whatever the address's state, so the answer says nothing about the list). Past `budget` (the
+    confirmation mail: per mailbox a day, per recipient domain and in all an hour) it is answered
+    as usual and mails nothing; only a sign-up that queues a confirmation counts there."""
+
+    gate: list[Limit]
+    budget: list[Limit]
+    may_send: bool = True  # False: the budget ran out under a concurrent sign-up; count the gate only
+
+    @property
+    def read(self) -> list[Limit]:
+        return self.gate + self.budget
+
+
+def _limits(rt: Runtime, req: SignupRequest, address: str) -> _Limits:
     s = rt.settings.subscribe
-    limits = [Limit(f"a:{h[:40]}", s.per_address_per_hour, timedelta(hours=1))]
+    mailbox = canonical_mailbox(address)  # victim+1@, victim+2@ ... are one mailbox
+    key = email_hash(mailbox)[:40]
+    gate = [Limit(f"a:{key}", s.per_address_per_hour, HOUR)]
     if req.ip:
-        limits.insert(0, Limit(f"ip:{ip_key(req.ip)}", s.per_ip_per_minute, timedelta(minutes=1)))
-    return limits
+        gate.insert(0, Limit(f"ip:{ip_key(req.ip)}", s.per_ip_per_minute, timedelta(minutes=1)))
+    budget = [Limit(f"cm:{key}", s.confirmations_per_mailbox_per_day, DAY),
+              Limit(f"cd:{mailbox.rpartition('@')[2][:190]}", s.confirmations_per_domain_per_hour, HOUR),
+              Limit("cg", s.confirmations_per_hour, HOUR)]
+    return _Limits(gate, budget)
 
 
 def _record(rt: Runtime, req: SignupRequest, address: str, name: str | None, now: datetime) -> SignupOutcome:
-    limits = _limits(rt, req, email_hash(address))
+    limits = _limits(rt, req, address)
     resend_after = timedelta(minutes=rt.settings.subscribe.confirmation_resend_minutes)
     source = consent_source(req)
-    try:
-        with _writer_lock(rt), _connection(rt) as conn, conn.begin():
-            return _decide(Raw(conn), req, address, name, now, limits, source, resend_after)
-    except Refused as exc:  # past a limit with this very hit: rolled back, not counted
-        return _limited(exc.verdict.retry_after)
+    for _ in range(2):
+        try:
+            with _writer_lock(rt), _connection(rt) as conn, conn.begin():
+                return _decide(Raw(conn), req, address, name, now, limits, source, resend_after)
+        except Refused as exc:  # past a limit with this very hit: rolled back, not counted
+            if exc.verdict.key in {lim.key for lim in limits.gate} or not limits.may_send:
+                return _limited(exc.verdict.retry_after)
+            _budget_spent(exc.verdict.key)  # a concurrent sign-up took the last confirmation: again, mailing nothing
+            limits = _Limits(limits.gate, limits.budget, may_send=False)
+    raise AssertionError("unreachable")
 
 
 def _limited(retry_after: int) -> SignupOutcome:
     return SignupOutcome("limited", "Too many sign-ups; please try again in a little while.", retry_after=retry_after)
 
 
-def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: datetime, limits: list[Limit],
+def _budget_spent(key: str, limits: _Limits | None = None) -> None:
+    """Log which confirmation budget stopped a mail (never the address): the domain and service
+    caps are the operator's to raise if real sign-ups meet them. Logged once per sign-up."""
+    if limits is not None and not limits.may_send:
+        return  # the retry after a concurrent refusal, which logged it
+    kind, _, rest = key.partition(":")
+    if kind == "cm":
+        log.info("confirmation not sent: this mailbox had its confirmations_per_mailbox_per_day")
+    elif kind == "cd":
+        log.warning("confirmation not sent: %s had its confirmations_per_domain_per_hour", rest)
+    else:
+        log.warning("confirmation not sent: the service had its confirmations_per_hour")
+
+
+def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: datetime, limits: _Limits,
             source: str, resend_after: timedelta) -> SignupOutcome:
-    """One read, then the writes; `hit` raises Refused when the count (taken atomically) says no."""
-    n = len(limits)
+    """One read, then the writes; `hit` raises Refused when the count (taken atomically) says no.
+
+    The hits are counted in one upsert, once the request knows whether it queues a confirmation
+    (then the budget counts too); a refusal rolls back everything the request wrote."""
+    read, n = limits.read, len(limits.read)
     try:
         row = raw.one(_LOOKUP.format(limits=read_columns(n)),
-                      {**read_params(raw, limits, now), "h": email_hash(address), "email": address})
+                      {**read_params(raw, read, now), "h": email_hash(address), "email": address})
         assert row is not None
-        verdict = judge(raw, limits, row[: 2 * n], now)
+        gated = len(limits.gate)
+        verdict = judge(raw, limits.gate, row[: 2 * gated], now)
         if not verdict.allowed:
             return _limited(verdict.retry_after)
+        budget = judge(raw, limits.budget, row[2 * gated: 2 * n], now)
+        may_send = limits.may_send and budget.allowed
         suppressed, sid, status, sent_at = row[2 * n:]
         if suppressed in _STAY_SUPPRESSED:
-            hit(raw, limits, now)
+            hit(raw, limits.gate, now)
             return SignupOutcome("accepted")
         values = {"email": address, "name": name, "now": raw.ts(now), "ip": _clip(req.ip, 64),
                   "ua": _clip(req.user_agent, 500), "source": source}
         if sid is None:
+            if not may_send:  # out of confirmations: store nothing, the visitor may come back later
+                _budget_spent(budget.key, limits)
+                hit(raw, limits.gate, now)
+                return SignupOutcome("accepted")
             detail = raw.json({"source": source, **({"topics": list(req.topics)} if req.topics else {})})
             if raw.pg:
-                hit(raw, limits, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
+                hit(raw, read, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
             else:
-                hit(raw, limits, now)
+                hit(raw, read, now)
                 inserted = raw.one(_INSERT, values)
                 assert inserted is not None  # INSERT ... RETURNING gives the row
                 sid = inserted[0]
@@ -275,17 +328,24 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                 raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
                 raw.run(CONSENT_SQL, {**values, "sid": sid})
             return SignupOutcome("accepted", queued=True)
-        hit(raw, limits, now)
         if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
+            hit(raw, limits.gate, now)
             return SignupOutcome("accepted")  # active already (or bounced/complained): nothing to do
         if status == SUB_PENDING:  # whether or not a confirmation goes out again, the latest form counts
             raw.run(_AGAIN, {"sid": sid, "now": values["now"], "detail": raw.json(
                 {"source": source, **({"topics": list(req.topics)} if req.topics else {})})})
         sent = raw.read_ts(sent_at)
         if sent is not None and sent > now - resend_after:
+            hit(raw, limits.gate, now)
             return SignupOutcome("accepted")  # a confirmation went out moments ago
+        if not may_send:
+            _budget_spent(budget.key, limits)
+            hit(raw, limits.gate, now)
+            return SignupOutcome("accepted")
         if raw.one(_UPDATE, {**values, "sid": sid, "status": status, "cutoff": raw.ts(now - resend_after)}) is None:
+            hit(raw, limits.gate, now)
             return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
+        hit(raw, read, now)
         raw.run(CONSENT_SQL, {**values, "sid": sid})
         if status == SUB_UNSUBSCRIBED:
             raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True,

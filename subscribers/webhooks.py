@@ -2,7 +2,8 @@
 
 Each route only reads the raw body, lets its provider module verify and parse it into
 DeliveryEvents, and hands them to `apply_events`. A bad or missing signature gets 401 and
-leaves no trace; a signed body that is not an event gets 400.
+leaves no trace (for SNS, a topic not ours gets that very answer); a signed body that is not
+an event gets 400.
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ async def ses_webhook(request: Request) -> JSONResponse:
         if not topics:
             raise EventError(503, "no SNS topic configured (set webhooks.sns_topic_arns in config.toml)")
         message = sns.envelope(await _body(request, MAX_SNS_BODY))
-        if message["TopicArn"] not in topics:
-            raise EventError(403, "SNS topic is not one of webhooks.sns_topic_arns")
+        sns.acceptable(message, topics, trust)  # nothing is fetched for a message that is not
         await run_in_threadpool(sns.verify, message, trust)
         if message["Type"] == "SubscriptionConfirmation":
             await run_in_threadpool(sns.confirm_subscription, message, trust)

@@ -1,7 +1,11 @@
 """Rate limits hold: IPv6 clients count by /64, and the check and the count are one atomic step.
 
-The concurrency test runs the README's multi-worker deployment (uvicorn --workers 4) on
-PostgreSQL and fires 100 simultaneous sign-ups for one address.
+Confirmation mail has a budget too: a mailbox gets a few a day however its address is spelt
+(`victim+1@`, `victim+2@`, Gmail's dots), and each recipient domain and the whole service a
+few an hour, so sign-ups cannot be used to mail-bomb someone.
+
+The concurrency tests run the README's multi-worker deployment (uvicorn --workers 4) on
+PostgreSQL and fire 100 simultaneous sign-ups for one address (or one mailbox's spellings).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import pytest
 from sqlalchemy import func, select
 
 from digest.runtime import Runtime
-from digest.storage.models import SUB_UNSUBSCRIBED, OutgoingMail, Subscriber
-from subscribers.ratelimit import ip_key
+from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED, MailKind, OutgoingMail, Subscriber
+from subscribers.ratelimit import ip_key, prune
 from subscribers.signup import SignupRequest, signup
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_http import UvicornWorkers
+from tests.support_subscribers import runtime_with
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 
@@ -46,6 +51,90 @@ def test_rotating_ipv6_addresses_within_one_64_share_one_limit(rt: Runtime) -> N
     for i in range(limit):
         assert signup(rt, SignupRequest(email=f"v{i}@example.com", ip="192.0.2.9"), now=NOW).accepted
     assert signup(rt, SignupRequest(email="w@example.com", ip="::ffff:192.0.2.9"), now=NOW).status == "limited"
+
+
+@pytest.mark.parametrize(("address", "mailbox"), [
+    ("victim+1@example.org", "victim@example.org"),
+    ("Victim+news+x@Example.org", "victim@example.org"),
+    ("first.last@example.org", "first.last@example.org"),  # dots are part of the name outside Gmail
+    ("anne-marie@example.org", "anne-marie@example.org"),  # '-' is part of many real names: never a tag here
+    ("J.Doe+x@gmail.com", "jdoe@gmail.com"),
+    ("j.d.o.e@googlemail.com", "jdoe@gmail.com"),  # googlemail.com is the same mailbox as gmail.com
+    ("+tag@example.org", "+tag@example.org"),  # nothing before the '+': the whole local part is the name
+])
+def test_the_canonical_mailbox_drops_tags_and_gmail_dots(address: str, mailbox: str) -> None:
+    from subscribers.addresses import canonical_mailbox
+
+    assert canonical_mailbox(address) == mailbox
+
+
+def _confirmations(rt: Runtime, domain: str | None = None) -> int:
+    """Confirmation mails queued, in all or to one domain."""
+    with rt.sessions() as s:
+        query = select(func.count()).select_from(OutgoingMail).join(
+            Subscriber, Subscriber.id == OutgoingMail.subscriber_id).where(OutgoingMail.kind == MailKind.CONFIRM)
+        if domain:
+            query = query.where(Subscriber.email.like(f"%@{domain}"))
+        return s.scalar(query) or 0
+
+
+def test_twenty_spellings_of_one_mailbox_from_two_clients_send_it_three_confirmations(rt: Runtime) -> None:
+    """The audit's attack: victim+1 ... victim+20 from two addresses sent 20 confirmations in seconds."""
+    outcomes = [signup(rt, SignupRequest(email=f"victim+{i}@example.org", ip=("192.0.2.1", "198.51.100.2")[i % 2]),
+                       now=NOW + timedelta(seconds=i)) for i in range(1, 21)]
+    assert _confirmations(rt) == 3  # confirmations_per_mailbox_per_day
+    assert rt.settings.subscribe.confirmations_per_mailbox_per_day == 3
+    # The per-address limit counts the mailbox too (5 an hour), with the answer it always gave.
+    address_limit = rt.settings.subscribe.per_address_per_hour
+    assert [o.status for o in outcomes] == ["accepted"] * address_limit + ["limited"] * (20 - address_limit)
+    assert len({o.message for o in outcomes if o.accepted}) == 1  # sent or not, the same words
+
+
+def test_a_mailbox_gets_three_confirmations_a_day_however_spelt_and_more_the_next_day(rt: Runtime) -> None:
+    spellings = ["Pat.Doe@gmail.com", "patdoe@googlemail.com", "p.a.t.doe+news@gmail.com", "PATDOE+x@gmail.com",
+                 "pat.d.oe@gmail.com", "patdoe+again@googlemail.com"]
+    for n, address in enumerate(spellings):
+        at = NOW + timedelta(hours=2 * n)  # past the hourly limits; the drainer prunes old buckets meanwhile
+        with rt.sessions.begin() as s:
+            prune(s, at)
+        assert signup(rt, SignupRequest(email=address, ip=f"192.0.2.{n + 1}"), now=at).accepted
+    assert _confirmations(rt) == 3
+    with rt.sessions.begin() as s:
+        prune(s, NOW + timedelta(hours=24, minutes=1))
+    assert signup(rt, SignupRequest(email="pat.doe+tomorrow@gmail.com"), now=NOW + timedelta(hours=24, minutes=1))
+    assert _confirmations(rt) == 4  # the first one's day is over
+
+
+def test_resending_to_one_pending_address_counts_against_its_mailbox_too(rt: Runtime) -> None:
+    every = timedelta(minutes=rt.settings.subscribe.confirmation_resend_minutes, seconds=1)
+    for n in range(5):  # each past the resend window, within the hourly per-address limit
+        assert signup(rt, SignupRequest(email="kim@example.org", ip=f"192.0.2.{n + 1}"), now=NOW + every * n).accepted
+    assert _confirmations(rt) == 3
+    with rt.sessions() as s:
+        assert s.scalar(select(Subscriber.status).where(Subscriber.email == "kim@example.org")) == SUB_PENDING
+
+
+def test_hourly_caps_per_recipient_domain_and_in_all_stop_confirmations_silently(tmp_path: Path, db_url: str) -> None:
+    rt = runtime_with(tmp_path / "p", db_url, {"subscribe": {"confirmations_per_domain_per_hour": 3,
+                                                             "confirmations_per_hour": 5}})
+    try:
+        outcomes = [signup(rt, SignupRequest(email=f"user{i}@example.org", ip=f"192.0.2.{i + 1}"),
+                           now=NOW + timedelta(seconds=i)) for i in range(5)]
+        outcomes += [signup(rt, SignupRequest(email=f"user{i}@example.net", ip=f"198.51.100.{i + 1}"),
+                            now=NOW + timedelta(seconds=10 + i)) for i in range(4)]
+        assert {(o.status, o.message) for o in outcomes} == {("accepted", outcomes[0].message)}
+        assert _confirmations(rt, "example.org") == 3  # the domain's cap
+        assert _confirmations(rt, "example.net") == 2  # the service's cap: 5 in all
+        assert signup(rt, SignupRequest(email="late@example.net"), now=NOW + timedelta(minutes=61)).accepted
+        assert _confirmations(rt, "example.net") == 3  # an hour later
+        assert subscriber_count(rt) == _confirmations(rt)  # a capped new address is not stored either
+    finally:
+        rt.close()
+
+
+def subscriber_count(rt: Runtime) -> int:
+    with rt.sessions() as s:
+        return s.scalar(select(func.count()).select_from(Subscriber)) or 0
 
 
 def _queued(rt: Runtime, email: str) -> int:
@@ -105,3 +194,28 @@ def test_100_simultaneous_signups_on_4_workers_let_through_at_most_the_limit_and
         assert statuses.count(200) <= 10 and statuses.count(429) >= 90, statuses
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_100_simultaneous_signups_for_one_mailbox_or_one_domain_on_4_workers_queue_at_most_the_caps(
+        tmp_path: Path, pg_url: str) -> None:
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"subscribe": {
+        "per_ip_per_minute": 1000, "per_address_per_hour": 1000, "confirmations_per_domain_per_hour": 5,
+        "confirmations_per_hour": 12}}))
+    rt = make_runtime(cfg, pg_url)
+    server = UvicornWorkers(cfg, pg_url, 4, tmp_path)
+    try:
+        server.wait_ready()
+        statuses = _hammer(server.url, [{"email": f"victim+{i}@example.org"} for i in range(100)])
+        assert set(statuses) == {200}, statuses  # capped or not, every answer is the same
+        assert _confirmations(rt, "example.org") == 3  # one mailbox: 3 a day
+        statuses = _hammer(server.url, [{"email": f"u{i}@example.net"} for i in range(100)])
+        assert set(statuses) == {200}, statuses
+        assert _confirmations(rt, "example.net") == 5  # one domain: 5 an hour
+        statuses = _hammer(server.url, [{"email": f"u@d{i}.example.com"} for i in range(100)])
+        assert set(statuses) == {200}, statuses
+        assert _confirmations(rt) == 12  # the service: 12 an hour
+    finally:
+        server.stop()
+        rt.close()

@@ -123,7 +123,10 @@ def test_unsigned_forged_or_untrusted_sns_messages_change_nothing_through_digest
                                                                     + CERT_PATH), 401),
         "certificate in an S3 bucket": (signed(good, key, "https://s3.amazonaws.com/bucket/cert.pem"), 401),
         "a topic that is not ours": (signed(notification(bounce("ses-hard", "hard@example.com"),
-                                                         topic=TOPIC.replace("digest-ses", "other")), key, url), 403),
+                                                         topic=TOPIC.replace("digest-ses", "other")), key, url), 401),
+        "certificate in an S3 bucket named sns": (signed(good, key, "https://sns.s3.amazonaws.com/cert.pem"), 401),
+        "certificate in a regional S3 bucket named sns": (
+            signed(good, key, "https://sns.s3-us-west-2.amazonaws.com/cert.pem"), 401),
         "handshake to a foreign SubscribeURL": (
             signed({**subscription_confirmation(sns), "SubscribeURL": "https://evil.test/?Action=ConfirmSubscription"},
                    key, url), 400),
@@ -225,6 +228,68 @@ def test_production_trust_accepts_only_https_sns_hosts() -> None:
     test_trust = SnsTrust.from_env({"DIGEST_SNS_TEST_HOST": "127.0.0.1:8443"})
     assert test_trust.allows("https://127.0.0.1:8443/x.pem")
     assert not test_trust.allows("http://127.0.0.1:8443/x.pem") and not test_trust.allows("https://127.0.0.1/x.pem")
+
+
+def test_production_trust_fetches_certificates_only_from_sns_region_endpoints() -> None:
+    """S3 answers for any bucket at <bucket>.s3[-region].amazonaws.com: a bucket named `sns` is anyone's."""
+    strict = SnsTrust.from_env({})
+    for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1", "il-central-1", "ca-west-1"):
+        assert strict.allows_certificate(f"https://sns.{region}.amazonaws.com/SimpleNotificationService-abc.pem")
+    assert strict.allows_certificate("https://sns.cn-northwest-1.amazonaws.com.cn/SimpleNotificationService-a.pem")
+    for url in ("https://sns.s3.amazonaws.com/x.pem", "https://sns.s3-us-west-2.amazonaws.com/x.pem",
+                "https://sns.s3.us-west-2.amazonaws.com/x.pem", "https://sns.my-bucket.amazonaws.com/x.pem",
+                "https://sns.us-east-1a.amazonaws.com/x.pem", "https://sns.useast1.amazonaws.com/x.pem",
+                "https://sns.us-east-1.amazonaws.com.cn/x.pem", "https://sns.cn-north-1.amazonaws.com/x.pem",
+                "https://sns.amazonaws.com/x.pem", "https://sns.eu-west-1.amazonaws.com/x.pem.txt",
+                "https://sns.eu-west-1.amazonaws.com/x.txt", "https://sns.eu-west-1.amazonaws.com/x.pem?a=b",
+                "https://sns.eu-west-1.amazonaws.com/x.pem#frag"):
+        assert not strict.allows_certificate(url), url
+    for host in ("sns.s3.amazonaws.com", "sns.s3-us-west-2.amazonaws.com"):  # nor visited as a SubscribeURL
+        assert not strict.allows(f"https://{host}/?Action=ConfirmSubscription&Token=x")
+
+
+def test_a_wrong_topic_and_a_bad_signature_get_the_same_answer(sent: Runtime, sns: FakeSns) -> None:
+    """Otherwise a stranger could try topic names until the answer changes."""
+    other_key, _ = self_signed("sns.amazonaws.com")
+    good = notification(bounce("ses-hard", "hard@example.com"))
+    messages = {
+        "a topic that is not ours": signed({**good, "TopicArn": TOPIC.replace("digest-ses", "other")},
+                                           sns.signing_key, sns.cert_url),
+        "signed with another key": signed(good, other_key, sns.cert_url),
+        "unsigned": good,
+        "certificate in an S3 bucket named sns": signed(good, sns.signing_key, "https://sns.s3.amazonaws.com/c.pem"),
+    }
+    c = client(sent)
+    answers = {what: c.post("/webhooks/ses", content=json.dumps(m)) for what, m in messages.items()}
+    seen = {(r.status_code, r.content) for r in answers.values()}
+    assert len(seen) == 1, {what: (r.status_code, r.text) for what, r in answers.items()}
+    assert answers["unsigned"].status_code == 401
+    assert subscriber(sent, "hard@example.com").status == SUB_ACTIVE
+
+
+def test_nothing_is_fetched_for_a_message_whose_topic_or_shape_is_not_acceptable(sent: Runtime,
+                                                                                   sns: FakeSns) -> None:
+    key, url = sns.signing_key, sns.cert_url
+    good = notification(bounce("ses-hard", "hard@example.com"))
+    no_token = signed(subscription_confirmation(sns), key, url)
+    del no_token["Token"]
+    unacceptable = {
+        "a handshake without Token": no_token,
+        "a handshake to a foreign SubscribeURL": signed(
+            {**subscription_confirmation(sns), "SubscribeURL": "https://evil.test/?Action=ConfirmSubscription"},
+            key, url),
+        "a Subject that is not text": {**signed(good, key, url), "Subject": 5},
+        "an empty Signature": {**signed(good, key, url), "Signature": ""},
+        "a Signature that is not text": {**signed(good, key, url), "Signature": 5},
+        "an unknown Type": {**signed(good, key, url), "Type": "Bounce"},
+        "a topic that is not ours": signed({**good, "TopicArn": TOPIC.replace("digest-ses", "other")}, key, url),
+    }
+    c = client(sent)
+    for what, message in unacceptable.items():
+        r = c.post("/webhooks/ses", content=json.dumps(message))
+        assert r.status_code in (400, 401), f"{what}: {r.status_code} {r.text}"
+        assert sns.requests == [], what  # neither the certificate nor the SubscribeURL was fetched
+    assert subscriber(sent, "hard@example.com").status == SUB_ACTIVE
 
 
 def test_identity_notifications_in_the_older_format_are_read_too(sent: Runtime, sns: FakeSns) -> None:

@@ -99,6 +99,20 @@ def test_answer_is_identical_for_new_pending_active_unsubscribed_and_suppressed(
     assert subscriber(srt, "bounced@example.com") is None  # suppressed: never created
 
 
+def test_a_confirmation_over_the_mailboxs_daily_budget_gets_the_same_answer_and_sends_nothing(srt) -> None:
+    c = client(srt)
+    first = _answer(c, "sam+1@example.com")
+    assert _answer(c, "sam+2@example.com") == first and _answer(c, "Sam+3@example.com") == first
+    with srt.sessions() as s:
+        assert len(s.scalars(select(OutgoingMail.id)).all()) == 3
+    assert _answer(c, "sam+4@example.com") == first  # the mailbox had its three today: silently nothing
+    form = c.post("/subscribe", data={"email": "sam@example.com"}, headers={"Origin": ORIGIN}, follow_redirects=False)
+    assert form.status_code == 303 and form.headers["location"] == "/subscribe/thanks"
+    with srt.sessions() as s:
+        assert len(s.scalars(select(OutgoingMail.id)).all()) == 3
+    assert subscriber(srt, "sam+4@example.com") is None and subscriber(srt, "sam@example.com") is None
+
+
 def test_pending_resend_at_most_once_per_window_and_unsubscribed_must_confirm_again(srt) -> None:
     c = client(srt)
     c.post("/subscribe", json={"email": "p@example.com"})

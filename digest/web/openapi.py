@@ -145,18 +145,20 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
     ("/webhooks/ses", "post"): {
         "summary": "Amazon SES events through an SNS HTTPS subscription, verified by the SNS message signature.",
         "description": "Only topics in `webhooks.sns_topic_arns`; the SubscriptionConfirmation handshake is "
-                       "answered automatically.",
+                       "answered automatically. A topic not configured gets the same 401 as a bad signature, "
+                       "and nothing is fetched for it.",
         "requestBody": {"required": False, "content": {"text/plain": {"schema": _TEXT},
                                                        "application/json": {"schema": {"type": "object"}}}},
         "responses": {"200": _answer("Handled, a duplicate, or the subscription confirmed.",
                                      {"application/json": {"schema": {"type": "object"}}}),
-                      "400": _answer("Not an SNS message, not an SES event, or a SubscribeURL not on SNS.",
-                                     JSON_ERROR),
-                      "401": _answer("Missing or bad signature, or a certificate not from SNS.", JSON_ERROR),
-                      "403": _answer("A topic not in webhooks.sns_topic_arns.", JSON_ERROR),
+                      "400": _answer("Not an SNS message (Type, or a field its Type needs), not an SES event, "
+                                     "or a SubscribeURL not on SNS.", JSON_ERROR),
+                      "401": _answer("Not verified as ours: a topic not in webhooks.sns_topic_arns, a missing or "
+                                     "bad signature, or a certificate not from sns.<region>.amazonaws.com "
+                                     "(one answer for all).", JSON_ERROR),
                       "413": TOO_LARGE,
                       "502": _answer("SNS did not accept the subscription confirmation.", JSON_ERROR),
-                      "503": _answer("No topic configured, or SNS's certificate could not be fetched.",
+                      "503": _answer("No topic configured, or SNS could not be reached for its certificate.",
                                      JSON_ERROR)}},
     ("/archive", "get"): {"summary": "Past issues.", "responses": {
         "200": _PAGE, "503": _answer("The database is briefly unavailable.", PLAIN)}},

@@ -1,10 +1,12 @@
 """Amazon SNS over HTTPS: check a message really comes from SNS, and answer the subscription handshake.
 
 SNS signs each message with a certificate it serves from `SigningCertURL`. We fetch that
-certificate only from https://sns.<region>.amazonaws.com (a looser "any amazonaws.com host"
-once let anyone's S3 bucket sign messages) and verify the signature over SNS's canonical
-string (SignatureVersion 1: SHA1, 2: SHA256, both RSA PKCS#1 v1.5). A signature proves the
-message came through SNS, not that it is ours: the caller also checks the TopicArn.
+certificate only from https://sns.<region>.amazonaws.com (.com.cn in China), region spelt as
+AWS spells it (a looser pattern once let anyone's S3 bucket, `sns.s3.amazonaws.com`, sign
+messages), and verify the signature over SNS's canonical string (SignatureVersion 1: SHA1,
+2: SHA256, both RSA PKCS#1 v1.5). A signature proves the message came through SNS, not that
+it is ours, so `acceptable` checks the shape and the TopicArn before anything is fetched.
+A wrong topic and a bad signature get one answer (`REFUSED`): nobody can probe our topics.
 
 Tests serve their own certificate: `DIGEST_SNS_TEST_HOST` (host:port) and
 `DIGEST_SNS_TEST_CA_FILE` add one https host and one CA to trust. Unset, only AWS counts.
@@ -33,10 +35,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from digest.delivery.events import EventError
 
-AWS_SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+# us-east-1, ap-southeast-2, us-gov-west-1, us-isob-east-1, cn-north-1 (only on amazonaws.com.cn).
+AWS_SNS_HOST = re.compile(r"sns\.(?P<region>[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d)\.amazonaws\.com(?P<cn>\.cn)?")
 TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 _SIGNED_NOTIFICATION = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 _SIGNED_CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+# The one answer for every message we cannot verify as ours: wrong topic, unsigned, bad signature or certificate.
+REFUSED = "not a verified SNS message of a configured topic"
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 MAX_CERT_BYTES = 64 * 1024
 log = logging.getLogger("digest.delivery.events.sns")
@@ -69,9 +74,17 @@ class SnsTrust:
             return False
         if parts.scheme != "https" or parts.username is not None or parts.password is not None:
             return False
-        if AWS_SNS_HOST.fullmatch(parts.hostname or "") and port in (None, 443):
-            return True
+        host = AWS_SNS_HOST.fullmatch(parts.hostname or "")
+        if host and port in (None, 443):
+            return host["region"].startswith("cn-") == bool(host["cn"])
         return self.extra_host is not None and parts.netloc == self.extra_host
+
+    def allows_certificate(self, url: str) -> bool:
+        """`allows`, and the URL names a .pem file and nothing else (no query, no fragment)."""
+        if not self.allows(url):  # also refuses what urlsplit cannot read
+            return False
+        parts = urlsplit(url)
+        return parts.path.endswith(".pem") and not parts.query and not parts.fragment
 
     def client(self) -> httpx.Client:
         context = ssl.create_default_context()
@@ -83,39 +96,66 @@ class SnsTrust:
         return httpx.Client(verify=context, timeout=10.0, follow_redirects=False)
 
 
-def envelope(body: bytes) -> dict[str, str]:
-    """The SNS JSON envelope; 400 when the body is not one."""
+def envelope(body: bytes) -> dict[str, Any]:
+    """The SNS JSON envelope with the fields its Type needs (text, not empty); 400 when the body is not one."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
         raise EventError(400, "body is not an SNS message (JSON)") from None
     if not isinstance(data, dict) or data.get("Type") not in TYPES:
         raise EventError(400, "body is not an SNS message (Type missing or unknown)")
-    for key in ("MessageId", "TopicArn", "Message", "Timestamp"):
-        if not isinstance(data.get(key), str) or not data[key]:
+    keys = _SIGNED_NOTIFICATION if data["Type"] == "Notification" else _SIGNED_CONFIRMATION
+    for key in keys:
+        value = data.get(key)
+        if key == "Subject" and (value is None or isinstance(value, str)):
+            continue  # optional, and may be empty
+        if not isinstance(value, str) or not value:
             raise EventError(400, f"SNS message without {key}")
     return data
 
 
-def verify(message: Mapping[str, Any], trust: SnsTrust) -> None:
-    """Raise EventError(401) unless the message carries a valid SNS signature from a trusted certificate."""
+def acceptable(message: Mapping[str, Any], topics: list[str], trust: SnsTrust) -> None:
+    """Everything that can be checked before fetching anything: a SubscribeURL on SNS (400), then
+    our topic and the signature's fields (REFUSED, 401, whichever fails: the answer never says)."""
+    if message["Type"] == "SubscriptionConfirmation" and not trust.allows(message["SubscribeURL"]):
+        raise EventError(400, "SubscribeURL is not an https sns.<region>.amazonaws.com URL")
+    if message["TopicArn"] not in topics:
+        raise _refused("a topic not in webhooks.sns_topic_arns")
+    _signature_fields(message, trust)
+
+
+def _refused(reason: str) -> EventError:
+    log.info("SNS message refused: %s", reason)
+    return EventError(401, REFUSED)
+
+
+def _signature_fields(message: Mapping[str, Any], trust: SnsTrust) -> tuple[type[hashes.HashAlgorithm], str, bytes]:
     algorithm = _HASHES.get(str(message.get("SignatureVersion")))
     if algorithm is None:
-        raise EventError(401, "unsigned SNS message (SignatureVersion must be 1 or 2)")
+        raise _refused("unsigned (SignatureVersion must be 1 or 2)")
     cert_url = message.get("SigningCertURL")
-    if not isinstance(cert_url, str) or not trust.allows(cert_url) or not urlsplit(cert_url).path.endswith(".pem"):
-        raise EventError(401, "SigningCertURL is not an https sns.<region>.amazonaws.com certificate")
+    if not isinstance(cert_url, str) or not trust.allows_certificate(cert_url):
+        raise _refused("SigningCertURL is not an https sns.<region>.amazonaws.com certificate")
+    raw = message.get("Signature")
     try:
-        signature = base64.b64decode(str(message.get("Signature") or ""), validate=True)
+        signature = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
     except (binascii.Error, ValueError):
-        raise EventError(401, "invalid signature") from None
+        signature = b""
+    if not signature:
+        raise _refused("Signature is not base64")
+    return algorithm, cert_url, signature
+
+
+def verify(message: Mapping[str, Any], trust: SnsTrust) -> None:
+    """Raise EventError(401, REFUSED) unless the message carries a valid SNS signature from a trusted certificate."""
+    algorithm, cert_url, signature = _signature_fields(message, trust)
     key = _certificate(cert_url, trust).public_key()
     if not isinstance(key, rsa.RSAPublicKey):
-        raise EventError(401, "SNS certificate does not hold an RSA key")
+        raise _refused("the SNS certificate does not hold an RSA key")
     try:
         key.verify(signature, string_to_sign(message), padding.PKCS1v15(), algorithm())
     except (InvalidSignature, ValueError):
-        raise EventError(401, "invalid signature") from None
+        raise _refused("invalid signature") from None
 
 
 def string_to_sign(message: Mapping[str, Any]) -> bytes:
@@ -127,7 +167,7 @@ def string_to_sign(message: Mapping[str, Any]) -> bytes:
         if value is None and k == "Subject":
             continue
         if not isinstance(value, str):
-            raise EventError(401, f"invalid signature ({k} missing)")
+            raise _refused(f"invalid signature ({k} missing)")
         out.append(f"{k}\n{value}\n")
     return "".join(out).encode()
 
@@ -151,7 +191,8 @@ _cache_lock = threading.Lock()
 
 
 def _certificate(url: str, trust: SnsTrust) -> x509.Certificate:
-    """The signing certificate, fetched once per URL (SNS rotates them rarely); 503 when unreachable."""
+    """The signing certificate, fetched once per URL (SNS rotates them rarely); 503 when SNS cannot
+    be reached or fails (SNS retries), REFUSED when it has no such certificate."""
     with _cache_lock:
         cert = _cache.get(url)
     if cert is None:
@@ -160,17 +201,19 @@ def _certificate(url: str, trust: SnsTrust) -> x509.Certificate:
                 response = client.get(url)
         except httpx.HTTPError as exc:
             raise EventError(503, f"could not fetch the SNS certificate: {type(exc).__name__}") from None
-        if response.status_code != 200 or len(response.content) > MAX_CERT_BYTES:
+        if response.status_code >= 500:
             raise EventError(503, f"could not fetch the SNS certificate ({response.status_code})")
+        if response.status_code != 200 or len(response.content) > MAX_CERT_BYTES:
+            raise _refused(f"no SNS certificate at SigningCertURL ({response.status_code})")
         try:
             cert = x509.load_pem_x509_certificate(response.content)
         except ValueError:
-            raise EventError(401, "SigningCertURL does not hold a PEM certificate") from None
+            raise _refused("SigningCertURL does not hold a PEM certificate") from None
         with _cache_lock:
             if len(_cache) >= 32:
                 _cache.clear()
             _cache[url] = cert
     now = datetime.now(UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise EventError(401, "SNS certificate is expired or not yet valid")
+        raise _refused("the SNS certificate is expired or not yet valid")
     return cert
