@@ -203,7 +203,7 @@ NOT_DESCRIBED = {("/openapi.json", "get")}
 
 def undescribed(app: FastAPI) -> list[tuple[str, str]]:
     """Public operations missing from PUBLIC (so neither documented nor fuzzed)."""
-    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods or ()
+    return sorted((r.path, m.lower()) for r in api_routes(app.routes) for m in r.methods or ()
                   if m != "HEAD" and (r.path, m.lower()) not in PUBLIC and (r.path, m.lower()) not in NOT_DESCRIBED)
 
 
@@ -211,7 +211,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document for the public routes (they opt out of its schema one by one), completed by PUBLIC."""
     paths = {path for path, _ in PUBLIC}
     routes = []
-    for route in _api_routes(app.routes):
+    for route in api_routes(app.routes):
         if route.path in paths:
             shown = copy.copy(route)
             shown.include_in_schema = True
@@ -231,14 +231,14 @@ def build(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def _api_routes(routes: list[Any]) -> list[APIRoute]:
+def api_routes(routes: list[Any]) -> list[APIRoute]:
     """Every APIRoute, also inside included routers (FastAPI keeps those as one entry each)."""
     found: list[APIRoute] = []
     for route in routes:
         if isinstance(route, APIRoute):
             found.append(route)
         elif hasattr(route, "original_router"):
-            found.extend(_api_routes(route.original_router.routes))
+            found.extend(api_routes(route.original_router.routes))
     return found
 
 
