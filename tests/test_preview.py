@@ -408,7 +408,7 @@ def test_off_loopback_every_request_needs_the_access_token(prt: Runtime) -> None
     token = "a-long-random-access-token-for-this-test"
     state = PreviewState(prt, loopback_only=False, access_token=token)
     client = TestClient(create_preview_app(state, watch=False), base_url="http://192.0.2.10:8025")
-    for path in ("/", "/outbox/", "/emails/welcome", "/render/digest.html"):
+    for path in ("/", "/outbox", "/emails/welcome", "/render/digest.html"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 401 and "access token" in r.text and len(r.text) < 300, path
         assert r.headers["content-type"].startswith("text/plain") and "set-cookie" not in r.headers
@@ -424,7 +424,7 @@ def test_off_loopback_every_request_needs_the_access_token(prt: Runtime) -> None
     assert "httponly" in cookie and "samesite=strict" in cookie and token.lower() in cookie
     page = client.get("/")
     assert page.status_code == 200 and "Selection" in page.text
-    assert client.get("/outbox/").status_code == 200
+    assert client.get("/outbox").status_code == 200
     client.cookies.clear()
     client.cookies.set("digest_preview", "stale-token-of-an-earlier-run")
     assert client.get("/", follow_redirects=False).status_code == 401
@@ -467,14 +467,14 @@ def test_cli_preview_off_loopback_prints_a_token_url_that_every_request_needs(pr
         assert m, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
         base, token = f"http://127.0.0.1:{m.group(2)}", m.group(3)
         assert httpx.get(base + "/", timeout=30).status_code == 401
-        assert httpx.get(base + "/outbox/", timeout=30).status_code == 401
+        assert httpx.get(base + "/outbox", timeout=30).status_code == 401
         assert httpx.get(base + "/?token=wrong", timeout=30).status_code == 403
         with httpx.Client(base_url=base, timeout=30) as browser:
             first = browser.get(f"/?token={token}", follow_redirects=False)
             assert first.status_code == 303 and first.headers["location"] == "/"
             page = browser.get("/")
             assert page.status_code == 200 and "Selection" in page.text
-            assert browser.get("/outbox/").status_code == 200
+            assert browser.get("/outbox").status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
