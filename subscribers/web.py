@@ -11,7 +11,8 @@
     GET  /u/<token>            unsubscribe / manage page (never changes anything)
     POST /u/<token>            RFC 8058 one-click (List-Unsubscribe=One-Click) and the page's buttons
 
-Every bad input gets a clear 4xx and changes nothing; a forged token gets a plain 400.
+Every bad input gets a clear 4xx and changes nothing; a forged token gets a plain 400. A POST to
+/u/ or /preferences/ from a page on another site (its Origin) gets a plain 403 (`refuse_foreign_post`).
 """
 
 from __future__ import annotations
@@ -146,9 +147,10 @@ FOREIGN_POST = "This form was sent from another site, so nothing was changed. Us
 def refuse_foreign_post(rt: Runtime, request: Request, *, allow_null: bool) -> Response | None:
     """A 403 for a POST a page on another site made the reader's browser send (CSRF); None to go on.
 
-    No Origin: a mail client's one-click POST (RFC 8058) or another non-browser client, which a
-    foreign page cannot make a browser send. `Origin: null` comes from a sandboxed frame or a page
-    under `Referrer-Policy: no-referrer`; `allow_null` says whether this route takes it.
+    No Origin: a mail client's one-click POST (RFC 8058) or another non-browser client; current
+    browsers name the page's origin on every POST, so a foreign page cannot send that.
+    `Origin: null` comes from a sandboxed frame or a page under `Referrer-Policy: no-referrer`;
+    `allow_null` says whether this route takes it.
     """
     origin = request.headers.get("origin")
     if origin is None:
