@@ -25,10 +25,13 @@ from digest.topics import Topics
 from digest.weeks import as_utc, utcnow
 from subscribers import lifecycle, preferences
 from subscribers.pages import pages_for, plain_error
-from subscribers.web import bad_link, mask, read_claim
+from subscribers.web import bad_link, mask, read_claim, refuse_foreign_post
 
 router = APIRouter()
 MAX_BODY = 16 * 1024
+# Not `no-referrer`: under it a browser sends `Origin: null` even with the page's own form, and the POST
+# refuses `null`. `strict-origin` still never sends the path (the token), to this site or any other.
+OWN_ORIGIN = {"Referrer-Policy": "strict-origin"}
 
 
 @dataclass
@@ -78,7 +81,7 @@ async def preferences_page(request: Request, token: str) -> Response:
     cat = await run_in_threadpool(catalogue, rt)
     view = await run_in_threadpool(_view, rt, claim, cat)
     done = request.query_params.get("done", "")
-    return pages_for(request).render("preferences.html.j2", private=True, view=view, token=token,
+    return pages_for(request).render("preferences.html.j2", private=True, headers=OWN_ORIGIN, view=view, token=token,
                                      pause_weeks=preferences.PAUSE_WEEKS, error="",
                                      done=done if done in ("saved", "unchanged") else "", now=utcnow())
 
@@ -86,6 +89,9 @@ async def preferences_page(request: Request, token: str) -> Response:
 @router.post("/preferences/{token}", include_in_schema=False)
 async def preferences_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
+    refused = refuse_foreign_post(rt, request, allow_null=False)  # no mail client posts here: `null` is foreign
+    if refused is not None:
+        return refused
     claim = read_claim(rt, token)
     if claim is None:
         return bad_link()
@@ -104,7 +110,8 @@ async def preferences_post(request: Request, token: str) -> Response:
     except (UnicodeDecodeError, ValueError) as exc:
         message = str(exc) if isinstance(exc, preferences.PreferenceError) else "The form could not be read."
         view = await run_in_threadpool(_view, rt, claim, cat)
-        return pages_for(request).render("preferences.html.j2", status=400, private=True, view=view, token=token,
+        return pages_for(request).render("preferences.html.j2", status=400, private=True, headers=OWN_ORIGIN,
+                                         view=view, token=token,
                                          pause_weeks=preferences.PAUSE_WEEKS, error=message, done="", now=utcnow())
     result = await run_in_threadpool(_save, rt, claim, change)
     return RedirectResponse(f"/preferences/{token}?done={result if result != 'gone' else 'unchanged'}",

@@ -11,7 +11,8 @@
     GET  /u/<token>            unsubscribe / manage page (never changes anything)
     POST /u/<token>            RFC 8058 one-click (List-Unsubscribe=One-Click) and the page's buttons
 
-Every bad input gets a clear 4xx and changes nothing; a forged token gets a plain 400.
+Every bad input gets a clear 4xx and changes nothing; a forged token gets a plain 400. A POST to
+/u/ or /preferences/ from a page on another site (its Origin) gets a plain 403 (`refuse_foreign_post`).
 """
 
 from __future__ import annotations
@@ -127,13 +128,37 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def allowed_origins(rt: Runtime, request: Request) -> set[str]:
-    s = rt.settings.site
-    own = {origin_of(s.public_url)}
+def own_origins(rt: Runtime, request: Request) -> set[str]:
+    """The site's own origin (`site.public_url`) and the one this request was sent to (its Host)."""
+    own = {origin_of(rt.settings.site.public_url)}
     host = request.headers.get("host")
     if host:
         own.add(f"{request.url.scheme}://{host}".lower())
-    return {origin_of(o) for o in s.allowed_origins} | own
+    return own
+
+
+def allowed_origins(rt: Runtime, request: Request) -> set[str]:
+    return {origin_of(o) for o in rt.settings.site.allowed_origins} | own_origins(rt, request)
+
+
+FOREIGN_POST = "This form was sent from another site, so nothing was changed. Use the link in your email instead."
+
+
+def refuse_foreign_post(rt: Runtime, request: Request, *, allow_null: bool) -> Response | None:
+    """A 403 for a POST a page on another site made the reader's browser send (CSRF); None to go on.
+
+    No Origin: a mail client's one-click POST (RFC 8058) or another non-browser client; current
+    browsers name the page's origin on every POST, so a foreign page cannot send that.
+    `Origin: null` comes from a sandboxed frame or a page under `Referrer-Policy: no-referrer`;
+    `allow_null` says whether this route takes it.
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    origin = origin.strip().lower()
+    if (origin == "null" and allow_null) or origin in own_origins(rt, request):
+        return None
+    return plain_error(403, FOREIGN_POST)
 
 
 def safe_next(raw: str | None, rt: Runtime, request: Request) -> str | None:
@@ -449,6 +474,11 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
 @router.post("/u/{token}", include_in_schema=False)
 async def unsubscribe_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
+    # `null` is let through: this page itself is served with no-referrer (so its buttons post `null`), and a
+    # webmail showing mail in a sandboxed frame sends it too. The token alone is the credential here.
+    refused = refuse_foreign_post(rt, request, allow_null=True)
+    if refused is not None:
+        return refused
     claim = read_claim(rt, token)
     if claim is None:
         return bad_link()

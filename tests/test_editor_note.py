@@ -96,3 +96,30 @@ def test_digest_note_command(project: Path, tmp_path: Path) -> None:
     assert run_cli(project, "note", "--week", WEEK).stdout.startswith("From a file.")  # unchanged by the errors
     assert "note cleared" in run_cli(project, "note", "--week", WEEK, "--clear").stdout
     assert "has no note" in run_cli(project, "note", "--week", WEEK).stdout
+
+
+def test_a_note_with_a_control_character_is_refused_and_changes_nothing(rt) -> None:
+    """Like every other input: an escape sequence or a NUL never reaches the email, the terminal or the database."""
+    week = Week.parse(WEEK)
+    set_note(rt, week, "Kept.")
+    for bad, code in (("Red \x1b[31malert\x1b[0m", "U+001B"), ("a\x00b", "U+0000"), ("a\x7fb", "U+007F"),
+                      ("a\x85b", "U+0085"), ("a\rb", "U+000D"), ("a\ufffeb", "U+FFFE"), ("\x1f edge", "U+001F")):
+        with pytest.raises(UserError, match=re.escape(code)) as caught:
+            set_note(rt, week, bad)
+        assert str(caught.value).startswith("note: character ") and "\n" not in str(caught.value)
+    assert current_note(rt, week) == "Kept."
+    assert "note replaced" in set_note(rt, week, "A tab\there, a line\nand a paragraph.\r\n\r\nSecond.")
+
+
+def test_digest_note_refuses_control_characters_in_one_line(project: Path, tmp_path: Path) -> None:
+    assert run_cli(project, "note", "--week", WEEK, "Kept.").returncode == 0
+    nul = tmp_path / "nul.md"
+    nul.write_text("Line one.\n\x00 hidden\n", encoding="utf-8")
+    for args, code in ((["Red \x1b[31malert\x1b[0m"], "U+001B"), (["--file", str(nul)], "U+0000")):
+        r = run_cli(project, "note", "--week", WEEK, *args)
+        assert r.returncode == 2 and r.stderr.startswith("error: note: character ") and code in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "Traceback" not in r.stderr
+    assert run_cli(project, "note", "--week", WEEK).stdout.strip() == "Kept."
+    multi = tmp_path / "multi.md"
+    multi.write_text("First line\twith a tab.\nSame paragraph.\n\nSecond paragraph.\n", encoding="utf-8")
+    assert run_cli(project, "note", "--week", WEEK, "--file", str(multi)).returncode == 0

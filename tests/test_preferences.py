@@ -177,3 +177,29 @@ def test_with_no_topics_offered_a_save_keeps_the_readers_topics(rt) -> None:
     assert saved.status_code == 303
     sub = subscriber(rt, "reader@example.com")
     assert sub is not None and sub.topics == "open-models" and sub.frequency == Frequency.MONTHLY
+
+
+def test_a_post_from_a_foreign_page_is_refused_and_changes_nothing(rt) -> None:
+    """`Origin: null` counts as foreign here: the page itself is served so that its own form names its origin."""
+    seed_categories(rt, published=NOW)
+    sid = add_reader(rt, "reader@example.com", topics="open-models")
+    web = client(rt)
+    path = manage_path(rt, sid, "reader@example.com")
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:8001"):
+        answer = web.post(path, data={"frequency": "monthly", "pause": "4"}, headers={"Origin": origin},
+                          follow_redirects=False)
+        assert answer.status_code == 403 and "another site" in answer.text and "nothing was changed" in answer.text
+        assert "location" not in answer.headers
+    sub = subscriber(rt, "reader@example.com")
+    assert sub is not None and sub.frequency == Frequency.WEEKLY and sub.paused_until is None
+    with rt.sessions() as s:
+        assert s.scalars(select(Event).where(Event.kind == "preferences")).all() == []
+    # The site's own page (site.public_url's origin) saves; so does a client that sends no Origin.
+    own = web.post(path, data={"topic": "open-models", "frequency": "monthly"}, follow_redirects=False,
+                   headers={"Origin": rt.settings.site.public_url.rstrip("/")})
+    assert own.status_code == 303 and own.headers["location"].endswith("?done=saved")
+    sub = subscriber(rt, "reader@example.com")
+    assert sub is not None and sub.frequency == Frequency.MONTHLY
+    # A same-origin POST from a page served with `no-referrer` carries `Origin: null`: not this page's policy.
+    page = web.get(path)
+    assert page.headers["Referrer-Policy"] == "strict-origin"

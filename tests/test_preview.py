@@ -400,3 +400,83 @@ def test_overdue_slot_is_shown_to_the_operator(prt: Runtime) -> None:
     page = client.get("/").text
     assert 'id="schedule-alert"' in page
     assert f"digest send --week {week.key}" in page
+
+
+def test_off_loopback_every_request_needs_the_access_token(prt: Runtime) -> None:
+    """The outbox pages hold every reader's personal links: off loopback, no token, no page."""
+    seed_samples(prt)
+    token = "a-long-random-access-token-for-this-test"
+    state = PreviewState(prt, loopback_only=False, access_token=token)
+    client = TestClient(create_preview_app(state, watch=False), base_url="http://192.0.2.10:8025")
+    for path in ("/", "/outbox", "/emails/welcome", "/render/digest.html"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 401 and "access token" in r.text and len(r.text) < 300, path
+        assert r.headers["content-type"].startswith("text/plain") and "set-cookie" not in r.headers
+    for wrong in ("nope", token[:-1], token + "x", "é" * 10):
+        r = client.get("/", params={"token": wrong}, follow_redirects=False)
+        assert r.status_code == 403 and "access token" in r.text and "set-cookie" not in r.headers
+    r = client.post("/selection", data={"csrf": state.csrf, "action": "clear"}, follow_redirects=False)
+    assert r.status_code == 401 and counts(prt)[0] == 0
+    # The first request with the token sets the cookie and drops the token from the address bar.
+    r = client.get(f"/emails/welcome?week=x&token={token}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/emails/welcome?week=x"
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and token.lower() in cookie
+    page = client.get("/")
+    assert page.status_code == 200 and "Selection" in page.text
+    assert client.get("/outbox").status_code == 200
+    client.cookies.clear()
+    client.cookies.set("digest_preview", "stale-token-of-an-earlier-run")
+    assert client.get("/", follow_redirects=False).status_code == 401
+
+
+def test_off_loopback_the_preview_does_not_start_without_a_token(prt: Runtime) -> None:
+    from digest.preview.server import PreviewServer
+
+    with pytest.raises(UserError, match="access token"):
+        create_preview_app(PreviewState(prt, loopback_only=False), watch=False)
+    server = PreviewServer(prt, host="0.0.0.0", port=0, watch=False)
+    try:
+        token = server.state.access_token
+        assert token and len(token) >= 32 and server.open_url == f"{server.url}/?token={token}"
+    finally:
+        server.sock.close()
+    local = PreviewServer(prt, host="127.0.0.1", port=0, watch=False)
+    try:
+        assert local.state.access_token is None and local.open_url == f"{local.url}/"  # loopback: as before
+    finally:
+        local.sock.close()
+
+
+def test_cli_preview_off_loopback_prints_a_token_url_that_every_request_needs(prt: Runtime, db_url: str) -> None:
+    """A real uvicorn bound to 0.0.0.0 (off loopback by its bind address), asked through 127.0.0.1."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    seed_samples(prt)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", "--host", "0.0.0.0",
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(db_url))
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"at (http://[^/ ]+:(\d+))/\?token=([A-Za-z0-9_-]{32,})\s", line)
+        assert m, line + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        base, token = f"http://127.0.0.1:{m.group(2)}", m.group(3)
+        assert httpx.get(base + "/", timeout=30).status_code == 401
+        assert httpx.get(base + "/outbox", timeout=30).status_code == 401
+        assert httpx.get(base + "/?token=wrong", timeout=30).status_code == 403
+        with httpx.Client(base_url=base, timeout=30) as browser:
+            first = browser.get(f"/?token={token}", follow_redirects=False)
+            assert first.status_code == 303 and first.headers["location"] == "/"
+            page = browser.get("/")
+            assert page.status_code == 200 and "Selection" in page.text
+            assert browser.get("/outbox").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert (line + out + err).count(token) == 1  # printed once for the operator; never logged

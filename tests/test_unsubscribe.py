@@ -206,3 +206,33 @@ def test_lone_surrogate_in_an_unsubscribe_reason_is_a_400_and_changes_nothing(rt
     with rt.sessions() as s:
         sub = s.query(Subscriber).one()
         assert sub.status == SUB_ACTIVE and sub.unsubscribe_reason is None
+
+
+def test_a_post_from_a_foreign_page_is_refused_and_changes_nothing(sent) -> None:
+    """A page on another site that learnt a reader's link cannot make their browser unsubscribe them."""
+    rt, _ = sent
+    path = path_of(unsubscribe_url(issue_copy(rt, "2026-W47", "reader@example.com")))
+    c = client(rt)
+    before = counts(rt)
+    for origin in ("https://evil.example", "http://127.0.0.1:8001", "http://127.0.0.1:8000.evil.example"):
+        for data in ({"List-Unsubscribe": "One-Click"}, {"action": "unsubscribe"}, {"action": "monthly"}):
+            r = c.post(path, data=data, headers={"Origin": origin}, follow_redirects=False)
+            assert r.status_code == 403 and "another site" in r.text and "nothing was changed" in r.text, origin
+            assert "location" not in r.headers and len(r.text) < 200
+    assert counts(rt) == before and subscriber(rt, "reader@example.com").status == SUB_ACTIVE
+
+
+def test_one_click_without_origin_and_the_sites_own_page_still_work(sent) -> None:
+    """RFC 8058: the mail client's POST has no Origin and no cookies; the site's own page names its origin,
+    or `null` (this page is served with Referrer-Policy: no-referrer; a webmail's sandboxed frame too)."""
+    rt, _ = sent
+    path = path_of(unsubscribe_url(issue_copy(rt, "2026-W47", "reader@example.com")))
+    c = client(rt)
+    r = c.post(path, data={"List-Unsubscribe": "One-Click"}, follow_redirects=False)
+    assert r.status_code == 200 and "location" not in r.headers and "set-cookie" not in r.headers
+    assert subscriber(rt, "reader@example.com").status == SUB_UNSUBSCRIBED
+    own = rt.settings.site.public_url.rstrip("/")
+    r = c.post(path, data={"action": "resubscribe"}, headers={"Origin": own}, follow_redirects=False)
+    assert r.status_code == 303 and subscriber(rt, "reader@example.com").status == SUB_ACTIVE
+    r = c.post(path, data={"List-Unsubscribe": "One-Click"}, headers={"Origin": "null"}, follow_redirects=False)
+    assert r.status_code == 200 and subscriber(rt, "reader@example.com").status == SUB_UNSUBSCRIBED

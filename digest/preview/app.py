@@ -2,6 +2,7 @@
 
 Bound to 127.0.0.1 by default; requests whose Host is not the loopback address are refused
 (DNS rebinding), and every POST carries the per-process form token (CSRF from other sites).
+Bound anywhere else, every request must carry the access token printed at start (access.py).
 The pages themselves are routers in digest/preview/routes/, sharing one `PreviewContext`.
 """
 
@@ -16,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from digest.errors import UserError
+from digest.preview.access import AccessTokenGuard
 from digest.preview.context import PreviewContext
 from digest.preview.routes import emails, history, issue, live, note, outbox, testsend
 from digest.preview.state import PreviewState, Reloader
@@ -65,11 +67,16 @@ def _lifespan(ctx: PreviewContext, watch: bool) -> Callable[[FastAPI], contextli
 
 
 def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
+    """Off loopback only with an access token: the pages show every reader's personal links."""
+    if not state.loopback_only and not state.access_token:
+        raise UserError("--host: off loopback the preview needs an access token (every request must carry it)")
     ctx = PreviewContext(state, Reloader(state))
     app = FastAPI(title="digest preview", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=_lifespan(ctx, watch))
     app.state.ctx = ctx
     app.add_middleware(LoopbackHostGuard, state=state)
+    if state.access_token:
+        app.add_middleware(AccessTokenGuard, token=state.access_token)
     for router in ROUTERS:
         app.include_router(router)
 

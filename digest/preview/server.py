@@ -14,6 +14,7 @@ import time
 import uvicorn
 
 from digest.errors import UserError
+from digest.preview.access import new_token
 from digest.preview.app import create_preview_app
 from digest.preview.state import PreviewState
 from digest.runtime import Runtime
@@ -67,7 +68,10 @@ class PreviewServer:
 
     def __init__(self, rt: Runtime, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  week: Week | None = None, watch: bool = True):
-        self.state = PreviewState(rt, fixed_week=week, loopback_only=is_loopback(host))
+        loopback = is_loopback(host)
+        # Off loopback, anyone who reaches the port would see every reader's links: a fresh token each start.
+        self.state = PreviewState(rt, fixed_week=week, loopback_only=loopback,
+                                  access_token=None if loopback else new_token())
         self.app = create_preview_app(self.state, watch=watch)
         self.sock = bind(host, port)
         self.host = host
@@ -83,6 +87,12 @@ class PreviewServer:
         if ":" in shown and not shown.startswith("["):
             shown = f"[{shown}]"
         return f"http://{shown}:{self.port}"
+
+    @property
+    def open_url(self) -> str:
+        """The URL to open: with the access token off loopback (printed once, never logged)."""
+        token = self.state.access_token
+        return f"{self.url}/" + (f"?token={token}" if token else "")
 
     def run(self) -> None:
         self.server.run(sockets=[self.sock])

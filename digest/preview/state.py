@@ -29,6 +29,7 @@ class PreviewState:
     rt: Runtime
     fixed_week: Week | None = None
     loopback_only: bool = True
+    access_token: str | None = None  # off loopback: every request carries it (digest/preview/access.py)
     cache: PreviewCache = field(default_factory=PreviewCache)
     config_generation: int = 0
     config_error: str | None = None

@@ -16,6 +16,8 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
 
+from digest import plaintext
+
 NOTE_MAX_CHARS = 2000
 LINK_STYLE = "text-decoration:underline;"
 _TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)")
@@ -30,8 +32,16 @@ def _parser() -> MarkdownIt:
 
 
 def check_note(text: str) -> str:
-    """The note as it will be stored (trimmed), or ValueError saying what is wrong with it."""
-    text = text.replace("\r\n", "\n").strip()
+    """The note as it will be stored (trimmed), or ValueError saying what is wrong with it.
+
+    Control characters are refused like in every other input (digest.plaintext), before trimming:
+    str.strip() would quietly eat some of them at the ends. Tabs and newlines are fine.
+    """
+    text = text.replace("\r\n", "\n")
+    bad = plaintext.problem(text, multiline=True)
+    if bad:
+        raise ValueError(bad)
+    text = text.strip()
     if not text:
         raise ValueError("the note is empty (use --clear to remove a note)")
     if len(text) > NOTE_MAX_CHARS:

@@ -62,6 +62,9 @@ _TOKEN = {"name": "token", "in": "path", "required": True, "description": "A sig
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,300}$"}}
 _BAD_LINK = _answer("A forged, garbled or expired link.", PLAIN, HTML)
 _PAGE = _answer("A page.", HTML)
+_ORIGIN = {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"},
+           "description": "Sent by browsers; a page on another site is refused (403). Mail clients send none."}
+_FOREIGN = _answer("Sent by a page on another site (its Origin): nothing changed.", PLAIN)
 _DEAD_CONFIRM = _answer("A forged, expired or no longer valid link: says so and offers a new confirmation.", HTML)
 
 PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
@@ -113,12 +116,12 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _PAGE, "400": _BAD_LINK}},
     ("/u/{token}", "post"): {
         "summary": "RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`) and the page's buttons.",
-        "parameters": [_TOKEN],
+        "parameters": [_TOKEN, _ORIGIN],
         "requestBody": _form({"List-Unsubscribe": {"type": "string"},
                               "action": {"enum": ["unsubscribe", "resubscribe", "reason", "monthly"]},
                               "reason": {"type": "string"}, "reason_text": {"type": "string"}}),
         "responses": {"200": _answer("Unsubscribed (one-click): no redirect.", HTML),
-                      "303": {"description": "Done: back to the page."}, "400": _BAD_LINK,
+                      "303": {"description": "Done: back to the page."}, "400": _BAD_LINK, "403": _FOREIGN,
                       "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
                       "415": _answer("Not a form.", PLAIN)}},
     ("/preferences/{token}", "get"): {
@@ -126,12 +129,13 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
             {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}}],
         "responses": {"200": _PAGE, "400": _BAD_LINK}},
     ("/preferences/{token}", "post"): {
-        "summary": "Save the preference centre's form.", "parameters": [_TOKEN],
+        "summary": "Save the preference centre's form.", "parameters": [_TOKEN, _ORIGIN],
         "requestBody": _form({"topic": {"type": "string"}, "frequency": {"enum": ["weekly", "monthly"]},
                               "pause": {"enum": ["0", "keep", "2", "4", "8"]}}),
         "responses": {"303": {"description": "Saved (or nothing to change): back to the page."},
                       "400": _answer("A forged link, or a choice that is not offered (the page says which).",
                                      PLAIN, HTML),
+                      "403": _FOREIGN,
                       "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
                       "415": _answer("Not a form.", PLAIN)}},
     ("/webhooks/resend", "post"): {
@@ -205,7 +209,7 @@ NOT_DESCRIBED = {("/openapi.json", "get")}
 
 def undescribed(app: FastAPI) -> list[tuple[str, str]]:
     """Public operations missing from PUBLIC (so neither documented nor fuzzed)."""
-    return sorted((r.path, m.lower()) for r in _api_routes(app.routes) for m in r.methods or ()
+    return sorted((r.path, m.lower()) for r in api_routes(app.routes) for m in r.methods or ()
                   if m != "HEAD" and (r.path, m.lower()) not in PUBLIC and (r.path, m.lower()) not in NOT_DESCRIBED)
 
 
@@ -213,7 +217,7 @@ def build(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document for the public routes (they opt out of its schema one by one), completed by PUBLIC."""
     paths = {path for path, _ in PUBLIC}
     routes = []
-    for route in _api_routes(app.routes):
+    for route in api_routes(app.routes):
         if route.path in paths:
             shown = copy.copy(route)
             shown.include_in_schema = True
@@ -233,14 +237,14 @@ def build(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def _api_routes(routes: list[Any]) -> list[APIRoute]:
+def api_routes(routes: list[Any]) -> list[APIRoute]:
     """Every APIRoute, also inside included routers (FastAPI keeps those as one entry each)."""
     found: list[APIRoute] = []
     for route in routes:
         if isinstance(route, APIRoute):
             found.append(route)
         elif hasattr(route, "original_router"):
-            found.extend(_api_routes(route.original_router.routes))
+            found.extend(api_routes(route.original_router.routes))
     return found
 
 
