@@ -32,6 +32,12 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+# For a reader's own pages whose forms POST back (unsubscribe, preferences). Not `no-referrer`: under it a
+# browser sends `Origin: null` even with the page's own form, and those POSTs refuse `null` (a sandboxed
+# frame on a foreign page sends it too). `strict-origin` still never sends the path (the token) anywhere.
+OWN_ORIGIN = {"Referrer-Policy": "strict-origin"}
+
+
 class Pages:
     def __init__(self, config: Config):
         self.config = config

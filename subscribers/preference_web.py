@@ -24,14 +24,11 @@ from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Frequency
 from digest.topics import Topics
 from digest.weeks import as_utc, utcnow
 from subscribers import lifecycle, preferences
-from subscribers.pages import pages_for, plain_error
+from subscribers.pages import OWN_ORIGIN, pages_for, plain_error
 from subscribers.web import bad_link, mask, read_claim, refuse_foreign_post
 
 router = APIRouter()
 MAX_BODY = 16 * 1024
-# Not `no-referrer`: under it a browser sends `Origin: null` even with the page's own form, and the POST
-# refuses `null`. `strict-origin` still never sends the path (the token), to this site or any other.
-OWN_ORIGIN = {"Referrer-Policy": "strict-origin"}
 
 
 @dataclass
@@ -89,7 +86,7 @@ async def preferences_page(request: Request, token: str) -> Response:
 @router.post("/preferences/{token}", include_in_schema=False)
 async def preferences_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    refused = refuse_foreign_post(rt, request, allow_null=False)  # no mail client posts here: `null` is foreign
+    refused = refuse_foreign_post(rt, request)
     if refused is not None:
         return refused
     claim = read_claim(rt, token)

@@ -38,7 +38,7 @@ from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Frequency
 from subscribers import lifecycle, preferences
 from subscribers.drainer_process import DrainerProcess
-from subscribers.pages import DEFAULT_DIR, Pages, origin_of, pages_for, plain_error
+from subscribers.pages import DEFAULT_DIR, OWN_ORIGIN, Pages, origin_of, pages_for, plain_error
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
 
 router = APIRouter()
@@ -144,19 +144,20 @@ def allowed_origins(rt: Runtime, request: Request) -> set[str]:
 FOREIGN_POST = "This form was sent from another site, so nothing was changed. Use the link in your email instead."
 
 
-def refuse_foreign_post(rt: Runtime, request: Request, *, allow_null: bool) -> Response | None:
+def refuse_foreign_post(rt: Runtime, request: Request) -> Response | None:
     """A 403 for a POST a page on another site made the reader's browser send (CSRF); None to go on.
 
     No Origin: a mail client's one-click POST (RFC 8058) or another non-browser client; current
     browsers name the page's origin on every POST, so a foreign page cannot send that.
-    `Origin: null` comes from a sandboxed frame or a page under `Referrer-Policy: no-referrer`;
-    `allow_null` says whether this route takes it.
+    `Origin: null` comes from a sandboxed frame (a foreign page can make one) or a page under
+    `Referrer-Policy: no-referrer`: refused, and the reader's own pages are served with
+    `strict-origin` (OWN_ORIGIN) so their forms name the site.
     """
     origin = request.headers.get("origin")
     if origin is None:
         return None
     origin = origin.strip().lower()
-    if (origin == "null" and allow_null) or origin in own_origins(rt, request):
+    if origin in own_origins(rt, request):
         return None
     return plain_error(403, FOREIGN_POST)
 
@@ -466,7 +467,7 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
     view = await run_in_threadpool(_view, rt, claim)
     done = request.query_params.get("done", "")
     return pages_for(request).render(
-        "unsubscribe.html.j2", private=True, view=view, token=token, reasons=lifecycle.REASONS,
+        "unsubscribe.html.j2", private=True, headers=OWN_ORIGIN, view=view, token=token, reasons=lifecycle.REASONS,
         manage=request.query_params.get("manage") == "1",
         done=done if done in ("unsubscribed", "resubscribed", "reason", "monthly") else "")
 
@@ -474,9 +475,9 @@ async def unsubscribe_page(request: Request, token: str) -> Response:
 @router.post("/u/{token}", include_in_schema=False)
 async def unsubscribe_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    # `null` is let through: this page itself is served with no-referrer (so its buttons post `null`), and a
-    # webmail showing mail in a sandboxed frame sends it too. The token alone is the credential here.
-    refused = refuse_foreign_post(rt, request, allow_null=True)
+    # `null` is refused: this page is served with strict-origin (its buttons name the site), a mail client's
+    # one-click POST sends no Origin, and a foreign page's sandboxed frame is what sends `null`.
+    refused = refuse_foreign_post(rt, request)
     if refused is not None:
         return refused
     claim = read_claim(rt, token)
@@ -496,7 +497,7 @@ async def unsubscribe_post(request: Request, token: str) -> Response:
     if one_click:
         # RFC 8058: answer 200 with no redirect; the change is already committed.
         view = UnsubView("gone") if result == "gone" else await run_in_threadpool(_view, rt, claim)
-        return pages.render("unsubscribe.html.j2", private=True, view=view, token=token,
+        return pages.render("unsubscribe.html.j2", private=True, headers=OWN_ORIGIN, view=view, token=token,
                             reasons=lifecycle.REASONS, manage=False, done="unsubscribed")
     return RedirectResponse(f"/u/{token}?{urlencode({'done': result})}", status_code=303,
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
