@@ -79,15 +79,21 @@ def test_the_same_delivery_built_again_keeps_its_message_id(tmp_path, sqlite_url
     add_readers(rt, 1)
     send_week(rt, WEEK, manual=True, now=NOW)
     issue = _issue(rt)
+    with rt.sessions() as s:
+        install = installation_id(s)
     reader = Recipient(delivery_id=1, subscriber_id=1, email="r@example.com", name=None)
-    first = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader)
-    again = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader)
+
+    def messages() -> IssueMessages:
+        return IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=install)
+
+    first = messages().build(reader)
+    again = messages().build(reader)
     assert first.message_id == again.message_id and ID.fullmatch(first.message_id)
     # A restored database giving delivery 1 to someone else, or another week, is another message.
     other = Recipient(delivery_id=1, subscriber_id=2, email="s@example.com", name=None)
-    assert IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(other).message_id != first.message_id
+    assert messages().build(other).message_id != first.message_id
     issue.week = "2026-W48"
-    assert IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader).message_id != first.message_id
+    assert messages().build(reader).message_id != first.message_id
 
 
 def test_confirmation_and_welcome_mails_get_unique_stable_message_ids(tmp_path, sqlite_url) -> None:
@@ -138,12 +144,12 @@ def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_pa
         assert ID.fullmatch(first[to]) and ID.fullmatch(second[to])
         assert first[to] != second[to], to
     person = Subscriber(id=1, email="reader@example.com", name=None)
-    assert MailBuilder(a).build(1, "confirm", person).message_id != MailBuilder(b).build(1, "confirm", person).message_id
+    confirm_a = MailBuilder(a).build(1, "confirm", person).message_id
+    assert confirm_a != MailBuilder(b).build(1, "confirm", person).message_id
 
     # The same installation (another process on the same database) builds the same message again: the same id.
     again = make_runtime(write_project(tmp_path / "a2"), db_url, DIGEST_SECRET_KEY=SHARED_SECRET)
-    assert MailBuilder(again).build(1, "confirm", person).message_id == MailBuilder(a).build(
-        1, "confirm", person).message_id
+    assert MailBuilder(again).build(1, "confirm", person).message_id == confirm_a
     issue = _issue(again)
     with again.sessions() as s:
         install = installation_id(s)
