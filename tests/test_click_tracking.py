@@ -230,3 +230,38 @@ def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path:
         assert server.terminate() == 0
     with rt.sessions() as s:
         assert len(s.scalars(select(Click.id)).all()) == 4  # each link, GET and HEAD: recorded as ever
+
+
+def test_a_flood_of_one_link_is_counted_on_a_few_rows(tmp_path: Path, db_url: str) -> None:
+    """2,000 GETs of one reader's tracked link (the audit sent 10,000): every request is counted, on one row
+    per `[tracking] repeat_seconds` window (and flush), not one row each; the reader is one unique click."""
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"flush_seconds": 0.2}}))  # many flushes
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, db_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=1)
+    week = Week.of(now).key
+    send_issue(rt, week, now)
+    link = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))[0]
+    flood = 2000
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = ServeProcess(cfg, port, env, logs)
+    with serving(server):
+        server.wait_ready()
+        with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
+            assert all(client.get(link).status_code == 302 for _ in range(flood))
+        assert server.terminate() == 0
+
+    with rt.sessions() as s:
+        rows = s.execute(select(Click.link, Click.method, Click.hits)).all()
+    assert 1 <= len(rows) <= 5, len(rows)
+    assert sum(r.hits for r in rows) == flood
+    clicks = json.loads(stats_cli(cfg, env, week, "--json"))["clicks"]
+    assert clicks["recorded"] == flood and clicks["reader_clicks"] == flood and clicks["unique_clicks"] == 1
+    assert clicks["set_aside_total"] == 0
+    assert sum(row["clicks"] for row in clicks["links"]) == flood
