@@ -19,18 +19,21 @@ def test_stop_writes_every_queued_click_in_chunks(rt) -> None:
     recorder = ClickRecorder(rt.sessions, flush_seconds=3600)  # only stop() writes
     recorder.start()
     many = 2 * CHUNK + 17
-    for n in range(many):
-        recorder.record(issue_id=sent.issue_id, delivery_id=delivery, link=n % 6, method="GET", agent=None)
+    start = utcnow()
+    for n in range(many):  # a minute apart: no click repeats another within `repeat_seconds`, each is a row
+        recorder.record(issue_id=sent.issue_id, delivery_id=delivery, link=n % 6, method="GET", agent=None,
+                        at=start + timedelta(minutes=n))
     recorder.stop()
     assert recorder.pending == 0
     with rt.sessions() as s:
         assert s.scalar(select(func.count(Click.id))) == many
+        assert s.scalar(select(func.sum(Click.hits))) == many
 
 
 def _rows(rt) -> list[tuple[int, int, str, str | None, int]]:
     with rt.sessions() as s:
-        return sorted((int(d or 0), c.link, c.method, c.agent, c.hits) for d, c in s.execute(
-            select(Click.delivery_id, Click).order_by(Click.id)).tuples())
+        rows = s.execute(select(Click.delivery_id, Click).order_by(Click.id)).all()
+        return sorted([(int(d or 0), c.link, c.method, c.agent, c.hits) for d, c in rows], key=repr)
 
 
 def test_repeats_of_one_link_within_the_window_are_counted_on_one_row(rt) -> None:
@@ -60,7 +63,7 @@ def test_repeats_of_one_link_within_the_window_are_counted_on_one_row(rt) -> Non
     assert recorder.flush() == 7
     assert _rows(rt) == sorted([(one, 1, "GET", None, 1200), (one, 1, "HEAD", None, 3), (one, 1, "GET", "barracuda", 2),
                                 (one, 2, "GET", None, 4), (two, 1, "GET", None, 5), (one, 1, "GET", None, 6),
-                                (one, -1, "GET", None, 1)])
+                                (one, -1, "GET", None, 1)], key=repr)
     with rt.sessions() as s:
         issue = s.get(Issue, sent.issue_id)
         report = click_report(s, issue, rt.settings.tracking, sent_count(s, sent.issue_id))

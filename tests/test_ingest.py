@@ -218,7 +218,7 @@ def test_an_international_url_is_stored_as_an_ascii_uri(rt) -> None:
     with rt.sessions.begin() as s:
         upsert(s, [given, default], default_url="https://verdicts.example.com/compare")
     with rt.sessions() as s:
-        urls = dict(s.execute(select(Comparison.slug, Comparison.url)).tuples().all())
+        urls = {slug: url for slug, url in s.execute(select(Comparison.slug, Comparison.url))}
     assert urls == {"alpha-vs-beta": "https://xn--bcher-kva.example/compare/%E6%97%A5%E6%9C%AC-vs-x?q=%C3%A9",
                     "日本-vs-cafe": "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-cafe"}
     with rt.sessions() as s:

@@ -53,7 +53,7 @@ class ClickService:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
-                                      rt.settings.tracking.retention_days)
+                                      rt.settings.tracking.retention_days, rt.settings.tracking.repeat_seconds)
         self._links: dict[tuple[int, int | None], list[str]] = {}
 
     @cached_property
