@@ -200,17 +200,19 @@ def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path:
     week = Week.of(now).key
     send_issue(rt, week, now)
     old = "https://verdicts.example.com/compare/café-vs-ünïcode?ref=ça#über"  # frozen before the fix
+    tracked = {int(u.rsplit("/", 1)[1][:2], 16): u
+               for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))}
     with rt.sessions.begin() as s:
         issue = s.scalar(select(Issue).where(Issue.week == week))
         assert issue is not None and issue.links
         ingested = next(i for i, link in enumerate(issue.links) if "%E6%97%A5%E6%9C%AC" in link["url"]
                         or "日本" in link["url"])
         frozen = next(i for i, link in enumerate(issue.links) if i != ingested and link["place"] == "card")
+        broken = next(i for i in sorted(tracked) if i not in (ingested, frozen))
+        changed = {frozen: old, broken: "https://verdicts.example.com/x\r\nSet-Cookie: a=b"}  # no URL at all
         for row in [issue, *s.scalars(select(Edition).where(Edition.issue_id == issue.id))]:
             if row.links:
-                row.links = [{**link, "url": old} if i == frozen else link for i, link in enumerate(row.links)]
-    tracked = {int(u.rsplit("/", 1)[1][:2], 16): u
-               for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))}
+                row.links = [{**link, "url": changed.get(i, link["url"])} for i, link in enumerate(row.links)]
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -227,6 +229,8 @@ def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path:
                 assert resp.status_code == 302, (method, resp.status_code, resp.text)
                 assert resp.headers["location"] == ("https://verdicts.example.com/compare/caf%C3%A9-vs-%C3%BCn%C3%AF"
                                                     "code?ref=%C3%A7a#%C3%BCber")
+                resp = client.request(method, tracked[broken])
+                assert resp.status_code == 400 and "location" not in resp.headers
         assert server.terminate() == 0
     with rt.sessions() as s:
         assert len(s.scalars(select(Click.id)).all()) == 4  # each link, GET and HEAD: recorded as ever

@@ -90,11 +90,16 @@ class ClickService:
 def _location(url: str) -> str:
     """The URI a `Location` header may carry (ASCII only): links frozen before ingest stored IRIs as URIs
     still hold them. One that cannot be read as a URL is no destination (400), never a 500."""
+    if not url:
+        return ""
     try:
-        return ascii_uri(url)
+        uri = ascii_uri(url)
     except ValueError:
+        uri = ""
+    if not uri or any(c < " " or c == "\x7f" for c in uri):  # a header line holds no control characters
         log.warning("a frozen link is not a URL and is not redirected to: %r", url[:200])
         return ""
+    return uri
 
 
 _UNAVAILABLE = "The service is briefly unavailable; please try again in a minute."
