@@ -68,7 +68,7 @@ def main() -> None:
     issue.html, issue.text = compiled.html, compiled.text
     issue.placeholder_nonce, issue.subject = compiled.nonce, compiled.subject
     issue.links = compiled.links  # tracked links ([tracking] clicks = true, the default): 15 tokens per reader
-    messages = IssueMessages(config.settings, Tokens(secret), issue)
+    messages = IssueMessages(config.settings, Tokens(secret), issue, installation="bench")
     readers = [Recipient(i + 1, 1000 + i, f"reader{i}@example.com", f"Reader Number{i}" if i % 3 else None)
                for i in range(args.readers)]
 
@@ -91,7 +91,7 @@ def main() -> None:
     for r in mime_readers:
         to_mime(messages.build(r), domain).as_bytes()
     cpu_per_mime = (time.process_time() - cpu_start) / len(mime_readers)
-    resend_messages = IssueMessages(config.settings, Tokens(secret), issue, json_bodies=True)
+    resend_messages = IssueMessages(config.settings, Tokens(secret), issue, installation="bench", json_bodies=True)
 
     def personalize_json() -> None:
         for r in readers:
@@ -99,7 +99,7 @@ def main() -> None:
 
     json_rates = [args.readers / t for t in timed(personalize_json, 3)]
     issue.links = None
-    untracked = IssueMessages(config.settings, Tokens(secret), issue)
+    untracked = IssueMessages(config.settings, Tokens(secret), issue, installation="bench")
     cpu_start = time.process_time()
     for r in readers:
         untracked.build(r)

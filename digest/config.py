@@ -276,8 +276,9 @@ class TrackingSettings(_Section):
 
     Clicks on comparison links go through `public_url/c/<token>`; `clicks = false` turns it off
     (links then point straight at the comparisons). A burst of `burst_links` distinct links of one
-    message within `burst_seconds` is a link scanner's, not a reader's. Per-person click rows are
-    kept `retention_days`, then made anonymous (the counts stay).
+    message within `burst_seconds` is a link scanner's, not a reader's. Repeats of one link of one
+    message within `repeat_seconds` are counted on one row (a flood of requests is not a flood of
+    rows). Per-person click rows are kept `retention_days`, then made anonymous (the counts stay).
     """
 
     clicks: bool = True
@@ -286,6 +287,7 @@ class TrackingSettings(_Section):
     burst_seconds: float = Field(5, gt=0, le=3600)
     retention_days: int = Field(180, ge=1, le=3650)
     flush_seconds: float = Field(1.0, gt=0, le=86400)  # how often recorded clicks are written (and at shutdown)
+    repeat_seconds: float = Field(60, ge=1, le=3600)  # repeats of one link of one message within this: one row
 
 
 class TopicSettings(_Section):

@@ -35,17 +35,20 @@ class MessageIds:
     """Message-IDs that are unique across installations and database restores, and unguessable.
 
     A keyed BLAKE2b MAC (128 bits) of what identifies one message (kind, week or mail kind, row id,
-    recipient) under a key derived from this installation's secret: the same delivery built again (a
-    retried batch, `--retry-failed`) gets the same id, so providers de-duplicate a real duplicate;
-    another installation, or a restored database that hands the same row id to another message, gets a
-    different one. Nothing in it can be read back. BLAKE2b: a third of HMAC-SHA256's cost per reader.
+    recipient) under a key derived from this installation's secret and its own id (digest.installation):
+    the same delivery built again on the same installation (a retried batch, `--retry-failed`) gets the
+    same id, so providers de-duplicate a real duplicate; another installation, even a staging copy that
+    shares production's secret, or a restored database that hands the same row id to another message,
+    gets a different one. Nothing in it can be read back. BLAKE2b: a third of HMAC-SHA256's cost per reader.
     """
 
     PURPOSE = "digest.message-id"
 
-    def __init__(self, key: bytes, domain: str):
-        """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret."""
-        self._key = key[:64]
+    def __init__(self, key: bytes, domain: str, installation: str):
+        """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret;
+        `installation`: `installation_id(session)`, read once by the caller, mixed into the key here."""
+        self._key = hashlib.blake2b(installation.encode("utf-8"), key=key[:64], digest_size=64,
+                                    person=b"digest.msgid").digest()
         self.domain = domain
 
     def make(self, *parts: str) -> str:

@@ -66,3 +66,23 @@ def test_clicks_past_the_retention_period_stop_naming_anyone(rt) -> None:
         assert s.scalars(select(Click).where(Click.delivery_id.is_not(None))).all() == []
     after = _report(rt, issue_id)
     assert after["unique_clicks"] == before["unique_clicks"] and after["comparisons"] == before["comparisons"]
+
+
+def test_forget_and_the_retention_period_keep_a_rows_repeats_counted(rt) -> None:
+    """A row standing for several requests of one link (`hits`) keeps them when it is made nobody's."""
+    sent = send_this_week(rt, people=2)
+    recorder = ClickRecorder(rt.sessions)
+    for address in ("reader000@example.com", "reader001@example.com"):
+        for _ in range(5):
+            recorder.record(issue_id=sent.issue_id, delivery_id=sent.deliveries[address], link=1, method="GET",
+                            agent=None, at=sent.now)
+    assert recorder.flush() == 10
+    before = _report(rt, sent.issue_id)
+    assert before["reader_clicks"] == 10 and before["unique_clicks"] == 2
+    forget(rt, "reader000@example.com")
+    with rt.sessions.begin() as s:
+        later = utcnow() + timedelta(days=rt.settings.tracking.retention_days + 1)
+        assert unlink_older_than(s, rt.settings.tracking.retention_days, now=later) == 1
+    with rt.sessions() as s:
+        assert [c.hits for c in s.scalars(select(Click).where(Click.delivery_id.is_(None)))] == [5, 5]
+    assert _report(rt, sent.issue_id) == before

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from digest.storage.models import Click, Delivery, Issue
+from digest.storage.models import Click, Delivery, Edition, Issue
 from digest.weeks import Week, utcnow
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_serve import ServeProcess, free_port, html_of, mail_to, seed, send_issue, serving, stats_cli
@@ -173,3 +173,99 @@ def test_the_open_pixel_is_off_by_default_and_counts_an_open_when_on(tmp_path: P
     seed(rt2, now - timedelta(days=1), people=1)
     send_issue(rt2, week, now)
     assert "/o/" not in html_of(mail_to(rt2.outbox_dir, "reader000@example.com"))  # off by default
+
+
+IRI = "https://verdicts.example.com/compare/日本-vs-x"
+IRI_AS_URI = "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-x"
+
+
+def _international(title: str, url: str) -> dict[str, object]:
+    tool = {"category": "LLM", "tagline": "t", "panel_ship": 100, "community": 90, "price": "Free", "description": "d"}
+    a, b = title.split(" vs ")
+    return {"title": title, "url": url, "community_votes": 500, "tools": [{**tool, "name": a}, {**tool, "name": b}],
+            "quotes": [{"tool": "a", "reviewer": 1, "text": "Good."}, {"tool": "b", "reviewer": 1, "text": "Good."}]}
+
+
+def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path: Path, db_url: str) -> None:
+    """A comparison URL with non-ASCII characters (an IRI): ingested ones, and ones frozen in an issue before
+    ingest turned them into URIs, redirect with an ASCII `Location` (RFC 3987 3.1), never a 500."""
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"flush_seconds": 3600}}))
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, db_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=1, extra=[_international("日本 vs X", IRI)])
+    week = Week.of(now).key
+    send_issue(rt, week, now)
+    old = "https://verdicts.example.com/compare/café-vs-ünïcode?ref=ça#über"  # frozen before the fix
+    tracked = {int(u.rsplit("/", 1)[1][:2], 16): u
+               for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))}
+    with rt.sessions.begin() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == week))
+        assert issue is not None and issue.links
+        ingested = next(i for i, link in enumerate(issue.links) if "%E6%97%A5%E6%9C%AC" in link["url"]
+                        or "日本" in link["url"])
+        frozen = next(i for i, link in enumerate(issue.links) if i != ingested and link["place"] == "card")
+        broken = next(i for i in sorted(tracked) if i not in (ingested, frozen))
+        changed = {frozen: old, broken: "https://verdicts.example.com/x\r\nSet-Cookie: a=b"}  # no URL at all
+        for row in [issue, *s.scalars(select(Edition).where(Edition.issue_id == issue.id))]:
+            if row.links:
+                row.links = [{**link, "url": changed.get(i, link["url"])} for i, link in enumerate(row.links)]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = ServeProcess(cfg, port, env, logs)
+    with serving(server):
+        server.wait_ready()
+        with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
+            for method in ("GET", "HEAD"):
+                resp = client.request(method, tracked[ingested])
+                assert resp.status_code == 302, (method, resp.status_code, resp.text)
+                location = resp.headers["location"]
+                assert location.isascii() and location.startswith(IRI_AS_URI + "?utm_source=newsletter"), location
+                resp = client.request(method, tracked[frozen])
+                assert resp.status_code == 302, (method, resp.status_code, resp.text)
+                assert resp.headers["location"] == ("https://verdicts.example.com/compare/caf%C3%A9-vs-%C3%BCn%C3%AF"
+                                                    "code?ref=%C3%A7a#%C3%BCber")
+                resp = client.request(method, tracked[broken])
+                assert resp.status_code == 400 and "location" not in resp.headers
+        assert server.terminate() == 0
+    with rt.sessions() as s:
+        assert len(s.scalars(select(Click.id)).all()) == 4  # each link, GET and HEAD: recorded as ever
+
+
+def test_a_flood_of_one_link_is_counted_on_a_few_rows(tmp_path: Path, db_url: str) -> None:
+    """2,000 GETs of one reader's tracked link (the audit sent 10,000): every request is counted, on one row
+    per `[tracking] repeat_seconds` window (and flush), not one row each; the reader is one unique click."""
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"flush_seconds": 0.2}}))  # many flushes
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, db_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=1)
+    week = Week.of(now).key
+    send_issue(rt, week, now)
+    link = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))[0]
+    flood = 2000
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = ServeProcess(cfg, port, env, logs)
+    with serving(server):
+        server.wait_ready()
+        with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
+            assert all(client.get(link).status_code == 302 for _ in range(flood))
+        assert server.terminate() == 0
+
+    with rt.sessions() as s:
+        rows = s.execute(select(Click.link, Click.method, Click.hits)).all()
+    assert 1 <= len(rows) <= 5, len(rows)
+    assert sum(r.hits for r in rows) == flood
+    clicks = json.loads(stats_cli(cfg, env, week, "--json"))["clicks"]
+    assert clicks["recorded"] == flood and clicks["reader_clicks"] == flood and clicks["unique_clicks"] == 1
+    assert clicks["set_aside_total"] == 0
+    assert sum(row["clicks"] for row in clicks["links"]) == flood

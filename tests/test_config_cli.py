@@ -47,6 +47,7 @@ def _with(project: Path, section: str, key: str, value: object) -> Path:
             "config.toml: sender.from_email: 'not-an-address' is not an email address",
         ),
         ("site", "public_url", "ftp://x", "config.toml: site.public_url: 'ftp://x' is not an http(s) URL"),
+        ("tracking", "repeat_seconds", 0, "config.toml: tracking.repeat_seconds: 0"),
     ],
 )
 def test_bad_setting_is_one_clear_line(project: Path, section: str, key: str, value: object, message: str) -> None:

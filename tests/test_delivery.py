@@ -291,7 +291,7 @@ def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None
     text = f'{marker(nonce, "greeting")}\n\t"tab" {marker(nonce, "unsubscribe_url")} ü'
     issue = Issue(id=7, week="2026-W47", html=html, text=text, placeholder_nonce=nonce, subject="Subject “1”")
     settings = load_config(write_project(tmp_path / "p")).settings
-    msgs = IssueMessages(settings, Tokens("secret-0123456789"), issue, json_bodies=True)
+    msgs = IssueMessages(settings, Tokens("secret-0123456789"), issue, installation="test-install", json_bodies=True)
     mail = msgs.build(Recipient(1, 5, "ada@example.com", 'Ada "<b>&</b>" Lövelace'))
     assert isinstance(mail.html, PreEscaped) and isinstance(mail.text, PreEscaped)
     assert "&lt;b&gt;&amp;&lt;/b&gt;" in mail.html and "Hi Ada," in mail.text

@@ -207,3 +207,19 @@ def test_slugify() -> None:
 def test_title_must_be_a_vs_b() -> None:
     with pytest.raises(Exception, match="expected a title of the form 'A vs B'"):
         ComparisonData.model_validate({**_json_item(), "title": "Just one tool"})
+
+
+def test_an_international_url_is_stored_as_an_ascii_uri(rt) -> None:
+    """A URL with non-ASCII characters (an IRI, RFC 3987) is stored as the URI it stands for: IDNA host,
+    %-encoded UTF-8 path and query; a default URL made from a non-ASCII title too. A `Location` header
+    and every email carry ASCII only."""
+    given = ComparisonData.model_validate(_json_item("Alpha vs Beta", url="https://bücher.example/compare/日本-vs-x?q=é"))
+    default = ComparisonData.model_validate(_json_item("日本 vs Café", url=None))
+    with rt.sessions.begin() as s:
+        upsert(s, [given, default], default_url="https://verdicts.example.com/compare")
+    with rt.sessions() as s:
+        urls = {slug: url for slug, url in s.execute(select(Comparison.slug, Comparison.url))}
+    assert urls == {"alpha-vs-beta": "https://xn--bcher-kva.example/compare/%E6%97%A5%E6%9C%AC-vs-x?q=%C3%A9",
+                    "日本-vs-cafe": "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-cafe"}
+    with rt.sessions() as s:
+        assert all(row.data["url"] == urls[row.slug] for row in s.scalars(select(Comparison)))

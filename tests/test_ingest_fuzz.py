@@ -92,7 +92,7 @@ def renders_and_serializes(rt: Runtime, items: list[ComparisonData]) -> None:
     assert compiled.html.lstrip().lower().startswith("<!doctype html")
     issue.subject, issue.preheader = compiled.subject, compiled.preheader
     issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
-    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(
+    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation="test-install").build(
         Recipient(delivery_id=1, subscriber_id=1, email="reader@example.com", name=None))
     raw = to_mime(mail, domain_of(rt.settings.sender.from_email)).as_bytes()
     msg = email.message_from_bytes(raw, policy=email.policy.default)

@@ -14,18 +14,24 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from sqlalchemy import delete
+
 from digest.cycle import send_week
 from digest.delivery.messages import IssueMessages, Recipient
+from digest.installation import installation_id
 from digest.links import Tokens
-from digest.storage.models import Issue, Subscriber
+from digest.storage.db import make_engine
+from digest.storage.models import Installation, Issue, Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
-from tests.conftest import make_runtime, write_project
+from tests.conftest import fresh_pg_url, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 ID = re.compile(r"<[0-9a-f]{32}@example\.com>")
+SHARED_SECRET = "secret-of-production-and-its-staging-copy"
 
 
 def _installation(tmp_path: Path, sqlite_template: Path, name: str, secret: str):  # type: ignore[no-untyped-def]
@@ -73,15 +79,21 @@ def test_the_same_delivery_built_again_keeps_its_message_id(tmp_path, sqlite_url
     add_readers(rt, 1)
     send_week(rt, WEEK, manual=True, now=NOW)
     issue = _issue(rt)
+    with rt.sessions() as s:
+        install = installation_id(s)
     reader = Recipient(delivery_id=1, subscriber_id=1, email="r@example.com", name=None)
-    first = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader)
-    again = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader)
+
+    def messages() -> IssueMessages:
+        return IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=install)
+
+    first = messages().build(reader)
+    again = messages().build(reader)
     assert first.message_id == again.message_id and ID.fullmatch(first.message_id)
     # A restored database giving delivery 1 to someone else, or another week, is another message.
     other = Recipient(delivery_id=1, subscriber_id=2, email="s@example.com", name=None)
-    assert IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(other).message_id != first.message_id
+    assert messages().build(other).message_id != first.message_id
     issue.week = "2026-W48"
-    assert IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(reader).message_id != first.message_id
+    assert messages().build(reader).message_id != first.message_id
 
 
 def test_confirmation_and_welcome_mails_get_unique_stable_message_ids(tmp_path, sqlite_url) -> None:
@@ -96,3 +108,53 @@ def test_confirmation_and_welcome_mails_get_unique_stable_message_ids(tmp_path, 
         write_project(tmp_path / "other"), sqlite_url, DIGEST_SECRET_KEY="another-secret-0123456789"
     )
     assert MailBuilder(other_install).build(1, "confirm", person).message_id != confirm.message_id
+
+
+def _second_database(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> str:
+    """Another database of the same kind, with its own installation id (as its own migration would give it;
+    the test databases are all copies of one migrated template, so they would share the template's)."""
+    if db_url.startswith("sqlite"):
+        db = tmp_path / "second-db" / "digest.db"
+        db.parent.mkdir(parents=True)
+        shutil.copy(request.getfixturevalue("sqlite_template"), db)
+        url = f"sqlite:///{db}"
+    else:
+        url = fresh_pg_url(request.getfixturevalue("pg_template"))
+    eng = make_engine(url)
+    with eng.begin() as c:
+        c.execute(delete(Installation))  # digest.installation makes a new one, once
+    eng.dispose()
+    return url
+
+
+def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_path, db_url) -> None:
+    """A staging copy of production's environment (the same DIGEST_SECRET_KEY) on its own database."""
+    a = make_runtime(write_project(tmp_path / "a"), db_url, DIGEST_SECRET_KEY=SHARED_SECRET)
+    b = make_runtime(write_project(tmp_path / "b"), _second_database(request, tmp_path, db_url),
+                     DIGEST_SECRET_KEY=SHARED_SECRET)
+    ids = []
+    for rt in (a, b):
+        seed_comparisons(rt, published=NOW - timedelta(days=1))
+        add_readers(rt, 2)
+        assert send_week(rt, WEEK, manual=True, now=NOW).summary.sent == 2  # type: ignore[union-attr]
+        ids.append(_sent_ids(rt))
+    first, second = ids
+    assert first.keys() == second.keys()  # the same readers, the same delivery row ids on both
+    for to in first:
+        assert ID.fullmatch(first[to]) and ID.fullmatch(second[to])
+        assert first[to] != second[to], to
+    person = Subscriber(id=1, email="reader@example.com", name=None)
+    confirm_a = MailBuilder(a).build(1, "confirm", person).message_id
+    assert confirm_a != MailBuilder(b).build(1, "confirm", person).message_id
+
+    # The same installation (another process on the same database) builds the same message again: the same id.
+    again = make_runtime(write_project(tmp_path / "a2"), db_url, DIGEST_SECRET_KEY=SHARED_SECRET)
+    assert MailBuilder(again).build(1, "confirm", person).message_id == confirm_a
+    issue = _issue(again)
+    with again.sessions() as s:
+        install = installation_id(s)
+    reader = Recipient(delivery_id=1, subscriber_id=1, email="reader000000@example.com", name="Reader 0")
+    rebuilt = IssueMessages(again.settings, Tokens(again.secret_key), issue, installation=install).build(reader)
+    assert rebuilt.message_id == first["reader000000@example.com"]
+    for rt in (a, b, again):
+        rt.close()

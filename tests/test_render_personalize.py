@@ -56,7 +56,7 @@ def token_of(url: str) -> str:
 def test_two_readers_copies_differ_only_in_their_links_and_name(rt) -> None:
     issue = frozen_issue(rt)
     tokens = Tokens(rt.secret_key)
-    messages = IssueMessages(rt.settings, tokens, issue)
+    messages = IssueMessages(rt.settings, tokens, issue, installation="test-install")
     people = recipients(rt, issue.id)
     ada, grace = messages.build(people["ada@example.com"]), messages.build(people["grace@example.com"])
 

@@ -4,6 +4,12 @@
 `[tracking] flush_seconds` in one INSERT, and `stop()` writes the rest, so a graceful shutdown
 (SIGTERM under `digest serve`) loses nothing. If the database is away, the rows wait in the
 queue for the next flush (up to MAX_QUEUED, past which the oldest are dropped and logged).
+
+Repeats are counted, not stored (`clicks.hits`): a request for the same link of the same message
+(delivery, edition, link, kind, method and scanner agent) within `[tracking] repeat_seconds` of
+the row's first request adds one to that row, in the queue and at the flush (one UPDATE for the
+rows a flush adds to), so one reader's link requested 10,000 times is a row or two, not 10,000.
+A burst (several different links of one message) is told apart as before.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.storage.models import Click, Delivery
+from digest.weeks import as_utc
 
 log = logging.getLogger("digest.clicks")
 
@@ -51,27 +58,62 @@ def scanner_agent(user_agent: str | None) -> str | None:
     return m.group(0).lower() if m else None
 
 
+_Key = tuple[int, int | None, int | None, int, str, str, str | None]
+
+
+def _key(row: dict[str, Any]) -> _Key:
+    """What makes two requests repeats of one another: one link of one message, asked the same way."""
+    return (row["issue_id"], row["delivery_id"], row["edition_id"], row["link"], row["kind"], row["method"],
+            row["agent"])
+
+
 class ClickRecorder:
     """One per web process: `record` is called on the request path, `flush` from its own thread."""
 
-    def __init__(self, sessions: sessionmaker[Session], flush_seconds: float = 1.0, retention_days: int | None = None):
+    def __init__(self, sessions: sessionmaker[Session], flush_seconds: float = 1.0, retention_days: int | None = None,
+                 repeat_seconds: float = 60.0):
         self._sessions = sessions
         self._retention = retention_days
         self._next_prune = 0.0
         self._every = flush_seconds
+        self._repeat = timedelta(seconds=repeat_seconds)
         self._queue: deque[dict[str, Any]] = deque()
+        self._open: dict[_Key, dict[str, Any]] = {}  # the newest queued row of each key, which repeats add to
+        self._queued = threading.Lock()  # the queue and `_open` change together
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one flush at a time (the thread's and stop()'s)
 
     def record(self, *, issue_id: int, delivery_id: int, link: int, method: str, agent: str | None,
                kind: str = "click", at: datetime | None = None, edition_id: int | None = None) -> None:
-        if len(self._queue) >= MAX_QUEUED:
-            self._queue.popleft()
-            log.warning("click queue full (%d): the oldest click was dropped", MAX_QUEUED)
-        self._queue.append({"issue_id": issue_id, "delivery_id": delivery_id, "reader": delivery_id, "kind": kind,
-                            "edition_id": edition_id, "link": link, "method": method, "agent": agent,
-                            "at": at or datetime.now(UTC)})
+        row = {"issue_id": issue_id, "delivery_id": delivery_id, "reader": delivery_id, "kind": kind,
+               "edition_id": edition_id, "link": link, "method": method, "agent": agent,
+               "at": as_utc(at) if at else datetime.now(UTC), "hits": 1}
+        key = _key(row)
+        with self._queued:
+            same = self._open.get(key)
+            if same is not None and abs(row["at"] - same["at"]) < self._repeat:
+                same["hits"] += 1
+                same["at"] = min(same["at"], row["at"])
+                return
+            if len(self._queue) >= MAX_QUEUED:
+                dropped = self._queue.popleft()
+                if self._open.get(_key(dropped)) is dropped:
+                    del self._open[_key(dropped)]
+                log.warning("click queue full (%d): the oldest click was dropped", MAX_QUEUED)
+            self._queue.append(row)
+            self._open[key] = row
+
+    def _take(self, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` queued rows, oldest first; repeats from now on start new rows."""
+        with self._queued:
+            rows: list[dict[str, Any]] = []
+            while self._queue and len(rows) < limit:
+                row = self._queue.popleft()
+                if self._open.get(_key(row)) is row:
+                    del self._open[_key(row)]
+                rows.append(row)
+            return rows
 
     @property
     def pending(self) -> int:
@@ -109,34 +151,67 @@ class ClickRecorder:
 
     def flush(self) -> int:
         """Write everything queued, in chunks of CHUNK rows; on a database error the rows go back to
-        the front of the queue for the next flush. Returns how many were written."""
+        the front of the queue for the next flush. Returns how many requests were written."""
         written = 0
         with self._lock:
             while self._queue:
-                rows: list[dict[str, Any]] = []
-                while self._queue and len(rows) < CHUNK:
-                    rows.append(self._queue.popleft())
+                rows = self._take(CHUNK)
                 try:
                     self._insert(rows)
                 except SQLAlchemyError as exc:
-                    self._queue.extendleft(reversed(rows))
+                    with self._queued:
+                        self._queue.extendleft(reversed(rows))
                     log.warning("could not record %d clicks yet (%s); they wait for the next flush",
                                 len(self._queue), type(exc).__name__)
                     break
-                written += len(rows)
+                written += sum(row["hits"] for row in rows)
         return written
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         try:
             with self._sessions.begin() as session:
-                session.execute(insert(Click), rows)
+                self._write(session, rows)
         except IntegrityError:  # a delivery deleted meanwhile (its issue was): keep the others
             for row in rows:
                 try:
                     with self._sessions.begin() as session:
-                        session.execute(insert(Click), [row])
+                        self._write(session, [row])
                 except IntegrityError:
                     log.info("click for a delivery that no longer exists was not recorded")
+
+    def _write(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        """Add the rows that repeat a row already written (same key, within the window of its first
+        request) to it, in one UPDATE; insert the others in one INSERT."""
+        added: dict[int, int] = {}
+        new: list[dict[str, Any]] = []
+        written = self._recent(session, rows)
+        for row in rows:
+            earlier = [(at, cid) for at, cid in written.get(_key(row), ())
+                       if timedelta(0) <= row["at"] - at < self._repeat]
+            if earlier:
+                cid = max(earlier)[1]
+                added[cid] = added.get(cid, 0) + row["hits"]
+            else:
+                new.append(row)
+        if added:
+            session.execute(update(Click).where(Click.id.in_(list(added))).values(
+                hits=Click.hits + case(added, value=Click.id, else_=0)).execution_options(synchronize_session=False))
+        if new:
+            session.execute(insert(Click), new)
+
+    def _recent(self, session: Session, rows: list[dict[str, Any]]) -> dict[_Key, list[tuple[datetime, int]]]:
+        """The rows already written that these could repeat: those deliveries' requests in the window."""
+        since = min(row["at"] for row in rows) - self._repeat
+        until = max(row["at"] for row in rows)
+        deliveries = sorted({row["delivery_id"] for row in rows})
+        found: dict[_Key, list[tuple[datetime, int]]] = {}
+        q = select(Click.id, Click.issue_id, Click.delivery_id, Click.edition_id, Click.link, Click.kind,
+                   Click.method, Click.agent, Click.at).where(
+            Click.delivery_id.in_(deliveries), Click.at > since, Click.at <= until)
+        for r in session.execute(q):
+            key = (r.issue_id, r.delivery_id, r.edition_id, r.link, r.kind, r.method, r.agent)
+            found.setdefault(key, []).append((as_utc(r.at), int(r.id)))
+        return found
 
 
 def unlink_clicks(session: Session, delivery_ids: Iterable[int]) -> int:

@@ -1,7 +1,8 @@
 """What readers did with an issue, counted honestly: clicks (scanners set aside), opens, the list over time.
 
-Every request for a tracked link is kept (digest.delivery.clicklog); counting decides which
-were people's. Set aside, each for the first reason that applies:
+Every request for a tracked link is kept (digest.delivery.clicklog; repeats of one link of one
+message within seconds on one row, its `hits`): counting decides which were people's, and counts
+requests by `hits`, readers once. Set aside, each for the first reason that applies:
 
 - `head`: a HEAD request (browsers follow links with GET; scanners check them with HEAD);
 - `scanner_agent`: a User-Agent of a known mail-security scanner or HTTP library;
@@ -60,6 +61,7 @@ class _Hit:
     at: datetime
     edition: int | None = None
     reason: str | None = None
+    hits: int = 1  # the requests this row stands for (repeats of one link within seconds)
 
 
 def _classify(hits: list[_Hit], tracking: TrackingSettings) -> None:
@@ -128,9 +130,15 @@ def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
 
 
 def _hits(session: Session, issue_id: int, kind: str) -> list[_Hit]:
-    q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at, Click.edition_id).where(
+    q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at, Click.edition_id, Click.hits).where(
         Click.issue_id == issue_id, Click.kind == kind)
-    return [_Hit(int(r), int(link), str(m), a, as_utc(at), e) for r, link, m, a, at, e in session.execute(q)]
+    return [_Hit(int(r), int(link), str(m), a, as_utc(at), e, hits=int(n))
+            for r, link, m, a, at, e, n in session.execute(q)]
+
+
+def _requests(hits: Iterable[_Hit]) -> int:
+    """Requests, not rows: a row holds the repeats of its link within seconds."""
+    return sum(h.hits for h in hits)
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -140,7 +148,7 @@ def _share(part: int, whole: int) -> float | None:
 def _counted(hits: list[_Hit], carriers: list[_Carrier], sent: int) -> dict[str, Any]:
     """Unique clicks, per comparison (by slug, across the carriers that had it) and per link."""
     readers = [h for h in hits if h.reason is None]
-    set_aside = {reason: sum(1 for h in hits if h.reason == reason) for reason in SET_ASIDE_REASONS}
+    set_aside = {reason: _requests(h for h in hits if h.reason == reason) for reason in SET_ASIDE_REASONS}
     comps: dict[str, dict[str, Any]] = {}
     clickers: dict[str, set[int]] = defaultdict(set)
     link_rows: list[dict[str, Any]] = []
@@ -158,14 +166,14 @@ def _counted(hits: list[_Hit], carriers: list[_Carrier], sent: int) -> dict[str,
                 if h.link < len(carrier.links):
                     clickers[str(carrier.links[h.link].get("slug") or "")].add(h.reader)
         link_rows += [{"edition": carrier.key, "link": i, "rank": link.get("rank"), "place": link.get("place"),
-                       "slug": link.get("slug"), "url": link.get("url"), "clicks": len(per_link.get(i, ())),
+                       "slug": link.get("slug"), "url": link.get("url"), "clicks": _requests(per_link.get(i, ())),
                        "unique_clicks": len({h.reader for h in per_link.get(i, ())})}
                       for i, link in enumerate(carrier.links)]
     comparisons = [{**c, "unique_clicks": len(clickers.get(slug, ())),
                     "click_through": _share(len(clickers.get(slug, ())), c["emails"])} for slug, c in comps.items()]
     comparisons.sort(key=lambda c: (-c["unique_clicks"], -(c["click_through"] or 0), c["rank"], c["slug"]))
     unique = len({h.reader for h in readers})
-    return {"tracked": any(c.links for c in carriers), "recorded": len(hits), "reader_clicks": len(readers),
+    return {"tracked": any(c.links for c in carriers), "recorded": _requests(hits), "reader_clicks": _requests(readers),
             "unique_clicks": unique, "click_through": _share(unique, sent),
             "set_aside": set_aside, "set_aside_total": sum(set_aside.values()),
             "set_aside_why": SET_ASIDE_REASONS, "comparisons": comparisons, "links": link_rows}
@@ -340,11 +348,12 @@ def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: 
     """Each person's clicks and pixel opens still linked to them, oldest first (for the export).
 
     Set aside as in the reports: a message's requests are told apart on their own (one reader
-    is one delivery), clicks and opens separately. Rows that forget or the retention period
+    is one delivery), clicks and opens separately. `requests`: the repeats of that link within
+    seconds the entry stands for (one row). Rows that forget or the retention period
     unlinked name no delivery, so they are nobody's here."""
     rows = session.execute(
         select(Delivery.subscriber_id, Click.id, Click.kind, Click.issue_id, Click.edition_id, Click.reader,
-               Click.link, Click.method, Click.agent, Click.at)
+               Click.link, Click.method, Click.agent, Click.at, Click.hits)
         .join(Delivery, Delivery.id == Click.delivery_id)
         .where(Delivery.subscriber_id.in_(subscriber_ids)).order_by(Click.at, Click.id)).all()
     if not rows:
@@ -353,7 +362,8 @@ def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: 
     edition_ids = {r.edition_id for r in rows if r.edition_id is not None}
     editions = {e.id: e for e in session.scalars(select(Edition).where(Edition.id.in_(edition_ids)))} \
         if edition_ids else {}
-    hits = {r.id: _Hit(int(r.reader), int(r.link), str(r.method), r.agent, as_utc(r.at), r.edition_id) for r in rows}
+    hits = {r.id: _Hit(int(r.reader), int(r.link), str(r.method), r.agent, as_utc(r.at), r.edition_id, hits=int(r.hits))
+            for r in rows}
     for kind in ("click", "open"):
         _classify([hits[r.id] for r in rows if r.kind == kind], tracking)
     out: dict[int, list[dict[str, Any]]] = {}
@@ -366,5 +376,5 @@ def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: 
             "at": as_utc(r.at).isoformat(timespec="seconds"), "kind": r.kind, "issue": issue.week,
             "edition": edition.key if edition is not None else None,
             "link": r.link if r.kind == "click" else None, "comparison": link.get("slug"), "url": link.get("url"),
-            "method": r.method, "set_aside": hits[r.id].reason})
+            "method": r.method, "requests": int(r.hits), "set_aside": hits[r.id].reason})
     return out

@@ -28,10 +28,12 @@ class Recipient:
 class IssueMessages:
     """Per-issue state built once (split templates, token signer); `build` runs per reader."""
 
-    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, json_bodies: bool = False,
-                 edition: Edition | None = None):
-        """`json_bodies`: also join each copy's JSON-escaped form (only the Resend transport sends JSON).
-        `edition`: one of the issue's editions (its own compile), else the issue's."""
+    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, installation: str,
+                 json_bodies: bool = False, edition: Edition | None = None):
+        """`installation`: this installation's id (digest.installation), read once per send: it keeps the
+        Message-IDs of installations sharing a secret apart. `json_bodies`: also join each copy's
+        JSON-escaped form (only the Resend transport sends JSON). `edition`: one of the issue's editions
+        (its own compile), else the issue's."""
         compiled: Issue | Edition = edition if edition is not None else issue
         assert compiled.html is not None and compiled.text is not None and compiled.placeholder_nonce
         self.settings = settings
@@ -41,7 +43,8 @@ class IssueMessages:
         self.subject = compiled.subject or settings.site.name
         self.personalizer = Personalizer.build(compiled.html, compiled.text, compiled.placeholder_nonce)
         self.from_addr = sender_address(settings)
-        self.message_ids = MessageIds(tokens.derived_key(MessageIds.PURPOSE), domain_of(settings.sender.from_email))
+        self.message_ids = MessageIds(tokens.derived_key(MessageIds.PURPOSE), domain_of(settings.sender.from_email),
+                                      installation)
         self.reply_to = settings.sender.reply_to or None
         # JSON forms of the fixed parts, escaped once (see digest.delivery.jsonfast).
         p = self.personalizer

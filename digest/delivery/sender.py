@@ -312,13 +312,14 @@ class Sender:
         """The issue's (or one edition's) compiled copy, split once per process."""
         with self._messages_lock:
             if (issue_id, edition_id) not in self._messages:
+                install = self.installation()  # its own transaction, before this one (SQLite: one writer)
                 with self.rt.sessions() as session:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
                     edition = session.get(Edition, edition_id) if edition_id is not None else None
                     self._messages[issue_id, edition_id] = IssueMessages(
-                        self.rt.settings, self.tokens, issue, json_bodies=capabilities_of(self.transport).json_body,
-                        edition=edition)
+                        self.rt.settings, self.tokens, issue, installation=install,
+                        json_bodies=capabilities_of(self.transport).json_body, edition=edition)
             return self._messages[issue_id, edition_id]
 
     def build_all(self, issue_id: int, recipients: list[Recipient]) -> dict[int, OutgoingEmail]:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digest.ingest.schema import ComparisonData
+from digest.mail import ascii_uri
 from digest.storage.models import Comparison
 from digest.weeks import as_utc, utcnow
 
@@ -26,7 +27,9 @@ def upsert(session: Session, items: list[ComparisonData], *, default_url: str,
     now = utcnow()
     for item in items:
         slug = item.slug
-        url = item.url or f"{default_url.rstrip('/')}/{slug}"
+        # An IRI (`/compare/日本-vs-x`, or a slug made from such a title) is stored as its URI: a Location
+        # header and an email hold ASCII only.
+        url = ascii_uri(item.url or f"{default_url.rstrip('/')}/{slug}")
         item = item.model_copy(update={"url": url})
         when = published or item.published_at  # the operator's --published wins over the file's own
         digest_hash = item.content_hash()

@@ -18,6 +18,7 @@ from typing import Any
 
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import TemplateError
+from digest.installation import installation_id
 from digest.links import Tokens, personal_links
 from digest.mail import OutgoingEmail, domain_of, to_mime
 from digest.preview.checks import Check, TemplateProblem, run_checks, scan_html
@@ -68,10 +69,17 @@ def templates_signature(folder: Path) -> tuple[Any, ...]:
     return (str(folder), tuple(out))
 
 
+def _installation(rt: Runtime) -> str:
+    """This installation's id, for the Message-IDs the sender would give (digest.mail.MessageIds)."""
+    with rt.sessions.begin() as session:
+        return installation_id(session)
+
+
 def issue_mail(rt: Runtime, issue: Issue, to: Recipient, *, subject_prefix: str = "",
                key: str = "") -> OutgoingEmail:
     """One reader's copy of a compiled issue, built by the sender's own IssueMessages."""
-    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue).build(to, subject_prefix=subject_prefix)
+    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=_installation(rt)).build(
+        to, subject_prefix=subject_prefix)
     if key:
         mail.key, mail.message_id = key, ""  # a test send is a new message: a fresh Message-ID
     return mail
@@ -151,7 +159,7 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
     if draft.frozen:
         with rt.sessions() as session:
             stored = {e.key: e for e in session.scalars(select(Edition).where(Edition.issue_id == draft.issue.id))}
-    tokens = Tokens(rt.secret_key)
+    tokens, install = Tokens(rt.secret_key), _installation(rt)
     unsubscribe = personal_links(rt.settings, tokens, SAMPLE.subscriber_id, SAMPLE.email, draft.issue.id,
                                  draft.week.key)["unsubscribe_url"]
     out: dict[str, list[Check]] = {}
@@ -160,7 +168,7 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
             continue
         try:
             row = stored.get(ed.key) or editions.compile_edition(rt.config, draft.issue, ed, the_plan.catalogue)[0]
-            mail = IssueMessages(rt.settings, tokens, draft.issue, edition=row).build(SAMPLE)
+            mail = IssueMessages(rt.settings, tokens, draft.issue, installation=install, edition=row).build(SAMPLE)
             out[ed.key] = _finish(rt, "digest", mail, unsubscribe).checks
         except TemplateError as exc:
             out[ed.key] = [TemplateProblem.from_message(str(exc), rt.config.templates_dir).as_check()]

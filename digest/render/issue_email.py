@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from digest import plaintext
 from digest.config import Config
+from digest.mail import ascii_uri
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
 from digest.render.tracked import add_links
@@ -36,7 +37,7 @@ def with_utm(url: str, campaign: str) -> str:
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.startswith("utm_")]
     query += [("utm_source", "newsletter"), ("utm_medium", "email"), ("utm_campaign", campaign)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return ascii_uri(urlunsplit(parts._replace(query=urlencode(query))))  # a comparison stored before ingest did
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]?[A-Z0-9])")

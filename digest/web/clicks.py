@@ -13,6 +13,7 @@ after the answer; HEAD requests redirect too and are recorded as such (scanners 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
@@ -28,10 +29,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from digest.delivery.clicklog import ClickRecorder, scanner_agent
 from digest.errors import ConfigError
 from digest.links import ClickTokens, TokenError, Tokens
+from digest.mail import ascii_uri
 from digest.render.tracked import BLANK_GIF_BASE64
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, Issue
 
+log = logging.getLogger("digest.clicks")
 router = APIRouter()
 
 _BAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -50,7 +53,7 @@ class ClickService:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
-                                      rt.settings.tracking.retention_days)
+                                      rt.settings.tracking.retention_days, rt.settings.tracking.repeat_seconds)
         self._links: dict[tuple[int, int | None], list[str]] = {}
 
     @cached_property
@@ -79,9 +82,24 @@ class ClickService:
             row = session.execute(q).one_or_none()
         urls = None
         if row is not None and row.status in (ISSUE_SENDING, ISSUE_SENT) and row.links:
-            urls = [str(link.get("url") or "") for link in row.links]
+            urls = [_location(str(link.get("url") or "")) for link in row.links]
             self._links[issue_id, edition_id] = urls  # frozen: never changes; unknown ones are not cached
         return urls
+
+
+def _location(url: str) -> str:
+    """The URI a `Location` header may carry (ASCII only): links frozen before ingest stored IRIs as URIs
+    still hold them. One that cannot be read as a URL is no destination (400), never a 500."""
+    if not url:
+        return ""
+    try:
+        uri = ascii_uri(url)
+    except ValueError:
+        uri = ""
+    if not uri or any(c < " " or c == "\x7f" for c in uri):  # a header line holds no control characters
+        log.warning("a frozen link is not a URL and is not redirected to: %r", url[:200])
+        return ""
+    return uri
 
 
 _UNAVAILABLE = "The service is briefly unavailable; please try again in a minute."
