@@ -46,9 +46,10 @@ class MessageIds:
 
     def __init__(self, key: bytes, domain: str, installation: str):
         """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret;
-        `installation`: `installation_id(session)`, read once by the caller, mixed into the key here."""
-        self._key = hashlib.blake2b(installation.encode("utf-8"), key=key[:64], digest_size=64,
-                                    person=b"digest.msgid").digest()
+        `installation`: `message_id_salt(session, issue_id)` (digest.installation), read once by the
+        caller, mixed into the key here ("" for an issue enqueued before the rule: the key as it was)."""
+        self._key = key[:64] if not installation else hashlib.blake2b(
+            installation.encode("utf-8"), key=key[:64], digest_size=64, person=b"digest.msgid").digest()
         self.domain = domain
 
     def make(self, *parts: str) -> str:

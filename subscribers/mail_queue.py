@@ -29,7 +29,7 @@ from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports import capabilities_of, make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
-from digest.installation import installation_id
+from digest.installation import message_id_salt
 from digest.links import Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.transactional import render_transactional
@@ -88,7 +88,7 @@ class MailBuilder:
         self.tokens = Tokens(rt.secret_key)
         self.from_addr = sender_address(self.settings)
         with rt.sessions.begin() as session:  # once per builder: the Message-IDs of another installation differ
-            install = installation_id(session)
+            install = message_id_salt(session, None)
         self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE),
                                       domain_of(self.settings.sender.from_email), install)
 

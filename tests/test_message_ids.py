@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import re
 import shutil
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
 from digest.cycle import send_week
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.installation import installation_id
 from digest.links import Tokens
+from digest.mail import MessageIds
 from digest.storage.db import make_engine
 from digest.storage.models import Installation, Issue, Subscriber
 from digest.weeks import Week
@@ -158,3 +163,56 @@ def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_pa
     assert rebuilt.message_id == first["reader000000@example.com"]
     for rt in (a, b, again):
         rt.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_before_0005(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of each kind at 0004_h19, the schema before Message-IDs carried the installation id."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from digest.storage.db import _alembic_config
+    from tests.conftest import PG_ADMIN_URL, RUN_ID, _pg_admin
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        request.getfixturevalue("pg_template")  # its teardown drops this run's databases
+        name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+        admin = _pg_admin()
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    command.upgrade(_alembic_config(engine), "0004_h19")
+    yield url
+    engine.dispose()
+
+
+def test_an_issue_enqueued_before_the_upgrade_keeps_its_message_ids(db_before_0005) -> None:
+    """A batch of that issue retried after the upgrade sends the same payload under its idempotency key."""
+    from sqlalchemy import text
+
+    from digest.installation import message_id_salt
+    from digest.storage.db import upgrade
+
+    engine = make_engine(db_before_0005)
+    with engine.begin() as c:
+        old = c.execute(text("INSERT INTO issues (week, status, pins, excludes, created_at)"
+                             " VALUES ('2026-W48', 'sending', '[]', '[]', '2026-11-23 08:00:00') RETURNING id")
+                        ).scalar_one()
+    upgrade(engine)
+    with engine.begin() as c:
+        new = c.execute(text("INSERT INTO issues (week, status, pins, excludes, created_at)"
+                             " VALUES ('2026-W49', 'draft', '[]', '[]', '2026-11-30 08:00:00') RETURNING id")
+                        ).scalar_one()
+    with Session(engine) as s:
+        install = installation_id(s)
+        assert message_id_salt(s, old) == ""  # the key the issue's first attempts were built with
+        assert message_id_salt(s, new) == install and message_id_salt(s, None) == install
+    engine.dispose()
+    key = Tokens(SHARED_SECRET).derived_key(MessageIds.PURPOSE)
+    before = f"<{hashlib.blake2b(b'issue', key=key[:64], digest_size=16).hexdigest()}@example.com>"
+    assert MessageIds(key, "example.com", "").make("issue") == before  # the id as the code before made it
+    assert MessageIds(key, "example.com", install).make("issue") != before

@@ -51,7 +51,7 @@ from digest.delivery.results import ResultWriter
 from digest.delivery.transports import capabilities_of
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
-from digest.installation import installation_id
+from digest.installation import installation_id, message_id_salt
 from digest.links import Tokens
 from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
@@ -312,13 +312,14 @@ class Sender:
         """The issue's (or one edition's) compiled copy, split once per process."""
         with self._messages_lock:
             if (issue_id, edition_id) not in self._messages:
-                install = self.installation()  # its own transaction, before this one (SQLite: one writer)
+                with self.rt.sessions.begin() as session:  # its own transaction first (SQLite: one writer)
+                    salt = message_id_salt(session, issue_id)
                 with self.rt.sessions() as session:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
                     edition = session.get(Edition, edition_id) if edition_id is not None else None
                     self._messages[issue_id, edition_id] = IssueMessages(
-                        self.rt.settings, self.tokens, issue, installation=install,
+                        self.rt.settings, self.tokens, issue, installation=salt,
                         json_bodies=capabilities_of(self.transport).json_body, edition=edition)
             return self._messages[issue_id, edition_id]
 

@@ -340,6 +340,9 @@ class Installation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     install_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Issues from this id on mix `install_id` into their Message-IDs (digest.installation.message_id_salt);
+    # earlier ones, enqueued before that rule (0005_h21), keep the ids their first attempts carried.
+    message_ids_from_issue: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DeliveryStatus(StrEnum):
