@@ -13,6 +13,10 @@ class ConfigError(UserError):
     """config.toml or the environment holds a value that is not allowed."""
 
 
+class DatabaseUnavailable(UserError):
+    """The database cannot be reached: a pipe alias then asks its mail system to retry (EX_TEMPFAIL)."""
+
+
 class IngestError(UserError):
     """A comparison source could not be read; message is `path:line: what was expected`."""
 

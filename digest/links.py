@@ -63,13 +63,17 @@ class UnsubscribeClaim:
 
 @dataclass(frozen=True)
 class BounceClaim:
-    """What a VERP bounce token names: one message, by its transport key. Nothing about a person:
-    who the message went to is read from our own row for it (a delivery, an outgoing mail)."""
+    """What a VERP bounce token says: one message, by its transport key, and a proof that binds the
+    key to the address that message went to. The proof is checked against our own row for the
+    message (`Tokens.bounce_belongs`), never against anything a report says."""
 
     key: str  # the message's key (`d<delivery id>`, `m<mail id>`): the transport stores `<kind>:<key>`
+    proof: str  # 96-bit MAC of the key and its recipient's address ("" for a legacy token)
+    legacy_tie: str | None = None  # tokens signed before the proof: 24 bits of the address's plain hash
 
 
 BOUNCE_KEY = re.compile(r"[a-z][0-9]{1,12}")
+_BOUNCE_TOKEN = re.compile(r"([a-z][0-9]{1,12})\.([a-z2-7]{20})")
 
 
 class _BounceSigner(Signer):
@@ -103,6 +107,7 @@ class Tokens:
         self._unsub_mac = hmac.new(signer.derive_key(), digestmod=hashlib.sha1)
         self._unsub_sep = signer.sep
         self._bounce = _BounceSigner(secret, salt="digest.bounce", sep=".", digest_method=hashlib.sha256)
+        self._bounce_mac = hmac.new(self.derived_key("digest.bounce-recipient"), digestmod=hashlib.sha256)
 
     def derived_key(self, purpose: str) -> bytes:
         """A key for another use of the secret (e.g. Message-IDs), independent of the token keys."""
@@ -136,29 +141,49 @@ class Tokens:
         except (BadSignature, ValueError, TypeError):
             raise TokenError("invalid confirmation token") from None
 
-    def bounce(self, key: str) -> str:
-        """`<key>.<signature>`, lower case, at most 34 characters (the VERP part of a bounce address).
+    def bounce(self, key: str, email: str) -> str:
+        """`<key>.<proof>`, lower case, at most 34 characters (the VERP part of a bounce address).
 
-        No tie to the recipient's address: a 24-bit tie could be matched by a look-alike address found
-        by brute force, and the message's own row names its recipient anyway."""
+        The proof is a keyed MAC of the key and the recipient's address: nobody without the secret can
+        make one, or find another address that matches it (a plain 24-bit hash could be matched by a
+        look-alike address in seconds), and a reused row id (a restore, SQLite handing out a deleted
+        row's id again) does not carry the old message's token over to its new recipient."""
         if not BOUNCE_KEY.fullmatch(key):
             raise ValueError(f"{key!r} is not a message key (a letter and up to 12 digits)")
-        return self._bounce.sign(key).decode("ascii")
+        return f"{key}.{self._bounce_proof(key, email)}"
+
+    def _bounce_proof(self, key: str, email: str) -> str:
+        mac = self._bounce_mac.copy()
+        mac.update(f"{key}\0{email.strip().lower()}".encode())
+        return base64.b32encode(mac.digest()[:12]).decode("ascii").rstrip("=").lower()
 
     def read_bounce(self, token: str) -> BounceClaim:
-        """Raises TokenError for anything we did not sign (any case: mail systems may fold it).
+        """The claim of a token's shape (any case: mail systems may fold it); TokenError for anything else.
 
-        Tokens signed before the tie was dropped (`<key>.<tie>.<signature>`) still name their message."""
+        Whether it is ours is known only with the message's row: `bounce_belongs`. A legacy token
+        (`<key>.<tie>.<signature>`, before the proof) is checked by its signature here."""
         token = token.lower()
         if len(token) > 64:
             raise TokenError("invalid bounce token")
+        if found := _BOUNCE_TOKEN.fullmatch(token):
+            return BounceClaim(found[1], found[2])
         try:
-            key = self._bounce.unsign(token).decode("ascii").split(".")[0]
+            key, tie = self._bounce.unsign(token).decode("ascii").split(".")
         except (BadSignature, ValueError, UnicodeDecodeError):
             raise TokenError("invalid bounce token") from None
         if not BOUNCE_KEY.fullmatch(key):
             raise TokenError("invalid bounce token")
-        return BounceClaim(key)
+        return BounceClaim(key, "", legacy_tie=tie)
+
+    def bounce_belongs(self, claim: BounceClaim, email: str) -> bool:
+        """Whether the claim was made for a message to `email`, the address our own row says it went to.
+
+        A legacy token binds by 24 bits of a plain hash only, so it is taken for an issue's delivery (whose
+        row is never deleted, so its id never goes to another reader), not for a confirmation or welcome
+        mail (whose rows are deleted, and whose ids SQLite may hand out again)."""
+        if claim.legacy_tie is not None:
+            return claim.key.startswith("d") and any(claim.legacy_tie == t[:6] for t in _ties(email))
+        return hmac.compare_digest(claim.proof, self._bounce_proof(claim.key, email))
 
     @staticmethod
     def tie(email: str) -> str:

@@ -15,14 +15,14 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from digest.delivery.events import bounce_mail
 from digest.delivery.verp import from_config
 from digest.errors import UserError
 from digest.lease import Lease, default_holder
 from digest.runtime import Runtime
-from subscribers.delivery_events import apply_events
+from subscribers.delivery_events import apply_events, message_recipient
 
 log = logging.getLogger("subscribers.bounces")
 
@@ -39,29 +39,47 @@ class BounceOutcome:
 def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()) -> BounceOutcome:
     """Apply one bounce or complaint report in its own transaction; never raises on what the mail says.
 
-    A report that still cannot be applied is logged with its id and reported as changing
-    nothing, so the pipe exits 0 and the mailbox poll marks it read and reads the next one.
-    Only the database being unreachable raises: then nothing is marked read, and it is read again."""
+    The VERP address's proof is checked against our own row for the message first: an address
+    we did not make for that message's recipient changes nothing. A report whose data the
+    database still refuses is logged with its id and reported as changing nothing, so the pipe
+    exits 0 and the mailbox poll marks it read and reads the next one. Any other database
+    error raises (unreachable, read-only, not migrated): then nothing is marked read, and the
+    report is read again once the database is back."""
     verp = from_config(rt.config)
     if verp is None:
         return BounceOutcome(False, NO_ADDRESS)
     report = bounce_mail.parse(raw, verp, envelope_to)
-    if not report.events:
+    if not report.events or report.claim is None:
         return BounceOutcome(False, report.note)
+    message_id = report.events[0].message_id or ""
+    with rt.sessions() as session:
+        sent_to = message_recipient(session, message_id)
+    if sent_to is None or not verp.belongs(report.claim, sent_to):
+        log.warning("bounce report to %s: not the bounce address of that message's recipient; nothing changed",
+                    message_id)
+        return BounceOutcome(False, f"{report.note}: not the bounce address of message {report.claim.key}'s "
+                                    "recipient; nothing changed")
     try:
         result = apply_events(rt, report.events)
-    except (OperationalError, InterfaceError):
-        raise
+    except SQLAlchemyError as exc:
+        if not isinstance(exc, DataError):
+            raise
+        return _skipped(report, exc)
     except Exception as exc:  # noqa: BLE001 - one bad report must not stop the ones after it
-        key = report.events[0].receipt_key
-        log.error("bounce report %s could not be applied, skipped: %s: %s", key, type(exc).__name__,
-                  str(exc).splitlines()[0][:200] if str(exc) else "")
-        return BounceOutcome(False, f"{report.note}: could not be applied (report {key}, logged); nothing changed")
+        return _skipped(report, exc)
     if result == "duplicate":
         return BounceOutcome(False, f"{report.note}: already handled")
     if result.startswith("ignored"):
         return BounceOutcome(False, f"{report.note}: {result}; nothing changed")
     return BounceOutcome(True, f"{report.note}: {result}")
+
+
+def _skipped(report: bounce_mail.Report, exc: Exception) -> BounceOutcome:
+    """A report the database refused (or that broke the applier): logged with its id, skipped."""
+    key = report.events[0].receipt_key
+    log.error("bounce report %s could not be applied, skipped: %s: %s", key, type(exc).__name__,
+              str(exc).splitlines()[0][:200] if str(exc) else "")
+    return BounceOutcome(False, f"{report.note}: could not be applied (report {key}, logged); nothing changed")
 
 
 # -- the mailbox ----------------------------------------------------------------------------

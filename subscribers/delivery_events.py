@@ -58,7 +58,8 @@ class _Message:
 
     delivery: Delivery | None  # an issue's copy; None for a confirmation or welcome mail
     sub: Subscriber | None
-    address: str | None  # where it went: the subscriber's address, or the erased one's delivery row
+    address: str | None  # the person's address: the subscriber's, or the erased one's delivery row
+    sent_to: str | None  # the address the message went to (what its VERP proof was made for)
 
     @property
     def who(self) -> str:
@@ -77,14 +78,21 @@ def _message(session: Session, message_id: str | None) -> _Message | None:
     delivery = session.scalar(select(Delivery).where(Delivery.provider_id == key).limit(1))
     if delivery is not None:
         sub = session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
-        return _Message(delivery, sub, sub.email if sub is not None else (delivery.email or None))
+        return _Message(delivery, sub, sub.email if sub is not None else (delivery.email or None),
+                        delivery.email or None)
     mail = session.scalar(select(OutgoingMail).where(OutgoingMail.provider_id == key).limit(1))
     if mail is None and (found := _MAIL_KEY.fullmatch(key)):
         mail = session.get(OutgoingMail, int(found[1]))
     if mail is None or mail.subscriber_id is None:
         return None
     sub = session.get(Subscriber, mail.subscriber_id)
-    return _Message(None, sub, sub.email) if sub is not None else None
+    return _Message(None, sub, sub.email, sub.email) if sub is not None else None
+
+
+def message_recipient(session: Session, message_id: str) -> str | None:
+    """The address our own row says message `message_id` went to; None when we have no such message."""
+    message = _message(session, message_id)
+    return message.sent_to if message is not None else None
 
 
 def _same_address(named: str, ours: str) -> bool:

@@ -137,7 +137,7 @@ def test_mail_from_is_each_readers_own_signed_verp_address(sent) -> None:
         local, _, domain = mail_from.rpartition("@")
         assert local.startswith("bounces+") and domain == "example.com" and len(local) <= 64
         claim = verp.read(mail_from)
-        assert claim is not None and claim.key == f"d{delivery_of(rt, to).id}"
+        assert claim is not None and claim.key == f"d{delivery_of(rt, to).id}" and verp.belongs(claim, to)
         assert delivery_of(rt, to).provider_id == f"smtp:{claim.key}"  # what the report's event looks up
         msg = email.message_from_bytes(data, policy=email.policy.default)
         assert msg["From"].addresses[0].addr_spec == "verdicts@example.com"  # the From line stays the sender's
@@ -239,7 +239,7 @@ def test_forged_unsigned_or_foreign_reports_change_nothing_and_exit_0(sent, tmp_
     to = READERS["postfix_user_unknown.eml"]
     real = verp_of(box, to)
     local, _, domain = real.rpartition("@")
-    other_key = Verp(BOUNCES, Tokens("another-secret-key-0123456789")).address(f"d{delivery_of(rt, to).id}")
+    other_key = Verp(BOUNCES, Tokens("another-secret-key-0123456789")).address(f"d{delivery_of(rt, to).id}", to)
     forged = {
         "tampered": local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain,
         "unsigned": BOUNCES,
@@ -393,19 +393,23 @@ def test_bounce_address_is_checked_and_read_from_the_old_smtp_section(tmp_path) 
 
 def test_verp_tokens_survive_case_folding_and_refuse_any_change() -> None:
     verp = Verp(BOUNCES, Tokens("test-secret-key-0123456789"))
-    address = verp.address("d1234567890")
+    address = verp.address("d1234567890", "Reader@Example.com")
     assert len(address.split("@")[0]) <= 64
     claim = verp.read(address.upper())
-    assert claim is not None and claim.key == "d1234567890"
+    assert claim is not None and claim.key == "d1234567890" and verp.belongs(claim, "reader@example.com")
+    assert not verp.belongs(claim, "someone-else@example.com")
     local = address.split("@")[0]
-    for i in range(len("bounces+"), len(local)):
+    for i in range(len("bounces+"), len(local)):  # any change: not ours (its shape may still read)
         changed = local[:i] + ("x" if local[i] != "x" else "y") + local[i + 1:]
-        assert verp.read(changed + "@example.com") is None, changed
-    assert verp.address("test-issue-2026-W47-1") == BOUNCES  # a test send: plain address
-    # Mail sent before the tie was dropped (`<key>.<tie>.<signature>`): its bounces still name the message.
+        changed_claim = verp.read(changed + "@example.com")
+        assert changed_claim is None or not verp.belongs(changed_claim, "reader@example.com"), changed
+    assert verp.address("test-issue-2026-W47-1", "a@example.com") == BOUNCES  # a test send: plain address
+    # An issue's copy sent before the proof (`<key>.<tie>.<signature>`, the tie 24 bits of the address's
+    # hash): its bounces still name the delivery, and only its own recipient.
     legacy = verp.read("bounces+d1234567890.d108b2.5r4j7ito5djqzywogatq@example.com")
-    assert legacy is not None and legacy.key == "d1234567890"
-    assert verp.read("bounces+d1234567890.d108b3.5r4j7ito5djqzywogatq@example.com") is None
+    assert legacy is not None and legacy.key == "d1234567890" and verp.belongs(legacy, "reader@example.com")
+    assert not verp.belongs(legacy, "someone-else@example.com")
+    assert verp.read("bounces+d1234567890.d108b3.5r4j7ito5djqzywogatq@example.com") is None  # signature
 
 
 def test_digest_serve_polls_the_bounce_mailbox_by_itself(imap, sent, tmp_path) -> None:

@@ -15,19 +15,20 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InternalError
 
 from digest.config import load_config
 from digest.cycle import send_week
 from digest.delivery.events import DeliveryEvent, EventKind
 from digest.delivery.verp import from_config
-from digest.links import email_hash
+from digest.links import Tokens, email_hash
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_PENDING, OutgoingMail, WebhookReceipt
+from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_PENDING, Delivery, OutgoingMail, WebhookReceipt
 from subscribers import bounce_mail
 from subscribers.api import add_subscriber, is_suppressed
 from subscribers.bounce_mail import process_bounce_mail
 from subscribers.delivery_events import apply_events
+from subscribers.lifecycle import forget
 from subscribers.mail_queue import drain, queue_mail
 from tests.conftest import apply_overrides, make_runtime
 from tests.support_imap import Imap
@@ -114,6 +115,44 @@ def test_new_verp_tokens_carry_no_tie_to_the_address(attacked) -> None:
     assert email_hash(LOOKALIKE)[:6] not in token and token.count(".") == 1
 
 
+def test_a_reused_row_id_does_not_carry_a_token_over_to_its_new_recipient(attacked) -> None:
+    """The stranger is erased, the victim's confirmation gets the row id theirs had (SQLite hands out a
+    deleted row's id again; a restored backup does too): their VERP address still names nobody else."""
+    rt, box = attacked
+    own = verp_of(box, LOOKALIKE)
+    with rt.sessions() as s:
+        mail_id = s.scalar(select(OutgoingMail.id).where(OutgoingMail.subscriber_id == subscriber(rt, LOOKALIKE).id))
+    forget(rt, LOOKALIKE)
+    with rt.sessions.begin() as s:
+        victim = add_subscriber(s, "newcomer@recipient.example").subscriber
+        s.add(OutgoingMail(id=mail_id, kind="confirm", subscriber_id=victim.id, status="sent",
+                           provider_id=f"smtp:m{mail_id}"))
+    for raw in (report("aol_arf_complaint.eml", own, "newcomer@recipient.example"),  # names nobody
+                report("postfix_user_unknown.eml", own, "newcomer@recipient.example")):
+        outcome = process_bounce_mail(rt, raw)
+        assert not outcome.changed and "not the bounce address" in outcome.message, outcome
+    assert subscriber(rt, "newcomer@recipient.example").status == SUB_PENDING  # type: ignore[union-attr]
+
+
+def test_a_legacy_token_counts_for_an_issues_copy_only(attacked) -> None:
+    """Tokens made before the proof bind by 24 bits of a plain hash: taken for a delivery (its row is never
+    deleted), not for a confirmation (a look-alike address matches them, and its row id may be reused)."""
+    rt, box = attacked
+    verp = from_config(rt.config)
+    assert verp is not None
+    legacy = Tokens(rt.secret_key)._bounce  # the old signer, as mail sent before the proof carries it
+    with rt.sessions() as s:
+        mail_id = s.scalar(select(OutgoingMail.id).where(OutgoingMail.subscriber_id == subscriber(rt, LOOKALIKE).id))
+        delivery_id = s.scalar(select(Delivery.id).where(Delivery.email == VICTIM))
+    tie = email_hash(LOOKALIKE)[:6]  # the victim's tie too
+    to_mail = f"bounces+{legacy.sign(f'm{mail_id}.{tie}').decode()}@example.com"
+    outcome = process_bounce_mail(rt, report("postfix_user_unknown.eml", to_mail, LOOKALIKE))
+    assert not outcome.changed and "not the bounce address" in outcome.message, outcome
+    to_delivery = f"bounces+{legacy.sign(f'd{delivery_id}.{email_hash(VICTIM)[:6]}').decode()}@example.com"
+    assert process_bounce_mail(rt, report("gmail_no_such_account.eml", to_delivery, VICTIM)).changed
+    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+
+
 def test_a_provider_event_names_a_message_and_our_row_names_the_person(attacked, caplog) -> None:
     """Resend, SES: an event for an id we never stored, or naming another address than our row's, does nothing."""
     rt, _ = attacked
@@ -195,16 +234,49 @@ def test_a_report_that_still_fails_is_logged_marked_read_and_skipped(imap, attac
     assert bounce_mail.poll_mailbox(rt).read == 0  # the failed one was marked read too
 
 
-def test_a_report_with_300000_recipient_blocks_reads_only_the_first_ones(attacked) -> None:
+def test_a_database_error_is_not_taken_for_a_poison_report(imap, attacked, monkeypatch) -> None:  # noqa: F811
+    """A read-only or not yet migrated database must not make the poll mark every report read and lose it."""
+    rt, box = attacked
+    _use_mailbox(rt, imap)
+    _append(imap, report("office365_recipient_not_found.eml", verp_of(box, VICTIM), VICTIM))
+    real = bounce_mail.apply_events
+
+    def read_only(rt_, events):  # type: ignore[no-untyped-def]
+        raise InternalError("UPDATE ...", {}, Exception("cannot execute UPDATE in a read-only transaction"))
+
+    monkeypatch.setattr(bounce_mail, "apply_events", read_only)
+    with pytest.raises(InternalError):
+        bounce_mail.poll_mailbox(rt)
+    monkeypatch.setattr(bounce_mail, "apply_events", real)
+    assert bounce_mail.poll_mailbox(rt).read == 1  # still there, read once the database takes it
+    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+
+
+def test_the_pipe_asks_the_mail_system_to_retry_while_the_database_is_down(attacked, tmp_path) -> None:
+    rt, box = attacked
+    path = tmp_path / "bounce.eml"
+    path.write_bytes(report("gmail_no_such_account.eml", verp_of(box, VICTIM), VICTIM))
+    r = cli(rt, "bounce-mail", str(path), DIGEST_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    assert r.returncode == 75 and b"Traceback" not in r.stderr, r.stdout + r.stderr
+    assert b"tries again later" in r.stderr
+
+
+def test_a_report_with_300000_recipient_blocks_is_not_read(attacked) -> None:
+    """The audit's 18 MB DSN, and blocks that name no recipient or end lines with a bare CR: all refused
+    before parsing (parsing the 18 MB one took 460 MB), the genuine one-block report still read."""
     rt, box = attacked
     raw = report("postfix_user_unknown.eml", verp_of(box, VICTIM), VICTIM)
     head, sep, tail = raw.partition(b"Final-Recipient")
     block = b"Final-Recipient: rfc822;a@b.c\nAction: failed\nStatus: 5.1.1\n\n"
     huge = head + block * 300_000 + sep + tail
     assert 18_000_000 < len(huge) < 20_000_000
-    outcome = process_bounce_mail(rt, huge)
-    assert not outcome.changed and "recipient blocks" in outcome.message, outcome
+    for crafted, why in ((huge, "larger than"),
+                         (head + b"Action: failed\nStatus: 5.1.1\n\n" * 30_000 + sep + tail, "recipient blocks"),
+                         (head + b"Action: failed\rStatus: 5.1.1\r\r" * 30_000 + sep + tail, "recipient blocks")):
+        outcome = process_bounce_mail(rt, crafted)
+        assert not outcome.changed and why in outcome.message, outcome
     assert subscriber(rt, VICTIM).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert process_bounce_mail(rt, raw).changed
 
 
 def test_one_poll_reads_past_a_poison_report_to_the_genuine_bounce(imap, attacked) -> None:  # noqa: F811

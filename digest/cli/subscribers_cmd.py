@@ -9,13 +9,14 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.cli import app
 from digest.cli import err as err_console
 from digest.cli.context import out, print_json, runtime
 from digest.cli.help import command_group
 from digest.cli.output import Table
-from digest.errors import UserError
+from digest.errors import DatabaseUnavailable, UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
 from digest.weeks import as_utc, utcnow
 from subscribers.addresses import normalize_email
@@ -239,6 +240,8 @@ def _read_mail(name: str) -> bytes:
         raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
 
 
+EX_TEMPFAIL = 75  # sysexits.h: "try again later", which a pipe alias's MTA honours
+
 # Set by Postfix's local(8) (and Exim's pipe transport as LOCAL_PART@DOMAIN) for a command alias.
 ENVELOPE_ENV = ("ORIGINAL_RECIPIENT", "RECIPIENT")
 
@@ -249,17 +252,25 @@ def subscribers_bounce_mail(
 ) -> None:
     """Process bounces (RFC 3464 and older MTA formats) and complaints (ARF) sent to the bounce address.
 
-    Only a report naming a signed VERP address ([transport.smtp] bounce_address) acts: a hard
-    bounce suppresses its reader, soft ones count ([bounces] soft_bounce_limit), a complaint
-    suppresses. Anything else changes nothing. Every message exits 0 (a non-zero exit would
-    bounce the bounce); only an unreadable file is an error.
+    Only a report to one of our VERP addresses ([transport.smtp] bounce_address) acts, on the
+    recipient our own row names: a hard bounce suppresses them, soft ones count ([bounces]
+    soft_bounce_limit), a complaint suppresses. Anything else changes nothing. Every message
+    exits 0 (a non-zero exit would bounce the bounce); an unreadable file is an error, and a
+    database that cannot take reports exits 75 (the mail system keeps the report and retries).
     """
-    rt = runtime()
     envelope = [v for v in (os.environ.get(k, "").strip() for k in ENVELOPE_ENV) if v]
-    for name in files:
-        raw = _read_mail(name)
-        outcome = process_bounce_mail(rt, raw, envelope)
-        out.print(f"{name}: {outcome.message}", markup=False)
+    name = files[0]
+    try:
+        rt = runtime()
+        for name in files:
+            raw = _read_mail(name)
+            outcome = process_bounce_mail(rt, raw, envelope)
+            out.print(f"{name}: {outcome.message}", markup=False)
+    except (SQLAlchemyError, DatabaseUnavailable) as exc:
+        # EX_TEMPFAIL: Postfix and Exim keep the report and pipe it again later, instead of bouncing it.
+        err_console.print(f"error: {name}: the database cannot take reports now ({type(exc).__name__}); "
+                          "exit 75 so the mail system tries again later", markup=False)
+        raise typer.Exit(EX_TEMPFAIL) from None
 
 
 @subscribers_app.command("bounce-poll")

@@ -1,11 +1,12 @@
 """VERP: each SMTP message's envelope sender names that message, so its bounce says whose it was.
 
 With `bounce_address = "bounces@example.com"` the reader of delivery 42 gets mail from
-`bounces+d42.<signature>@example.com`: the mail server returns a bounce to exactly that
+`bounces+d42.<proof>@example.com`: the mail server returns a bounce to exactly that
 address, and `digest subscribers bounce-mail` reads the message from it without looking
-anything up by Message-ID. The token is signed (digest.links), so a report to a forged or
-unsigned address changes nothing; it names a message only, and who that message went to is
-read from our own row for it. The whole local part stays within RFC 5321's 64 octets.
+anything up by Message-ID. The proof is a keyed MAC of the message key and the address it
+went to (digest.links), checked against our own row for that message: a report to a forged
+address, or to a stranger's own VERP address naming someone else, changes nothing. The whole
+local part stays within RFC 5321's 64 octets.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from digest.links import BOUNCE_KEY, BounceClaim, TokenError, Tokens
 
 SEPARATOR = "+"  # Postfix's (and Exim's, Sendmail's) default recipient delimiter
 MAX_LOCAL_PART = 64
-# The longest token (`Tokens.bounce`: a 13-character key, a dot, a 20-character signature).
+# The longest token (`Tokens.bounce`: a 13-character key, a dot, a 20-character proof).
 MAX_TOKEN = 34
 MAX_BASE_LOCAL_PART = MAX_LOCAL_PART - len(SEPARATOR) - MAX_TOKEN
 
@@ -54,17 +55,18 @@ class Verp:
     def domain(self) -> str:
         return self.bounce_address.rpartition("@")[2]
 
-    def address(self, key: str) -> str:
-        """The envelope sender (and Return-Path) of the message `key`.
+    def address(self, key: str, recipient: str) -> str:
+        """The envelope sender (and Return-Path) of the message `key` to `recipient`.
 
         A message that is no reader's issue or list mail (an operator's test send) goes out from the
         plain bounce address: a bounce of it acts on nobody."""
         if not BOUNCE_KEY.fullmatch(key):
             return self.bounce_address
-        return f"{self.local}{SEPARATOR}{self.tokens.bounce(key)}@{self.domain}"
+        return f"{self.local}{SEPARATOR}{self.tokens.bounce(key, recipient)}@{self.domain}"
 
     def read(self, address: str) -> BounceClaim | None:
-        """The claim of one of our signed VERP addresses; None for anything else (forged, unsigned, another)."""
+        """The claim of an address shaped like one of our VERP addresses; None for anything else.
+        Whether the claim is ours is known with its message's row: `belongs`."""
         address = address.strip().strip("<>").strip()
         local, at, domain = address.rpartition("@")
         if not at or domain.lower() != self.domain.lower():
@@ -76,6 +78,10 @@ class Verp:
             return self.tokens.read_bounce(token)
         except TokenError:
             return None
+
+    def belongs(self, claim: BounceClaim, recipient: str) -> bool:
+        """Whether `claim` was made for the message to `recipient` (the address our row says it went to)."""
+        return self.tokens.bounce_belongs(claim, recipient)
 
 
 def from_config(config: Config) -> Verp | None:

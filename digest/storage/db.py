@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from digest.errors import UserError
+from digest.errors import DatabaseUnavailable, UserError
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -101,7 +101,7 @@ def upgrade(engine: Engine) -> bool:
         if current_revision(engine) == head_revision(engine):
             return False
     except OperationalError as exc:
-        raise UserError(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}") from None
+        raise DatabaseUnavailable(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}") from None
     with _upgrade_lock(engine):
         if current_revision(engine) == head_revision(engine):
             return False

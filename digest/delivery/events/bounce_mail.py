@@ -1,6 +1,7 @@
 """Bounce and complaint mails (for SMTP senders) as DeliveryEvents.
 
-A report acts only when it names one of our signed VERP addresses (digest.delivery.verp):
+A report acts only when it names one of our VERP addresses (digest.delivery.verp), and only
+once the address's proof matches our own row for the message it names (subscribers.bounce_mail):
 as its own recipient (a DSN goes back to the envelope sender: `To`, `Delivered-To`, the
 pipe's envelope recipient) or as the reported message's envelope sender (an ARF complaint
 goes to the feedback-loop address, and carries the original's `Return-Path` or
@@ -40,15 +41,19 @@ from digest.links import BounceClaim
 from digest.weeks import as_utc, utcnow
 
 PROVIDER = "bounce_mail"
-MAX_BYTES = 20 * 1024 * 1024
+# Our messages carry no attachments: a report holding a whole copy of one is well under this, and
+# parsing costs about 25 times the size in memory.
+MAX_BYTES = 2 * 1024 * 1024
 # Where a report names the address it was sent to (the MTA that delivered it adds the first three).
 ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 COMPLAINT_TYPES = ("abuse", "fraud", "virus", "other")
 SOFT_PERMANENT = ("5.2.2",)  # "mailbox full" sent as permanent by some MTAs (Exchange): it clears itself
 # A VERP address names one message to one recipient, so its DSN has one recipient block (a few with
-# forwards). More is not a report of ours, and parsing 300,000 blocks took half a gigabyte.
+# forwards). More is not a report of ours, and parsing 300,000 blocks took half a gigabyte. Counted by
+# every field a block starts or ends with, after any line ending the mail parser takes (CR, LF, CRLF).
 MAX_RECIPIENT_BLOCKS = 50
-_RECIPIENT_FIELD = re.compile(rb"^(?:final|original)-recipient[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_BLOCK_FIELD = re.compile(rb"(?:\A|[\r\n])[ \t]*(?:final-recipient|original-recipient|action|status)[ \t]*:",
+                          re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Report:
 
     events: list[DeliveryEvent]
     note: str
+    claim: BounceClaim | None = None  # the VERP claim the events rest on: checked against our row before they act
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,12 @@ def parse(raw: bytes, verp: Verp, envelope_to: Sequence[str] = ()) -> Report:
             recipient=names[0] if names else None, aliases=names[1:], occurred_at=_date(msg), detail=failure.detail)
     except Exception:  # noqa: BLE001 - whatever a stranger sends must not stop the mail system
         return Report([], "not a readable mail: nothing changed")
-    return Report([event], f"message {claim.key}: {event.provider_type}")
+    return Report([event], f"message {claim.key}: {event.provider_type}", claim)
 
 
 def _too_many_blocks(raw: bytes) -> bool:
     """Counted on the raw bytes before parsing, stopping at the first field past the limit."""
-    return next(islice(_RECIPIENT_FIELD.finditer(raw), 2 * MAX_RECIPIENT_BLOCKS, None), None) is not None
+    return next(islice(_BLOCK_FIELD.finditer(raw), 4 * MAX_RECIPIENT_BLOCKS, None), None) is not None
 
 
 def _describe(failure: _Failure) -> str:
@@ -108,7 +114,7 @@ def _describe(failure: _Failure) -> str:
 
 
 def _claim(msg: email.message.Message, verp: Verp, envelope_to: Sequence[str]) -> BounceClaim | None:
-    """The first signed VERP address the report names; None when it names none."""
+    """The first of our VERP addresses the report names; None when it names none."""
     for address in _addresses(msg, envelope_to):
         claim = verp.read(address)
         if claim is not None:

@@ -63,7 +63,7 @@ class OutboxTransport:
                 wire = message_bytes(email, domain)
                 data = wire.data.replace(b"\r\n", b"\n") if wire is not None else to_mime(email, domain).as_bytes()
                 if self.verp is not None:
-                    data = f"Return-Path: <{self.verp.address(email.key)}>\n".encode("ascii") + data
+                    data = f"Return-Path: <{self.verp.address(email.key, email.to)}>\n".encode("ascii") + data
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
                 with open(tmp, "wb") as fh:
                     fh.write(data)

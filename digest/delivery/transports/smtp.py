@@ -247,7 +247,7 @@ class SmtpTransport:
         for i, email in enumerate(emails):
             try:
                 self._send_one(email, idempotency_key,
-                               self.verp.address(email.key) if self.verp else None)
+                               self.verp.address(email.key, email.to) if self.verp else None)
             except _Rejected as exc:
                 results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
                 if on_result is not None:
