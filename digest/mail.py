@@ -61,28 +61,97 @@ def sender_address(settings: Settings) -> str:
     return formataddr((settings.sender.from_name, settings.sender.from_email))
 
 
-_URI_SAFE = "/:@!$&'()*+,;=?#[]%~"  # ASCII URI characters kept as they are; the rest is %-encoded UTF-8
+# RFC 3986's characters each component may hold as they are; any other character is %-encoded UTF-8. `%` is
+# kept: an IRI may already hold %-escapes, and encoding them again would change the URI it stands for.
+_SUB_DELIMS = "!$&'()*+,;="
+_USERINFO_SAFE = _SUB_DELIMS + ":%"
+_PATH_SAFE = _SUB_DELIMS + ":@%/"
+_QUERY_SAFE = _PATH_SAFE + "?"  # the fragment's too
+_MAX_PORT = 65535
+_HOST = "host is a domain name IDNA can write or an IP literal in brackets"
+
+
+class NoUriForm(ValueError):
+    """An IRI that cannot be written as a URI. `expected` says what its authority lacks, in words a
+    refusal can quote (`port is a number from 0 to 65535`); never the input, which may be anything."""
+
+    def __init__(self, expected: str):
+        super().__init__(f"expected a URL whose {expected}")
+        self.expected = expected
 
 
 def _idna(host: str) -> str:
+    """A host as IDNA writes it (`bücher.example` -> `xn--bcher-kva.example`). NoUriForm for one it cannot
+    write (an empty or over-long label, a prohibited character): %-encoding it instead gives a URI no browser
+    resolves, since browsers decode such a host and apply IDNA to it themselves."""
     try:
         return host.encode("idna").decode("ascii")
     except UnicodeError:
-        return quote(host, safe="")
+        raise NoUriForm(_HOST) from None
+
+
+def _host_port(hostport: str) -> tuple[str, str]:
+    """(host, port) of an authority without its userinfo; an IP literal keeps its brackets (without them
+    `::1:8080` reads as no host and port at all). urlsplit has already refused an unbalanced bracket."""
+    if hostport.startswith("["):
+        end = hostport.find("]") + 1
+        host, rest = hostport[:end], hostport[end:]
+        if not end or not host.isascii():
+            raise NoUriForm(_HOST)
+        return host, rest.removeprefix(":")
+    host, _, port = hostport.partition(":")
+    return _idna(host) if host else host, port
+
+
+def _port(port: str) -> str:
+    """The port as given; empty is dropped (RFC 3986 6.2.3). NoUriForm for anything but 0-65535 in ASCII
+    digits, which urllib, browsers and the reader's connection all refuse."""
+    if not port:
+        return ""
+    if not (port.isascii() and port.isdigit() and int(port) <= _MAX_PORT):
+        raise NoUriForm(f"port is a number from 0 to {_MAX_PORT}")
+    return f":{port}"
+
+
+def _authority(netloc: str) -> str:
+    """userinfo@host:port as a URI holds it: userinfo %-encoded (dropping it sends the reader elsewhere), an
+    IDNA host or a bracketed IP literal, the port checked."""
+    userinfo, at, hostport = netloc.rpartition("@")
+    host, port = _host_port(hostport)
+    return f"{quote(userinfo, safe=_USERINFO_SAFE)}{at}{host}{_port(port)}"
+
+
+def _mailto(uri: str) -> str:
+    """RFC 6068: local part and query %-encoded UTF-8, the domain IDNA. The address was checked when the
+    configuration was read; a domain IDNA cannot write is %-encoded rather than stop a List-Unsubscribe."""
+    address, sep, query = uri[7:].partition("?")
+    local, at, domain = address.rpartition("@")
+    try:
+        host = _idna(domain)
+    except NoUriForm:
+        host = quote(domain, safe="")
+    return f"mailto:{quote(local, safe=_PATH_SAFE)}{at}{host}{sep}{quote(query, safe=_QUERY_SAFE)}"
+
+
+def iri_to_uri(uri: str) -> str:
+    """The URI form of an IRI (RFC 3987 3.1), every component rewritten: IDNA host, %-encoded UTF-8 elsewhere.
+
+    NoUriForm for one that has none (a port out of range, a host IDNA cannot write, an IP literal that is
+    not one): ingest refuses it with file, line and field, the click redirect answers "link not valid"."""
+    if uri.lower().startswith("mailto:"):
+        return _mailto(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # an unbalanced bracket or no IP address inside them; urllib's message quotes the input
+        raise NoUriForm(_HOST) from None
+    return urlunsplit((parts.scheme, _authority(parts.netloc), quote(parts.path, safe=_PATH_SAFE),
+                       quote(parts.query, safe=_QUERY_SAFE), quote(parts.fragment, safe=_QUERY_SAFE)))
 
 
 def ascii_uri(uri: str) -> str:
-    """The URI form of an IRI (RFC 3987 3.1): IDNA host, %-encoded UTF-8 elsewhere; a header holds ASCII only."""
-    if uri.isascii():
-        return uri
-    if uri.lower().startswith("mailto:"):
-        address, sep, query = uri[7:].partition("?")
-        local, at, domain = address.rpartition("@")
-        return f"mailto:{quote(local, safe=_URI_SAFE)}{at}{_idna(domain)}{sep}{quote(query, safe=_URI_SAFE)}"
-    parts = urlsplit(uri)
-    netloc = _idna(parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, quote(parts.path, safe=_URI_SAFE), quote(parts.query, safe=_URI_SAFE),
-                       quote(parts.fragment, safe=_URI_SAFE)))
+    """An ASCII URI as given, an IRI as its URI (`iri_to_uri`, NoUriForm when it has none): a header holds
+    ASCII only, and a URI already written is not rewritten (urlunsplit would drop an empty `?` or `#`)."""
+    return uri if uri.isascii() else iri_to_uri(uri)
 
 
 def unsubscribe_headers(settings: Settings, unsubscribe_url: str, token: str) -> dict[str, str]:

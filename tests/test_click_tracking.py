@@ -236,6 +236,59 @@ def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path:
         assert len(s.scalars(select(Click.id)).all()) == 4  # each link, GET and HEAD: recorded as ever
 
 
+FROZEN_AUTHORITIES = {
+    "https://user@exämple.com/é": "https://user@xn--exmple-cua.com/%C3%A9",  # userinfo kept
+    "https://[::1]:8080/é": "https://[::1]:8080/%C3%A9",  # an IPv6 literal keeps its brackets
+    "https://例え.jp:99999/x": None,  # a port out of range: no URI
+    "https://例え..jp/x": None,  # an empty label: no host IDNA can write
+}
+
+
+def test_a_frozen_iri_redirects_with_its_whole_authority_or_not_at_all(tmp_path: Path, db_url: str) -> None:
+    """Links frozen in an issue before ingest turned IRIs into URIs: userinfo and IPv6 brackets survive into
+    `Location`; one with no URI form (bad port, bad host) is the "link not valid" 400 with no `Location`,
+    never a 500 and never a %-encoded host no browser resolves."""
+    port = free_port()
+    cfg = write_project(tmp_path / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     "tracking": {"flush_seconds": 3600}}))
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
+    rt = make_runtime(cfg, db_url)
+    now = utcnow()
+    seed(rt, now - timedelta(days=1), people=1)
+    week = Week.of(now).key
+    send_issue(rt, week, now)
+    tracked = {int(u.rsplit("/", 1)[1][:2], 16): u
+               for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))}
+    positions = dict(zip(sorted(tracked), FROZEN_AUTHORITIES, strict=False))
+    assert len(positions) == len(FROZEN_AUTHORITIES)
+    with rt.sessions.begin() as s:
+        issue = s.scalar(select(Issue).where(Issue.week == week))
+        assert issue is not None and issue.links
+        for row in [issue, *s.scalars(select(Edition).where(Edition.issue_id == issue.id))]:
+            if row.links:
+                row.links = [{**link, "url": positions.get(i, link["url"])} for i, link in enumerate(row.links)]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = ServeProcess(cfg, port, env, logs)
+    with serving(server):
+        server.wait_ready()
+        with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
+            for method in ("GET", "HEAD"):
+                for i, iri in positions.items():
+                    resp = client.request(method, tracked[i])
+                    expected = FROZEN_AUTHORITIES[iri]
+                    if expected is None:
+                        assert resp.status_code == 400 and "location" not in resp.headers, (method, iri, resp.headers)
+                        if method == "GET":
+                            assert "This link is not valid" in resp.text
+                    else:
+                        assert resp.status_code == 302, (method, iri, resp.status_code, resp.text)
+                        assert resp.headers["location"] == expected, (method, iri)
+        assert server.terminate() == 0
+
+
 def test_a_flood_of_one_link_is_counted_on_a_few_rows(tmp_path: Path, db_url: str) -> None:
     """2,000 GETs of one reader's tracked link (the audit sent 10,000): every request is counted, on one row
     per `[tracking] repeat_seconds` window (and flush), not one row each; the reader is one unique click."""

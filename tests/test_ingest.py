@@ -223,3 +223,35 @@ def test_an_international_url_is_stored_as_an_ascii_uri(rt) -> None:
                     "日本-vs-cafe": "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-cafe"}
     with rt.sessions() as s:
         assert all(row.data["url"] == urls[row.slug] for row in s.scalars(select(Comparison)))
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("https://例え.jp:99999/x", "port"),
+    ("https://例え.jp:8o/x", "port"),
+    ("https://例え..jp/x", "host"),
+    ("https://[::1/é", "host"),
+])
+def test_a_url_with_no_uri_form_is_refused_with_file_line_and_field(tmp_path: Path, url: str, reason: str) -> None:
+    """An IRI that cannot become a URI (a port out of range, a host IDNA cannot write) is refused at ingest
+    like any bad input, naming file, line and field: the whole file stores nothing (README "Comparison
+    sources"), rather than an unexpected error from the store or a link no reader can follow."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([_json_item(), _json_item("Eps vs Zeta", url=url)], indent=2))
+    (src,) = list(expand([str(bad)]))
+    assert src.items is None and src.error is not None
+    assert src.error.startswith(f"{bad}:"), src.error
+    assert f"item 1: url: expected an http(s) URL whose {reason}" in src.error, src.error
+    line = int(src.error.split(":")[1])
+    assert bad.read_text().split("\n")[line - 1].strip() == "{"
+
+
+def test_a_url_keeps_its_userinfo_and_ip_literal_when_stored(rt) -> None:
+    """The authority of an IRI is kept whole in its URI: userinfo and an IPv6 literal's brackets."""
+    items = [ComparisonData.model_validate(_json_item("Alpha vs Beta", url="https://user@exämple.com/é")),
+             ComparisonData.model_validate(_json_item("Gamma vs Delta", url="https://[::1]:8080/é"))]
+    with rt.sessions.begin() as s:
+        upsert(s, items, default_url="https://verdicts.example.com/compare")
+    with rt.sessions() as s:
+        urls = {slug: url for slug, url in s.execute(select(Comparison.slug, Comparison.url))}
+    assert urls == {"alpha-vs-beta": "https://user@xn--exmple-cua.com/%C3%A9",
+                    "gamma-vs-delta": "https://[::1]:8080/%C3%A9"}

@@ -20,6 +20,7 @@ from aiosmtpd.controller import Controller
 
 from digest.cycle import send_week
 from digest.delivery.transports.outbox import OutboxTransport
+from digest.mail import ascii_uri
 from digest.storage.models import Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
@@ -167,3 +168,39 @@ def test_an_international_public_url_and_mailto_are_written_as_ascii_uris(tmp_pa
     value = b" ".join(line.strip() for line in lines).decode("ascii")
     assert value.startswith("List-Unsubscribe: <https://nouvelles.xn--bcher-kva.example/lettre-%C3%A9/u/"), value
     assert "<mailto:d%C3%A9sabonner@xn--bcher-kva.example?subject=unsubscribe%20" in value, value
+
+
+@pytest.mark.parametrize("iri, uri", [
+    # userinfo is part of the authority: dropping it sends the reader somewhere else
+    ("https://user@exämple.com/", "https://user@xn--exmple-cua.com/"),
+    ("https://üser:pä ss@exämple.com/", "https://%C3%BCser:p%C3%A4%20ss@xn--exmple-cua.com/"),
+    # an IPv6 literal keeps its brackets: without them `::1:8080` is no host and port at all
+    ("https://[::1]:8080/é", "https://[::1]:8080/%C3%A9"),
+    ("http://[2001:db8::7]/ü?q=ö#ä", "http://[2001:db8::7]/%C3%BC?q=%C3%B6#%C3%A4"),
+    # the port as given (0 included), its empty form dropped (RFC 3986 6.2.3)
+    ("https://例え.jp:0/x", "https://xn--r8jz45g.jp:0/x"),
+    ("https://例え.jp:/x", "https://xn--r8jz45g.jp/x"),
+    ("https://例え.jp:8443/パス?キー=値#節", "https://xn--r8jz45g.jp:8443/%E3%83%91%E3%82%B9?%E3%82%AD%E3%83%BC="
+                                           "%E5%80%A4#%E7%AF%80"),
+    # RFC 6068: a mailto's local part %-encoded, its domain IDNA
+    ("mailto:désabonner@bücher.example?subject=unsubscribe%20t", "mailto:d%C3%A9sabonner@xn--bcher-kva.example"
+                                                                "?subject=unsubscribe%20t"),
+])
+def test_an_iri_becomes_the_uri_it_stands_for(iri: str, uri: str) -> None:
+    assert ascii_uri(iri) == uri
+
+
+@pytest.mark.parametrize("iri", [
+    "https://例え.jp:99999/x",  # port out of range
+    "https://例え.jp:8o/x",  # not a port
+    "https://例え.jp:٣/x",  # a digit, but not an ASCII one
+    "https://例え..jp/x",  # an empty label: no domain name
+    "https://" + "ü" * 64 + ".example/x",  # a label longer than 63 characters
+    "https://[::ü]/x",  # no IP literal
+    "https://[::1/é",  # an unclosed IP literal
+])
+def test_an_iri_with_no_uri_form_is_refused(iri: str) -> None:
+    """An IRI whose authority cannot be written as a URI: a ValueError, never a %-encoded host that
+    no browser resolves, nor a URI missing part of what was given."""
+    with pytest.raises(ValueError):
+        ascii_uri(iri)

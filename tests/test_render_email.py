@@ -278,3 +278,16 @@ def test_verdict_names_the_favourite_or_both() -> None:
 def test_templates_folder_missing_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="templates folder not found"):
         make_env(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("stored", ["https://例え.jp:99999/x", "https://例え..jp/x"])
+def test_a_stored_link_with_no_uri_form_does_not_stop_the_issue(config, stored: str) -> None:
+    """A comparison stored before ingest refused IRIs with no URI form (bad port, bad host) still renders:
+    its card links to the IRI as stored, with the UTM parameters, and the click redirect answers
+    "link not valid" for it (tests/test_click_tracking.py); one bad link never stops a week's issue."""
+    assert with_utm(stored, "2026-W47") == f"{stored}?utm_source=newsletter&utm_medium=email&utm_campaign=2026-W47"
+    issue = sample_issue(2)
+    issue.items[0].comparison.url = stored
+    compiled = compile_issue(config, issue)
+    assert compiled.links is not None
+    assert any(link["url"].startswith(stored + "?utm_source=newsletter") for link in compiled.links)

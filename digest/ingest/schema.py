@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from digest import plaintext
+from digest.mail import NoUriForm, iri_to_uri
 
 _TITLE_SPLIT = re.compile(r"\s+vs\.?\s+", re.IGNORECASE)
 # Fields whose text may span lines (and hold tabs); every other text field is one line.
@@ -91,6 +92,11 @@ class ComparisonData(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://\S+$", value):
             raise ValueError("expected an http(s) URL")
+        if value is not None:
+            try:  # ASCII ones too: a port out of range is no link either way
+                iri_to_uri(value)
+            except NoUriForm as exc:  # refused here, with file and line, rather than as an error of the store
+                raise ValueError(f"expected an http(s) URL whose {exc.expected}") from None
         return value
 
     @property

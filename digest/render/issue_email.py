@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from digest import plaintext
 from digest.config import Config
-from digest.mail import ascii_uri
+from digest.mail import NoUriForm, ascii_uri
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
 from digest.render.tracked import add_links
@@ -34,10 +34,18 @@ class CompiledEmail:
 
 
 def with_utm(url: str, campaign: str) -> str:
+    """The destination with this issue's UTM parameters, as a URI (a comparison stored before ingest did that).
+
+    One stored before ingest refused IRIs with no URI form (bad port, bad host) keeps its IRI: one bad link
+    must not stop a week's issue, and the click redirect answers "link not valid" for it."""
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.startswith("utm_")]
     query += [("utm_source", "newsletter"), ("utm_medium", "email"), ("utm_campaign", campaign)]
-    return ascii_uri(urlunsplit(parts._replace(query=urlencode(query))))  # a comparison stored before ingest did
+    iri = urlunsplit(parts._replace(query=urlencode(query)))
+    try:
+        return ascii_uri(iri)
+    except NoUriForm:
+        return iri
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"'“‘(]?[A-Z0-9])")
