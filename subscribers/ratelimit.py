@@ -8,9 +8,9 @@ one hit. On PostgreSQL the upsert returns the key's count with that hit included
 simultaneous requests for one key (in any worker, on any machine) are counted one after
 another; a request that takes a key past its limit is refused and its transaction rolled
 back, hit included. On SQLite the caller's transaction holds the database's write lock
-from its first read (BEGIN IMMEDIATE), so the read's count is already exact. Both
-limits of a sign-up (per IP, per address) take one SELECT and one upsert, whatever the
-traffic (and a sign-up that queues a confirmation counts its budget in the same upsert).
+from its first read (BEGIN IMMEDIATE), so the read's count is already exact. All the
+limits of a sign-up (per IP, per mailbox, the confirmation caps) take one SELECT and one
+upsert between them, whatever the traffic.
 Per-IP keys are the IPv4 address or the IPv6 /64 (`ip_key`).
 """
 
