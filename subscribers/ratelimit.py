@@ -25,9 +25,11 @@ from functools import lru_cache
 from sqlalchemy import Connection, delete
 from sqlalchemy.orm import Session
 
+from digest.links import email_hash
 from digest.storage.db import affected_rows
 from digest.storage.models import RateLimitHit
 from digest.weeks import utcnow
+from subscribers.addresses import canonical_mailbox
 from subscribers.rawsql import Raw
 
 BUCKETS = 6
@@ -50,6 +52,16 @@ def ip_key(ip: str) -> str:
             return str(addr.ipv4_mapped)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)
+
+
+# The per-mailbox limits' kinds: sign-ups an hour (`a`), confirmations a day (`cm`).
+MAILBOX_KINDS = ("a", "cm")
+
+
+def mailbox_key(kind: str, address: str) -> str:
+    """A per-mailbox limit's key: every spelling of one mailbox (a `+tag`, Gmail's dots) is one key,
+    and erasing the person (`lifecycle.forget`) finds their keys again from the address."""
+    return f"{kind}:{email_hash(canonical_mailbox(address))[:40]}"
 
 
 @dataclass(frozen=True)

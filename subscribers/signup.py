@@ -36,6 +36,7 @@ from subscribers.ratelimit import (
     hit,
     ip_key,
     judge,
+    mailbox_key,
     read_columns,
     read_params,
 )
@@ -264,15 +265,14 @@ class _Limits:
 def _limits(rt: Runtime, req: SignupRequest, address: str) -> _Limits:
     s = rt.settings.subscribe
     mailbox = canonical_mailbox(address)  # victim+1@, victim+2@ ... are one mailbox
-    key = email_hash(mailbox)[:40]
-    gate = [Limit(f"a:{key}", s.per_address_per_hour, HOUR)]
+    gate = [Limit(mailbox_key("a", address), s.per_address_per_hour, HOUR)]
     if req.ip:
         client = ip_key(req.ip)
         gate[:0] = [Limit(f"ip:{client}", s.per_ip_per_minute, timedelta(minutes=1)),
                     Limit(f"ih:{client}", s.per_ip_per_hour, HOUR)]  # so one client cannot spend `shared`
     shared = [Limit(f"cd:{mailbox.rpartition('@')[2][:190]}", s.confirmations_per_domain_per_hour, HOUR),
               Limit("cg", s.confirmations_per_hour, HOUR)]
-    return _Limits(gate, shared, [Limit(f"cm:{key}", s.confirmations_per_mailbox_per_day, DAY)])
+    return _Limits(gate, shared, [Limit(mailbox_key("cm", address), s.confirmations_per_mailbox_per_day, DAY)])
 
 
 def _record(rt: Runtime, req: SignupRequest, address: str, name: str | None, now: datetime) -> SignupOutcome:
