@@ -3,9 +3,10 @@
 SNS signs each message with a certificate it serves from `SigningCertURL`. We fetch that
 certificate only from https://sns.<region>.amazonaws.com (.com.cn in China), region spelt as
 AWS spells it, in ASCII, and one botocore knows SNS in (a looser pattern once let anyone's S3
-bucket, `sns.s3.amazonaws.com`, sign messages), and verify the signature over SNS's canonical string (SignatureVersion 1: SHA1,
-2: SHA256, both RSA PKCS#1 v1.5). A signature proves the message came through SNS, not that
-it is ours, so `acceptable` checks the shape and the TopicArn before anything is fetched.
+bucket, `sns.s3.amazonaws.com`, sign messages), and verify the signature over SNS's canonical
+string (SignatureVersion 1: SHA1, 2: SHA256, both RSA PKCS#1 v1.5). A signature proves the
+message came through SNS, not that it is ours, so `acceptable` checks the shape and the
+TopicArn before anything is fetched.
 A wrong topic and a bad signature get one answer (`REFUSED`): nobody can probe our topics.
 
 Tests serve their own certificate: `DIGEST_SNS_TEST_HOST` (host:port) and
