@@ -175,9 +175,12 @@ class SubscribeSettings(_Section):
     confirmation_resend_minutes: int = Field(10, ge=0)
     check_deliverability: bool = False
     per_ip_per_minute: int = Field(10, ge=1)
+    # Well under the shared confirmation caps below, so one client cannot spend them for everyone.
+    per_ip_per_hour: int = Field(30, ge=1)
     per_address_per_hour: int = Field(5, ge=1)
     # The confirmation budget (sign-ups past it are answered as usual and mail nothing): one
-    # mailbox however spelt, one recipient domain, and the whole service.
+    # mailbox however spelt (counting queued confirmations), one recipient domain and the whole
+    # service (counting every sign-up past the per-IP and per-mailbox limits, whoever it is for).
     confirmations_per_mailbox_per_day: int = Field(3, ge=1)
     confirmations_per_domain_per_hour: int = Field(100, ge=1)
     confirmations_per_hour: int = Field(500, ge=1)

@@ -42,6 +42,7 @@ from digest.weeks import as_utc, utcnow
 from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
 from subscribers.mail_queue import queue_mail
+from subscribers.ratelimit import MAILBOX_KINDS, mailbox_key
 
 REASONS = {
     "too_many": "Too many emails",
@@ -302,7 +303,9 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
             session.execute(
                 delete(Subscriber).where(Subscriber.id == sid)
             )  # outgoing mail cascades; events go anonymous
-        session.execute(delete(RateLimitHit).where(RateLimitHit.key == f"a:{h[:40]}"))
+        # The sign-up limits key on the mailbox (any spelling); `a:` on the address as typed is the old key.
+        keys = [f"a:{h[:40]}", *(mailbox_key(kind, address) for kind in MAILBOX_KINDS)]
+        session.execute(delete(RateLimitHit).where(RateLimitHit.key.in_(keys)))
         suppress(session, address, "forgotten")
     return ForgetResult(address, sid is not None, cleared, _remove_outbox_copies(rt, address))
 

@@ -8,9 +8,9 @@ one hit. On PostgreSQL the upsert returns the key's count with that hit included
 simultaneous requests for one key (in any worker, on any machine) are counted one after
 another; a request that takes a key past its limit is refused and its transaction rolled
 back, hit included. On SQLite the caller's transaction holds the database's write lock
-from its first read (BEGIN IMMEDIATE), so the read's count is already exact. Both
-limits of a sign-up (per IP, per address) take one SELECT and one upsert, whatever the
-traffic (and a sign-up that queues a confirmation counts its budget in the same upsert).
+from its first read (BEGIN IMMEDIATE), so the read's count is already exact. All the
+limits of a sign-up (per IP, per mailbox, the confirmation caps) take one SELECT and one
+upsert between them, whatever the traffic.
 Per-IP keys are the IPv4 address or the IPv6 /64 (`ip_key`).
 """
 
@@ -25,9 +25,11 @@ from functools import lru_cache
 from sqlalchemy import Connection, delete
 from sqlalchemy.orm import Session
 
+from digest.links import email_hash
 from digest.storage.db import affected_rows
 from digest.storage.models import RateLimitHit
 from digest.weeks import utcnow
+from subscribers.addresses import canonical_mailbox
 from subscribers.rawsql import Raw
 
 BUCKETS = 6
@@ -50,6 +52,16 @@ def ip_key(ip: str) -> str:
             return str(addr.ipv4_mapped)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)
+
+
+# The per-mailbox limits' kinds: sign-ups an hour (`a`), confirmations a day (`cm`).
+MAILBOX_KINDS = ("a", "cm")
+
+
+def mailbox_key(kind: str, address: str) -> str:
+    """A per-mailbox limit's key: every spelling of one mailbox (a `+tag`, Gmail's dots) is one key,
+    and erasing the person (`lifecycle.forget`) finds their keys again from the address."""
+    return f"{kind}:{email_hash(canonical_mailbox(address))[:40]}"
 
 
 @dataclass(frozen=True)

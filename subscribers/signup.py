@@ -14,7 +14,7 @@ import re
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, event
@@ -28,7 +28,18 @@ from subscribers.addresses import MAX_NAME, AddressError, canonical_mailbox, cle
 from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
 from subscribers.consent import INSERT_SQL as CONSENT_SQL
 from subscribers.preferences import SIGNUP_AGAIN
-from subscribers.ratelimit import Limit, Refused, count_sql, hit, ip_key, judge, read_columns, read_params
+from subscribers.ratelimit import (
+    Limit,
+    Refused,
+    Verdict,
+    count_sql,
+    hit,
+    ip_key,
+    judge,
+    mailbox_key,
+    read_columns,
+    read_params,
+)
 from subscribers.rawsql import Raw
 
 ACCEPTED_MESSAGE = "Almost there: check your inbox and click the link in the email we just sent you."
@@ -227,46 +238,56 @@ def _connection(rt: Runtime) -> Iterator[Connection]:
 
 @dataclass(frozen=True)
 class _Limits:
-    """What a sign-up counts against. Past `gate` it is refused (429, counted per IP and per mailbox
-    whatever the address's state, so the answer says nothing about the list). Past `budget` (the
-    confirmation mail: per mailbox a day, per recipient domain and in all an hour) it is answered
-    as usual and mails nothing; only a sign-up that queues a confirmation counts there."""
+    """What a sign-up counts against. Past `gate` (per IP a minute and an hour, per mailbox an hour)
+    it is refused with a 429. Every sign-up past the gate counts against `shared` (per recipient
+    domain and in all, an hour) whatever the address's state, so whether a confirmation still goes
+    out depends only on sign-ups anyone could have made, never on who is on the list. `mailbox`
+    (per mailbox a day) counts only confirmations actually queued: nobody but the mailbox's owner
+    sees it. Past `shared` or `mailbox` the sign-up is answered as usual and mails nothing."""
 
     gate: list[Limit]
-    budget: list[Limit]
-    may_send: bool = True  # False: the budget ran out under a concurrent sign-up; count the gate only
+    shared: list[Limit]
+    mailbox: list[Limit]
+    shared_ok: bool = True  # False: a concurrent sign-up took the shared caps' last one; count the gate only
+    mailbox_ok: bool = True  # False: likewise for the mailbox's day
 
     @property
     def read(self) -> list[Limit]:
-        return self.gate + self.budget
+        return self.gate + self.shared + self.mailbox
+
+    def spent(self, key: str) -> _Limits:
+        """The same limits after a concurrent refusal on `key` (a shared or a mailbox budget)."""
+        if key in {lim.key for lim in self.mailbox}:
+            return replace(self, mailbox_ok=False)
+        return replace(self, shared_ok=False)
 
 
 def _limits(rt: Runtime, req: SignupRequest, address: str) -> _Limits:
     s = rt.settings.subscribe
     mailbox = canonical_mailbox(address)  # victim+1@, victim+2@ ... are one mailbox
-    key = email_hash(mailbox)[:40]
-    gate = [Limit(f"a:{key}", s.per_address_per_hour, HOUR)]
+    gate = [Limit(mailbox_key("a", address), s.per_address_per_hour, HOUR)]
     if req.ip:
-        gate.insert(0, Limit(f"ip:{ip_key(req.ip)}", s.per_ip_per_minute, timedelta(minutes=1)))
-    budget = [Limit(f"cm:{key}", s.confirmations_per_mailbox_per_day, DAY),
-              Limit(f"cd:{mailbox.rpartition('@')[2][:190]}", s.confirmations_per_domain_per_hour, HOUR),
+        client = ip_key(req.ip)
+        gate[:0] = [Limit(f"ip:{client}", s.per_ip_per_minute, timedelta(minutes=1)),
+                    Limit(f"ih:{client}", s.per_ip_per_hour, HOUR)]  # so one client cannot spend `shared`
+    shared = [Limit(f"cd:{mailbox.rpartition('@')[2][:190]}", s.confirmations_per_domain_per_hour, HOUR),
               Limit("cg", s.confirmations_per_hour, HOUR)]
-    return _Limits(gate, budget)
+    return _Limits(gate, shared, [Limit(mailbox_key("cm", address), s.confirmations_per_mailbox_per_day, DAY)])
 
 
 def _record(rt: Runtime, req: SignupRequest, address: str, name: str | None, now: datetime) -> SignupOutcome:
     limits = _limits(rt, req, address)
     resend_after = timedelta(minutes=rt.settings.subscribe.confirmation_resend_minutes)
     source = consent_source(req)
-    for _ in range(2):
+    for _ in range(3):
         try:
             with _writer_lock(rt), _connection(rt) as conn, conn.begin():
                 return _decide(Raw(conn), req, address, name, now, limits, source, resend_after)
         except Refused as exc:  # past a limit with this very hit: rolled back, not counted
-            if exc.verdict.key in {lim.key for lim in limits.gate} or not limits.may_send:
+            if exc.verdict.key in {lim.key for lim in limits.gate}:
                 return _limited(exc.verdict.retry_after)
-            _budget_spent(exc.verdict.key)  # a concurrent sign-up took the last confirmation: again, mailing nothing
-            limits = _Limits(limits.gate, limits.budget, may_send=False)
+            _budget_spent(exc.verdict.key)  # a concurrent sign-up took the last one: again, mailing nothing
+            limits = limits.spent(exc.verdict.key)
     raise AssertionError("unreachable")
 
 
@@ -274,11 +295,9 @@ def _limited(retry_after: int) -> SignupOutcome:
     return SignupOutcome("limited", "Too many sign-ups; please try again in a little while.", retry_after=retry_after)
 
 
-def _budget_spent(key: str, limits: _Limits | None = None) -> None:
+def _budget_spent(key: str) -> None:
     """Log which confirmation budget stopped a mail (never the address): the domain and service
     caps are the operator's to raise if real sign-ups meet them. Logged once per sign-up."""
-    if limits is not None and not limits.may_send:
-        return  # the retry after a concurrent refusal, which logged it
     kind, _, rest = key.partition(":")
     if kind == "cm":
         log.info("confirmation not sent: this mailbox had its confirmations_per_mailbox_per_day")
@@ -288,39 +307,52 @@ def _budget_spent(key: str, limits: _Limits | None = None) -> None:
         log.warning("confirmation not sent: the service had its confirmations_per_hour")
 
 
+def _spent(limits: _Limits, shared: Verdict, mailbox: Verdict) -> str | None:
+    """The budget this read found spent, to log if it stops a mail (None on a retry: logged on its refusal)."""
+    if not (limits.shared_ok and limits.mailbox_ok):
+        return None
+    return next((v.key for v in (shared, mailbox) if not v.allowed), None)
+
+
 def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: datetime, limits: _Limits,
             source: str, resend_after: timedelta) -> SignupOutcome:
     """One read, then the writes; `hit` raises Refused when the count (taken atomically) says no.
 
     The hits are counted in one upsert, once the request knows whether it queues a confirmation
-    (then the budget counts too); a refusal rolls back everything the request wrote."""
+    (then the mailbox's day counts too); a refusal rolls back everything the request wrote."""
     read, n = limits.read, len(limits.read)
     try:
         row = raw.one(_LOOKUP.format(limits=read_columns(n)),
                       {**read_params(raw, read, now), "h": email_hash(address), "email": address})
         assert row is not None
-        gated = len(limits.gate)
-        verdict = judge(raw, limits.gate, row[: 2 * gated], now)
+        g, s = 2 * len(limits.gate), 2 * len(limits.shared)
+        verdict = judge(raw, limits.gate, row[:g], now)
         if not verdict.allowed:
             return _limited(verdict.retry_after)
-        budget = judge(raw, limits.budget, row[2 * gated: 2 * n], now)
-        may_send = limits.may_send and budget.allowed
+        shared = judge(raw, limits.shared, row[g: g + s], now)
+        mailbox = judge(raw, limits.mailbox, row[g + s: 2 * n], now)
+        counted = limits.gate + (limits.shared if limits.shared_ok and shared.allowed else [])
+        sending = counted + limits.mailbox  # a queued confirmation counts the mailbox's day too
+        spent = _spent(limits, shared, mailbox)
+        may_send = limits.shared_ok and limits.mailbox_ok and shared.allowed and mailbox.allowed
         suppressed, sid, status, sent_at = row[2 * n:]
         if suppressed in _STAY_SUPPRESSED:
-            hit(raw, limits.gate, now)
+            hit(raw, counted, now)
             return SignupOutcome("accepted")
         values = {"email": address, "name": name, "now": raw.ts(now), "ip": _clip(req.ip, 64),
                   "ua": _clip(req.user_agent, 500), "source": source}
         if sid is None:
             if not may_send:  # out of confirmations: store nothing, the visitor may come back later
-                _budget_spent(budget.key, limits)
-                hit(raw, limits.gate, now)
+                if spent:
+                    _budget_spent(spent)
+                hit(raw, counted, now)
                 return SignupOutcome("accepted")
             detail = raw.json({"source": source, **({"topics": list(req.topics)} if req.topics else {})})
             if raw.pg:
-                hit(raw, read, now, _PG_NEW.format(hits=count_sql(n), insert=_INSERT), {**values, "detail": detail})
+                new = _PG_NEW.format(hits=count_sql(len(sending)), insert=_INSERT)
+                hit(raw, sending, now, new, {**values, "detail": detail})
             else:
-                hit(raw, read, now)
+                hit(raw, sending, now)
                 inserted = raw.one(_INSERT, values)
                 assert inserted is not None  # INSERT ... RETURNING gives the row
                 sid = inserted[0]
@@ -329,23 +361,24 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                 raw.run(CONSENT_SQL, {**values, "sid": sid})
             return SignupOutcome("accepted", queued=True)
         if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
-            hit(raw, limits.gate, now)
+            hit(raw, counted, now)
             return SignupOutcome("accepted")  # active already (or bounced/complained): nothing to do
         if status == SUB_PENDING:  # whether or not a confirmation goes out again, the latest form counts
             raw.run(_AGAIN, {"sid": sid, "now": values["now"], "detail": raw.json(
                 {"source": source, **({"topics": list(req.topics)} if req.topics else {})})})
         sent = raw.read_ts(sent_at)
         if sent is not None and sent > now - resend_after:
-            hit(raw, limits.gate, now)
+            hit(raw, counted, now)
             return SignupOutcome("accepted")  # a confirmation went out moments ago
         if not may_send:
-            _budget_spent(budget.key, limits)
-            hit(raw, limits.gate, now)
+            if spent:
+                _budget_spent(spent)
+            hit(raw, counted, now)
             return SignupOutcome("accepted")
         if raw.one(_UPDATE, {**values, "sid": sid, "status": status, "cutoff": raw.ts(now - resend_after)}) is None:
-            hit(raw, limits.gate, now)
+            hit(raw, counted, now)
             return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
-        hit(raw, read, now)
+        hit(raw, sending, now)
         raw.run(CONSENT_SQL, {**values, "sid": sid})
         if status == SUB_UNSUBSCRIBED:
             raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True,

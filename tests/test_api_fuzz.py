@@ -50,6 +50,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = fresh_pg_url(request.getfixturevalue("pg_template"))
     with served(tmp, url, RESEND_WEBHOOK_SECRET=WEBHOOK_SECRET,
                 config=lambda text: apply_overrides(text, {"subscribe": {"per_ip_per_minute": 100000,
+                                                                         "per_ip_per_hour": 100000,
                                                                          "per_address_per_hour": 100000},
                                                            "webhooks": {"sns_topic_arns": [SNS_TOPIC]}})) as proc:
         yield proc.url

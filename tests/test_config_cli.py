@@ -40,6 +40,7 @@ def _with(project: Path, section: str, key: str, value: object) -> Path:
         ("transport", "kind", "pigeon", "config.toml: transport.kind: 'pigeon' is not a transport (outbox, resend"),
         ("selection", "max_items", 0, "config.toml: selection.max_items: 0"),
         ("subscribe", "confirmations_per_hour", 0, "config.toml: subscribe.confirmations_per_hour: 0"),
+        ("subscribe", "per_ip_per_hour", 0, "config.toml: subscribe.per_ip_per_hour: 0"),
         (
             "sender",
             "from_email",

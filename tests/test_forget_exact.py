@@ -37,3 +37,24 @@ def test_forget_removes_only_that_persons_outbox_copies(srt, gone) -> None:
     result = forget(srt, gone)
     assert result.files_removed == 1
     assert _recipients(srt) == sorted(p for p in PEOPLE if p != gone)
+
+
+def test_forget_clears_the_sign_up_limits_keyed_on_the_persons_mailbox(srt) -> None:
+    """The limits key on the canonical mailbox (`a:` and `cm:`), not on the address as typed."""
+    from sqlalchemy import select
+
+    from digest.links import email_hash
+    from digest.storage.models import RateLimitHit
+    from subscribers.addresses import canonical_mailbox
+
+    address = "john.doe+x@gmail.com"
+    assert client(srt).post("/subscribe", json={"email": address}).status_code == 200
+    mailbox = email_hash(canonical_mailbox(address))[:40]
+    with srt.sessions() as s:
+        before = set(s.scalars(select(RateLimitHit.key)))
+    assert {f"a:{mailbox}", f"cm:{mailbox}"} <= before
+    forget(srt, address)
+    with srt.sessions() as s:
+        after = set(s.scalars(select(RateLimitHit.key)))
+    assert not [k for k in after if mailbox in k or email_hash(address)[:40] in k], after
+    assert after == before - {f"a:{mailbox}", f"cm:{mailbox}"}  # the client's and the caps' rows are nobody's

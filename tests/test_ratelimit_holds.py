@@ -201,7 +201,8 @@ def test_100_simultaneous_signups_for_one_mailbox_or_one_domain_on_4_workers_que
         tmp_path: Path, pg_url: str) -> None:
     cfg = write_project(tmp_path / "project")
     cfg.write_text(apply_overrides(cfg.read_text(), {"subscribe": {
-        "per_ip_per_minute": 1000, "per_address_per_hour": 1000, "confirmations_per_domain_per_hour": 5,
+        "per_ip_per_minute": 1000, "per_ip_per_hour": 1000, "per_address_per_hour": 1000,
+        "confirmations_per_domain_per_hour": 5,
         "confirmations_per_hour": 12}}))
     rt = make_runtime(cfg, pg_url)
     server = UvicornWorkers(cfg, pg_url, 4, tmp_path)
@@ -215,7 +216,101 @@ def test_100_simultaneous_signups_for_one_mailbox_or_one_domain_on_4_workers_que
         assert _confirmations(rt, "example.net") == 5  # one domain: 5 an hour
         statuses = _hammer(server.url, [{"email": f"u@d{i}.example.com"} for i in range(100)])
         assert set(statuses) == {200}, statuses
-        assert _confirmations(rt) == 12  # the service: 12 an hour
+        # The service: 12 sign-ups an hour, each counted whoever it was for: example.org's 5 (of which
+        # the mailbox's day let 3 mail), example.net's 5, then 2 of these.
+        assert _confirmations(rt) == 10 and _confirmations(rt, "%.example.com") == 2
     finally:
         server.stop()
+        rt.close()
+
+
+def test_one_client_gets_per_ip_per_hour_sign_ups_an_hour_so_it_cannot_spend_the_shared_caps(
+        tmp_path: Path, db_url: str) -> None:
+    """10 a minute from one IP was 600 an hour: one script spent gmail.com's 100 and the service's 500."""
+    rt = runtime_with(tmp_path / "p", db_url)
+    try:
+        s = rt.settings.subscribe
+        assert s.per_ip_per_hour == 30 and s.per_ip_per_minute < s.per_ip_per_hour < s.confirmations_per_hour
+        # 6 a minute for 10 minutes: under the minute limit all along.
+        outcomes = [signup(rt, SignupRequest(email=f"rand{i}@gmail.com", ip="192.0.2.77"),
+                           now=NOW + timedelta(seconds=10 * i)) for i in range(60)]
+        assert [o.status for o in outcomes] == ["accepted"] * 30 + ["limited"] * 30
+        assert all(o.retry_after > 60 for o in outcomes[30:])  # the hour's window, not the minute's
+        assert _confirmations(rt, "gmail.com") == 30
+        # The same client's IPv6 /64 and its IPv4-mapped spelling count alike; other clients are not held up.
+        assert signup(rt, SignupRequest(email="next@gmail.com", ip="::ffff:192.0.2.77"),
+                      now=NOW + timedelta(minutes=11)).status == "limited"
+        other = SignupRequest(email="other@gmail.com", ip="192.0.2.78")
+        assert signup(rt, other, now=NOW + timedelta(minutes=11)).queued
+    finally:
+        rt.close()
+
+
+def test_per_ip_per_hour_answers_429_with_retry_after_over_http(tmp_path: Path, db_url: str) -> None:
+    from tests.support_subscribers import client
+
+    rt = runtime_with(tmp_path / "p", db_url, {"subscribe": {"per_ip_per_minute": 100, "per_ip_per_hour": 3}})
+    try:
+        c = client(rt)
+        assert [c.post("/subscribe", json={"email": f"h{i}@example.com"}).status_code for i in range(3)] == [200] * 3
+        r = c.post("/subscribe", json={"email": "h3@example.com"})
+        assert r.status_code == 429 and 60 < int(r.headers["Retry-After"]) <= 3600
+        assert subscriber_count(rt) == 3
+    finally:
+        rt.close()
+
+
+def _set_up(rt: Runtime, email: str, state: str) -> None:
+    """The victim as the attacker cannot see it: not on the list, pending, active or suppressed."""
+    from digest.storage.models import SUB_ACTIVE
+    from subscribers.lifecycle import suppress
+
+    if state == "new":
+        return
+    with rt.sessions.begin() as s:
+        if state == "suppressed":
+            suppress(s, email, "complaint")
+            return
+        s.add(Subscriber(email=email, status=SUB_ACTIVE if state == "active" else SUB_PENDING, created_at=NOW,
+                         confirmation_sent_at=NOW - timedelta(minutes=1)))
+
+
+@pytest.mark.parametrize("state", ["new", "pending", "active", "suppressed"])
+def test_the_confirmation_caps_do_not_tell_whether_an_address_is_on_the_list(
+        tmp_path: Path, db_url: str, state: str) -> None:
+    """The audit's oracle: fill the service's hourly cap to one short with one's own addresses, sign
+    the victim up, then one more own address. Its confirmation must not depend on the victim's state."""
+    rt = runtime_with(tmp_path / "p", db_url, {"subscribe": {"confirmations_per_hour": 5,
+                                                             "confirmations_per_domain_per_hour": 5}})
+    try:
+        _set_up(rt, "victim@example.org", state)
+        for i in range(4):
+            assert signup(rt, SignupRequest(email=f"me{i}@attacker.example.com", ip=f"192.0.2.{i + 1}"),
+                          now=NOW + timedelta(seconds=i)).queued
+        assert signup(rt, SignupRequest(email="victim@example.org", ip="198.51.100.1"),
+                      now=NOW + timedelta(seconds=10)).accepted
+        last = signup(rt, SignupRequest(email="me4@attacker.example.com", ip="198.51.100.2"),
+                      now=NOW + timedelta(seconds=11))
+        assert last.accepted and not last.queued  # the victim's sign-up took the fifth, whatever its state
+        assert _confirmations(rt, "attacker.example.com") == 4
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("state", ["new", "pending", "active", "suppressed"])
+def test_the_per_domain_cap_does_not_tell_whether_an_address_is_on_the_list(
+        tmp_path: Path, db_url: str, state: str) -> None:
+    rt = runtime_with(tmp_path / "p", db_url, {"subscribe": {"confirmations_per_domain_per_hour": 3}})
+    try:
+        _set_up(rt, "victim@example.org", state)
+        for i in range(2):  # an own catch-all address at the victim's provider
+            assert signup(rt, SignupRequest(email=f"me{i}@example.org", ip=f"192.0.2.{i + 1}"),
+                          now=NOW + timedelta(seconds=i)).queued
+        assert signup(rt, SignupRequest(email="victim@example.org", ip="198.51.100.1"),
+                      now=NOW + timedelta(seconds=10)).accepted
+        last = signup(rt, SignupRequest(email="me2@example.org", ip="198.51.100.2"), now=NOW + timedelta(seconds=11))
+        assert last.accepted and not last.queued
+        elsewhere = SignupRequest(email="me@example.net", ip="198.51.100.3")
+        assert signup(rt, elsewhere, now=NOW + timedelta(seconds=12)).queued  # another domain's cap is its own
+    finally:
         rt.close()

@@ -308,3 +308,51 @@ def test_an_unreadable_test_ca_file_is_a_clear_503_not_a_traceback(tmp_path: Pat
     assert r.status_code == 503 and "DIGEST_SNS_TEST_CA_FILE" in r.json()["error"]
     assert counts(rt)["webhook_receipts"] == 0
     rt.close()
+
+
+def test_only_ascii_hosts_of_regions_aws_has_for_sns_are_certificate_hosts() -> None:
+    """`\\d` matched any Unicode digit (httpx then failed on the host), and any region-shaped host passed."""
+    strict = SnsTrust.from_env({})
+    for url in ("https://sns.us-east-\u0661.amazonaws.com/a.pem",  # an Arabic-Indic one
+                "https://sns.us-east-\uff11.amazonaws.com/a.pem",  # a fullwidth one
+                "https://sns.zz-nowhere-9.amazonaws.com/a.pem", "https://sns.us-east-9.amazonaws.com/a.pem",
+                "https://sns.cn-south-7.amazonaws.com.cn/a.pem", "https://sns.us-gov-nowhere-1.amazonaws.com/a.pem"):
+        assert not strict.allows_certificate(url), url
+        assert not strict.allows(url.replace("/a.pem", "/?Action=ConfirmSubscription")), url
+    for region in ("us-east-1", "us-gov-east-1", "ap-southeast-2", "me-central-1"):
+        assert strict.allows_certificate(f"https://sns.{region}.amazonaws.com/SimpleNotificationService-a.pem")
+    assert strict.allows_certificate("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-a.pem")
+    test_trust = SnsTrust.from_env({"DIGEST_SNS_TEST_HOST": "127.0.0.1:8443"})
+    assert test_trust.allows_certificate("https://127.0.0.1:8443/SimpleNotificationService-test.pem")
+
+
+def test_a_certificate_host_that_is_not_sns_gets_the_wrong_topic_answer_and_is_not_fetched(
+        sent: Runtime, sns: FakeSns) -> None:
+    """A 500 (httpx's InvalidURL) or a 503 (a host that does not exist) for our topic and a 401 for
+    another would tell a stranger which topic is ours."""
+    good = notification(bounce("ses-hard", "hard@example.com"))
+    other = {**good, "TopicArn": TOPIC.replace("digest-ses", "other")}
+    c = client(sent)
+    for host in ("sns.us-east-\u0661.amazonaws.com", "sns.zz-nowhere-9.amazonaws.com"):
+        url = f"https://{host}/SimpleNotificationService-a.pem"
+        ours, theirs = (c.post("/webhooks/ses", content=json.dumps(signed(m, sns.signing_key, url)))
+                        for m in (good, other))
+        assert (ours.status_code, ours.content) == (theirs.status_code, theirs.content) == (401, theirs.content), host
+    assert sns.requests == []
+    assert subscriber(sent, "hard@example.com").status == SUB_ACTIVE
+
+
+def test_a_certificate_url_httpx_cannot_request_is_refused_like_a_bad_signature(sns: FakeSns) -> None:
+    """Whatever lets such a URL through the host check, building its request must not be a 500."""
+    from digest.delivery.events import EventError
+    from digest.delivery.events.sns import verify
+
+    class Lax(SnsTrust):
+        def allows_certificate(self, url: str) -> bool:
+            return True
+
+    message = signed(notification(bounce("ses-hard", "hard@example.com")), sns.signing_key,
+                     "https://sns.us-east-\u0661.amazonaws.com/SimpleNotificationService-a.pem")
+    with pytest.raises(EventError) as exc:
+        verify(message, Lax())
+    assert exc.value.status == 401

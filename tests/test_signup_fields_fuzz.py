@@ -87,7 +87,8 @@ def test_any_source_becomes_a_short_slug(raw: str | None) -> None:
 @pytest.fixture
 def srt(tmp_path_factory, db_url):
     rt = runtime_with(tmp_path_factory.mktemp("fuzz"), db_url,
-                      overrides={"subscribe": {"per_address_per_hour": 1000, "per_ip_per_minute": 100000}})
+                      overrides={"subscribe": {"per_address_per_hour": 1000, "per_ip_per_minute": 100000,
+                                               "per_ip_per_hour": 100000}})
     yield rt
     rt.close()
 

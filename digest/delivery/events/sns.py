@@ -2,10 +2,11 @@
 
 SNS signs each message with a certificate it serves from `SigningCertURL`. We fetch that
 certificate only from https://sns.<region>.amazonaws.com (.com.cn in China), region spelt as
-AWS spells it (a looser pattern once let anyone's S3 bucket, `sns.s3.amazonaws.com`, sign
-messages), and verify the signature over SNS's canonical string (SignatureVersion 1: SHA1,
-2: SHA256, both RSA PKCS#1 v1.5). A signature proves the message came through SNS, not that
-it is ours, so `acceptable` checks the shape and the TopicArn before anything is fetched.
+AWS spells it, in ASCII, and one botocore knows SNS in (a looser pattern once let anyone's S3
+bucket, `sns.s3.amazonaws.com`, sign messages), and verify the signature over SNS's canonical
+string (SignatureVersion 1: SHA1, 2: SHA256, both RSA PKCS#1 v1.5). A signature proves the
+message came through SNS, not that it is ours, so `acceptable` checks the shape and the
+TopicArn before anything is fetched.
 A wrong topic and a bad signature get one answer (`REFUSED`): nobody can probe our topics.
 
 Tests serve their own certificate: `DIGEST_SNS_TEST_HOST` (host:port) and
@@ -24,6 +25,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from digest.delivery.events import EventError
 
-# us-east-1, ap-southeast-2, us-gov-west-1, us-isob-east-1, cn-north-1 (only on amazonaws.com.cn).
-AWS_SNS_HOST = re.compile(r"sns\.(?P<region>[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d)\.amazonaws\.com(?P<cn>\.cn)?")
+# us-east-1, ap-southeast-2, us-gov-west-1, cn-north-1 (only on amazonaws.com.cn). ASCII only: `\d` would
+# match any script's digits, which httpx then cannot request. The region must also be one AWS has (`sns_regions`).
+AWS_SNS_HOST = re.compile(r"sns\.(?P<region>[a-z]{2}(?:-gov)?-[a-z]+-[0-9])\.amazonaws\.com(?P<cn>\.cn)?", re.ASCII)
+SNS_PARTITIONS = ("aws", "aws-cn", "aws-us-gov")  # the partitions whose SNS endpoints are on amazonaws.com(.cn)
 TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 _SIGNED_NOTIFICATION = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 _SIGNED_CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
@@ -46,6 +50,17 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.
 MAX_CERT_BYTES = 64 * 1024
 log = logging.getLogger("digest.delivery.events.sns")
 _warned: set[str] = set()
+
+
+@lru_cache(maxsize=1)
+def sns_regions() -> frozenset[str]:
+    """The regions AWS has SNS in, from botocore's bundled endpoint data (no network): a host
+    merely shaped like a region would be fetched, and its failure (503) answered unlike a wrong
+    topic's 401. A region newer than the installed botocore needs a botocore upgrade."""
+    import botocore.session  # a dependency (the SES transport); loaded only when SNS is used
+
+    session = botocore.session.get_session()
+    return frozenset(r for p in SNS_PARTITIONS for r in session.get_available_regions("sns", partition_name=p))
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class SnsTrust:
             return False
         host = AWS_SNS_HOST.fullmatch(parts.hostname or "")
         if host and port in (None, 443):
-            return host["region"].startswith("cn-") == bool(host["cn"])
+            return host["region"].startswith("cn-") == bool(host["cn"]) and host["region"] in sns_regions()
         return self.extra_host is not None and parts.netloc == self.extra_host
 
     def allows_certificate(self, url: str) -> bool:
@@ -179,11 +194,20 @@ def confirm_subscription(message: Mapping[str, Any], trust: SnsTrust) -> None:
         raise EventError(400, "SubscribeURL is not an https sns.<region>.amazonaws.com URL")
     try:
         with trust.client() as client:
-            response = client.get(url)
+            response = client.send(_request(client, url, "SubscribeURL"))
     except httpx.HTTPError as exc:
         raise EventError(502, f"could not confirm the SNS subscription: {type(exc).__name__}") from None
     if response.status_code != 200:
         raise EventError(502, f"SNS refused the subscription confirmation ({response.status_code})")
+
+
+def _request(client: httpx.Client, url: str, field: str) -> httpx.Request:
+    """The GET for `url`, or REFUSED when httpx cannot build it (InvalidURL is no HTTPError): a URL
+    we cannot even request is refused like any untrusted one, never answered 500."""
+    try:
+        return client.build_request("GET", url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise _refused(f"{field} cannot be requested ({type(exc).__name__})") from None
 
 
 _cache: dict[str, x509.Certificate] = {}
@@ -198,7 +222,7 @@ def _certificate(url: str, trust: SnsTrust) -> x509.Certificate:
     if cert is None:
         try:
             with trust.client() as client:
-                response = client.get(url)
+                response = client.send(_request(client, url, "SigningCertURL"))
         except httpx.HTTPError as exc:
             raise EventError(503, f"could not fetch the SNS certificate: {type(exc).__name__}") from None
         if response.status_code >= 500:
