@@ -100,6 +100,29 @@ def fresh_pg_url(template: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
+def database_at(request: pytest.FixtureRequest, tmp_path: Path, revision: str) -> str:
+    """The URL of a new database of the request's kind (`request.param`) migrated to `revision` only: the
+    schema as an older release left it, for a migration's test to fill and upgrade."""
+    from alembic import command
+
+    from digest.storage.db import _alembic_config
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        request.getfixturevalue("pg_template")  # PostgreSQL is there; its teardown drops this run's databases
+        name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+        admin = _pg_admin()
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    command.upgrade(_alembic_config(engine), revision)
+    engine.dispose()
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database of each kind (tests using it run twice)."""

@@ -31,6 +31,7 @@ from digest.runtime import Runtime
 from digest.storage.models import Delivery, Issue
 from digest.weeks import Week, utcnow
 from subscribers.api import add_subscriber
+from tests.conftest import apply_overrides, make_runtime, write_project
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "comparisons"
@@ -171,6 +172,35 @@ def send_issue(rt: Runtime, week: str, now: datetime) -> None:
     assert result.summary is not None and result.summary.sent > 0
 
 
+
+
+@dataclass
+class ServedProject:
+    """A project whose `public_url` is a free port on 127.0.0.1, for `digest serve` on that port."""
+
+    cfg: Path
+    port: int
+    env: dict[str, str]
+    rt: Runtime
+
+    @contextmanager
+    def serve(self, logs: Path) -> Iterator[ServeProcess]:
+        """`digest serve` running and healthy; the caller stops it (`terminate`) to read what it wrote."""
+        logs.mkdir(exist_ok=True)
+        server = ServeProcess(self.cfg, self.port, self.env, logs)
+        with serving(server):
+            server.wait_ready()
+            yield server
+
+
+def served_project(root: Path, db_url: str, secret: str, **overrides: dict[str, Any]) -> ServedProject:
+    """A project under `root` on `db_url` (outbox transport), with `overrides` tables applied to config.toml."""
+    port = free_port()
+    cfg = write_project(root / "project")
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
+                                                     **overrides}))
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": secret, "DIGEST_TRANSPORT": "outbox"}
+    return ServedProject(cfg, port, env, make_runtime(cfg, db_url, DIGEST_SECRET_KEY=secret))
 
 
 @dataclass

@@ -21,10 +21,21 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from digest.runtime import Runtime
 from digest.storage.models import Click, Delivery, Edition, Issue
 from digest.weeks import Week, utcnow
 from tests.conftest import apply_overrides, make_runtime, write_project
-from tests.support_serve import ServeProcess, free_port, html_of, mail_to, seed, send_issue, serving, stats_cli
+from tests.support_serve import (
+    ServeProcess,
+    free_port,
+    html_of,
+    mail_to,
+    seed,
+    send_issue,
+    served_project,
+    serving,
+    stats_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -186,39 +197,41 @@ def _international(title: str, url: str) -> dict[str, object]:
             "quotes": [{"tool": "a", "reviewer": 1, "text": "Good."}, {"tool": "b", "reviewer": 1, "text": "Good."}]}
 
 
-def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path: Path, db_url: str) -> None:
-    """A comparison URL with non-ASCII characters (an IRI): ingested ones, and ones frozen in an issue before
-    ingest turned them into URIs, redirect with an ASCII `Location` (RFC 3987 3.1), never a 500."""
-    port = free_port()
-    cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     "tracking": {"flush_seconds": 3600}}))
-    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
-    rt = make_runtime(cfg, db_url)
-    now = utcnow()
-    seed(rt, now - timedelta(days=1), people=1, extra=[_international("日本 vs X", IRI)])
-    week = Week.of(now).key
-    send_issue(rt, week, now)
-    old = "https://verdicts.example.com/compare/café-vs-ünïcode?ref=ça#über"  # frozen before the fix
-    tracked = {int(u.rsplit("/", 1)[1][:2], 16): u
-               for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))}
+def _tracked(rt: Runtime, to: str = "reader000@example.com") -> dict[int, str]:
+    """The tracked links of the mail sent to `to`, by their position in the edition's links."""
+    return {int(u.rsplit("/", 1)[1][:2], 16): u for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, to)))}
+
+
+def _refreeze(rt: Runtime, week: str, changed: dict[int, str]) -> list[dict[str, object]]:
+    """Rewrite the destinations frozen at `changed`'s positions (in the issue and every edition), as an
+    issue frozen before a rule would hold them; returns the issue's links as they were."""
     with rt.sessions.begin() as s:
         issue = s.scalar(select(Issue).where(Issue.week == week))
         assert issue is not None and issue.links
-        ingested = next(i for i, link in enumerate(issue.links) if "%E6%97%A5%E6%9C%AC" in link["url"]
-                        or "日本" in link["url"])
-        frozen = next(i for i, link in enumerate(issue.links) if i != ingested and link["place"] == "card")
-        broken = next(i for i in sorted(tracked) if i not in (ingested, frozen))
-        changed = {frozen: old, broken: "https://verdicts.example.com/x\r\nSet-Cookie: a=b"}  # no URL at all
+        before = list(issue.links)
         for row in [issue, *s.scalars(select(Edition).where(Edition.issue_id == issue.id))]:
             if row.links:
                 row.links = [{**link, "url": changed.get(i, link["url"])} for i, link in enumerate(row.links)]
+    return before
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    server = ServeProcess(cfg, port, env, logs)
-    with serving(server):
-        server.wait_ready()
+
+def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path: Path, db_url: str) -> None:
+    """A comparison URL with non-ASCII characters (an IRI): ingested ones, and ones frozen in an issue before
+    ingest turned them into URIs, redirect with an ASCII `Location` (RFC 3987 3.1), never a 500."""
+    p = served_project(tmp_path, db_url, SECRET, tracking={"flush_seconds": 3600})
+    now = utcnow()
+    seed(p.rt, now - timedelta(days=1), people=1, extra=[_international("日本 vs X", IRI)])
+    week = Week.of(now).key
+    send_issue(p.rt, week, now)
+    old = "https://verdicts.example.com/compare/café-vs-ünïcode?ref=ça#über"  # frozen before the fix
+    tracked = _tracked(p.rt)
+    links = _refreeze(p.rt, week, {})
+    ingested = next(i for i, link in enumerate(links) if "%E6%97%A5%E6%9C%AC" in link["url"] or "日本" in link["url"])
+    frozen = next(i for i, link in enumerate(links) if i != ingested and link["place"] == "card")
+    broken = next(i for i in sorted(tracked) if i not in (ingested, frozen))
+    _refreeze(p.rt, week, {frozen: old, broken: "https://verdicts.example.com/x\r\nSet-Cookie: a=b"})  # no URL
+
+    with p.serve(tmp_path / "logs") as server:
         with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
             for method in ("GET", "HEAD"):
                 resp = client.request(method, tracked[ingested])
@@ -232,7 +245,7 @@ def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path:
                 resp = client.request(method, tracked[broken])
                 assert resp.status_code == 400 and "location" not in resp.headers
         assert server.terminate() == 0
-    with rt.sessions() as s:
+    with p.rt.sessions() as s:
         assert len(s.scalars(select(Click.id)).all()) == 4  # each link, GET and HEAD: recorded as ever
 
 
@@ -248,32 +261,17 @@ def test_a_frozen_iri_redirects_with_its_whole_authority_or_not_at_all(tmp_path:
     """Links frozen in an issue before ingest turned IRIs into URIs: userinfo and IPv6 brackets survive into
     `Location`; one with no URI form (bad port, bad host) is the "link not valid" 400 with no `Location`,
     never a 500 and never a %-encoded host no browser resolves."""
-    port = free_port()
-    cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     "tracking": {"flush_seconds": 3600}}))
-    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
-    rt = make_runtime(cfg, db_url)
+    p = served_project(tmp_path, db_url, SECRET, tracking={"flush_seconds": 3600})
     now = utcnow()
-    seed(rt, now - timedelta(days=1), people=1)
+    seed(p.rt, now - timedelta(days=1), people=1)
     week = Week.of(now).key
-    send_issue(rt, week, now)
-    tracked = {int(u.rsplit("/", 1)[1][:2], 16): u
-               for u in TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))}
+    send_issue(p.rt, week, now)
+    tracked = _tracked(p.rt)
     positions = dict(zip(sorted(tracked), FROZEN_AUTHORITIES, strict=False))
     assert len(positions) == len(FROZEN_AUTHORITIES)
-    with rt.sessions.begin() as s:
-        issue = s.scalar(select(Issue).where(Issue.week == week))
-        assert issue is not None and issue.links
-        for row in [issue, *s.scalars(select(Edition).where(Edition.issue_id == issue.id))]:
-            if row.links:
-                row.links = [{**link, "url": positions.get(i, link["url"])} for i, link in enumerate(row.links)]
+    _refreeze(p.rt, week, positions)
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    server = ServeProcess(cfg, port, env, logs)
-    with serving(server):
-        server.wait_ready()
+    with p.serve(tmp_path / "logs") as server:
         with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
             for method in ("GET", "HEAD"):
                 for i, iri in positions.items():
@@ -292,12 +290,8 @@ def test_a_frozen_iri_redirects_with_its_whole_authority_or_not_at_all(tmp_path:
 def test_a_flood_of_one_link_is_counted_on_a_few_rows(tmp_path: Path, db_url: str) -> None:
     """2,000 GETs of one reader's tracked link (the audit sent 10,000): every request is counted, on one row
     per `[tracking] repeat_seconds` window (and flush), not one row each; the reader is one unique click."""
-    port = free_port()
-    cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     "tracking": {"flush_seconds": 0.2}}))  # many flushes
-    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
-    rt = make_runtime(cfg, db_url)
+    p = served_project(tmp_path, db_url, SECRET, tracking={"flush_seconds": 0.2})  # many flushes
+    cfg, env, rt = p.cfg, p.env, p.rt
     now = utcnow()
     seed(rt, now - timedelta(days=1), people=1)
     week = Week.of(now).key
@@ -305,11 +299,7 @@ def test_a_flood_of_one_link_is_counted_on_a_few_rows(tmp_path: Path, db_url: st
     link = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "reader000@example.com")))[0]
     flood = 2000
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    server = ServeProcess(cfg, port, env, logs)
-    with serving(server):
-        server.wait_ready()
+    with p.serve(tmp_path / "logs") as server:
         with httpx.Client(timeout=10, headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}) as client:
             assert all(client.get(link).status_code == 302 for _ in range(flood))
         assert server.terminate() == 0

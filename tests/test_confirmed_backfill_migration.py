@@ -7,7 +7,6 @@ then upgraded to head; the weekly numbers are read with the report's own functio
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,28 +16,15 @@ from sqlalchemy.orm import Session
 
 from digest.delivery.insights import subscribers_by_week
 from digest.storage.db import _alembic_config, make_engine, upgrade
+from tests.conftest import database_at
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     """A database of each kind at 0003_h18, the schema just before this migration."""
-    from tests.conftest import PG_ADMIN_URL, RUN_ID, _pg_admin
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        request.getfixturevalue("pg_template")  # PostgreSQL is there; its teardown drops this run's databases
-        name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-        admin = _pg_admin()
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    command.upgrade(_alembic_config(engine), "0003_h18")
+    engine = make_engine(database_at(request, tmp_path, "0003_h18"))
     yield engine
     engine.dispose()
-
 
 def _sub(c, email: str, status: str, created: str, confirmed: str | None = None, source: str | None = None) -> int:
     return c.execute(text(

@@ -7,15 +7,15 @@ The database is built at 0002_h4 (the schema before), filled the way the old cod
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 
 from digest.links import Tokens, email_hash
-from digest.storage.db import _alembic_config, make_engine, upgrade
+from digest.storage.db import make_engine, upgrade
 from subscribers.addresses import normalize_email
+from tests.conftest import database_at
 
 OLD = "anna@bücher.example"
 NEW = "anna@xn--bcher-kva.example"
@@ -24,25 +24,9 @@ NEW = "anna@xn--bcher-kva.example"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     """A database of each kind at 0002_h4, the schema just before this migration."""
-    from alembic import command
-
-    from tests.conftest import PG_ADMIN_URL, RUN_ID, _pg_admin
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        request.getfixturevalue("pg_template")  # PostgreSQL is there; its teardown drops this run's databases
-        name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-        admin = _pg_admin()
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    command.upgrade(_alembic_config(engine), "0002_h4")
+    engine = make_engine(database_at(request, tmp_path, "0002_h4"))
     yield engine
     engine.dispose()
-
 
 def _insert_subscriber(c, email: str, status: str, created: str, *, confirmed: str | None = None,
                        unsubscribed: str | None = None, reason: str | None = None) -> int:

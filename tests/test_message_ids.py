@@ -12,8 +12,6 @@ import email.policy
 import hashlib
 import re
 import shutil
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,11 +24,12 @@ from digest.delivery.messages import IssueMessages, Recipient
 from digest.installation import installation_id
 from digest.links import Tokens
 from digest.mail import MessageIds
+from digest.runtime import Runtime
 from digest.storage.db import make_engine
 from digest.storage.models import Installation, Issue, Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
-from tests.conftest import fresh_pg_url, make_runtime, write_project
+from tests.conftest import database_at, fresh_pg_url, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
@@ -54,19 +53,25 @@ def _sent_ids(rt) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return out
 
 
-def test_two_installations_never_share_a_message_id(tmp_path, sqlite_template) -> None:
+def _sent_apart(installations: list[Runtime], readers: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The same week sent to the same readers by two installations: each reader's two Message-IDs differ."""
     ids = []
-    for name, secret in (("a", "secret-of-installation-a-0123"), ("b", "secret-of-installation-b-0123")):
-        rt = _installation(tmp_path, sqlite_template, name, secret)
+    for rt in installations:
         seed_comparisons(rt, published=NOW - timedelta(days=1))
-        add_readers(rt, 3)
-        assert send_week(rt, WEEK, manual=True, now=NOW).summary.sent == 3  # type: ignore[union-attr]
+        add_readers(rt, readers)
+        assert send_week(rt, WEEK, manual=True, now=NOW).summary.sent == readers  # type: ignore[union-attr]
         ids.append(_sent_ids(rt))
-    a, b = ids
-    assert a.keys() == b.keys()  # the same readers, the same delivery row ids on both
-    for to in a:
-        assert ID.fullmatch(a[to]) and ID.fullmatch(b[to]), (a[to], b[to])
-        assert a[to] != b[to]
+    first, second = ids
+    assert first.keys() == second.keys()  # the same readers, the same delivery row ids on both
+    for to in first:
+        assert ID.fullmatch(first[to]) and ID.fullmatch(second[to]), (first[to], second[to])
+        assert first[to] != second[to], to
+    return first, second
+
+
+def test_two_installations_never_share_a_message_id(tmp_path, sqlite_template) -> None:
+    a, b = _sent_apart([_installation(tmp_path, sqlite_template, name, secret) for name, secret in (
+        ("a", "secret-of-installation-a-0123"), ("b", "secret-of-installation-b-0123"))], readers=3)
     assert len(set(a.values())) == 3
     assert not any(re.search(r"<d\d+@", v) for v in [*a.values(), *b.values()])
 
@@ -137,17 +142,7 @@ def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_pa
     a = make_runtime(write_project(tmp_path / "a"), db_url, DIGEST_SECRET_KEY=SHARED_SECRET)
     b = make_runtime(write_project(tmp_path / "b"), _second_database(request, tmp_path, db_url),
                      DIGEST_SECRET_KEY=SHARED_SECRET)
-    ids = []
-    for rt in (a, b):
-        seed_comparisons(rt, published=NOW - timedelta(days=1))
-        add_readers(rt, 2)
-        assert send_week(rt, WEEK, manual=True, now=NOW).summary.sent == 2  # type: ignore[union-attr]
-        ids.append(_sent_ids(rt))
-    first, second = ids
-    assert first.keys() == second.keys()  # the same readers, the same delivery row ids on both
-    for to in first:
-        assert ID.fullmatch(first[to]) and ID.fullmatch(second[to])
-        assert first[to] != second[to], to
+    first, _ = _sent_apart([a, b], readers=2)
     person = Subscriber(id=1, email="reader@example.com", name=None)
     confirm_a = MailBuilder(a).build(1, "confirm", person).message_id
     assert confirm_a != MailBuilder(b).build(1, "confirm", person).message_id
@@ -166,28 +161,9 @@ def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_pa
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_before_0005(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_before_0005(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database of each kind at 0004_h19, the schema before Message-IDs carried the installation id."""
-    from alembic import command
-    from sqlalchemy import text
-
-    from digest.storage.db import _alembic_config
-    from tests.conftest import PG_ADMIN_URL, RUN_ID, _pg_admin
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        request.getfixturevalue("pg_template")  # its teardown drops this run's databases
-        name = f"digest_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-        admin = _pg_admin()
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    command.upgrade(_alembic_config(engine), "0004_h19")
-    yield url
-    engine.dispose()
+    return database_at(request, tmp_path, "0004_h19")
 
 
 def test_an_issue_enqueued_before_the_upgrade_keeps_its_message_ids(db_before_0005) -> None:
