@@ -35,3 +35,31 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     run = _lint_imports(tmp_path)
     assert run.returncode != 0, run.stdout
     assert "digest.delivery.ratelimit -> subscribers.lifecycle" in run.stdout, run.stdout
+
+
+def _layered() -> set[str]:
+    import tomllib
+
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    return {name.strip() for layer in contract["layers"] for name in layer.split(":")}
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A module the contract does not name may import anything: each of digest's modules and packages
+    (and the subscriber lifecycle) has its place, so a new one cannot be left out."""
+    layered = _layered()
+    found = {f"digest.{p.stem}" for p in (ROOT / "digest").iterdir()
+             if (p.suffix == ".py" and p.stem not in ("__init__", "__main__")) or (p / "__init__.py").exists()}
+    assert "subscribers" in layered
+    assert found - layered == set(), f"not in a layer of the import contract: {sorted(found - layered)}"
+
+
+def test_a_foundation_importing_delivery_breaks_the_contract(tmp_path: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("digest", "subscribers"):
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    runtime = tmp_path / "digest" / "runtime.py"
+    runtime.write_text(runtime.read_text() + "\nimport digest.delivery.sender  # noqa: E402\n")
+    run = _lint_imports(tmp_path)
+    assert run.returncode != 0 and "digest.runtime -> digest.delivery.sender" in run.stdout, run.stdout
