@@ -18,12 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from digest import editions, topics
-from digest.delivery.insights import category_click_through, sent_issues
 from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError
 from digest.render.issue_email import compile_issue
+from digest.reports.insights import category_click_through, sent_issues
 from digest.runtime import Runtime
 from digest.selection import Selection, resolve_slugs, select_picks
 from digest.storage.models import (

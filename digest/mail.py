@@ -35,7 +35,7 @@ class MessageIds:
     """Message-IDs that are unique across installations and database restores, and unguessable.
 
     A keyed BLAKE2b MAC (128 bits) of what identifies one message (kind, week or mail kind, row id,
-    recipient) under a key derived from this installation's secret and its own id (digest.installation):
+    recipient) under a key derived from this installation's secret and its own id (digest.storage.installation):
     the same delivery built again on the same installation (a retried batch, `--retry-failed`) gets the
     same id, so providers de-duplicate a real duplicate; another installation, even a staging copy that
     shares production's secret, or a restored database that hands the same row id to another message,
@@ -46,7 +46,7 @@ class MessageIds:
 
     def __init__(self, key: bytes, domain: str, installation: str):
         """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret;
-        `installation`: `message_id_salt(session, issue_id)` (digest.installation), read once by the
+        `installation`: `message_id_salt(session, issue_id)` (digest.storage.installation), read once by the
         caller, mixed into the key here ("" for an issue enqueued before the rule: the key as it was)."""
         self._key = key[:64] if not installation else hashlib.blake2b(
             installation.encode("utf-8"), key=key[:64], digest_size=64, person=b"digest.msgid").digest()

@@ -20,8 +20,8 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from digest.delivery.events import bounce_mail
 from digest.delivery.verp import from_config
 from digest.errors import UserError
-from digest.lease import Lease, default_holder
 from digest.runtime import Runtime
+from digest.storage.lease import Lease, default_holder
 from subscribers.delivery_events import apply_events, message_recipient
 
 log = logging.getLogger("subscribers.bounces")

@@ -26,8 +26,8 @@ from typing import IO
 
 from sqlalchemy import select
 
-from digest.delivery.insights import people_clicks
 from digest.errors import UserError
+from digest.reports.insights import people_clicks
 from digest.runtime import Runtime
 from digest.storage.models import SUB_PENDING, Subscriber
 from digest.weeks import as_utc, utcnow

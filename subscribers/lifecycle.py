@@ -19,8 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from digest.delivery.clicklog import unlink_clicks
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
+from digest.reports.clicklog import unlink_clicks
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
 from digest.storage.models import (
@@ -291,7 +291,7 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
         cond = (
             Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
         )
-        # Their clicks and pixel opens stop naming them (digest.delivery.clicklog); the deliveries lose
+        # Their clicks and pixel opens stop naming them (digest.reports.clicklog); the deliveries lose
         # address and subscriber, so the provider's open and click stamps on them are nobody's. Counts stay.
         unlink_clicks(session, [int(d) for d in session.scalars(select(Delivery.id).where(cond))])
         cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)

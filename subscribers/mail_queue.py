@@ -29,11 +29,11 @@ from digest.delivery.ratelimit import RateLimiter, make_limiter
 from digest.delivery.transports import capabilities_of, make_transport
 from digest.delivery.transports.base import TransientError, Transport
 from digest.errors import ProviderAuthError, UserError
-from digest.installation import message_id_salt
 from digest.links import Tokens, personal_links
 from digest.mail import MessageIds, OutgoingEmail, domain_of, sender_address, unsubscribe_headers
 from digest.render.transactional import render_transactional
 from digest.runtime import Runtime
+from digest.storage.installation import message_id_salt
 from digest.storage.models import (
     MAIL_FAILED,
     MAIL_QUEUED,

@@ -319,7 +319,8 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
     """One read, then the writes; `hit` raises Refused when the count (taken atomically) says no.
 
     The hits are counted in one upsert, once the request knows whether it queues a confirmation
-    (then the mailbox's day counts too); a refusal rolls back everything the request wrote."""
+    (then the mailbox's day counts too); a refusal rolls back everything the request wrote.
+    Long because it is one transaction's decision: every return is a branch of the same read."""
     read, n = limits.read, len(limits.read)
     try:
         row = raw.one(_LOOKUP.format(limits=read_columns(n)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from digest.delivery.insights import subscribers_by_week
+from digest.reports.insights import subscribers_by_week
 from digest.storage.models import Event
 from subscribers.api import add_subscriber
 from tests.support_subscribers import client

@@ -345,7 +345,7 @@ def test_bounce_poll_flags_in_place_without_a_done_folder_and_names_a_wrong_pass
     assert wrong.returncode == 2 and b"refused the login" in wrong.stderr + wrong.stdout
     assert b"Traceback" not in wrong.stderr
     _append(imap, b"From: a@b.example\r\nTo: bounces@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
-    from digest.lease import Lease
+    from digest.storage.lease import Lease
 
     serving = Lease(rt, "bounce-poll")  # as a `digest serve` reading the mailbox now holds it
     assert serving.acquire()

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from digest.delivery.clicklog import ClickRecorder, unlink_older_than
-from digest.delivery.insights import click_report, sent_count
+from digest.reports.clicklog import ClickRecorder, unlink_older_than
+from digest.reports.insights import click_report, sent_count
 from digest.storage.models import Click, Issue
 from digest.weeks import utcnow
 from subscribers.lifecycle import forget

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from digest.delivery.clicklog import CHUNK, ClickRecorder
-from digest.delivery.insights import click_report, sent_count
+from digest.reports.clicklog import CHUNK, ClickRecorder
+from digest.reports.insights import click_report, sent_count
 from digest.storage.models import Click, Issue
 from digest.weeks import utcnow
 from tests.support_serve import send_this_week

@@ -14,7 +14,7 @@ from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from digest.delivery.insights import subscribers_by_week
+from digest.reports.insights import subscribers_by_week
 from digest.storage.db import _alembic_config, make_engine, upgrade
 from tests.conftest import database_at
 

@@ -133,7 +133,7 @@ def _named(title: str, a: str, b: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_a_bad_item_in_a_configured_feed_is_skipped_and_the_issue_goes_out(tmp_path, db_url, caplog) -> None:
-    from digest.scheduler import refresh_feeds
+    from digest.schedule.feeds import refresh_feeds
 
     bad = _named("Bad Notes vs Worse Notes", "Bad\u0001Notes", "Worse Notes")
     items = [_named("Alpha Notes vs Beta Notes", "Alpha Notes", "Beta Notes"), bad,

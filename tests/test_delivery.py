@@ -23,7 +23,7 @@ from digest.cycle import prepare, send_week
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports import make_transport
-from digest.installation import installation_id
+from digest.storage.installation import installation_id
 from digest.storage.models import (
     BATCH_CLAIMED,
     BATCH_SENT,

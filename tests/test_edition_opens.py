@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from digest.delivery.clicklog import ClickRecorder
-from digest.delivery.insights import csv_rows
-from digest.delivery.stats import issue_stats
+from digest.reports.clicklog import ClickRecorder
+from digest.reports.insights import csv_rows
+from digest.reports.stats import issue_stats
 from digest.storage.models import Delivery, Issue, Subscriber
 from digest.weeks import Week, utcnow
 from tests.support_editions import add_reader, seed_categories
@@ -57,7 +57,7 @@ def test_each_edition_counts_its_own_readers_opens(rt) -> None:
 
 def test_an_editions_opens_stay_counted_after_the_retention_period_unlinks_them(rt) -> None:
     """Unlinking (retention, `forget`) makes an open nobody's; it still counts, in its edition too."""
-    from digest.delivery.clicklog import unlink_older_than
+    from digest.reports.clicklog import unlink_older_than
 
     now = utcnow()
     seed_categories(rt, published=now - timedelta(days=1))

@@ -9,7 +9,7 @@ import io
 import json
 from datetime import timedelta
 
-from digest.delivery.clicklog import ClickRecorder, unlink_older_than
+from digest.reports.clicklog import ClickRecorder, unlink_older_than
 from digest.weeks import utcnow
 from subscribers.csvio import EXPORT_COLUMNS, export_csv
 from tests.support_serve import send_this_week

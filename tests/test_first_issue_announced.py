@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.config import WEEKDAYS
-from digest.scheduler import slot_state
+from digest.schedule.slots import slot_state
 from digest.storage.models import ISSUE_SENT, Issue
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project

@@ -11,13 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.layers import ROOT, lint_imports, modules, unplaced
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "lint-imports"
-    cmd = [str(exe)] if exe.exists() else [shutil.which("lint-imports") or "lint-imports"]
-    return subprocess.run([*cmd, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return lint_imports(cwd)
 
 
 def test_layers_contract_is_kept() -> None:
@@ -37,21 +35,29 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     assert "digest.delivery.ratelimit -> subscribers.lifecycle" in run.stdout, run.stdout
 
 
-def _layered() -> set[str]:
-    import tomllib
-
-    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
-    return {name.strip() for layer in contract["layers"] for name in layer.split(":")}
-
-
 def test_every_module_is_in_a_layer() -> None:
-    """A module the contract does not name may import anything: each of digest's modules and packages
-    (and the subscriber lifecycle) has its place, so a new one cannot be left out."""
-    layered = _layered()
-    found = {f"digest.{p.stem}" for p in (ROOT / "digest").iterdir()
-             if (p.suffix == ".py" and p.stem not in ("__init__", "__main__")) or (p / "__init__.py").exists()}
-    assert "subscribers" in layered
-    assert found - layered == set(), f"not in a layer of the import contract: {sorted(found - layered)}"
+    """A module the contract does not name may import anything: each module of digest and the
+    subscriber lifecycle has its place, so a new one cannot be left out."""
+    assert unplaced(ROOT) == [], f"not in a layer of the import contract: {unplaced(ROOT)}"
+
+
+def test_a_new_module_outside_every_layer_is_reported(tmp_path: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in ("digest", "subscribers"):
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "digest" / "stray.py").write_text('"""Nobody placed me."""\n')
+    assert unplaced(tmp_path) == ["digest.stray"]
+
+
+def test_the_layer_check_prints_every_module_and_passes() -> None:
+    """`python -m tools.layers`: the check anyone runs from the checkout (README, .ci/run)."""
+    run = subprocess.run([sys.executable, "-m", "tools.layers"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    printed = {line.strip() for line in run.stdout.splitlines() if line.startswith("    ")}
+    assert set(modules(ROOT)) - {"digest", "subscribers"} <= printed
+    assert "digest.delivery.ratelimit" in printed and "subscribers.lifecycle" in printed
 
 
 def test_a_foundation_importing_delivery_breaks_the_contract(tmp_path: Path) -> None:

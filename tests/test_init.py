@@ -12,7 +12,7 @@ from pathlib import Path
 
 from digest import defaults
 from digest.config import load_config
-from subscribers.pages import web_templates_dir
+from digest.web.pages import web_templates_dir
 from tests.conftest import ROOT, apply_overrides
 
 

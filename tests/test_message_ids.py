@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from digest.cycle import send_week
 from digest.delivery.messages import IssueMessages, Recipient
-from digest.installation import installation_id
 from digest.links import Tokens
 from digest.mail import MessageIds
 from digest.runtime import Runtime
 from digest.storage.db import make_engine
+from digest.storage.installation import installation_id
 from digest.storage.models import Installation, Issue, Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder
@@ -132,7 +132,7 @@ def _second_database(request: pytest.FixtureRequest, tmp_path: Path, db_url: str
         url = fresh_pg_url(request.getfixturevalue("pg_template"))
     eng = make_engine(url)
     with eng.begin() as c:
-        c.execute(delete(Installation))  # digest.installation makes a new one, once
+        c.execute(delete(Installation))  # digest.storage.installation makes a new one, once
     eng.dispose()
     return url
 
@@ -170,8 +170,8 @@ def test_an_issue_enqueued_before_the_upgrade_keeps_its_message_ids(db_before_00
     """A batch of that issue retried after the upgrade sends the same payload under its idempotency key."""
     from sqlalchemy import text
 
-    from digest.installation import message_id_salt
     from digest.storage.db import upgrade
+    from digest.storage.installation import message_id_salt
 
     engine = make_engine(db_before_0005)
     with engine.begin() as c:

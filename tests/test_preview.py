@@ -387,7 +387,7 @@ def test_a_week_that_would_be_skipped_says_why(prt: Runtime) -> None:
 
 def test_overdue_slot_is_shown_to_the_operator(prt: Runtime) -> None:
     """A missed slot past max_lateness (after earlier issues went out) waits for the operator: say so."""
-    from digest.scheduler import latest_slot_week
+    from digest.schedule.slots import latest_slot_week
     from digest.weeks import utcnow
 
     schedule = prt.settings.schedule.model_copy(update={"max_lateness_hours": 0})

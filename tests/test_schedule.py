@@ -22,7 +22,8 @@ from sqlalchemy import func, select
 from digest.config import ScheduleSettings
 from digest.cycle import CycleResult, Prepared
 from digest.runtime import Runtime
-from digest.scheduler import JOB_ID, WeeklyService, apscheduler_clock, latest_slot_week, make_trigger, slot_state
+from digest.schedule.service import JOB_ID, WeeklyService, apscheduler_clock
+from digest.schedule.slots import latest_slot_week, make_trigger, slot_state
 from digest.storage.models import ISSUE_SENT, Issue, SchedulerJob
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project
@@ -385,3 +386,29 @@ def test_editing_the_schedule_moves_the_stored_job_and_a_restart_keeps_it(tmp_pa
     with moved.sessions() as s:
         assert s.scalar(select(func.count()).select_from(SchedulerJob)) == 1
     moved.close()
+
+
+def test_a_job_stored_by_an_older_module_path_is_made_anew_not_a_crash(tmp_path, db_url: str) -> None:
+    """Issue 22 moved the weekly job's module; a job persisted before names a path that no longer imports."""
+    import pickle
+
+    from sqlalchemy import update
+
+    clock = FakeClock(datetime(2026, 11, 18, 12, 0, tzinfo=UTC))  # Wednesday
+    rt = _runtime(tmp_path, db_url, "Europe/London", "monday", "09:00")
+    h = Harness(rt, clock, RecordingSend(clock))
+    with apscheduler_clock(clock):
+        h.start()
+        h.stop()
+    with rt.sessions.begin() as s:
+        state = pickle.loads(s.scalar(select(SchedulerJob.job_state)))
+        state["func"] = "digest." + "scheduler:_weekly_job"  # where it lived before the move
+        s.execute(update(SchedulerJob).values(job_state=pickle.dumps(state)))
+    with apscheduler_clock(clock):
+        service = h.start()
+        assert service.next_run_time() == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+        h.stop()
+    with rt.sessions() as s:
+        state = pickle.loads(s.scalar(select(SchedulerJob.job_state)))
+        assert state["func"].endswith(":_weekly_job") and not state["func"].startswith("digest." + "scheduler:")
+    rt.close()

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from digest.cycle import CycleResult, Prepared
-from digest.lease import Lease
 from digest.runtime import Runtime
-from digest.scheduler import LEASE_NAME, WeeklyService
+from digest.schedule.service import LEASE_NAME, WeeklyService
+from digest.storage.lease import Lease
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue, Lock
 from digest.weeks import Week
 

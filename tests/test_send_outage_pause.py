@@ -9,10 +9,10 @@ import threading
 from sqlalchemy import select
 
 from digest.cli.sending import SendProgress  # noqa: F401 - imported so a broken CLI module fails here
-from digest.delivery.stats import issue_stats
 from digest.delivery.transports import make_transport
 from digest.delivery.worker import run_worker
 from digest.preview.history import issue_history
+from digest.reports.stats import issue_stats
 from digest.storage.models import (
     ATTEMPT_REFUSED,
     BATCH_PENDING,

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from digest.cycle import CycleResult
 from digest.runtime import Runtime
-from digest.scheduler import WeeklyService, make_trigger
+from digest.schedule.service import WeeklyService
+from digest.schedule.slots import make_trigger
 from digest.storage.db import make_engine, make_session_factory
 from digest.storage.models import ISSUE_SENT, Delivery, Issue
 from digest.web.app import create_app

@@ -79,7 +79,7 @@ def test_the_embed_offers_topics_when_asked(rt) -> None:
 def test_a_second_sign_up_before_confirming_sets_the_topics_applied_at_confirmation(rt) -> None:
     """The latest choice counts (applied when the owner confirms), the answer is the same as for a new
     address, no second confirmation goes out moments after the first, and it is one sign-up, not two."""
-    from digest.delivery.insights import subscribers_by_week
+    from digest.reports.insights import subscribers_by_week
     from digest.storage.models import OutgoingMail
 
     seed_categories(rt, published=utcnow() - timedelta(days=1))

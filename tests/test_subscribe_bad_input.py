@@ -135,12 +135,12 @@ def test_no_500_for_any_bad_input_and_nothing_sent(rt) -> None:
 def test_a_database_outage_answers_503_not_500(rt, monkeypatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    import subscribers.web
+    import digest.web.signup
 
     def down(*_args):
         raise OperationalError("INSERT", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(subscribers.web, "signup", down)
+    monkeypatch.setattr(digest.web.signup, "signup", down)
     r = client(rt).post("/subscribe", json={"email": "a@example.com"})
     assert r.status_code == 503 and r.headers["Retry-After"] == "30" and r.json()["ok"] is False
 

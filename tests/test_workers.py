@@ -158,7 +158,7 @@ def test_on_sqlite_a_second_worker_says_one_worker_sends(tmp_path, sqlite_url) -
         first = digest_popen(cfg, env, "worker", "--poll", "0.2")
         try:
             deadline = time.monotonic() + 60
-            from digest.lease import Lease
+            from digest.storage.lease import Lease
 
             while Lease(rt, "delivery-worker").current_holder() is None:
                 assert time.monotonic() < deadline and first.poll() is None, "the first worker did not start"

@@ -12,9 +12,9 @@ from digest.cli.context import out, print_json, runtime
 from digest.cli.output import Table
 from digest.cli.sending import SendProgress, open_transport, stop_on_signals
 from digest.delivery.sender import worker_name
-from digest.delivery.stats import issue_stats
 from digest.delivery.worker import run_worker
 from digest.errors import ProviderAuthError, UserError
+from digest.reports.stats import issue_stats
 from digest.storage.models import Issue
 from digest.weeks import Week
 
@@ -83,9 +83,8 @@ def stats(
     import csv
     import sys
 
-    from digest.delivery.insights import csv_rows, over_time
     from digest.delivery.transports import reported_events
-    from subscribers.lifecycle import REASONS
+    from digest.reports.insights import csv_rows, over_time
 
     rt = runtime()
     issue = _pick_issue(week)
@@ -102,6 +101,16 @@ def stats(
         return
     number = f" #{data['number']}" if data["number"] else ""
     out.print(f"issue {data['week']}{number} ({data['status']}): {data['subject'] or ''}".rstrip(": "), markup=False)
+    _print_totals(data, rt.config.transport_kind)
+    _print_reasons(data)
+    _print_editions(data)
+    _print_clicks(data)
+    if data["paused"]:
+        out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "
+                  f"`digest serve`", markup=False)
+
+
+def _print_totals(data: dict[str, Any], transport_kind: str) -> None:
     table = Table("", "count", "rate", "of")
     rates = data["rates"]
     table.add_row("recipients", str(data["recipients"]), "", "")
@@ -120,8 +129,13 @@ def stats(
             table.add_row(key, str(data[key]), _pct(rates[key]), "sent")
     out.print(table)
     if data["unmeasured"]:
-        out.print(f"n/a: the {rt.config.transport_kind} transport does not report "
+        out.print(f"n/a: the {transport_kind} transport does not report "
                   f"{', '.join(data['unmeasured'])} ({_reporting()})")
+
+
+def _print_reasons(data: dict[str, Any]) -> None:
+    from subscribers.lifecycle import REASONS
+
     reasons = data["unsubscribe_reasons"]
     if reasons:
         out.print("unsubscribe reasons given:")
@@ -129,6 +143,9 @@ def stats(
             out.print(f"  {count:>4}  {REASONS.get(code, code)}")
     elif data["unsubscribed"]:
         out.print("unsubscribe reasons given: none")
+
+
+def _print_editions(data: dict[str, Any]) -> None:
     if len(data["editions"]) > 1 or data["skipped_paused"] or data["skipped_monthly"]:
         eds = Table("edition", "label", "recipients", "sent", "failed", "unique opens", "readers' clicks",
                     "click-through")
@@ -140,10 +157,6 @@ def stats(
         out.print(eds)
         out.print(f"not sent this time: {data['skipped_paused']} paused reader(s), {data['skipped_monthly']} monthly "
                   "reader(s) waiting for the month's first issue", markup=False)
-    _print_clicks(data)
-    if data["paused"]:
-        out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "
-                  f"`digest serve`", markup=False)
 
 
 def _print_clicks(data: dict[str, Any]) -> None:

@@ -18,7 +18,8 @@ import typer
 from digest.cli import app
 from digest.cli.context import out, runtime
 from digest.errors import UserError
-from digest.scheduler import WeeklyService, slot_state
+from digest.schedule.service import WeeklyService
+from digest.schedule.slots import slot_state
 
 log = logging.getLogger("digest.serve")
 

@@ -30,7 +30,7 @@ class IssueMessages:
 
     def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, installation: str,
                  json_bodies: bool = False, edition: Edition | None = None):
-        """`installation`: this installation's id (digest.installation), read once per send: it keeps the
+        """`installation`: this installation's id (digest.storage.installation), read once per send: it keeps the
         Message-IDs of installations sharing a secret apart. `json_bodies`: also join each copy's
         JSON-escaped form (only the Resend transport sends JSON). `edition`: one of the issue's editions
         (its own compile), else the issue's."""

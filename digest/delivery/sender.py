@@ -51,11 +51,11 @@ from digest.delivery.results import ResultWriter
 from digest.delivery.transports import capabilities_of
 from digest.delivery.transports.base import SendResult, TransientError, Transport
 from digest.errors import ProviderAuthError
-from digest.installation import installation_id, message_id_salt
 from digest.links import Tokens
 from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
+from digest.storage.installation import installation_id, message_id_salt
 from digest.storage.models import (
     ATTEMPT_ACCEPTED,
     ATTEMPT_AMBIGUOUS,

@@ -20,8 +20,8 @@ from digest.delivery.outage import ResumeBackoff
 from digest.delivery.sender import Sender, SendSummary
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError
-from digest.lease import Lease
 from digest.runtime import Runtime
+from digest.storage.lease import Lease
 from digest.storage.models import ISSUE_SENDING, Issue
 
 SQLITE_LEASE = "delivery-worker"

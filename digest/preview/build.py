@@ -18,13 +18,13 @@ from typing import Any
 
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import TemplateError
-from digest.installation import message_id_salt
 from digest.links import Tokens, personal_links
 from digest.mail import OutgoingEmail, domain_of, to_mime
 from digest.preview.checks import Check, TemplateProblem, run_checks, scan_html
 from digest.preview.draft import Draft
 from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
+from digest.storage.installation import message_id_salt
 from digest.storage.models import Issue, Subscriber
 from subscribers.mail_queue import MailBuilder
 
@@ -70,7 +70,7 @@ def templates_signature(folder: Path) -> tuple[Any, ...]:
 
 
 def _installation(rt: Runtime, issue: Issue) -> str:
-    """What the sender mixes into this issue's Message-IDs (digest.installation.message_id_salt)."""
+    """What the sender mixes into this issue's Message-IDs (digest.storage.installation.message_id_salt)."""
     with rt.sessions.begin() as session:
         return message_id_salt(session, issue.id)
 

@@ -47,7 +47,7 @@ def checks_summary(preview: Preview) -> dict[str, int]:
 
 def schedule_alert(rt: Runtime) -> str | None:
     """The overdue state `digest serve` acts on: a slot missed by too much waits for the operator."""
-    from digest.scheduler import slot_state
+    from digest.schedule.slots import slot_state
 
     try:
         st = slot_state(rt)

@@ -1,5 +1,5 @@
 """Past issues for the History page, with the same numbers `digest stats` prints
-(digest.delivery.stats.issue_stats: deliveries and the unsubscribes attributed to each issue)."""
+(digest.reports.stats.issue_stats: deliveries and the unsubscribes attributed to each issue)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from digest.delivery.insights import over_time
-from digest.delivery.stats import issue_stats as delivery_stats
 from digest.delivery.transports import reported_events
+from digest.reports.insights import over_time
+from digest.reports.stats import issue_stats as delivery_stats
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_DRAFT, Issue
 from digest.weeks import Week, utcnow
@@ -113,7 +113,7 @@ def insights(rt: Runtime, issue_id: int) -> dict[str, Any]:
 
 
 def list_history(rt: Runtime) -> dict[str, Any]:
-    """The list by week and click-through by category (digest.delivery.insights.over_time)."""
+    """The list by week and click-through by category (digest.reports.insights.over_time)."""
     with rt.sessions() as session:
         return over_time(session, rt.settings.tracking, now=utcnow())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK_ID = 0x5EED_D16E  # serializes concurrent `upgrade` runs on PostgreSQL
+
+
+class Database(Protocol):
+    """What storage code needs of the Runtime: sessions, and which dialect they talk to."""
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def on_postgres(self) -> bool: ...
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

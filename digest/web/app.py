@@ -5,16 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from digest.runtime import Runtime
-from digest.web import archive, clicks, health, openapi
+from digest.web import archive, clicks, forms, health, openapi, preferences, signup, unsubscribe
 from digest.web.bodylimit import BodyLimit
-from subscribers import preference_web, webhooks
-from subscribers import web as subscriber_web
+from subscribers import webhooks
 
 # Every router of the public app. The access log reads their paths for token parameters (accesslog.py),
 # so a route added here is redacted there without a second list to keep.
 ROUTERS: tuple[APIRouter, ...] = (
-    subscriber_web.router,  # sign-up, confirm, unsubscribe, embed
-    preference_web.router,  # /preferences/<token>: topics, frequency, pause
+    signup.router,  # sign-up, confirm, embed
+    unsubscribe.router,  # /u/<token>: the unsubscribe page and RFC 8058 one-click
+    preferences.router,  # /preferences/<token>: topics, frequency, pause
     webhooks.router,  # POST /webhooks/resend, /webhooks/ses
     archive.router,  # /archive, /archive/<week>, /archive.xml
     health.router,  # /healthz
@@ -29,8 +29,8 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.rt = rt
     for router in ROUTERS:
         app.include_router(router)
-    subscriber_web.setup_app(app, rt)  # CORS for the allowed origins, the confirmation-mail drainer
+    signup.setup_app(app, rt)  # CORS for the allowed origins, the confirmation-mail drainer
     clicks.setup_clicks(app, rt)  # the click recorder: written in batches, and at shutdown
     # Added last, so it wraps every route and middleware: no body is buffered past its limit.
-    app.add_middleware(BodyLimit, default=subscriber_web.MAX_BODY, prefixes={"/webhooks/": webhooks.MAX_BODY})
+    app.add_middleware(BodyLimit, default=forms.MAX_BODY, prefixes={"/webhooks/": webhooks.MAX_BODY})
     return app

@@ -6,7 +6,7 @@ The destination never comes from the request: the token (digest.links.ClickToken
 issue, the edition the reader was sent, a delivery and a link position, and the position is
 looked up in that edition's frozen links (`editions.links`; `issues.links` for tokens made
 before editions), cached per process: a sent edition's links never change. Anything else
-gets a 400 page and no `Location`. The click is queued (digest.delivery.clicklog) and written
+gets a 400 page and no `Location`. The click is queued (digest.reports.clicklog) and written
 after the answer; HEAD requests redirect too and are recorded as such (scanners send them).
 """
 
@@ -26,11 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from digest.delivery.clicklog import ClickRecorder, scanner_agent
 from digest.errors import ConfigError
 from digest.links import ClickTokens, TokenError, Tokens
 from digest.mail import ascii_uri
 from digest.render.tracked import BLANK_GIF_BASE64
+from digest.reports.clicklog import ClickRecorder, scanner_agent
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, Issue
 

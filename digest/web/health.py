@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
 
 from digest.runtime import Runtime
-from digest.scheduler import slot_state
+from digest.schedule.slots import slot_state
 from digest.storage.models import Delivery, Issue
 from digest.web.operator import may_see_details
 from digest.weeks import iso_utc

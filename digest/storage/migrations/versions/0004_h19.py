@@ -3,7 +3,7 @@
 Revision ID: 0004_h19
 Revises: 0003_h18
 
-The list's size over time (`digest stats`, digest.delivery.insights.subscribers_by_week) is
+The list's size over time (`digest stats`, digest.reports.insights.subscribers_by_week) is
 rebuilt from events: confirmations and resubscribes in, unsubscribes, bounces and complaints
 out. `digest subscribers add --confirmed` (and import) wrote no `confirmed` event before click
 tracking, so older installs undercount: their operator-added readers only ever leave.

@@ -1,6 +1,6 @@
 """What readers did with an issue, counted honestly: clicks (scanners set aside), opens, the list over time.
 
-Every request for a tracked link is kept (digest.delivery.clicklog; repeats of one link of one
+Every request for a tracked link is kept (digest.reports.clicklog; repeats of one link of one
 message within seconds on one row, its `hits`): counting decides which were people's, and counts
 requests by `hits`, readers once. Set aside, each for the first reason that applies:
 

@@ -22,10 +22,11 @@ from digest.links import UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Frequency
 from digest.topics import Topics
+from digest.web.forms import bad_link, mask, refuse_foreign_post
+from digest.web.pages import OWN_ORIGIN, pages_for, plain_error
+from digest.web.unsubscribe import read_claim
 from digest.weeks import as_utc, utcnow
 from subscribers import lifecycle, preferences
-from subscribers.pages import OWN_ORIGIN, pages_for, plain_error
-from subscribers.web import bad_link, mask, read_claim, refuse_foreign_post
 
 router = APIRouter()
 MAX_BODY = 16 * 1024

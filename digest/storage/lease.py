@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from digest.runtime import Runtime
+from digest.storage.db import Database
 from digest.storage.models import Lock
 from digest.weeks import as_utc, utcnow
 
-log = logging.getLogger("digest.lease")
+log = logging.getLogger("digest.storage.lease")
 
 
 def default_holder() -> str:
@@ -49,7 +49,7 @@ def holder_is_dead(holder: str) -> bool:
 
 @dataclass
 class Lease:
-    rt: Runtime
+    rt: Database
     name: str
     holder: str = field(default_factory=default_holder)
     ttl: timedelta = timedelta(minutes=5)

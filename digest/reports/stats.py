@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import TrackingSettings
-from digest.delivery.insights import click_reports, open_reports
+from digest.reports.insights import click_reports, open_reports
 from digest.storage.models import (
     BATCH_UNCONFIRMED,
     DELIVERY_DROPPED,
@@ -75,7 +75,7 @@ def edition_stats(session: Session, issue_id: int) -> list[dict[str, Any]]:
 def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None = None,
                 tracking: TrackingSettings | None = None) -> dict[str, Any]:
     """`measured`: the delivery events the transport reports (None: assume all). `clicks` and
-    `opens` are our own counts (digest.delivery.insights): readers' clicks with scanners set aside."""
+    `opens` are our own counts (digest.reports.insights): readers' clicks with scanners set aside."""
     def n(cond: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 

@@ -1,4 +1,4 @@
-"""Public routes of the subscriber side: sign-up (page, API, embed.js, iframe), confirm, unsubscribe.
+"""Public routes of sign-up (page, API, embed.js, iframe) and confirmation.
 
     GET  /subscribe            hosted sign-up page
     POST /subscribe            form-encoded, multipart or JSON; JSON in -> JSON out, a form -> 303
@@ -8,8 +8,6 @@
     GET  /embed/origin         whether the caller's Origin may use the form (embed.js explains a CORS refusal)
     GET  /confirm/<token>      double opt-in link: a page with a "Confirm my subscription" button
     POST /confirm/<token>      that button: confirms (a GET never does; link scanners GET)
-    GET  /u/<token>            unsubscribe / manage page (never changes anything)
-    POST /u/<token>            RFC 8058 one-click (List-Unsubscribe=One-Click) and the page's buttons
 
 Every bad input gets a clear 4xx and changes nothing; a forged token gets a plain 400. A POST to
 /u/ or /preferences/ from a page on another site (its Origin) gets a plain 403 (`refuse_foreign_post`).
@@ -18,14 +16,10 @@ Every bad input gets a clear 4xx and changes nothing; a forged token gets a plai
 from __future__ import annotations
 
 import gc
-import json
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -33,155 +27,26 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Frequency
+from digest.web.forms import (
+    CONTROL_CHARS,
+    MAX_FIELD,
+    BadRequest,
+    allowed_origins,
+    client_ip,
+    host_page,
+    mask,
+    read_fields,
+    safe_next,
+    wants_json,
+)
+from digest.web.pages import DEFAULT_DIR, Pages, origin_of, pages_for
 from subscribers import lifecycle, preferences
 from subscribers.drainer_process import DrainerProcess
-from subscribers.pages import DEFAULT_DIR, OWN_ORIGIN, Pages, origin_of, pages_for, plain_error
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
 
 router = APIRouter()
-log = logging.getLogger("subscribers.web")
-
-MAX_BODY = 16 * 1024
-MAX_FIELD = 2000
-_CTRL = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# -- request helpers ---------------------------------------------------------------------
-
-
-async def read_fields(request: Request) -> tuple[dict[str, str], bool]:
-    """The posted fields as strings, and whether the body was JSON. Raises BadRequest."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise BadRequest(413, "The request is too large.")
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequest(413, "The request is too large.")
-    if ctype == "application/json":
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting thousands deep
-            raise BadRequest(400, "The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise BadRequest(400, "The request body must be a JSON object.")
-        fields = {}
-        for key, value in data.items():
-            if not _is_text(key):  # JSON's "\ud800": no database stores it, no page shows it
-                raise BadRequest(400, "A field name is not valid text.")
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise BadRequest(400, f"{str(key)[:40]}: must be a string.")
-            if not _is_text(value):
-                raise BadRequest(400, f"{key[:40]}: is not valid text.")
-            fields[str(key)] = value
-        return fields, True
-    if ctype in ("application/x-www-form-urlencoded", ""):
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-        except (UnicodeDecodeError, ValueError):
-            raise BadRequest(400, "The form data could not be read.") from None
-        return _first_values(pairs), False
-    if ctype == "multipart/form-data":
-        try:
-            form = await request.form(max_files=0, max_fields=50)
-        except Exception:  # noqa: BLE001 - malformed multipart of any kind
-            raise BadRequest(400, "The form data could not be read.") from None
-        return _first_values([(k, v) for k, v in form.multi_items() if isinstance(v, str)]), False
-    raise BadRequest(415, "Send the form as application/x-www-form-urlencoded, multipart/form-data or JSON.")
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """Each field's first value; the repeated `topic` boxes of a sign-up form join as "a+b"."""
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        if key == "topic" and key in out:
-            out[key] = f"{out[key]}+{value}"
-        out.setdefault(key, value)
-    return out
-
-
-def wants_json(request: Request, body_was_json: bool) -> bool:
-    return body_was_json or "application/json" in request.headers.get("accept", "")
-
-
-def client_ip(request: Request) -> str | None:
-    """The peer address; behind a proxy run uvicorn with --proxy-headers --forwarded-allow-ips."""
-    return request.client.host if request.client else None
-
-
-def own_origins(rt: Runtime, request: Request) -> set[str]:
-    """The site's own origin (`site.public_url`) and the one this request was sent to (its Host)."""
-    own = {origin_of(rt.settings.site.public_url)}
-    host = request.headers.get("host")
-    if host:
-        own.add(f"{request.url.scheme}://{host}".lower())
-    return own
-
-
-def allowed_origins(rt: Runtime, request: Request) -> set[str]:
-    return {origin_of(o) for o in rt.settings.site.allowed_origins} | own_origins(rt, request)
-
-
-FOREIGN_POST = "This form was sent from another site, so nothing was changed. Use the link in your email instead."
-
-
-def refuse_foreign_post(rt: Runtime, request: Request) -> Response | None:
-    """A 403 for a POST a page on another site made the reader's browser send (CSRF); None to go on.
-
-    No Origin: a mail client's one-click POST (RFC 8058) or another non-browser client; current
-    browsers name the page's origin on every POST, so a foreign page cannot send that.
-    `Origin: null` comes from a sandboxed frame (a foreign page can make one) or a page under
-    `Referrer-Policy: no-referrer`: refused, and the reader's own pages are served with
-    `strict-origin` (OWN_ORIGIN) so their forms name the site.
-    """
-    origin = request.headers.get("origin")
-    if origin is None:
-        return None
-    origin = origin.strip().lower()
-    if origin in own_origins(rt, request):
-        return None
-    return plain_error(403, FOREIGN_POST)
-
-
-def safe_next(raw: str | None, rt: Runtime, request: Request) -> str | None:
-    """A redirect target after the no-JS form: a path here, or a URL on an allowed origin."""
-    if not raw or len(raw) > MAX_FIELD or _CTRL.search(raw) or " " in raw:
-        return None
-    if raw.startswith("/") and not raw.startswith("//"):
-        return raw
-    try:
-        parts = urlsplit(raw)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
-        return None
-    return raw if origin_of(raw) in allowed_origins(rt, request) else None
-
-
-def host_page(raw: str | None, rt: Runtime, request: Request) -> str | None:
-    """The page a form was on, if it is a URL on an allowed origin (else the visitor could write anything)."""
-    if not raw or raw.startswith("/"):
-        return None
-    return safe_next(raw, rt, request)
+log = logging.getLogger("digest.web.signup")
 
 
 async def _signup(rt: Runtime, req: SignupRequest) -> SignupOutcome:
@@ -304,7 +169,7 @@ def _form_outcome(request: Request, rt: Runtime, outcome: SignupOutcome, fields:
 
 def _echo(value: str | None, limit: int) -> str:
     """What the visitor typed, shown back in the form: one line, bounded."""
-    return " ".join(_CTRL.sub(" ", value or "").split())[:limit]
+    return " ".join(CONTROL_CHARS.sub(" ", value or "").split())[:limit]
 
 
 def _refuse(request: Request, as_json: bool, status: int, message: str,
@@ -395,112 +260,6 @@ def _confirm_answer(request: Request, token: str, result: lifecycle.ConfirmResul
         "confirm.html.j2", status=200 if ok else 400, private=True, headers=headers, state=result.state,
         action=f"/confirm/{token}" if result.state == "pending" else "", masked=mask(result.email),
         form={**_form_context(source="confirm-again", compact=True), "submit": "Send me a new link"})
-
-
-def bad_link() -> Response:
-    """A forged, garbled or dead token: the same plain answer, whatever was wrong."""
-    return plain_error(400, "This link is not valid.")
-
-
-# -- unsubscribe -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UnsubView:
-    state: str  # subscribed | unsubscribed | blocked | gone
-    masked: str = ""
-    has_reason: bool = False
-    monthly: bool = False  # already gets the monthly edition: no "monthly instead" offer
-
-
-def mask(email: str) -> str:
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}•••@{domain}" if domain else "•••"
-
-
-def _view(rt: Runtime, claim: UnsubscribeClaim) -> UnsubView:
-    with rt.sessions() as session:
-        sub = lifecycle.subscriber_for(session, claim)
-        if sub is None:
-            return UnsubView("gone")
-        state = {SUB_ACTIVE: "subscribed", SUB_PENDING: "subscribed", SUB_UNSUBSCRIBED: "unsubscribed"}.get(
-            sub.status, "blocked")
-        return UnsubView(state, mask(sub.email), bool(sub.unsubscribe_reason), sub.frequency == Frequency.MONTHLY)
-
-
-def _act(rt: Runtime, claim: UnsubscribeClaim, action: str, fields: dict[str, str], method: str,
-         ip: str | None, ua: str | None) -> str:
-    with rt.sessions.begin() as session:
-        sub = lifecycle.subscriber_for(session, claim, lock=True)
-        if sub is None:
-            return "gone"
-        if action == "unsubscribe":
-            lifecycle.unsubscribe(session, sub, issue_id=claim.issue_id, method=method)
-            if fields.get("reason") or fields.get("reason_text", "").strip():
-                lifecycle.set_reason(session, sub, code=fields.get("reason", ""),
-                                     text=fields.get("reason_text", "")[:2000], issue_id=claim.issue_id)
-            return "unsubscribed"
-        if action == "resubscribe":
-            return "resubscribed" if lifecycle.resubscribe(session, sub, issue_id=claim.issue_id, ip=ip,
-                                                           user_agent=ua) else "unchanged"
-        if action == "monthly":  # "Too many emails": the best of the month instead, in one click
-            return "monthly" if preferences.monthly_instead(session, sub, issue_id=claim.issue_id, ip=ip,
-                                                            user_agent=ua) else "unchanged"
-        saved = lifecycle.set_reason(session, sub, code=fields.get("reason", ""),
-                                     text=fields.get("reason_text", "")[:2000], issue_id=claim.issue_id)
-        return "reason" if saved else "unchanged"
-
-
-def read_claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
-    try:
-        return lifecycle.read_unsubscribe_token(rt, token)
-    except TokenError:
-        return None
-
-
-@router.get("/u/{token}", include_in_schema=False)
-async def unsubscribe_page(request: Request, token: str) -> Response:
-    rt: Runtime = request.app.state.rt
-    claim = read_claim(rt, token)
-    if claim is None:
-        return bad_link()
-    view = await run_in_threadpool(_view, rt, claim)
-    done = request.query_params.get("done", "")
-    return pages_for(request).render(
-        "unsubscribe.html.j2", private=True, headers=OWN_ORIGIN, view=view, token=token, reasons=lifecycle.REASONS,
-        manage=request.query_params.get("manage") == "1",
-        done=done if done in ("unsubscribed", "resubscribed", "reason", "monthly") else "")
-
-
-@router.post("/u/{token}", include_in_schema=False)
-async def unsubscribe_post(request: Request, token: str) -> Response:
-    rt: Runtime = request.app.state.rt
-    # `null` is refused: this page is served with strict-origin (its buttons name the site), a mail client's
-    # one-click POST sends no Origin, and a foreign page's sandboxed frame is what sends `null`.
-    refused = refuse_foreign_post(rt, request)
-    if refused is not None:
-        return refused
-    claim = read_claim(rt, token)
-    if claim is None:
-        return bad_link()
-    try:
-        fields, _ = await read_fields(request)
-    except BadRequest as exc:
-        return plain_error(exc.status, exc.message)
-    one_click = fields.get("List-Unsubscribe", "").strip().lower() == "one-click"
-    action = "unsubscribe" if one_click else fields.get("action", "")
-    if action not in ("unsubscribe", "resubscribe", "reason", "monthly"):
-        return plain_error(400, "Unknown request: expected List-Unsubscribe=One-Click.")
-    result = await run_in_threadpool(_act, rt, claim, action, fields, "one-click" if one_click else "page",
-                                     client_ip(request), request.headers.get("user-agent"))
-    pages = pages_for(request)
-    if one_click:
-        # RFC 8058: answer 200 with no redirect; the change is already committed.
-        view = UnsubView("gone") if result == "gone" else await run_in_threadpool(_view, rt, claim)
-        return pages.render("unsubscribe.html.j2", private=True, headers=OWN_ORIGIN, view=view, token=token,
-                            reasons=lifecycle.REASONS, manage=False, done="unsubscribed")
-    return RedirectResponse(f"/u/{token}?{urlencode({'done': result})}", status_code=303,
-                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
 # -- app wiring --------------------------------------------------------------------------
