@@ -7,7 +7,7 @@ import json
 import re
 import unicodedata
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -112,7 +112,7 @@ class ComparisonData(BaseModel):
         return [q for q in self.quotes if q.tool == tool]
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """The JSON Schema shipped as schemas/comparison.schema.json (a test keeps them equal)."""
     schema = ComparisonData.model_json_schema()
     return {

@@ -25,7 +25,7 @@ from digest.preview.draft import Draft
 from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
 from digest.storage.installation import message_id_salt
-from digest.storage.models import Issue, Subscriber
+from digest.storage.models import Frequency, Issue, Subscriber
 from subscribers.mail_queue import MailBuilder
 
 KINDS = ("digest", "confirm", "welcome")
@@ -164,7 +164,7 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
                                  draft.week.key)["unsubscribe_url"]
     out: dict[str, list[Check]] = {}
     for ed in the_plan.editions:
-        if ed.key == editions.edition_key(editions.Frequency.WEEKLY, ()) or ed.selection is None or ed.skip_reason:
+        if ed.key == editions.edition_key(Frequency.WEEKLY, ()) or ed.selection is None or ed.skip_reason:
             continue
         try:
             row = stored.get(ed.key) or editions.compile_edition(rt.config, draft.issue, ed, the_plan.catalogue)[0]

@@ -33,7 +33,7 @@ def _is_repeat(moment: datetime, tz: Any) -> bool:
     return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
 
 
-class WeeklyTrigger(CronTrigger):
+class WeeklyTrigger(CronTrigger):  # type: ignore[misc]  # APScheduler 3 ships no types
     """A cron trigger that fires once a week even when the clocks go back.
 
     APScheduler's CronTrigger fires twice for a wall time inside the repeated hour
@@ -43,7 +43,7 @@ class WeeklyTrigger(CronTrigger):
     """
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        fire = super().get_next_fire_time(previous_fire_time, now)
+        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
         while fire is not None and _is_repeat(fire, self.timezone):
             fire = super().get_next_fire_time(fire, fire)
         return fire

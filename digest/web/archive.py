@@ -272,7 +272,8 @@ def atom_feed(rt: Runtime) -> bytes:
         content = _entry_content(issue)
         if content:
             _text(el, "content", content, type="html")
-    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    document: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return document
 
 
 @router.api_route("/archive.xml", methods=["GET", "HEAD"], include_in_schema=False)
