@@ -6,7 +6,8 @@ Revises: 0002_h4
 Rows written before the normaliser stored an international domain in its ASCII (punycode) form
 still hold e.g. `anna@bücher.example`; a sign-up for the same mailbox now looks for
 `anna@xn--bcher-kva.example` and would add a second row. Each such row is rewritten with the
-sign-up's own normaliser (subscribers.addresses.normalize_email), and with it:
+sign-up's normaliser as it was when this migration was written (copied below: a migration must not
+change meaning when live code changes), and with it:
 
 - the address on its past deliveries (erasure finds them by address);
 - its suppression entry, added under the new spelling's hash as well (a sign-up checks that hash).
@@ -22,11 +23,13 @@ A `merged` event on the kept row records the other row's id, spelling and state.
 Rows whose address the current normaliser refuses are left as they are. Downgrade changes no
 data: the punycode spelling is valid for the old code too.
 """
+import hashlib
 from datetime import datetime, timezone
 from typing import Any, Sequence, Union
 
 import sqlalchemy as sa
 from alembic import op
+from email_validator import EmailNotValidError, validate_email
 
 revision: str = '0003_h17'
 down_revision: Union[str, Sequence[str], None] = '0002_h4'
@@ -53,10 +56,29 @@ consent_records = sa.table('consent_records', sa.column('subscriber_id', sa.Inte
 outgoing_mail = sa.table('outgoing_mail', sa.column('subscriber_id', sa.Integer))
 
 
-def upgrade() -> None:
-    from digest.links import email_hash
-    from subscribers.addresses import AddressError, normalize_email
+class AddressError(ValueError):
+    pass
 
+
+def normalize_email(raw: str) -> str:
+    """subscribers.addresses.normalize_email of 0003_h17's day: punycode domain, lower case."""
+    value = (raw or '').strip()
+    if not value or any(c in value for c in '\r\n\0') or len(value) > 254:
+        raise AddressError(value)
+    try:
+        info = validate_email(value, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        raise AddressError(value) from None
+    address = f'{info.local_part}@{info.ascii_domain}' if info.ascii_domain else info.normalized
+    return address.lower()
+
+
+def email_hash(email: str) -> str:
+    """digest.links.email_hash of 0003_h17's day: the suppression list's key."""
+    return hashlib.sha256(email.strip().lower().encode('utf-8')).hexdigest()
+
+
+def upgrade() -> None:
     conn = op.get_bind()
     candidates = [(sid, email) for sid, email in conn.execute(sa.select(subscribers.c.id, subscribers.c.email))
                   if not email.rpartition('@')[2].isascii()]
