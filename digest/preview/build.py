@@ -69,7 +69,7 @@ def templates_signature(folder: Path) -> tuple[Any, ...]:
     return (str(folder), tuple(out))
 
 
-def _installation(rt: Runtime, issue: Issue) -> str:
+def _message_id_salt(rt: Runtime, issue: Issue) -> str:
     """What the sender mixes into this issue's Message-IDs (digest.storage.installation.message_id_salt)."""
     with rt.sessions.begin() as session:
         return message_id_salt(session, issue.id)
@@ -78,7 +78,7 @@ def _installation(rt: Runtime, issue: Issue) -> str:
 def issue_mail(rt: Runtime, issue: Issue, to: Recipient, *, subject_prefix: str = "",
                key: str = "") -> OutgoingEmail:
     """One reader's copy of a compiled issue, built by the sender's own IssueMessages."""
-    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=_installation(rt, issue)).build(
+    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=_message_id_salt(rt, issue)).build(
         to, subject_prefix=subject_prefix)
     if key:
         mail.key, mail.message_id = key, ""  # a test send is a new message: a fresh Message-ID
@@ -159,7 +159,7 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
     if draft.frozen:
         with rt.sessions() as session:
             stored = {e.key: e for e in session.scalars(select(Edition).where(Edition.issue_id == draft.issue.id))}
-    tokens, install = Tokens(rt.secret_key), _installation(rt, draft.issue)
+    tokens, install = Tokens(rt.secret_key), _message_id_salt(rt, draft.issue)
     unsubscribe = personal_links(rt.settings, tokens, SAMPLE.subscriber_id, SAMPLE.email, draft.issue.id,
                                  draft.week.key)["unsubscribe_url"]
     out: dict[str, list[Check]] = {}
