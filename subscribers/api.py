@@ -15,6 +15,7 @@ from digest.storage.models import (
     SUB_PENDING,
     Event,
     Subscriber,
+    SubscriberEventKind,
     Suppression,
 )
 from digest.weeks import utcnow
@@ -32,9 +33,17 @@ def is_suppressed(session: Session, email: str) -> bool:
     return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(email))) is not None
 
 
-def add_subscriber(session: Session, email: str, *, name: str | None = None, confirmed: bool = False,
-                   source: str = "cli", ip: str | None = None, user_agent: str | None = None,
-                   check_deliverability: bool = False) -> AddResult:
+def add_subscriber(
+    session: Session,
+    email: str,
+    *,
+    name: str | None = None,
+    confirmed: bool = False,
+    source: str = "cli",
+    ip: str | None = None,
+    user_agent: str | None = None,
+    check_deliverability: bool = False,
+) -> AddResult:
     """Add or update one subscriber (caller commits).
 
     Suppressed addresses are never re-added, and people who unsubscribed, bounced or
@@ -51,14 +60,22 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
     if is_suppressed(session, address):
         return AddResult(sub or Subscriber(email=address), "suppressed")
     if sub is None:
-        sub = Subscriber(email=address, name=name, status=SUB_ACTIVE if confirmed else SUB_PENDING,
-                         created_at=now, confirmed_at=now if confirmed else None,
-                         consent_at=now, consent_ip=ip, consent_user_agent=user_agent, consent_source=source)
+        sub = Subscriber(
+            email=address,
+            name=name,
+            status=SUB_ACTIVE if confirmed else SUB_PENDING,
+            created_at=now,
+            confirmed_at=now if confirmed else None,
+            consent_at=now,
+            consent_ip=ip,
+            consent_user_agent=user_agent,
+            consent_source=source,
+        )
         session.add(sub)
         session.flush()
-        session.add(Event(kind="subscribed", subscriber_id=sub.id, detail={"source": source}))
+        session.add(Event(kind=SubscriberEventKind.SUBSCRIBED, subscriber_id=sub.id, detail={"source": source}))
         if confirmed:  # the operator holds consent: on the list from now (the weekly list counts this)
-            session.add(Event(kind="confirmed", subscriber_id=sub.id, detail={"source": source}))
+            session.add(Event(kind=SubscriberEventKind.CONFIRMED, subscriber_id=sub.id, detail={"source": source}))
         record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         return AddResult(sub, "added")
     if sub.status not in (SUB_ACTIVE, SUB_PENDING) or (sub.status == SUB_PENDING and sub.unsubscribed_at is not None):
@@ -68,7 +85,9 @@ def add_subscriber(session: Session, email: str, *, name: str | None = None, con
         sub.name, changed = name, True
     if confirmed and sub.status != SUB_ACTIVE:
         sub.status, sub.confirmed_at, sub.unsubscribed_at = SUB_ACTIVE, now, None
-        session.add(Event(kind="confirmed", subscriber_id=sub.id, detail={"source": source}))  # on the list now
+        session.add(
+            Event(kind=SubscriberEventKind.CONFIRMED, subscriber_id=sub.id, detail={"source": source})
+        )  # on the list now
         record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         changed = True
     session.flush()

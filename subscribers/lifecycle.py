@@ -36,6 +36,7 @@ from digest.storage.models import (
     Issue,
     RateLimitHit,
     Subscriber,
+    SubscriberEventKind,
     Suppression,
 )
 from digest.weeks import as_utc, utcnow
@@ -105,8 +106,9 @@ def confirm_state(rt: Runtime, token: str) -> ConfirmResult:
         return found if isinstance(found, ConfirmResult) else ConfirmResult("pending", found.id, found.email)
 
 
-def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str | None = None,
-            now: datetime | None = None) -> ConfirmResult:
+def confirm(
+    rt: Runtime, token: str, *, ip: str | None = None, user_agent: str | None = None, now: datetime | None = None
+) -> ConfirmResult:
     """The person pressed "Confirm": make them active, record it, queue the welcome; safe twice."""
     now = now or utcnow()
     with rt.sessions.begin() as session:
@@ -115,11 +117,15 @@ def confirm(rt: Runtime, token: str, *, ip: str | None = None, user_agent: str |
             return found
         sub = found
         sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, now, None, None
-        session.execute(delete(Suppression).where(Suppression.email_hash == email_hash(sub.email),
-                                                  Suppression.reason == "forgotten"))
-        session.add(Event(kind="confirmed", subscriber_id=sub.id, created_at=now, detail={}))
-        record_consent(session, sub.id, CONSENT_CONFIRMED, source="web:confirmation link", ip=ip,
-                       user_agent=user_agent, now=now)
+        session.execute(
+            delete(Suppression).where(
+                Suppression.email_hash == email_hash(sub.email), Suppression.reason == "forgotten"
+            )
+        )
+        session.add(Event(kind=SubscriberEventKind.CONFIRMED, subscriber_id=sub.id, created_at=now, detail={}))
+        record_consent(
+            session, sub.id, CONSENT_CONFIRMED, source="web:confirmation link", ip=ip, user_agent=user_agent, now=now
+        )
         from subscribers import preferences
 
         preferences.apply_signup_topics(session, sub, rt, now)
@@ -149,36 +155,60 @@ def subscriber_for(session: Session, claim: UnsubscribeClaim, *, lock: bool = Fa
     return sub
 
 
-def unsubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, method: str,
-                now: datetime | None = None) -> bool:
+def unsubscribe(
+    session: Session, sub: Subscriber, *, issue_id: int | None, method: str, now: datetime | None = None
+) -> bool:
     """Stop all mail to `sub`; True when this call changed something (repeat calls are no-ops)."""
     if sub.status not in (SUB_ACTIVE, SUB_PENDING):
         return False
     now = now or utcnow()
     sub.status, sub.unsubscribed_at = SUB_UNSUBSCRIBED, now
-    session.add(Event(kind="unsubscribed", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
-                      created_at=now, detail={"method": method}))
+    session.add(
+        Event(
+            kind=SubscriberEventKind.UNSUBSCRIBED,
+            subscriber_id=sub.id,
+            issue_id=_existing_issue(session, issue_id),
+            created_at=now,
+            detail={"method": method},
+        )
+    )
     session.flush()
     return True
 
 
-def resubscribe(session: Session, sub: Subscriber, *, issue_id: int | None, ip: str | None,
-                user_agent: str | None, now: datetime | None = None) -> bool:
+def resubscribe(
+    session: Session,
+    sub: Subscriber,
+    *,
+    issue_id: int | None,
+    ip: str | None,
+    user_agent: str | None,
+    now: datetime | None = None,
+) -> bool:
     """Undo an unsubscribe from the person's own link (it reached their mailbox: no new opt-in)."""
     if sub.status != SUB_UNSUBSCRIBED:
         return False
     now = now or utcnow()
     sub.status, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, None, None
-    record_consent(session, sub.id, CONSENT_RESUBSCRIBED, source="web:resubscribe link", ip=ip,
-                   user_agent=user_agent, now=now)
-    session.add(Event(kind="resubscribed", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
-                      created_at=now, detail={}))
+    record_consent(
+        session, sub.id, CONSENT_RESUBSCRIBED, source="web:resubscribe link", ip=ip, user_agent=user_agent, now=now
+    )
+    session.add(
+        Event(
+            kind=SubscriberEventKind.RESUBSCRIBED,
+            subscriber_id=sub.id,
+            issue_id=_existing_issue(session, issue_id),
+            created_at=now,
+            detail={},
+        )
+    )
     session.flush()
     return True
 
 
-def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue_id: int | None,
-               now: datetime | None = None) -> bool:
+def set_reason(
+    session: Session, sub: Subscriber, *, code: str, text: str, issue_id: int | None, now: datetime | None = None
+) -> bool:
     """Keep the optional why; the category goes on an event for stats, the words stay on the person.
 
     The same reason again (a second click on the same form) changes nothing and adds no event."""
@@ -192,8 +222,15 @@ def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue
     if reason == sub.unsubscribe_reason:
         return False
     sub.unsubscribe_reason = reason
-    session.add(Event(kind="unsubscribe_reason", subscriber_id=sub.id, issue_id=_existing_issue(session, issue_id),
-                      created_at=now or utcnow(), detail={"reason": code}))
+    session.add(
+        Event(
+            kind=SubscriberEventKind.UNSUBSCRIBE_REASON,
+            subscriber_id=sub.id,
+            issue_id=_existing_issue(session, issue_id),
+            created_at=now or utcnow(),
+            detail={"reason": code},
+        )
+    )
     session.flush()
     return True
 
@@ -201,9 +238,18 @@ def set_reason(session: Session, sub: Subscriber, *, code: str, text: str, issue
 # -- bounces and complaints --------------------------------------------------------------
 
 
-def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None, permanent: bool,
-                  delivery: Delivery | None, detail: dict[str, str], now: datetime | None = None,
-                  soft_limit: int, soft_window: timedelta) -> str:
+def record_bounce(
+    session: Session,
+    *,
+    email: str | None,
+    sub: Subscriber | None,
+    permanent: bool,
+    delivery: Delivery | None,
+    detail: dict[str, str],
+    now: datetime | None = None,
+    soft_limit: int,
+    soft_window: timedelta,
+) -> str:
     """Hard bounce: suppress now. Soft: count; `soft_limit` in a row suppress ([bounces] in config.toml).
     Returns what happened.
 
@@ -219,12 +265,30 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
     if not permanent:
         if sub is None:
             return "soft bounce of an unknown address: ignored"
-        session.add(Event(kind="soft_bounce", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
-                          created_at=now, detail=detail))
+        session.add(
+            Event(
+                kind=SubscriberEventKind.SOFT_BOUNCE,
+                subscriber_id=sub.id,
+                issue_id=issue_id,
+                delivery_id=delivery_id,
+                created_at=now,
+                detail=detail,
+            )
+        )
         session.flush()
         since = max(as_utc(now) - soft_window, _last_sign_of_life(session, sub.id) or as_utc(now) - soft_window)
-        recent = session.scalar(select(func.count()).select_from(Event).where(
-            Event.subscriber_id == sub.id, Event.kind == "soft_bounce", Event.created_at > since)) or 0
+        recent = (
+            session.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(
+                    Event.subscriber_id == sub.id,
+                    Event.kind == SubscriberEventKind.SOFT_BOUNCE,
+                    Event.created_at > since,
+                )
+            )
+            or 0
+        )
         recent = max(recent, 1)  # this one counts, even when reported after a later sign of life
         if recent < soft_limit:
             return f"soft bounce {recent} of {soft_limit}"
@@ -236,22 +300,38 @@ def record_bounce(session: Session, *, email: str | None, sub: Subscriber | None
     if sub is not None and sub.status != SUB_BOUNCED:
         if sub.status != SUB_COMPLAINED:
             sub.status = SUB_BOUNCED
-        session.add(Event(kind="bounced", subscriber_id=sub.id, issue_id=issue_id, delivery_id=delivery_id,
-                          created_at=now, detail={**detail, "reason": reason}))
+        session.add(
+            Event(
+                kind=SubscriberEventKind.BOUNCED,
+                subscriber_id=sub.id,
+                issue_id=issue_id,
+                delivery_id=delivery_id,
+                created_at=now,
+                detail={**detail, "reason": reason},
+            )
+        )
     return f"suppressed ({reason})"
 
 
 def _last_sign_of_life(session: Session, subscriber_id: int) -> datetime | None:
     """When mail to this subscriber was last reported delivered, opened or clicked (None: never)."""
-    stamps = session.execute(select(func.max(Delivery.delivered_at), func.max(Delivery.opened_at),
-                                    func.max(Delivery.clicked_at))
-                             .where(Delivery.subscriber_id == subscriber_id)).one()
+    stamps = session.execute(
+        select(func.max(Delivery.delivered_at), func.max(Delivery.opened_at), func.max(Delivery.clicked_at)).where(
+            Delivery.subscriber_id == subscriber_id
+        )
+    ).one()
     known = [as_utc(s) for s in stamps if s is not None]
     return max(known) if known else None
 
 
-def record_complaint(session: Session, *, email: str | None, sub: Subscriber | None, delivery: Delivery | None,
-                     now: datetime | None = None) -> str:
+def record_complaint(
+    session: Session,
+    *,
+    email: str | None,
+    sub: Subscriber | None,
+    delivery: Delivery | None,
+    now: datetime | None = None,
+) -> str:
     """A spam report unsubscribes and suppresses, attributed to the issue that was reported."""
     now = now or utcnow()
     if delivery is not None and delivery.complained_at is None:
@@ -262,8 +342,16 @@ def record_complaint(session: Session, *, email: str | None, sub: Subscriber | N
     if sub is not None and sub.status != SUB_COMPLAINED:
         sub.status = SUB_COMPLAINED
         sub.unsubscribed_at = sub.unsubscribed_at or now
-        session.add(Event(kind="complained", subscriber_id=sub.id, issue_id=delivery.issue_id if delivery else None,
-                          delivery_id=delivery.id if delivery else None, created_at=now, detail={}))
+        session.add(
+            Event(
+                kind=SubscriberEventKind.COMPLAINED,
+                subscriber_id=sub.id,
+                issue_id=delivery.issue_id if delivery else None,
+                delivery_id=delivery.id if delivery else None,
+                created_at=now,
+                detail={},
+            )
+        )
     return "suppressed (complaint)"
 
 
@@ -294,8 +382,14 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
         # Their clicks and pixel opens stop naming them (digest.reports.clicklog); the deliveries lose
         # address and subscriber, so the provider's open and click stamps on them are nobody's. Counts stay.
         unlink_clicks(session, [int(d) for d in session.scalars(select(Delivery.id).where(cond))])
-        cleared = affected_rows(session.execute(update(Delivery).where(cond).values(email="", subscriber_id=None)
-                                                .execution_options(synchronize_session=False)))
+        cleared = affected_rows(
+            session.execute(
+                update(Delivery)
+                .where(cond)
+                .values(email="", subscriber_id=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
         if sid is not None:
             from subscribers import preferences
 

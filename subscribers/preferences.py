@@ -20,17 +20,25 @@ from sqlalchemy.orm import Session
 
 from digest import topics as topic_catalogue
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Event, Frequency, Subscriber
+from digest.storage.models import (
+    SUB_ACTIVE,
+    SUB_PENDING,
+    SUB_UNSUBSCRIBED,
+    Event,
+    Frequency,
+    Subscriber,
+    SubscriberEventKind,
+)
 from digest.topics import Topics
 from digest.weeks import as_utc, iso_utc, utcnow
 from subscribers import lifecycle
 
-KIND = "preferences"
+KIND = SubscriberEventKind.PREFERENCES
 PAUSE_WEEKS = (2, 4, 8)
 MAX_TOPICS = 50
 _TOPIC_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 # The event a sign-up for an address still pending writes (subscribers.signup): its topics are the latest choice.
-SIGNUP_AGAIN = "signup_again"
+SIGNUP_AGAIN = SubscriberEventKind.SIGNUP_AGAIN
 CATALOGUE_TTL = 60.0  # seconds: sign-up pages list the topics without reading every comparison each time
 _catalogues: weakref.WeakKeyDictionary[Engine, tuple[float, Topics]] = weakref.WeakKeyDictionary()
 
@@ -77,8 +85,12 @@ def signup_topics(raw: str) -> tuple[str, ...]:
 def apply_signup_topics(session: Session, sub: Subscriber, rt: Runtime, now: datetime | None = None) -> None:
     """On confirmation: the topics ticked on the sign-up form the person just confirmed (their latest
     sign-up's), unless they have chosen topics since. A stranger's sign-up never changes an active reader."""
-    detail = session.scalar(select(Event.detail).where(
-        Event.subscriber_id == sub.id, Event.kind.in_(["subscribed", SIGNUP_AGAIN])).order_by(Event.id.desc()).limit(1))
+    detail = session.scalar(
+        select(Event.detail)
+        .where(Event.subscriber_id == sub.id, Event.kind.in_([SubscriberEventKind.SUBSCRIBED, SIGNUP_AGAIN]))
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
     asked = (detail or {}).get("topics") if isinstance(detail, dict) else None
     if not asked or sub.topics:
         return
@@ -131,15 +143,33 @@ def apply(session: Session, sub: Subscriber, change: Change, *, by: str, now: da
             sub.paused_until = until
             changed.append("pause" if until else "resume")
     if changed:
-        session.add(Event(kind=KIND, subscriber_id=sub.id, created_at=now, detail={
-            "by": by, "changed": changed, "topics": [k for k in (sub.topics or "").split("+") if k],
-            "frequency": Frequency(sub.frequency).value, "paused_until": iso_utc(sub.paused_until)}))
+        session.add(
+            Event(
+                kind=KIND,
+                subscriber_id=sub.id,
+                created_at=now,
+                detail={
+                    "by": by,
+                    "changed": changed,
+                    "topics": [k for k in (sub.topics or "").split("+") if k],
+                    "frequency": Frequency(sub.frequency).value,
+                    "paused_until": iso_utc(sub.paused_until),
+                },
+            )
+        )
         session.flush()
     return changed
 
 
-def monthly_instead(session: Session, sub: Subscriber, *, issue_id: int | None, ip: str | None,
-                    user_agent: str | None, now: datetime | None = None) -> bool:
+def monthly_instead(
+    session: Session,
+    sub: Subscriber,
+    *,
+    issue_id: int | None,
+    ip: str | None,
+    user_agent: str | None,
+    now: datetime | None = None,
+) -> bool:
     """The unsubscribe page's "Too many emails" offer: monthly, and back on the list if they had left.
     True when the reader now gets the monthly edition (also when they already did: a second click)."""
     if sub.status not in (SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED):
@@ -152,8 +182,11 @@ def monthly_instead(session: Session, sub: Subscriber, *, issue_id: int | None, 
 def histories(session: Session, subscriber_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Each subscriber's changes, oldest first (for the export)."""
     out: dict[int, list[dict[str, Any]]] = {}
-    rows = session.execute(select(Event.subscriber_id, Event.created_at, Event.detail).where(
-        Event.subscriber_id.in_(subscriber_ids), Event.kind == KIND).order_by(Event.id)).all()
+    rows = session.execute(
+        select(Event.subscriber_id, Event.created_at, Event.detail)
+        .where(Event.subscriber_id.in_(subscriber_ids), Event.kind == KIND)
+        .order_by(Event.id)
+    ).all()
     for sid, at, detail in rows:
         if sid is not None:
             out.setdefault(sid, []).append({"at": iso_utc(at), **detail})

@@ -22,7 +22,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from digest.links import email_hash
 from digest.runtime import Runtime
-from digest.storage.models import SUB_PENDING, SUB_UNSUBSCRIBED, MailKind, MailStatus, SubscriberStatus
+from digest.storage.models import (
+    SUB_PENDING,
+    SUB_UNSUBSCRIBED,
+    MailKind,
+    MailStatus,
+    SubscriberEventKind,
+    SubscriberStatus,
+)
 from digest.weeks import utcnow
 from subscribers.addresses import MAX_NAME, AddressError, canonical_mailbox, clean_name, normalize_email
 from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
@@ -169,7 +176,8 @@ _UPDATE = (
     " WHERE id = :sid AND status = :status AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)"
     " RETURNING id"
 )
-_EVENT = "INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('subscribed', :sid, :detail, :now)"
+_EVENT = ("INSERT INTO events (kind, subscriber_id, detail, created_at)"
+          f" VALUES ('{SubscriberEventKind.SUBSCRIBED}', :sid, :detail, :now)")
 # A pending address signed up for again: not a second sign-up (the list report counts `subscribed`),
 # but its topics are the latest choice, applied if the owner confirms (preferences.apply_signup_topics).
 _AGAIN = f"INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('{SIGNUP_AGAIN}', :sid, :detail, :now)"
@@ -178,7 +186,7 @@ _QUEUE = ("INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, cre
 _PG_NEW = (
     "WITH h (key, total) AS ({hits}), s AS ({insert}),"
     " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at)"
-    " SELECT 'subscribed', id, :detail, :now FROM s),"
+    f" SELECT '{SubscriberEventKind.SUBSCRIBED}', id, :detail, :now FROM s),"
     " q AS (INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
     f" SELECT '{MailKind.CONFIRM}', id, '{MailStatus.QUEUED}', 0, :now FROM s),"
     f" c AS ({CONSENT_FROM_SQL.format(table='s')})"

@@ -62,3 +62,41 @@ def test_a_misspelled_status_is_refused_before_the_database(rt: Runtime) -> None
         session.add(Subscriber(email="typo@example.com", status="actve"))
         with pytest.raises(StatementError, match="actve"):
             session.flush()
+
+
+def test_every_event_kind_written_is_a_member(rt: Runtime) -> None:
+    """The raw-SQL sign-up, the ORM lifecycle and preferences write `events.kind` from one enum."""
+    from digest.storage.models import Event, SubscriberEventKind
+    from subscribers.lifecycle import resubscribe, set_reason
+
+    assert signup(rt, SignupRequest(email="kinds@example.com", ip="192.0.2.9")).accepted
+    assert signup(rt, SignupRequest(email="kinds@example.com", ip="192.0.2.9", topics=("x",))).accepted
+    with rt.sessions.begin() as session:
+        sub = session.scalars(select(Subscriber).where(Subscriber.email == "kinds@example.com")).one()
+        unsubscribe(session, sub, issue_id=None, method="test")
+        set_reason(session, sub, code="too_many", text="", issue_id=None)
+        resubscribe(session, sub, issue_id=None, ip=None, user_agent=None)
+    with rt.sessions() as session:
+        kinds = set(session.scalars(select(Event.kind)))
+    assert kinds and kinds <= {k.value for k in SubscriberEventKind}, kinds
+    assert {"subscribed", "unsubscribed", "resubscribed"} <= kinds
+
+
+def test_no_event_kind_is_a_bare_string_in_the_code() -> None:
+    import ast
+
+    from tests.conftest import ROOT
+
+    bare = []
+    for folder in ("digest", "subscribers"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Event":
+                    bare += [f"{path.name}:{node.lineno}" for k in node.keywords
+                             if k.arg == "kind" and isinstance(k.value, ast.Constant)]
+                if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and \
+                        node.left.attr == "kind" and getattr(node.left.value, "id", None) == "Event":
+                    bare += [f"{path.name}:{node.lineno}" for c in node.comparators if isinstance(c, ast.Constant)]
+    assert bare == []

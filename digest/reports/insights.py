@@ -40,6 +40,7 @@ from digest.storage.models import (
     Event,
     Issue,
     IssueItem,
+    SubscriberEventKind,
 )
 from digest.weeks import as_utc
 
@@ -236,8 +237,10 @@ def sent_count(session: Session, issue_id: int) -> int:
     return int(session.scalar(q) or 0)
 
 
-LIST_KINDS = {"subscribed": "sign_ups", "confirmed": "confirmations", "unsubscribed": "unsubscribes",
-              "bounced": "bounces", "complained": "complaints", "resubscribed": "resubscribes"}
+LIST_KINDS: dict[str, str] = {
+    SubscriberEventKind.SUBSCRIBED: "sign_ups", SubscriberEventKind.CONFIRMED: "confirmations",
+    SubscriberEventKind.UNSUBSCRIBED: "unsubscribes", SubscriberEventKind.BOUNCED: "bounces",
+    SubscriberEventKind.COMPLAINED: "complaints", SubscriberEventKind.RESUBSCRIBED: "resubscribes"}
 
 
 def _week_of(moment: datetime) -> str:

@@ -29,6 +29,7 @@ from digest.storage.models import (
     Edition,
     Event,
     Issue,
+    SubscriberEventKind,
 )
 from digest.weeks import iso_utc
 
@@ -44,7 +45,7 @@ def unsubscribe_reasons(session: Session, issue_id: int) -> dict[str, int]:
     """Reason codes given on the unsubscribe page for this issue: the latest per person, most given first."""
     latest: dict[object, str] = {}
     rows = session.execute(select(Event.id, Event.subscriber_id, Event.detail).where(
-        Event.issue_id == issue_id, Event.kind == "unsubscribe_reason").order_by(Event.id))
+        Event.issue_id == issue_id, Event.kind == SubscriberEventKind.UNSUBSCRIBE_REASON).order_by(Event.id))
     for event_id, subscriber_id, detail in rows:
         code = (detail or {}).get("reason")
         if isinstance(code, str) and code:
@@ -97,7 +98,7 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
         Batch, (Batch.issue_id == Delivery.issue_id) & (Batch.batch_no == Delivery.batch_no)).where(
         Delivery.issue_id == issue.id, Delivery.status == DELIVERY_QUEUED, Batch.status == BATCH_UNCONFIRMED)) or 0)
     unsubscribed = int(session.scalar(select(func.count(Event.id)).where(
-        Event.issue_id == issue.id, Event.kind == "unsubscribed")) or 0)
+        Event.issue_id == issue.id, Event.kind == SubscriberEventKind.UNSUBSCRIBED)) or 0)
     counts = {"recipients": enqueued - dropped, "sent": sent, "failed": failed, "queued": queued, "dropped": dropped,
               "delivered": delivered, "bounced": bounced, "complained": complained, "opened": opened,
               "clicked": clicked, "unsubscribed": unsubscribed}

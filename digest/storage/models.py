@@ -386,6 +386,24 @@ class Delivery(Base):
     complained_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class SubscriberEventKind(StrEnum):
+    """`events.kind`: what happened to a subscriber (the list by week, stats and the history read these).
+
+    Stored as VARCHAR like the statuses; not a checked column, so rows of older versions still read."""
+
+    SUBSCRIBED = "subscribed"  # a sign-up (form, embed, API) or `subscribers add`/import
+    SIGNUP_AGAIN = "signup_again"  # the same address signed up again while pending (its latest form counts)
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+    UNSUBSCRIBE_REASON = "unsubscribe_reason"
+    RESUBSCRIBED = "resubscribed"
+    PREFERENCES = "preferences"  # topics, frequency or pause changed
+    SOFT_BOUNCE = "soft_bounce"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    MERGED = "merged"  # two spellings of one mailbox made one row (migration 0003_h17)
+
+
 class Event(Base):
     """What happened to a subscriber, for stats and the audit trail (unsubscribe attributed to an issue)."""
 
@@ -393,9 +411,7 @@ class Event(Base):
     __table_args__ = (Index("ix_events_issue_kind", "issue_id", "kind"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(
-        String(32)
-    )  # subscribed | confirmed | unsubscribed | resubscribed | bounced | complained | ...
+    kind: Mapped[str] = mapped_column(String(32))  # a SubscriberEventKind
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
     )
