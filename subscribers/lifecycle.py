@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from digest.delivery.clicklog import unlink_clicks
+from digest.delivery.mail_queue import queue_mail
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
@@ -41,7 +42,6 @@ from digest.storage.models import (
 from digest.weeks import as_utc, utcnow
 from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
-from subscribers.mail_queue import queue_mail
 from subscribers.ratelimit import MAILBOX_KINDS, mailbox_key
 
 REASONS = {

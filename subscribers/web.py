@@ -33,12 +33,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
+from digest.delivery.drainer_process import DrainerProcess
 from digest.links import TokenError, UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Frequency
 from subscribers import lifecycle, preferences
-from subscribers.drainer_process import DrainerProcess
 from subscribers.pages import DEFAULT_DIR, OWN_ORIGIN, Pages, origin_of, pages_for, plain_error
+from subscribers.ratelimit import prune
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
 
 router = APIRouter()
@@ -523,7 +524,7 @@ def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         # Its own process: rendering and sending never hold up a request (no timing tells
         # a new address from a known one). It also prunes old rate-limit buckets.
-        drainer = DrainerProcess(rt)
+        drainer = DrainerProcess(rt, housekeeping=prune)
         a.state.subscriber_drainer = drainer
         drainer.start()
         # Everything built so far (app, routes, templates, SQLAlchemy metadata) lives as long
