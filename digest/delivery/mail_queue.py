@@ -49,7 +49,7 @@ RETRY_FIRST, RETRY_CEILING = 30.0, 3600.0  # seconds: 30 s, 1 min, 2 min ... 1 h
 BATCH = 50
 FOLDER = "transactional"
 
-Claimed = tuple[int, str, int, Subscriber | None]  # id, kind, attempts so far, the subscriber (None: erased)
+ClaimedRow = tuple[int, str, int, Subscriber | None]  # id, kind, attempts so far, the subscriber (None: erased)
 ToSend = tuple[int, int, OutgoingEmail]  # id, attempts so far, the email
 Row = dict[str, object]  # the columns a row's outcome sets
 
@@ -85,7 +85,7 @@ def _wanted(kind: str, status: str) -> bool:
     return (kind == "confirm" and status == SUB_PENDING) or (kind == "welcome" and status == SUB_ACTIVE)
 
 
-def _claim(rt: Runtime, limit: int) -> list[Claimed]:
+def _claim(rt: Runtime, limit: int) -> list[ClaimedRow]:
     """Take up to `limit` due rows (never claimed, or their lease over) under a new lease."""
     now = utcnow()
     with rt.sessions.begin() as session:
@@ -138,7 +138,7 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
     return result
 
 
-def _build(claimed: list[Claimed], builder: MailBuilder, now: datetime,
+def _build(claimed: list[ClaimedRow], builder: MailBuilder, now: datetime,
            result: DrainResult) -> tuple[list[Row], list[ToSend]]:
     """The emails of the rows still wanted; the outcome of the others (skipped, or a template error)."""
     done: list[Row] = []
