@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from digest import editions, topics
-from digest.delivery.sender import Sender, SendSummary
+from digest.delivery.loop import Sender
+from digest.delivery.summary import SendSummary
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError

@@ -26,6 +26,7 @@ from typing import IO
 
 from sqlalchemy import select
 
+from digest.delivery.mail_queue import queue_mail
 from digest.errors import UserError
 from digest.reports.insights import people_clicks
 from digest.runtime import Runtime
@@ -34,7 +35,6 @@ from digest.weeks import as_utc, utcnow
 from subscribers import preferences
 from subscribers.addresses import AddressError, clean_name, normalize_email
 from subscribers.api import add_subscriber
-from subscribers.mail_queue import queue_mail
 
 EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "mail", "email_address"}
 NAME_HEADERS = {"name", "first name", "first_name", "firstname", "full name", "full_name"}

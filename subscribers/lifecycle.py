@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from digest.delivery.mail_queue import queue_mail
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.reports.clicklog import unlink_clicks
 from digest.runtime import Runtime
@@ -42,7 +43,6 @@ from digest.storage.models import (
 from digest.weeks import as_utc, utcnow
 from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
-from subscribers.mail_queue import queue_mail
 from subscribers.ratelimit import MAILBOX_KINDS, mailbox_key
 
 REASONS = {

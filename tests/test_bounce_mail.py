@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 
 from digest.config import load_config
 from digest.cycle import send_week
+from digest.delivery.mail_queue import drain, queue_mail
 from digest.delivery.verp import Verp, from_config
 from digest.errors import ConfigError
 from digest.links import Tokens
@@ -33,7 +34,6 @@ from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_COMPLAINED, SUB_P
 from digest.weeks import Week, utcnow
 from subscribers.api import add_subscriber
 from subscribers.bounce_mail import process_bounce_mail
-from subscribers.mail_queue import drain, queue_mail
 from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
 from tests.support_imap import Imap, dovecot
 from tests.support_serve import free_port

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, InternalError
 from digest.config import load_config
 from digest.cycle import send_week
 from digest.delivery.events import DeliveryEvent, EventKind
+from digest.delivery.mail_queue import drain, queue_mail
 from digest.delivery.verp import from_config
 from digest.links import Tokens, email_hash
 from digest.runtime import Runtime
@@ -29,7 +30,6 @@ from subscribers.api import add_subscriber, is_suppressed
 from subscribers.bounce_mail import process_bounce_mail
 from subscribers.delivery_events import apply_events
 from subscribers.lifecycle import forget
-from subscribers.mail_queue import drain, queue_mail
 from tests.conftest import apply_overrides, make_runtime
 from tests.support_imap import Imap
 from tests.support_subscribers import counts, seed_comparisons, subscriber

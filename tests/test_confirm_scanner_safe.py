@@ -8,8 +8,8 @@ import re
 import pytest
 from sqlalchemy import select
 
+from digest.delivery.mail_queue import drain
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Event, Subscriber
-from subscribers.mail_queue import drain
 from tests.support_subscribers import client, counts, link_in, outbox_messages, path_of, runtime_with, subscriber
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from digest.delivery.mail_queue import drain
 from subscribers.addresses import MAX_NAME, AddressError, clean_name
-from subscribers.mail_queue import drain
 from tests.support_subscribers import client, counts, outbox_messages, runtime_with, subscriber, text_of
 
 

@@ -13,12 +13,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from digest.delivery.mail_queue import drain
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, ConsentRecord, Subscriber
 from digest.weeks import utcnow
 from subscribers.api import add_subscriber
 from subscribers.csvio import import_csv
 from subscribers.lifecycle import forget
-from subscribers.mail_queue import drain
 from tests.support_subscribers import (
     client,
     link_in,

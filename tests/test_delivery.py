@@ -20,8 +20,9 @@ from sqlalchemy import select, update
 
 from digest.cli.sending import SendProgress
 from digest.cycle import prepare, send_week
+from digest.delivery.loop import Sender
 from digest.delivery.ratelimit import RateLimiter
-from digest.delivery.sender import Sender, SendSummary
+from digest.delivery.summary import SendSummary
 from digest.delivery.transports import make_transport
 from digest.storage.installation import installation_id
 from digest.storage.models import (

@@ -8,8 +8,8 @@ import email.policy
 
 import pytest
 
+from digest.delivery.mail_queue import drain
 from subscribers.lifecycle import forget
-from subscribers.mail_queue import drain
 from tests.support_subscribers import client, runtime_with
 
 PEOPLE = ["a@example.com", "bob-a@example.com", "zoé@example.com", "zoë@example.com", "xa@example.com"]

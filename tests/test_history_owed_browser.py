@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from digest.cycle import prepare, resolve_week
-from digest.delivery.sender import record_pause
+from digest.delivery.completion import record_pause
 from digest.preview.server import PreviewServer
 from tests.conftest import CHROMIUM_ARGS, output_dir
 from tests.support_delivery import add_readers

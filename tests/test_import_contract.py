@@ -66,6 +66,6 @@ def test_a_foundation_importing_delivery_breaks_the_contract(tmp_path: Path) -> 
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     runtime = tmp_path / "digest" / "runtime.py"
-    runtime.write_text(runtime.read_text() + "\nimport digest.delivery.sender  # noqa: E402\n")
+    runtime.write_text(runtime.read_text() + "\nimport digest.delivery.loop  # noqa: E402\n")
     run = _lint_imports(tmp_path)
-    assert run.returncode != 0 and "digest.runtime -> digest.delivery.sender" in run.stdout, run.stdout
+    assert run.returncode != 0 and "digest.runtime -> digest.delivery.loop" in run.stdout, run.stdout

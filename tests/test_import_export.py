@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from digest.delivery.mail_queue import drain
 from digest.errors import UserError
 from digest.storage.models import (
     SUB_ACTIVE,
@@ -26,7 +27,6 @@ from digest.storage.models import (
 from subscribers.api import add_subscriber, is_suppressed
 from subscribers.csvio import EXPORT_COLUMNS, export_csv, import_csv
 from subscribers.lifecycle import forget
-from subscribers.mail_queue import drain
 from tests.conftest import ROOT
 from tests.support_subscribers import (
     counts,

@@ -11,6 +11,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import insert, select
 
 from digest.cycle import send_week
+from digest.delivery.mail_queue import drain, queue_mail
 from digest.storage.models import (
     DELIVERY_FAILED,
     DELIVERY_SENT,
@@ -26,7 +27,6 @@ from digest.storage.models import (
 )
 from digest.weeks import utcnow
 from subscribers.addresses import normalize_email
-from subscribers.mail_queue import drain, queue_mail
 from tests.support_delivery import add_readers, assert_exactly_once
 from tests.support_serve import free_port
 from tests.test_smtp import NOW, WEEK, Mailbox, smtp_runtime

@@ -20,6 +20,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from digest.cycle import send_week
+from digest.delivery.mail_builder import MailBuilder
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.links import Tokens
 from digest.mail import MessageIds
@@ -28,7 +29,6 @@ from digest.storage.db import make_engine
 from digest.storage.installation import installation_id
 from digest.storage.models import Installation, Issue, Subscriber
 from digest.weeks import Week
-from subscribers.mail_queue import MailBuilder
 from tests.conftest import database_at, fresh_pg_url, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 

@@ -80,7 +80,7 @@ def history_served(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     from digest.cycle import prepare, resolve_week
-    from digest.delivery.sender import record_pause
+    from digest.delivery.completion import record_pause
     from digest.preview.server import PreviewServer
     from digest.storage.models import ISSUE_SENT, Issue
     from tests.support_delivery import add_readers

@@ -19,11 +19,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from digest.cycle import send_week
+from digest.delivery.mail_builder import MailBuilder
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.mail import ascii_uri
 from digest.storage.models import Subscriber
 from digest.weeks import Week
-from subscribers.mail_queue import MailBuilder
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_delivery import add_readers, seed_comparisons
 from tests.support_serve import free_port

@@ -80,8 +80,8 @@ def test_the_key_file_is_private(tmp_path) -> None:
 
 
 def test_the_drainer_logs_and_keeps_going_when_the_key_is_bad_then_recovers(tmp_path, sqlite_url, caplog) -> None:
+    from digest.delivery.drainer import Drainer
     from digest.runtime import open_runtime
-    from subscribers.mail_queue import Drainer
     from tests.support_subscribers import client, outbox_messages
 
     cfg = write_project(tmp_path / "p")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest.cycle import prepare
+from digest.delivery.loop import Sender
 from digest.delivery.ratelimit import RateLimiter
-from digest.delivery.sender import Sender
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import TransientError
 from digest.weeks import Week

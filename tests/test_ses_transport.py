@@ -167,8 +167,8 @@ def test_kill_9_mid_send_then_resume_mails_2000_readers_at_most_once(moto, tmp_p
 
 
 def test_confirmation_mails_go_to_ses_one_per_call_within_its_rate(moto, tmp_path, db_url) -> None:
+    from digest.delivery.mail_queue import drain, queue_mail
     from subscribers.api import add_subscriber
-    from subscribers.mail_queue import drain, queue_mail
 
     rt = _runtime(tmp_path, db_url, moto.url)
     with rt.sessions.begin() as s:

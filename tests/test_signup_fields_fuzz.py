@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from digest.delivery.mail_queue import drain
 from subscribers.addresses import _NAME_LINK, MAX_EMAIL, MAX_NAME, AddressError, clean_name, normalize_email
-from subscribers.mail_queue import drain
 from subscribers.signup import SignupRequest, clean_form_id, signup
 from tests.support_subscribers import client, outbox_messages, runtime_with, subscriber
 

@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from digest.delivery.mail_queue import _batch_key
 from digest.mail import OutgoingEmail
-from subscribers.mail_queue import _batch_key
 from subscribers.rawsql import Raw
 
 

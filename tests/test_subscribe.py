@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from digest.delivery.mail_queue import drain
 from digest.storage.models import (
     MAIL_QUEUED,
     MAIL_SENT,
@@ -20,7 +21,6 @@ from digest.storage.models import (
 )
 from digest.weeks import utcnow
 from subscribers.lifecycle import forget, suppress
-from subscribers.mail_queue import drain
 from tests.support_subscribers import (
     client,
     counts,

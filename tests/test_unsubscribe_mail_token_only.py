@@ -12,9 +12,9 @@ from urllib.parse import unquote
 
 import pytest
 
+from digest.delivery.mail_queue import drain
 from digest.storage.models import SUB_ACTIVE, SUB_UNSUBSCRIBED
 from subscribers.api import add_subscriber
-from subscribers.mail_queue import drain
 from subscribers.mailto import process_unsubscribe_mail
 from tests.conftest import ROOT
 from tests.support_subscribers import (

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
+from digest.delivery.mail_queue import drain
 from digest.storage.models import (
     SUB_ACTIVE,
     SUB_BOUNCED,
@@ -20,7 +21,6 @@ from digest.storage.models import (
     WebhookReceipt,
 )
 from subscribers.api import add_subscriber, is_suppressed
-from subscribers.mail_queue import drain
 from tests.support_subscribers import (
     WEBHOOK_SECRET,
     client,

@@ -11,7 +11,7 @@ from digest.cli import app, err
 from digest.cli.context import out, print_json, runtime
 from digest.cli.output import Table
 from digest.cli.sending import SendProgress, open_transport, stop_on_signals
-from digest.delivery.sender import worker_name
+from digest.delivery.leases import worker_name
 from digest.delivery.worker import run_worker
 from digest.errors import ProviderAuthError, UserError
 from digest.reports.stats import issue_stats

@@ -25,7 +25,7 @@ from digest.cycle import (
     send_week,
     update_choices,
 )
-from digest.delivery.sender import SendSummary
+from digest.delivery.summary import SendSummary
 from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from sqlalchemy import func, select
 
-from digest.delivery.sender import SendSummary
+from digest.delivery.summary import SendSummary
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError

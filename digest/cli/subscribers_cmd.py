@@ -16,6 +16,7 @@ from digest.cli import err as err_console
 from digest.cli.context import out, print_json, runtime
 from digest.cli.help import command_group
 from digest.cli.output import Table
+from digest.delivery.mail_queue import DrainResult, drain, queue_mail
 from digest.errors import DatabaseUnavailable, UserError
 from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
 from digest.weeks import as_utc, utcnow
@@ -25,7 +26,6 @@ from subscribers.bounce_mail import poll_mailbox, process_bounce_mail
 from subscribers.consent import consent_history
 from subscribers.csvio import ImportReport, export_csv, import_csv
 from subscribers.lifecycle import forget
-from subscribers.mail_queue import DrainResult, drain, queue_mail
 from subscribers.mailto import process_unsubscribe_mail
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")

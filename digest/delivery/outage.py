@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+from digest.delivery.leases import backoff
 from digest.weeks import utcnow
 
 
@@ -56,11 +57,11 @@ class ResumeBackoff:
     def __init__(self, first: float, ceiling: float):
         self.first = max(0.01, first)
         self.ceiling = max(self.first, ceiling)
-        self._next = self.first
+        self._tries = 0
 
     def next_delay(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.ceiling)
-        return delay
+        self._tries += 1
+        return backoff(self._tries, self.first, self.ceiling)
 
     def reset(self) -> None:
-        self._next = self.first
+        self._tries = 0

@@ -1,6 +1,6 @@
 """`digest send --retry-failed`: give failed deliveries another go, never a second copy by accident.
 
-Per batch, by what its recorded attempts say (digest.delivery.sender, invariant 6):
+Per batch, by what its recorded attempts say (digest.delivery.attempts, invariant 6):
 - nothing of it can have been accepted (every attempt refused): its failed deliveries go
   back to the queue; under the same key while the provider keeps it, a new key after;
 - the provider answered (some went out, the rest were rejected one by one): while its
@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from digest.delivery.sender import KEY_TTL, legacy_key, may_have_been_accepted
+from digest.delivery.attempts import KEY_TTL, legacy_key, may_have_been_accepted
 from digest.storage.db import affected_rows
 from digest.storage.models import (
     BATCH_CLAIMED,

@@ -16,8 +16,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from digest.delivery.loop import Sender
 from digest.delivery.outage import ResumeBackoff
-from digest.delivery.sender import Sender, SendSummary
+from digest.delivery.summary import SendSummary
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError
 from digest.runtime import Runtime

@@ -1,7 +1,7 @@
 """Build the preview message exactly as the real send would, for a sample reader, and cache it.
 
 Digest: compile_issue (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
-the sender takes. Confirm and welcome: subscribers.mail_queue.MailBuilder (render_transactional).
+the sender takes. Confirm and welcome: digest.delivery.mail_builder.MailBuilder (render_transactional).
 A build is cached under the template files' mtimes, the settings generation and the selection, so an unchanged page is a
 dictionary look-up and a template edit recompiles only once.
 """
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from digest.delivery.mail_builder import MailBuilder
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import TemplateError
 from digest.links import Tokens, personal_links
@@ -26,7 +27,6 @@ from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
 from digest.storage.installation import message_id_salt
 from digest.storage.models import Frequency, Issue, Subscriber
-from subscribers.mail_queue import MailBuilder
 
 KINDS = ("digest", "confirm", "welcome")
 SAMPLE = Recipient(delivery_id=0, subscriber_id=0, email="sample.reader@example.com", name="Sample Reader")

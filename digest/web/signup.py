@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
+from digest.delivery.drainer_process import DrainerProcess
 from digest.runtime import Runtime
 from digest.web.forms import (
     CONTROL_CHARS,
@@ -42,7 +43,7 @@ from digest.web.forms import (
 )
 from digest.web.pages import DEFAULT_DIR, Pages, origin_of, pages_for
 from subscribers import lifecycle, preferences
-from subscribers.drainer_process import DrainerProcess
+from subscribers.ratelimit import prune
 from subscribers.signup import SignupOutcome, SignupRequest, clean_form_id, signup
 
 router = APIRouter()
@@ -282,7 +283,7 @@ def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         # Its own process: rendering and sending never hold up a request (no timing tells
         # a new address from a known one). It also prunes old rate-limit buckets.
-        drainer = DrainerProcess(rt)
+        drainer = DrainerProcess(rt, housekeeping=prune)
         a.state.subscriber_drainer = drainer
         drainer.start()
         # Everything built so far (app, routes, templates, SQLAlchemy metadata) lives as long

@@ -9,7 +9,8 @@ web process only signals it (`wake`, `note_request`: a shared event and a shared
 
 The child is spawned (a fresh interpreter, nothing inherited from uvicorn's event loop),
 opens its own database connections from the same config, and stops when asked, when its
-parent stops, or when its parent disappears.
+parent stops, or when its parent disappears. Its housekeeping (the web's: pruning old
+rate-limit buckets) is given by the caller, a module-level function the child can import.
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from digest.config import Config
 from digest.runtime import Runtime
 
+# The operator's name for this mail in the logs since it lived in subscribers/: kept for their filters.
 log = logging.getLogger("subscribers.mail")
+
+Housekeeping = Callable[[Session], object]  # run now and then in its own transaction
 
 _CTX = multiprocessing.get_context("spawn")
 BUSY_FOR = 0.25
@@ -34,11 +41,14 @@ MAX_DEFER = 1.0  # while sign-ups keep coming, still send a full batch at least 
 
 
 class DrainerProcess:
-    """Same controls as mail_queue.Drainer (start, wake, note_request, stop); the work runs in a child."""
+    """Same controls as drainer.Drainer (start, wake, note_request, stop); the work runs in a child.
 
-    def __init__(self, rt: Runtime, *, poll: float = 1.0) -> None:
+    `housekeeping` must be picklable (a module-level function): the spawned child imports it."""
+
+    def __init__(self, rt: Runtime, *, poll: float = 1.0, housekeeping: Housekeeping | None = None) -> None:
         self.config = rt.config
         self.poll = poll
+        self.housekeeping = housekeeping
         self._wake = _CTX.Event()
         self._stop = _CTX.Event()
         self._busy_until: Synchronized[float] = _CTX.Value("d", 0.0, lock=False)
@@ -48,7 +58,7 @@ class DrainerProcess:
         if self._proc is None:
             self._proc = _CTX.Process(target=_child, name="mail-drainer", daemon=True,
                                       args=(self.config, self._wake, self._stop, self._busy_until, os.getpid(),
-                                            self.poll))
+                                            self.poll, self.housekeeping))
             self._proc.start()
 
     def wake(self) -> None:
@@ -89,10 +99,10 @@ def _defer_while_busy(busy_until: Any, stop: Any) -> bool:
     return bool(time.monotonic() < busy_until.value)
 
 
-def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, poll: float) -> None:
+def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, poll: float,
+           chores: Housekeeping | None) -> None:
+    from digest.delivery.drainer import Drainer
     from digest.runtime import open_runtime
-    from subscribers.mail_queue import Drainer
-    from subscribers.ratelimit import prune
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the parent stops us
     signal.signal(signal.SIGTERM, lambda *_: (stop.set(), wake.set()))
@@ -100,8 +110,9 @@ def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, p
     rt = open_runtime(config, migrate=False)
 
     def housekeeping() -> None:
-        with rt.sessions.begin() as session:
-            prune(session)
+        if chores is not None:
+            with rt.sessions.begin() as session:
+                chores(session)
 
     def orphaned() -> None:  # the parent was killed (SIGKILL, OOM): do not outlive it
         while not stop.wait(1.0):
