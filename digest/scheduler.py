@@ -34,7 +34,8 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 
 from digest.config import ScheduleSettings
-from digest.cycle import CycleResult, is_overdue, send_week
+from digest.cycle.send import CycleResult, send_week
+from digest.cycle.week import is_overdue
 from digest.delivery.outage import ResumeBackoff
 from digest.errors import UserError
 from digest.ingest.sources import expand

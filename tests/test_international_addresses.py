@@ -10,7 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import insert, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.storage.models import (
     DELIVERY_FAILED,
     DELIVERY_SENT,

@@ -20,7 +20,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import func, select
 
 from digest.config import ScheduleSettings
-from digest.cycle import CycleResult, Prepared
+from digest.cycle.freeze import Prepared
+from digest.cycle.send import CycleResult
 from digest.runtime import Runtime
 from digest.scheduler import JOB_ID, WeeklyService, apscheduler_clock, latest_slot_week, make_trigger, slot_state
 from digest.storage.models import ISSUE_SENT, Issue, SchedulerJob

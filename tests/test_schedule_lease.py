@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from digest.cycle import CycleResult, Prepared
+from digest.cycle.freeze import Prepared
+from digest.cycle.send import CycleResult
 from digest.lease import Lease
 from digest.runtime import Runtime
 from digest.scheduler import LEASE_NAME, WeeklyService
