@@ -128,7 +128,7 @@ class FakeClock:
 
 @dataclass
 class RecordingSend:
-    """Stands in for digest.cycle.send_week: records the call and marks the week sent."""
+    """Stands in for digest.cycle.send.send_week: records the call and marks the week sent."""
 
     clock: FakeClock
     calls: list[tuple[str, datetime]] = field(default_factory=list)

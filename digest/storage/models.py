@@ -195,7 +195,7 @@ class Subscriber(Base):
     consent_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     consent_user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
     consent_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    # Reader preferences (digest.topics, digest.editions): topic keys joined by "+" in sorted order
+    # Reader preferences (digest.selection.topics, digest.cycle.editions): topic keys joined by "+" in sorted order
     # ("" = every topic), weekly or monthly, and a pause that ends by itself.
     topics: Mapped[str] = mapped_column(String(1000), default="", server_default="")
     frequency: Mapped[Frequency] = mapped_column(values_of(Frequency), default=Frequency.WEEKLY,
