@@ -59,7 +59,7 @@ def test_history_and_issue_pages_show_charts_with_text_alternatives(tmp_path, sq
     week = Week.of(utcnow()).key
     issue_id = _history(rt, week)
     with rt.sessions() as s:
-        items = s.scalar(select(Issue).where(Issue.id == issue_id)).items
+        items = s.scalar(select(Issue).where(Issue.id == issue_id)).main_edition.items
     server = PreviewServer(rt, port=0)
     url = server.start()
     shots = output_dir("insights")
