@@ -22,10 +22,11 @@ sys.path.insert(0, str(ROOT))
 from digest.config import load_config  # noqa: E402
 from digest.delivery.messages import IssueMessages, Recipient  # noqa: E402
 from digest.links import Tokens  # noqa: E402
-from digest.render.issue_email import compile_issue, issue_context  # noqa: E402
+from digest.render.issue_email import issue_context  # noqa: E402
 from digest.render.personalize import markers, new_nonce  # noqa: E402
 from digest.render.templates import cached_env, compile_mjml, render_template  # noqa: E402
-from tests.support_render import sample_issue  # noqa: E402
+from digest.storage.models import Edition  # noqa: E402
+from tests.support_render import compile_sample, sample_issue  # noqa: E402
 
 
 def pin_one_core() -> str:
@@ -56,19 +57,19 @@ def main() -> None:
     config = load_config(ROOT / "config.toml", env={"DIGEST_SECRET_KEY": secret})
     issue = sample_issue(5)
 
-    cold = timed(lambda: compile_issue(config, issue), 1)[0]
-    warm = timed(lambda: compile_issue(config, issue), 20)
+    cold = timed(lambda: compile_sample(config, issue), 1)[0]
+    warm = timed(lambda: compile_sample(config, issue), 20)
     env = cached_env(config.templates_dir)
-    source = render_template(env, "digest.mjml.j2", issue_context(config, issue, markers(new_nonce())))
+    source = render_template(env, "digest.mjml.j2", issue_context(config, issue, markers(new_nonce()), issue.picks))
     path = config.templates_dir / "digest.mjml.j2"
     mjml_only = timed(lambda: compile_mjml(source, path, env), 20)
-    compiled = compile_issue(config, issue)
+    compiled = compile_sample(config, issue)
 
     issue.id = 1
-    issue.html, issue.text = compiled.html, compiled.text
-    issue.placeholder_nonce, issue.subject = compiled.nonce, compiled.subject
-    issue.links = compiled.links  # tracked links ([tracking] clicks = true, the default): 15 tokens per reader
-    messages = IssueMessages(config.settings, Tokens(secret), issue, installation="bench")
+    main = Edition(id=1, issue_id=1, key="weekly/all", html=compiled.html, text=compiled.text,
+                   placeholder_nonce=compiled.nonce, subject=compiled.subject,
+                   links=compiled.links)  # tracked links ([tracking] clicks = true, the default): 15 tokens per reader
+    messages = IssueMessages(config.settings, Tokens(secret), issue, main, installation="bench")
     readers = [Recipient(i + 1, 1000 + i, f"reader{i}@example.com", f"Reader Number{i}" if i % 3 else None)
                for i in range(args.readers)]
 
@@ -91,20 +92,21 @@ def main() -> None:
     for r in mime_readers:
         to_mime(messages.build(r), domain).as_bytes()
     cpu_per_mime = (time.process_time() - cpu_start) / len(mime_readers)
-    resend_messages = IssueMessages(config.settings, Tokens(secret), issue, installation="bench", json_bodies=True)
+    resend_messages = IssueMessages(config.settings, Tokens(secret), issue, main, installation="bench",
+                                    json_bodies=True)
 
     def personalize_json() -> None:
         for r in readers:
             resend_messages.build(r)
 
     json_rates = [args.readers / t for t in timed(personalize_json, 3)]
-    issue.links = None
-    untracked = IssueMessages(config.settings, Tokens(secret), issue, installation="bench")
+    main.links = None
+    untracked = IssueMessages(config.settings, Tokens(secret), issue, main, installation="bench")
     cpu_start = time.process_time()
     for r in readers:
         untracked.build(r)
     cpu_untracked = (time.process_time() - cpu_start) / args.readers
-    issue.links = compiled.links
+    main.links = compiled.links
     fill_values = {"unsubscribe_url": "http://127.0.0.1:8000/u/token", "manage_url": "http://127.0.0.1:8000/u/token?manage=1",
                    "view_url": "http://127.0.0.1:8000/archive/2026-W47", "name": "Reader", "greeting": "Hi Reader,"}
     def fill() -> None:

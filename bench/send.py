@@ -272,12 +272,12 @@ def smtp_bench(readers: int, connections: int) -> dict[str, float]:
 
 def enqueue_child(db_url: str, cfg: str) -> None:
     """In the child: freeze this week's issue (render + enqueue) and report timings as JSON."""
-    import digest.editions as editions
-    from digest.cycle import prepare
+    import digest.cycle.freeze as freeze
+    from digest.cycle.freeze import prepare
 
     rt = make_runtime(Path(cfg), db_url)
     timing: dict[str, float] = {"enqueue_s": 0.0}
-    original = editions.enqueue_editions
+    original = freeze.enqueue_editions
 
     def timed(session, *args, **kwargs):  # type: ignore[no-untyped-def]
         t = time.perf_counter()
@@ -286,7 +286,7 @@ def enqueue_child(db_url: str, cfg: str) -> None:
         timing["enqueue_s"] += time.perf_counter() - t
         return result
 
-    editions.enqueue_editions = timed  # type: ignore[assignment]
+    freeze.enqueue_editions = timed  # type: ignore[assignment]
     t = time.perf_counter()
     prepared = prepare(rt, current_week(rt.settings.schedule), manual=True)
     timing["freeze_s"] = time.perf_counter() - t

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from digest.config import WEEKDAYS  # noqa: E402
-from digest.cycle import send_week  # noqa: E402
+from digest.cycle.send import send_week  # noqa: E402
 from digest.weeks import Week  # noqa: E402
 from subscribers.api import add_subscriber  # noqa: E402
 from tests.conftest import apply_overrides, make_runtime, write_project  # noqa: E402
@@ -205,7 +205,7 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
         tokens = ClickTokens(Tokens(SECRET))
         with rt.sessions() as s:
             issue = s.scalar(select(Issue).order_by(Issue.id.desc()).limit(1))
-            assert issue is not None and issue.links
+            assert issue is not None and issue.main_edition is not None and issue.main_edition.links
             counts = {e: len(links or []) for e, links in s.execute(select(Edition.id, Edition.links)
                                                                     .where(Edition.issue_id == issue.id))}
             assert len(counts) == 2 and all(counts.values()), counts

@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from digest import topics as topic_catalogue
 from digest.runtime import Runtime
+from digest.selection import topics as topic_catalogue
+from digest.selection.topics import Topics
 from digest.storage.models import (
     SUB_ACTIVE,
     SUB_PENDING,
@@ -29,7 +30,6 @@ from digest.storage.models import (
     Subscriber,
     SubscriberEventKind,
 )
-from digest.topics import Topics
 from digest.weeks import as_utc, iso_utc, utcnow
 from subscribers import lifecycle
 

@@ -8,11 +8,11 @@ import re
 from html.parser import HTMLParser
 
 from digest.config import load_config
-from digest.render.issue_email import CompiledEmail, compile_issue
+from digest.render.issue_email import CompiledEmail
 from digest.render.personalize import Personalizer
 from digest.render.tracked import direct_values
 from tests.conftest import ROOT
-from tests.support_render import sample_issue
+from tests.support_render import compile_sample, sample_issue
 
 PERSONAL = {"unsubscribe_url": "https://news.example.com/u/TOKEN-A", "view_url": "https://news.example.com/archive/2026-W47",
             "manage_url": "https://news.example.com/u/TOKEN-A?manage=1", "name": "Ada", "greeting": "Hi Ada,"}
@@ -24,7 +24,7 @@ def config():
 
 def five_item_issue(**kw) -> tuple[CompiledEmail, str, str]:
     """(compiled, filled HTML, filled text) of the 5-item sample issue."""
-    compiled = compile_issue(config(), sample_issue(5, **kw))
+    compiled = compile_sample(config(), sample_issue(5, **kw))
     # Tracked link slots hold their destinations, as in a preview (digest.render.tracked).
     values = {**PERSONAL, **direct_values(compiled.links)}
     html, text = Personalizer.build(compiled.html, compiled.text, compiled.nonce).fill(values)

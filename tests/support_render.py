@@ -1,6 +1,7 @@
 """Build issues for rendering tests and the render benchmark without a database.
 
-`sample_issue(n)` returns a transient Issue whose items hold the sample comparisons plus
+`sample_issue(n)` returns a transient Issue whose `picks` (the rows of its main edition, which
+`compile_sample` compiles it with) hold the sample comparisons plus
 variations of them (different tools, panel splits, community votes, prices), so a 5-item
 issue looks like a real week: a clear favourite, a split verdict, tools with no votes yet, a community
 vote that disagrees with the panel, and (as on the site) one tool in two comparisons.
@@ -13,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from digest.config import Config
 from digest.ingest.sources import expand
-from digest.storage.models import Comparison, Issue, IssueItem
+from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
+from digest.storage.models import Comparison, EditionItem, Issue
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "comparisons"
@@ -63,9 +66,14 @@ def issue_from(datas: list[dict[str, Any]], *, week: str = "2026-W47", number: i
                editor_note: str | None = None) -> Issue:
     issue = Issue(id=1, week=week, number=number, status="draft", pins=[], excludes=[], editor_note=editor_note,
                   scheduled_for=datetime(2026, 11, 16, 9, tzinfo=UTC))
-    issue.items = [IssueItem(rank=i, score=1.0 - i / 10, score_parts={}, pinned=False, comparison=comparison(d, i))
-                   for i, d in enumerate(datas, start=1)]
+    issue.picks = [EditionItem(rank=i, score=1.0 - i / 10, score_parts={}, pinned=False, comparison=comparison(d, i))
+                   for i, d in enumerate(datas, start=1)]  # a test's own attribute: an issue holds no picks
     return issue
+
+
+def compile_sample(config: Config, issue: Issue, *, edition: EditionView | None = None) -> CompiledEmail:
+    """compile_issue for a sample issue, with its picks."""
+    return compile_issue(config, issue, issue.picks, edition=edition)
 
 
 def sample_issue(n: int = 5, *, editor_note: str | None = None) -> Issue:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.runtime import Runtime
@@ -222,7 +222,8 @@ def send_this_week(rt: Runtime, people: int = 3) -> SentIssue:
         issue = s.scalars(select(Issue).where(Issue.week == week)).one()
         deliveries = {address: int(did) for did, address in s.execute(
             select(Delivery.id, Delivery.email).where(Delivery.issue_id == issue.id))}
-        return SentIssue(now, week, issue.id, deliveries, list(issue.links or []))
+        main = issue.main_edition
+        return SentIssue(now, week, issue.id, deliveries, list((main.links if main is not None else None) or []))
 
 
 def mail_to(outbox: Path, address: str) -> Path:
@@ -251,14 +252,18 @@ def stats_cli(cfg: Path, env: dict[str, str], week: str, *extra: str) -> str:
 
 def make_archive(rt: Runtime) -> Runtime:
     """Sent issues 2026-W46 and 2026-W47 (W47 holds hostile markup), a draft W48 and a skipped W45."""
-    from digest.storage.models import ISSUE_DRAFT, ISSUE_SKIPPED, Issue
+    from digest.storage.models import ISSUE_DRAFT, ISSUE_SKIPPED, MAIN_EDITION_KEY, Edition, Frequency, Issue
 
     seed(rt, NOW - timedelta(days=8), people=3)
     send_issue(rt, "2026-W46", NOW - timedelta(days=7))
     seed(rt, NOW - timedelta(days=1), people=3, extra=[EVIL, PLAIN])
     send_issue(rt, "2026-W47", NOW)
     with rt.sessions.begin() as s:
-        s.add(Issue(week="2026-W48", status=ISSUE_DRAFT, pins=[], excludes=[], subject="DRAFT-SUBJECT"))
+        draft = Issue(week="2026-W48", status=ISSUE_DRAFT, pins=[], excludes=[])
+        s.add(draft)
+        s.flush()  # content a draft never has, to show the archive would not list it if it had
+        s.add(Edition(issue_id=draft.id, key=MAIN_EDITION_KEY, label="All topics, weekly", frequency=Frequency.WEEKLY,
+                      topics=[], subject="DRAFT-SUBJECT"))
         s.add(Issue(week="2026-W45", status=ISSUE_SKIPPED, pins=[], excludes=[], skip_reason="too few"))
     return rt
 

@@ -118,7 +118,7 @@ def seed_comparisons(rt: Runtime, published: datetime, tag: str = "") -> None:
 
 def send_issue(rt: Runtime, week_key: str, now: datetime) -> int:
     """Send that week's issue (comparisons must exist); returns the issue id."""
-    from digest.cycle import send_week
+    from digest.cycle.send import send_week
     from digest.weeks import Week
 
     result = send_week(rt, Week.parse(week_key), manual=True, now=now)

@@ -11,7 +11,7 @@ import feedparser
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.runtime import Runtime
 from digest.storage.models import Comparison, Issue
 from digest.web.app import create_app

@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from digest.config import load_config
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.mail_queue import drain, queue_mail
 from digest.delivery.verp import Verp, from_config
 from digest.errors import ConfigError

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, InternalError
 
 from digest.config import load_config
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.events import DeliveryEvent, EventKind
 from digest.delivery.mail_queue import drain, queue_mail
 from digest.delivery.verp import from_config

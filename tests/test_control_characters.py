@@ -20,7 +20,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from sqlalchemy import select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.errors import IngestError
 from digest.ingest.json_source import parse_json_text
 from digest.ingest.page_text import parse_page_text

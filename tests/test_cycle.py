@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.storage.models import Delivery, Issue

@@ -19,7 +19,8 @@ from rich.console import Console
 from sqlalchemy import select, update
 
 from digest.cli.sending import SendProgress
-from digest.cycle import prepare, send_week
+from digest.cycle.freeze import prepare
+from digest.cycle.send import send_week
 from digest.delivery.loop import Sender
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.summary import SendSummary
@@ -38,6 +39,7 @@ from digest.storage.models import (
     SUB_UNSUBSCRIBED,
     Batch,
     Delivery,
+    Edition,
     Issue,
     Subscriber,
 )
@@ -290,9 +292,11 @@ def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None
     html = (f'<p class="x">{marker(nonce, "greeting")} “quotes” é 😀 \\ </p>\n'
             f'<a href="{marker(nonce, "unsubscribe_url")}">u</a>{marker(nonce, "name")}')
     text = f'{marker(nonce, "greeting")}\n\t"tab" {marker(nonce, "unsubscribe_url")} ü'
-    issue = Issue(id=7, week="2026-W47", html=html, text=text, placeholder_nonce=nonce, subject="Subject “1”")
+    issue = Issue(id=7, week="2026-W47")
+    main = Edition(issue_id=7, key="weekly/all", html=html, text=text, placeholder_nonce=nonce, subject="Subject “1”")
     settings = load_config(write_project(tmp_path / "p")).settings
-    msgs = IssueMessages(settings, Tokens("secret-0123456789"), issue, installation="test-install", json_bodies=True)
+    msgs = IssueMessages(settings, Tokens("secret-0123456789"), issue, main, installation="test-install",
+                         json_bodies=True)
     mail = msgs.build(Recipient(1, 5, "ada@example.com", 'Ada "<b>&</b>" Lövelace'))
     assert isinstance(mail.html, PreEscaped) and isinstance(mail.text, PreEscaped)
     assert "&lt;b&gt;&amp;&lt;/b&gt;" in mail.html and "Hi Ada," in mail.text

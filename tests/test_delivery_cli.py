@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.storage.models import Delivery, Event, Issue
 from digest.weeks import Week, utcnow
 from tests.fake_resend import FakeResend, FakeResendServer, Faults

@@ -9,9 +9,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from digest.config import TopicSettings
-from digest.cycle import send_week
+from digest.cycle.send import send_week
+from digest.selection.topics import build
 from digest.storage.models import Batch, Delivery, Edition, Frequency, Issue, Subscriber
-from digest.topics import build
 from digest.weeks import Week
 from tests.support_editions import DEV, IMAGES, MODELS, add_reader, seed_categories
 from tests.support_subscribers import outbox_messages, text_of
@@ -77,9 +77,9 @@ def test_each_reader_gets_the_edition_of_their_topics_once(rt) -> None:
                             "weekly/developer-tools+open-models"}
         assert eds["weekly/open-models"].label == "Open Models, weekly"
         assert eds["weekly/image-generation"].filled == 1
-        # The issue's own compile (the archive's) is the all-topics edition's.
+        # The issue's content is its editions; the archive's is the all-topics one.
         issue = s.scalar(select(Issue))
-        assert issue.html == eds["weekly/all"].html
+        assert issue.main_edition is eds["weekly/all"] and eds["weekly/all"].html
         per_reader = dict(s.execute(select(Subscriber.email, Edition.key).join(Delivery, Delivery.subscriber_id
                                                                               == Subscriber.id)
                                     .join(Edition, Edition.id == Delivery.edition_id)).all())
@@ -184,7 +184,7 @@ def test_two_weeks_of_a_month_frozen_at_once_carry_one_monthly_edition(rt, monke
     import threading
     import time
 
-    from digest import editions
+    from digest.cycle import editions
 
     seed_categories(rt, published=datetime(2026, 11, 16, tzinfo=UTC), tag=" (November)", best=100)
     add_reader(rt, "monthly@example.com", frequency=Frequency.MONTHLY)
@@ -224,7 +224,7 @@ def test_two_weeks_of_a_month_frozen_at_once_carry_one_monthly_edition(rt, monke
 def test_a_later_weeks_draft_does_not_claim_the_monthly_edition_before_the_first_slot(rt) -> None:
     """`digest select --week` or the preview of a week ahead, while the month's first slot is still to
     come: that slot will carry it, so the later week's draft shows the monthly readers waiting."""
-    from digest.editions import carries_monthly
+    from digest.cycle.editions import carries_monthly
 
     send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)  # the service runs
     schedule = rt.settings.schedule
@@ -278,7 +278,7 @@ def test_a_topic_edition_never_sends_its_readers_a_comparison_twice(rt) -> None:
     send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)
     with rt.sessions() as s:
         issue = s.scalar(select(Issue))
-        assert IMAGES[0] not in {i.comparison.title for i in issue.items}  # below the all-topics cut
+        assert IMAGES[0] not in {i.comparison.title for i in issue.main_edition.items}  # below the all-topics cut
     assert IMAGES[0] in text_of(copy_for(rt, "2026-W49", "images@example.com"))
     seed_categories(rt, published=W49_NOW + timedelta(days=3), tag=" (again)")
     send_week(rt, Week.parse("2026-W50"), manual=True, now=W49_NOW + timedelta(days=5))

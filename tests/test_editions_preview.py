@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.preview.app import create_preview_app
 from digest.preview.state import PreviewState
 from digest.weeks import current_week, utcnow
@@ -52,7 +52,7 @@ def test_the_issue_page_lists_each_edition_with_its_picks_and_readers(prt) -> No
 def test_edition_checks_are_compiled_once_until_a_template_or_the_draft_changes(prt, monkeypatch) -> None:
     """The page is reloaded on every template save: each topic edition is compiled once per change,
     not once per view (it was, and a page with many editions got slower with each)."""
-    from digest import editions
+    from digest.cycle import editions
 
     seed_categories(prt, published=utcnow() - timedelta(hours=2))
     add_reader(prt, "all@example.com")

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from digest.editor_note import current_note, set_note
+from digest.cycle.note import current_note, set_note
 from digest.errors import UserError
-from digest.render.issue_email import compile_issue
 from digest.render.note import note_html, note_text
 from digest.storage.models import Issue
 from digest.weeks import Week
 from tests.support_email import config
-from tests.support_render import sample_issue
+from tests.support_render import compile_sample, sample_issue
 from tests.test_config_cli import run_cli
 
 WEEK = "2026-W47"
@@ -40,7 +39,7 @@ def test_markdown_subset_renders_paragraphs_links_and_emphasis_and_escapes_the_r
 
 
 def test_the_note_opens_the_issue_in_html_and_text() -> None:
-    compiled = compile_issue(config(), sample_issue(5, editor_note="Two agents lead. Read [why](https://verdicts.example.com/why)."))
+    compiled = compile_sample(config(), sample_issue(5, editor_note="Two agents lead. Read [why](https://verdicts.example.com/why)."))
     assert 'Read <a href="https://verdicts.example.com/why"' in compiled.html
     assert "Two agents lead. Read why (https://verdicts.example.com/why)." in compiled.text
     assert "ranked by our panel" not in compiled.html  # the note replaces the standard line

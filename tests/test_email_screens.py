@@ -14,11 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from digest.config import load_config
-from digest.render.issue_email import compile_issue
 from digest.render.personalize import Personalizer
 from digest.render.transactional import render_transactional
 from tests.conftest import CHROMIUM_ARGS, ROOT, output_dir, require_or_skip
-from tests.support_render import sample_issue
+from tests.support_render import compile_sample, sample_issue
 
 WIDTHS = (375, 600)
 PERSONAL = {"unsubscribe_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig", "view_url": "http://127.0.0.1:8000/archive/2026-W47",
@@ -30,7 +29,7 @@ def rendered_emails() -> dict[str, str]:
     config = load_config(ROOT / "config.toml", env={"DIGEST_SECRET_KEY": "test-secret-key-0123456789"})
     note = ("Two coding agents top this week's list, and the panel split on the research assistants. "
             "As always: the verdicts are the panel's, the votes are yours.")
-    compiled = compile_issue(config, sample_issue(5, editor_note=note))
+    compiled = compile_sample(config, sample_issue(5, editor_note=note))
     digest_html, _ = Personalizer.build(compiled.html, compiled.text, compiled.nonce).fill(PERSONAL)
     person = {"email": "ada@example.com", "name": "Ada"}
     confirm = render_transactional(config, "confirm", {

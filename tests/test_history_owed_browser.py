@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from digest.cycle import prepare, resolve_week
+from digest.cycle.freeze import prepare
+from digest.cycle.week import resolve_week
 from digest.delivery.completion import record_pause
 from digest.preview.server import PreviewServer
 from tests.conftest import CHROMIUM_ARGS, output_dir

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from digest import plaintext
+from digest.cycle.editions import compile_main
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import IngestError
 from digest.ingest.json_source import parse_json_text
@@ -31,9 +32,9 @@ from digest.ingest.schema import ComparisonData
 from digest.ingest.store import upsert
 from digest.links import Tokens
 from digest.mail import domain_of, to_mime
-from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
-from digest.storage.models import Comparison, Issue, IssueItem
+from digest.selection.scoring import Pick
+from digest.storage.models import Comparison, Issue
 from subscribers.addresses import AddressError, clean_name
 from tests.conftest import SAMPLES, fresh_pg_url, make_runtime, write_project
 from tests.support_serve import PLAIN
@@ -85,14 +86,11 @@ def renders_and_serializes(rt: Runtime, items: list[ComparisonData]) -> None:
     with rt.sessions() as s:
         rows = [s.scalar(select(Comparison).where(Comparison.slug == i.slug)) for i in items]
         issue = Issue(id=1, week="2026-W47", number=3, status="sending", pins=[], excludes=[])
-        issue.items = [IssueItem(comparison=row, comparison_id=row.id, rank=n, score=1.0, score_parts={},
-                                 pinned=False) for n, row in enumerate(rows, start=1)]
-        compiled = compile_issue(rt.config, issue)
+        picks = [Pick(row, 1.0, {}) for row in rows]
+        main, compiled = compile_main(rt.config, issue, picks)
         s.expunge_all()
     assert compiled.html.lstrip().lower().startswith("<!doctype html")
-    issue.subject, issue.preheader = compiled.subject, compiled.preheader
-    issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
-    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation="test-install").build(
+    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, main, installation="test-install").build(
         Recipient(delivery_id=1, subscriber_id=1, email="reader@example.com", name=None))
     raw = to_mime(mail, domain_of(rt.settings.sender.from_email)).as_bytes()
     msg = email.message_from_bytes(raw, policy=email.policy.default)

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.storage.models import Click, Delivery, Event, Issue
 from digest.weeks import Week, utcnow
 from tests.conftest import CHROMIUM_ARGS, output_dir
@@ -27,16 +27,17 @@ def _history(rt, week: str) -> int:
     now = utcnow()
     with rt.sessions.begin() as s:
         issue = s.scalar(select(Issue).where(Issue.week == week))
-        assert issue is not None and issue.links
+        assert issue is not None and issue.main_edition is not None and issue.main_edition.links
+        links = issue.main_edition.links
         deliveries = list(s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id).order_by(Delivery.id)))
         rows = []
         for n, d in enumerate(deliveries[:18]):  # readers: one click each, on earlier comparisons more often
-            link = [1, 1, 0, 4, 1, 7, 4, 1, 10, 2][n % 10] % len(issue.links)
+            link = [1, 1, 0, 4, 1, 7, 4, 1, 10, 2][n % 10] % len(links)
             rows.append({"issue_id": issue.id, "delivery_id": d, "reader": d, "kind": "click", "link": link,
                          "method": "GET", "agent": None, "at": now + timedelta(minutes=n)})
         burst = deliveries[-1]
         rows += [{"issue_id": issue.id, "delivery_id": burst, "reader": burst, "kind": "click", "link": i,
-                  "method": "GET", "agent": None, "at": now} for i in range(len(issue.links))]
+                  "method": "GET", "agent": None, "at": now} for i in range(len(links))]
         s.execute(insert(Click), rows)
         events = []
         for w in range(10, 0, -1):
@@ -58,7 +59,7 @@ def test_history_and_issue_pages_show_charts_with_text_alternatives(tmp_path, sq
     week = Week.of(utcnow()).key
     issue_id = _history(rt, week)
     with rt.sessions() as s:
-        items = s.scalar(select(Issue).where(Issue.id == issue_id)).items
+        items = s.scalar(select(Issue).where(Issue.id == issue_id)).main_edition.items
     server = PreviewServer(rt, port=0)
     url = server.start()
     shots = output_dir("insights")

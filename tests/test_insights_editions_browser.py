@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.storage.models import Click, Delivery, Edition, Issue
 from digest.weeks import Week, utcnow
 from tests.conftest import CHROMIUM_ARGS, output_dir

@@ -10,7 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import insert, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.mail_queue import drain, queue_mail
 from digest.storage.models import (
     DELIVERY_FAILED,

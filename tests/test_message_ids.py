@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.mail_builder import MailBuilder
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.links import Tokens
@@ -78,9 +78,10 @@ def test_two_installations_never_share_a_message_id(tmp_path, sqlite_template) -
 
 def _issue(rt) -> Issue:  # type: ignore[no-untyped-def]
     from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
 
     with rt.sessions() as s:
-        return s.scalar(select(Issue).where(Issue.week == WEEK.key))
+        return s.scalar(select(Issue).where(Issue.week == WEEK.key).options(selectinload(Issue.main_edition)))
 
 
 def test_the_same_delivery_built_again_keeps_its_message_id(tmp_path, sqlite_url) -> None:
@@ -94,7 +95,7 @@ def test_the_same_delivery_built_again_keeps_its_message_id(tmp_path, sqlite_url
     reader = Recipient(delivery_id=1, subscriber_id=1, email="r@example.com", name=None)
 
     def messages() -> IssueMessages:
-        return IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=install)
+        return IssueMessages(rt.settings, Tokens(rt.secret_key), issue, issue.main_edition, installation=install)
 
     first = messages().build(reader)
     again = messages().build(reader)
@@ -154,7 +155,8 @@ def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_pa
     with again.sessions() as s:
         install = installation_id(s)
     reader = Recipient(delivery_id=1, subscriber_id=1, email="reader000000@example.com", name="Reader 0")
-    rebuilt = IssueMessages(again.settings, Tokens(again.secret_key), issue, installation=install).build(reader)
+    rebuilt = IssueMessages(again.settings, Tokens(again.secret_key), issue, issue.main_edition,
+                            installation=install).build(reader)
     assert rebuilt.message_id == first["reader000000@example.com"]
     for rt in (a, b, again):
         rt.close()

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from digest.cycle import prepare, send_week
+from digest.cycle.freeze import prepare
+from digest.cycle.send import send_week
 from digest.storage.models import Delivery, Issue
 from digest.weeks import Week
 from tests.test_cycle import seed

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.links import Tokens, personal_links
 from digest.storage.models import SUB_ACTIVE, Frequency
 from digest.weeks import Week

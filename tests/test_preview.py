@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.errors import UserError
 from digest.preview.app import create_preview_app
 from digest.preview.build import build_preview
@@ -195,7 +195,8 @@ def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> No
     send_week(prt, week, manual=True)
     with prt.sessions.begin() as s:
         issue = s.scalar(select(Issue).where(Issue.week == week.key))
-        assert issue is not None
+        assert issue is not None and issue.main_edition is not None
+        stored_subject = issue.main_edition.subject or ""
         d1, d2 = s.scalars(select(Delivery).where(Delivery.issue_id == issue.id).order_by(Delivery.id).limit(2)).all()
         d1.delivered_at = d1.sent_at
         d1.opened_at = d1.sent_at
@@ -209,7 +210,6 @@ def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> No
     assert hist.status_code == 200 and f"/?week={week.key}" in hist.text
     page = client.get(f"/?week={week.key}")
     assert page.status_code == 200 and "Picks as sent" in page.text and 'data-action="pin"' not in page.text
-    stored_subject = issue.subject or ""
     assert stored_subject and stored_subject.replace("&", "&amp;") in page.text
     frame = client.get(f"/render/digest.html?week={week.key}")
     assert frame.status_code == 200
@@ -352,7 +352,8 @@ def test_preview_selection_is_the_cycle_selection(prt: Runtime) -> None:
     """The page's picks are exactly what digest.cycle would pick now, and the rest are offered."""
     from datetime import timedelta
 
-    from digest.cycle import current_selection, cutoff_for, get_or_create_issue
+    from digest.cycle.draft import current_selection
+    from digest.cycle.week import cutoff_for, get_or_create_issue
     from digest.weeks import utcnow
 
     now = utcnow()

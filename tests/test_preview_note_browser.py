@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from digest.editor_note import current_note
+from digest.cycle.note import current_note
 from digest.weeks import current_week
 from tests.conftest import output_dir
 from tests.test_preview_browser import WAIT_MS, frame_html, served  # noqa: F401 - fixtures

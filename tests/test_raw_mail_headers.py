@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.mail_builder import MailBuilder
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.mail import ascii_uri

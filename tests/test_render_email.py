@@ -14,7 +14,6 @@ from digest.errors import TemplateError
 from digest.render.issue_email import (
     GMAIL_CLIP_BYTES,
     WARN_BYTES,
-    compile_issue,
     pick_quote,
     pull_quote,
     size_warnings,
@@ -25,7 +24,7 @@ from digest.render.personalize import FIELDS, Personalizer
 from digest.render.templates import TEXT_WIDTH, make_env
 from digest.render.transactional import render_transactional
 from tests.conftest import ROOT
-from tests.support_render import issue_from, sample_data, sample_issue
+from tests.support_render import compile_sample, issue_from, sample_data, sample_issue
 
 EVIL = '<script>alert(1)</script>'
 TOM = 'Tom & "Jerry"'
@@ -93,7 +92,7 @@ def evil_issue():
 
 
 def test_comparison_text_with_markup_shows_literally_in_html_and_text(config) -> None:
-    compiled = compile_issue(config, evil_issue())
+    compiled = compile_sample(config, evil_issue())
     html, text = fill(compiled)
     assert not re.search(r"<script", html, re.I), "no <script element may reach the HTML"
     assert "<b>bold</b>" not in html
@@ -124,13 +123,13 @@ def test_transactional_mail_escapes_the_subscriber_name(config) -> None:
 
 def test_digest_shows_every_part_of_a_card_in_rank_order(config) -> None:
     issue = sample_issue(5, editor_note="Agents everywhere this week.\n\nTwo coding tools lead.")
-    compiled = compile_issue(config, issue)
+    compiled = compile_sample(config, issue)
     html, text = fill(compiled)
     seen = Visible.of(html).joined
     assert "Weekly AI Tool Verdicts" in seen and "Issue 12" in seen and "Monday 16 November 2026" in seen
     assert "Agents everywhere this week." in seen and "Two coding tools lead." in seen
     positions = []
-    for item in issue.items:
+    for item in issue.picks:
         data = item.comparison.data
         a, b = data["tools"]
         heading = f"{a['name']} vs {b['name']}"
@@ -143,7 +142,7 @@ def test_digest_shows_every_part_of_a_card_in_rank_order(config) -> None:
         assert verdict(a, b) in seen
     assert positions == sorted(positions)
     assert "No votes yet" in seen and "No votes yet" in text  # community None
-    for item in issue.items:
+    for item in issue.picks:
         assert f"Read {item.comparison.title} →" in seen
     assert "Reviewer 2" in seen  # the first quote that ends at a sentence within the limit
     assert "1 Example Street" in seen and "1 Example Street" in text
@@ -153,7 +152,7 @@ def test_digest_shows_every_part_of_a_card_in_rank_order(config) -> None:
 
 def test_buttons_carry_utm_parameters_for_the_issue_week(config) -> None:
     # Tracked (the default): each link is a marker, and the frozen destination carries the UTM parameters.
-    compiled = compile_issue(config, sample_issue(2))
+    compiled = compile_sample(config, sample_issue(2))
     assert compiled.links and {link["place"] for link in compiled.links} == {"toc", "card", "text"}
     assert all("utm_source=newsletter&utm_medium=email&utm_campaign=2026-W47" in link["url"] for link in compiled.links)
     assert all(f"@@{compiled.nonce}.link_" in h for h in Visible.of(compiled.html).hrefs if "link_" in h)
@@ -161,7 +160,7 @@ def test_buttons_carry_utm_parameters_for_the_issue_week(config) -> None:
     own = load_config(ROOT / "config.toml", env={"DIGEST_SECRET_KEY": "test-secret-key-0123456789"})
     own.settings = own.settings.model_copy(update={"tracking": own.settings.tracking.model_copy(
         update={"clicks": False})})
-    compiled = compile_issue(own, sample_issue(2))
+    compiled = compile_sample(own, sample_issue(2))
     assert compiled.links is None
     hrefs = Visible.of(compiled.html).hrefs
     buttons = [h for h in hrefs if "/compare/" in h]
@@ -171,7 +170,7 @@ def test_buttons_carry_utm_parameters_for_the_issue_week(config) -> None:
 
 
 def test_five_item_issue_html_is_well_under_gmail_clipping(config) -> None:
-    compiled = compile_issue(config, sample_issue(5))
+    compiled = compile_sample(config, sample_issue(5))
     size = len(compiled.html.encode("utf-8"))
     assert size < 60 * 1024, f"{size} bytes"
     assert compiled.warnings == []
@@ -183,11 +182,11 @@ def test_size_limits_refuse_past_102kb_and_warn_past_90kb(config) -> None:
     with pytest.raises(TemplateError, match="Gmail clips"):
         size_warnings("x" * (GMAIL_CLIP_BYTES + 1))
     with pytest.raises(TemplateError, match="Gmail clips"):
-        compile_issue(config, sample_issue(2, editor_note="A very long note. " * 7000))
+        compile_sample(config, sample_issue(2, editor_note="A very long note. " * 7000))
 
 
 def test_plain_text_twin_is_72_columns_with_every_link_written_out(config) -> None:
-    compiled = compile_issue(config, sample_issue(5, editor_note="An editor's note long enough to wrap. " * 6))
+    compiled = compile_sample(config, sample_issue(5, editor_note="An editor's note long enough to wrap. " * 6))
     html, text = fill(compiled)
     for line in text.splitlines():
         if len(line) > TEXT_WIDTH:
@@ -214,7 +213,7 @@ def test_transactional_text_twins_are_72_columns_with_links(config, kind: str) -
 
 
 def test_accessible_and_client_safe_markup(config) -> None:
-    html, _ = fill(compile_issue(config, sample_issue(5)))
+    html, _ = fill(compile_sample(config, sample_issue(5)))
     assert re.search(r'<html[^>]* lang="en"', html)
     assert '<meta name="color-scheme" content="light dark"' in html
     tables = re.findall(r"<table\b[^>]*>", html)
@@ -248,7 +247,7 @@ def test_brand_colour_pairs_have_contrast_of_at_least_4_5(config) -> None:
 
 
 def test_every_personal_marker_is_filled(config) -> None:
-    compiled = compile_issue(config, sample_issue(3))
+    compiled = compile_sample(config, sample_issue(3))
     html, text = fill(compiled)
     assert compiled.nonce not in html and compiled.nonce not in text
     assert "Hi Ada," in html and "Hi Ada," in text
@@ -287,7 +286,7 @@ def test_a_stored_link_with_no_uri_form_does_not_stop_the_issue(config, stored: 
     "link not valid" for it (tests/test_click_tracking.py); one bad link never stops a week's issue."""
     assert with_utm(stored, "2026-W47") == f"{stored}?utm_source=newsletter&utm_medium=email&utm_campaign=2026-W47"
     issue = sample_issue(2)
-    issue.items[0].comparison.url = stored
-    compiled = compile_issue(config, issue)
+    issue.picks[0].comparison.url = stored
+    compiled = compile_sample(config, issue)
     assert compiled.links is not None
     assert any(link["url"].startswith(stored + "?utm_source=newsletter") for link in compiled.links)

@@ -10,18 +10,17 @@ import pytest
 from sqlalchemy import func, select
 
 from digest.config import load_config
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.errors import TemplateError, UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
-from digest.render.issue_email import compile_issue
 from digest.render.templates import check_mjml
 from digest.render.transactional import render_transactional
 from digest.storage.models import ISSUE_DRAFT, Delivery, Issue
 from digest.weeks import Week
 from subscribers.api import add_subscriber
 from tests.conftest import ROOT, SAMPLES, apply_overrides, make_runtime
-from tests.support_render import sample_issue
+from tests.support_render import compile_sample, sample_issue
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ def edit(path: Path, anchor: str, new: str) -> int:
 
 def error_of(config, issue=None) -> str:
     with pytest.raises(TemplateError) as info:
-        compile_issue(config, issue or sample_issue(2))
+        compile_sample(config, issue or sample_issue(2))
     assert isinstance(info.value, UserError)  # the CLI shows it as one line, exit status 2
     return str(info.value)
 
@@ -154,7 +153,7 @@ def test_broken_template_stops_the_send_and_changes_nothing(project: Path, tpl: 
             send_week(rt, Week.parse("2026-W47"), manual=True, now=now)
         with rt.sessions() as s:
             issue = s.scalar(select(Issue).where(Issue.week == "2026-W47"))
-            assert issue is not None and issue.status == ISSUE_DRAFT and issue.html is None
+            assert issue is not None and issue.status == ISSUE_DRAFT and issue.main_edition is None
             assert s.scalar(select(func.count()).select_from(Delivery)) == 0
         assert not list(rt.outbox_dir.glob("**/*.eml"))
     finally:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from digest.cycle import prepare
+from digest.cycle.freeze import prepare
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
@@ -33,7 +33,7 @@ def frozen_issue(rt) -> Issue:
     prepared = prepare(rt, Week.parse("2026-W47"), manual=True, now=NOW)
     assert prepared.frozen_now and prepared.recipients == 3
     with rt.sessions() as s:
-        issue = s.scalar(select(Issue).where(Issue.id == prepared.issue_id).options(selectinload(Issue.items)))
+        issue = s.scalar(select(Issue).where(Issue.id == prepared.issue_id).options(selectinload(Issue.main_edition)))
         assert issue is not None
         s.expunge(issue)
         return issue
@@ -56,7 +56,9 @@ def token_of(url: str) -> str:
 def test_two_readers_copies_differ_only_in_their_links_and_name(rt) -> None:
     issue = frozen_issue(rt)
     tokens = Tokens(rt.secret_key)
-    messages = IssueMessages(rt.settings, tokens, issue, installation="test-install")
+    # As for a delivery enqueued before editions: its click tokens name no edition.
+    messages = IssueMessages(rt.settings, tokens, issue, issue.main_edition, installation="test-install",
+                             tokens_name_edition=False)
     people = recipients(rt, issue.id)
     ada, grace = messages.build(people["ada@example.com"]), messages.build(people["grace@example.com"])
 
@@ -96,7 +98,7 @@ def test_two_readers_copies_differ_only_in_their_links_and_name(rt) -> None:
 
 
 def test_frozen_issue_is_stored_with_markers_not_personal_values(rt) -> None:
-    issue = frozen_issue(rt)
+    issue = frozen_issue(rt).main_edition  # an issue's content: its editions
     nonce = issue.placeholder_nonce
     assert nonce and marker(nonce, "unsubscribe_url") in issue.html and marker(nonce, "unsubscribe_url") in issue.text
     assert "ada@example.com" not in issue.html and "Ada" not in issue.html

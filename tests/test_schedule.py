@@ -20,7 +20,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import func, select
 
 from digest.config import ScheduleSettings
-from digest.cycle import CycleResult, Prepared
+from digest.cycle.freeze import Prepared
+from digest.cycle.send import CycleResult
 from digest.runtime import Runtime
 from digest.schedule.service import JOB_ID, WeeklyService, apscheduler_clock
 from digest.schedule.slots import latest_slot_week, make_trigger, slot_state
@@ -128,7 +129,7 @@ class FakeClock:
 
 @dataclass
 class RecordingSend:
-    """Stands in for digest.cycle.send_week: records the call and marks the week sent."""
+    """Stands in for digest.cycle.send.send_week: records the call and marks the week sent."""
 
     clock: FakeClock
     calls: list[tuple[str, datetime]] = field(default_factory=list)

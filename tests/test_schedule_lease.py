@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from digest.cycle import CycleResult, Prepared
+from digest.cycle.freeze import Prepared
+from digest.cycle.send import CycleResult
 from digest.runtime import Runtime
 from digest.schedule.service import LEASE_NAME, WeeklyService
 from digest.storage.lease import Lease

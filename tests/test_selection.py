@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import select
 
 from digest.config import SelectionSettings
-from digest.cycle import cutoff_for, prepare, send_week
+from digest.cycle.freeze import prepare
+from digest.cycle.send import send_week
+from digest.cycle.week import cutoff_for
 from digest.errors import UserError
 from digest.ingest.schema import ComparisonData
 from digest.ingest.store import upsert
-from digest.selection import score, select_picks
+from digest.selection.scoring import score, select_picks
 from digest.storage.models import ISSUE_SKIPPED, Comparison, Issue
 from digest.weeks import Week
 from subscribers.api import add_subscriber
@@ -107,7 +109,7 @@ def test_too_few_picks_skips_the_week_never_an_empty_email(rt) -> None:
     assert "at least 2 needed" in result.prepared.skip_reason
     with rt.sessions() as s:
         issue = s.scalar(select(Issue))
-        assert issue.status == ISSUE_SKIPPED and issue.html is None
+        assert issue.status == ISSUE_SKIPPED and issue.main_edition is None
     assert not (rt.outbox_dir / "2026-W48").exists()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError
-from digest.selection import select_picks
+from digest.selection.scoring import select_picks
 from tests.conftest import apply_overrides
 from tests.test_selection import CUTOFF, add, item
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select
 
-from digest.cycle import reader_interest
+from digest.cycle.draft import reader_interest
 from digest.render.tracked import position
-from digest.selection import select_picks
+from digest.selection.scoring import select_picks
 from digest.storage.models import Click, Delivery, Issue
 from digest.weeks import Week
 from tests.support_serve import seed, send_issue
@@ -41,7 +41,7 @@ def _notes_clicked_then_a_new_week(rt) -> tuple[Week, datetime]:
     send_issue(rt, w1.key, t1)
     with rt.sessions.begin() as s:
         issue = s.scalar(select(Issue).where(Issue.week == w1.key))
-        notes_rank = next(i.rank for i in issue.items if "Notes" in i.comparison.title)
+        notes_rank = next(i.rank for i in issue.main_edition.items if "Notes" in i.comparison.title)
         readers = s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id)).all()[:6]
         s.execute(insert(Click), [{"issue_id": issue.id, "delivery_id": d, "reader": d, "kind": "click",
                                    "link": position(notes_rank, "card"), "method": "GET", "agent": None,
@@ -81,9 +81,9 @@ def test_categories_readers_click_more_are_boosted_when_the_selection_learns(rt)
 
 def test_topic_and_monthly_editions_learn_the_same_interest_as_the_weekly_picks(rt) -> None:
     """An operator who turns `weight_interest` on means every reader's picks, not only the all-topics ones."""
-    from digest.cycle import plan_editions
+    from digest.cycle.draft import plan_editions
+    from digest.selection.topics import category_key
     from digest.storage.models import Frequency
-    from digest.topics import category_key
     from tests.support_editions import add_reader
 
     w2, t2 = _notes_clicked_then_a_new_week(rt)
@@ -93,7 +93,8 @@ def test_topic_and_monthly_editions_learn_the_same_interest_as_the_weekly_picks(
 
     def first_two(weight: float) -> dict[str, list[str]]:
         _with_interest(rt, weight)
-        from digest.cycle import current_selection, get_or_create_issue
+        from digest.cycle.draft import current_selection
+        from digest.cycle.week import get_or_create_issue
         issue_id = get_or_create_issue(rt, w2)
         with rt.sessions() as s:
             issue = s.get(Issue, issue_id)

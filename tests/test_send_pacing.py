@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from digest.cycle import prepare
+from digest.cycle.freeze import prepare
 from digest.delivery.loop import Sender
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.transports import make_transport

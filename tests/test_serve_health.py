@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.cycle import CycleResult
+from digest.cycle.send import CycleResult
 from digest.runtime import Runtime
 from digest.schedule.service import WeeklyService
 from digest.schedule.slots import make_trigger
 from digest.storage.db import make_engine, make_session_factory
-from digest.storage.models import ISSUE_SENT, Delivery, Issue
+from digest.storage.models import ISSUE_SENT, MAIN_EDITION_KEY, Delivery, Edition, Frequency, Issue
 from digest.web.app import create_app
 from digest.weeks import Week
 
@@ -57,10 +57,11 @@ def test_healthy_service_answers_200_with_the_details(served) -> None:  # type: 
 def test_last_issue_and_its_deliveries_are_reported(served) -> None:  # type: ignore[no-untyped-def]
     client, service = served
     with service.rt.sessions.begin() as s:
-        issue = Issue(week="2026-W47", status=ISSUE_SENT, number=7, pins=[], excludes=[], subject="Hello <b>",
-                      sent_at=NOW)
+        issue = Issue(week="2026-W47", status=ISSUE_SENT, number=7, pins=[], excludes=[], sent_at=NOW)
         s.add(issue)
         s.flush()
+        s.add(Edition(issue_id=issue.id, key=MAIN_EDITION_KEY, label="All topics, weekly",
+                      frequency=Frequency.WEEKLY, topics=[], subject="Hello <b>"))
         s.add_all([Delivery(issue_id=issue.id, email=f"r{i}@example.com", batch_no=0, status="sent") for i in range(3)]
                   + [Delivery(issue_id=issue.id, email="x@example.com", batch_no=0, status="failed")])
     body = client.get("/healthz").json()

@@ -19,7 +19,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.ses import SesTransport
 from digest.storage.models import BATCH_UNCONFIRMED, DELIVERY_QUEUED, DELIVERY_SENT, Batch, Delivery, SendAttempt

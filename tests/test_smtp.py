@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.transports.smtp import SmtpTransport, is_resend_smtp
 from digest.mail import OutgoingEmail
 from digest.storage.models import DELIVERY_FAILED, DELIVERY_SENT, Delivery

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from digest import transport_registry
 from digest.config import load_config
-from digest.cycle import send_week
+from digest.cycle.send import send_week
 from digest.delivery.transports import make_transport, reported_events
 from digest.delivery.transports.base import OnResult, SendResult
 from digest.errors import ConfigError

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select, text
 
-from digest.cycle import prepare
+from digest.cycle.freeze import prepare
 from digest.storage.models import BATCH_CLAIMED, BATCH_SENT, ISSUE_SENT, Batch, Issue
 from tests.fake_resend import FakeResend, FakeResendProcess, FakeResendServer
 from tests.support_delivery import (

@@ -7,33 +7,24 @@ from pathlib import Path
 
 import typer
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from digest import defaults, editions, topics
+from digest import defaults
 from digest.cli import app
 from digest.cli.context import out, print_json, runtime
 from digest.cli.help import command_group
 from digest.cli.output import Table
-from digest.cycle import (
-    check_not_future,
-    current_selection,
-    cutoff_for,
-    get_or_create_issue,
-    plan_editions,
-    reader_interest,
-    resolve_week,
-    send_week,
-    update_choices,
-)
+from digest.cycle.draft import draft_view, update_choices
+from digest.cycle.editions import Plan
+from digest.cycle.send import send_week
+from digest.cycle.week import check_not_future, get_or_create_issue, resolve_week
 from digest.delivery.summary import SendSummary
 from digest.errors import UserError
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
-from digest.runtime import Runtime
-from digest.selection import Selection, resolve_slugs
+from digest.selection.scoring import Selection, resolve_slugs
 from digest.storage.db import current_revision, head_revision, upgrade
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueStatus
-from digest.weeks import Week, as_utc
+from digest.storage.models import Comparison, Issue, IssueStatus
+from digest.weeks import as_utc
 
 db_app = command_group("Database schema.")
 comparisons_app = command_group("Stored comparisons.")
@@ -173,48 +164,23 @@ def select_cmd(
         if pin or exclude:
             resolve_slugs(session, pin, "--pin")
             resolve_slugs(session, exclude, "--exclude")
-    issue_id = get_or_create_issue(rt, wk) if (pin or exclude or clear) else None
+    if pin or exclude or clear:
+        get_or_create_issue(rt, wk)
     with rt.sessions.begin() as session:
         issue = session.scalar(select(Issue).where(Issue.week == wk.key))
-        if issue is not None and issue.status in (ISSUE_SENDING, ISSUE_SENT):
-            if pin or exclude or clear:
-                raise UserError(f"week: issue {wk.key} is already {issue.status}; its picks can no longer change")
-            sel = _frozen_selection(issue)
-            status = issue.status
-        else:
-            if issue is not None and issue_id is not None:
-                update_choices(session, issue, pin=pin, exclude=exclude, clear=clear)
-            cutoff = cutoff_for(rt, wk, manual=True)
-            if issue is None:
-                from digest.selection import select_picks
-
-                sel = select_picks(session, rt.settings.selection, week=wk.key, cutoff=cutoff,
-                                   lift=reader_interest(rt, session))
-            else:
-                sel = current_selection(rt, session, issue, cutoff)
-            status = IssueStatus.DRAFT
-        the_plan = _editions_of(rt, session, wk, issue, sel, status)
+        if issue is not None and (pin or exclude or clear):
+            update_choices(session, issue, pin=pin, exclude=exclude, clear=clear)  # a frozen issue: UserError
+        view = draft_view(rt, session, wk, issue)
+    status = view.status if view.frozen else IssueStatus.DRAFT
     if as_json:
-        print_json({**sel.as_dict(), "status": status, **(the_plan.as_dict() if the_plan else {})})
+        print_json({**view.selection.as_dict(), "status": status, **(view.editions.as_dict() if view.editions else {})})
     else:
-        _print_selection(sel, status)
-        if the_plan is not None:
-            _print_editions(the_plan)
+        _print_selection(view.selection, status)
+        if view.editions is not None:
+            _print_editions(view.editions)
 
 
-def _editions_of(rt: Runtime, session: Session, wk: Week, issue: Issue | None, sel: Selection,
-                 status: str) -> editions.Plan | None:
-    """The frozen issue's editions as sent, or the editions a draft would have now (None when skipped)."""
-    catalogue = topics.load(session, rt.settings.topics)
-    if issue is not None and status in (ISSUE_SENDING, ISSUE_SENT):
-        return editions.frozen_plan(session, issue, catalogue)
-    if sel.skip_reason:
-        return None
-    draft = issue or Issue(week=wk.key, pins=[], excludes=[])
-    return plan_editions(rt, session, draft, wk, sel, sel.cutoff)
-
-
-def _print_editions(the_plan: editions.Plan) -> None:
+def _print_editions(the_plan: Plan) -> None:
     table = Table()
     for header in ("edition", "readers", "picks"):
         table.add_column(header)
@@ -225,15 +191,6 @@ def _print_editions(the_plan: editions.Plan) -> None:
     out.print(f"{len(the_plan.editions)} edition(s); {the_plan.paused} paused reader(s) skipped; "
               f"{the_plan.monthly_waiting} monthly reader(s) wait for the month's first issue", markup=False)
     out.print(table)
-
-
-def _frozen_selection(issue: Issue) -> Selection:
-    from digest.selection import Pick
-
-    cutoff = as_utc(issue.cutoff_at or issue.created_at)
-    sel = Selection(week=issue.week, cutoff=cutoff, window_start=cutoff, candidates=len(issue.items))
-    sel.picks = [Pick(i.comparison, i.score, dict(i.score_parts), i.pinned) for i in issue.items]
-    return sel
 
 
 @app.command()
@@ -381,7 +338,7 @@ def note_cmd(
     clear: bool = typer.Option(False, "--clear", help="Remove the week's note."),
 ) -> None:
     """Set the editor's note that opens a week's issue; with no TEXT, --file or --clear, print it."""
-    from digest.editor_note import current_note, set_note
+    from digest.cycle.note import current_note, set_note
 
     given = [name for name, on in (("TEXT", text is not None), ("--file", file is not None), ("--clear", clear)) if on]
     if len(given) > 1:

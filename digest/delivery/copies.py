@@ -18,7 +18,7 @@ from digest.links import Tokens
 from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
 from digest.storage.installation import installation_id, message_id_salt
-from digest.storage.models import DELIVERY_QUEUED, Delivery, Edition, Issue, Subscriber
+from digest.storage.models import DELIVERY_QUEUED, MAIN_EDITION_KEY, Delivery, Edition, Issue, Subscriber
 
 
 class IssueCopies:
@@ -33,7 +33,7 @@ class IssueCopies:
         self._installation: str | None = None
 
     def messages_for(self, issue_id: int, edition_id: int | None = None) -> IssueMessages:
-        """The issue's (or one edition's) compiled copy, split once per process."""
+        """One edition's compiled copy (edition None: the main one), split once per process."""
         with self._lock:
             if (issue_id, edition_id) not in self._messages:
                 with self.rt.sessions.begin() as session:  # its own transaction first (SQLite: one writer)
@@ -41,10 +41,15 @@ class IssueCopies:
                 with self.rt.sessions() as session:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
-                    edition = session.get(Edition, edition_id) if edition_id is not None else None
+                    # Deliveries enqueued before editions (no edition) get the main one, as they always did.
+                    edition = (session.get(Edition, edition_id) if edition_id is not None
+                               else session.scalar(select(Edition).where(Edition.issue_id == issue_id,
+                                                                         Edition.key == MAIN_EDITION_KEY)))
+                    assert edition is not None, f"issue {issue.week} has no edition {edition_id or 'main'}"
                     self._messages[issue_id, edition_id] = IssueMessages(
-                        self.rt.settings, self.tokens, issue, installation=salt,
-                        json_bodies=capabilities_of(self.transport).json_body, edition=edition)
+                        self.rt.settings, self.tokens, issue, edition, installation=salt,
+                        json_bodies=capabilities_of(self.transport).json_body,
+                        tokens_name_edition=edition_id is not None)
             return self._messages[issue_id, edition_id]
 
     def build_all(self, issue_id: int, recipients: list[Recipient]) -> dict[int, OutgoingEmail]:

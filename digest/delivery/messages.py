@@ -22,19 +22,21 @@ class Recipient:
     subscriber_id: int
     email: str
     name: str | None
-    edition_id: int | None = None  # None: the issue's own compile (issues frozen before editions)
+    edition_id: int | None = None  # None: enqueued before editions; such a reader gets the main edition
 
 
 class IssueMessages:
     """Per-issue state built once (split templates, token signer); `build` runs per reader."""
 
-    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, *, installation: str,
-                 json_bodies: bool = False, edition: Edition | None = None):
-        """`installation`: this installation's id (digest.storage.installation), read once per send: it keeps the
+    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, edition: Edition, *, installation: str,
+                 json_bodies: bool = False, tokens_name_edition: bool = True):
+        """`edition`: the issue's edition these copies are of (its compile is the only one there is).
+        `installation`: this installation's id (digest.storage.installation), read once per send: it keeps the
         Message-IDs of installations sharing a secret apart. `json_bodies`: also join each copy's
-        JSON-escaped form (only the Resend transport sends JSON). `edition`: one of the issue's editions
-        (its own compile), else the issue's."""
-        compiled: Issue | Edition = edition if edition is not None else issue
+        JSON-escaped form (only the Resend transport sends JSON). `tokens_name_edition`: False for
+        deliveries enqueued before editions: their click tokens named none (the redirect reads the main
+        edition's links then), and a batch retried must send the bytes it first sent."""
+        compiled = edition
         assert compiled.html is not None and compiled.text is not None and compiled.placeholder_nonce
         self.settings = settings
         self.tokens = tokens
@@ -54,9 +56,9 @@ class IssueMessages:
         self._fast_json: bool | None = None if json_bodies else False
         # Tracked links (digest.render.tracked): each reader's /c/<token> URLs; the destinations
         # themselves for a copy that is no delivery (preview, test send).
-        links = list((edition.links if edition is not None else issue.links) or [])
+        links = list(edition.links or [])
         self._link_count = len(links)
-        self._edition_id = edition.id if edition is not None else None  # the tokens name the links' edition
+        self._edition_id = edition.id if tokens_name_edition else None  # the tokens name the links' edition
         self._link_slots = [slot(i) for i in range(len(links))]
         self._direct = direct_values(links)
         self._click_base = f"{settings.site.public_url}/c/"

@@ -1,6 +1,6 @@
 """Build the preview message exactly as the real send would, for a sample reader, and cache it.
 
-Digest: compile_issue (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
+Digest: compile_edition (once) -> IssueMessages.build (per reader) -> mail.to_mime, the same path
 the sender takes. Confirm and welcome: digest.delivery.mail_builder.MailBuilder (render_transactional).
 A build is cached under the template files' mtimes, the settings generation and the selection, so an unchanged page is a
 dictionary look-up and a template edit recompiles only once.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from digest.cycle import editions
 from digest.delivery.mail_builder import MailBuilder
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.errors import TemplateError
@@ -23,10 +24,9 @@ from digest.links import Tokens, personal_links
 from digest.mail import OutgoingEmail, domain_of, to_mime
 from digest.preview.checks import Check, TemplateProblem, run_checks, scan_html
 from digest.preview.draft import Draft
-from digest.render.issue_email import compile_issue
 from digest.runtime import Runtime
 from digest.storage.installation import message_id_salt
-from digest.storage.models import Frequency, Issue, Subscriber
+from digest.storage.models import Edition, Issue, Subscriber
 
 KINDS = ("digest", "confirm", "welcome")
 SAMPLE = Recipient(delivery_id=0, subscriber_id=0, email="sample.reader@example.com", name="Sample Reader")
@@ -75,11 +75,11 @@ def _message_id_salt(rt: Runtime, issue: Issue) -> str:
         return message_id_salt(session, issue.id)
 
 
-def issue_mail(rt: Runtime, issue: Issue, to: Recipient, *, subject_prefix: str = "",
+def issue_mail(rt: Runtime, issue: Issue, edition: Edition, to: Recipient, *, subject_prefix: str = "",
                key: str = "") -> OutgoingEmail:
-    """One reader's copy of a compiled issue, built by the sender's own IssueMessages."""
-    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, installation=_message_id_salt(rt, issue)).build(
-        to, subject_prefix=subject_prefix)
+    """One reader's copy of an issue's compiled edition, built by the sender's own IssueMessages."""
+    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, edition,
+                         installation=_message_id_salt(rt, issue)).build(to, subject_prefix=subject_prefix)
     if key:
         mail.key, mail.message_id = key, ""  # a test send is a new message: a fresh Message-ID
     return mail
@@ -95,16 +95,12 @@ def transactional_mail(rt: Runtime, kind: str, to: Recipient, *, subject_prefix:
     return mail
 
 
-def compiled_issue(rt: Runtime, draft: Draft) -> Issue:
-    """The draft's transient issue with subject, HTML and text filled in (frozen issues as stored)."""
-    issue = draft.issue
-    if draft.frozen:
-        return issue
-    compiled = compile_issue(rt.config, issue)
-    issue.subject, issue.preheader = compiled.subject, compiled.preheader
-    issue.html, issue.text, issue.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
-    issue.links = compiled.links
-    return issue
+def compiled_issue(rt: Runtime, draft: Draft) -> Edition:
+    """The issue's main edition: a draft's compiled now from its picks (a transient row), a frozen
+    issue's as stored."""
+    if draft.main is not None:
+        return draft.main
+    return editions.compile_main(rt.config, draft.issue, draft.selection.picks)[0]
 
 
 def _finish(rt: Runtime, kind: str, mail: OutgoingEmail, unsubscribe_url: str | None) -> Preview:
@@ -125,8 +121,8 @@ def build_preview(rt: Runtime, kind: str, draft: Draft | None) -> Preview:
     try:
         if kind == "digest":
             assert draft is not None
-            issue = compiled_issue(rt, draft)
-            mail = issue_mail(rt, issue, SAMPLE, key=f"preview-{draft.week.key}")
+            issue = draft.issue
+            mail = issue_mail(rt, issue, compiled_issue(rt, draft), SAMPLE, key=f"preview-{draft.week.key}")
             links = personal_links(rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email,
                                    issue.id, issue.week)
             preview = _finish(rt, kind, mail, links["unsubscribe_url"])
@@ -149,9 +145,6 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
     on the sample reader's copy: compiled now for a draft, as stored for a frozen issue."""
     from sqlalchemy import select
 
-    from digest import editions
-    from digest.storage.models import Edition
-
     the_plan = draft.editions
     if the_plan is None:
         return {}
@@ -164,11 +157,11 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
                                  draft.week.key)["unsubscribe_url"]
     out: dict[str, list[Check]] = {}
     for ed in the_plan.editions:
-        if ed.key == editions.edition_key(Frequency.WEEKLY, ()) or ed.selection is None or ed.skip_reason:
+        if ed.key == editions.MAIN or ed.selection is None or ed.skip_reason:
             continue
         try:
             row = stored.get(ed.key) or editions.compile_edition(rt.config, draft.issue, ed, the_plan.catalogue)[0]
-            mail = IssueMessages(rt.settings, tokens, draft.issue, installation=install, edition=row).build(SAMPLE)
+            mail = IssueMessages(rt.settings, tokens, draft.issue, row, installation=install).build(SAMPLE)
             out[ed.key] = _finish(rt, "digest", mail, unsubscribe).checks
         except TemplateError as exc:
             out[ed.key] = [TemplateProblem.from_message(str(exc), rt.config.templates_dir).as_check()]

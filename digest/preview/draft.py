@@ -1,7 +1,8 @@
-"""The week's issue as it stands: the live selection of a draft, or the stored picks of a frozen issue.
+"""The week's issue on the preview's page: the cycle's draft view (digest.cycle.draft), plus what the
+page offers besides (the candidates that missed the cut, the excluded comparisons' titles).
 
-A draft is rendered from a transient Issue built from the selection and never
-added to a session, so previewing never writes picks, numbers or renders.
+A draft is rendered from a transient Issue that is never added to a session, so previewing never
+writes picks, numbers or renders.
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from digest import editions, topics
-from digest.cycle import cutoff_for, get_or_create_issue, lock_issue, plan_editions, reader_interest, update_choices
+from digest.cycle import editions
+from digest.cycle.draft import FROZEN, draft_view, update_choices
+from digest.cycle.week import get_or_create_issue, lock_issue
 from digest.errors import UserError
 from digest.runtime import Runtime
-from digest.selection import Pick, Selection, select_picks
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueItem
-from digest.weeks import Week, as_utc
+from digest.selection.scoring import Pick, Selection
+from digest.storage.models import Comparison, Edition, Issue
+from digest.weeks import Week
 
-FROZEN = (ISSUE_SENDING, ISSUE_SENT)
 ACTIONS = ("pin", "exclude", "release", "clear")
 
 
@@ -30,13 +31,14 @@ class Draft:
 
     week: Week
     status: str  # "new" (no issue row yet), draft, skipped, sending, sent
-    selection: Selection
-    issue: Issue  # transient for a draft, the stored row (items loaded) for a frozen issue
+    selection: Selection  # a frozen issue's: its main edition's picks as sent
+    issue: Issue  # transient for a draft, the stored row for a frozen issue
     others: list[Pick] = field(default_factory=list)  # in the window, not picked
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (slug, title)
     pins: list[str] = field(default_factory=list)
     # The editions readers' choices need (a draft: now; frozen: as sent); None when it would be skipped.
     editions: editions.Plan | None = None
+    main: Edition | None = None  # a frozen issue's main edition as stored (None for a draft)
 
     @property
     def frozen(self) -> bool:
@@ -45,60 +47,36 @@ class Draft:
     @property
     def signature(self) -> tuple[Any, ...]:
         """What the render depends on besides templates and settings (the cache key part)."""
-        items = tuple(
-            (i.comparison.slug, i.comparison.content_hash, i.rank, i.score, i.pinned) for i in self.issue.items
-        )
+        items = tuple((p.comparison.slug, p.comparison.content_hash, rank, p.score, p.pinned)
+                      for rank, p in enumerate(self.selection.picks, start=1))
         return (self.week.key, self.status, self.issue.number, self.issue.editor_note, items,
-                self.issue.placeholder_nonce if self.frozen else None)
+                self.main.placeholder_nonce if self.main is not None else None)
 
 
-def transient_issue(week: Week, rt: Runtime, sel: Selection, number: int | None,
-                    stored: Issue | None) -> Issue:
-    """An Issue + IssueItems for compile_issue, never added to a session."""
-    issue = Issue(week=week.key, number=number, status="draft", pins=[], excludes=[],
-                  scheduled_for=stored.scheduled_for if stored and stored.scheduled_for
-                  else week.slot(rt.settings.schedule),
-                  editor_note=stored.editor_note if stored else None)
-    for rank, pick in enumerate(sel.picks, start=1):
-        issue.items.append(IssueItem(rank=rank, score=pick.score, score_parts=dict(pick.parts),
-                                     pinned=pick.pinned, comparison=pick.comparison))
-    return issue
-
-
-def _frozen_selection(issue: Issue) -> Selection:
-    cutoff = as_utc(issue.cutoff_at or issue.created_at)
-    sel = Selection(week=issue.week, cutoff=cutoff, window_start=cutoff, candidates=len(issue.items))
-    sel.picks = [Pick(i.comparison, i.score, dict(i.score_parts), i.pinned) for i in issue.items]
-    return sel
+def transient_issue(week: Week, rt: Runtime, number: int | None, stored: Issue | None) -> Issue:
+    """An Issue for compile_issue, never added to a session."""
+    return Issue(week=week.key, number=number, status="draft", pins=[], excludes=[],
+                 scheduled_for=stored.scheduled_for if stored and stored.scheduled_for
+                 else week.slot(rt.settings.schedule),
+                 editor_note=stored.editor_note if stored else None)
 
 
 def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
     """Read the week's issue and, unless it is frozen, its live selection (cut-off: now / the slot)."""
-    from sqlalchemy.orm import selectinload
-
     with rt.sessions() as session:
-        stored = session.scalar(select(Issue).where(Issue.week == week.key)
-                                .options(selectinload(Issue.items).selectinload(IssueItem.comparison)))
-        if stored is not None and stored.status in FROZEN:
-            sent = editions.frozen_plan(session, stored, topics.load(session, rt.settings.topics))
-            return Draft(week, stored.status, _frozen_selection(stored), stored, editions=sent)
+        stored = session.scalar(select(Issue).where(Issue.week == week.key))
+        view = draft_view(rt, session, week, stored, now)
+        if view.frozen:
+            assert stored is not None
+            return Draft(week, view.status, view.selection, stored, editions=view.editions, main=view.main)
         pins = list(stored.pins or []) if stored else []
         excludes = list(stored.excludes or []) if stored else []
-        cutoff = cutoff_for(rt, week, manual=True, now=now)
-        # The picks, and the candidates that missed the cut (scored against the picks), which the page offers to pin.
-        sel = select_picks(session, rt.settings.selection, week=week.key, cutoff=cutoff, pins=pins,
-                           excludes=excludes, issue_id=stored.id if stored else None,
-                           lift=reader_interest(rt, session))
-        others = sel.others
-        plan = None if sel.skip_reason else plan_editions(
-            rt, session, stored or Issue(week=week.key, pins=[], excludes=[]), week, sel, cutoff, now)
         titles = dict(session.execute(select(Comparison.slug, Comparison.title)
                                       .where(Comparison.slug.in_(excludes))).all()) if excludes else {}
-        number = (session.scalar(select(func.count()).select_from(Issue).where(Issue.status.in_(FROZEN))) or 0) + 1
-    status = stored.status if stored is not None else "new"
-    issue = transient_issue(week, rt, sel, number, stored)
-    return Draft(week, status, sel, issue, others=others,
-                 excluded=[(s, titles.get(s, s)) for s in excludes], pins=pins, editions=plan)
+    # The picks, and the candidates that missed the cut (scored against the picks), which the page offers to pin.
+    issue = transient_issue(week, rt, view.number, stored)
+    return Draft(week, view.status, view.selection, issue, others=view.selection.others,
+                 excluded=[(s, titles.get(s, s)) for s in excludes], pins=pins, editions=view.editions)
 
 
 def change_draft(rt: Runtime, week: Week, action: str, slug: str = "") -> str:

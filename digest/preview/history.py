@@ -50,7 +50,8 @@ class IssueStats:
 
 
 def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
-    row = IssueStats(issue.id, issue.week, issue.number, issue.status, issue.subject, issue.sent_at,
+    row = IssueStats(issue.id, issue.week, issue.number, issue.status,
+                     issue.main_edition.subject if issue.main_edition is not None else None, issue.sent_at,
                      issue.skip_reason)
     if numbers:
         for key in COUNTED:

@@ -48,13 +48,13 @@ def send_test(rt: Runtime, kind: str, draft: Draft | None, recipients: list[str]
     stamp = f"{utcnow():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     week = draft.week.key if draft is not None else "transactional"
     try:
-        issue = compiled_issue(rt, draft) if kind == "digest" and draft is not None else None
+        main = compiled_issue(rt, draft) if kind == "digest" and draft is not None else None
         emails = []
         for i, addr in enumerate(chosen):
             to = Recipient(delivery_id=0, subscriber_id=0, email=addr, name=None)
             key = f"test-{kind}-{week}-{stamp}-{i}"
-            if issue is not None:
-                emails.append(issue_mail(rt, issue, to, subject_prefix=SUBJECT_PREFIX, key=key))
+            if main is not None and draft is not None:
+                emails.append(issue_mail(rt, draft.issue, main, to, subject_prefix=SUBJECT_PREFIX, key=key))
             else:
                 emails.append(transactional_mail(rt, kind, to, subject_prefix=SUBJECT_PREFIX, key=key))
     except TemplateError as exc:

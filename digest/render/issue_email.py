@@ -14,7 +14,7 @@ from digest.mail import NoUriForm, ascii_uri
 from digest.render.personalize import markers, new_nonce
 from digest.render.templates import cached_env, compile_mjml, render_template
 from digest.render.tracked import add_links
-from digest.selection import tool_key
+from digest.selection.scoring import tool_key
 from digest.storage.models import Issue
 from digest.weeks import Week, as_utc
 
@@ -228,10 +228,9 @@ class EditionView:
                 "period": "month" if self.monthly else "week", "first_filler": first_filler}
 
 
-def issue_context(config: Config, issue: Issue, personal: dict[str, str], *, items_of: list[Any] | None = None,
+def issue_context(config: Config, issue: Issue, personal: dict[str, str], source: list[Any], *,
                   edition: EditionView | None = None) -> dict[str, Any]:
     s = config.settings
-    source = list(issue.items) if items_of is None else items_of
     items = items_context(source, issue.week)
     for ctx, item in zip(items, source):
         ctx["filler"] = bool(getattr(item, "filler", False))
@@ -259,12 +258,12 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str], *, ite
     }
 
 
-def compile_issue(config: Config, issue: Issue, *, items_of: list[Any] | None = None,
-                  edition: EditionView | None = None) -> CompiledEmail:
-    """Render the digest for `issue` (items loaded), or for one of its editions (`items_of`, `edition`);
-    raises TemplateError naming file and line."""
+def compile_issue(config: Config, issue: Issue, items: list[Any], *, edition: EditionView | None = None
+                  ) -> CompiledEmail:
+    """Render the digest of `issue` with `items` (its edition's picks, rank order: EditionItems or alike),
+    as one of its editions (`edition`; None: every topic, weekly); raises TemplateError naming file and line."""
     nonce = new_nonce()
-    ctx = issue_context(config, issue, markers(nonce), items_of=items_of, edition=edition)
+    ctx = issue_context(config, issue, markers(nonce), items, edition=edition)
     tracked = config.settings.tracking.clicks
     links = add_links(ctx["items"], nonce if tracked else None)
     html, text = render_pair(config, "digest", ctx)

@@ -33,13 +33,13 @@ from digest.storage.models import (
     DELIVERY_SENT,
     ISSUE_SENDING,
     ISSUE_SENT,
+    MAIN_EDITION_KEY,
     Click,
     Delivery,
     Edition,
     EditionItem,
     Event,
     Issue,
-    IssueItem,
     SubscriberEventKind,
 )
 from digest.weeks import as_utc
@@ -115,19 +115,15 @@ def _edition_item(item: EditionItem) -> dict[str, Any]:
 
 
 def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
+    """The issue's editions as sent; deliveries enqueued before editions (none named) got the main one."""
     sent = {e: int(n) for e, n in session.execute(
         select(Delivery.edition_id, func.count(Delivery.id)).where(
             Delivery.issue_id == issue.id, Delivery.status == DELIVERY_SENT).group_by(Delivery.edition_id))}
     rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id).options(
         selectinload(Edition.items).selectinload(EditionItem.comparison))).all()  # one query per level, not per row
-    if not rows:
-        comps = {item.rank: _comparison(item.rank, item.snapshot or {
-            **item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}, item.comparison.slug)
-            for item in session.scalars(select(IssueItem).where(IssueItem.issue_id == issue.id))}
-        return [_Carrier(None, None, None, list(issue.links or []), comps, sum(sent.values()))]
     return [_Carrier(row.id, row.key, row.label, list(row.links or []),
                      {i.rank: _edition_item(i) for i in row.items},
-                     sent.get(row.id, 0)) for row in rows]
+                     sent.get(row.id, 0) + (sent.get(None, 0) if row.key == MAIN_EDITION_KEY else 0)) for row in rows]
 
 
 def _hits(session: Session, issue_id: int, kind: str) -> list[_Hit]:
@@ -191,8 +187,8 @@ def click_reports(session: Session, issue: Issue, tracking: TrackingSettings, se
     carriers = _carriers(session, issue)
     hits = _hits(session, issue.id, "click")
     _classify(hits, tracking)
-    own = next((c.id for c in carriers if c.links == list(issue.links or [])), None)
-    for h in hits:  # clicks on tokens made before editions name the issue's links (the all-topics edition's)
+    own = next((c.id for c in carriers if c.key == MAIN_EDITION_KEY), None)
+    for h in hits:  # clicks on tokens made before editions name the main edition's links
         if h.edition is None:
             h.edition = own
     total = _counted(hits, carriers, sum(c.sent for c in carriers) if sent is None else sent)
@@ -212,12 +208,15 @@ def open_reports(session: Session, issue: Issue, tracking: TrackingSettings, sen
     """Unique opens of the issue, and of each edition (`editions`: id -> emails sent), from one read:
     the provider's `opened` stamps, and pixel opens that were not a scanner's. A pixel open belongs
     to its delivery's edition (kept on the row when unlinking makes it nobody's)."""
-    stamps = session.execute(select(Delivery.id, Delivery.edition_id).where(
+    opened = session.execute(select(Delivery.id, Delivery.edition_id).where(
         Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))).all()
     q = (select(Click.reader, Click.link, Click.method, Click.agent, Click.at,
                 func.coalesce(Click.edition_id, Delivery.edition_id))
          .outerjoin(Delivery, Delivery.id == Click.delivery_id).where(Click.issue_id == issue.id, Click.kind == "open"))
-    pixel = [_Hit(int(r), int(link), str(m), a, as_utc(at), e) for r, link, m, a, at, e in session.execute(q)]
+    main = session.scalar(select(Edition.id).where(Edition.issue_id == issue.id, Edition.key == MAIN_EDITION_KEY))
+    stamps = [(d, main if e is None else e) for d, e in opened]  # enqueued before editions: the main one
+    pixel = [_Hit(int(r), int(link), str(m), a, as_utc(at), main if e is None else e)
+             for r, link, m, a, at, e in session.execute(q)]
     _classify(pixel, tracking)  # by reader, and a reader is one delivery: the same answer per edition
     readers = [h for h in pixel if h.reason is None]
 
@@ -280,7 +279,7 @@ def category_click_through(session: Session, tracking: TrackingSettings, issues:
     comparisons: dict[str, int] = defaultdict(int)
     for issue in issues:
         sent = sent_count(session, issue.id)
-        if not sent or not issue.links:
+        if not sent or issue.main_edition is None or not issue.main_edition.links:
             continue
         for comp in click_report(session, issue, tracking, sent)["comparisons"]:
             for cat in comp["categories"]:
@@ -373,7 +372,8 @@ def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: 
     for r in rows:
         issue = issues[r.issue_id]
         edition = editions.get(r.edition_id) if r.edition_id is not None else None
-        links = list((edition.links if edition is not None else issue.links) or [])
+        sent_in = edition if edition is not None else issue.main_edition  # no edition named: the main one
+        links = list((sent_in.links if sent_in is not None else None) or [])
         link = links[r.link] if r.kind == "click" and 0 <= r.link < len(links) else {}
         out.setdefault(int(r.subscriber_id), []).append({
             "at": as_utc(r.at).isoformat(timespec="seconds"), "kind": r.kind, "issue": issue.week,

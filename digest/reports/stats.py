@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import TrackingSettings
@@ -24,6 +24,7 @@ from digest.storage.models import (
     DELIVERY_FAILED,
     DELIVERY_QUEUED,
     DELIVERY_SENT,
+    MAIN_EDITION_KEY,
     Batch,
     Delivery,
     Edition,
@@ -57,16 +58,21 @@ def unsubscribe_reasons(session: Session, issue_id: int) -> dict[str, int]:
 
 
 def edition_stats(session: Session, issue_id: int) -> list[dict[str, Any]]:
-    """Per edition (by its stable key): recipients, sent, failed, opened, clicked."""
+    """Per edition (by its stable key): recipients, sent, failed, opened, clicked. Deliveries enqueued
+    before editions name none: they are the main edition's."""
     def n(cond: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    main = session.scalar(select(Edition.id).where(Edition.issue_id == issue_id, Edition.key == MAIN_EDITION_KEY))
+    of_edition = Delivery.edition_id if main is None else func.coalesce(Delivery.edition_id, main)
 
     rows = session.execute(select(
         Edition.key, Edition.label, Edition.subject, func.count(Delivery.id),
         n(Delivery.status == DELIVERY_DROPPED), n(Delivery.status == DELIVERY_SENT),
         n(Delivery.status == DELIVERY_FAILED), n(Delivery.opened_at.is_not(None)),
         n(Delivery.clicked_at.is_not(None)),
-    ).join(Delivery, Delivery.edition_id == Edition.id, isouter=True).where(Edition.issue_id == issue_id)
+    ).join(Delivery, and_(Delivery.issue_id == issue_id, of_edition == Edition.id), isouter=True)
+        .where(Edition.issue_id == issue_id)
         .group_by(Edition.id, Edition.key, Edition.label, Edition.subject).order_by(Edition.id)).all()
     return [{"key": key, "label": label, "subject": subject, "recipients": int(total) - int(dropped),
              "sent": int(sent), "failed": int(failed), "opened": int(opened), "clicked": int(clicked)}
@@ -118,7 +124,8 @@ def issue_stats(session: Session, issue: Issue, measured: frozenset[str] | None 
     for ed in editions:  # our own counts per edition (its comparisons, its click-through, its opens)
         ed["clicks"] = per_edition.get(ed["key"])
         ed["opens"] = opens_per[edition_ids[ed["key"]]]
-    return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": issue.subject,
+    return {"week": issue.week, "number": issue.number, "status": issue.status,
+            "subject": issue.main_edition.subject if issue.main_edition is not None else None,
             "editions": editions, "skipped_paused": int(skips.get("paused", 0)),
             "skipped_monthly": int(skips.get("monthly_waiting", 0)),
             "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at), **counts, "rates": rates,

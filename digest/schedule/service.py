@@ -32,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import select
 
-from digest.cycle import CycleResult, send_week
+from digest.cycle.send import CycleResult, send_week
 from digest.delivery.outage import ResumeBackoff
 from digest.errors import UserError
 from digest.runtime import Runtime

@@ -19,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 
 from digest.config import ScheduleSettings
-from digest.cycle import is_overdue
+from digest.cycle.week import is_overdue
 from digest.runtime import Runtime
 from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED, Issue
 from digest.weeks import Week, current_week, utcnow

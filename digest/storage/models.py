@@ -74,6 +74,10 @@ class IssueStatus(StrEnum):
 ISSUE_DRAFT, ISSUE_SKIPPED, ISSUE_SENDING, ISSUE_SENT = IssueStatus
 
 
+# The key of an issue's every-topic weekly edition (digest.cycle.editions.edition_key(WEEKLY, ())).
+MAIN_EDITION_KEY = "weekly/all"
+
+
 class Issue(Base):
     """One per ISO week: the unique week key is invariant 1."""
 
@@ -89,15 +93,6 @@ class Issue(Base):
     scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
     cutoff_at: Mapped[datetime | None] = mapped_column(nullable=True)
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    subject: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    preheader: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    # Compiled once; per-subscriber values are filled into placeholders at send time.
-    html: Mapped[str | None] = mapped_column(Text, nullable=True)
-    text: Mapped[str | None] = mapped_column(Text, nullable=True)
-    placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # The tracked links of the compiled issue, by position (digest.render.links): where `/c/<token>`
-    # sends a reader. Null when clicks were not tracked.
-    links: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # An outage paused the send (invariant 6): since when, and why. Cleared by the next accepted batch.
     paused_at: Mapped[datetime | None] = mapped_column(nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -107,28 +102,11 @@ class Issue(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
-    items: Mapped[list[IssueItem]] = relationship(
-        back_populates="issue", order_by="IssueItem.rank", cascade="all, delete-orphan"
-    )
-
-
-class IssueItem(Base):
-    __tablename__ = "issue_items"
-    __table_args__ = (UniqueConstraint("issue_id", "comparison_id"), UniqueConstraint("issue_id", "rank"))
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
-    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"))
-    rank: Mapped[int] = mapped_column(Integer)
-    score: Mapped[float] = mapped_column(Float)
-    score_parts: Mapped[dict[str, Any]] = mapped_column(JSON)
-    pinned: Mapped[bool] = mapped_column(default=False)
-    # The comparison's data and url when the issue was frozen (null for drafts and older issues):
-    # the archive shows what was sent, not the page as edited since.
-    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-
-    issue: Mapped[Issue] = relationship(back_populates="items")
-    comparison: Mapped[Comparison] = relationship()
+    # The issue's content is its editions (digest.cycle.freeze): this one is every topic, weekly,
+    # the one the archive shows, and the one deliveries and click tokens made before editions read.
+    main_edition: Mapped[Edition | None] = relationship(
+        primaryjoin=f"and_(Issue.id == foreign(Edition.issue_id), Edition.key == '{MAIN_EDITION_KEY}')",
+        viewonly=True, uselist=False)
 
 
 class Frequency(StrEnum):
@@ -140,7 +118,7 @@ class Edition(Base):
     """One version of a week's issue for one choice in use (topic set x frequency), compiled once.
 
     `key` is stable across weeks ("weekly/all", "weekly/open-models+developer-tools", "monthly/all"):
-    reports group by it. The issue's own html/subject are its "weekly/all" edition (the archive's).
+    reports group by it. The issue's content is its editions only; "weekly/all" is its main one.
     """
 
     __tablename__ = "editions"
@@ -159,8 +137,8 @@ class Edition(Base):
     html: Mapped[str | None] = mapped_column(Text, nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     placeholder_nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # Tracked links by position (as issues.links; the all-topics edition's are the issue's): a click
-    # token names its edition, and the redirect looks the position up here.
+    # Tracked links by position (digest.render.links): a click token names its edition (tokens made
+    # before editions name none: the main edition's), and the redirect looks the position up here.
     links: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -217,7 +195,7 @@ class Subscriber(Base):
     consent_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     consent_user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
     consent_source: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    # Reader preferences (digest.topics, digest.editions): topic keys joined by "+" in sorted order
+    # Reader preferences (digest.selection.topics, digest.cycle.editions): topic keys joined by "+" in sorted order
     # ("" = every topic), weekly or monthly, and a pause that ends by itself.
     topics: Mapped[str] = mapped_column(String(1000), default="", server_default="")
     frequency: Mapped[Frequency] = mapped_column(values_of(Frequency), default=Frequency.WEEKLY,

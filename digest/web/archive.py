@@ -38,7 +38,7 @@ from digest.render.issue_email import verdict
 from digest.render.personalize import Personalizer
 from digest.render.tracked import BLANK_GIF_URL, direct_values
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue, IssueItem
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, EditionItem, Issue
 from digest.weeks import Week, as_utc
 
 router = APIRouter()
@@ -93,15 +93,20 @@ def entry_for(settings: Settings, issue: Issue) -> Entry:
     # issue sent by hand before its slot.
     published = min(as_utc(issue.enqueued_at), _moment(issue)) if issue.enqueued_at else _moment(issue)
     local = published.astimezone(ZoneInfo(settings.schedule.timezone))
-    return Entry(week=issue.week, number=issue.number, title=issue.subject or f"{settings.site.name} {issue.week}",
-                 summary=issue.preheader or "", date=f"{local:%-d %B %Y}", date_iso=local.date().isoformat(),
+    main = issue.main_edition  # the issue's content: its main edition (loaded with it)
+    return Entry(week=issue.week, number=issue.number,
+                 title=(main.subject if main else None) or f"{settings.site.name} {issue.week}",
+                 summary=(main.preheader if main else None) or "", date=f"{local:%-d %B %Y}",
+                 date_iso=local.date().isoformat(),
                  updated=_moment(issue), published=published)
 
 
 def public_issues(rt: Runtime, limit: int | None = None, *, with_items: bool = False) -> list[Issue]:
-    q = select(Issue).where(Issue.status.in_(PUBLIC)).order_by(Issue.week.desc())
+    """Frozen issues, newest first, each with its main edition (and its picks, `with_items`) loaded."""
+    main = selectinload(Issue.main_edition)
     if with_items:
-        q = q.options(selectinload(Issue.items).selectinload(IssueItem.comparison))
+        main = main.selectinload(Edition.items).selectinload(EditionItem.comparison)
+    q = select(Issue).where(Issue.status.in_(PUBLIC)).order_by(Issue.week.desc()).options(main)
     if limit:
         q = q.limit(limit)
     with rt.sessions() as session:
@@ -126,16 +131,17 @@ def _public_links(html: str) -> str:
 
 def web_version(settings: Settings, issue: Issue) -> str:
     """The compiled email with neutral values for the personal markers, and the archive banner."""
-    assert issue.html is not None and issue.placeholder_nonce
+    main = issue.main_edition
+    assert main is not None and main.html is not None and main.placeholder_nonce
     view = f"/archive/{issue.week}"
-    personalizer = Personalizer.build(issue.html, issue.text or "", issue.placeholder_nonce)
+    personalizer = Personalizer.build(main.html, main.text or "", main.placeholder_nonce)
     neutral = {
         "view_url": view,
         "manage_url": _MANAGE,
         "unsubscribe_url": _UNSUBSCRIBE,
         "name": "",
         "greeting": "Hi there,",
-        **direct_values(issue.links),  # tracked links go straight to the comparison on the web
+        **direct_values(main.links),  # tracked links go straight to the comparison on the web
         "open_url": BLANK_GIF_URL,  # no pixel
     }
     # A personal field added to the templates later still gets a safe value: links go to the archive.
@@ -212,8 +218,10 @@ def archive_issue(request: Request, week: str) -> Response:
     except UserError as exc:
         return _page("archive_missing.html.j2", rt, status=404, message=str(exc).removeprefix("week: "))
     with rt.sessions() as session:
-        issue = session.scalar(select(Issue).where(Issue.week == key, Issue.status.in_(PUBLIC)))
-    if issue is None or not issue.html or not issue.placeholder_nonce:
+        issue = session.scalar(select(Issue).where(Issue.week == key, Issue.status.in_(PUBLIC))
+                               .options(selectinload(Issue.main_edition)))
+    main = issue.main_edition if issue is not None else None
+    if issue is None or main is None or not main.html or not main.placeholder_nonce:
         return _page("archive_missing.html.j2", rt, status=404,
                      message=f"No issue went out in week {key}.")
     return HTMLResponse(web_version(rt.settings, issue), headers=HEADERS)
@@ -232,7 +240,7 @@ def _stamp(moment: datetime) -> str:
 def _entry_content(issue: Issue) -> str:
     """A short HTML list of the issue's comparisons (escaped by the serializer as Atom type="html")."""
     rows = []
-    for item in issue.items:
+    for item in issue.main_edition.items if issue.main_edition is not None else ():
         # What was sent (frozen with the issue); issues frozen before snapshots existed fall back to today's row.
         data = item.snapshot or {**item.comparison.data, "url": item.comparison.url, "slug": item.comparison.slug}
         tools = data.get("tools") or []

@@ -4,7 +4,7 @@
 
 The destination never comes from the request: the token (digest.links.ClickTokens) names an
 issue, the edition the reader was sent, a delivery and a link position, and the position is
-looked up in that edition's frozen links (`editions.links`; `issues.links` for tokens made
+looked up in that edition's frozen links (`editions.links`; the main edition's for tokens made
 before editions), cached per process: a sent edition's links never change. Anything else
 gets a 400 page and no `Location`. The click is queued (digest.reports.clicklog) and written
 after the answer; HEAD requests redirect too and are recorded as such (scanners send them).
@@ -32,7 +32,7 @@ from digest.mail import ascii_uri
 from digest.render.tracked import BLANK_GIF_BASE64
 from digest.reports.clicklog import ClickRecorder, scanner_agent
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, Issue
+from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, MAIN_EDITION_KEY, Edition, Issue
 
 log = logging.getLogger("digest.clicks")
 router = APIRouter()
@@ -69,15 +69,14 @@ class ClickService:
         return self._links.get((issue_id, edition_id))
 
     def destinations(self, issue_id: int, edition_id: int | None) -> list[str] | None:
-        """The frozen link destinations of an edition of a sent issue (edition None: the issue's own);
+        """The frozen link destinations of an edition of a sent issue (edition None: the main one);
         None when there is no such thing. Read once per process."""
         if (issue_id, edition_id) in self._links:
             return self._links[issue_id, edition_id]
-        if edition_id is None:
-            q = select(Issue.status, Issue.links).where(Issue.id == issue_id)
-        else:  # the edition must be one of this issue's
-            q = select(Issue.status, Edition.links).join(Edition, Edition.issue_id == Issue.id).where(
-                Issue.id == issue_id, Edition.id == edition_id)
+        # The edition must be one of this issue's; a token naming none is the main edition's.
+        which = Edition.id == edition_id if edition_id is not None else Edition.key == MAIN_EDITION_KEY
+        q = select(Issue.status, Edition.links).join(Edition, Edition.issue_id == Issue.id).where(
+            Issue.id == issue_id, which)
         with self.rt.sessions() as session:
             row = session.execute(q).one_or_none()
         urls = None

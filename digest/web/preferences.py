@@ -17,11 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from digest import topics as topic_catalogue
 from digest.links import UnsubscribeClaim
 from digest.runtime import Runtime
+from digest.selection import topics as topic_catalogue
+from digest.selection.topics import Topics
 from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Frequency
-from digest.topics import Topics
 from digest.web.forms import bad_link, mask, refuse_foreign_post
 from digest.web.pages import OWN_ORIGIN, pages_for, plain_error
 from digest.web.unsubscribe import read_claim

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from digest.editor_note import set_note
+from digest.cycle.note import set_note
 from digest.preview.context import Ctx
 from digest.weeks import Week
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from digest.cycle import get_or_create_issue, lock_issue
+from digest.cycle.week import get_or_create_issue, lock_issue
 from digest.errors import UserError
 from digest.render.note import check_note
 from digest.runtime import Runtime

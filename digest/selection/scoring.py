@@ -12,7 +12,7 @@ score = (w_panel * panel + w_community * community + w_freshness * freshness
              the comparison's best tool category over the last `interest_issues` issues was above
              the average of all comparisons: (category - average) / average, from 0 (at or below
              the average, or no clicks yet) up to 1 (twice the average or more). The caller
-             measures it (digest.cycle.reader_interest) and passes category -> lift.
+             measures it (digest.selection.interest) and passes category -> lift.
 Picks are made one at a time (pins first), so diversity is measured against the picks before it:
 the site publishes many comparisons with the same popular tool, and an issue reads better when
 each card brings a new one. With too few other candidates a repeat still gets in, ranked lower.
@@ -32,7 +32,15 @@ from sqlalchemy.orm import Session
 
 from digest.config import SelectionSettings
 from digest.errors import UserError
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Comparison, Issue, IssueItem
+from digest.storage.models import (
+    ISSUE_SENDING,
+    ISSUE_SENT,
+    MAIN_EDITION_KEY,
+    Comparison,
+    Edition,
+    EditionItem,
+    Issue,
+)
 from digest.weeks import as_utc
 
 
@@ -130,9 +138,10 @@ def ranked(comparisons: list[Comparison], cfg: SelectionSettings, cutoff: dateti
 
 
 def featured_ids(session: Session, except_issue_id: int | None = None) -> set[int]:
-    """Comparisons already in an issue that went out (or is going out)."""
-    q = (select(IssueItem.comparison_id).join(Issue, Issue.id == IssueItem.issue_id)
-         .where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
+    """Comparisons already in an issue that went out (or is going out): its picks, its main edition's."""
+    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
+         .join(Issue, Issue.id == Edition.issue_id)
+         .where(Edition.key == MAIN_EDITION_KEY, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
     if except_issue_id is not None:
         q = q.where(Issue.id != except_issue_id)
     return set(session.scalars(q))

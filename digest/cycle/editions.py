@@ -6,7 +6,7 @@ its topics, compiles it once and enqueues its readers. An edition whose topics h
 `min_items` picks is filled up with the overall best (marked `filler`, under their own heading).
 Monthly readers get the monthly edition on the first scheduled slot of each month (the best since
 the previous one) and nothing in the other weeks. The issue's "weekly/all" edition always exists:
-it is the issue's own html, shown by the archive.
+it is the issue's main one, shown by the archive (the issue holds no content of its own).
 
 Exactly once per reader per week: a reader's delivery is unique per issue (and the issue per week),
 and its edition must be one of that issue's (a composite foreign key).
@@ -23,12 +23,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from digest.config import Config, ScheduleSettings, SelectionSettings
-from digest.delivery.enqueue import EditionReaders, enqueue_editions
 from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
-from digest.selection import Pick, Selection, featured_ids, select_picks
+from digest.selection.scoring import Pick, Selection, featured_ids, select_picks
+from digest.selection.topics import Topics
 from digest.storage.models import (
     ISSUE_SENDING,
     ISSUE_SENT,
+    MAIN_EDITION_KEY,
     SUB_ACTIVE,
     Comparison,
     Edition,
@@ -37,7 +38,6 @@ from digest.storage.models import (
     Issue,
     Subscriber,
 )
-from digest.topics import Topics
 from digest.weeks import Week, as_utc
 
 ALL = "all"
@@ -46,6 +46,10 @@ ALL = "all"
 def edition_key(frequency: Frequency, topics: tuple[str, ...]) -> str:
     """Stable across weeks: reports group an edition's weeks by it."""
     return f"{frequency.value}/{'+'.join(topics) or ALL}"
+
+
+MAIN = edition_key(Frequency.WEEKLY, ())
+assert MAIN == MAIN_EDITION_KEY  # the storage layer names it for the readers of an issue's content
 
 
 def edition_label(frequency: Frequency, topics: tuple[str, ...], catalogue: Topics) -> str:
@@ -250,57 +254,40 @@ def _in_topics(catalogue: Topics, topics: set[str]) -> Callable[[Comparison], bo
     return lambda c: bool(catalogue.of(c.data) & topics)
 
 
-@dataclass
-class Frozen:
-    recipients: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-
-def compile_edition(config: Config, issue: Issue, ed: PlannedEdition, catalogue: Topics,
-                    main: CompiledEmail | None = None) -> tuple[Edition, CompiledEmail]:
-    """An Edition row (not added to a session) with its picks and its own compile; `main` is reused
-    for the all-topics weekly edition (the issue's own email)."""
-    sel = ed.selection
-    assert sel is not None
+def edition_row(issue: Issue, ed: PlannedEdition, picks: list[Pick]) -> Edition:
+    """The one place picks become rows: an Edition (not added to a session) with an EditionItem per pick,
+    each with the comparison as it is now (the archive shows what was sent, not the page edited since)."""
     row = Edition(issue_id=issue.id, key=ed.key, label=ed.label, frequency=ed.frequency,
-                  topics=list(ed.topics), filled=ed.filled)
-    for rank, pick in enumerate(sel.picks, start=1):
+                  topics=list(ed.topics), filled=sum(p.filler for p in picks))
+    for rank, pick in enumerate(picks, start=1):
         c = pick.comparison
         row.items.append(EditionItem(comparison_id=c.id, comparison=c, rank=rank, score=pick.score,
-                                     score_parts=pick.parts, pinned=pick.pinned, filler=pick.filler,
+                                     score_parts=dict(pick.parts), pinned=pick.pinned, filler=pick.filler,
                                      snapshot={**c.data, "url": c.url, "slug": c.slug}))
-    compiled = main if main is not None and ed.key == edition_key(Frequency.WEEKLY, ()) else compile_issue(
-        config, issue, items_of=list(row.items), edition=EditionView(
-            ed.label, tuple(catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY))
+    return row
+
+
+def compile_edition(config: Config, issue: Issue, ed: PlannedEdition, catalogue: Topics
+                    ) -> tuple[Edition, CompiledEmail]:
+    """An Edition row (not added to a session) with its picks and its compile. The main edition is the
+    plain issue (no edition banner), as readers of every topic, weekly, always had it."""
+    sel = ed.selection
+    assert sel is not None
+    row = edition_row(issue, ed, sel.picks)
+    view = None if ed.key == MAIN else EditionView(ed.label, tuple(catalogue.name(k) for k in ed.topics),
+                                                    ed.frequency is Frequency.MONTHLY)
+    return row, _compiled_into(row, compile_issue(config, issue, list(row.items), edition=view))
+
+
+def compile_main(config: Config, issue: Issue, picks: list[Pick]) -> tuple[Edition, CompiledEmail]:
+    """The main edition of a draft from its live picks (the preview's; no readers' choices needed)."""
+    label = edition_label(Frequency.WEEKLY, (), Topics((), {}))
+    row = edition_row(issue, PlannedEdition(MAIN, label, Frequency.WEEKLY, ()), picks)
+    return row, _compiled_into(row, compile_issue(config, issue, list(row.items)))
+
+
+def _compiled_into(row: Edition, compiled: CompiledEmail) -> CompiledEmail:
     row.subject, row.preheader = compiled.subject, compiled.preheader
     row.html, row.text, row.placeholder_nonce = compiled.html, compiled.text, compiled.nonce
     row.links = compiled.links
-    return row, compiled
-
-
-def freeze(session: Session, config: Config, issue: Issue, the_plan: Plan, main: CompiledEmail,
-           now: datetime) -> Frozen:
-    """Store, compile and enqueue every edition (caller holds the issue's freeze transaction)."""
-    out = Frozen()
-    rows: list[tuple[PlannedEdition, Edition]] = []
-    for ed in the_plan.editions:
-        if ed.selection is None or ed.skip_reason:
-            if ed.readers:
-                out.warnings.append(f"edition {ed.label}: {ed.readers} reader(s) get nothing this time: "
-                                    f"{ed.skip_reason}")
-            continue
-        row, compiled = compile_edition(config, issue, ed, the_plan.catalogue, main)
-        if compiled is not main:
-            out.warnings.extend(f"edition {ed.label}: {w}" for w in compiled.warnings)
-        session.add(row)
-        rows.append((ed, row))
-    session.flush()
-    counts = enqueue_editions(session, issue.id, [EditionReaders(row.id, ed.frequency, tuple(ed.stored))
-                                                  for ed, row in rows], batch_size=config.batch_size,
-                              now=as_utc(now))
-    for _, row in rows:
-        row.recipients = counts.get(row.id, 0)
-        out.recipients += row.recipients
-    issue.reader_skips = {"paused": the_plan.paused, "monthly_waiting": the_plan.monthly_waiting,
-                          "first_of_month": the_plan.first_of_month}
-    return out
+    return compiled
