@@ -19,8 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from digest.cycle import send_week
-from digest.delivery.transports.outbox import OutboxTransport
 from digest.mail import ascii_uri
+from digest.providers.outbox.transport import OutboxTransport
 from digest.storage.models import Subscriber
 from digest.weeks import Week
 from subscribers.mail_queue import MailBuilder

@@ -43,7 +43,6 @@ from enum import StrEnum
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from digest import transport_registry
 from digest.delivery.messages import IssueMessages, Recipient
 from digest.delivery.outage import OutageWatch
 from digest.delivery.ratelimit import RateLimiter, make_limiter
@@ -54,6 +53,7 @@ from digest.errors import ProviderAuthError
 from digest.installation import installation_id, message_id_salt
 from digest.links import Tokens
 from digest.mail import OutgoingEmail
+from digest.providers import registry
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
 from digest.storage.models import (
@@ -206,7 +206,7 @@ class _Work:
     rate_limited: int = 0
 
 
-def key_ttl(caps: transport_registry.Capabilities) -> timedelta:
+def key_ttl(caps: registry.Capabilities) -> timedelta:
     """How long a batch may be retried under its key: the provider's key lifetime less a margin.
 
     A provider without keys declares 0: an attempt that may have been accepted is never
@@ -233,8 +233,7 @@ class Sender:
         if self.limiter is not None and hasattr(transport, "on_rate"):
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
         self.key_ttl = key_ttl(capabilities_of(transport))
-        caps = capabilities_of(transport)
-        self._per_message = bool(getattr(transport, "reports_each_result", caps.per_message_results))
+        self._per_message = capabilities_of(transport).per_message_results
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.backoff_base = backoff_base
         # Transient failures in a row across this process's batches: the backoff grows with it, so a
@@ -433,9 +432,7 @@ class Sender:
         if not work.emails:  # parked: rebuilt, byte for byte the same (building is deterministic and cheap)
             work.emails = self.build_all(work.issue_id, recipients)
         payload = [work.emails[r.delivery_id] for r in recipients]
-        prepare = getattr(self.transport, "prepare", None)
-        if prepare is not None:
-            prepare(payload, attempt.key)  # the body is built before the slot: the request leaves right at it
+        self.transport.prepare(payload, attempt.key)  # the body is built before the slot: it leaves right at it
         if self.limiter is not None and not self.limiter.acquire(stop):
             self._finish_attempt(attempt.attempt_id, ATTEMPT_REFUSED, "stopped before sending")
             self._release(batch, name)

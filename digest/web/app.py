@@ -15,7 +15,7 @@ from subscribers import web as subscriber_web
 ROUTERS: tuple[APIRouter, ...] = (
     subscriber_web.router,  # sign-up, confirm, unsubscribe, embed
     preference_web.router,  # /preferences/<token>: topics, frequency, pause
-    webhooks.router,  # POST /webhooks/resend, /webhooks/ses
+    webhooks.router,  # POST /webhooks/<provider>, for each provider that declares a webhook
     archive.router,  # /archive, /archive/<week>, /archive.xml
     health.router,  # /healthz
     clicks.router,  # /c/<token>: tracked links; /o/<token>: the open pixel

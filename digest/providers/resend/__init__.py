@@ -1,0 +1,24 @@
+"""Resend: the batch API (idempotency keys kept 24 h), Svix-signed webhooks, the domain as Resend sees it."""
+
+from __future__ import annotations
+
+from digest.doctor.providers import Provider as Dns
+from digest.doctor.providers import ProviderChecks
+from digest.doctor.site_checks import reported_by_events
+from digest.providers.registry import Legacy, Provider, Webhook
+from digest.providers.resend import doctor, webhook
+from digest.providers.resend.transport import API_KEY, CAPABILITIES, ResendSection, ResendTransport
+
+PROVIDER = Provider(
+    "resend", CAPABILITIES, ResendSection, ResendTransport,
+    "Resend's batch API (RESEND_API_KEY), idempotency keys kept 24 h", label="Resend",
+    secrets=(API_KEY, webhook.WEBHOOK_SECRET),
+    webhook=Webhook(webhook.receive, webhook.OPERATION),
+    doctor=ProviderChecks(
+        dns=Dns("Resend", "send.{domain}", "amazonses.com", ("resend",), "Resend's dashboard (Domains → {domain})"),
+        domain=(doctor.domain_status,), webhooks=doctor.webhook_secret, account=(doctor.webhook_registered,),
+        bounces=reported_by_events("Resend")),
+    # Before transports were plug-ins its settings, and every transport's, lived in `[resend]`.
+    legacy=Legacy(table="resend", shared=("batch_size", "max_attempts", "pause_after_failures",
+                                          "resume_after_seconds", "resume_max_seconds")),
+)

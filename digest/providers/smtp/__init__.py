@@ -1,0 +1,18 @@
+"""Any SMTP relay: one message at a time over kept-alive connections; bounces come back by mail (VERP)."""
+
+from __future__ import annotations
+
+from digest.doctor.providers import Provider as Dns
+from digest.doctor.providers import ProviderChecks
+from digest.providers.registry import Legacy, Provider
+from digest.providers.smtp import doctor
+from digest.providers.smtp.transport import CAPABILITIES, PASSWORD, SmtpSection, SmtpTransport
+
+PROVIDER = Provider(
+    "smtp", CAPABILITIES, SmtpSection, SmtpTransport,
+    "any SMTP relay, one message at a time over kept-alive connections", label="SMTP",
+    secrets=(PASSWORD,),
+    doctor=ProviderChecks(dns=Dns("your SMTP provider", "{domain}", "", (), "your SMTP provider's domain settings"),
+                          bounces=doctor.bounce_address),
+    legacy=Legacy(table="smtp"),  # `[smtp]`, before transports were plug-ins
+)
