@@ -158,6 +158,9 @@ def _load() -> None:
         if _loaded:
             return
         found = [load_entry_point(ep) for ep in _ordered(entry_points(group=GROUP))]
+        if not found:  # ours are entry points too: a checkout run without being installed has none
+            raise ProviderLoadError(f"no provider found in the {GROUP} entry point group: install the digest "
+                                    "(`pip install -e .` or `make install`) so its built-in providers are declared")
         manual = dict(_providers)
         _providers.clear()
         _providers.update({p.name: p for p in found})
