@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Provider:
+class DomainRecords:
     """The DNS a provider asks for in the sending domain."""
 
     label: str
@@ -32,12 +32,12 @@ class Provider:
     records_at: str  # where the operator finds the records to add; {domain} is the sending domain
 
 
-OTHER = Provider("your email provider", "{domain}", "", (), "your email provider's domain settings")
+OTHER = DomainRecords("your email provider", "{domain}", "", (), "your email provider's domain settings")
 
 
 @dataclass(frozen=True)
 class ProviderChecks:
-    dns: Provider = OTHER
+    dns: DomainRecords = OTHER
     domain: tuple[CheckFn, ...] = ()  # right after the DNS checks: the domain as the provider sees it
     webhooks: CheckFn | None = None  # the `webhooks` line; none: "not needed"
     account: tuple[CheckFn, ...] = ()  # after the `webhooks` line: the account's own webhook settings
@@ -57,7 +57,7 @@ def declared(config: Config) -> ProviderChecks:
 class Expected:
     """The DNS the doctor looks for: the transport's defaults, overridden by `[doctor]`."""
 
-    provider: Provider
+    provider: DomainRecords
     spf_host: str
     spf_include: str
     dkim_selectors: tuple[str, ...]

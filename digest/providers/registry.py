@@ -68,7 +68,6 @@ class Webhook:
     receive: Callable[[Any, bytes, Mapping[str, str]], Any]
     operation: Mapping[str, Any]
     max_body: int = 256 * 1024
-    signed: bool = True  # a forged request is refused (the contract test sends one)
 
 
 @dataclass(frozen=True)
@@ -90,16 +89,11 @@ class Provider:
     # Builds the transport from the Config (imports of SDKs belong inside it: listing is cheap).
     factory: Callable[[Any], Any]
     summary: str = ""
-    label: str = ""  # how people call it ("Amazon SES"); the name when empty
     secrets: tuple[str, ...] = ()  # the environment variables it reads secrets from (Config.secret)
     webhook: Webhook | None = None
     # Its doctor checks, a `digest.doctor.ProviderChecks` (the doctor sits above this module).
     doctor: Any = None
     legacy: Legacy = Legacy()
-
-    @property
-    def title(self) -> str:
-        return self.label or self.name
 
     @property
     def webhook_path(self) -> str:

@@ -7,6 +7,6 @@ from digest.providers.registry import Legacy, Provider
 
 PROVIDER = Provider(
     "outbox", CAPABILITIES, OutboxSection, build,
-    "one .eml file per message under [transport.outbox] dir (no account, no network)", label="the outbox",
+    "one .eml file per message under [transport.outbox] dir (no account, no network)",
     legacy=Legacy(keys={"outbox_dir": "dir"}),  # `transport.outbox_dir`, before transports were plug-ins
 )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from digest.doctor.providers import Provider as Dns
-from digest.doctor.providers import ProviderChecks
+from digest.doctor.providers import DomainRecords, ProviderChecks
 from digest.doctor.site_checks import reported_by_events
 from digest.providers.registry import Legacy, Provider, Webhook
 from digest.providers.resend import doctor, webhook
@@ -11,11 +10,12 @@ from digest.providers.resend.transport import API_KEY, CAPABILITIES, ResendSecti
 
 PROVIDER = Provider(
     "resend", CAPABILITIES, ResendSection, ResendTransport,
-    "Resend's batch API (RESEND_API_KEY), idempotency keys kept 24 h", label="Resend",
+    "Resend's batch API (RESEND_API_KEY), idempotency keys kept 24 h",
     secrets=(API_KEY, webhook.WEBHOOK_SECRET),
     webhook=Webhook(webhook.receive, webhook.OPERATION),
     doctor=ProviderChecks(
-        dns=Dns("Resend", "send.{domain}", "amazonses.com", ("resend",), "Resend's dashboard (Domains → {domain})"),
+        dns=DomainRecords("Resend", "send.{domain}", "amazonses.com", ("resend",),
+                          "Resend's dashboard (Domains → {domain})"),
         domain=(doctor.domain_status,), webhooks=doctor.webhook_secret, account=(doctor.webhook_registered,),
         bounces=reported_by_events("Resend")),
     # Before transports were plug-ins its settings, and every transport's, lived in `[resend]`.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from digest.doctor.providers import Provider as Dns
-from digest.doctor.providers import ProviderChecks
+from digest.doctor.providers import DomainRecords, ProviderChecks
 from digest.doctor.site_checks import reported_by_events
 from digest.providers.registry import Provider, Webhook
 from digest.providers.ses import doctor, webhook
@@ -11,11 +10,11 @@ from digest.providers.ses.transport import CAPABILITIES, SesSection, SesTranspor
 
 PROVIDER = Provider(
     "ses", CAPABILITIES, SesSection, SesTransport,
-    "Amazon SES v2 (standard AWS environment), one raw message per reader", label="Amazon SES",
+    "Amazon SES v2 (standard AWS environment), one raw message per reader",
     # Read by boto3 from the config's environment (the standard AWS chain also finds a profile or a role).
     secrets=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
     webhook=Webhook(webhook.receive, webhook.OPERATION, max_body=webhook.MAX_BODY),
     doctor=ProviderChecks(
-        dns=Dns("Amazon SES", "{domain}", "", (), "the SES console (Identities → {domain})"),
+        dns=DomainRecords("Amazon SES", "{domain}", "", (), "the SES console (Identities → {domain})"),
         webhooks=doctor.sns_topics, bounces=reported_by_events("SES")),
 )

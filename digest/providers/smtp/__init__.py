@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from digest.doctor.providers import Provider as Dns
-from digest.doctor.providers import ProviderChecks
+from digest.doctor.providers import DomainRecords, ProviderChecks
 from digest.providers.registry import Legacy, Provider
 from digest.providers.smtp import doctor
 from digest.providers.smtp.transport import CAPABILITIES, PASSWORD, SmtpSection, SmtpTransport
 
 PROVIDER = Provider(
     "smtp", CAPABILITIES, SmtpSection, SmtpTransport,
-    "any SMTP relay, one message at a time over kept-alive connections", label="SMTP",
+    "any SMTP relay, one message at a time over kept-alive connections",
     secrets=(PASSWORD,),
-    doctor=ProviderChecks(dns=Dns("your SMTP provider", "{domain}", "", (), "your SMTP provider's domain settings"),
-                          bounces=doctor.bounce_address),
+    doctor=ProviderChecks(
+        dns=DomainRecords("your SMTP provider", "{domain}", "", (), "your SMTP provider's domain settings"),
+        bounces=doctor.bounce_address),
     legacy=Legacy(table="smtp"),  # `[smtp]`, before transports were plug-ins
 )

@@ -8,8 +8,7 @@ HTTP Basic credentials written into the webhook URL), the secrets, the config se
 
 from __future__ import annotations
 
-from digest.doctor.providers import Provider as Dns
-from digest.doctor.providers import ProviderChecks
+from digest.doctor.providers import DomainRecords, ProviderChecks
 from digest.doctor.site_checks import reported_by_events
 from digest.providers.registry import Provider, Webhook
 from postmark_provider import doctor, webhook
@@ -18,10 +17,9 @@ from postmark_provider.transport import CAPABILITIES, SERVER_TOKEN, PostmarkSect
 PROVIDER = Provider(
     "postmark", CAPABILITIES, PostmarkSection, PostmarkTransport,
     "Postmark's batch API (POSTMARK_SERVER_TOKEN), up to 500 messages per call, no idempotency keys",
-    label="Postmark",
     secrets=(SERVER_TOKEN, webhook.USER, webhook.PASSWORD),
     webhook=Webhook(webhook.receive, webhook.OPERATION),
     doctor=ProviderChecks(
-        dns=Dns("Postmark", "{domain}", "", (), "Postmark's Sender Signatures (Domains → {domain})"),
+        dns=DomainRecords("Postmark", "{domain}", "", (), "Postmark's Sender Signatures (Domains → {domain})"),
         webhooks=doctor.webhook_credentials, bounces=reported_by_events("Postmark")),
 )
