@@ -218,7 +218,7 @@ class BounceSettings(_Section):
     """`[bounces]`: how bounce reports count, and the mailbox `digest serve` (every `poll_seconds`)
     and `digest subscribers bounce-poll` read.
 
-    The bounce address itself is `[transport.smtp] bounce_address` (the envelope sender)."""
+    The bounce address itself is the SMTP transport's `bounce_address` (the envelope sender)."""
 
     soft_bounce_limit: int = Field(3, ge=1, le=100)  # soft bounces in a row (no delivery between) that suppress
     soft_bounce_window_days: int = Field(30, ge=1, le=3650)  # older soft bounces no longer count
@@ -244,11 +244,11 @@ _DNS_NAME = re.compile(r"^(?=.{1,253}$)((?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)+[A-Za-
 
 
 class DoctorSettings(_Section):
-    """What `digest doctor` looks for in DNS where the transport alone does not say (SMTP, SES)."""
+    """What `digest doctor` looks for in DNS where the transport's provider does not say."""
 
     spf_include: str = ""  # the include your provider's SPF needs, e.g. "_spf.mailgun.org"; empty: the transport's
     spf_domain: str = ""  # where that SPF record lives (a custom MAIL FROM domain); empty: the transport's
-    dkim_selectors: list[str] = []  # e.g. ["s1"]; empty: the transport's (Resend: "resend")
+    dkim_selectors: list[str] = []  # e.g. ["s1"]; empty: the ones the transport's provider declares
 
     @field_validator("spf_include")
     @classmethod
