@@ -49,7 +49,8 @@ NONE = ProviderChecks()
 
 def declared(config: Config) -> ProviderChecks:
     """The configured transport's provider's checks (the neutral ones when it declares none)."""
-    checks = config.transport_spec.doctor
+    make = config.transport_spec.doctor
+    checks = make() if make is not None else None
     return checks if isinstance(checks, ProviderChecks) else NONE
 
 

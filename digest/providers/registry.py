@@ -91,8 +91,9 @@ class Provider:
     summary: str = ""
     secrets: tuple[str, ...] = ()  # the environment variables it reads secrets from (Config.secret)
     webhook: Webhook | None = None
-    # Its doctor checks, a `digest.doctor.ProviderChecks` (the doctor sits above this module).
-    doctor: Any = None
+    # Returns its doctor checks, a `digest.doctor.providers.ProviderChecks` (the doctor sits above this
+    # module; called when the doctor runs, so loading a config imports none of them).
+    doctor: Callable[[], Any] | None = None
     legacy: Legacy = Legacy()
 
     @property

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from digest.delivery.events import DeliveryEvent
-from digest.providers.resend import events
 from digest.web.schema import JSON_ERROR, JSON_OBJECT, TOO_LARGE, answer
 
 WEBHOOK_SECRET = "RESEND_WEBHOOK_SECRET"
@@ -14,6 +13,8 @@ WEBHOOK_SECRET = "RESEND_WEBHOOK_SECRET"
 
 def receive(rt: Any, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
     """Check the signature (401, or 503 without a secret), then parse the one event (400)."""
+    from digest.providers.resend import events  # svix: imported by the first event, not by every config load
+
     svix_id = events.verify(rt.config.secret("resend", WEBHOOK_SECRET), body, headers)
     return events.parse(svix_id, body)
 

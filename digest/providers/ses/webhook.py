@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from digest.delivery.events import Acknowledged, DeliveryEvent, EventError
-from digest.providers.ses import events, sns
 from digest.web.schema import JSON_ERROR, JSON_OBJECT, TEXT, TOO_LARGE, answer
 
 log = logging.getLogger("digest.providers.ses.webhook")
@@ -21,6 +20,8 @@ MAX_BODY = 1024 * 1024  # SNS messages are up to 256 KiB before JSON escaping in
 
 def receive(rt: Any, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent] | Acknowledged:
     """SNS: check topic and signature, answer the subscription handshake, parse SES events."""
+    from digest.providers.ses import events, sns  # cryptography: imported by the first event, not by every config
+
     topics = rt.settings.webhooks.sns_topic_arns
     trust = sns.SnsTrust.from_env(rt.config.env)
     if not topics:
