@@ -12,8 +12,10 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
+# The Postmark example provider too: CI holds it to the shared provider contract (tests/test_provider_contract.py).
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e examples/postmark-provider
 
 demo: install
 	$(BIN)/digest demo

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from digest import defaults, transport_registry
+from digest import defaults
 from digest.errors import ConfigError
+from digest.providers import registry
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _EMAILISH = re.compile(r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$")
@@ -151,7 +152,7 @@ class TransportSettings(_Section):
     """`[transport]`: which transport sends (`kind`, a registered name) and how any send behaves.
 
     Each transport's own settings live in `[transport.<name>]`, validated by the model the
-    transport registered (digest.transport_registry); load_config takes those tables out first.
+    transport's provider declared (digest.providers.registry); load_config takes those tables out first.
     """
 
     kind: str = "outbox"
@@ -217,7 +218,7 @@ class BounceSettings(_Section):
     """`[bounces]`: how bounce reports count, and the mailbox `digest serve` (every `poll_seconds`)
     and `digest subscribers bounce-poll` read.
 
-    The bounce address itself is `[transport.smtp] bounce_address` (the envelope sender)."""
+    The bounce address itself is the SMTP transport's `bounce_address` (the envelope sender)."""
 
     soft_bounce_limit: int = Field(3, ge=1, le=100)  # soft bounces in a row (no delivery between) that suppress
     soft_bounce_window_days: int = Field(30, ge=1, le=3650)  # older soft bounces no longer count
@@ -243,11 +244,11 @@ _DNS_NAME = re.compile(r"^(?=.{1,253}$)((?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)+[A-Za-
 
 
 class DoctorSettings(_Section):
-    """What `digest doctor` looks for in DNS where the transport alone does not say (SMTP, SES)."""
+    """What `digest doctor` looks for in DNS where the transport's provider does not say."""
 
     spf_include: str = ""  # the include your provider's SPF needs, e.g. "_spf.mailgun.org"; empty: the transport's
     spf_domain: str = ""  # where that SPF record lives (a custom MAIL FROM domain); empty: the transport's
-    dkim_selectors: list[str] = []  # e.g. ["s1"]; empty: the transport's (Resend: "resend")
+    dkim_selectors: list[str] = []  # e.g. ["s1"]; empty: the ones the transport's provider declares
 
     @field_validator("spf_include")
     @classmethod
@@ -353,12 +354,18 @@ class Config:
     def transport_section(self, name: str) -> Any:
         """The `[transport.<name>]` settings (the transport's defaults when the table is absent)."""
         if name not in self.sections:
-            self.sections[name] = transport_registry.get(name).section()
+            self.sections[name] = registry.get(name).section()
         return self.sections[name]
 
     @property
-    def transport_spec(self) -> transport_registry.TransportSpec:
-        return transport_registry.get(self.transport_kind)
+    def transport_spec(self) -> registry.Provider:
+        return registry.get(self.transport_kind)
+
+    def secret(self, provider: str, name: str) -> str:
+        """The environment variable `name`, one of the secrets `provider` declared ('' when unset)."""
+        if name not in registry.get(provider).secrets:
+            raise KeyError(f"{name} is not a secret the {provider} provider declared")
+        return self.env.get(name, "")
 
     @property
     def batch_size(self) -> int:
@@ -387,7 +394,9 @@ class Config:
 
     @property
     def outbox_dir(self) -> Path:
-        return self.resolve(self.transport_section("outbox").dir)
+        """Where messages are written as files: the `dir` of the provider that declares `writes_files`."""
+        writer = next(p for p in registry.providers() if p.capabilities.writes_files)
+        return self.resolve(self.transport_section(writer.name).dir)
 
     @property
     def templates_dir(self) -> Path:
@@ -397,21 +406,9 @@ class Config:
         return self.resolve(self.settings.templates.dir)
 
     @property
-    def resend_api_key(self) -> str:
-        return self.env.get("RESEND_API_KEY", "")
-
-    @property
-    def webhook_secret(self) -> str:
-        return self.env.get("RESEND_WEBHOOK_SECRET", "")
-
-    @property
     def operator_token(self) -> str:
         """DIGEST_OPERATOR_TOKEN: a Bearer token that shows /healthz details to a remote monitor."""
         return self.env.get("DIGEST_OPERATOR_TOKEN", "").strip()
-
-    @property
-    def smtp_password(self) -> str:
-        return self.env.get("DIGEST_SMTP_PASSWORD", "")
 
     @property
     def imap_password(self) -> str:
@@ -515,25 +512,20 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     except ValidationError as exc:
         raise ConfigError(_format_error(cfg_path, exc.errors()[0], raw)) from None
     sections = _validate_transport_tables(cfg_path, tables)
-    if settings.transport.kind not in transport_registry.names():
+    if settings.transport.kind not in registry.names():
         raise ConfigError(f"{cfg_path.name}: transport.kind: {settings.transport.kind!r} is not a transport "
-                          f"({transport_registry.describe_names()})")
+                          f"({registry.describe_names()})")
     transport = env.get("DIGEST_TRANSPORT", "").strip()
-    if transport and transport not in transport_registry.names():
-        raise ConfigError(f"DIGEST_TRANSPORT: {transport!r} is not a transport ({transport_registry.describe_names()})")
+    if transport and transport not in registry.names():
+        raise ConfigError(f"DIGEST_TRANSPORT: {transport!r} is not a transport ({registry.describe_names()})")
     db_url = env.get("DIGEST_DATABASE_URL", "").strip()
     if db_url and not (db_url.startswith("sqlite") or db_url.startswith("postgresql")):
         raise ConfigError("DIGEST_DATABASE_URL: must start with sqlite:/// or postgresql+psycopg://")
     return Config(settings, cfg_path, env, sections, tuple(deprecations))
 
 
-# Settings every transport uses that lived in [resend] before transports were plug-ins.
-_SHARED_FROM_RESEND = ("batch_size", "max_attempts", "pause_after_failures", "resume_after_seconds",
-                       "resume_max_seconds")
-
-
 def _upgrade_legacy_sections(raw: dict[str, Any]) -> list[str]:
-    """Read the old `[resend]`, `[smtp]` and `transport.outbox_dir` into the new sections, saying so.
+    """Read the old places each provider declares (`Legacy`) into the new sections, saying so.
 
     A value also given in the new place keeps the new one. Returns one warning line per old name.
     """
@@ -541,26 +533,26 @@ def _upgrade_legacy_sections(raw: dict[str, Any]) -> list[str]:
     if not isinstance(transport, dict):
         return []  # validation names the problem
     lines = []
-    for old in ("resend", "smtp"):
-        table = raw.get(old)
-        if not isinstance(table, dict):
-            continue
-        table = dict(raw.pop(old))
-        moved_up = [k for k in _SHARED_FROM_RESEND if k in table] if old == "resend" else []
-        for key in moved_up:
-            transport.setdefault(key, table.pop(key))
-        section = transport.setdefault(old, {})
-        if isinstance(section, dict):
-            for key, value in table.items():
-                section.setdefault(key, value)
-        lines.append(f"[{old}] is deprecated: move it to [transport.{old}]"
-                     + (f" ({', '.join(moved_up)} go to [transport])" if moved_up else ""))
-    if "outbox_dir" in transport:
-        section = transport.setdefault("outbox", {})
-        value = transport.pop("outbox_dir")
-        if isinstance(section, dict):
-            section.setdefault("dir", value)
-        lines.append("transport.outbox_dir is deprecated: move it to [transport.outbox] dir")
+    for provider in registry.providers():
+        old, name = provider.legacy.table, provider.name
+        if old and isinstance(raw.get(old), dict):
+            table = dict(raw.pop(old))
+            moved_up = [k for k in provider.legacy.shared if k in table]
+            for key in moved_up:
+                transport.setdefault(key, table.pop(key))
+            section = transport.setdefault(name, {})
+            if isinstance(section, dict):
+                for key, value in table.items():
+                    section.setdefault(key, value)
+            lines.append(f"[{old}] is deprecated: move it to [transport.{name}]"
+                         + (f" ({', '.join(moved_up)} go to [transport])" if moved_up else ""))
+        for key, new_key in provider.legacy.keys.items():
+            if key in transport:
+                section = transport.setdefault(name, {})
+                value = transport.pop(key)
+                if isinstance(section, dict):
+                    section.setdefault(new_key, value)
+                lines.append(f"transport.{key} is deprecated: move it to [transport.{name}] {new_key}")
     return lines
 
 
@@ -575,11 +567,11 @@ def _take_transport_tables(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _validate_transport_tables(cfg_path: Path, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sections: dict[str, Any] = {}
     for name, table in tables.items():
-        if name not in transport_registry.names():
+        if name not in registry.names():
             raise ConfigError(f"{cfg_path.name}: [transport.{name}]: {name!r} is not a transport "
-                              f"({transport_registry.describe_names()})")
+                              f"({registry.describe_names()})")
         try:
-            sections[name] = transport_registry.get(name).section.model_validate(table)
+            sections[name] = registry.get(name).section.model_validate(table)
         except ValidationError as exc:
             err = exc.errors()[0]
             err["loc"] = ("transport", name, *err["loc"])

@@ -410,7 +410,7 @@ def _remove_outbox_copies(rt: Runtime, address: str) -> int:
     File names are only a cheap first filter (they are mangled and may share a suffix:
     `bob-a@` ends like `a@`, `zoé` and `zoë` both become `zo_`); the To header decides.
     """
-    from digest.delivery.transports.outbox import file_name_hint
+    from digest.delivery.transports.files import file_name_hint
 
     root = rt.outbox_dir
     if not root.is_dir():

@@ -271,7 +271,7 @@ def make_archive(rt: Runtime) -> Runtime:
 def _slow_main() -> None:
     delay = float(os.environ.get("DIGEST_TEST_SEND_DELAY", "0") or 0)
     if delay > 0:
-        from digest.delivery.transports import outbox
+        from digest.providers.outbox import transport as outbox
 
         original = outbox.OutboxTransport.send_batch
 

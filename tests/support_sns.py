@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from digest.delivery.events.sns import string_to_sign
+from digest.providers.ses.sns import string_to_sign
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:digest-ses"
 CERT_PATH = "/SimpleNotificationService-test.pem"

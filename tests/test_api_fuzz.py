@@ -22,6 +22,7 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
+from digest.providers import registry
 from digest.web.openapi import PUBLIC
 from tests.conftest import apply_overrides
 from tests.support_http import served
@@ -33,6 +34,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 MAX_EXAMPLES = 25  # per operation and mode: about a minute for the whole API on each database
 WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SNS_TOPIC = "arn:aws:sns:eu-west-1:123456789012:digest-ses"  # configured, so /webhooks/ses checks what it gets
+# Every registered provider's secrets (an installed one's too), so each webhook checks what it gets, not 503.
+SECRETS = {name: f"fuzz-{name.lower()}-0123456789abcdef" for p in registry.providers() for name in p.secrets}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -48,7 +51,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = f"sqlite:///{target}"
     else:
         url = fresh_pg_url(request.getfixturevalue("pg_template"))
-    with served(tmp, url, RESEND_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    with served(tmp, url, **{**SECRETS, "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET},
                 config=lambda text: apply_overrides(text, {"subscribe": {"per_ip_per_minute": 100000,
                                                                          "per_ip_per_hour": 100000,
                                                                          "per_address_per_hour": 100000},

@@ -283,8 +283,8 @@ def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None
     from digest.config import load_config
     from digest.delivery.jsonfast import PreEscaped, dumps
     from digest.delivery.messages import IssueMessages, Recipient
-    from digest.delivery.transports.resend_api import email_params
     from digest.links import Tokens
+    from digest.providers.resend.transport import email_params
     from digest.render.personalize import marker, new_nonce
     from tests.conftest import write_project
 

@@ -287,7 +287,7 @@ def test_resend_domain_status(tmp_path: Path, sqlite_url: str, resend: FakeResen
 def test_resend_webhook_must_post_bounces_and_complaints_here(tmp_path: Path, resend: FakeResendServer) -> None:
     """Without a webhook to this service, Resend keeps bounces and complaints to itself and dead addresses
     keep being mailed; the doctor reads the account's webhooks and names what is wrong."""
-    from digest.doctor import resend_check
+    from digest.providers.resend import doctor as resend_check
 
     url = "https://news.weekly-verdicts.org"
     config = project(tmp_path, url)

@@ -20,8 +20,8 @@ from aiosmtpd.controller import Controller
 
 from digest.cycle.send import send_week
 from digest.delivery.mail_builder import MailBuilder
-from digest.delivery.transports.outbox import OutboxTransport
 from digest.mail import ascii_uri
+from digest.providers.outbox.transport import OutboxTransport
 from digest.storage.models import Subscriber
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project

@@ -13,7 +13,7 @@ from digest.cycle.freeze import prepare
 from digest.delivery.loop import Sender
 from digest.delivery.ratelimit import RateLimiter
 from digest.delivery.transports import make_transport
-from digest.delivery.transports.base import TransientError
+from digest.delivery.transports.base import BaseTransport, TransientError
 from digest.weeks import Week
 from tests.conftest import make_runtime, write_project
 from tests.fake_resend import FakeResend, FakeResendServer
@@ -23,12 +23,12 @@ NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 
 
-class FailsFirstCall:
+class FailsFirstCall(BaseTransport):
     """The outbox, except that its very first call fails transiently; records each call's key."""
 
     def __init__(self, inner):  # type: ignore[no-untyped-def]
         self.inner = inner
-        self.name, self.max_in_flight, self.reports_each_result = inner.name, 1, False
+        self.name, self.max_in_flight = inner.name, 1
         self.keys: list[str] = []
 
     def send_batch(self, emails, idempotency_key, folder, on_result=None):  # type: ignore[no-untyped-def]

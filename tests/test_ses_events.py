@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from digest.delivery.events.sns import SnsTrust
+from digest.providers.ses.sns import SnsTrust
 from digest.runtime import Runtime
 from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_COMPLAINED, Delivery, Event
 from subscribers.api import add_subscriber, is_suppressed
@@ -345,7 +345,7 @@ def test_a_certificate_host_that_is_not_sns_gets_the_wrong_topic_answer_and_is_n
 def test_a_certificate_url_httpx_cannot_request_is_refused_like_a_bad_signature(sns: FakeSns) -> None:
     """Whatever lets such a URL through the host check, building its request must not be a 500."""
     from digest.delivery.events import EventError
-    from digest.delivery.events.sns import verify
+    from digest.providers.ses.sns import verify
 
     class Lax(SnsTrust):
         def allows_certificate(self, url: str) -> bool:

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from digest.cycle.send import send_week
 from digest.delivery.transports import make_transport
-from digest.delivery.transports.ses import SesTransport
+from digest.providers.ses.transport import SesTransport
 from digest.storage.models import BATCH_UNCONFIRMED, DELIVERY_QUEUED, DELIVERY_SENT, Batch, Delivery, SendAttempt
 from digest.weeks import utcnow
 from tests.conftest import make_runtime

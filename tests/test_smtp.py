@@ -18,8 +18,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from digest.cycle.send import send_week
-from digest.delivery.transports.smtp import SmtpTransport, is_resend_smtp
 from digest.mail import OutgoingEmail
+from digest.providers.smtp.transport import SmtpTransport, is_resend_smtp
 from digest.storage.models import DELIVERY_FAILED, DELIVERY_SENT, Delivery
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, require_or_skip, write_project

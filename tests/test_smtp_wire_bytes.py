@@ -182,7 +182,7 @@ class _Box:
 
 def test_the_server_receives_exactly_these_bytes(tmp_path) -> None:
     from digest.config import load_config
-    from digest.delivery.transports.smtp import SmtpTransport
+    from digest.providers.smtp.transport import SmtpTransport
     from tests.conftest import apply_overrides, write_project
 
     port = free_port()

@@ -18,13 +18,13 @@ import pytest
 from pydantic import Field
 from sqlalchemy import func, select
 
-from digest import transport_registry
 from digest.config import load_config
 from digest.cycle.send import send_week
 from digest.delivery.transports import make_transport, reported_events
-from digest.delivery.transports.base import OnResult, SendResult
+from digest.delivery.transports.base import BaseTransport, OnResult, SendResult
 from digest.errors import ConfigError
 from digest.mail import OutgoingEmail
+from digest.providers import registry
 from digest.storage.models import Batch, Delivery, SendRate
 from digest.weeks import utcnow
 from tests.conftest import make_runtime, write_project
@@ -32,21 +32,19 @@ from tests.support_delivery import add_readers, seed_comparisons, this_week
 
 # ---- the throw-away transport: everything a provider needs, in one place -------------------------
 
-class PigeonSection(transport_registry.TransportSection):
+class PigeonSection(registry.TransportSection):
     loft: str = "main"
     birds_per_second: float = Field(500.0, gt=0)
 
 
-PIGEON = transport_registry.Capabilities(
+PIGEON = registry.Capabilities(
     idempotent=False, max_batch=7, rate=lambda section: section.birds_per_second,
     reports=frozenset({"delivered"}), per_message_results=True)
 
 
-class PigeonTransport:
+class PigeonTransport(BaseTransport):
     name = "pigeon"
-    reports = PIGEON.reports
     max_in_flight = 2
-    reports_each_result = PIGEON.per_message_results
     carried: list[tuple[str, str, int]] = []  # (loft, recipient, batch size): what the pigeons took
     lock = threading.Lock()
 
@@ -70,10 +68,10 @@ class PigeonTransport:
 
 @pytest.fixture
 def pigeon() -> Iterator[type[PigeonTransport]]:
-    transport_registry.register(transport_registry.TransportSpec("pigeon", PIGEON, PigeonSection, PigeonTransport))
+    registry.register(registry.Provider("pigeon", PIGEON, PigeonSection, PigeonTransport))
     PigeonTransport.carried = []
     yield PigeonTransport
-    transport_registry.unregister("pigeon")
+    registry.unregister("pigeon")
 
 
 # ---- the tests ------------------------------------------------------------------------------------

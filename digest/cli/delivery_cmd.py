@@ -190,7 +190,7 @@ def _comparisons_table(comparisons: list[dict[str, Any]], title: str, ranked: bo
 
 def _reporting() -> str:
     """Which registered transports report delivery events (read from their capabilities)."""
-    from digest import transport_registry
+    from digest.providers import registry
 
-    names = [n for n in transport_registry.names() if transport_registry.get(n).capabilities.reports]
+    names = [n for n in registry.names() if registry.get(n).capabilities.reports]
     return f"the {' and '.join(names)} transports do, through their webhooks" if names else "no transport does"

@@ -23,8 +23,8 @@ from enum import StrEnum
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from digest import transport_registry
 from digest.delivery.claims import Claimed
+from digest.providers import registry
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
 from digest.storage.models import (
@@ -65,7 +65,7 @@ def may_have_been_accepted(session: Session, batch: Batch, key: str) -> bool:
     return batch.attempts > len(outcomes) or any(o in MAY_HAVE_BEEN_ACCEPTED for o in outcomes)
 
 
-def key_ttl(caps: transport_registry.Capabilities) -> timedelta:
+def key_ttl(caps: registry.Capabilities) -> timedelta:
     """How long a batch may be retried under its key: the provider's key lifetime less a margin.
 
     A provider without keys declares 0: an attempt that may have been accepted is never

@@ -62,7 +62,7 @@ class BatchSender:
         self.backoff_base = backoff_base
         caps = capabilities_of(transport)
         self.key_ttl = key_ttl(caps)
-        self._per_message = bool(getattr(transport, "reports_each_result", caps.per_message_results))
+        self._per_message = caps.per_message_results
         self.copies = IssueCopies(rt, transport)
         # Transient failures in a row across this process's batches: the backoff grows with it, so a
         # provider that fails now and then (others succeed) is retried soon, one that is down less often.
@@ -126,9 +126,7 @@ class BatchSender:
         if not work.emails:  # parked: rebuilt, byte for byte the same (building is deterministic and cheap)
             work.emails = self.copies.build_all(work.issue_id, work.recipients)
         payload = [work.emails[r.delivery_id] for r in work.recipients]
-        prepare = getattr(self.transport, "prepare", None)
-        if prepare is not None:
-            prepare(payload, key)  # the body is built before the slot: the request leaves right at it
+        self.transport.prepare(payload, key)  # the body is built before the slot: the request leaves right at it
         return payload
 
     def _call(self, work: Work, payload: list[OutgoingEmail], started: Attempt, reported: dict[int, SendResult],

@@ -189,11 +189,11 @@ class RateLimiter:
 
 def make_limiter(rt: Runtime, transport: Transport) -> RateLimiter | None:
     """A transport that declares a rate (its capabilities) shares that budget across all workers."""
-    from digest import transport_registry
+    from digest.providers import registry
 
     name = getattr(transport, "name", "")
     try:
-        spec = transport_registry.get(name)
+        spec = registry.get(name)
     except KeyError:
         return None
     rate = spec.capabilities.rate(rt.config.transport_section(name))

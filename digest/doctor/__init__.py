@@ -65,17 +65,20 @@ class Context:
 CheckFn = Callable[[Context], Iterable[Check]]
 
 
-def all_checks() -> list[CheckFn]:
-    from digest.doctor import dns_checks, resend_check, site_checks
+def all_checks(config: Config | None = None) -> list[CheckFn]:
+    """In the order an operator fixes things; the configured provider's own checks in their places."""
+    from digest.doctor import dns_checks, site_checks
+    from digest.doctor.providers import NONE, declared
 
-    return [site_checks.sender, dns_checks.spf, dns_checks.dkim, dns_checks.dmarc, resend_check.domain_status,
-            site_checks.public_url, site_checks.webhooks, resend_check.webhook_registered, site_checks.postal_address,
+    own = declared(config) if config is not None else NONE
+    return [site_checks.sender, dns_checks.spf, dns_checks.dkim, dns_checks.dmarc, *own.domain,
+            site_checks.public_url, site_checks.webhooks, *own.account, site_checks.postal_address,
             site_checks.unsubscribe_mailbox, site_checks.bounces, site_checks.secret_key, site_checks.database]
 
 
 def run(ctx: Context, checks: Iterable[CheckFn] | None = None) -> list[Check]:
     results: list[Check] = []
-    for check in checks if checks is not None else all_checks():
+    for check in checks if checks is not None else all_checks(ctx.config):
         try:
             results.extend(check(ctx))
         except Exception as exc:  # noqa: BLE001 - a check that crashed is a failed check, not a traceback

@@ -18,7 +18,9 @@ from sqlalchemy.engine import make_url
 
 from digest import defaults
 from digest.config import MIN_SECRET_KEY, SiteSettings
-from digest.doctor import Check, Context, failed, passed, warned
+from digest.doctor import Check, CheckFn, Context, failed, passed, warned
+from digest.doctor.providers import declared
+from digest.providers import registry
 from digest.storage.db import current_revision, head_revision, make_engine
 
 # RFC 2606 / RFC 6761: names no one can receive mail at or verify for sending.
@@ -46,8 +48,9 @@ def _shipped() -> dict[str, Any]:
 def sender(ctx: Context) -> Iterator[Check]:
     spec = ctx.config.transport_spec
     if spec.capabilities.writes_files:
+        senders = [p.name for p in registry.providers() if not p.capabilities.writes_files]
         yield warned("transport", f"{ctx.transport}: messages are written as files, nobody receives them",
-                     "set transport.kind in config.toml (or DIGEST_TRANSPORT) to resend, ses or smtp to send")
+                     f"set transport.kind in config.toml (or DIGEST_TRANSPORT) to {_one_of(senders)} to send")
     else:
         yield passed("transport", f"{ctx.transport}: {spec.summary}" if spec.summary else ctx.transport)
     if is_placeholder(ctx.from_email):
@@ -56,6 +59,10 @@ def sender(ctx: Context) -> Iterator[Check]:
                      "domain (e.g. news@yourdomain.com); the DNS checks below are for that domain")
     else:
         yield passed("sender", f"{ctx.from_email} (sending domain {ctx.domain})")
+
+
+def _one_of(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names) or "a provider's"
 
 
 def public_url(ctx: Context) -> Iterator[Check]:
@@ -86,26 +93,10 @@ def public_url(ctx: Context) -> Iterator[Check]:
 
 
 def webhooks(ctx: Context) -> Iterator[Check]:
-    url = ctx.config.settings.site.public_url
-    if ctx.transport == "resend":
-        secret = ctx.config.webhook_secret.strip()
-        fix = (f"at Resend add a webhook to {url}/webhooks/resend (bounced, complained, delivered, opened, clicked) "
-               "and set RESEND_WEBHOOK_SECRET to its signing secret (whsec_...)")
-        if not secret:
-            yield failed("webhooks", "RESEND_WEBHOOK_SECRET is not set: bounces and complaints are refused, so "
-                         "dead addresses keep being mailed", fix)
-        elif not secret.startswith("whsec_"):
-            yield failed("webhooks", "RESEND_WEBHOOK_SECRET is not a signing secret (it starts with whsec_)", fix)
-        else:
-            yield passed("webhooks", f"RESEND_WEBHOOK_SECRET is set; Resend posts events to {url}/webhooks/resend")
-    elif ctx.transport == "ses":
-        topics = ctx.config.settings.webhooks.sns_topic_arns
-        if topics:
-            yield passed("webhooks", f"SES events accepted from {len(topics)} SNS topic(s) at {url}/webhooks/ses")
-        else:
-            yield failed("webhooks", "webhooks.sns_topic_arns is empty: SES bounces and complaints are refused",
-                         f"subscribe {url}/webhooks/ses (HTTPS) to the SNS topic of your configuration set's "
-                         "event destination and list its ARN in webhooks.sns_topic_arns")
+    """The provider's own line (its secret, its topics), or none needed when it reports nothing."""
+    check = declared(ctx.config).webhooks
+    if check is not None:
+        yield from check(ctx)
     else:
         yield passed("webhooks", f"not needed: transport {ctx.transport} reports nothing by webhook")
 
@@ -138,29 +129,19 @@ def unsubscribe_mailbox(ctx: Context) -> Iterator[Check]:
 
 
 def bounces(ctx: Context) -> Iterator[Check]:
-    """Resend and SES report bounces by webhook; an SMTP server mails them to the bounce address."""
-    if ctx.transport in ("resend", "ses"):
-        yield passed("bounces", f"reported by {'Resend' if ctx.transport == 'resend' else 'SES'}'s events "
-                     "(see webhooks)")
-        return
-    if ctx.transport != "smtp":
-        yield passed("bounces", f"not needed: transport {ctx.transport} sends nothing")
-        return
-    address = ctx.config.transport_section("smtp").bounce_address
-    mailbox = ctx.config.settings.bounces.imap_host
-    fix = ("set [transport.smtp] bounce_address to a mailbox on your domain and deliver its mail to "
-           "`digest subscribers bounce-mail -`, or set [bounces] imap_* and `digest serve` polls it")
-    if not address:
-        yield warned("bounces", "[transport.smtp] bounce_address is empty: SMTP bounces and complaints are not "
-                     "processed, so dead addresses keep being mailed", fix)
-    elif is_placeholder(address):
-        yield failed("bounces", f"[transport.smtp] bounce_address {address} is an example address", fix)
+    """The provider says how bounces reach us (its events, or bounce mail); none: nothing is sent."""
+    check = declared(ctx.config).bounces
+    if check is not None:
+        yield from check(ctx)
     else:
-        every = ctx.config.settings.bounces.poll_seconds
-        how = ((f"polled over IMAP at {mailbox} by `digest serve` every {every} s" if every else
-                f"polled over IMAP at {mailbox} by `digest subscribers bounce-poll` (poll_seconds = 0)")
-               if mailbox else "read by `digest subscribers bounce-mail`")
-        yield passed("bounces", f"VERP envelope sender {address}, {how}")
+        yield passed("bounces", f"not needed: transport {ctx.transport} sends nothing")
+
+
+def reported_by_events(label: str) -> CheckFn:
+    """The `bounces` line of a provider that reports bounces and complaints through its webhook."""
+    def bounces(ctx: Context) -> Iterator[Check]:
+        yield passed("bounces", f"reported by {label}'s events (see webhooks)")
+    return bounces
 
 
 def secret_key(ctx: Context) -> Iterator[Check]:

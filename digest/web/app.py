@@ -15,7 +15,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     signup.router,  # sign-up, confirm, embed
     unsubscribe.router,  # /u/<token>: the unsubscribe page and RFC 8058 one-click
     preferences.router,  # /preferences/<token>: topics, frequency, pause
-    webhooks.router,  # POST /webhooks/resend, /webhooks/ses
+    webhooks.router,  # POST /webhooks/<provider>, for each provider that declares a webhook
     archive.router,  # /archive, /archive/<week>, /archive.xml
     health.router,  # /healthz
     clicks.router,  # /c/<token>: tracked links; /o/<token>: the open pixel

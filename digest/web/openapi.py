@@ -18,27 +18,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from digest.providers import registry
+from digest.web.schema import HTML, JSON_ERROR, PLAIN, TEXT, TOO_LARGE, Schema, answer
+
 router = APIRouter()
 
-Schema = dict[str, Any]
-
-_TEXT: Schema = {"type": "string"}
-HTML = {"text/html": {"schema": _TEXT}}
-PLAIN = {"text/plain": {"schema": _TEXT}}
-_ERROR: Schema = {"type": "object", "required": ["ok", "error"],
-                  "properties": {"ok": {"const": False}, "error": {"type": "string"},
-                                 "field": {"type": ["string", "null"]}, "retry_after": {"type": "integer"}}}
-JSON_ERROR = {"application/json": {"schema": _ERROR}}
 _HEALTH: Schema = {"type": "object", "required": ["status"],
                    "properties": {"status": {"enum": ["ok", "error"]}}}
-TOO_LARGE = {"description": "The body is over the limit (refused while it streams).", "content": JSON_ERROR}
-
-
-def _answer(description: str, *contents: dict[str, Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for c in contents:
-        merged.update(c)
-    return {"description": description, "content": merged} if merged else {"description": description}
 
 
 def _form(properties: Schema) -> dict[str, Any]:
@@ -60,14 +46,14 @@ _SIGNUP_OK: Schema = {"type": "object", "required": ["ok", "message"],
                       "properties": {"ok": {"const": True}, "message": {"type": "string"}}}
 _TOKEN = {"name": "token", "in": "path", "required": True, "description": "A signed token from an email.",
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,300}$"}}
-_BAD_LINK = _answer("A forged, garbled or expired link.", PLAIN, HTML)
-_PAGE = _answer("A page.", HTML)
+_BAD_LINK = answer("A forged, garbled or expired link.", PLAIN, HTML)
+_PAGE = answer("A page.", HTML)
 _ORIGIN = {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"},
            "description": "Sent by browsers; a page on another site is refused (403). Mail clients send none."}
-_FOREIGN = _answer("Sent by a page on another site (its Origin): nothing changed.", PLAIN)
-_DEAD_CONFIRM = _answer("A forged, expired or no longer valid link: says so and offers a new confirmation.", HTML)
+_FOREIGN = answer("Sent by a page on another site (its Origin): nothing changed.", PLAIN)
+_DEAD_CONFIRM = answer("A forged, expired or no longer valid link: says so and offers a new confirmation.", HTML)
 
-PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
+_CORE: dict[tuple[str, str], dict[str, Any]] = {
     ("/subscribe", "get"): {"summary": "The hosted sign-up page.", "responses": {"200": _PAGE}},
     ("/subscribe", "post"): {
         "summary": "Sign up (double opt-in). JSON in (or Accept: application/json) -> JSON out; a form -> 303.",
@@ -76,15 +62,15 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
             "application/json": {"schema": {"type": "object", "properties": _SIGNUP_FIELDS, "required": ["email"]}},
             **_form(_SIGNUP_FIELDS)["content"]}},
         "responses": {
-            "200": _answer("Accepted: a confirmation email is on its way.",
+            "200": answer("Accepted: a confirmation email is on its way.",
                            {"application/json": {"schema": _SIGNUP_OK}}),
             "303": {"description": "Accepted (a form post): redirect to the thanks page or `next`."},
-            "400": _answer("A field is wrong (`field` says which).", JSON_ERROR, HTML),
-            "403": _answer("The Origin may not use the form.", JSON_ERROR, HTML),
-            "413": _answer("The body is over the limit.", JSON_ERROR, HTML),
-            "415": _answer("Not form, multipart or JSON.", JSON_ERROR, HTML),
-            "429": _answer("Too many sign-ups; see Retry-After.", JSON_ERROR, HTML),
-            "503": _answer("The database is briefly unavailable.", JSON_ERROR, HTML),
+            "400": answer("A field is wrong (`field` says which).", JSON_ERROR, HTML),
+            "403": answer("The Origin may not use the form.", JSON_ERROR, HTML),
+            "413": answer("The body is over the limit.", JSON_ERROR, HTML),
+            "415": answer("Not form, multipart or JSON.", JSON_ERROR, HTML),
+            "429": answer("Too many sign-ups; see Retry-After.", JSON_ERROR, HTML),
+            "503": answer("The database is briefly unavailable.", JSON_ERROR, HTML),
         }},
     ("/subscribe/thanks", "get"): {"summary": "“Check your inbox.”", "responses": {"200": _PAGE}},
     ("/embed", "get"): {"summary": "The form alone, for an iframe.", "parameters": [
@@ -94,18 +80,18 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": _PAGE}},
     ("/embed/origin", "get"): {"summary": "May the calling page's origin use the form? (for embed.js)", "parameters": [
         {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}}],
-        "responses": {"200": _answer("The verdict.", {"application/json": {"schema": {
+        "responses": {"200": answer("The verdict.", {"application/json": {"schema": {
             "type": "object", "required": ["origin", "allowed", "setting"],
             "properties": {"origin": {"type": ["string", "null"]}, "allowed": {"type": "boolean"},
                            "setting": {"type": "string"}}}}})}},
     ("/embed/topics", "get"): {"summary": "The topics a sign-up form may offer (embed.js `data-topics`).",
-        "responses": {"200": _answer("Each topic's key (what `topics` takes) and name.", {"application/json": {
+        "responses": {"200": answer("Each topic's key (what `topics` takes) and name.", {"application/json": {
             "schema": {"type": "object", "required": ["topics"], "properties": {"topics": {
                 "type": "array", "items": {"type": "object", "required": ["key", "name"],
                                            "properties": {"key": {"type": "string"},
                                                           "name": {"type": "string"}}}}}}}})}},
     ("/embed.js", "get"): {"summary": "Drop-in script that renders the form.", "responses": {
-        "200": _answer("JavaScript.", {"application/javascript": {"schema": _TEXT}})}},
+        "200": answer("JavaScript.", {"application/javascript": {"schema": TEXT}})}},
     ("/confirm/{token}", "get"): {"summary": "The double opt-in link: a page with a confirm button (changes nothing).",
                                   "parameters": [_TOKEN], "responses": {"200": _PAGE, "400": _DEAD_CONFIRM}},
     ("/confirm/{token}", "post"): {"summary": "The confirm button: confirms the subscription.",
@@ -120,10 +106,10 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": _form({"List-Unsubscribe": {"type": "string"},
                               "action": {"enum": ["unsubscribe", "resubscribe", "reason", "monthly"]},
                               "reason": {"type": "string"}, "reason_text": {"type": "string"}}),
-        "responses": {"200": _answer("Unsubscribed (one-click): no redirect.", HTML),
+        "responses": {"200": answer("Unsubscribed (one-click): no redirect.", HTML),
                       "303": {"description": "Done: back to the page."}, "400": _BAD_LINK, "403": _FOREIGN,
-                      "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
-                      "415": _answer("Not a form.", PLAIN)}},
+                      "413": answer("The body is over the limit.", PLAIN, JSON_ERROR),
+                      "415": answer("Not a form.", PLAIN)}},
     ("/preferences/{token}", "get"): {
         "summary": "The preference centre: topics, frequency, pause (changes nothing).", "parameters": [_TOKEN,
             {"name": "done", "in": "query", "required": False, "schema": {"type": "string"}}],
@@ -133,49 +119,23 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": _form({"topic": {"type": "string"}, "frequency": {"enum": ["weekly", "monthly"]},
                               "pause": {"enum": ["0", "keep", "2", "4", "8"]}}),
         "responses": {"303": {"description": "Saved (or nothing to change): back to the page."},
-                      "400": _answer("A forged link, or a choice that is not offered (the page says which).",
+                      "400": answer("A forged link, or a choice that is not offered (the page says which).",
                                      PLAIN, HTML),
                       "403": _FOREIGN,
-                      "413": _answer("The body is over the limit.", PLAIN, JSON_ERROR),
-                      "415": _answer("Not a form.", PLAIN)}},
-    ("/webhooks/resend", "post"): {
-        "summary": "Resend delivery events, verified by their Svix signature.",
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": {"200": _answer("Handled (or a duplicate).", {"application/json": {"schema": {"type": "object"}}}),
-                      "400": _answer("Signed, but not a Resend event.", JSON_ERROR),
-                      "401": _answer("Missing or bad signature.", JSON_ERROR),
-                      "413": TOO_LARGE,
-                      "503": _answer("No webhook secret configured.", JSON_ERROR)}},
-    ("/webhooks/ses", "post"): {
-        "summary": "Amazon SES events through an SNS HTTPS subscription, verified by the SNS message signature.",
-        "description": "Only topics in `webhooks.sns_topic_arns`; the SubscriptionConfirmation handshake is "
-                       "answered automatically. A topic not configured gets the same 401 as a bad signature, "
-                       "and nothing is fetched for it.",
-        "requestBody": {"required": False, "content": {"text/plain": {"schema": _TEXT},
-                                                       "application/json": {"schema": {"type": "object"}}}},
-        "responses": {"200": _answer("Handled, a duplicate, or the subscription confirmed.",
-                                     {"application/json": {"schema": {"type": "object"}}}),
-                      "400": _answer("Not an SNS message (Type, or a field its Type needs), not an SES event, "
-                                     "or a SubscribeURL not on SNS.", JSON_ERROR),
-                      "401": _answer("Not verified as ours: a topic not in webhooks.sns_topic_arns, a missing or "
-                                     "bad signature, or a certificate not from sns.<region>.amazonaws.com "
-                                     "(one answer for all).", JSON_ERROR),
-                      "413": TOO_LARGE,
-                      "502": _answer("SNS did not accept the subscription confirmation.", JSON_ERROR),
-                      "503": _answer("No topic configured, or SNS could not be reached for its certificate.",
-                                     JSON_ERROR)}},
+                      "413": answer("The body is over the limit.", PLAIN, JSON_ERROR),
+                      "415": answer("Not a form.", PLAIN)}},
     ("/archive", "get"): {"summary": "Past issues.", "responses": {
-        "200": _PAGE, "503": _answer("The database is briefly unavailable.", PLAIN)}},
+        "200": _PAGE, "503": answer("The database is briefly unavailable.", PLAIN)}},
     ("/archive/", "get"): {"summary": "Past issues.", "responses": {
-        "200": _PAGE, "503": _answer("The database is briefly unavailable.", PLAIN)}},
+        "200": _PAGE, "503": answer("The database is briefly unavailable.", PLAIN)}},
     ("/archive/{week}", "get"): {"summary": "One past issue, as it was sent.", "parameters": [
         {"name": "week", "in": "path", "required": True, "description": "An ISO week, e.g. 2026-W47.",
          "schema": {"type": "string", "pattern": "^[0-9]{4}-W[0-9]{2}$"}}], "responses": {
-        "200": _PAGE, "404": _answer("No such week, or nothing went out that week.", HTML),
-        "503": _answer("The database is briefly unavailable.", PLAIN)}},
+        "200": _PAGE, "404": answer("No such week, or nothing went out that week.", HTML),
+        "503": answer("The database is briefly unavailable.", PLAIN)}},
     ("/archive.xml", "get"): {"summary": "Atom feed of past issues.", "responses": {
-        "200": _answer("Atom.", {"application/atom+xml": {"schema": _TEXT}}),
-        "503": _answer("The database is briefly unavailable.", PLAIN)}},
+        "200": answer("Atom.", {"application/atom+xml": {"schema": TEXT}}),
+        "503": answer("The database is briefly unavailable.", PLAIN)}},
     ("/c/{token}", "get"): {
         "summary": "A tracked link in an issue: redirects to the comparison the issue was sent with.",
         "description": "The destination comes from the frozen issue, never from the request; the click is "
@@ -184,22 +144,31 @@ PUBLIC: dict[tuple[str, str], dict[str, Any]] = {
                         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
         "responses": {"302": {"description": "To the comparison (with its UTM parameters).",
                               "headers": {"Location": {"schema": {"type": "string"}}}},
-                      "400": _answer("A forged, garbled or unknown link: a page, no redirect.", HTML),
-                      "503": _answer("The database is briefly unavailable.", PLAIN)}},
+                      "400": answer("A forged, garbled or unknown link: a page, no redirect.", HTML),
+                      "503": answer("The database is briefly unavailable.", PLAIN)}},
     ("/o/{token}", "get"): {
         "summary": "The optional open pixel (`[tracking] open_pixel`): a transparent GIF; the open is recorded.",
         "parameters": [{"name": "token", "in": "path", "required": True, "description": "A signed pixel token.",
                         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"}}],
-        "responses": {"200": _answer("A 1×1 transparent GIF.", {"image/gif": {"schema": {"type": "string",
+        "responses": {"200": answer("A 1×1 transparent GIF.", {"image/gif": {"schema": {"type": "string",
                                                                                        "format": "binary"}}}),
-                      "400": _answer("A forged or garbled token.", HTML)}},
+                      "400": answer("A forged or garbled token.", HTML)}},
     ("/healthz", "get"): {"summary": "Is the service well? Details only for localhost or the operator token.",
-                          "responses": {"200": _answer("Well.", {"application/json": {"schema": _HEALTH}}),
-                                        "503": _answer("Not well.", {"application/json": {"schema": _HEALTH}})}},
+                          "responses": {"200": answer("Well.", {"application/json": {"schema": _HEALTH}}),
+                                        "503": answer("Not well.", {"application/json": {"schema": _HEALTH}})}},
     ("/healthz/live", "get"): {"summary": "Liveness: the process and its database answer.",
-                               "responses": {"200": _answer("Live.", {"application/json": {"schema": _HEALTH}}),
-                                             "503": _answer("Not live.", {"application/json": {"schema": _HEALTH}})}},
+                               "responses": {"200": answer("Live.", {"application/json": {"schema": _HEALTH}}),
+                                             "503": answer("Not live.", {"application/json": {"schema": _HEALTH}})}},
 }
+
+
+def _webhooks() -> dict[tuple[str, str], dict[str, Any]]:
+    """Each provider's webhook operation, as its provider declared it."""
+    return {(p.webhook_path, "post"): dict(p.webhook.operation) for p in registry.providers() if p.webhook}
+
+
+# Every public operation: the core's, then the providers' webhooks (read from their declarations).
+PUBLIC: dict[tuple[str, str], dict[str, Any]] = {**_CORE, **_webhooks()}
 _EVERYWHERE = {"413": TOO_LARGE}  # the body limit answers any method that sends a body
 
 

@@ -1,7 +1,8 @@
 """One shape for what a provider tells us happened to a message, whoever the provider is.
 
-Each provider module here (`resend`, `ses`, `bounce_mail` for SMTP's bounce and complaint
-mails) checks its own signature and turns its own wording into `DeliveryEvent`s;
+Each provider's event parser (declared with the provider, digest.providers; `bounce_mail`
+here reads the standard bounce and complaint mails any SMTP relay sends back) checks its own
+signature and turns its own wording into `DeliveryEvent`s;
 `subscribers.delivery_events.apply_events` is the one place that acts on them. Nothing
 here touches the database, so any layer may import it.
 """
@@ -60,6 +61,14 @@ class DeliveryEvent:
     def receipt_key(self) -> str:
         """The `webhook_receipts` key: provider-scoped so two providers' ids never collide."""
         return f"{self.provider}:{self.provider_event_id}"[:100]
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """A signed webhook request that carries no event but needs its own answer (a subscription
+    handshake): the route answers 200 with `result` and applies nothing."""
+
+    result: str
 
 
 class EventError(Exception):

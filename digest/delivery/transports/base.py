@@ -48,13 +48,17 @@ OnResult = Callable[[int, SendResult], None]
 
 
 class Transport(Protocol):
+    """What the sender calls. What a transport *can do* is its provider's declared capabilities
+    (digest.providers.registry), read from there, never copied onto the instance."""
+
     name: str
-    # Which delivery events (delivered, bounced, complained, opened, clicked) its provider reports.
-    reports: frozenset[str]
     # How many batches one process may have in flight through this transport at once.
     max_in_flight: int
-    # Declared True by transports whose send_batch takes `on_result` (see send_batch).
-    reports_each_result: bool
+
+    def prepare(self, emails: list[OutgoingEmail], idempotency_key: str) -> None:
+        """Called before the batch waits for its rate slot, so the request leaves right at it
+        (build the request body now); this thread's next send_batch of the same batch may use it."""
+        ...
 
     def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
                    on_result: OnResult | None = None) -> list[SendResult]:
@@ -64,10 +68,23 @@ class Transport(Protocol):
         retry cannot fix (4xx validation) gives every email a failed result with the reason.
         `folder` groups messages (the week key, `transactional`, `test`) for transports that
         store files. Raises TransientError to have the batch retried, ProviderAuthError to stop.
-        A transport that sends message by message (SMTP) declares `reports_each_result` and
-        reports each final result through `on_result` before sending the next, so a crash
-        cannot forget what already went out.
+        A transport whose capabilities declare `per_message_results` (SMTP) reports each final
+        result through `on_result` before sending the next, so a crash cannot forget what
+        already went out.
         """
         ...
 
     def close(self) -> None: ...
+
+
+class BaseTransport:
+    """The defaults of the protocol: nothing to prepare, one batch in flight, nothing to close."""
+
+    name = ""
+    max_in_flight = 1
+
+    def prepare(self, emails: list[OutgoingEmail], idempotency_key: str) -> None:
+        """Nothing to build ahead: the request is built when the batch is sent."""
+
+    def close(self) -> None:
+        """Nothing held open."""

@@ -27,11 +27,11 @@ from typing import Any
 
 from pydantic import Field
 
-from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
+from digest.delivery.transports.base import BaseTransport, OnResult, ProviderRefusal, SendResult, TransientError
 from digest.delivery.transports.smtp_wire import from_domain, message_bytes
 from digest.errors import ConfigError
 from digest.mail import OutgoingEmail, to_mime
-from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
+from digest.providers.registry import Capabilities, TransportSection
 
 
 class SesSection(TransportSection):
@@ -61,10 +61,8 @@ _THROTTLED = {"TooManyRequestsException", "Throttling", "ThrottlingException"}
 _TAG = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class SesTransport:
+class SesTransport(BaseTransport):
     name = "ses"
-    reports: frozenset[str] = CAPABILITIES.reports
-    reports_each_result = CAPABILITIES.per_message_results
 
     def __init__(self, config: Any):
         import boto3
@@ -158,7 +156,3 @@ def _client_error(exc: Any) -> SendResult:
     if status >= 500 or not status:
         raise TransientError(f"SES error {status or ''} {code}: {message}".strip()) from None
     return SendResult(ok=False, error=f"rejected by SES: {code}: {message}"[:2000])
-
-
-register(TransportSpec("ses", CAPABILITIES, SesSection, SesTransport,
-                       "Amazon SES v2 (standard AWS environment), one raw message per reader"))

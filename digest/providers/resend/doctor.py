@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from digest.delivery.transports.resend_domains import (
-    DomainLookupError,
-    find_domain,
-    list_webhooks,
-    signing_secret,
-)
 from digest.doctor import Check, Context, failed, passed, warned
+from digest.providers.resend.account import DomainLookupError, find_domain, list_webhooks, signing_secret
+from digest.providers.resend.transport import API_KEY
+from digest.providers.resend.webhook import WEBHOOK_SECRET
 
 NAME = "Resend domain"
 
@@ -26,10 +23,18 @@ def _not_checked(name: str, exc: DomainLookupError, what: str, where: str, whose
                   "reachable from here")
 
 
+def _key(ctx: Context) -> str:
+    return ctx.config.secret("resend", API_KEY).strip()
+
+
+def _webhook_secret(ctx: Context) -> str:
+    return ctx.config.secret("resend", WEBHOOK_SECRET).strip()
+
+
 def domain_status(ctx: Context) -> Iterator[Check]:
     if ctx.transport != "resend":
         return
-    key = ctx.config.resend_api_key.strip()
+    key = _key(ctx)
     if not key:
         yield failed(NAME, "RESEND_API_KEY is not set", "create an API key at Resend (API Keys) and set "
                      "RESEND_API_KEY in the service's environment")
@@ -68,13 +73,13 @@ def _same_url(a: str, b: str) -> bool:
 
 
 def webhook_registered(ctx: Context) -> Iterator[Check]:
-    if ctx.transport != "resend" or not ctx.config.resend_api_key.strip():
+    if ctx.transport != "resend" or not _key(ctx):
         return  # no key: the domain check already says so
     endpoint = ctx.config.settings.site.public_url.rstrip("/") + "/webhooks/resend"
     fix = (f"at Resend add a webhook (Webhooks → Add endpoint) to {endpoint} for {', '.join(NEEDED + WANTED)}, "
            "and set RESEND_WEBHOOK_SECRET to its signing secret")
     try:
-        hooks = list_webhooks(ctx.config, ctx.config.resend_api_key.strip(), timeout=ctx.http_timeout)
+        hooks = list_webhooks(ctx.config, _key(ctx), timeout=ctx.http_timeout)
     except DomainLookupError as exc:
         yield _not_checked(WEBHOOK, exc, "webhooks", f"Webhooks → {endpoint}", "a key of the account that sends")
         return
@@ -91,9 +96,9 @@ def webhook_registered(ctx: Context) -> Iterator[Check]:
         return
     # Each webhook signs its posts with its own secret and the service checks one (RESEND_WEBHOOK_SECRET):
     # only the webhook with that secret delivers, so its events alone count.
-    secret = ctx.config.webhook_secret.strip()
+    secret = _webhook_secret(ctx)
     try:
-        secrets = {h.id: signing_secret(ctx.config, ctx.config.resend_api_key.strip(), h.id, ctx.http_timeout)
+        secrets = {h.id: signing_secret(ctx.config, _key(ctx), h.id, ctx.http_timeout)
                    for h in enabled}
     except DomainLookupError as exc:
         yield _not_checked(WEBHOOK, exc, "webhooks", f"Webhooks → {endpoint}", "a key of the account that sends")
@@ -122,3 +127,18 @@ def webhook_registered(ctx: Context) -> Iterator[Check]:
                      "`digest stats` cannot count deliveries", f"add {', '.join(lacking)} to its events at Resend")
         return
     yield passed(WEBHOOK, f"{endpoint} gets {', '.join(e for e in NEEDED + WANTED)} (enabled)")
+
+
+def webhook_secret(ctx: Context) -> Iterator[Check]:
+    """The `webhooks` line: without the signing secret every event is refused."""
+    url = ctx.config.settings.site.public_url
+    secret = _webhook_secret(ctx)
+    fix = (f"at Resend add a webhook to {url}/webhooks/resend (bounced, complained, delivered, opened, clicked) "
+           "and set RESEND_WEBHOOK_SECRET to its signing secret (whsec_...)")
+    if not secret:
+        yield failed("webhooks", "RESEND_WEBHOOK_SECRET is not set: bounces and complaints are refused, so "
+                     "dead addresses keep being mailed", fix)
+    elif not secret.startswith("whsec_"):
+        yield failed("webhooks", "RESEND_WEBHOOK_SECRET is not a signing secret (it starts with whsec_)", fix)
+    else:
+        yield passed("webhooks", f"RESEND_WEBHOOK_SECRET is set; Resend posts events to {url}/webhooks/resend")

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from digest.config import Config
-from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
+from digest.delivery.transports.base import BaseTransport, OnResult, ProviderRefusal, SendResult, TransientError
 from digest.delivery.transports.smtp_wire import Wire, dot_stuffed, from_domain, message_bytes
 from digest.delivery.verp import check_bounce_address, from_config
 from digest.mail import OutgoingEmail, to_mime
-from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
+from digest.providers.registry import Capabilities, TransportSection
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -81,15 +81,16 @@ class _Retry(Exception):
     """This message was not accepted but may be later (4xx, connection lost)."""
 
 
-class SmtpTransport:
+PASSWORD = "DIGEST_SMTP_PASSWORD"
+
+
+class SmtpTransport(BaseTransport):
     name = "smtp"
-    reports: frozenset[str] = CAPABILITIES.reports  # the relay tells nothing after it accepts
-    reports_each_result = CAPABILITIES.per_message_results
 
     def __init__(self, config: Config):
         self.settings = config.transport_section("smtp")
         self.max_in_flight = self.settings.connections
-        self.password = config.smtp_password
+        self.password = config.secret("smtp", PASSWORD)
         self.resend = is_resend_smtp(self.settings.host)
         self._local = threading.local()  # the connection of the batch this thread is sending
         self._idle: list[smtplib.SMTP] = []  # kept alive between batches, for any thread
@@ -293,7 +294,3 @@ def _domain(email: OutgoingEmail) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-register(TransportSpec("smtp", CAPABILITIES, SmtpSection, SmtpTransport,
-                       "any SMTP relay, one message at a time over kept-alive connections"))

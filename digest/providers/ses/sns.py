@@ -48,7 +48,7 @@ _SIGNED_CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "To
 REFUSED = "not a verified SNS message of a configured topic"
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 MAX_CERT_BYTES = 64 * 1024
-log = logging.getLogger("digest.delivery.events.sns")
+log = logging.getLogger("digest.providers.ses.sns")
 _warned: set[str] = set()
 
 

@@ -15,7 +15,7 @@ from svix.webhooks import Webhook
 
 from digest.delivery.events import DeliveryEvent, EventError, EventKind, parse_time, section, text
 
-log = logging.getLogger("digest.delivery.events.resend")
+log = logging.getLogger("digest.providers.resend.events")
 
 PROVIDER = "resend"
 SIGNATURE_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")

@@ -26,10 +26,10 @@ from resend.http_client import HTTPClient
 
 from digest.config import Config
 from digest.delivery import jsonfast
-from digest.delivery.transports.base import OnResult, ProviderRefusal, SendResult, TransientError
+from digest.delivery.transports.base import BaseTransport, OnResult, ProviderRefusal, SendResult, TransientError
 from digest.errors import ConfigError
 from digest.mail import OutgoingEmail
-from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
+from digest.providers.registry import Capabilities, TransportSection
 
 DEFAULT_API_URL = "https://api.resend.com"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -161,13 +161,14 @@ CAPABILITIES = Capabilities(
 )
 
 
-class ResendTransport:
+API_KEY = "RESEND_API_KEY"
+
+
+class ResendTransport(BaseTransport):
     name = "resend"
-    reports: frozenset[str] = CAPABILITIES.reports
-    reports_each_result = False
 
     def __init__(self, config: Config):
-        key = config.resend_api_key.strip()
+        key = config.secret("resend", API_KEY).strip()
         if not key:
             raise ConfigError("RESEND_API_KEY is not set; the resend transport needs the API key in the environment")
         settings = config.transport_section("resend")
@@ -235,7 +236,3 @@ class ResendTransport:
 
     def close(self) -> None:
         """Nothing to release: the HTTP client is shared by the process (see shared_client)."""
-
-
-register(TransportSpec("resend", CAPABILITIES, ResendSection, ResendTransport,
-                       "Resend's batch API (RESEND_API_KEY), idempotency keys kept 24 h"))

@@ -16,7 +16,7 @@ import resend
 from resend.exceptions import ResendError
 
 from digest.config import Config
-from digest.delivery.transports.resend_api import api_url, use_sdk
+from digest.providers.resend.transport import api_url, use_sdk
 
 MAX_PAGES = 20  # 100 a page: far more domains or webhooks than one account holds
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from digest.delivery.transports.base import OnResult, SendResult
+from digest.delivery.transports.base import BaseTransport, OnResult, SendResult
+from digest.delivery.transports.files import safe_name
 from digest.delivery.transports.smtp_wire import from_domain, message_bytes
 from digest.delivery.verp import Verp, from_config
 from digest.mail import OutgoingEmail, to_mime
-from digest.transport_registry import Capabilities, TransportSection, TransportSpec, register
+from digest.providers.registry import Capabilities, TransportSection
 
 
 class OutboxSection(TransportSection):
@@ -24,24 +24,8 @@ class OutboxSection(TransportSection):
 CAPABILITIES = Capabilities(idempotent=True, key_lifetime_hours=None, max_batch=100, writes_files=True)
 
 
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", name)[:120]
-
-
-def file_name_hint(address: str) -> str:
-    """The part of an outbox file name that comes from the recipient's address.
-
-    Names are mangled (and may be shared: `zoé` and `zoë` both give `zo_`), so this is a cheap
-    first filter for finding a person's copies; the To header inside the file decides.
-    """
-    return safe_name(address)
-
-
-class OutboxTransport:
+class OutboxTransport(BaseTransport):
     name = "outbox"
-    reports: frozenset[str] = CAPABILITIES.reports  # files on disk: nothing comes back
-    max_in_flight = 1
-    reports_each_result = False
 
     def __init__(self, root: Path, verp: Verp | None = None):
         self.root = root
@@ -73,13 +57,6 @@ class OutboxTransport:
             results.append(SendResult(ok=True, provider_id=f"outbox:{path.name}"[:100]))
         return results
 
-    def close(self) -> None:
-        pass
 
-
-def _build(config: Any) -> OutboxTransport:
+def build(config: Any) -> OutboxTransport:
     return OutboxTransport(config.outbox_dir, from_config(config))
-
-
-register(TransportSpec("outbox", CAPABILITIES, OutboxSection, _build,
-                       "one .eml file per message under [transport.outbox] dir (no account, no network)"))
