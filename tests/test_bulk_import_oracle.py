@@ -31,7 +31,8 @@ from digest.storage.models import (
 from digest.weeks import utcnow
 from subscribers.api import add_subscriber
 from subscribers.csvio import ImportReport, import_csv, read_rows
-from subscribers.lifecycle import forget, suppress
+from subscribers.erasure import forget
+from subscribers.lifecycle import suppress
 from subscribers.mail_queue import queue_mail
 from tests.support_subscribers import runtime_with
 

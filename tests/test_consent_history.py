@@ -17,7 +17,7 @@ from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Con
 from digest.weeks import utcnow
 from subscribers.api import add_subscriber
 from subscribers.csvio import import_csv
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from subscribers.mail_queue import drain
 from tests.support_subscribers import (
     client,

@@ -8,7 +8,7 @@ import email.policy
 
 import pytest
 
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from subscribers.mail_queue import drain
 from tests.support_subscribers import client, runtime_with
 

@@ -19,7 +19,8 @@ from digest.storage.models import (
     Subscriber,
 )
 from digest.weeks import utcnow
-from subscribers.lifecycle import forget, suppress
+from subscribers.erasure import forget
+from subscribers.lifecycle import suppress
 from subscribers.mail_queue import drain
 from tests.support_subscribers import (
     client,

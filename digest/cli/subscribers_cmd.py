@@ -27,7 +27,7 @@ from subscribers.bounce_mail import poll_mailbox, process_bounce_mail
 from subscribers.bulk_add import Progress as ImportProgress
 from subscribers.consent import consent_history
 from subscribers.csvio import ImportReport, export_csv, import_csv
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from subscribers.mail_queue import DrainResult, drain, queue_mail
 from subscribers.mailto import process_unsubscribe_mail
 
