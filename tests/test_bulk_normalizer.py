@@ -17,7 +17,10 @@ CASES = [
     "x" * 240 + "@example.com", "x" * 60 + "@" + ".".join(["y" * 63] * 3) + ".com",
     "a@" + "xn--" + "5" * 50 + ".example", "a@example.c", "a@example.123", "a@1.2.3.4", "a@EXAMPLE.COM.",
     "a!#$%&'*+-/=?^_`{|}~@example.com", "a@ex_ample.com", "a@exa mple.com", "a@example.com.", "A@GMAIL.COM",
-    "ａ@example.com", "a＠example.com", "a@example.ｃｏｍ",
+    "ａ@example.com", "a＠example.com", "a@example.ｃｏｍ", "a@bücher.example", "a@BÜCHER.example",
+    "a@\u0338example.com", "a@ex\u00a0ample.com", "a@例え.テスト", "a@xn--r8jz45g.xn--zckzah", "a@ドメイン。テスト",
+    "a@ǆ.example", "a@ﬁ.example", "a@\u0628\u0627.example", "a@ex\u200dample.com", "a@ⓐ.example",
+    "x" * 200 + "@" + "ü" * 40 + ".example", "x" * 60 + "@" + "例" * 60 + ".com",
 ]
 
 
@@ -40,7 +43,9 @@ def test_a_domain_seen_again_gives_the_same_answer() -> None:
 
 
 _PIECES = st.sampled_from(["a", "Z", "0", ".", "-", "+", "_", "@", "xn--", "ü", "ß", "é", " ", "\"", "[", "]",
-                           "com", "example", "localhost", "invalid", "1", "\u0301", "！", "ｃ"])
+                           "com", "example", "localhost", "invalid", "1", "\u0301", "\u0338", "！", "ｃ", "＠", "﹫",
+                           "\u00a0", "\u3000", "。", "<", ">", "ǆ", "ﬁ", "\u200d", "\ufeff", "xn--bcher-kva",
+                           "\U0001f600", "\u0628", "ⓐ"])
 
 
 @given(st.lists(_PIECES, max_size=20).map("".join), st.lists(_PIECES, max_size=20).map("".join))
