@@ -32,6 +32,8 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -208,7 +210,7 @@ def _insert_new(session: Session, *, confirmed: bool, source: str, now: datetime
     """The staged rows left are new people: each table gets them in one INSERT ... SELECT, in file order."""
     stage = _STAGE.c
     at = literal(now, _TIME)
-    steps = 4  # subscribers, events (one or two kinds), consent records, queued confirmations
+    steps = 4  # subscribers, events, consent records, queued confirmations
     _report(progress, 1, steps)
     session.execute(insert(Subscriber).from_select(
         ["email", "name", "status", "created_at", "confirmed_at", "consent_at", "consent_source",
@@ -218,13 +220,15 @@ def _insert_new(session: Session, *, confirmed: bool, source: str, now: datetime
                literal(None if confirmed else now, _TIME), literal("", String),
                literal(Frequency.WEEKLY, String)).order_by(stage.line)))
     new = select(Subscriber.id).select_from(_STAGE).join(Subscriber, Subscriber.email == stage.email)
+    _report(progress, 2, steps)
     kinds = [SubscriberEventKind.SUBSCRIBED] + ([SubscriberEventKind.CONFIRMED] if confirmed else [])
-    for step, kind in enumerate(kinds, 2):
-        _report(progress, step, steps)
-        session.execute(insert(Event).from_select(
-            ["subscriber_id", "kind", "detail", "created_at"],
-            new.add_columns(literal(kind, String), literal({"source": source}, JSON), at).order_by(stage.line)))
-    _report(progress, len(kinds) + 2, steps)
+    each = union_all(*(select(literal(n, Integer).label("n"), literal(kind, String).label("kind"))
+                       for n, kind in enumerate(kinds))).subquery("kinds")
+    session.execute(insert(Event).from_select(  # per person `subscribed` then `confirmed`, as add_subscriber writes
+        ["subscriber_id", "kind", "detail", "created_at"],
+        new.join(each, true()).add_columns(each.c.kind, literal({"source": source}, JSON), at)
+        .order_by(stage.line, each.c.n)))
+    _report(progress, 3, steps)
     session.execute(insert(ConsentRecord).from_select(
         ["subscriber_id", "kind", "created_at", "source"],
         new.add_columns(literal(CONSENT_IMPORTED, String), at, literal(source or None, String))
