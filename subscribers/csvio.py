@@ -15,7 +15,6 @@ formula are prefixed with `'` (and import strips that prefix again).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -44,6 +43,7 @@ EXPORT_COLUMNS = ["email", "name", "status", "created_at", "confirmed_at", "unsu
 _JSON_COLUMNS = ("preference_changes", "clicks")
 MAX_CONSENT = 150
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
 
 @dataclass
@@ -86,7 +86,8 @@ def read_rows(path: Path, progress: Progress | None = None) -> tuple[list[Candid
     lines = text.count("\n") + 1
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     delimiter = max(",;\t", key=first.count) if any(c in first for c in ",;\t") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # Lines as io.StringIO(text, newline="") gives them, without its copy of the text (4 bytes a character).
+    reader = csv.reader((m.group(0) for m in _LINE.finditer(text)), delimiter=delimiter)
     email_col, name_col, header_seen = 0, 1, False
     while True:
         line = reader.line_num + 1  # where this record starts (a quoted field may span lines)
