@@ -4,7 +4,8 @@ Import reads `email[,name]` (a header row naming an `email` column is recognised
 `;` or tab as separator), reports every bad line with its number and reason, skips
 duplicates, and adds the good lines in one transaction: as pending with a confirmation
 queued, or active when the operator holds consent (`--confirmed --consent "..."`, recorded
-on each person). Suppressed addresses and people who left are never brought back.
+on each person). Suppressed addresses and people who left are never brought back. The rows are
+written set-based (subscribers.bulk_add): a million readers in about a minute, not an hour.
 
 Export writes status and consent fields, preference changes and the person's own recorded clicks
 and opens (JSON cells); text cells that a spreadsheet would run as a
@@ -14,7 +15,6 @@ formula are prefixed with `'` (and import strips that prefix again).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -26,15 +26,14 @@ from typing import IO
 
 from sqlalchemy import select
 
-from digest.delivery.mail_queue import queue_mail
 from digest.errors import UserError
 from digest.reports.insights import people_clicks
 from digest.runtime import Runtime
-from digest.storage.models import SUB_PENDING, Subscriber
+from digest.storage.models import Subscriber
 from digest.weeks import as_utc, utcnow
 from subscribers import preferences
-from subscribers.addresses import AddressError, clean_name, normalize_email
-from subscribers.api import add_subscriber
+from subscribers.addresses import AddressError, BulkNormalizer, clean_name
+from subscribers.bulk_add import CHUNK, Candidate, Outcome, Progress, add_many
 
 EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "mail", "email_address"}
 NAME_HEADERS = {"name", "first name", "first_name", "firstname", "full name", "full_name"}
@@ -44,6 +43,7 @@ EXPORT_COLUMNS = ["email", "name", "status", "created_at", "confirmed_at", "unsu
 _JSON_COLUMNS = ("preference_changes", "clicks")
 MAX_CONSENT = 150
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 
 
 @dataclass
@@ -58,13 +58,6 @@ class ImportReport:
     duplicates: list[tuple[int, int]] = field(default_factory=list)  # (line, first line)
 
 
-@dataclass(frozen=True)
-class _Row:
-    line: int
-    email: str
-    name: str | None
-
-
 def _undefuse(value: str) -> str:
     return value[1:] if value.startswith("'") and _FORMULA.match(value[1:]) else value
 
@@ -73,7 +66,7 @@ def _defuse(value: str) -> str:
     return "'" + value if _FORMULA.match(value) else value
 
 
-def read_rows(path: Path) -> tuple[list[_Row], ImportReport]:
+def read_rows(path: Path, progress: Progress | None = None) -> tuple[list[Candidate], ImportReport]:
     """Parse and validate every line; nothing touches the database yet."""
     try:
         data = path.read_bytes()
@@ -85,15 +78,21 @@ def read_rows(path: Path) -> tuple[list[_Row], ImportReport]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: byte {exc.start} is not UTF-8; save the file as CSV UTF-8") from None
+    del data  # a million lines: the decoded text is enough to hold
     report = ImportReport()
-    rows: list[_Row] = []
+    rows: list[Candidate] = []
     seen: dict[str, int] = {}
+    normalize_email = BulkNormalizer()
+    lines = text.count("\n") + 1
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     delimiter = max(",;\t", key=first.count) if any(c in first for c in ",;\t") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # Lines as io.StringIO(text, newline="") gives them, without its copy of the text (4 bytes a character).
+    reader = csv.reader((m.group(0) for m in _LINE.finditer(text)), delimiter=delimiter)
     email_col, name_col, header_seen = 0, 1, False
     while True:
         line = reader.line_num + 1  # where this record starts (a quoted field may span lines)
+        if progress is not None and line % CHUNK == 0:
+            progress("reading", line, lines)
         try:
             cells = next(reader)
         except StopIteration:
@@ -123,7 +122,7 @@ def read_rows(path: Path) -> tuple[list[_Row], ImportReport]:
             report.duplicates.append((line, seen[address]))
             continue
         seen[address] = line
-        rows.append(_Row(line, address, name))
+        rows.append(Candidate(line, address, name))
     return rows, report
 
 
@@ -132,48 +131,41 @@ class _DryRun(Exception):
 
 
 def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str | None = None,
-               dry_run: bool = False) -> ImportReport:
+               dry_run: bool = False, progress: Progress | None = None) -> ImportReport:
     """Add the file's good lines in one transaction; the caller drains the confirmation queue.
 
-    With `dry_run` the same transaction runs and is rolled back: the counts are exactly what
-    a real import would do now, and nothing is stored or queued.
+    With `dry_run` the same reading and matching runs in a transaction that is rolled back: the
+    counts are exactly what a real import would do now, and nothing is stored or queued.
+    `progress(phase, done, total)` hears how far reading and storing got.
     """
     try:
-        return _import(rt, path, confirmed=confirmed, consent=consent, dry_run=dry_run)
+        return _import(rt, path, confirmed=confirmed, consent=consent, dry_run=dry_run, progress=progress)
     except _DryRun as done:
         report: ImportReport = done.args[0]
         return report
 
 
-def _import(rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dry_run: bool) -> ImportReport:
+def _import(rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dry_run: bool,
+            progress: Progress | None) -> ImportReport:
     if confirmed and not (consent or "").strip():
         raise UserError('--confirmed needs --consent "how these people agreed to get the newsletter"')
     consent_text = " ".join((consent or "").split())
     if len(consent_text) > MAX_CONSENT:
         raise UserError(f"--consent: longer than {MAX_CONSENT} characters")
-    rows, report = read_rows(path)
+    rows, report = read_rows(path, progress)
     source = f"import:{path.name}" + (f": {consent_text}" if confirmed else "")
-    now = utcnow()
     with rt.sessions.begin() as session:
-        for row in rows:
-            result = add_subscriber(session, row.email, name=row.name, confirmed=confirmed, source=source[:200])
-            if result.action == "suppressed":
-                report.suppressed += 1
-            elif result.action == "left":
-                report.left += 1
-            elif result.action == "added":
-                report.added += 1
-                if result.subscriber.status == SUB_PENDING:
-                    result.subscriber.confirmation_sent_at = now
-                    queue_mail(session, "confirm", result.subscriber.id, now)
-                    report.confirmations += 1
-            elif result.action == "updated" and confirmed:
-                report.activated += 1
-            else:
-                report.unchanged += 1
+        outcome = add_many(session, rows, confirmed=confirmed, source=source[:200], now=utcnow(), dry_run=dry_run,
+                           progress=progress)
+        _count(report, outcome)
         if dry_run:
             raise _DryRun(report)
     return report
+
+
+def _count(report: ImportReport, outcome: Outcome) -> None:
+    report.added, report.activated, report.unchanged = outcome.added, outcome.activated, outcome.unchanged
+    report.left, report.suppressed, report.confirmations = outcome.left, outcome.suppressed, outcome.confirmations
 
 
 def _cell(value: object) -> str:

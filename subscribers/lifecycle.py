@@ -1,29 +1,24 @@
-"""State changes of a subscriber after sign-up: confirm, unsubscribe, resubscribe, bounce, complain, forget.
+"""State changes of a subscriber after sign-up: confirm, unsubscribe, resubscribe, bounce, complain.
 
 Every change that stops mail also sets the subscriber's status (the enqueue step and the
 sender take only `active`), and every suppression keeps only the address's hash, so it
-outlives erasure. Unsubscribes and complaints carry the issue whose link or copy caused
-them, for "which issue lost whom".
+outlives erasure (subscribers.erasure). Unsubscribes and complaints carry the issue whose
+link or copy caused them, for "which issue lost whom".
 """
 
 from __future__ import annotations
 
-import email.policy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.parser import BytesHeaderParser
-from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from digest.delivery.mail_queue import queue_mail
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
-from digest.reports.clicklog import unlink_clicks
 from digest.runtime import Runtime
-from digest.storage.db import affected_rows
 from digest.storage.models import (
     CONSENT_CONFIRMED,
     CONSENT_RESUBSCRIBED,
@@ -35,15 +30,12 @@ from digest.storage.models import (
     Delivery,
     Event,
     Issue,
-    RateLimitHit,
     Subscriber,
     SubscriberEventKind,
     Suppression,
 )
 from digest.weeks import as_utc, utcnow
-from subscribers.addresses import AddressError, normalize_email
 from subscribers.consent import record_consent
-from subscribers.ratelimit import MAILBOX_KINDS, mailbox_key
 
 REASONS = {
     "too_many": "Too many emails",
@@ -353,91 +345,3 @@ def record_complaint(
             )
         )
     return "suppressed (complaint)"
-
-
-# -- erasure -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ForgetResult:
-    email: str
-    found: bool
-    deliveries_cleared: int
-    files_removed: int
-
-
-def forget(rt: Runtime, raw_email: str) -> ForgetResult:
-    """Erase a person: their row, queued mail, address on past deliveries, outbox copies.
-
-    Kept: the address's hash on the suppression list (so no import brings it back by
-    accident) and anonymous events, clicks and opens (counts per issue stay right).
-    """
-    address = normalize_email(raw_email)
-    h = email_hash(address)
-    with rt.sessions.begin() as session:
-        sid = session.scalar(select(Subscriber.id).where(Subscriber.email == address))
-        cond = (
-            Delivery.email == address if sid is None else (Delivery.subscriber_id == sid) | (Delivery.email == address)
-        )
-        # Their clicks and pixel opens stop naming them (digest.reports.clicklog); the deliveries lose
-        # address and subscriber, so the provider's open and click stamps on them are nobody's. Counts stay.
-        unlink_clicks(session, [int(d) for d in session.scalars(select(Delivery.id).where(cond))])
-        cleared = affected_rows(
-            session.execute(
-                update(Delivery)
-                .where(cond)
-                .values(email="", subscriber_id=None)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        if sid is not None:
-            from subscribers import preferences
-
-            preferences.erase(session, sid)
-            session.execute(
-                delete(Subscriber).where(Subscriber.id == sid)
-            )  # outgoing mail cascades; events go anonymous
-        # The sign-up limits key on the mailbox (any spelling); `a:` on the address as typed is the old key.
-        keys = [f"a:{h[:40]}", *(mailbox_key(kind, address) for kind in MAILBOX_KINDS)]
-        session.execute(delete(RateLimitHit).where(RateLimitHit.key.in_(keys)))
-        suppress(session, address, "forgotten")
-    return ForgetResult(address, sid is not None, cleared, _remove_outbox_copies(rt, address))
-
-
-def _remove_outbox_copies(rt: Runtime, address: str) -> int:
-    """Delete the outbox files addressed to exactly `address`.
-
-    File names are only a cheap first filter (they are mangled and may share a suffix:
-    `bob-a@` ends like `a@`, `zoé` and `zoë` both become `zo_`); the To header decides.
-    """
-    from digest.delivery.transports.files import file_name_hint
-
-    root = rt.outbox_dir
-    if not root.is_dir():
-        return 0
-    hint = file_name_hint(address)
-    removed = 0
-    for path in root.rglob("*.eml"):
-        if hint in path.name and _addressed_to(path, address):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _addressed_to(path: Path, address: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            headers = BytesHeaderParser(policy=email.policy.default).parse(fh)
-        recipients = [a.addr_spec for a in headers["To"].addresses] if headers["To"] is not None else []
-    except (OSError, ValueError, TypeError, AttributeError, IndexError):
-        return False
-    return any(_same_address(r, address) for r in recipients)
-
-
-def _same_address(recipient: str, address: str) -> bool:
-    if recipient.lower() == address:
-        return True
-    try:
-        return normalize_email(recipient) == address
-    except AddressError:
-        return False

@@ -60,7 +60,7 @@ MAILBOX_KINDS = ("a", "cm")
 
 def mailbox_key(kind: str, address: str) -> str:
     """A per-mailbox limit's key: every spelling of one mailbox (a `+tag`, Gmail's dots) is one key,
-    and erasing the person (`lifecycle.forget`) finds their keys again from the address."""
+    and erasing the person (`erasure.forget`) finds their keys again from the address."""
     return f"{kind}:{email_hash(canonical_mailbox(address))[:40]}"
 
 

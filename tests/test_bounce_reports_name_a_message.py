@@ -29,7 +29,7 @@ from subscribers import bounce_mail
 from subscribers.api import add_subscriber, is_suppressed
 from subscribers.bounce_mail import process_bounce_mail
 from subscribers.delivery_events import apply_events
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from tests.conftest import apply_overrides, make_runtime
 from tests.support_imap import Imap
 from tests.support_subscribers import counts, seed_comparisons, subscriber

@@ -10,7 +10,7 @@ from digest.reports.clicklog import ClickRecorder, unlink_older_than
 from digest.reports.insights import click_report, sent_count
 from digest.storage.models import Click, Issue
 from digest.weeks import utcnow
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from tests.support_serve import send_this_week
 
 

@@ -18,7 +18,7 @@ from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Con
 from digest.weeks import utcnow
 from subscribers.api import add_subscriber
 from subscribers.csvio import import_csv
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from tests.support_subscribers import (
     client,
     link_in,

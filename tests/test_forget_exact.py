@@ -9,7 +9,7 @@ import email.policy
 import pytest
 
 from digest.delivery.mail_queue import drain
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from tests.support_subscribers import client, runtime_with
 
 PEOPLE = ["a@example.com", "bob-a@example.com", "zoé@example.com", "zoë@example.com", "xa@example.com"]

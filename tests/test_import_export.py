@@ -26,7 +26,7 @@ from digest.storage.models import (
 )
 from subscribers.api import add_subscriber, is_suppressed
 from subscribers.csvio import EXPORT_COLUMNS, export_csv, import_csv
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from tests.conftest import ROOT
 from tests.support_subscribers import (
     counts,

@@ -13,7 +13,7 @@ from digest.links import Tokens, personal_links
 from digest.storage.models import SUB_UNSUBSCRIBED, Event, Frequency, Subscriber
 from digest.weeks import utcnow
 from subscribers.csvio import export_csv
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from tests.support_editions import add_reader, seed_categories
 from tests.support_subscribers import client, path_of, subscriber
 

@@ -20,7 +20,8 @@ from digest.storage.models import (
     Subscriber,
 )
 from digest.weeks import utcnow
-from subscribers.lifecycle import forget, suppress
+from subscribers.erasure import forget
+from subscribers.lifecycle import suppress
 from tests.support_subscribers import (
     client,
     counts,

@@ -158,7 +158,7 @@ def test_unknown_post_body_is_refused_and_changes_nothing(sent) -> None:
 
 
 def test_token_of_an_erased_person_reveals_nothing(sent) -> None:
-    from subscribers.lifecycle import forget
+    from subscribers.erasure import forget
 
     rt, _ = sent
     path = path_of(unsubscribe_url(issue_copy(rt, "2026-W47", "reader@example.com")))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -23,9 +25,10 @@ from digest.weeks import as_utc, utcnow
 from subscribers.addresses import normalize_email
 from subscribers.api import add_subscriber
 from subscribers.bounce_mail import poll_mailbox, process_bounce_mail
+from subscribers.bulk_add import Progress as ImportProgress
 from subscribers.consent import consent_history
 from subscribers.csvio import ImportReport, export_csv, import_csv
-from subscribers.lifecycle import forget
+from subscribers.erasure import forget
 from subscribers.mailto import process_unsubscribe_mail
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
@@ -148,7 +151,8 @@ def subscribers_import(
     """Import a CSV: pending with confirmation emails, or active with --confirmed --consent."""
     rt = runtime()
     if dry_run or not (confirmed or yes):
-        planned = import_csv(rt, file, confirmed=confirmed, consent=consent, dry_run=True)
+        with _import_progress("checking") as progress:
+            planned = import_csv(rt, file, confirmed=confirmed, consent=consent, dry_run=True, progress=progress)
         if dry_run:
             _print_notes(file, planned)
             fate = "active" if confirmed else "pending, each gets a confirmation email"
@@ -162,7 +166,8 @@ def subscribers_import(
             return
         if planned.confirmations > HANDFUL:
             _ask_before_mailing(planned.confirmations, file)
-    report = import_csv(rt, file, confirmed=confirmed, consent=consent)
+    with _import_progress("importing") as progress:
+        report = import_csv(rt, file, confirmed=confirmed, consent=consent, progress=progress)
     _print_notes(file, report)
     out.print(
         f"imported: {report.added} added ({'active' if confirmed else 'pending'}), {report.activated} activated, "
@@ -173,6 +178,18 @@ def subscribers_import(
         _send_queued("confirmations", expected=report.confirmations)
     if report.bad:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _import_progress(what: str) -> Iterator[ImportProgress | None]:
+    """A bar on the terminal while a large file is read and stored (nothing when not a terminal)."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn(f"{what}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("reading", total=None)
+        yield lambda phase, done, total: bar.update(task, description=phase, completed=done, total=total)
 
 
 def _print_notes(file: Path, report: ImportReport) -> None:

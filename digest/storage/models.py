@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     Unicode,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -333,6 +334,10 @@ class DeliveryStatus(StrEnum):
 DELIVERY_QUEUED, DELIVERY_SENT, DELIVERY_FAILED, DELIVERY_DROPPED = DeliveryStatus
 
 
+# Deliveries that name an address but no subscriber: what `ix_deliveries_unlinked_email` holds.
+UNLINKED_DELIVERY = "subscriber_id IS NULL AND email <> ''"
+
+
 class Delivery(Base):
     """One per (issue, subscriber): invariant 2. The issue is unique per week and the edition must be
     one of that issue's (composite key), so nobody can get two editions of one week."""
@@ -341,6 +346,9 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id"),
         Index("ix_deliveries_issue_batch", "issue_id", "batch_no"),
+        # `forget` finds the rows that kept an address without a subscriber (a merged spelling) here.
+        Index("ix_deliveries_unlinked_email", "email", postgresql_where=text(UNLINKED_DELIVERY),
+              sqlite_where=text(UNLINKED_DELIVERY)),
         ForeignKeyConstraint(["edition_id", "issue_id"], ["editions.id", "editions.issue_id"],
                              name="fk_deliveries_edition_of_issue", ondelete="CASCADE"),
     )
@@ -465,7 +473,7 @@ class OutgoingMail(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[MailKind] = mapped_column(values_of(MailKind, 32))
     subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=True
+        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=True, index=True
     )
     status: Mapped[MailStatus] = mapped_column(values_of(MailStatus), default=MailStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
