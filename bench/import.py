@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select, text  # noqa: E402
 
 from bench.send import PG_ADMIN_URL, create_database, drop_database, watch_peak  # noqa: E402
-from digest.storage.models import SUB_ACTIVE, Subscriber  # noqa: E402
+from digest.storage.models import Subscriber, SubscriberStatus  # noqa: E402
 from subscribers.erasure import forget  # noqa: E402
 from tests.conftest import make_runtime, write_project  # noqa: E402
 
@@ -51,10 +51,26 @@ def write_csv(path: Path, rows: int) -> None:
 
 def run_import(cfg: Path, db_url: str, csv_path: Path) -> tuple[str, float, int]:
     """The CLI's import as a child: its output, wall time and peak memory (kB)."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-           "PYTHONPATH": str(ROOT), "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET}
-    cmd = [sys.executable, "-m", "digest", "--config", str(cfg), "subscribers", "import", str(csv_path),
-           "--confirmed", "--consent", "signed up on the bench", "--yes"]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+        "PYTHONPATH": str(ROOT),
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": SECRET,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "digest",
+        "--config",
+        str(cfg),
+        "subscribers",
+        "import",
+        str(csv_path),
+        "--confirmed",
+        "--consent",
+        "signed up on the bench",
+        "--yes",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
     started = time.perf_counter()
     peak_kb = watch_peak(proc.pid)
@@ -72,26 +88,49 @@ def import_bench(label: str, root: Path, db_url: str, csv_path: Path, rows: int)
     output, wall, peak_kb = run_import(cfg, db_url, csv_path)
     rt = make_runtime(cfg, db_url)
     with rt.sessions() as s:
-        active = s.scalar(select(func.count()).select_from(Subscriber).where(Subscriber.status == SUB_ACTIVE))
+        active = s.scalar(
+            select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE)
+        )
     rt.close()
     assert active == rows, (active, output)
-    print(f"import {rows:,} confirmed readers on {label}: {wall:.1f} s, {rows / wall:,.0f} rows/s, "
-          f"peak memory {peak_kb / 1024:.0f} MB ({output.splitlines()[-1]})", flush=True)
+    print(
+        f"import {rows:,} confirmed readers on {label}: {wall:.1f} s, {rows / wall:,.0f} rows/s, "
+        f"peak memory {peak_kb / 1024:.0f} MB ({output.splitlines()[-1]})",
+        flush=True,
+    )
 
 
 def seed_deliveries(rt, deliveries: int) -> list[str]:  # type: ignore[no-untyped-def]
     """One sent issue with a delivery to each of the first `deliveries` readers; clicks for 20 of them."""
     with rt.sessions.begin() as s:
-        issue = s.scalar(text("INSERT INTO issues (week, status, pins, excludes, created_at) "
-                              "VALUES ('2026-W49', 'sent', '[]', '[]', now()) RETURNING id"))
-        s.execute(text("INSERT INTO deliveries (issue_id, subscriber_id, email, batch_no, status, sent_at) "
-                       "SELECT :issue, id, email, (id / 100)::int, 'sent', now() FROM subscribers "
-                       "ORDER BY id LIMIT :n"), {"issue": issue, "n": deliveries})
-        people = list(s.scalars(text("SELECT email FROM deliveries WHERE issue_id = :issue "
-                                     "ORDER BY random() LIMIT 20"), {"issue": issue}))
-        s.execute(text("INSERT INTO clicks (issue_id, delivery_id, reader, kind, link, method, at, hits) "
-                       "SELECT issue_id, id, id, 'click', 0, 'GET', now(), 1 FROM deliveries "
-                       "WHERE email = ANY(:people)"), {"people": people})
+        issue = s.scalar(
+            text(
+                "INSERT INTO issues (week, status, pins, excludes, created_at) "
+                "VALUES ('2026-W49', 'sent', '[]', '[]', now()) RETURNING id"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO deliveries (issue_id, subscriber_id, email, batch_no, status, sent_at) "
+                "SELECT :issue, id, email, (id / 100)::int, 'sent', now() FROM subscribers "
+                "ORDER BY id LIMIT :n"
+            ),
+            {"issue": issue, "n": deliveries},
+        )
+        people = list(
+            s.scalars(
+                text("SELECT email FROM deliveries WHERE issue_id = :issue ORDER BY random() LIMIT 20"),
+                {"issue": issue},
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO clicks (issue_id, delivery_id, reader, kind, link, method, at, hits) "
+                "SELECT issue_id, id, id, 'click', 0, 'GET', now(), 1 FROM deliveries "
+                "WHERE email = ANY(:people)"
+            ),
+            {"people": people},
+        )
     with rt.engine.connect() as c:
         c.execute(text("COMMIT"))
         c.execute(text("ANALYZE"))
@@ -113,9 +152,12 @@ def forget_bench(root: Path, db_url: str, deliveries: int) -> None:
         times.append(time.perf_counter() - started)
         assert result.found and result.deliveries_cleared == 1, result
     rt.close()
-    print(f"forget among {total:,} deliveries on PostgreSQL: median {statistics.median(times) * 1000:.1f} ms, "
-          f"max {max(times) * 1000:.1f} ms over {len(times)} people; the old forget's deliveries-by-address "
-          f"query alone: {old_query * 1000:.0f} ms", flush=True)
+    print(
+        f"forget among {total:,} deliveries on PostgreSQL: median {statistics.median(times) * 1000:.1f} ms, "
+        f"max {max(times) * 1000:.1f} ms over {len(times)} people; the old forget's deliveries-by-address "
+        f"query alone: {old_query * 1000:.0f} ms",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -127,8 +169,11 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
-          f"PostgreSQL at {PG_ADMIN_URL.rsplit('@', 1)[-1]}", flush=True)
+    print(
+        f"machine: {os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
+        f"PostgreSQL at {PG_ADMIN_URL.rsplit('@', 1)[-1]}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="digest-import-bench-") as tmp:
         work = Path(tmp)
         if only & {"pg", "forget"}:
@@ -143,8 +188,13 @@ def main() -> None:
                 drop_database(db_url)
         if "sqlite" in only:
             write_csv(work / "sqlite.csv", args.sqlite_rows)
-            import_bench("SQLite", work / "lite", f"sqlite:///{work / 'lite' / 'digest.db'}", work / "sqlite.csv",
-                         args.sqlite_rows)
+            import_bench(
+                "SQLite",
+                work / "lite",
+                f"sqlite:///{work / 'lite' / 'digest.db'}",
+                work / "sqlite.csv",
+                args.sqlite_rows,
+            )
 
 
 if __name__ == "__main__":

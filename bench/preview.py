@@ -41,14 +41,22 @@ from digest.runtime import open_runtime  # noqa: E402
 from digest.weeks import utcnow  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def make_project(folder: Path, templates: Path) -> Path:
     shutil.copytree(templates, folder / "templates" / "email")
     text = (ROOT / "config.toml").read_text()
-    text = text.replace('test_recipients = []', 'test_recipients = ["bench@example.com"]')
+    text = text.replace("test_recipients = []", 'test_recipients = ["bench@example.com"]')
     (folder / "config.toml").write_text(text)
     return folder / "config.toml"
 
@@ -57,20 +65,47 @@ def seed(rt, n: int) -> None:  # type: ignore[no-untyped-def]
     now = utcnow()
     items = []
     for i in range(n):
-        items.append(ComparisonData.model_validate({
-            "title": f"Bench Tool {i} vs Other Tool {i}", "intro": "Which one should you ship with?",
-            "community_votes": 10 + i,
-            "tools": [{"category": "Developer Tools", "name": f"Bench Tool {i}", "tagline": "Does things",
-                       "panel_ship": (37 * i) % 101, "community": (53 * i) % 101, "price": "Free",
-                       "description": "A tool."},
-                      {"category": "Developer Tools", "name": f"Other Tool {i}", "tagline": "Does other things",
-                       "panel_ship": (71 * i) % 101, "community": None, "price": "$20/mo", "description": "Another."}],
-            "quotes": [{"tool": "a", "reviewer": 1, "text": "Solid primitive. " * 6},
-                       {"tool": "b", "reviewer": 1, "text": "Clean, fast, cheap. " * 6}]}))
+        items.append(
+            ComparisonData.model_validate(
+                {
+                    "title": f"Bench Tool {i} vs Other Tool {i}",
+                    "intro": "Which one should you ship with?",
+                    "community_votes": 10 + i,
+                    "tools": [
+                        {
+                            "category": "Developer Tools",
+                            "name": f"Bench Tool {i}",
+                            "tagline": "Does things",
+                            "panel_ship": (37 * i) % 101,
+                            "community": (53 * i) % 101,
+                            "price": "Free",
+                            "description": "A tool.",
+                        },
+                        {
+                            "category": "Developer Tools",
+                            "name": f"Other Tool {i}",
+                            "tagline": "Does other things",
+                            "panel_ship": (71 * i) % 101,
+                            "community": None,
+                            "price": "$20/mo",
+                            "description": "Another.",
+                        },
+                    ],
+                    "quotes": [
+                        {"tool": "a", "reviewer": 1, "text": "Solid primitive. " * 6},
+                        {"tool": "b", "reviewer": 1, "text": "Clean, fast, cheap. " * 6},
+                    ],
+                }
+            )
+        )
     with rt.sessions.begin() as s:
         for src in expand([str(ROOT / "samples" / "comparisons")]):
-            upsert(s, src.items or [], default_url="https://verdicts.example.com/compare",
-                   published=now - timedelta(hours=2))
+            upsert(
+                s,
+                src.items or [],
+                default_url="https://verdicts.example.com/compare",
+                published=now - timedelta(hours=2),
+            )
         upsert(s, items, default_url="https://verdicts.example.com/compare", published=now - timedelta(days=1))
 
 
@@ -136,9 +171,11 @@ def browser_times(url: str, template: Path, rounds: int) -> tuple[float, list[fl
         return None
     from playwright.sync_api import Error, sync_playwright
 
-    shown = ("() => !window.__old && document.readyState === 'complete' && "
-             "document.querySelector('.email-frame').contentDocument.readyState === 'complete' && "
-             "document.getElementById('live').dataset.state === 'on'")
+    shown = (
+        "() => !window.__old && document.readyState === 'complete' && "
+        "document.querySelector('.email-frame').contentDocument.readyState === 'complete' && "
+        "document.getElementById('live').dataset.state === 'on'"
+    )
     out, loads = [], []
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -170,8 +207,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--comparisons", type=int, default=60, help="candidates in the week's window")
     ap.add_argument("--edits", type=int, default=20, help="template edits to time")
-    ap.add_argument("--templates", type=Path, default=ROOT / "templates" / "email",
-                    help="email templates to copy into the throw-away project (default: the repo's)")
+    ap.add_argument(
+        "--templates",
+        type=Path,
+        default=ROOT / "templates" / "email",
+        help="email templates to copy into the throw-away project (default: the repo's)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="digest-bench-preview-") as tmp:
         cfg_path = make_project(Path(tmp), args.templates)
@@ -216,28 +257,44 @@ def main() -> None:
             server.stop()
             rt.close()
 
-    print(f"preview benchmark: {db}, {args.comparisons + 2} comparisons in the window; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"preview benchmark: {db}, {args.comparisons + 2} comparisons in the window; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     print("                                              wall (page + frame)    in the server (page)")
-    print(f"  first render, cold server (nothing compiled):{first:7.1f} ms             {first_server[0]:7.1f} ms"
-          "    target < 300 ms")
-    print(f"  first page view right after `digest preview` started (it builds the issue while starting): "
-          f"{after_start:.1f} ms; start -> listening {started:.1f} ms")
-    print(f"  cached render (nothing changed), median:     {statistics.median(cached):7.1f} ms             "
-          f"{statistics.median(cached_server):7.1f} ms")
-    print(f"  re-render after a template edit, median:     {statistics.median(rerender):7.1f} ms             "
-          f"{statistics.median(rerender_server):7.1f} ms    target < 100 ms")
-    print(f"  re-render after a template edit, p95:        {pct(rerender, .95):7.1f} ms             "
-          f"{pct(rerender_server, .95):7.1f} ms    ({args.edits} edits)")
+    print(
+        f"  first render, cold server (nothing compiled):{first:7.1f} ms             {first_server[0]:7.1f} ms"
+        "    target < 300 ms"
+    )
+    print(
+        f"  first page view right after `digest preview` started (it builds the issue while starting): "
+        f"{after_start:.1f} ms; start -> listening {started:.1f} ms"
+    )
+    print(
+        f"  cached render (nothing changed), median:     {statistics.median(cached):7.1f} ms             "
+        f"{statistics.median(cached_server):7.1f} ms"
+    )
+    print(
+        f"  re-render after a template edit, median:     {statistics.median(rerender):7.1f} ms             "
+        f"{statistics.median(rerender_server):7.1f} ms    target < 100 ms"
+    )
+    print(
+        f"  re-render after a template edit, p95:        {pct(rerender, 0.95):7.1f} ms             "
+        f"{pct(rerender_server, 0.95):7.1f} ms    ({args.edits} edits)"
+    )
     if latency:
-        print(f"  edit -> reload event on the page, median:    {statistics.median(latency):7.1f} ms   "
-              f"max {max(latency):.1f} ms   ({len(latency)}/{args.edits} seen)")
+        print(
+            f"  edit -> reload event on the page, median:    {statistics.median(latency):7.1f} ms   "
+            f"max {max(latency):.1f} ms   ({len(latency)}/{args.edits} seen)"
+        )
     if browser:
         first_load, reloads, loads = browser
         print(f"  Chromium, open the page (page + frame loaded): {first_load:7.1f} ms")
-        print(f"  Chromium, edit -> page reloaded, new email shown: {statistics.median(reloads):7.1f} ms median, "
-              f"max {max(reloads):.1f} ms ({len(reloads)} edits); of which the reload's own navigation "
-              f"(request -> load event, frame included) {statistics.median(loads):.1f} ms")
+        print(
+            f"  Chromium, edit -> page reloaded, new email shown: {statistics.median(reloads):7.1f} ms median, "
+            f"max {max(reloads):.1f} ms ({len(reloads)} edits); of which the reload's own navigation "
+            f"(request -> load event, frame included) {statistics.median(loads):.1f} ms"
+        )
     print(f"  render cache: {hits} hits, {misses} misses")
 
 

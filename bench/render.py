@@ -66,12 +66,21 @@ def main() -> None:
     compiled = compile_sample(config, issue)
 
     issue.id = 1
-    main = Edition(id=1, issue_id=1, key="weekly/all", html=compiled.html, text=compiled.text,
-                   placeholder_nonce=compiled.nonce, subject=compiled.subject,
-                   links=compiled.links)  # tracked links ([tracking] clicks = true, the default): 15 tokens per reader
+    main = Edition(
+        id=1,
+        issue_id=1,
+        key="weekly/all",
+        html=compiled.html,
+        text=compiled.text,
+        placeholder_nonce=compiled.nonce,
+        subject=compiled.subject,
+        links=compiled.links,
+    )  # tracked links ([tracking] clicks = true, the default): 15 tokens per reader
     messages = IssueMessages(config.settings, Tokens(secret), issue, main, installation="bench")
-    readers = [Recipient(i + 1, 1000 + i, f"reader{i}@example.com", f"Reader Number{i}" if i % 3 else None)
-               for i in range(args.readers)]
+    readers = [
+        Recipient(i + 1, 1000 + i, f"reader{i}@example.com", f"Reader Number{i}" if i % 3 else None)
+        for i in range(args.readers)
+    ]
 
     def personalize() -> None:
         for r in readers:
@@ -92,8 +101,9 @@ def main() -> None:
     for r in mime_readers:
         to_mime(messages.build(r), domain).as_bytes()
     cpu_per_mime = (time.process_time() - cpu_start) / len(mime_readers)
-    resend_messages = IssueMessages(config.settings, Tokens(secret), issue, main, installation="bench",
-                                    json_bodies=True)
+    resend_messages = IssueMessages(
+        config.settings, Tokens(secret), issue, main, installation="bench", json_bodies=True
+    )
 
     def personalize_json() -> None:
         for r in readers:
@@ -107,8 +117,14 @@ def main() -> None:
         untracked.build(r)
     cpu_untracked = (time.process_time() - cpu_start) / args.readers
     main.links = compiled.links
-    fill_values = {"unsubscribe_url": "http://127.0.0.1:8000/u/token", "manage_url": "http://127.0.0.1:8000/u/token?manage=1",
-                   "view_url": "http://127.0.0.1:8000/archive/2026-W47", "name": "Reader", "greeting": "Hi Reader,"}
+    fill_values = {
+        "unsubscribe_url": "http://127.0.0.1:8000/u/token",
+        "manage_url": "http://127.0.0.1:8000/u/token?manage=1",
+        "view_url": "http://127.0.0.1:8000/archive/2026-W47",
+        "name": "Reader",
+        "greeting": "Hi Reader,",
+    }
+
     def fill() -> None:
         for _ in range(args.readers):
             messages.personalizer.fill(fill_values)
@@ -116,22 +132,36 @@ def main() -> None:
     fill_only = timed(fill, 3)
 
     print(f"rendering benchmark ({where}; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs visible)")
-    print(f"issue: 5 items, HTML {len(compiled.html.encode()) / 1024:.1f} KB ({len(compiled.html.encode()):,} bytes), "
-          f"text {len(compiled.text.encode()) / 1024:.1f} KB")
-    print(f"one reader's message: HTML {len(str(sample.html).encode()) / 1024:.1f} KB filled; "
-          f"{wire / 1024:.1f} KB as MIME (quoted-printable, both parts and headers)")
-    print(f"compile once per issue (Jinja + MJML): cold {cold * 1000:.1f} ms, "
-          f"warm median {statistics.median(warm) * 1000:.1f} ms")
+    print(
+        f"issue: 5 items, HTML {len(compiled.html.encode()) / 1024:.1f} KB ({len(compiled.html.encode()):,} bytes), "
+        f"text {len(compiled.text.encode()) / 1024:.1f} KB"
+    )
+    print(
+        f"one reader's message: HTML {len(str(sample.html).encode()) / 1024:.1f} KB filled; "
+        f"{wire / 1024:.1f} KB as MIME (quoted-printable, both parts and headers)"
+    )
+    print(
+        f"compile once per issue (Jinja + MJML): cold {cold * 1000:.1f} ms, "
+        f"warm median {statistics.median(warm) * 1000:.1f} ms"
+    )
     print(f"  of which MJML -> HTML (check + mjml-python): median {statistics.median(mjml_only) * 1000:.1f} ms")
-    print(f"personalized messages/s (IssueMessages.build: token, links, fill), {args.readers} readers x 3: "
-          f"median {statistics.median(rates):,.0f}/s, best {max(rates):,.0f}/s")
-    print(f"  with the JSON body the Resend transport sends (json_bodies=True): "
-          f"median {statistics.median(json_rates):,.0f}/s")
+    print(
+        f"personalized messages/s (IssueMessages.build: token, links, fill), {args.readers} readers x 3: "
+        f"median {statistics.median(rates):,.0f}/s, best {max(rates):,.0f}/s"
+    )
+    print(
+        f"  with the JSON body the Resend transport sends (json_bodies=True): "
+        f"median {statistics.median(json_rates):,.0f}/s"
+    )
     print(f"  fill only (Personalizer.fill): {args.readers / statistics.median(fill_only):,.0f}/s")
-    print(f"  of which the {len(compiled.links or [])} tracked links' tokens (clicks on vs off): "
-          f"{(cpu_per_email - cpu_untracked) * 1e6:.1f} µs per email")
-    print(f"sender CPU per email (process time): build {cpu_per_email * 1e6:.1f} µs; "
-          f"build + MIME bytes (what the SMTP and outbox transports also do) {cpu_per_mime * 1e6:.0f} µs")
+    print(
+        f"  of which the {len(compiled.links or [])} tracked links' tokens (clicks on vs off): "
+        f"{(cpu_per_email - cpu_untracked) * 1e6:.1f} µs per email"
+    )
+    print(
+        f"sender CPU per email (process time): build {cpu_per_email * 1e6:.1f} µs; "
+        f"build + MIME bytes (what the SMTP and outbox transports also do) {cpu_per_mime * 1e6:.0f} µs"
+    )
     target = 20_000
     print(f"target >= {target:,}/s on one core: {'met' if statistics.median(rates) >= target else 'NOT met'}")
 

@@ -72,13 +72,17 @@ def drop_database(url: str) -> None:
 def project(root: Path, api_url: str, rate: float, smtp_port: int | None = None, connections: int = 4) -> Path:
     cfg = write_project(root)
     if smtp_port is not None:
-        overrides = {"transport": {"kind": "smtp"}, "transport.smtp": {"host": "127.0.0.1", "port": smtp_port,
-                                                             "security": "none", "connections": connections}}
+        overrides = {
+            "transport": {"kind": "smtp"},
+            "transport.smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "connections": connections},
+        }
     else:
         # max_attempts 12: at a 30 % fault rate 6 attempts fail a batch now and then (0.3^6), which would
         # end the run early and measure nothing more.
-        overrides = {"transport": {"kind": "resend", "max_attempts": 12},
-                     "transport.resend": {"requests_per_second": rate}}
+        overrides = {
+            "transport": {"kind": "resend", "max_attempts": 12},
+            "transport.resend": {"requests_per_second": rate},
+        }
     cfg.write_text(apply_overrides(cfg.read_text(), overrides))
     return cfg
 
@@ -111,11 +115,14 @@ def seed(cfg: Path, db_url: str, readers: int, editions: int = 1) -> None:
         variants.append(item.model_copy(update={"title": f"{a} {n + 1} vs {b}", "tools": tools}))
     with rt.sessions.begin() as s:
         upsert(s, variants, default_url=rt.settings.site.site_url + "/compare", published=utcnow() - timedelta(hours=6))
-        s.execute(text(
-            "INSERT INTO subscribers (email, name, status, created_at, confirmed_at, topics) "
-            "SELECT 'reader' || g || '@example.com', 'Reader ' || g, 'active', now(), now(), "
-            "(CAST(:sets AS text[]))[1 + g % :k] FROM generate_series(1, :n) AS g"),
-            {"n": readers, "sets": topic_sets(editions), "k": editions})
+        s.execute(
+            text(
+                "INSERT INTO subscribers (email, name, status, created_at, confirmed_at, topics) "
+                "SELECT 'reader' || g || '@example.com', 'Reader ' || g, 'active', now(), now(), "
+                "(CAST(:sets AS text[]))[1 + g % :k] FROM generate_series(1, :n) AS g"
+            ),
+            {"n": readers, "sets": topic_sets(editions), "k": editions},
+        )
         s.execute(text("ANALYZE subscribers"))
     rt.close()
 
@@ -146,11 +153,22 @@ def spinners(count: int) -> list[subprocess.Popen[bytes]]:
 
 def run_send(cfg: Path, db_url: str, extra_env: dict[str, str]) -> tuple[str, float, float, int]:
     """`digest send` of this week's issue as a child: its output, wall time, CPU time and peak memory (kB)."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_"))},
-           "PYTHONPATH": str(ROOT), "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, **extra_env}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_"))},
+        "PYTHONPATH": str(ROOT),
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": SECRET,
+        **extra_env,
+    }
     week = current_week(make_runtime(cfg, db_url).settings.schedule).key
-    proc = subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), "send", "--week", week],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(cfg), "send", "--week", week],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+    )
     started = time.perf_counter()
     peak_kb = watch_peak(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -192,13 +210,22 @@ def send_bench(readers: int, rate: float, *, busy: int = 0, error_rate: float = 
     accepted_span = accepted[-1]["at"] - accepted[0]["at"]
     emails_per_s = emails / accepted_span * (len(accepted) - 1) / len(accepted)
     allowed_emails_per_s = rate * (1 - error_rate) * 100
-    return {"readers": readers, "emails_accepted": emails, "requests": len(log), "rate_limited_429": sum(
-        1 for e in log if e["outcome"] == "rate_limited"), "injected_500": sum(
-        1 for e in log if e["outcome"] == "injected_500"), "limit_rps": rate, "achieved_rps": admitted_rps,
-        "share_of_limit": admitted_rps / rate, "emails_per_s": emails_per_s,
+    return {
+        "readers": readers,
+        "emails_accepted": emails,
+        "requests": len(log),
+        "rate_limited_429": sum(1 for e in log if e["outcome"] == "rate_limited"),
+        "injected_500": sum(1 for e in log if e["outcome"] == "injected_500"),
+        "limit_rps": rate,
+        "achieved_rps": admitted_rps,
+        "share_of_limit": admitted_rps / rate,
+        "emails_per_s": emails_per_s,
         "share_of_allowed_emails": emails_per_s / allowed_emails_per_s,
-        "send_wall_s": wall, "cpu_s": cpu, "cpu_ms_per_email": cpu / emails * 1000,
-        "peak_rss_mb": peak_kb / 1024}
+        "send_wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_ms_per_email": cpu / emails * 1000,
+        "peak_rss_mb": peak_kb / 1024,
+    }
 
 
 SMTP_SERVER = """
@@ -265,9 +292,17 @@ def smtp_bench(readers: int, connections: int) -> dict[str, float]:
     times = json.loads(out.read_text())["times"]
     digest_times, bare_times = times[:readers], times[readers:]
     digest_rate, bare_rate = rate_of(digest_times), rate_of(bare_times)
-    return {"readers": readers, "connections": connections, "digest_msgs": len(digest_times),
-            "digest_rate": digest_rate, "bare_rate": bare_rate, "share": digest_rate / bare_rate,
-            "message_kb": len(message) / 1024, "cpu_ms_per_msg": cpu / readers * 1000, "wall_s": wall}
+    return {
+        "readers": readers,
+        "connections": connections,
+        "digest_msgs": len(digest_times),
+        "digest_rate": digest_rate,
+        "bare_rate": bare_rate,
+        "share": digest_rate / bare_rate,
+        "message_kb": len(message) / 1024,
+        "cpu_ms_per_msg": cpu / readers * 1000,
+        "wall_s": wall,
+    }
 
 
 def enqueue_child(db_url: str, cfg: str) -> None:
@@ -306,8 +341,13 @@ def enqueue_bench(readers: int, editions: int = 30) -> dict[str, float]:
         seed(cfg, db_url, readers, editions)
         print(f"seeded {readers:,} subscribers over {editions} choices in {time.perf_counter() - t:.1f} s", flush=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, __file__, "--child-enqueue", db_url, str(cfg)], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--child-enqueue", db_url, str(cfg)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         output, _ = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"enqueue child failed:\n{output}")
@@ -318,12 +358,15 @@ def enqueue_bench(readers: int, editions: int = 30) -> dict[str, float]:
 
 
 def print_send(what: str, r: dict[str, float]) -> None:
-    print(f"{what}: {r['readers']:,} readers at a {r['limit_rps']:g} req/s limit: {r['achieved_rps']:.2f} req/s "
-          f"admitted = {r['share_of_limit'] * 100:.1f}% of the limit; {r['emails_per_s']:.0f} emails/s accepted = "
-          f"{r['share_of_allowed_emails'] * 100:.1f}% of what the limit allows at this fault rate; "
-          f"{r['emails_accepted']:,} accepted in {r['requests']} requests ({r['rate_limited_429']} answered 429, "
-          f"{r['injected_500']} injected 500); sender CPU {r['cpu_s']:.1f} s = {r['cpu_ms_per_email']:.3f} ms/email, "
-          f"peak memory {r['peak_rss_mb']:.0f} MB, wall {r['send_wall_s']:.0f} s", flush=True)
+    print(
+        f"{what}: {r['readers']:,} readers at a {r['limit_rps']:g} req/s limit: {r['achieved_rps']:.2f} req/s "
+        f"admitted = {r['share_of_limit'] * 100:.1f}% of the limit; {r['emails_per_s']:.0f} emails/s accepted = "
+        f"{r['share_of_allowed_emails'] * 100:.1f}% of what the limit allows at this fault rate; "
+        f"{r['emails_accepted']:,} accepted in {r['requests']} requests ({r['rate_limited_429']} answered 429, "
+        f"{r['injected_500']} injected 500); sender CPU {r['cpu_s']:.1f} s = {r['cpu_ms_per_email']:.3f} ms/email, "
+        f"peak memory {r['peak_rss_mb']:.0f} MB, wall {r['send_wall_s']:.0f} s",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -344,8 +387,11 @@ def main() -> None:
         return
     only = set(args.only.split(","))
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f}; PostgreSQL at "
-          f"{PG_ADMIN_URL.rsplit('@', 1)[-1]}", flush=True)
+    print(
+        f"machine: {os.cpu_count()} cores; load average {load[0]:.1f} {load[1]:.1f}; PostgreSQL at "
+        f"{PG_ADMIN_URL.rsplit('@', 1)[-1]}",
+        flush=True,
+    )
     if "quiet" in only:
         print_send("quiet", send_bench(args.send_readers, args.rate))
     if "busy" in only:
@@ -354,15 +400,21 @@ def main() -> None:
         print_send("30% transient faults (500)", send_bench(args.fault_readers, args.rate, error_rate=0.3))
     if "smtp" in only:
         r = smtp_bench(args.smtp_readers, args.smtp_connections)
-        print(f"smtp: {r['digest_msgs']:,} messages of {r['message_kb']:.0f} KB into aiosmtpd: digest send "
-              f"({r['connections']} connections) {r['digest_rate']:.0f} msgs/s, bare smtplib loop (one connection, "
-              f"prebuilt bytes) {r['bare_rate']:.0f} msgs/s: {r['share'] * 100:.0f}%; sender CPU "
-              f"{r['cpu_ms_per_msg']:.2f} ms/message, wall {r['wall_s']:.0f} s", flush=True)
+        print(
+            f"smtp: {r['digest_msgs']:,} messages of {r['message_kb']:.0f} KB into aiosmtpd: digest send "
+            f"({r['connections']} connections) {r['digest_rate']:.0f} msgs/s, bare smtplib loop (one connection, "
+            f"prebuilt bytes) {r['bare_rate']:.0f} msgs/s: {r['share'] * 100:.0f}%; sender CPU "
+            f"{r['cpu_ms_per_msg']:.2f} ms/message, wall {r['wall_s']:.0f} s",
+            flush=True,
+        )
     if "enqueue" in only:
         e = enqueue_bench(args.enqueue_readers, args.editions)
-        print(f"enqueue {int(e['recipients']):,} readers in {int(e['editions'])} editions on PostgreSQL: "
-              f"{e['enqueue_s']:.1f} s (whole freeze incl. selecting and compiling every edition "
-              f"{e['freeze_s']:.1f} s), peak memory {e['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"enqueue {int(e['recipients']):,} readers in {int(e['editions'])} editions on PostgreSQL: "
+            f"{e['enqueue_s']:.1f} s (whole freeze incl. selecting and compiling every edition "
+            f"{e['freeze_s']:.1f} s), peak memory {e['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,11 @@ SECRET = "bench-secret-key-0123456789"
 
 def _item(n: int) -> dict:  # type: ignore[type-arg]
     a, b = f"Tool {n}A", f"Tool {n}B"
-    return {**PLAIN, "title": f"{a} vs {b}",
-            "tools": [{**PLAIN["tools"][0], "name": a}, {**PLAIN["tools"][1], "name": b}]}
+    return {
+        **PLAIN,
+        "title": f"{a} vs {b}",
+        "tools": [{**PLAIN["tools"][0], "name": a}, {**PLAIN["tools"][1], "name": b}],
+    }
 
 
 def _year_of_issues(rt, weeks: int) -> None:  # type: ignore[no-untyped-def]
@@ -57,8 +60,12 @@ def _year_of_issues(rt, weeks: int) -> None:  # type: ignore[no-untyped-def]
     for n in range(weeks):
         slot = week.slot(rt.settings.schedule)
         with rt.sessions.begin() as s:
-            upsert(s, parse_json_items([_item(2 * n), _item(2 * n + 1)], "bench.json"),
-                   default_url="https://verdicts.example.com/compare", published=slot - timedelta(days=1))
+            upsert(
+                s,
+                parse_json_items([_item(2 * n), _item(2 * n + 1)], "bench.json"),
+                default_url="https://verdicts.example.com/compare",
+                published=slot - timedelta(days=1),
+            )
         send_week(rt, week, manual=False, now=slot + timedelta(minutes=1))
         week = week.next()
 
@@ -89,8 +96,10 @@ class _Conn:
 
     async def get(self, path: str) -> int:
         assert self.reader and self.writer
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUser-Agent: Mozilla/5.0 "
-                          f"(X11; Linux x86_64) Firefox/128.0\r\n\r\n".encode())
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUser-Agent: Mozilla/5.0 "
+            f"(X11; Linux x86_64) Firefox/128.0\r\n\r\n".encode()
+        )
         status_line = await self.reader.readline()
         length = 0
         while True:
@@ -108,8 +117,9 @@ class _Conn:
             self.writer.close()
 
 
-async def _click_load(port: int, paths: list[str], connections: int, seconds: float,
-                      rate: float | None) -> tuple[list[float], dict[int, int], float]:
+async def _click_load(
+    port: int, paths: list[str], connections: int, seconds: float, rate: float | None
+) -> tuple[list[float], dict[int, int], float]:
     """Closed loop (rate None) or open loop at `rate`/s; returns latencies (s), statuses, duration."""
     conns = [_Conn(port) for _ in range(connections)]
     for c in conns:
@@ -166,8 +176,10 @@ def _line(label: str, latencies: list[float], statuses: dict[int, int], duration
         return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000
 
     other = {k: v for k, v in statuses.items() if k != 302}
-    return (f"| {label} | {len(xs) / duration:,.0f}/s | {pct(50):.1f} ms | {pct(99):.1f} ms | {xs[-1] * 1000:.1f} ms |"
-            + (f" non-302: {other}" if other else ""))
+    return (
+        f"| {label} | {len(xs) / duration:,.0f}/s | {pct(50):.1f} ms | {pct(99):.1f} ms | {xs[-1] * 1000:.1f} ms |"
+        + (f" non-302: {other}" if other else "")
+    )
 
 
 def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> None:
@@ -189,8 +201,14 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
     cfg = write_config(tmp, port)
     (tmp / "samples").symlink_to(ROOT / "samples")
     db_url, drop = make_db(kind, tmp)
-    env = {**os.environ, "DIGEST_CONFIG": str(cfg), "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET,
-           "DIGEST_TRANSPORT": "outbox", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "DIGEST_CONFIG": str(cfg),
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_TRANSPORT": "outbox",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     rt = make_runtime(cfg, db_url)
     proc = None
     try:
@@ -206,17 +224,36 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
         with rt.sessions() as s:
             issue = s.scalar(select(Issue).order_by(Issue.id.desc()).limit(1))
             assert issue is not None and issue.main_edition is not None and issue.main_edition.links
-            counts = {e: len(links or []) for e, links in s.execute(select(Edition.id, Edition.links)
-                                                                    .where(Edition.issue_id == issue.id))}
+            counts = {
+                e: len(links or [])
+                for e, links in s.execute(select(Edition.id, Edition.links).where(Edition.issue_id == issue.id))
+            }
             assert len(counts) == 2 and all(counts.values()), counts
             # Each reader's tokens name their delivery's edition, as in the emails sent.
-            paths = [f"/c/{t}" for d, e in s.execute(select(Delivery.id, Delivery.edition_id)
-                                                     .where(Delivery.issue_id == issue.id))
-                     for t in tokens.for_message(issue.id, d, counts[e], edition_id=e)]
+            paths = [
+                f"/c/{t}"
+                for d, e in s.execute(select(Delivery.id, Delivery.edition_id).where(Delivery.issue_id == issue.id))
+                for t in tokens.for_message(issue.id, d, counts[e], edition_id=e)
+            ]
         random.Random(1).shuffle(paths)
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "digest.web.asgi:make_app", "--host",
-                                 "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                                env=env, cwd=tmp)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "digest.web.asgi:make_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=tmp,
+        )
         deadline = time.time() + 30
         while True:
             try:
@@ -231,8 +268,10 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
             time.sleep(0.2)
         gc.disable()
         load = os.getloadavg()
-        print(f"\n== {kind}: GET /c/<token> on uvicorn (1 worker), {len(paths)} different links, "
-              f"{connections} keep-alive connections; load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ==")
+        print(
+            f"\n== {kind}: GET /c/<token> on uvicorn (1 worker), {len(paths)} different links, "
+            f"{connections} keep-alive connections; load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} =="
+        )
         warm = asyncio.run(_click_load(port, paths, connections, 2.0, None))  # warm-up (not reported)
         print("| load | requests/s | p50 | p99 | max |")
         print("| --- | --- | --- | --- | --- |")
@@ -248,8 +287,10 @@ def clicks_bench(kind: str, seconds: float, rate: float, connections: int) -> No
         proc.wait(timeout=60)
         with rt.sessions() as s:
             recorded = int(s.scalar(select(func.sum(Click.hits))) or 0)  # requests (repeats share a row)
-        print(f"clicks in the database after SIGTERM: {recorded:,} of {answered:,} redirects answered"
-              + (" (none lost)" if recorded == answered else " (LOST SOME)"))
+        print(
+            f"clicks in the database after SIGTERM: {recorded:,} of {answered:,} redirects answered"
+            + (" (none lost)" if recorded == answered else " (LOST SOME)")
+        )
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -271,7 +312,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args()
     if args.clicks:
-        for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
+        for kind in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
             clicks_bench(kind, args.seconds, args.rate, args.connections)
         return
     schedule_bench()
@@ -283,8 +324,12 @@ def schedule_bench() -> None:
         now = datetime.now(ZoneInfo(ZONE))
         slot = (now + timedelta(seconds=80)).replace(second=0, microsecond=0)
         cfg = write_project(root / "project")
-        cfg.write_text(apply_overrides(cfg.read_text(), {"schedule": {
-            "day": WEEKDAYS[slot.weekday()], "time": f"{slot:%H:%M}", "timezone": ZONE}}))
+        cfg.write_text(
+            apply_overrides(
+                cfg.read_text(),
+                {"schedule": {"day": WEEKDAYS[slot.weekday()], "time": f"{slot:%H:%M}", "timezone": ZONE}},
+            )
+        )
         db = f"sqlite:///{root / 'var' / 'digest.db'}"
         rt = make_runtime(cfg, db)
         t0 = time.perf_counter()

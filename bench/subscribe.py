@@ -60,9 +60,11 @@ class Run:
 
     def line(self, label: str) -> str:
         bad = {k: v for k, v in self.statuses.items() if k != 200}
-        return (f"{label:28} {self.count:7d} sign-ups in {self.seconds:5.1f} s = {self.count / self.seconds:7.0f}/s   "
-                f"p50 {self.pct(50):6.1f} ms   p99 {self.pct(99):6.1f} ms   max {max(self.latencies) * 1000:6.1f} ms"
-                + (f"   non-200: {bad}" if bad else ""))
+        return (
+            f"{label:28} {self.count:7d} sign-ups in {self.seconds:5.1f} s = {self.count / self.seconds:7.0f}/s   "
+            f"p50 {self.pct(50):6.1f} ms   p99 {self.pct(99):6.1f} ms   max {max(self.latencies) * 1000:6.1f} ms"
+            + (f"   non-200: {bad}" if bad else "")
+        )
 
 
 class Conn:
@@ -79,8 +81,10 @@ class Conn:
     async def signup(self, address: str) -> int:
         assert self.reader and self.writer
         body = json.dumps({"email": address, "source": "bench"}).encode()
-        head = (f"POST /subscribe HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Accept: application/json\r\nUser-Agent: bench/1\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /subscribe HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json\r\nUser-Agent: bench/1\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         status_line = await self.reader.readline()
         length = 0
@@ -201,8 +205,11 @@ def report_new_vs_known(result: dict[str, list[float]]) -> None:
 
     for label, xs in result.items():
         xs = sorted(xs)
-        print(f"  {label:18} n={len(xs):4d}  median {statistics.median(xs) * 1000:6.2f} ms   "
-              f"p90 {xs[int(0.9 * len(xs))] * 1000:6.2f} ms", flush=True)
+        print(
+            f"  {label:18} n={len(xs):4d}  median {statistics.median(xs) * 1000:6.2f} ms   "
+            f"p90 {xs[int(0.9 * len(xs))] * 1000:6.2f} ms",
+            flush=True,
+        )
 
 
 def make_db(kind: str, tmp: Path) -> tuple[str, Callable[[], None]]:
@@ -244,11 +251,13 @@ def queue_depth(db_url: str) -> tuple[int, int]:
     from sqlalchemy import func, select
 
     from digest.storage.db import make_engine
-    from digest.storage.models import MAIL_QUEUED, OutgoingMail
+    from digest.storage.models import MailStatus, OutgoingMail
 
     engine = make_engine(db_url)
     with engine.connect() as c:
-        queued = c.scalar(select(func.count()).select_from(OutgoingMail).where(OutgoingMail.status == MAIL_QUEUED))
+        queued = c.scalar(
+            select(func.count()).select_from(OutgoingMail).where(OutgoingMail.status == MailStatus.QUEUED)
+        )
         total = c.scalar(select(func.count()).select_from(OutgoingMail))
     engine.dispose()
     return int(queued or 0), int(total or 0)
@@ -277,9 +286,22 @@ def bench(kind: str, args: argparse.Namespace) -> None:
     # --host/--port rather than --fd: uvicorn treats an inherited fd as a Unix socket and then
     # leaves Nagle's algorithm on, which adds 40 ms delayed-ACK stalls to every response.
     sock.close()
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", os.environ.get("BENCH_FACTORY", "digest.web.asgi:make_app"),
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-           "--workers", str(args.workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        os.environ.get("BENCH_FACTORY", "digest.web.asgi:make_app"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--workers",
+        str(args.workers),
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp)
     try:
         deadline = time.time() + 30
@@ -335,12 +357,15 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (one per core)")
     ap.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the queue to empty")
-    ap.add_argument("--new-vs-known", action="store_true",
-                    help="compare the latency of sign-ups for new and known addresses (and of the request after)")
+    ap.add_argument(
+        "--new-vs-known",
+        action="store_true",
+        help="compare the latency of sign-ups for new and known addresses (and of the request after)",
+    )
     ap.add_argument("--rounds", type=int, default=400, help="--new-vs-known: sign-ups to time")
     ap.add_argument("--gap", type=float, default=0.05, help="--new-vs-known: pause between rounds (s)")
     args = ap.parse_args()
-    for kind in (["sqlite", "postgresql"] if args.db == "both" else [args.db]):
+    for kind in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
         bench(kind, args)
 
 

@@ -2,6 +2,8 @@
 
 A bad setting must stop the program with one line that names the key, the value
 and what is allowed, so `load_config` turns pydantic's errors into `ConfigError`.
+
+Long because every section of config.toml is declared here, in the file's order, with its checks.
 """
 
 from __future__ import annotations
@@ -138,8 +140,13 @@ class SelectionSettings(_Section):
     def _consistent(self) -> SelectionSettings:
         if self.min_items > self.max_items:
             raise ValueError(f"min_items ({self.min_items}) is larger than max_items ({self.max_items})")
-        if (self.weight_panel + self.weight_community + self.weight_freshness + self.weight_diversity
-                + self.weight_interest) <= 0:
+        if (
+            self.weight_panel
+            + self.weight_community
+            + self.weight_freshness
+            + self.weight_diversity
+            + self.weight_interest
+        ) <= 0:
             raise ValueError("the weights add up to 0; at least one must be positive")
         return self
 
@@ -342,8 +349,14 @@ class Settings(_Section):
 class Config:
     """Validated settings plus where they came from and the environment's secrets."""
 
-    def __init__(self, settings: Settings, path: Path, env: dict[str, str],
-                 sections: dict[str, Any] | None = None, deprecations: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path,
+        env: dict[str, str],
+        sections: dict[str, Any] | None = None,
+        deprecations: tuple[str, ...] = (),
+    ):
         self.settings = settings
         self.path = path
         self.base_dir = path.parent
@@ -478,7 +491,7 @@ def _format_error(path: Path, err: ErrorDetails, raw: dict[str, Any]) -> str:
         value = value.get(part) if isinstance(value, dict) else None
     msg = err.get("msg", "is not valid")
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if err.get("type") == "extra_forbidden":
         return f"{path.name}: {key}: unknown setting"
     if err.get("type") == "literal_error":
@@ -513,8 +526,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError(_format_error(cfg_path, exc.errors()[0], raw)) from None
     sections = _validate_transport_tables(cfg_path, tables)
     if settings.transport.kind not in registry.names():
-        raise ConfigError(f"{cfg_path.name}: transport.kind: {settings.transport.kind!r} is not a transport "
-                          f"({registry.describe_names()})")
+        raise ConfigError(
+            f"{cfg_path.name}: transport.kind: {settings.transport.kind!r} is not a transport "
+            f"({registry.describe_names()})"
+        )
     transport = env.get("DIGEST_TRANSPORT", "").strip()
     if transport and transport not in registry.names():
         raise ConfigError(f"DIGEST_TRANSPORT: {transport!r} is not a transport ({registry.describe_names()})")
@@ -544,8 +559,10 @@ def _upgrade_legacy_sections(raw: dict[str, Any]) -> list[str]:
             if isinstance(section, dict):
                 for key, value in table.items():
                     section.setdefault(key, value)
-            lines.append(f"[{old}] is deprecated: move it to [transport.{name}]"
-                         + (f" ({', '.join(moved_up)} go to [transport])" if moved_up else ""))
+            lines.append(
+                f"[{old}] is deprecated: move it to [transport.{name}]"
+                + (f" ({', '.join(moved_up)} go to [transport])" if moved_up else "")
+            )
         for key, new_key in provider.legacy.keys.items():
             if key in transport:
                 section = transport.setdefault(name, {})
@@ -568,8 +585,9 @@ def _validate_transport_tables(cfg_path: Path, tables: dict[str, dict[str, Any]]
     sections: dict[str, Any] = {}
     for name, table in tables.items():
         if name not in registry.names():
-            raise ConfigError(f"{cfg_path.name}: [transport.{name}]: {name!r} is not a transport "
-                              f"({registry.describe_names()})")
+            raise ConfigError(
+                f"{cfg_path.name}: [transport.{name}]: {name!r} is not a transport ({registry.describe_names()})"
+            )
         try:
             sections[name] = registry.get(name).section.model_validate(table)
         except ValidationError as exc:

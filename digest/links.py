@@ -195,8 +195,9 @@ class Tokens:
         return tie in _ties(email)
 
 
-def personal_links(settings: Settings, tokens: Tokens, subscriber_id: int, email: str,
-                   issue_id: int | None, week: str | None) -> dict[str, str]:
+def personal_links(
+    settings: Settings, tokens: Tokens, subscriber_id: int, email: str, issue_id: int | None, week: str | None
+) -> dict[str, str]:
     """One reader's unsubscribe, manage and web-version links (the token is stable per subscriber and issue)."""
     base = settings.site.public_url
     token = tokens.unsubscribe(subscriber_id, email, issue_id)
@@ -240,12 +241,21 @@ class ClickTokens:
         self._hex = [f"{i:02x}" for i in range(self.MAX_LINKS)]
         self._slices = [slice(8 * i, 8 * i + 8) for i in range(self.MAX_LINKS)]
 
-    def for_message(self, issue_id: int, delivery_id: int, count: int, lead: Sequence[str] | None = None,
-                    edition_id: int | None = None) -> list[str]:
+    def for_message(
+        self,
+        issue_id: int,
+        delivery_id: int,
+        count: int,
+        lead: Sequence[str] | None = None,
+        edition_id: int | None = None,
+    ) -> list[str]:
         """The tokens of links 0..count-1 of one reader's copy of an edition (None: the issue's links);
         `lead` (from `leads`) puts a URL in front of each in the same pass (the sender's per-reader cost)."""
-        head = (issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big") if edition_id is None else
-                issue_id.to_bytes(3, "big") + edition_id.to_bytes(4, "big") + delivery_id.to_bytes(5, "big"))
+        head = (
+            issue_id.to_bytes(3, "big") + delivery_id.to_bytes(6, "big")
+            if edition_id is None
+            else issue_id.to_bytes(3, "big") + edition_id.to_bytes(4, "big") + delivery_id.to_bytes(5, "big")
+        )
         tags = binascii.b2a_base64(hashlib.shake_256(self._key + head).digest(6 * count), newline=False)
         prefix = binascii.b2a_base64(head, newline=False).translate(_URLSAFE_B64).decode("ascii")
         chunks = map(tags.translate(_URLSAFE_B64).decode("ascii").__getitem__, self._slices[:count])
@@ -267,12 +277,13 @@ class ClickTokens:
             raise TokenError("invalid link token") from None
         if token[:2] != self._hex[link]:  # one spelling only (lower-case hex)
             raise TokenError("invalid link token")
-        expected = hashlib.shake_256(self._key + head).digest(6 * (link + 1))[6 * link:]
+        expected = hashlib.shake_256(self._key + head).digest(6 * (link + 1))[6 * link :]
         if not hmac.compare_digest(expected, tag):
             raise TokenError("invalid link token")
         if len(head) == 12:
-            return ClickClaim(int.from_bytes(head[:3], "big"), int.from_bytes(head[3:7], "big"),
-                              int.from_bytes(head[7:], "big"), link)
+            return ClickClaim(
+                int.from_bytes(head[:3], "big"), int.from_bytes(head[3:7], "big"), int.from_bytes(head[7:], "big"), link
+            )
         return ClickClaim(int.from_bytes(head[:3], "big"), None, int.from_bytes(head[3:], "big"), link)
 
 

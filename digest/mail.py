@@ -48,8 +48,13 @@ class MessageIds:
         """`key`: `Tokens.derived_key(MessageIds.PURPOSE)`, a key of its own derived from the secret;
         `installation`: `message_id_salt(session, issue_id)` (digest.storage.installation), read once by the
         caller, mixed into the key here ("" for an issue enqueued before the rule: the key as it was)."""
-        self._key = key[:64] if not installation else hashlib.blake2b(
-            installation.encode("utf-8"), key=key[:64], digest_size=64, person=b"digest.msgid").digest()
+        self._key = (
+            key[:64]
+            if not installation
+            else hashlib.blake2b(
+                installation.encode("utf-8"), key=key[:64], digest_size=64, person=b"digest.msgid"
+            ).digest()
+        )
         self.domain = domain
 
     def make(self, *parts: str) -> str:
@@ -144,8 +149,15 @@ def iri_to_uri(uri: str) -> str:
         parts = urlsplit(uri)
     except ValueError:  # an unbalanced bracket or no IP address inside them; urllib's message quotes the input
         raise NoUriForm(_HOST) from None
-    return urlunsplit((parts.scheme, _authority(parts.netloc), quote(parts.path, safe=_PATH_SAFE),
-                       quote(parts.query, safe=_QUERY_SAFE), quote(parts.fragment, safe=_QUERY_SAFE)))
+    return urlunsplit(
+        (
+            parts.scheme,
+            _authority(parts.netloc),
+            quote(parts.path, safe=_PATH_SAFE),
+            quote(parts.query, safe=_QUERY_SAFE),
+            quote(parts.fragment, safe=_QUERY_SAFE),
+        )
+    )
 
 
 def ascii_uri(uri: str) -> str:

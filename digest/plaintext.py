@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 
 _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
-    f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17))
+    f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17)
+)
 # C0 except tab and newline, DEL, C1: a regex character class (the CLI escapes the same ones).
 CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
 # The bidirectional embedding, override and isolate characters and the LRM/RLM/ALM marks. Stored text

@@ -45,8 +45,10 @@ def normalize_email(raw: str, *, check_deliverability: bool = False) -> str:
 # An address email-validator passes through unchanged but for the domain: a dot-atom of ASCII
 # `atext` before the @ (RFC 5322 3.2.3, the library's own first pattern); after it ASCII letters,
 # digits, dots and hyphens, or any character beyond ASCII (none of which the library splits at).
-_PLAIN = re.compile(r"([a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*)"
-                    r"@([a-zA-Z0-9.\-\u0080-\U0010ffff]+)")
+_PLAIN = re.compile(
+    r"([a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*)"
+    r"@([a-zA-Z0-9.\-\u0080-\U0010ffff]+)"
+)
 
 
 class BulkNormalizer:

@@ -8,16 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digest.links import email_hash
-from digest.storage.models import (
-    CONSENT_ADDED,
-    CONSENT_IMPORTED,
-    SUB_ACTIVE,
-    SUB_PENDING,
-    Event,
-    Subscriber,
-    SubscriberEventKind,
-    Suppression,
-)
+from digest.storage.models import ConsentKind, Event, Subscriber, SubscriberEventKind, SubscriberStatus, Suppression
 from digest.weeks import utcnow
 from subscribers.addresses import clean_name, normalize_email
 from subscribers.consent import record_consent
@@ -51,11 +42,13 @@ def add_subscriber(
     person can come back, through their own confirmation link or resubscribe link. That
     holds while someone who left is pending again after a new sign-up (anyone may type an
     address into the form), so such a row is "left" here too.
+
+    Long because its keyword arguments take a line each; the logic is three cases.
     """
     address = normalize_email(email, check_deliverability=check_deliverability)
     name = clean_name(name)
     now = utcnow()
-    kind = CONSENT_IMPORTED if source.startswith("import:") else CONSENT_ADDED
+    kind = ConsentKind.IMPORTED if source.startswith("import:") else ConsentKind.ADDED
     sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if is_suppressed(session, address):
         return AddResult(sub or Subscriber(email=address), "suppressed")
@@ -63,7 +56,7 @@ def add_subscriber(
         sub = Subscriber(
             email=address,
             name=name,
-            status=SUB_ACTIVE if confirmed else SUB_PENDING,
+            status=SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING,
             created_at=now,
             confirmed_at=now if confirmed else None,
             consent_at=now,
@@ -78,13 +71,15 @@ def add_subscriber(
             session.add(Event(kind=SubscriberEventKind.CONFIRMED, subscriber_id=sub.id, detail={"source": source}))
         record_consent(session, sub.id, kind, source=source, ip=ip, user_agent=user_agent, now=now)
         return AddResult(sub, "added")
-    if sub.status not in (SUB_ACTIVE, SUB_PENDING) or (sub.status == SUB_PENDING and sub.unsubscribed_at is not None):
+    if sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING) or (
+        sub.status == SubscriberStatus.PENDING and sub.unsubscribed_at is not None
+    ):
         return AddResult(sub, "left")
     changed = False
     if name and sub.name != name:
         sub.name, changed = name, True
-    if confirmed and sub.status != SUB_ACTIVE:
-        sub.status, sub.confirmed_at, sub.unsubscribed_at = SUB_ACTIVE, now, None
+    if confirmed and sub.status != SubscriberStatus.ACTIVE:
+        sub.status, sub.confirmed_at, sub.unsubscribed_at = SubscriberStatus.ACTIVE, now, None
         session.add(
             Event(kind=SubscriberEventKind.CONFIRMED, subscriber_id=sub.id, detail={"source": source})
         )  # on the list now

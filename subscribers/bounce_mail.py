@@ -55,10 +55,12 @@ def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()
     with rt.sessions() as session:
         sent_to = message_recipient(session, message_id)
     if sent_to is None or not verp.belongs(report.claim, sent_to):
-        log.warning("bounce report to %s: not the bounce address of that message's recipient; nothing changed",
-                    message_id)
-        return BounceOutcome(False, f"{report.note}: not the bounce address of message {report.claim.key}'s "
-                                    "recipient; nothing changed")
+        log.warning(
+            "bounce report to %s: not the bounce address of that message's recipient; nothing changed", message_id
+        )
+        return BounceOutcome(
+            False, f"{report.note}: not the bounce address of message {report.claim.key}'s recipient; nothing changed"
+        )
     try:
         result = apply_events(rt, report.events)
     except SQLAlchemyError as exc:
@@ -77,8 +79,12 @@ def process_bounce_mail(rt: Runtime, raw: bytes, envelope_to: Sequence[str] = ()
 def _skipped(report: bounce_mail.Report, exc: Exception) -> BounceOutcome:
     """A report the database refused (or that broke the applier): logged with its id, skipped."""
     key = report.events[0].receipt_key
-    log.error("bounce report %s could not be applied, skipped: %s: %s", key, type(exc).__name__,
-              str(exc).splitlines()[0][:200] if str(exc) else "")
+    log.error(
+        "bounce report %s could not be applied, skipped: %s: %s",
+        key,
+        type(exc).__name__,
+        str(exc).splitlines()[0][:200] if str(exc) else "",
+    )
     return BounceOutcome(False, f"{report.note}: could not be applied (report {key}, logged); nothing changed")
 
 
@@ -95,8 +101,7 @@ class PollResult:
     busy: bool = False  # another process was reading the mailbox: nothing done this time
 
 
-def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None,
-                 holder: str | None = None) -> PollResult:
+def poll_mailbox(rt: Runtime, on_report: Callable[[str], None] | None = None, holder: str | None = None) -> PollResult:
     """Read every report in `[bounces] imap_folder` not read before, then flag (and move) it.
 
     A report is flagged only after it was applied: a crash in between reads it again, and
@@ -120,8 +125,9 @@ def _poll(rt: Runtime, on_report: Callable[[str], None] | None) -> PollResult:
         try:
             conn.login(s.imap_user, rt.config.imap_password)
         except imaplib.IMAP4.error:
-            raise UserError(f"{where} refused the login of {s.imap_user!r}; check [bounces] imap_user and "
-                            "DIGEST_IMAP_PASSWORD") from None
+            raise UserError(
+                f"{where} refused the login of {s.imap_user!r}; check [bounces] imap_user and DIGEST_IMAP_PASSWORD"
+            ) from None
         status, _ = conn.select(_quote(s.imap_folder))
         if status != "OK":
             raise UserError(f"{where}: no folder {s.imap_folder!r} ([bounces] imap_folder)")

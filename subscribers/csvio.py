@@ -37,9 +37,24 @@ from subscribers.bulk_add import CHUNK, Candidate, Outcome, Progress, add_many
 
 EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "mail", "email_address"}
 NAME_HEADERS = {"name", "first name", "first_name", "firstname", "full name", "full_name"}
-EXPORT_COLUMNS = ["email", "name", "status", "created_at", "confirmed_at", "unsubscribed_at", "unsubscribe_reason",
-                  "consent_at", "consent_ip", "consent_user_agent", "consent_source",
-                  "topics", "frequency", "paused_until", "preference_changes", "clicks"]
+EXPORT_COLUMNS = [
+    "email",
+    "name",
+    "status",
+    "created_at",
+    "confirmed_at",
+    "unsubscribed_at",
+    "unsubscribe_reason",
+    "consent_at",
+    "consent_ip",
+    "consent_user_agent",
+    "consent_source",
+    "topics",
+    "frequency",
+    "paused_until",
+    "preference_changes",
+    "clicks",
+]
 _JSON_COLUMNS = ("preference_changes", "clicks")
 MAX_CONSENT = 150
 _FORMULA = re.compile(r"^[=+\-@\t\r]")
@@ -130,8 +145,15 @@ class _DryRun(Exception):
     """Raised inside the import's transaction to roll it back after counting."""
 
 
-def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str | None = None,
-               dry_run: bool = False, progress: Progress | None = None) -> ImportReport:
+def import_csv(
+    rt: Runtime,
+    path: Path,
+    *,
+    confirmed: bool = False,
+    consent: str | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
     """Add the file's good lines in one transaction; the caller drains the confirmation queue.
 
     With `dry_run` the same reading and matching runs in a transaction that is rolled back: the
@@ -145,8 +167,9 @@ def import_csv(rt: Runtime, path: Path, *, confirmed: bool = False, consent: str
         return report
 
 
-def _import(rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dry_run: bool,
-            progress: Progress | None) -> ImportReport:
+def _import(
+    rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dry_run: bool, progress: Progress | None
+) -> ImportReport:
     if confirmed and not (consent or "").strip():
         raise UserError('--confirmed needs --consent "how these people agreed to get the newsletter"')
     consent_text = " ".join((consent or "").split())
@@ -155,8 +178,9 @@ def _import(rt: Runtime, path: Path, *, confirmed: bool, consent: str | None, dr
     rows, report = read_rows(path, progress)
     source = f"import:{path.name}" + (f": {consent_text}" if confirmed else "")
     with rt.sessions.begin() as session:
-        outcome = add_many(session, rows, confirmed=confirmed, source=source[:200], now=utcnow(), dry_run=dry_run,
-                           progress=progress)
+        outcome = add_many(
+            session, rows, confirmed=confirmed, source=source[:200], now=utcnow(), dry_run=dry_run, progress=progress
+        )
         _count(report, outcome)
         if dry_run:
             raise _DryRun(report)

@@ -78,8 +78,9 @@ def _message(session: Session, message_id: str | None) -> _Message | None:
     delivery = session.scalar(select(Delivery).where(Delivery.provider_id == key).limit(1))
     if delivery is not None:
         sub = session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id is not None else None
-        return _Message(delivery, sub, sub.email if sub is not None else (delivery.email or None),
-                        delivery.email or None)
+        return _Message(
+            delivery, sub, sub.email if sub is not None else (delivery.email or None), delivery.email or None
+        )
     mail = session.scalar(select(OutgoingMail).where(OutgoingMail.provider_id == key).limit(1))
     if mail is None and (found := _MAIL_KEY.fullmatch(key)):
         mail = session.get(OutgoingMail, int(found[1]))
@@ -117,13 +118,26 @@ def _apply(rt: Runtime, session: Session, event: DeliveryEvent, when: datetime) 
         return "ignored: not a message we sent (or its reader was erased)"
     named = [n for n in (event.recipient, *event.aliases) if n]
     if named and not any(_same_address(n, message.address) for n in named):
-        log.warning("%s event %s names another recipient (%r) than message %s's own (%s): nothing changed",
-                    event.provider, event.provider_event_id, named[0][:100], event.message_id, message.who)
+        log.warning(
+            "%s event %s names another recipient (%r) than message %s's own (%s): nothing changed",
+            event.provider,
+            event.provider_event_id,
+            named[0][:100],
+            event.message_id,
+            message.who,
+        )
         return "ignored: the report names another recipient than the message's own"
     if event.kind is EventKind.COMPLAINED:
         return record_complaint(session, email=message.address, sub=message.sub, delivery=message.delivery, now=when)
     bounces = rt.settings.bounces
-    return record_bounce(session, email=message.address, sub=message.sub,
-                         permanent=event.kind is EventKind.HARD_BOUNCE, delivery=message.delivery,
-                         detail=dict(event.detail), now=when, soft_limit=bounces.soft_bounce_limit,
-                         soft_window=timedelta(days=bounces.soft_bounce_window_days))
+    return record_bounce(
+        session,
+        email=message.address,
+        sub=message.sub,
+        permanent=event.kind is EventKind.HARD_BOUNCE,
+        delivery=message.delivery,
+        detail=dict(event.detail),
+        now=when,
+        soft_limit=bounces.soft_bounce_limit,
+        soft_window=timedelta(days=bounces.soft_bounce_window_days),
+    )

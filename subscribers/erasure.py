@@ -55,7 +55,7 @@ def forget(rt: Runtime, raw_email: str) -> ForgetResult:
             cleared += affected_rows(
                 session.execute(
                     update(Delivery)
-                    .where(Delivery.id.in_(ids[start:start + 1000]))
+                    .where(Delivery.id.in_(ids[start : start + 1000]))
                     .values(email="", subscriber_id=None)
                     .execution_options(synchronize_session=False)
                 )

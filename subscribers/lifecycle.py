@@ -20,18 +20,13 @@ from digest.delivery.mail_queue import queue_mail
 from digest.links import TokenError, Tokens, UnsubscribeClaim, email_hash
 from digest.runtime import Runtime
 from digest.storage.models import (
-    CONSENT_CONFIRMED,
-    CONSENT_RESUBSCRIBED,
-    SUB_ACTIVE,
-    SUB_BOUNCED,
-    SUB_COMPLAINED,
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
+    ConsentKind,
     Delivery,
     Event,
     Issue,
     Subscriber,
     SubscriberEventKind,
+    SubscriberStatus,
     Suppression,
 )
 from digest.weeks import as_utc, utcnow
@@ -84,9 +79,9 @@ def _confirm_target(rt: Runtime, session: Session, token: str, *, lock: bool = F
     sub = session.get(Subscriber, sid, with_for_update=lock)  # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
     if sub is None or not Tokens.tie_matches(sub.email, tie):
         return ConfirmResult("invalid")
-    if sub.status == SUB_ACTIVE:
+    if sub.status == SubscriberStatus.ACTIVE:
         return ConfirmResult("already", sub.id, sub.email)
-    if sub.status != SUB_PENDING:
+    if sub.status != SubscriberStatus.PENDING:
         return ConfirmResult("stale", sub.id, sub.email)  # unsubscribed, bounced or complained since
     return sub
 
@@ -108,7 +103,12 @@ def confirm(
         if isinstance(found, ConfirmResult):
             return found
         sub = found
-        sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, now, None, None
+        sub.status, sub.confirmed_at, sub.unsubscribed_at, sub.unsubscribe_reason = (
+            SubscriberStatus.ACTIVE,
+            now,
+            None,
+            None,
+        )
         session.execute(
             delete(Suppression).where(
                 Suppression.email_hash == email_hash(sub.email), Suppression.reason == "forgotten"
@@ -116,7 +116,13 @@ def confirm(
         )
         session.add(Event(kind=SubscriberEventKind.CONFIRMED, subscriber_id=sub.id, created_at=now, detail={}))
         record_consent(
-            session, sub.id, CONSENT_CONFIRMED, source="web:confirmation link", ip=ip, user_agent=user_agent, now=now
+            session,
+            sub.id,
+            ConsentKind.CONFIRMED,
+            source="web:confirmation link",
+            ip=ip,
+            user_agent=user_agent,
+            now=now,
         )
         from subscribers import preferences
 
@@ -151,10 +157,10 @@ def unsubscribe(
     session: Session, sub: Subscriber, *, issue_id: int | None, method: str, now: datetime | None = None
 ) -> bool:
     """Stop all mail to `sub`; True when this call changed something (repeat calls are no-ops)."""
-    if sub.status not in (SUB_ACTIVE, SUB_PENDING):
+    if sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
         return False
     now = now or utcnow()
-    sub.status, sub.unsubscribed_at = SUB_UNSUBSCRIBED, now
+    sub.status, sub.unsubscribed_at = SubscriberStatus.UNSUBSCRIBED, now
     session.add(
         Event(
             kind=SubscriberEventKind.UNSUBSCRIBED,
@@ -178,12 +184,12 @@ def resubscribe(
     now: datetime | None = None,
 ) -> bool:
     """Undo an unsubscribe from the person's own link (it reached their mailbox: no new opt-in)."""
-    if sub.status != SUB_UNSUBSCRIBED:
+    if sub.status != SubscriberStatus.UNSUBSCRIBED:
         return False
     now = now or utcnow()
-    sub.status, sub.unsubscribed_at, sub.unsubscribe_reason = SUB_ACTIVE, None, None
+    sub.status, sub.unsubscribed_at, sub.unsubscribe_reason = SubscriberStatus.ACTIVE, None, None
     record_consent(
-        session, sub.id, CONSENT_RESUBSCRIBED, source="web:resubscribe link", ip=ip, user_agent=user_agent, now=now
+        session, sub.id, ConsentKind.RESUBSCRIBED, source="web:resubscribe link", ip=ip, user_agent=user_agent, now=now
     )
     session.add(
         Event(
@@ -204,7 +210,7 @@ def set_reason(
     """Keep the optional why; the category goes on an event for stats, the words stay on the person.
 
     The same reason again (a second click on the same form) changes nothing and adds no event."""
-    if sub.status != SUB_UNSUBSCRIBED:
+    if sub.status != SubscriberStatus.UNSUBSCRIBED:
         return False
     code = code if code in REASONS else ("other" if text.strip() else "")
     if not code:
@@ -247,7 +253,10 @@ def record_bounce(
 
     "In a row": soft bounces within `soft_window`, after the last sign that mail got through
     (a delivery reported delivered, opened or clicked), so a full mailbox that was emptied
-    in between starts the count again."""
+    in between starts the count again.
+
+    Long because soft and hard bounces share one lock-and-record path and read best side by side.
+    """
     now = now or utcnow()
     issue_id = delivery.issue_id if delivery else None
     delivery_id = delivery.id if delivery else None
@@ -289,9 +298,9 @@ def record_bounce(
         reason = "hard_bounce"
     if address:
         suppress(session, address, reason, now)
-    if sub is not None and sub.status != SUB_BOUNCED:
-        if sub.status != SUB_COMPLAINED:
-            sub.status = SUB_BOUNCED
+    if sub is not None and sub.status != SubscriberStatus.BOUNCED:
+        if sub.status != SubscriberStatus.COMPLAINED:
+            sub.status = SubscriberStatus.BOUNCED
         session.add(
             Event(
                 kind=SubscriberEventKind.BOUNCED,
@@ -331,8 +340,8 @@ def record_complaint(
     address = sub.email if sub is not None else email
     if address:
         suppress(session, address, "complaint", now)
-    if sub is not None and sub.status != SUB_COMPLAINED:
-        sub.status = SUB_COMPLAINED
+    if sub is not None and sub.status != SubscriberStatus.COMPLAINED:
+        sub.status = SubscriberStatus.COMPLAINED
         sub.unsubscribed_at = sub.unsubscribed_at or now
         session.add(
             Event(

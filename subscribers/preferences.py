@@ -21,15 +21,7 @@ from sqlalchemy.orm import Session
 from digest.runtime import Runtime
 from digest.selection import topics as topic_catalogue
 from digest.selection.topics import Topics
-from digest.storage.models import (
-    SUB_ACTIVE,
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
-    Event,
-    Frequency,
-    Subscriber,
-    SubscriberEventKind,
-)
+from digest.storage.models import Event, Frequency, Subscriber, SubscriberEventKind, SubscriberStatus
 from digest.weeks import as_utc, iso_utc, utcnow
 from subscribers import lifecycle
 
@@ -172,7 +164,7 @@ def monthly_instead(
 ) -> bool:
     """The unsubscribe page's "Too many emails" offer: monthly, and back on the list if they had left.
     True when the reader now gets the monthly edition (also when they already did: a second click)."""
-    if sub.status not in (SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED):
+    if sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
         return False
     lifecycle.resubscribe(session, sub, issue_id=issue_id, ip=ip, user_agent=user_agent, now=now)
     apply(session, sub, Change(frequency=Frequency.MONTHLY), by="reader: unsubscribe page", now=now)

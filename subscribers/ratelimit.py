@@ -89,8 +89,11 @@ class Verdict:
 @lru_cache(maxsize=8)
 def read_columns(n: int) -> str:
     """Select-list of (hits, oldest bucket) per limit, to embed in the caller's one read query."""
-    return ", ".join(f"(SELECT sum(hits) FROM rate_limit_hits WHERE key = :k{i} AND at >= :t{i}),"
-                     f" (SELECT min(at) FROM rate_limit_hits WHERE key = :k{i} AND at >= :t{i})" for i in range(n))
+    return ", ".join(
+        f"(SELECT sum(hits) FROM rate_limit_hits WHERE key = :k{i} AND at >= :t{i}),"
+        f" (SELECT min(at) FROM rate_limit_hits WHERE key = :k{i} AND at >= :t{i})"
+        for i in range(n)
+    )
 
 
 def read_params(raw: Raw, limits: list[Limit], now: datetime) -> dict[str, object]:
@@ -120,8 +123,10 @@ def hit_sql(n: int) -> str:
     """Count one hit per limit (an upsert). Enough on SQLite, where the caller's transaction
     holds the write lock from its first read, so the read's verdict is still true here."""
     values = ", ".join(f"(:k{i}, :b{i}, 1)" for i in range(n))
-    return (f"INSERT INTO rate_limit_hits (key, at, hits) VALUES {values}"
-            " ON CONFLICT (key, at) DO UPDATE SET hits = rate_limit_hits.hits + 1")
+    return (
+        f"INSERT INTO rate_limit_hits (key, at, hits) VALUES {values}"
+        " ON CONFLICT (key, at) DO UPDATE SET hits = rate_limit_hits.hits + 1"
+    )
 
 
 @lru_cache(maxsize=8)
@@ -133,8 +138,10 @@ def count_sql(n: int) -> str:
     made on it is exact however many workers run (usable as a CTE too). Older buckets are
     summed beside it; nobody writes them any more."""
     since = " ".join(f"WHEN :k{i} THEN :t{i}" for i in range(n))
-    return (hit_sql(n) + " RETURNING key, hits + COALESCE((SELECT sum(o.hits) FROM rate_limit_hits AS o"
-            f" WHERE o.key = rate_limit_hits.key AND o.at < rate_limit_hits.at AND o.at >= CASE o.key {since} END), 0)")
+    return (
+        hit_sql(n) + " RETURNING key, hits + COALESCE((SELECT sum(o.hits) FROM rate_limit_hits AS o"
+        f" WHERE o.key = rate_limit_hits.key AND o.at < rate_limit_hits.at AND o.at >= CASE o.key {since} END), 0)"
+    )
 
 
 def hit_params(raw: Raw, limits: list[Limit], now: datetime) -> dict[str, object]:
@@ -164,12 +171,14 @@ class Refused(Exception):
         self.verdict = verdict
 
 
-def hit(raw: Raw, limits: list[Limit], now: datetime, sql: str | None = None,
-        params: dict[str, object] | None = None) -> None:
+def hit(
+    raw: Raw, limits: list[Limit], now: datetime, sql: str | None = None, params: dict[str, object] | None = None
+) -> None:
     """Count the hits; on PostgreSQL with count_sql (or `sql`, a statement built around it that
     returns its rows), raising Refused past a limit. On SQLite the caller's read decided."""
-    cursor = raw.run(sql or (count_sql if raw.pg else hit_sql)(len(limits)),
-                     {**hit_params(raw, limits, now), **(params or {})})
+    cursor = raw.run(
+        sql or (count_sql if raw.pg else hit_sql)(len(limits)), {**hit_params(raw, limits, now), **(params or {})}
+    )
     if not raw.pg:
         return
     verdict = counted(limits, list(cursor.fetchall()))

@@ -41,8 +41,7 @@ class Raw:
             self.cursor.execute(_pyformat(sql) if self.pg else sql, params)
         except self.dbapi.Error as exc:
             closed = bool(getattr(getattr(self.cursor, "connection", None), "closed", False)) if self.pg else False
-            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error,
-                                      connection_invalidated=closed) from exc
+            raise DBAPIError.instance(sql, params, exc, self.dbapi.Error, connection_invalidated=closed) from exc
         return self.cursor
 
     def one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:

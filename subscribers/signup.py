@@ -4,6 +4,8 @@ Whatever the address's state (new, pending, active, unsubscribed, suppressed), a
 sign-up gives the caller the same outcome, so nobody can learn who is on the list. The
 request does only database work (a few statements in one transaction); the confirmation
 is queued in `outgoing_mail` for the drainer.
+
+Long because a sign-up's raw SQL for both databases sits beside the one transaction that runs it.
 """
 
 from __future__ import annotations
@@ -22,14 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from digest.links import email_hash
 from digest.runtime import Runtime
-from digest.storage.models import (
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
-    MailKind,
-    MailStatus,
-    SubscriberEventKind,
-    SubscriberStatus,
-)
+from digest.storage.models import MailKind, MailStatus, SubscriberEventKind, SubscriberStatus
 from digest.weeks import utcnow
 from subscribers.addresses import MAX_NAME, AddressError, canonical_mailbox, clean_name, normalize_email
 from subscribers.consent import INSERT_FROM_SQL as CONSENT_FROM_SQL
@@ -176,13 +171,17 @@ _UPDATE = (
     " WHERE id = :sid AND status = :status AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= :cutoff)"
     " RETURNING id"
 )
-_EVENT = ("INSERT INTO events (kind, subscriber_id, detail, created_at)"
-          f" VALUES ('{SubscriberEventKind.SUBSCRIBED}', :sid, :detail, :now)")
+_EVENT = (
+    "INSERT INTO events (kind, subscriber_id, detail, created_at)"
+    f" VALUES ('{SubscriberEventKind.SUBSCRIBED}', :sid, :detail, :now)"
+)
 # A pending address signed up for again: not a second sign-up (the list report counts `subscribed`),
 # but its topics are the latest choice, applied if the owner confirms (preferences.apply_signup_topics).
 _AGAIN = f"INSERT INTO events (kind, subscriber_id, detail, created_at) VALUES ('{SIGNUP_AGAIN}', :sid, :detail, :now)"
-_QUEUE = ("INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
-          f" VALUES ('{MailKind.CONFIRM}', :sid, '{MailStatus.QUEUED}', 0, :now)")
+_QUEUE = (
+    "INSERT INTO outgoing_mail (kind, subscriber_id, status, attempts, created_at)"
+    f" VALUES ('{MailKind.CONFIRM}', :sid, '{MailStatus.QUEUED}', 0, :now)"
+)
 _PG_NEW = (
     "WITH h (key, total) AS ({hits}), s AS ({insert}),"
     " e AS (INSERT INTO events (kind, subscriber_id, detail, created_at)"
@@ -276,10 +275,14 @@ def _limits(rt: Runtime, req: SignupRequest, address: str) -> _Limits:
     gate = [Limit(mailbox_key("a", address), s.per_address_per_hour, HOUR)]
     if req.ip:
         client = ip_key(req.ip)
-        gate[:0] = [Limit(f"ip:{client}", s.per_ip_per_minute, timedelta(minutes=1)),
-                    Limit(f"ih:{client}", s.per_ip_per_hour, HOUR)]  # so one client cannot spend `shared`
-    shared = [Limit(f"cd:{mailbox.rpartition('@')[2][:190]}", s.confirmations_per_domain_per_hour, HOUR),
-              Limit("cg", s.confirmations_per_hour, HOUR)]
+        gate[:0] = [
+            Limit(f"ip:{client}", s.per_ip_per_minute, timedelta(minutes=1)),
+            Limit(f"ih:{client}", s.per_ip_per_hour, HOUR),
+        ]  # so one client cannot spend `shared`
+    shared = [
+        Limit(f"cd:{mailbox.rpartition('@')[2][:190]}", s.confirmations_per_domain_per_hour, HOUR),
+        Limit("cg", s.confirmations_per_hour, HOUR),
+    ]
     return _Limits(gate, shared, [Limit(mailbox_key("cm", address), s.confirmations_per_mailbox_per_day, DAY)])
 
 
@@ -322,8 +325,16 @@ def _spent(limits: _Limits, shared: Verdict, mailbox: Verdict) -> str | None:
     return next((v.key for v in (shared, mailbox) if not v.allowed), None)
 
 
-def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: datetime, limits: _Limits,
-            source: str, resend_after: timedelta) -> SignupOutcome:
+def _decide(
+    raw: Raw,
+    req: SignupRequest,
+    address: str,
+    name: str | None,
+    now: datetime,
+    limits: _Limits,
+    source: str,
+    resend_after: timedelta,
+) -> SignupOutcome:
     """One read, then the writes; `hit` raises Refused when the count (taken atomically) says no.
 
     The hits are counted in one upsert, once the request knows whether it queues a confirmation
@@ -331,25 +342,33 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
     Long because it is one transaction's decision: every return is a branch of the same read."""
     read, n = limits.read, len(limits.read)
     try:
-        row = raw.one(_LOOKUP.format(limits=read_columns(n)),
-                      {**read_params(raw, read, now), "h": email_hash(address), "email": address})
+        row = raw.one(
+            _LOOKUP.format(limits=read_columns(n)),
+            {**read_params(raw, read, now), "h": email_hash(address), "email": address},
+        )
         assert row is not None
         g, s = 2 * len(limits.gate), 2 * len(limits.shared)
         verdict = judge(raw, limits.gate, row[:g], now)
         if not verdict.allowed:
             return _limited(verdict.retry_after)
-        shared = judge(raw, limits.shared, row[g: g + s], now)
-        mailbox = judge(raw, limits.mailbox, row[g + s: 2 * n], now)
+        shared = judge(raw, limits.shared, row[g : g + s], now)
+        mailbox = judge(raw, limits.mailbox, row[g + s : 2 * n], now)
         counted = limits.gate + (limits.shared if limits.shared_ok and shared.allowed else [])
         sending = counted + limits.mailbox  # a queued confirmation counts the mailbox's day too
         spent = _spent(limits, shared, mailbox)
         may_send = limits.shared_ok and limits.mailbox_ok and shared.allowed and mailbox.allowed
-        suppressed, sid, status, sent_at = row[2 * n:]
+        suppressed, sid, status, sent_at = row[2 * n :]
         if suppressed in _STAY_SUPPRESSED:
             hit(raw, counted, now)
             return SignupOutcome("accepted")
-        values = {"email": address, "name": name, "now": raw.ts(now), "ip": _clip(req.ip, 64),
-                  "ua": _clip(req.user_agent, 500), "source": source}
+        values = {
+            "email": address,
+            "name": name,
+            "now": raw.ts(now),
+            "ip": _clip(req.ip, 64),
+            "ua": _clip(req.user_agent, 500),
+            "source": source,
+        }
         if sid is None:
             if not may_send:  # out of confirmations: store nothing, the visitor may come back later
                 if spent:
@@ -369,12 +388,18 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
                 raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
                 raw.run(CONSENT_SQL, {**values, "sid": sid})
             return SignupOutcome("accepted", queued=True)
-        if status not in (SUB_PENDING, SUB_UNSUBSCRIBED):
+        if status not in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
             hit(raw, counted, now)
             return SignupOutcome("accepted")  # active already (or bounced/complained): nothing to do
-        if status == SUB_PENDING:  # whether or not a confirmation goes out again, the latest form counts
-            raw.run(_AGAIN, {"sid": sid, "now": values["now"], "detail": raw.json(
-                {"source": source, **({"topics": list(req.topics)} if req.topics else {})})})
+        if status == SubscriberStatus.PENDING:  # whether or not a confirmation goes out again, the latest form counts
+            raw.run(
+                _AGAIN,
+                {
+                    "sid": sid,
+                    "now": values["now"],
+                    "detail": raw.json({"source": source, **({"topics": list(req.topics)} if req.topics else {})}),
+                },
+            )
         sent = raw.read_ts(sent_at)
         if sent is not None and sent > now - resend_after:
             hit(raw, counted, now)
@@ -389,10 +414,17 @@ def _decide(raw: Raw, req: SignupRequest, address: str, name: str | None, now: d
             return SignupOutcome("accepted")  # another request got there first and queued the one confirmation
         hit(raw, sending, now)
         raw.run(CONSENT_SQL, {**values, "sid": sid})
-        if status == SUB_UNSUBSCRIBED:
-            raw.run(_EVENT, {"sid": sid, "detail": raw.json({"source": source, "again": True,
-                                                             **({"topics": list(req.topics)} if req.topics else {})}),
-                             "now": values["now"]})
+        if status == SubscriberStatus.UNSUBSCRIBED:
+            raw.run(
+                _EVENT,
+                {
+                    "sid": sid,
+                    "detail": raw.json(
+                        {"source": source, "again": True, **({"topics": list(req.topics)} if req.topics else {})}
+                    ),
+                    "now": values["now"],
+                },
+            )
         raw.run(_QUEUE, {"sid": sid, "now": values["now"]})
         return SignupOutcome("accepted", queued=True)
     finally:

@@ -39,6 +39,7 @@ async def _body(request: Request, limit: int) -> bytes:
 
 def endpoint(webhook: registry.Webhook) -> Callable[[Request], Awaitable[JSONResponse]]:
     """The route of one provider's webhook: read, verify and parse (in a thread: it may fetch), apply."""
+
     async def receive(request: Request) -> JSONResponse:
         rt: Runtime = request.app.state.rt
         try:
@@ -49,6 +50,7 @@ def endpoint(webhook: registry.Webhook) -> Callable[[Request], Awaitable[JSONRes
         if isinstance(got, Acknowledged):
             return _answer(200, ok=True, result=got.result)
         return await _apply(rt, got)
+
     return receive
 
 
@@ -57,8 +59,13 @@ def build_router() -> APIRouter:
     router = APIRouter()
     for provider in registry.providers():
         if provider.webhook is not None:
-            router.add_api_route(provider.webhook_path, endpoint(provider.webhook), methods=["POST"],
-                                 include_in_schema=False, name=f"{provider.name}_webhook")
+            router.add_api_route(
+                provider.webhook_path,
+                endpoint(provider.webhook),
+                methods=["POST"],
+                include_in_schema=False,
+                name=f"{provider.name}_webhook",
+            )
     return router
 
 

@@ -73,11 +73,16 @@ def pg_template() -> Iterator[str]:
     eng.dispose()
     yield name
     with admin.connect() as c:
-        c.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname LIKE :p AND pid <> pg_backend_pid()"),
-            {"p": f"digest_test_{RUN_ID}%"})
-        for (db,) in c.execute(text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                               {"p": f"digest_test_{RUN_ID}%"}).all():
+        c.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname LIKE :p AND pid <> pg_backend_pid()"
+            ),
+            {"p": f"digest_test_{RUN_ID}%"},
+        )
+        for (db,) in c.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": f"digest_test_{RUN_ID}%"}
+        ).all():
             c.execute(text(f'DROP DATABASE IF EXISTS "{db}"'))
     admin.dispose()
 
@@ -200,8 +205,16 @@ def chromium_path() -> str:
     return path
 
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -236,4 +249,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
     for db, c in counts.items():
         if c:
             terminalreporter.write_line(
-                f"storage tests on {db}: " + ", ".join(f"{n} {o}" for o, n in sorted(c.items())))
+                f"storage tests on {db}: " + ", ".join(f"{n} {o}" for o, n in sorted(c.items()))
+            )

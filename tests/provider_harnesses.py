@@ -70,9 +70,17 @@ class _Resend(Served):
     def event(self, kind: str, message_id: str, recipient: str, forged: bool = False) -> tuple[bytes, dict[str, str]]:
         from tests.support_subscribers import signed_webhook
 
-        payload = {"type": "email.bounced", "created_at": "2026-11-18T12:05:00.000Z",
-                   "data": {"email_id": message_id, "to": [recipient], "from": "verdicts@example.com",
-                            "subject": "x", "bounce": {"type": "Permanent", "subType": "General"}}}
+        payload = {
+            "type": "email.bounced",
+            "created_at": "2026-11-18T12:05:00.000Z",
+            "data": {
+                "email_id": message_id,
+                "to": [recipient],
+                "from": "verdicts@example.com",
+                "subject": "x",
+                "bounce": {"type": "Permanent", "subType": "General"},
+            },
+        }
         secret = "whsec_" + "Zm9yZ2VkLWZvcmdlZC1mb3JnZWQtZm9yZ2VkIQ==" if forged else None
         return signed_webhook(payload, f"msg_{uuid.uuid4().hex}", **({"secret": secret} if secret else {}))
 
@@ -88,11 +96,19 @@ class ResendHarness:
 
         state = FakeResend(faults=Faults(slow_rate=0.3, slow_seconds=0.1, seed=7))
         with FakeResendServer(state) as server:
-            yield _Resend(env={"DIGEST_TRANSPORT": "resend", "RESEND_API_URL": server.url, "RESEND_API_KEY": API_KEY,
-                               "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET},
-                          overrides={"transport": {"batch_size": 20},
-                                     "transport.resend": {"requests_per_second": 50.0, "timeout_seconds": 5.0}},
-                          count=lambda: Counter(state.copies_by_recipient()))
+            yield _Resend(
+                env={
+                    "DIGEST_TRANSPORT": "resend",
+                    "RESEND_API_URL": server.url,
+                    "RESEND_API_KEY": API_KEY,
+                    "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                },
+                overrides={
+                    "transport": {"batch_size": 20},
+                    "transport.resend": {"requests_per_second": 50.0, "timeout_seconds": 5.0},
+                },
+                count=lambda: Counter(state.copies_by_recipient()),
+            )
 
 
 class _Mailbox:
@@ -118,10 +134,11 @@ class SmtpHarness:
         controller = Controller(box, hostname="127.0.0.1", port=port)
         controller.start()
         try:
-            yield Served(env={"DIGEST_TRANSPORT": "smtp"},
-                         overrides={"transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none",
-                                                       "connections": 1}},
-                         count=lambda: Counter(box.received))
+            yield Served(
+                env={"DIGEST_TRANSPORT": "smtp"},
+                overrides={"transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1}},
+                count=lambda: Counter(box.received),
+            )
         finally:
             controller.stop()
 
@@ -134,8 +151,10 @@ class _Ses(Served):
 
         key = self_signed("sns.amazonaws.com")[0] if forged else self.sns.signing_key
         message = signed(notification(bounce(message_id, recipient)), key, self.sns.cert_url)
-        return json.dumps(message).encode(), {"content-type": "text/plain; charset=UTF-8",
-                                              "x-amz-sns-message-type": "Notification"}
+        return json.dumps(message).encode(), {
+            "content-type": "text/plain; charset=UTF-8",
+            "x-amz-sns-message-type": "Notification",
+        }
 
 
 class SesHarness:
@@ -148,10 +167,11 @@ class SesHarness:
 
         with moto_server() as moto, fake_sns(project.parent / "sns") as sns:
             moto.reset()
-            served = _Ses(env={"DIGEST_TRANSPORT": "ses", **AWS_ENV, "AWS_ENDPOINT_URL": moto.url, **sns.env},
-                          overrides={"transport.ses": {"max_send_rate": 1000.0},
-                                     "webhooks": {"sns_topic_arns": [TOPIC]}},
-                          count=moto.copies)
+            served = _Ses(
+                env={"DIGEST_TRANSPORT": "ses", **AWS_ENV, "AWS_ENDPOINT_URL": moto.url, **sns.env},
+                overrides={"transport.ses": {"max_send_rate": 1000.0}, "webhooks": {"sns_topic_arns": [TOPIC]}},
+                count=moto.copies,
+            )
             served.sns = sns
             yield served
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, Delivery, Subscriber
+from digest.storage.models import Delivery, Subscriber, SubscriberStatus
 from digest.weeks import Week, current_week, utcnow
 from tests.conftest import ROOT, SAMPLES, apply_overrides, make_runtime, write_project
 
@@ -29,27 +29,36 @@ def seed_comparisons(rt: Runtime, published: datetime | None = None) -> None:
             upsert(s, src.items, default_url="https://verdicts.example.com/compare", published=published)
 
 
-def add_readers(rt: Runtime, count: int, *, start: int = 0, status: str = SUB_ACTIVE,
-                prefix: str = "reader") -> list[str]:
+def add_readers(
+    rt: Runtime, count: int, *, start: int = 0, status: str = SubscriberStatus.ACTIVE, prefix: str = "reader"
+) -> list[str]:
     """Insert `count` subscribers in bulk; returns their addresses."""
     now = utcnow()
     emails = [f"{prefix}{i:06d}@example.com" for i in range(start, start + count)]
     with rt.sessions.begin() as s:
         for chunk in range(0, count, 5000):
-            s.execute(insert(Subscriber), [
-                {"email": e, "name": f"Reader {i}", "status": status, "created_at": now,
-                 "confirmed_at": now if status == SUB_ACTIVE else None}
-                for i, e in enumerate(emails[chunk:chunk + 5000], start + chunk)])
+            s.execute(
+                insert(Subscriber),
+                [
+                    {
+                        "email": e,
+                        "name": f"Reader {i}",
+                        "status": status,
+                        "created_at": now,
+                        "confirmed_at": now if status == SubscriberStatus.ACTIVE else None,
+                    }
+                    for i, e in enumerate(emails[chunk : chunk + 5000], start + chunk)
+                ],
+            )
     return emails
 
 
 def active_emails(rt: Runtime) -> set[str]:
     with rt.sessions() as s:
-        return set(s.scalars(select(Subscriber.email).where(Subscriber.status == SUB_ACTIVE)))
+        return set(s.scalars(select(Subscriber.email).where(Subscriber.status == SubscriberStatus.ACTIVE)))
 
 
-SHARED_SENDING = ("batch_size", "max_attempts", "pause_after_failures", "resume_after_seconds",
-                  "resume_max_seconds")
+SHARED_SENDING = ("batch_size", "max_attempts", "pause_after_failures", "resume_after_seconds", "resume_max_seconds")
 
 
 def resend_project(root: Path, url: str, **resend: object) -> Path:
@@ -58,16 +67,25 @@ def resend_project(root: Path, url: str, **resend: object) -> Path:
     cfg = write_project(root)
     shared = {k: v for k, v in resend.items() if k in SHARED_SENDING}
     own = {k: v for k, v in resend.items() if k not in SHARED_SENDING}
-    text = apply_overrides(cfg.read_text(), {"transport": {"kind": "resend", **shared},
-                                             "transport.resend": {"requests_per_second": 50.0, "timeout_seconds": 5.0,
-                                                                  **own}})
+    text = apply_overrides(
+        cfg.read_text(),
+        {
+            "transport": {"kind": "resend", **shared},
+            "transport.resend": {"requests_per_second": 50.0, "timeout_seconds": 5.0, **own},
+        },
+    )
     cfg.write_text(text)
     return cfg
 
 
 def resend_env(url: str, db_url: str, **extra: str) -> dict[str, str]:
-    return {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "RESEND_API_KEY": API_KEY,
-            "RESEND_API_URL": url, **extra}
+    return {
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": SECRET,
+        "RESEND_API_KEY": API_KEY,
+        "RESEND_API_URL": url,
+        **extra,
+    }
 
 
 def resend_runtime(cfg: Path, url: str, db_url: str, **extra: str) -> Runtime:
@@ -88,13 +106,25 @@ def seed_for_cli(rt: Runtime, readers: int) -> list[str]:
 
 
 def digest_cli(cfg: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout, env=cli_env(env))
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(cfg), *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env=cli_env(env),
+    )
 
 
 def digest_popen(cfg: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "digest", "--config", str(cfg), *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(env))
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", "--config", str(cfg), *args],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(env),
+    )
 
 
 def cli_env(env: dict[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 def _strings(value: str) -> list[bytes]:
     raw = value.encode()
-    return [raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""]
+    return [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
 
 
 class TxtZone(BaseResolver):

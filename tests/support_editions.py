@@ -22,23 +22,39 @@ CATEGORIES = {"Developer Tools": DEV, "Open Models": MODELS, "Image Generation":
 def comparison(title: str, category: str, panel: int = 70) -> ComparisonData:
     a, b = title.split(" vs ")
     tool = {"category": category, "tagline": "A tool", "community": None, "price": "Free", "description": "Does it."}
-    return ComparisonData.model_validate({
-        "title": title, "intro": f"{a} against {b}.",
-        "tools": [{**tool, "name": a, "panel_ship": panel}, {**tool, "name": b, "panel_ship": panel - 10}],
-        "quotes": [{"tool": "a", "reviewer": 1, "text": f"{a} ships."},
-                   {"tool": "b", "reviewer": 1, "text": f"{b} ships too."}]})
+    return ComparisonData.model_validate(
+        {
+            "title": title,
+            "intro": f"{a} against {b}.",
+            "tools": [{**tool, "name": a, "panel_ship": panel}, {**tool, "name": b, "panel_ship": panel - 10}],
+            "quotes": [
+                {"tool": "a", "reviewer": 1, "text": f"{a} ships."},
+                {"tool": "b", "reviewer": 1, "text": f"{b} ships too."},
+            ],
+        }
+    )
 
 
-def seed_categories(rt: Runtime, published: datetime, categories: dict[str, list[str]] | None = None,
-                    tag: str = "", best: int = 90) -> None:
-    items = [comparison(f"{t}{tag}", cat, best - i * 5)
-             for cat, titles in (categories or CATEGORIES).items() for i, t in enumerate(titles)]
+def seed_categories(
+    rt: Runtime, published: datetime, categories: dict[str, list[str]] | None = None, tag: str = "", best: int = 90
+) -> None:
+    items = [
+        comparison(f"{t}{tag}", cat, best - i * 5)
+        for cat, titles in (categories or CATEGORIES).items()
+        for i, t in enumerate(titles)
+    ]
     with rt.sessions.begin() as s:
         upsert(s, items, default_url="https://verdicts.example.com/compare", published=published)
 
 
-def add_reader(rt: Runtime, email: str, *, topics: str = "", frequency: Frequency = Frequency.WEEKLY,
-               paused_until: datetime | None = None) -> int:
+def add_reader(
+    rt: Runtime,
+    email: str,
+    *,
+    topics: str = "",
+    frequency: Frequency = Frequency.WEEKLY,
+    paused_until: datetime | None = None,
+) -> int:
     with rt.sessions.begin() as s:
         sub = add_subscriber(s, email, confirmed=True).subscriber
         sub.topics, sub.frequency, sub.paused_until = topics, frequency, paused_until

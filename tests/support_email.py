@@ -14,8 +14,13 @@ from digest.render.tracked import direct_values
 from tests.conftest import ROOT
 from tests.support_render import compile_sample, sample_issue
 
-PERSONAL = {"unsubscribe_url": "https://news.example.com/u/TOKEN-A", "view_url": "https://news.example.com/archive/2026-W47",
-            "manage_url": "https://news.example.com/u/TOKEN-A?manage=1", "name": "Ada", "greeting": "Hi Ada,"}
+PERSONAL = {
+    "unsubscribe_url": "https://news.example.com/u/TOKEN-A",
+    "view_url": "https://news.example.com/archive/2026-W47",
+    "manage_url": "https://news.example.com/u/TOKEN-A?manage=1",
+    "name": "Ada",
+    "greeting": "Hi Ada,",
+}
 
 
 def config():

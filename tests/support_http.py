@@ -15,8 +15,9 @@ SECRET = "test-secret-key-0123456789"
 
 
 @contextmanager
-def served(tmp_path: Path, db_url: str, config: Callable[[str], str] | None = None,
-           **env: str) -> Iterator[ServeProcess]:
+def served(
+    tmp_path: Path, db_url: str, config: Callable[[str], str] | None = None, **env: str
+) -> Iterator[ServeProcess]:
     """`digest serve` with the outbox transport on a free port, ready to take requests.
 
     `config` rewrites the config.toml text (e.g. tests.conftest.apply_overrides)."""
@@ -40,12 +41,17 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
-def stream_chunked(port: int, path: str, total: int, chunk: int = 64 * 1024,
-                   content_type: str = "application/x-www-form-urlencoded") -> tuple[bytes, int]:
+def stream_chunked(
+    port: int, path: str, total: int, chunk: int = 64 * 1024, content_type: str = "application/x-www-form-urlencoded"
+) -> tuple[bytes, int]:
     """POST `total` bytes as a chunked body; returns (the raw response, bytes the server took)."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+    )
     piece = f"{chunk:x}\r\n".encode() + b"a" * chunk + b"\r\n"
     sent = [0]
 
@@ -99,10 +105,27 @@ class UvicornWorkers:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = logs / f"uvicorn-{self.port}.log"
-        full = {**os.environ, "DIGEST_CONFIG": str(config), "DIGEST_DATABASE_URL": db_url,
-                "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox", **env}
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "digest.web.asgi:make_app", "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", str(workers)]
+        full = {
+            **os.environ,
+            "DIGEST_CONFIG": str(config),
+            "DIGEST_DATABASE_URL": db_url,
+            "DIGEST_SECRET_KEY": SECRET,
+            "DIGEST_TRANSPORT": "outbox",
+            **env,
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "digest.web.asgi:make_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
 

@@ -84,10 +84,12 @@ def dovecot(certificate: tuple[Path, Path]) -> Iterator[Imap]:
     port, tls_port = free_port(), free_port()
     for name, source in zip(("cert.pem", "key.pem"), certificate, strict=True):
         shutil.copy(source, root / name)
-    (root / "dovecot.conf").write_text(CONFIG.format(root=root, port=port, tls_port=tls_port,
-                                                     cert=root / "cert.pem", key=root / "key.pem"))
-    proc = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    (root / "dovecot.conf").write_text(
+        CONFIG.format(root=root, port=port, tls_port=tls_port, cert=root / "cert.pem", key=root / "key.pem")
+    )
+    proc = subprocess.Popen(
+        [binary, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

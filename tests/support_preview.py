@@ -48,10 +48,24 @@ def comparison(title: str, a_ship: int = 80, b_ship: int = 60, url: str | None =
         "title": title,
         "intro": f"Which one should you ship with? {title}.",
         "tools": [
-            {"category": "Developer Tools", "name": a, "tagline": f"{a} does things", "panel_ship": a_ship,
-             "community": None, "price": "Free", "description": f"{a} description"},
-            {"category": "Developer Tools", "name": b, "tagline": f"{b} does things", "panel_ship": b_ship,
-             "community": None, "price": "Free", "description": f"{b} description"},
+            {
+                "category": "Developer Tools",
+                "name": a,
+                "tagline": f"{a} does things",
+                "panel_ship": a_ship,
+                "community": None,
+                "price": "Free",
+                "description": f"{a} description",
+            },
+            {
+                "category": "Developer Tools",
+                "name": b,
+                "tagline": f"{b} does things",
+                "panel_ship": b_ship,
+                "community": None,
+                "price": "Free",
+                "description": f"{b} description",
+            },
         ],
         "quotes": [{"tool": "a", "reviewer": 1, "text": "Solid."}, {"tool": "b", "reviewer": 1, "text": "Fine."}],
     }

@@ -41,8 +41,10 @@ def variant(base: dict[str, Any], spec: tuple[Any, ...]) -> dict[str, Any]:
     a_name, b_name, pa, pb, ca, cb, price_a, price_b = spec
     data = copy.deepcopy(base)
     data["title"] = f"{a_name} vs {b_name}"
-    for tool, name, panel, community, price in ((data["tools"][0], a_name, pa, ca, price_a),
-                                                 (data["tools"][1], b_name, pb, cb, price_b)):
+    for tool, name, panel, community, price in (
+        (data["tools"][0], a_name, pa, ca, price_a),
+        (data["tools"][1], b_name, pb, cb, price_b),
+    ):
         old = tool["name"]
         tool.update(name=name, panel_ship=panel, community=community, price=price)
         tool["description"] = tool["description"].replace(old, name)
@@ -57,17 +59,35 @@ def comparison(data: dict[str, Any], n: int) -> Comparison:
 
     slug = slugify(data["title"])
     url = data.get("url") or f"{SITE}/{slug}"
-    return Comparison(id=n, slug=slug, title=data["title"], url=url,
-                      published_at=datetime(2026, 11, 12, 9, tzinfo=UTC), content_hash="x" * 64,
-                      community_votes=data.get("community_votes"), data=data)
+    return Comparison(
+        id=n,
+        slug=slug,
+        title=data["title"],
+        url=url,
+        published_at=datetime(2026, 11, 12, 9, tzinfo=UTC),
+        content_hash="x" * 64,
+        community_votes=data.get("community_votes"),
+        data=data,
+    )
 
 
-def issue_from(datas: list[dict[str, Any]], *, week: str = "2026-W47", number: int = 12,
-               editor_note: str | None = None) -> Issue:
-    issue = Issue(id=1, week=week, number=number, status="draft", pins=[], excludes=[], editor_note=editor_note,
-                  scheduled_for=datetime(2026, 11, 16, 9, tzinfo=UTC))
-    issue.picks = [EditionItem(rank=i, score=1.0 - i / 10, score_parts={}, pinned=False, comparison=comparison(d, i))
-                   for i, d in enumerate(datas, start=1)]  # a test's own attribute: an issue holds no picks
+def issue_from(
+    datas: list[dict[str, Any]], *, week: str = "2026-W47", number: int = 12, editor_note: str | None = None
+) -> Issue:
+    issue = Issue(
+        id=1,
+        week=week,
+        number=number,
+        status="draft",
+        pins=[],
+        excludes=[],
+        editor_note=editor_note,
+        scheduled_for=datetime(2026, 11, 16, 9, tzinfo=UTC),
+    )
+    issue.picks = [
+        EditionItem(rank=i, score=1.0 - i / 10, score_parts={}, pinned=False, comparison=comparison(d, i))
+        for i, d in enumerate(datas, start=1)
+    ]  # a test's own attribute: an issue holds no picks
     return issue
 
 

@@ -45,8 +45,12 @@ def seed(rt: Runtime, published: datetime, people: int = 3, extra: list[dict[str
         if extra:
             from digest.ingest.json_source import parse_json_items
 
-            upsert(s, parse_json_items(extra, "extra.json"), default_url="https://verdicts.example.com/compare",
-                   published=published)
+            upsert(
+                s,
+                parse_json_items(extra, "extra.json"),
+                default_url="https://verdicts.example.com/compare",
+                published=published,
+            )
         for i in range(people):
             add_subscriber(s, f"reader{i:03d}@example.com", name=f"Reader {i}", confirmed=True)
 
@@ -145,23 +149,55 @@ EVIL = {
     "intro": "Intro <img src=x onerror=alert(2)>",
     "community_votes": 50,
     "tools": [
-        {"category": "Dev <i>Tools</i>", "name": EVIL_A, "tagline": "tag <u>x</u>", "panel_ship": 100,
-         "community": 90, "price": "Free", "description": "desc <svg onload=alert(3)>"},
-        {"category": "Dev", "name": EVIL_B, "tagline": "t", "panel_ship": 100, "community": 80, "price": "$5",
-         "description": "d"},
+        {
+            "category": "Dev <i>Tools</i>",
+            "name": EVIL_A,
+            "tagline": "tag <u>x</u>",
+            "panel_ship": 100,
+            "community": 90,
+            "price": "Free",
+            "description": "desc <svg onload=alert(3)>",
+        },
+        {
+            "category": "Dev",
+            "name": EVIL_B,
+            "tagline": "t",
+            "panel_ship": 100,
+            "community": 80,
+            "price": "$5",
+            "description": "d",
+        },
     ],
-    "quotes": [{"tool": "a", "reviewer": 1, "text": "Great <script>alert(4)</script> tool."},
-               {"tool": "b", "reviewer": 1, "text": "Meh."}],
+    "quotes": [
+        {"tool": "a", "reviewer": 1, "text": "Great <script>alert(4)</script> tool."},
+        {"tool": "b", "reviewer": 1, "text": "Meh."},
+    ],
 }
 
 
 PLAIN = {
-    "title": "Alpha Notes vs Beta Notes", "intro": "Two note takers.", "community_votes": 10,
+    "title": "Alpha Notes vs Beta Notes",
+    "intro": "Two note takers.",
+    "community_votes": 10,
     "tools": [
-        {"category": "Notes", "name": "Alpha Notes", "tagline": "a", "panel_ship": 70, "community": 50,
-         "price": "Free", "description": "a"},
-        {"category": "Notes", "name": "Beta Notes", "tagline": "b", "panel_ship": 60, "community": 40,
-         "price": "Free", "description": "b"},
+        {
+            "category": "Notes",
+            "name": "Alpha Notes",
+            "tagline": "a",
+            "panel_ship": 70,
+            "community": 50,
+            "price": "Free",
+            "description": "a",
+        },
+        {
+            "category": "Notes",
+            "name": "Beta Notes",
+            "tagline": "b",
+            "panel_ship": 60,
+            "community": 40,
+            "price": "Free",
+            "description": "b",
+        },
     ],
     "quotes": [{"tool": "a", "reviewer": 1, "text": "Fine."}, {"tool": "b", "reviewer": 1, "text": "Also fine."}],
 }
@@ -170,8 +206,6 @@ PLAIN = {
 def send_issue(rt: Runtime, week: str, now: datetime) -> None:
     result = send_week(rt, Week.parse(week), manual=True, now=now)
     assert result.summary is not None and result.summary.sent > 0
-
-
 
 
 @dataclass
@@ -197,8 +231,7 @@ def served_project(root: Path, db_url: str, secret: str, **overrides: dict[str, 
     """A project under `root` on `db_url` (outbox transport), with `overrides` tables applied to config.toml."""
     port = free_port()
     cfg = write_project(root / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     **overrides}))
+    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"}, **overrides}))
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": secret, "DIGEST_TRANSPORT": "outbox"}
     return ServedProject(cfg, port, env, make_runtime(cfg, db_url, DIGEST_SECRET_KEY=secret))
 
@@ -220,8 +253,10 @@ def send_this_week(rt: Runtime, people: int = 3) -> SentIssue:
     send_issue(rt, week, now)
     with rt.sessions() as s:
         issue = s.scalars(select(Issue).where(Issue.week == week)).one()
-        deliveries = {address: int(did) for did, address in s.execute(
-            select(Delivery.id, Delivery.email).where(Delivery.issue_id == issue.id))}
+        deliveries = {
+            address: int(did)
+            for did, address in s.execute(select(Delivery.id, Delivery.email).where(Delivery.issue_id == issue.id))
+        }
         main = issue.main_edition
         return SentIssue(now, week, issue.id, deliveries, list((main.links if main is not None else None) or []))
 
@@ -244,27 +279,41 @@ def html_of(path: Path) -> str:
 
 def stats_cli(cfg: Path, env: dict[str, str], week: str, *extra: str) -> str:
     """`digest stats --week <week> ...` as an operator runs it; its standard output."""
-    proc = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "stats", "--week", week, *extra],
-                          cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(cfg), "stats", "--week", week, *extra],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
 def make_archive(rt: Runtime) -> Runtime:
     """Sent issues 2026-W46 and 2026-W47 (W47 holds hostile markup), a draft W48 and a skipped W45."""
-    from digest.storage.models import ISSUE_DRAFT, ISSUE_SKIPPED, MAIN_EDITION_KEY, Edition, Frequency, Issue
+    from digest.storage.models import MAIN_EDITION_KEY, Edition, Frequency, Issue, IssueStatus
 
     seed(rt, NOW - timedelta(days=8), people=3)
     send_issue(rt, "2026-W46", NOW - timedelta(days=7))
     seed(rt, NOW - timedelta(days=1), people=3, extra=[EVIL, PLAIN])
     send_issue(rt, "2026-W47", NOW)
     with rt.sessions.begin() as s:
-        draft = Issue(week="2026-W48", status=ISSUE_DRAFT, pins=[], excludes=[])
+        draft = Issue(week="2026-W48", status=IssueStatus.DRAFT, pins=[], excludes=[])
         s.add(draft)
         s.flush()  # content a draft never has, to show the archive would not list it if it had
-        s.add(Edition(issue_id=draft.id, key=MAIN_EDITION_KEY, label="All topics, weekly", frequency=Frequency.WEEKLY,
-                      topics=[], subject="DRAFT-SUBJECT"))
-        s.add(Issue(week="2026-W45", status=ISSUE_SKIPPED, pins=[], excludes=[], skip_reason="too few"))
+        s.add(
+            Edition(
+                issue_id=draft.id,
+                key=MAIN_EDITION_KEY,
+                label="All topics, weekly",
+                frequency=Frequency.WEEKLY,
+                topics=[],
+                subject="DRAFT-SUBJECT",
+            )
+        )
+        s.add(Issue(week="2026-W45", status=IssueStatus.SKIPPED, pins=[], excludes=[], skip_reason="too few"))
     return rt
 
 

@@ -39,13 +39,19 @@ class Moto:
         import boto3
 
         self.backend.sent_messages.clear()
-        client = boto3.client("sesv2", endpoint_url=self.url, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client = boto3.client(
+            "sesv2",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         client.create_email_identity(EmailIdentity="example.com")  # the sender's verified domain
 
     def messages(self) -> list[email.message.EmailMessage]:
-        return [email.message_from_string(m.raw_data, policy=email.policy.default)
-                for m in list(self.backend.sent_messages)]
+        return [
+            email.message_from_string(m.raw_data, policy=email.policy.default) for m in list(self.backend.sent_messages)
+        ]
 
     def copies(self) -> Counter[str]:
         """Messages SES accepted, per recipient (from each raw message's To header)."""
@@ -89,9 +95,11 @@ class Proxy:
                 n = self.calls
             if n in self.fail:
                 body = b'{"message":"Internal failure"}'
-                client.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-                               b"x-amzn-ErrorType: InternalFailure\r\nConnection: close\r\n"
-                               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                client.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                    b"x-amzn-ErrorType: InternalFailure\r\nConnection: close\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
                 return
             with socket.create_connection(self.target) as upstream:
                 upstream.sendall(request)
@@ -157,6 +165,9 @@ def proxy_to(moto: Moto, **faults: set[int]) -> Iterator[tuple[str, Proxy]]:
 def ses_project(root: Path, **section: object) -> Path:
     """A project whose transport is SES; `section` overrides [transport.ses] (a fast rate by default)."""
     cfg = write_project(root)
-    cfg.write_text(apply_overrides(cfg.read_text(), {"transport": {"kind": "ses"},
-                                                     "transport.ses": {"max_send_rate": 1000.0, **section}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(), {"transport": {"kind": "ses"}, "transport.ses": {"max_send_rate": 1000.0, **section}}
+        )
+    )
     return cfg

@@ -37,12 +37,19 @@ def self_signed(name: str, ip: str | None = None) -> tuple[rsa.RSAPrivateKey, by
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-               .not_valid_after(now + timedelta(days=1)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+    )
     if ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False
+        )
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     return key, builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
@@ -76,9 +83,11 @@ def fake_sns(folder: Path) -> Iterator[FakeSns]:
     folder.mkdir(parents=True, exist_ok=True)
     tls_key, tls_cert = self_signed("127.0.0.1", ip="127.0.0.1")
     (folder / "tls.pem").write_bytes(tls_cert)
-    (folder / "tls.key").write_bytes(tls_key.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+    (folder / "tls.key").write_bytes(
+        tls_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     signing_key, signing_cert = self_signed("sns.amazonaws.com")
     requests: list[str] = []
 
@@ -109,8 +118,12 @@ def fake_sns(folder: Path) -> Iterator[FakeSns]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield FakeSns(host=f"127.0.0.1:{server.server_address[1]}", ca_file=folder / "tls.pem",
-                      signing_key=signing_key, requests=requests)
+        yield FakeSns(
+            host=f"127.0.0.1:{server.server_address[1]}",
+            ca_file=folder / "tls.pem",
+            signing_key=signing_key,
+            requests=requests,
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -126,31 +139,55 @@ def signed(message: dict[str, str], key: rsa.RSAPrivateKey, cert_url: str, versi
 
 def notification(ses_event: dict[str, Any], topic: str = TOPIC) -> dict[str, str]:
     """An unsigned SNS Notification carrying an SES event."""
-    return {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": topic,
-            "Message": json.dumps(ses_event), "Timestamp": "2026-11-18T12:05:00.000Z",
-            "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe"}
+    return {
+        "Type": "Notification",
+        "MessageId": str(uuid.uuid4()),
+        "TopicArn": topic,
+        "Message": json.dumps(ses_event),
+        "Timestamp": "2026-11-18T12:05:00.000Z",
+        "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+    }
 
 
 def subscription_confirmation(sns: FakeSns, token: str = "tok-123") -> dict[str, str]:
-    return {"Type": "SubscriptionConfirmation", "MessageId": str(uuid.uuid4()), "TopicArn": TOPIC, "Token": token,
-            "Message": f"You have chosen to subscribe to the topic {TOPIC}.",
-            "SubscribeURL": sns.subscribe_url(token), "Timestamp": "2026-11-18T12:00:00.000Z"}
+    return {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": str(uuid.uuid4()),
+        "TopicArn": TOPIC,
+        "Token": token,
+        "Message": f"You have chosen to subscribe to the topic {TOPIC}.",
+        "SubscribeURL": sns.subscribe_url(token),
+        "Timestamp": "2026-11-18T12:00:00.000Z",
+    }
 
 
 def ses_event(event_type: str, message_id: str, to: list[str], **section: Any) -> dict[str, Any]:
     """An SES event-publishing record: mail plus the event's own section (`bounce`, `complaint`, ...)."""
     name = event_type[:1].lower() + event_type[1:]
-    return {"eventType": event_type,
-            "mail": {"timestamp": "2026-11-18T12:00:00.000Z", "messageId": message_id,
-                     "source": "verdicts@example.com", "destination": to},
-            name: {"timestamp": "2026-11-18T12:05:00.000Z", **section}}
+    return {
+        "eventType": event_type,
+        "mail": {
+            "timestamp": "2026-11-18T12:00:00.000Z",
+            "messageId": message_id,
+            "source": "verdicts@example.com",
+            "destination": to,
+        },
+        name: {"timestamp": "2026-11-18T12:05:00.000Z", **section},
+    }
 
 
 def bounce(message_id: str, to: str, bounce_type: str = "Permanent") -> dict[str, Any]:
-    return ses_event("Bounce", message_id, [to], bounceType=bounce_type, bounceSubType="General",
-                     bouncedRecipients=[{"emailAddress": to, "diagnosticCode": "smtp; 550 5.1.1 user unknown"}])
+    return ses_event(
+        "Bounce",
+        message_id,
+        [to],
+        bounceType=bounce_type,
+        bounceSubType="General",
+        bouncedRecipients=[{"emailAddress": to, "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+    )
 
 
 def complaint(message_id: str, to: str) -> dict[str, Any]:
-    return ses_event("Complaint", message_id, [to], complaintFeedbackType="abuse",
-                     complainedRecipients=[{"emailAddress": to}])
+    return ses_event(
+        "Complaint", message_id, [to], complaintFeedbackType="abuse", complainedRecipients=[{"emailAddress": to}]
+    )

@@ -16,14 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from digest.runtime import Runtime
-from digest.storage.models import (
-    Event,
-    OutgoingMail,
-    RateLimitHit,
-    Subscriber,
-    Suppression,
-    WebhookReceipt,
-)
+from digest.storage.models import Event, OutgoingMail, RateLimitHit, Subscriber, Suppression, WebhookReceipt
 from tests.conftest import apply_overrides, make_runtime, write_project
 
 with warnings.catch_warnings():
@@ -31,12 +24,17 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"subscriber-tests-webhook-secret!").decode()
-TABLES = {"subscribers": Subscriber, "outgoing_mail": OutgoingMail, "events": Event, "suppressions": Suppression,
-          "webhook_receipts": WebhookReceipt, "rate_limit_hits": RateLimitHit}
+TABLES = {
+    "subscribers": Subscriber,
+    "outgoing_mail": OutgoingMail,
+    "events": Event,
+    "suppressions": Suppression,
+    "webhook_receipts": WebhookReceipt,
+    "rate_limit_hits": RateLimitHit,
+}
 
 
-def runtime_with(root: Path, db_url: str, overrides: dict[str, dict[str, object]] | None = None,
-                 **env: str) -> Runtime:
+def runtime_with(root: Path, db_url: str, overrides: dict[str, dict[str, object]] | None = None, **env: str) -> Runtime:
     """A runtime whose config.toml has `overrides` applied (e.g. tighter rate limits)."""
     cfg = write_project(root)
     if overrides:
@@ -86,15 +84,20 @@ def unsubscribe_url(msg: EmailMessage) -> str:
     return m.group(1)
 
 
-def signed_webhook(payload: dict[str, Any], msg_id: str, *, secret: str = WEBHOOK_SECRET,
-                   when: datetime | None = None) -> tuple[bytes, dict[str, str]]:
+def signed_webhook(
+    payload: dict[str, Any], msg_id: str, *, secret: str = WEBHOOK_SECRET, when: datetime | None = None
+) -> tuple[bytes, dict[str, str]]:
     from svix.webhooks import Webhook
 
     body = json.dumps(payload)
     when = when or datetime.now(UTC)
     signature = Webhook(secret).sign(msg_id, when, body)
-    headers = {"svix-id": msg_id, "svix-timestamp": str(int(when.timestamp())), "svix-signature": signature,
-               "content-type": "application/json"}
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(when.timestamp())),
+        "svix-signature": signature,
+        "content-type": "application/json",
+    }
     return body.encode(), headers
 
 
@@ -144,13 +147,33 @@ class LiveServer:
         self.sock = sock
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        environ = {**os.environ, "DIGEST_CONFIG": str(config_path), "DIGEST_DATABASE_URL": db_url,
-                   "DIGEST_SECRET_KEY": "test-secret-key-0123456789", "PYTHONPATH": str(ROOT), **env}
+        environ = {
+            **os.environ,
+            "DIGEST_CONFIG": str(config_path),
+            "DIGEST_DATABASE_URL": db_url,
+            "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "digest.web.asgi:make_app", "--fd", str(sock.fileno()),
-             "--log-level", "warning", "--no-access-log"],
-            pass_fds=[sock.fileno()], env=environ, cwd=str(config_path.parent),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "digest.web.asgi:make_app",
+                "--fd",
+                str(sock.fileno()),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            pass_fds=[sock.fileno()],
+            env=environ,
+            cwd=str(config_path.parent),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         import time

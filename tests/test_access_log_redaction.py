@@ -24,22 +24,25 @@ def test_tokens_in_confirm_and_unsubscribe_paths_never_reach_the_access_log(tmp_
         httpx.get(f"{proc.url}/u/{unsub}?manage=1")
         httpx.post(f"{proc.url}/u/{unsub}", data={"List-Unsubscribe": "One-Click"})
         httpx.get(f"{proc.url}/archive?token=secret-value")
-        wait_for(lambda: proc.output().count('/u/[redacted]') >= 2, 10, what="the access log lines")
+        wait_for(lambda: proc.output().count("/u/[redacted]") >= 2, 10, what="the access log lines")
         log = proc.output()
     assert confirm not in log and unsub not in log and "secret-value" not in log
     assert '"GET /confirm/[redacted] HTTP/1.1"' in log
     assert '"GET /u/[redacted] HTTP/1.1"' in log and '"POST /u/[redacted] HTTP/1.1"' in log
 
 
-@pytest.mark.parametrize(("path", "logged"), [
-    ("/confirm/abc.def", "/confirm/[redacted]"),
-    ("/confirm/abc.def/yes?x=1", "/confirm/[redacted]/yes"),
-    ("/u/tok?done=unsubscribed", "/u/[redacted]"),
-    ("/c/01AAABAAAAAAACaY4MGV1R", "/c/[redacted]"),  # a tracked link names the reader's message
-    ("/archive/2026-W47", "/archive/2026-W47"),
-    ("/subscribe?next=/x", "/subscribe?next=/x"),
-    ("/x?token=abc&a=1", "/x?token=[redacted]&a=1"),
-])
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/confirm/abc.def", "/confirm/[redacted]"),
+        ("/confirm/abc.def/yes?x=1", "/confirm/[redacted]/yes"),
+        ("/u/tok?done=unsubscribed", "/u/[redacted]"),
+        ("/c/01AAABAAAAAAACaY4MGV1R", "/c/[redacted]"),  # a tracked link names the reader's message
+        ("/archive/2026-W47", "/archive/2026-W47"),
+        ("/subscribe?next=/x", "/subscribe?next=/x"),
+        ("/x?token=abc&a=1", "/x?token=[redacted]&a=1"),
+    ],
+)
 def test_redaction_keeps_the_route_and_drops_the_token(path: str, logged: str) -> None:
     assert redact_path(path) == logged
 
@@ -75,8 +78,11 @@ def test_every_route_with_a_token_parameter_is_redacted(tmp_path: Path, sqlite_u
         if not params:
             continue
         secret = "s3cr3t-Tok.en_value"
-        concrete = re.sub(r"\{[^}]+\}", lambda m: secret if m.group(0).strip("{}").split(":")[0] not in PUBLIC_PARAMS
-                          else "2026-W47", path)
+        concrete = re.sub(
+            r"\{[^}]+\}",
+            lambda m: secret if m.group(0).strip("{}").split(":")[0] not in PUBLIC_PARAMS else "2026-W47",
+            path,
+        )
         for suffix in ("", "?done=saved", "/extra?token=x"):
             logged = redact_path(concrete + suffix)
             if set(params) - PUBLIC_PARAMS:
@@ -89,11 +95,14 @@ def test_every_route_with_a_token_parameter_is_redacted(tmp_path: Path, sqlite_u
     assert "/archive/{week}" in checked
 
 
-@pytest.mark.parametrize(("path", "logged"), [
-    ("/preferences/tok", "/preferences/[redacted]"),
-    ("/preferences/tok?done=saved", "/preferences/[redacted]"),
-    ("/o/01AAABAAAAAAACaY4MGV1R", "/o/[redacted]"),  # the open pixel names the reader's message too
-    ("/?token=abc", "/?token=[redacted]"),  # the preview's access token, off loopback
-])
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/preferences/tok", "/preferences/[redacted]"),
+        ("/preferences/tok?done=saved", "/preferences/[redacted]"),
+        ("/o/01AAABAAAAAAACaY4MGV1R", "/o/[redacted]"),  # the open pixel names the reader's message too
+        ("/?token=abc", "/?token=[redacted]"),  # the preview's access token, off loopback
+    ],
+)
 def test_redaction_covers_the_preference_centre_and_the_pixel(path: str, logged: str) -> None:
     assert redact_path(path) == logged

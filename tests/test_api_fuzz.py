@@ -29,8 +29,13 @@ from tests.support_http import served
 
 pytestmark = pytest.mark.slow
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 MAX_EXAMPLES = 25  # per operation and mode: about a minute for the whole API on each database
 WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SNS_TOPIC = "arn:aws:sns:eu-west-1:123456789012:digest-ses"  # configured, so /webhooks/ses checks what it gets
@@ -51,11 +56,18 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = f"sqlite:///{target}"
     else:
         url = fresh_pg_url(request.getfixturevalue("pg_template"))
-    with served(tmp, url, **{**SECRETS, "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET},
-                config=lambda text: apply_overrides(text, {"subscribe": {"per_ip_per_minute": 100000,
-                                                                         "per_ip_per_hour": 100000,
-                                                                         "per_address_per_hour": 100000},
-                                                           "webhooks": {"sns_topic_arns": [SNS_TOPIC]}})) as proc:
+    with served(
+        tmp,
+        url,
+        **{**SECRETS, "RESEND_WEBHOOK_SECRET": WEBHOOK_SECRET},
+        config=lambda text: apply_overrides(
+            text,
+            {
+                "subscribe": {"per_ip_per_minute": 100000, "per_ip_per_hour": 100000, "per_address_per_hour": 100000},
+                "webhooks": {"sns_topic_arns": [SNS_TOPIC]},
+            },
+        ),
+    ) as proc:
         yield proc.url
 
 
@@ -84,13 +96,23 @@ def _cases() -> list[tuple[str, str, GenerationMode]]:
 
 
 @pytest.mark.parametrize(("path", "method", "mode"), _cases())
-def test_no_server_errors_and_every_answer_matches_the_schema(api, server: str, path: str, method: str,  # type: ignore[no-untyped-def]
-                                                              mode: GenerationMode) -> None:
+def test_no_server_errors_and_every_answer_matches_the_schema(
+    api,
+    server: str,
+    path: str,
+    method: str,  # type: ignore[no-untyped-def]
+    mode: GenerationMode,
+) -> None:
     operation = api[path][method.upper()]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-              database=None)
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     def run(case) -> None:  # type: ignore[no-untyped-def]
         case.call_and_validate(base_url=server, checks=CHECKS, allow_redirects=False, timeout=30)
 

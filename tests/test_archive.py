@@ -68,14 +68,17 @@ def test_view_in_browser_link_of_each_email_points_at_the_web_version(archive_rt
         assert client.get(path).status_code == 200
 
 
-@pytest.mark.parametrize("path,fragment", [
-    ("/archive/2026-W48", "No issue went out in week 2026-W48"),  # a draft
-    ("/archive/2026-W45", "No issue went out in week 2026-W45"),  # skipped
-    ("/archive/2030-W01", "No issue went out in week 2030-W01"),
-    ("/archive/2026-W60", "2026 has no week 60"),
-    ("/archive/not-a-week", "is not an ISO week key"),
-    ("/archive/%3Cscript%3E", "is not an ISO week key"),
-])
+@pytest.mark.parametrize(
+    "path,fragment",
+    [
+        ("/archive/2026-W48", "No issue went out in week 2026-W48"),  # a draft
+        ("/archive/2026-W45", "No issue went out in week 2026-W45"),  # skipped
+        ("/archive/2030-W01", "No issue went out in week 2030-W01"),
+        ("/archive/2026-W60", "2026 has no week 60"),
+        ("/archive/not-a-week", "is not an ISO week key"),
+        ("/archive/%3Cscript%3E", "is not an ISO week key"),
+    ],
+)
 def test_missing_or_bad_week_is_a_clear_404(archive_rt: Runtime, path: str, fragment: str) -> None:
     resp = TestClient(create_app(archive_rt)).get(path)
     assert resp.status_code == 404

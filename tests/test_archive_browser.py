@@ -22,14 +22,14 @@ from tests.support_serve import make_archive
 pytestmark = pytest.mark.browser
 
 
-
 @pytest.fixture
 def archive_server(project, sqlite_url: str) -> Iterator[tuple[str, Runtime]]:
     rt = make_archive(make_runtime(project, sqlite_url))
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(rt), log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -71,10 +71,15 @@ def test_archive_pages_render_in_chromium_without_errors(archive_server, chromiu
                         ),
                     )
                     page.on("pageerror", lambda e, n=name, w=width: problems.append(f"{n}@{w}: page error {e}"))
-                    page.on("requestfailed", lambda r, n=name, w=width: problems.append(
-                        f"{n}@{w}: request failed {r.url}"))
-                    page.on("request", lambda r, n=name, w=width: problems.append(f"{n}@{w}: third-party {r.url}")
-                            if not r.url.startswith(base) else None)
+                    page.on(
+                        "requestfailed", lambda r, n=name, w=width: problems.append(f"{n}@{w}: request failed {r.url}")
+                    )
+                    page.on(
+                        "request",
+                        lambda r, n=name, w=width: (
+                            problems.append(f"{n}@{w}: third-party {r.url}") if not r.url.startswith(base) else None
+                        ),
+                    )
                     resp = page.goto(base + path, wait_until="load")
                     assert resp is not None and resp.status == (404 if name == "missing" else 200), (name, path)
                     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")

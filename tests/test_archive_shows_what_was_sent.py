@@ -78,5 +78,5 @@ def test_web_version_offers_subscribe_instead_of_personal_links(rt: Runtime) -> 
     assert "Unsubscribe" not in labels and "Manage subscription" not in labels, labels
     assert "Subscribe" in labels
     assert 'href="/archive#about"' not in page
-    footer = page[page.rindex("View in browser"):]
+    footer = page[page.rindex("View in browser") :]
     assert re.search(r'<a\b[^>]*href="/subscribe"[^>]*>\s*Subscribe\s*</a>', footer), footer[:600]

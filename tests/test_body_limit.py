@@ -16,13 +16,17 @@ pytestmark = pytest.mark.slow
 BIG = 200 * 1024 * 1024  # far more than any route accepts; the server must stop reading long before
 
 
-@pytest.mark.parametrize(("path", "ctype"), [
-    ("/subscribe", "application/x-www-form-urlencoded"),
-    ("/subscribe", "multipart/form-data; boundary=xyz"),
-    ("/webhooks/resend", "application/json"),
-])
-def test_a_huge_chunked_post_gets_413_and_the_server_does_not_buffer_it(tmp_path: Path, sqlite_url: str,
-                                                                         path: str, ctype: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "ctype"),
+    [
+        ("/subscribe", "application/x-www-form-urlencoded"),
+        ("/subscribe", "multipart/form-data; boundary=xyz"),
+        ("/webhooks/resend", "application/json"),
+    ],
+)
+def test_a_huge_chunked_post_gets_413_and_the_server_does_not_buffer_it(
+    tmp_path: Path, sqlite_url: str, path: str, ctype: str
+) -> None:
     with served(tmp_path, sqlite_url, RESEND_WEBHOOK_SECRET="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") as proc:
         before = peak_rss_kib(proc.proc.pid)
         response, sent = stream_chunked(proc.port, path, BIG, content_type=ctype)

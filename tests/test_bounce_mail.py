@@ -30,7 +30,7 @@ from digest.delivery.verp import Verp, from_config
 from digest.errors import ConfigError
 from digest.links import Tokens
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_COMPLAINED, SUB_PENDING, Delivery, Event, Suppression
+from digest.storage.models import Delivery, Event, SubscriberStatus, Suppression
 from digest.weeks import Week, utcnow
 from subscribers.api import add_subscriber
 from subscribers.bounce_mail import process_bounce_mail
@@ -47,18 +47,18 @@ BOUNCES = "bounces@example.com"
 
 # sample -> what it does to the reader whose copy it reports
 EFFECT = {
-    "postfix_user_unknown.eml": SUB_BOUNCED,
-    "sendmail_user_unknown.eml": SUB_BOUNCED,
-    "gmail_no_such_account.eml": SUB_BOUNCED,
-    "office365_recipient_not_found.eml": SUB_BOUNCED,
-    "exim_plain_text.eml": SUB_BOUNCED,  # not RFC 3464: flufl.bounce's Exim detector
-    "qmail_plain_text.eml": SUB_BOUNCED,  # not RFC 3464: flufl.bounce's qmail detector
-    "yahoo_arf_complaint.eml": SUB_COMPLAINED,
-    "aol_arf_complaint.eml": SUB_COMPLAINED,  # recipient redacted: the VERP token alone names the reader
-    "exchange_mailbox_full.eml": SUB_ACTIVE,  # 5.2.2: a soft bounce, counted
-    "postfix_gave_up_mailbox_full.eml": SUB_ACTIVE,  # 4.2.2 after retries: a soft bounce, counted
-    "postfix_delayed_warning.eml": SUB_ACTIVE,  # a warning, not a failure
-    "vacation_reply.eml": SUB_ACTIVE,  # an auto-reply to the Return-Path
+    "postfix_user_unknown.eml": SubscriberStatus.BOUNCED,
+    "sendmail_user_unknown.eml": SubscriberStatus.BOUNCED,
+    "gmail_no_such_account.eml": SubscriberStatus.BOUNCED,
+    "office365_recipient_not_found.eml": SubscriberStatus.BOUNCED,
+    "exim_plain_text.eml": SubscriberStatus.BOUNCED,  # not RFC 3464: flufl.bounce's Exim detector
+    "qmail_plain_text.eml": SubscriberStatus.BOUNCED,  # not RFC 3464: flufl.bounce's qmail detector
+    "yahoo_arf_complaint.eml": SubscriberStatus.COMPLAINED,
+    "aol_arf_complaint.eml": SubscriberStatus.COMPLAINED,  # recipient redacted: the VERP token alone names the reader
+    "exchange_mailbox_full.eml": SubscriberStatus.ACTIVE,  # 5.2.2: a soft bounce, counted
+    "postfix_gave_up_mailbox_full.eml": SubscriberStatus.ACTIVE,  # 4.2.2 after retries: a soft bounce, counted
+    "postfix_delayed_warning.eml": SubscriberStatus.ACTIVE,  # a warning, not a failure
+    "vacation_reply.eml": SubscriberStatus.ACTIVE,  # an auto-reply to the Return-Path
 }
 READERS = {name: f"{name.split('.')[0].replace('_', '.')}@recipient.example" for name in EFFECT}
 
@@ -77,7 +77,8 @@ def bounce_project(root: Path, port: int = 25, kind: str = "smtp", **bounces: ob
     cfg = write_project(root)
     overrides: dict[str, dict[str, object]] = {
         "transport": {"kind": kind},
-        "transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "bounce_address": BOUNCES}}
+        "transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "bounce_address": BOUNCES},
+    }
     if bounces:
         overrides["bounces"] = bounces
     cfg.write_text(apply_overrides(cfg.read_text(), overrides))
@@ -119,10 +120,20 @@ def delivery_of(rt: Runtime, to: str) -> Delivery:
 
 
 def cli(rt: Runtime, *args: str, stdin: bytes | None = None, **env: str) -> subprocess.CompletedProcess[bytes]:
-    environ = {**os.environ, "DIGEST_DATABASE_URL": rt.config.database_url, "DIGEST_SECRET_KEY": rt.secret_key,
-               "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run([sys.executable, "-m", "digest", "--config", str(rt.config.path), "subscribers", *args],
-                          capture_output=True, env=environ, input=stdin, timeout=120)
+    environ = {
+        **os.environ,
+        "DIGEST_DATABASE_URL": rt.config.database_url,
+        "DIGEST_SECRET_KEY": rt.secret_key,
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(rt.config.path), "subscribers", *args],
+        capture_output=True,
+        env=environ,
+        input=stdin,
+        timeout=120,
+    )
 
 
 # -- the envelope sender -----------------------------------------------------------------------
@@ -169,15 +180,19 @@ def test_reports_of_each_mta_style_mark_the_reader_whose_copy_they_report(sent) 
     issue_id = delivery_of(rt, READERS["postfix_user_unknown.eml"]).issue_id
     for sample, to in READERS.items():
         outcome = process_bounce_mail(rt, report(sample, verp_of(box, to), to))
-        assert outcome.changed is (sample not in ("postfix_delayed_warning.eml", "vacation_reply.eml")), \
-            (sample, outcome)
+        assert outcome.changed is (sample not in ("postfix_delayed_warning.eml", "vacation_reply.eml")), (
+            sample,
+            outcome,
+        )
     for sample, to in READERS.items():
         sub = subscriber(rt, to)
         assert sub is not None and sub.status == EFFECT[sample], sample
-    assert subscriber(rt, "bystander@recipient.example").status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, "bystander@recipient.example").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
     with rt.sessions() as s:
-        events = {(e.kind, e.subscriber_id): e for e in s.scalars(select(Event).where(
-            Event.kind.in_(["bounced", "complained", "soft_bounce"])))}
+        events = {
+            (e.kind, e.subscriber_id): e
+            for e in s.scalars(select(Event).where(Event.kind.in_(["bounced", "complained", "soft_bounce"])))
+        }
         reasons = dict(s.execute(select(Suppression.reason, Suppression.reason)).all())
     assert set(reasons) == {"hard_bounce", "complaint"}
     hard = subscriber(rt, READERS["gmail_no_such_account.eml"])
@@ -202,10 +217,10 @@ def test_a_bounced_confirmation_email_marks_its_pending_subscriber(smtp_server, 
     verp = verp_of(box, to)
     assert verp.startswith("bounces+m")
     assert process_bounce_mail(rt, report("gmail_no_such_account.eml", verp, to)).changed
-    assert subscriber(rt, to).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, to).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
     # Another message's token with this address in the report: our row names someone else, nothing changes.
     assert not process_bounce_mail(rt, report("postfix_user_unknown.eml", verp_of(box, other), to)).changed
-    assert subscriber(rt, other).status == SUB_PENDING  # type: ignore[union-attr]
+    assert subscriber(rt, other).status == SubscriberStatus.PENDING  # type: ignore[union-attr]
     rt.close()
 
 
@@ -217,12 +232,16 @@ def test_soft_bounces_in_a_row_suppress_at_the_configured_limit(smtp_server, tmp
     with rt.sessions.begin() as s:
         add_subscriber(s, to, confirmed=True)
     send_week(rt, WEEK, manual=True, now=NOW)
-    first = report("postfix_gave_up_mailbox_full.eml", verp_of(box, to), to,
-                   DATE=format_datetime(datetime.now(UTC) - timedelta(minutes=10)))
+    first = report(
+        "postfix_gave_up_mailbox_full.eml",
+        verp_of(box, to),
+        to,
+        DATE=format_datetime(datetime.now(UTC) - timedelta(minutes=10)),
+    )
     assert process_bounce_mail(rt, first).message.endswith("soft bounce 1 of 2")
     again = process_bounce_mail(rt, first)  # the same report twice (pipe and mailbox): counted once
     assert not again.changed and again.message.endswith("already handled")
-    assert subscriber(rt, to).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, to).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
     # A sign of life since (a provider reported the mail delivered) starts the run again.
     with rt.sessions.begin() as s:
         s.execute(update(Delivery).where(Delivery.email == to).values(delivered_at=utcnow() - timedelta(minutes=5)))
@@ -230,7 +249,7 @@ def test_soft_bounces_in_a_row_suppress_at_the_configured_limit(smtp_server, tmp
     assert process_bounce_mail(rt, second).message.endswith("soft bounce 1 of 2")
     third = second.replace(b"<5b3c9f1e-", b"<6c4d0a2f-")  # the next report (another Message-ID)
     assert process_bounce_mail(rt, third).message.endswith("suppressed (soft_bounces)")
-    assert subscriber(rt, to).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, to).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
     rt.close()
 
 
@@ -257,14 +276,21 @@ def test_forged_unsigned_or_foreign_reports_change_nothing_and_exit_0(sent, tmp_
     normal = tmp_path / "normal.eml"
     normal.write_bytes(b"From: someone@else.example\r\nTo: bounces@example.com\r\nSubject: hello\r\n\r\nhi\r\n")
     before = counts(rt)
-    r = cli(rt, "bounce-mail", *files, str(garbage), str(normal), "-", stdin=report("yahoo_arf_complaint.eml",
-                                                                                     forged["tampered"], to))
+    r = cli(
+        rt,
+        "bounce-mail",
+        *files,
+        str(garbage),
+        str(normal),
+        "-",
+        stdin=report("yahoo_arf_complaint.eml", forged["tampered"], to),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert b"Traceback" not in r.stderr
     lines = r.stdout.decode().splitlines()
     assert len(lines) == len(files) + 3 and all(line.endswith("nothing changed") for line in lines), lines
     assert counts(rt) == before
-    assert subscriber(rt, to).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, to).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
 
 
 def test_pipe_alias_reads_stdin_and_the_envelope_recipient_postfix_passes(sent) -> None:
@@ -274,7 +300,7 @@ def test_pipe_alias_reads_stdin_and_the_envelope_recipient_postfix_passes(sent) 
     raw = report("sendmail_user_unknown.eml", BOUNCES, to)
     r = cli(rt, "bounce-mail", "-", stdin=raw, ORIGINAL_RECIPIENT=verp_of(box, to))
     assert r.returncode == 0 and "hard bounce (5.1.1)" in r.stdout.decode(), r.stdout + r.stderr
-    assert subscriber(rt, to).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, to).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
     missing = cli(rt, "bounce-mail", "/nonexistent/report.eml")
     assert missing.returncode == 2 and b"cannot be read" in missing.stderr + missing.stdout
     assert b"Traceback" not in missing.stderr
@@ -316,20 +342,34 @@ def _mailbox(server: Imap, folder: str) -> list[str]:
 def test_bounce_poll_reads_the_imap_mailbox_once_and_moves_what_it_read(imap, sent) -> None:
     rt, box = sent
     hard, angry = READERS["office365_recipient_not_found.eml"], READERS["yahoo_arf_complaint.eml"]
-    _append(imap, report("office365_recipient_not_found.eml", verp_of(box, hard), hard),
-            report("yahoo_arf_complaint.eml", verp_of(box, angry), angry),
-            report("postfix_user_unknown.eml", BOUNCES, READERS["postfix_user_unknown.eml"]))
+    _append(
+        imap,
+        report("office365_recipient_not_found.eml", verp_of(box, hard), hard),
+        report("yahoo_arf_complaint.eml", verp_of(box, angry), angry),
+        report("postfix_user_unknown.eml", BOUNCES, READERS["postfix_user_unknown.eml"]),
+    )
     cfg = rt.config.path
-    cfg.write_text(apply_overrides(cfg.read_text(), {"bounces": {
-        "imap_host": "127.0.0.1", "imap_port": imap.port, "imap_security": "none", "imap_user": imap.user,
-        "imap_done_folder": f"Processed-{rt.config.path.parent.parent.name}"}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(),
+            {
+                "bounces": {
+                    "imap_host": "127.0.0.1",
+                    "imap_port": imap.port,
+                    "imap_security": "none",
+                    "imap_user": imap.user,
+                    "imap_done_folder": f"Processed-{rt.config.path.parent.parent.name}",
+                }
+            },
+        )
+    )
     done = f"Processed-{rt.config.path.parent.parent.name}"
     r = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 reports read, 2 changed a subscriber" in r.stdout.decode()
-    assert subscriber(rt, hard).status == SUB_BOUNCED  # type: ignore[union-attr]
-    assert subscriber(rt, angry).status == SUB_COMPLAINED  # type: ignore[union-attr]
-    assert subscriber(rt, READERS["postfix_user_unknown.eml"]).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, hard).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, angry).status == SubscriberStatus.COMPLAINED  # type: ignore[union-attr]
+    assert subscriber(rt, READERS["postfix_user_unknown.eml"]).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
     assert _mailbox(imap, "INBOX") == []
     moved = _mailbox(imap, done)
     assert len(moved) == 3 and all("$DigestProcessed" in f and "\\Seen" in f for f in moved)
@@ -337,10 +377,15 @@ def test_bounce_poll_reads_the_imap_mailbox_once_and_moves_what_it_read(imap, se
     assert again.returncode == 0 and "0 reports read" in again.stdout.decode()
 
 
-def test_bounce_poll_flags_in_place_without_a_done_folder_and_names_a_wrong_password(imap, tmp_path,
-                                                                                    sqlite_url) -> None:
-    rt = make_runtime(bounce_project(tmp_path / "project", imap_host="127.0.0.1", imap_port=imap.port,
-                                     imap_security="none", imap_user=imap.user), sqlite_url)
+def test_bounce_poll_flags_in_place_without_a_done_folder_and_names_a_wrong_password(
+    imap, tmp_path, sqlite_url
+) -> None:
+    rt = make_runtime(
+        bounce_project(
+            tmp_path / "project", imap_host="127.0.0.1", imap_port=imap.port, imap_security="none", imap_user=imap.user
+        ),
+        sqlite_url,
+    )
     wrong = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD="not-it")
     assert wrong.returncode == 2 and b"refused the login" in wrong.stderr + wrong.stdout
     assert b"Traceback" not in wrong.stderr
@@ -361,8 +406,16 @@ def test_bounce_poll_flags_in_place_without_a_done_folder_and_names_a_wrong_pass
 
 
 def test_bounce_poll_over_implicit_tls(imap, certificate, tmp_path, sqlite_url) -> None:  # noqa: F811
-    rt = make_runtime(bounce_project(tmp_path / "project", imap_host="localhost", imap_port=imap.tls_port,
-                                     imap_security="tls", imap_user=imap.user), sqlite_url)
+    rt = make_runtime(
+        bounce_project(
+            tmp_path / "project",
+            imap_host="localhost",
+            imap_port=imap.tls_port,
+            imap_security="tls",
+            imap_user=imap.user,
+        ),
+        sqlite_url,
+    )
     _append(imap, b"From: a@b.example\r\nTo: bounces@example.com\r\nSubject: over tls\r\n\r\nhello\r\n")
     untrusted = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
     assert untrusted.returncode == 2 and b"cannot connect" in untrusted.stderr + untrusted.stdout
@@ -378,8 +431,11 @@ def test_bounce_poll_over_implicit_tls(imap, certificate, tmp_path, sqlite_url) 
 def test_bounce_address_is_checked_and_read_from_the_old_smtp_section(tmp_path) -> None:
     cfg = write_project(tmp_path / "project")
     base = cfg.read_text()
-    for bad, why in (("bounces+x@example.com", "must not contain '+'"), ("b" * 30 + "@example.com", "characters"),
-                     ("not-an-address", "is not an email address")):
+    for bad, why in (
+        ("bounces+x@example.com", "must not contain '+'"),
+        ("b" * 30 + "@example.com", "characters"),
+        ("not-an-address", "is not an email address"),
+    ):
         cfg.write_text(apply_overrides(base, {"transport.smtp": {"bounce_address": bad}}))
         with pytest.raises(ConfigError, match=re.escape(why)) as err:
             load_config(cfg, env={})
@@ -400,7 +456,7 @@ def test_verp_tokens_survive_case_folding_and_refuse_any_change() -> None:
     assert not verp.belongs(claim, "someone-else@example.com")
     local = address.split("@")[0]
     for i in range(len("bounces+"), len(local)):  # any change: not ours (its shape may still read)
-        changed = local[:i] + ("x" if local[i] != "x" else "y") + local[i + 1:]
+        changed = local[:i] + ("x" if local[i] != "x" else "y") + local[i + 1 :]
         changed_claim = verp.read(changed + "@example.com")
         assert changed_claim is None or not verp.belongs(changed_claim, "reader@example.com"), changed
     assert verp.address("test-issue-2026-W47-1", "a@example.com") == BOUNCES  # a test send: plain address
@@ -421,11 +477,26 @@ def test_digest_serve_polls_the_bounce_mailbox_by_itself(imap, sent, tmp_path) -
     hard = READERS["gmail_no_such_account.eml"]
     done = f"Served-{rt.config.path.parent.parent.name}"
     cfg = rt.config.path
-    cfg.write_text(apply_overrides(cfg.read_text(), {"bounces": {
-        "imap_host": "127.0.0.1", "imap_port": imap.port, "imap_security": "none", "imap_user": imap.user,
-        "imap_done_folder": done, "poll_seconds": 1}}))
-    env = {"DIGEST_DATABASE_URL": rt.config.database_url, "DIGEST_SECRET_KEY": rt.secret_key,
-           "DIGEST_IMAP_PASSWORD": imap.password}
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(),
+            {
+                "bounces": {
+                    "imap_host": "127.0.0.1",
+                    "imap_port": imap.port,
+                    "imap_security": "none",
+                    "imap_user": imap.user,
+                    "imap_done_folder": done,
+                    "poll_seconds": 1,
+                }
+            },
+        )
+    )
+    env = {
+        "DIGEST_DATABASE_URL": rt.config.database_url,
+        "DIGEST_SECRET_KEY": rt.secret_key,
+        "DIGEST_IMAP_PASSWORD": imap.password,
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     first, second = ServeProcess(cfg, free_port(), env, logs), ServeProcess(cfg, free_port(), env, logs)
@@ -433,8 +504,11 @@ def test_digest_serve_polls_the_bounce_mailbox_by_itself(imap, sent, tmp_path) -
         first.wait_ready()
         second.wait_ready()
         _append(imap, report("gmail_no_such_account.eml", verp_of(box, hard), hard))
-        wait_for(lambda: subscriber(rt, hard).status == SUB_BOUNCED, 60,  # type: ignore[union-attr]
-                 what="digest serve to read the bounce")
+        wait_for(
+            lambda: subscriber(rt, hard).status == SubscriberStatus.BOUNCED,
+            60,  # type: ignore[union-attr]
+            what="digest serve to read the bounce",
+        )
         wait_for(lambda: len(_mailbox(imap, done)) == 1, 30, what="the report moved to the done folder")
         assert first.terminate() == 0 and second.terminate() == 0
     output = first.output() + second.output()

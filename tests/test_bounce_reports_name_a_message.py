@@ -24,7 +24,7 @@ from digest.delivery.mail_queue import drain, queue_mail
 from digest.delivery.verp import from_config
 from digest.links import Tokens, email_hash
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_PENDING, Delivery, OutgoingMail, WebhookReceipt
+from digest.storage.models import Delivery, OutgoingMail, SubscriberStatus, WebhookReceipt
 from subscribers import bounce_mail
 from subscribers.api import add_subscriber, is_suppressed
 from subscribers.bounce_mail import process_bounce_mail
@@ -88,14 +88,14 @@ def test_a_forged_dsn_or_complaint_to_ones_own_verp_address_leaves_the_victim_al
     assert all(line.endswith("nothing changed") for line in lines), lines
     # Only the receipts of the reports were kept (a replay of one is then a duplicate).
     assert {**counts(rt), "webhook_receipts": 0} == {**before, "webhook_receipts": 0}
-    assert subscriber(rt, VICTIM).status == SUB_ACTIVE  # type: ignore[union-attr]
-    assert subscriber(rt, LOOKALIKE).status == SUB_PENDING  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, LOOKALIKE).status == SubscriberStatus.PENDING  # type: ignore[union-attr]
     with rt.sessions() as s:
         assert not is_suppressed(s, VICTIM)
     # The victim's own issue bouncing still suppresses them.
     genuine = process_bounce_mail(rt, report("gmail_no_such_account.eml", verp_of(box, VICTIM), VICTIM))
     assert genuine.changed, genuine
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
 
 
 def test_a_report_naming_nobody_acts_on_its_messages_own_recipient(attacked) -> None:
@@ -103,8 +103,8 @@ def test_a_report_naming_nobody_acts_on_its_messages_own_recipient(attacked) -> 
     rt, box = attacked
     outcome = process_bounce_mail(rt, report("aol_arf_complaint.eml", verp_of(box, LOOKALIKE), LOOKALIKE))
     assert outcome.changed, outcome
-    assert subscriber(rt, LOOKALIKE).status != SUB_PENDING  # type: ignore[union-attr]
-    assert subscriber(rt, VICTIM).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, LOOKALIKE).status != SubscriberStatus.PENDING  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
 
 
 def test_new_verp_tokens_carry_no_tie_to_the_address(attacked) -> None:
@@ -125,13 +125,18 @@ def test_a_reused_row_id_does_not_carry_a_token_over_to_its_new_recipient(attack
     forget(rt, LOOKALIKE)
     with rt.sessions.begin() as s:
         victim = add_subscriber(s, "newcomer@recipient.example").subscriber
-        s.add(OutgoingMail(id=mail_id, kind="confirm", subscriber_id=victim.id, status="sent",
-                           provider_id=f"smtp:m{mail_id}"))
-    for raw in (report("aol_arf_complaint.eml", own, "newcomer@recipient.example"),  # names nobody
-                report("postfix_user_unknown.eml", own, "newcomer@recipient.example")):
+        s.add(
+            OutgoingMail(
+                id=mail_id, kind="confirm", subscriber_id=victim.id, status="sent", provider_id=f"smtp:m{mail_id}"
+            )
+        )
+    for raw in (
+        report("aol_arf_complaint.eml", own, "newcomer@recipient.example"),  # names nobody
+        report("postfix_user_unknown.eml", own, "newcomer@recipient.example"),
+    ):
         outcome = process_bounce_mail(rt, raw)
         assert not outcome.changed and "not the bounce address" in outcome.message, outcome
-    assert subscriber(rt, "newcomer@recipient.example").status == SUB_PENDING  # type: ignore[union-attr]
+    assert subscriber(rt, "newcomer@recipient.example").status == SubscriberStatus.PENDING  # type: ignore[union-attr]
 
 
 def test_a_legacy_token_counts_for_an_issues_copy_only(attacked) -> None:
@@ -150,7 +155,7 @@ def test_a_legacy_token_counts_for_an_issues_copy_only(attacked) -> None:
     assert not outcome.changed and "not the bounce address" in outcome.message, outcome
     to_delivery = f"bounces+{legacy.sign(f'd{delivery_id}.{email_hash(VICTIM)[:6]}').decode()}@example.com"
     assert process_bounce_mail(rt, report("gmail_no_such_account.eml", to_delivery, VICTIM)).changed
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
 
 
 def test_a_provider_event_names_a_message_and_our_row_names_the_person(attacked, caplog) -> None:
@@ -161,17 +166,28 @@ def test_a_provider_event_names_a_message_and_our_row_names_the_person(attacked,
         assert mail is not None and mail.provider_id == f"smtp:m{mail.id}"  # stored when it was sent
 
     def bounce(message_id: str, recipient: str, event_id: str) -> str:
-        return apply_events(rt, [DeliveryEvent(kind=EventKind.HARD_BOUNCE, provider="resend",
-                                               provider_event_id=event_id, provider_type="email.bounced",
-                                               message_id=message_id, recipient=recipient, occurred_at=None)])
+        return apply_events(
+            rt,
+            [
+                DeliveryEvent(
+                    kind=EventKind.HARD_BOUNCE,
+                    provider="resend",
+                    provider_event_id=event_id,
+                    provider_type="email.bounced",
+                    message_id=message_id,
+                    recipient=recipient,
+                    occurred_at=None,
+                )
+            ],
+        )
 
     with caplog.at_level(logging.WARNING, logger="subscribers.events"):
         assert bounce("re_never_sent_by_us", VICTIM, "e1").startswith("ignored")
         assert bounce(mail.provider_id, VICTIM, "e2").startswith("ignored: the report names another recipient")
     assert any("another recipient" in r.getMessage() for r in caplog.records)
-    assert subscriber(rt, VICTIM).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
     assert bounce(mail.provider_id, LOOKALIKE.upper(), "e3") == "suppressed (hard_bounce)"
-    assert subscriber(rt, LOOKALIKE).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, LOOKALIKE).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
 
 
 # -- poison reports ---------------------------------------------------------------------------
@@ -179,9 +195,20 @@ def test_a_provider_event_names_a_message_and_our_row_names_the_person(attacked,
 
 def _use_mailbox(rt: Runtime, server: Imap) -> None:
     cfg = rt.config.path
-    cfg.write_text(apply_overrides(cfg.read_text(), {"bounces": {
-        "imap_host": "127.0.0.1", "imap_port": server.port, "imap_security": "none", "imap_user": server.user,
-        "imap_done_folder": f"Processed-{uuid.uuid4().hex[:8]}"}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(),
+            {
+                "bounces": {
+                    "imap_host": "127.0.0.1",
+                    "imap_port": server.port,
+                    "imap_security": "none",
+                    "imap_user": server.user,
+                    "imap_done_folder": f"Processed-{uuid.uuid4().hex[:8]}",
+                }
+            },
+        )
+    )
     rt.config = load_config(cfg, env={**rt.config.env, "DIGEST_IMAP_PASSWORD": server.password})
 
 
@@ -193,7 +220,7 @@ def test_control_characters_in_a_report_are_cleaned_before_storage(attacked) -> 
     rt, box = attacked
     outcome = process_bounce_mail(rt, _poison(verp_of(box, VICTIM), VICTIM))
     assert outcome.changed, outcome
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
     with rt.sessions() as s:
         stored = s.scalars(select(WebhookReceipt.event_type)).all()
     assert stored and not any("\x00" in t or "\x1b" in t for t in stored)
@@ -207,15 +234,18 @@ def test_the_pipe_reads_past_a_poison_report_and_exits_0(attacked, tmp_path) -> 
     r = cli(rt, "bounce-mail", str(bad), str(good))
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stdout + r.stderr
     assert len(r.stdout.decode().splitlines()) == 2, r.stdout
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
 
 
 def test_a_report_that_still_fails_is_logged_marked_read_and_skipped(imap, attacked, monkeypatch, caplog) -> None:  # noqa: F811
     """Whatever still fails in one report (here: the database refuses it) never stops the ones after it."""
     rt, box = attacked
     _use_mailbox(rt, imap)
-    _append(imap, report("postfix_user_unknown.eml", verp_of(box, LOOKALIKE), LOOKALIKE),
-            report("office365_recipient_not_found.eml", verp_of(box, VICTIM), VICTIM))
+    _append(
+        imap,
+        report("postfix_user_unknown.eml", verp_of(box, LOOKALIKE), LOOKALIKE),
+        report("office365_recipient_not_found.eml", verp_of(box, VICTIM), VICTIM),
+    )
     real, calls = bounce_mail.apply_events, []
 
     def refuse_the_first(rt_, events):  # type: ignore[no-untyped-def]
@@ -229,8 +259,8 @@ def test_a_report_that_still_fails_is_logged_marked_read_and_skipped(imap, attac
         result = bounce_mail.poll_mailbox(rt)
     assert result.read == 2 and result.changed == 1
     assert any(calls[0] in r.getMessage() and "could not be applied" in r.getMessage() for r in caplog.records)
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
-    assert subscriber(rt, LOOKALIKE).status == SUB_PENDING  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, LOOKALIKE).status == SubscriberStatus.PENDING  # type: ignore[union-attr]
     assert bounce_mail.poll_mailbox(rt).read == 0  # the failed one was marked read too
 
 
@@ -249,7 +279,7 @@ def test_a_database_error_is_not_taken_for_a_poison_report(imap, attacked, monke
         bounce_mail.poll_mailbox(rt)
     monkeypatch.setattr(bounce_mail, "apply_events", real)
     assert bounce_mail.poll_mailbox(rt).read == 1  # still there, read once the database takes it
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
 
 
 def test_the_pipe_asks_the_mail_system_to_retry_while_the_database_is_down(attacked, tmp_path) -> None:
@@ -270,22 +300,27 @@ def test_a_report_with_300000_recipient_blocks_is_not_read(attacked) -> None:
     block = b"Final-Recipient: rfc822;a@b.c\nAction: failed\nStatus: 5.1.1\n\n"
     huge = head + block * 300_000 + sep + tail
     assert 18_000_000 < len(huge) < 20_000_000
-    for crafted, why in ((huge, "larger than"),
-                         (head + b"Action: failed\nStatus: 5.1.1\n\n" * 30_000 + sep + tail, "recipient blocks"),
-                         (head + b"Action: failed\rStatus: 5.1.1\r\r" * 30_000 + sep + tail, "recipient blocks")):
+    for crafted, why in (
+        (huge, "larger than"),
+        (head + b"Action: failed\nStatus: 5.1.1\n\n" * 30_000 + sep + tail, "recipient blocks"),
+        (head + b"Action: failed\rStatus: 5.1.1\r\r" * 30_000 + sep + tail, "recipient blocks"),
+    ):
         outcome = process_bounce_mail(rt, crafted)
         assert not outcome.changed and why in outcome.message, outcome
-    assert subscriber(rt, VICTIM).status == SUB_ACTIVE  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
     assert process_bounce_mail(rt, raw).changed
 
 
 def test_one_poll_reads_past_a_poison_report_to_the_genuine_bounce(imap, attacked) -> None:  # noqa: F811
     rt, box = attacked
-    _append(imap, _poison(verp_of(box, LOOKALIKE), LOOKALIKE),
-            report("office365_recipient_not_found.eml", verp_of(box, VICTIM), VICTIM))
+    _append(
+        imap,
+        _poison(verp_of(box, LOOKALIKE), LOOKALIKE),
+        report("office365_recipient_not_found.eml", verp_of(box, VICTIM), VICTIM),
+    )
     _use_mailbox(rt, imap)
     r = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert subscriber(rt, VICTIM).status == SUB_BOUNCED  # type: ignore[union-attr]
+    assert subscriber(rt, VICTIM).status == SubscriberStatus.BOUNCED  # type: ignore[union-attr]
     again = cli(rt, "bounce-poll", DIGEST_IMAP_PASSWORD=imap.password)
     assert "0 reports read" in again.stdout.decode(), again.stdout

@@ -19,16 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from digest.delivery.mail_queue import queue_mail
-from digest.storage.models import (
-    SUB_BOUNCED,
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
-    ConsentRecord,
-    Event,
-    OutgoingMail,
-    Subscriber,
-    Suppression,
-)
+from digest.storage.models import ConsentRecord, Event, OutgoingMail, Subscriber, SubscriberStatus, Suppression
 from digest.weeks import utcnow
 from subscribers.api import add_subscriber
 from subscribers.csvio import ImportReport, import_csv, read_rows
@@ -58,7 +49,7 @@ def old_import(session: Session, path: Path, *, confirmed: bool, consent: str | 
             report.left += 1
         elif result.action == "added":
             report.added += 1
-            if result.subscriber.status == SUB_PENDING:
+            if result.subscriber.status == SubscriberStatus.PENDING:
                 result.subscriber.confirmation_sent_at = now
                 queue_mail(session, "confirm", result.subscriber.id, now)
                 report.confirmations += 1
@@ -83,20 +74,61 @@ def snapshot(session: Session) -> dict[str, Any]:
     mail = session.scalars(select(OutgoingMail).order_by(OutgoingMail.id)).all()
     return {
         "subscribers in id order": [s.email for s in subs],
-        "subscribers": sorted((s.email, s.name, s.status, s.consent_source, s.consent_ip, s.consent_user_agent,
-                               s.topics, s.frequency, s.unsubscribe_reason, _set(s.created_at), _set(s.confirmed_at),
-                               _set(s.unsubscribed_at), _set(s.confirmation_sent_at), _set(s.consent_at),
-                               _set(s.paused_until)) for s in subs),
+        "subscribers": sorted(
+            (
+                s.email,
+                s.name,
+                s.status,
+                s.consent_source,
+                s.consent_ip,
+                s.consent_user_agent,
+                s.topics,
+                s.frequency,
+                s.unsubscribe_reason,
+                _set(s.created_at),
+                _set(s.confirmed_at),
+                _set(s.unsubscribed_at),
+                _set(s.confirmation_sent_at),
+                _set(s.consent_at),
+                _set(s.paused_until),
+            )
+            for s in subs
+        ),
         "events per person in id order": sorted(
-            (email_of.get(e.subscriber_id or 0, ""), [(x.kind, x.detail, x.issue_id, x.delivery_id, _set(x.created_at))
-                                                     for x in events if x.subscriber_id == e.subscriber_id])
-            for e in events),
+            (
+                email_of.get(e.subscriber_id or 0, ""),
+                [
+                    (x.kind, x.detail, x.issue_id, x.delivery_id, _set(x.created_at))
+                    for x in events
+                    if x.subscriber_id == e.subscriber_id
+                ],
+            )
+            for e in events
+        ),
         "consent per person in id order": sorted(
-            (email_of[c.subscriber_id], [(x.kind, x.ip, x.user_agent, x.source, _set(x.created_at))
-                                         for x in consents if x.subscriber_id == c.subscriber_id])
-            for c in consents),
-        "outgoing mail in id order": [(email_of.get(m.subscriber_id or 0), m.kind, m.status, m.attempts, m.error,
-                                       _set(m.created_at), _set(m.sent_at), _set(m.claimed_until)) for m in mail],
+            (
+                email_of[c.subscriber_id],
+                [
+                    (x.kind, x.ip, x.user_agent, x.source, _set(x.created_at))
+                    for x in consents
+                    if x.subscriber_id == c.subscriber_id
+                ],
+            )
+            for c in consents
+        ),
+        "outgoing mail in id order": [
+            (
+                email_of.get(m.subscriber_id or 0),
+                m.kind,
+                m.status,
+                m.attempts,
+                m.error,
+                _set(m.created_at),
+                _set(m.sent_at),
+                _set(m.claimed_until),
+            )
+            for m in mail
+        ],
         "suppressions": sorted((s.email_hash, s.reason) for s in session.scalars(select(Suppression))),
     }
 
@@ -107,9 +139,11 @@ def seed(rt) -> None:
         for i in range(12):
             add_subscriber(s, f"active{i}@example.com", name=f"Active {i}" if i % 2 else None, confirmed=True)
             add_subscriber(s, f"pending{i}@example.com", name=f"Pending {i}" if i % 3 else None)
-        for address, status, left in [("left@example.com", SUB_UNSUBSCRIBED, True),
-                                      ("bounced@example.com", SUB_BOUNCED, False),
-                                      ("again@example.com", SUB_PENDING, True)]:
+        for address, status, left in [
+            ("left@example.com", SubscriberStatus.UNSUBSCRIBED, True),
+            ("bounced@example.com", SubscriberStatus.BOUNCED, False),
+            ("again@example.com", SubscriberStatus.PENDING, True),
+        ]:
             sub = add_subscriber(s, address, confirmed=True).subscriber
             sub.status, sub.unsubscribed_at = status, utcnow() if left else None
         add_subscriber(s, "suppressed-row@example.com", confirmed=True)
@@ -122,9 +156,18 @@ def seed(rt) -> None:
 
 def generated_file(tmp_path: Path, seed_value: int = 23) -> Path:
     rnd = random.Random(seed_value)
-    known = ([f"active{i}@example.com" for i in range(12)] + [f"pending{i}@example.com" for i in range(12)]
-             + ["left@example.com", "bounced@example.com", "again@example.com", "suppressed-row@example.com",
-                "suppressed-only@example.com", "gone@example.com"])
+    known = (
+        [f"active{i}@example.com" for i in range(12)]
+        + [f"pending{i}@example.com" for i in range(12)]
+        + [
+            "left@example.com",
+            "bounced@example.com",
+            "again@example.com",
+            "suppressed-row@example.com",
+            "suppressed-only@example.com",
+            "gone@example.com",
+        ]
+    )
     lines = ["email,name"] + [f"{address},{rnd.choice(['', 'Renamed', 'Active 1'])}" for address in known]
     for i in range(300):
         pick = rnd.random()
@@ -133,8 +176,9 @@ def generated_file(tmp_path: Path, seed_value: int = 23) -> Path:
         elif pick < 0.2:
             address = f"Reader{rnd.randrange(300)}@Example.COM"  # another spelling: a duplicate, or new
         elif pick < 0.23:
-            address = rnd.choice(["not-an-address", "two@@example.com", "x@bücher.example",
-                                  "anna@xn--bcher-kva.example"])
+            address = rnd.choice(
+                ["not-an-address", "two@@example.com", "x@bücher.example", "anna@xn--bcher-kva.example"]
+            )
         else:
             address = f"reader{i}@{rnd.choice(['example.com', 'mail.example.org', 'bücher.example'])}"
         name = rnd.choice(["", "", f"Reader {i}", "Zoë Ärger", "Active 1", "Pending 4", "=cmd()", "Zed", "www.x.com/y"])

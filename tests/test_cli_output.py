@@ -43,8 +43,12 @@ def _row(stdout: str, label: str) -> str:
 
 def test_stats_says_n_a_for_what_the_outbox_cannot_measure_and_lists_unsubscribe_reasons(tmp_path, db_url) -> None:
     cfg, rt, emails, issue_id = _outbox_issue(tmp_path, db_url)
-    given = {emails[0]: ("too_many", ""), emails[1]: ("too_many", ""), emails[2]: ("not_relevant", "more agents"),
-             emails[3]: ("", "")}
+    given = {
+        emails[0]: ("too_many", ""),
+        emails[1]: ("too_many", ""),
+        emails[2]: ("not_relevant", "more agents"),
+        emails[3]: ("", ""),
+    }
     with rt.sessions.begin() as s:
         for address, (code, text) in given.items():
             sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
@@ -107,12 +111,37 @@ def test_help_shows_plain_metavars_and_commands_in_workflow_order(tmp_path) -> N
     root = digest_cli(cfg, env, "--help")
     assert root.returncode == 0
     listed = re.findall(r"^  ([a-z-]+)\s{2,}", root.stdout.split("Commands:", 1)[1], re.M)
-    expected = ["init", "demo", "doctor", "ingest", "comparisons", "select", "preview", "send", "stats",
-                "subscribers", "serve", "worker", "db"]
+    expected = [
+        "init",
+        "demo",
+        "doctor",
+        "ingest",
+        "comparisons",
+        "select",
+        "preview",
+        "send",
+        "stats",
+        "subscribers",
+        "serve",
+        "worker",
+        "db",
+    ]
     assert [c for c in listed if c in expected] == expected, listed
-    for args in (["select"], ["ingest"], ["stats"], ["send"], ["subscribers", "import"], ["subscribers", "list"],
-                 ["subscribers", "add"], ["serve"], ["worker"], ["preview"], ["comparisons", "list"], ["init"],
-                 ["doctor"]):
+    for args in (
+        ["select"],
+        ["ingest"],
+        ["stats"],
+        ["send"],
+        ["subscribers", "import"],
+        ["subscribers", "list"],
+        ["subscribers", "add"],
+        ["serve"],
+        ["worker"],
+        ["preview"],
+        ["comparisons", "list"],
+        ["init"],
+        ["doctor"],
+    ):
         text = digest_cli(cfg, env, *args, "--help").stdout
         assert not re.search(r"<[a-z]", re.sub(r"site_url/<slug>", "", text)), (args, text)
         assert "{" not in text.split("\n", 1)[0], text

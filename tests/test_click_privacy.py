@@ -18,12 +18,30 @@ def _issue_with_clicks(rt):
     sent = send_this_week(rt, people=3)
     now, deliveries = sent.now, sent.deliveries
     recorder = ClickRecorder(rt.sessions)
-    for n, (address, link) in enumerate((("reader000@example.com", 1), ("reader000@example.com", 1),
-                                         ("reader001@example.com", 4), ("reader002@example.com", 1))):
-        recorder.record(issue_id=sent.issue_id, delivery_id=deliveries[address], link=link, method="GET",
-                        agent=None, at=now + timedelta(minutes=n))
-    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=1, method="HEAD",
-                    agent="barracuda", at=now)
+    for n, (address, link) in enumerate(
+        (
+            ("reader000@example.com", 1),
+            ("reader000@example.com", 1),
+            ("reader001@example.com", 4),
+            ("reader002@example.com", 1),
+        )
+    ):
+        recorder.record(
+            issue_id=sent.issue_id,
+            delivery_id=deliveries[address],
+            link=link,
+            method="GET",
+            agent=None,
+            at=now + timedelta(minutes=n),
+        )
+    recorder.record(
+        issue_id=sent.issue_id,
+        delivery_id=deliveries["reader000@example.com"],
+        link=1,
+        method="HEAD",
+        agent="barracuda",
+        at=now,
+    )
     assert recorder.flush() == 5 and recorder.pending == 0
     return sent.issue_id, deliveries
 
@@ -74,8 +92,14 @@ def test_forget_and_the_retention_period_keep_a_rows_repeats_counted(rt) -> None
     recorder = ClickRecorder(rt.sessions)
     for address in ("reader000@example.com", "reader001@example.com"):
         for _ in range(5):
-            recorder.record(issue_id=sent.issue_id, delivery_id=sent.deliveries[address], link=1, method="GET",
-                            agent=None, at=sent.now)
+            recorder.record(
+                issue_id=sent.issue_id,
+                delivery_id=sent.deliveries[address],
+                link=1,
+                method="GET",
+                agent=None,
+                at=sent.now,
+            )
     assert recorder.flush() == 10
     before = _report(rt, sent.issue_id)
     assert before["reader_clicks"] == 10 and before["unique_clicks"] == 2

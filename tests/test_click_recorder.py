@@ -21,8 +21,14 @@ def test_stop_writes_every_queued_click_in_chunks(rt) -> None:
     many = 2 * CHUNK + 17
     start = utcnow()
     for n in range(many):  # a minute apart: no click repeats another within `repeat_seconds`, each is a row
-        recorder.record(issue_id=sent.issue_id, delivery_id=delivery, link=n % 6, method="GET", agent=None,
-                        at=start + timedelta(minutes=n))
+        recorder.record(
+            issue_id=sent.issue_id,
+            delivery_id=delivery,
+            link=n % 6,
+            method="GET",
+            agent=None,
+            at=start + timedelta(minutes=n),
+        )
     recorder.stop()
     assert recorder.pending == 0
     with rt.sessions() as s:
@@ -46,8 +52,17 @@ def test_repeats_of_one_link_within_the_window_are_counted_on_one_row(rt) -> Non
 
     def click(n: int, seconds: float, **kw) -> None:  # type: ignore[no-untyped-def]
         for _ in range(n):
-            recorder.record(**{"issue_id": sent.issue_id, "delivery_id": one, "link": 1, "method": "GET",
-                               "agent": None, "at": start + timedelta(seconds=seconds), **kw})
+            recorder.record(
+                **{
+                    "issue_id": sent.issue_id,
+                    "delivery_id": one,
+                    "link": 1,
+                    "method": "GET",
+                    "agent": None,
+                    "at": start + timedelta(seconds=seconds),
+                    **kw,
+                }
+            )
 
     click(700, 0)
     assert recorder.pending == 1  # folded in the queue already
@@ -61,9 +76,18 @@ def test_repeats_of_one_link_within_the_window_are_counted_on_one_row(rt) -> Non
     click(6, 61)  # past the window: a row of its own
     click(1, 62, kind="open", link=-1)
     assert recorder.flush() == 7
-    assert _rows(rt) == sorted([(one, 1, "GET", None, 1200), (one, 1, "HEAD", None, 3), (one, 1, "GET", "barracuda", 2),
-                                (one, 2, "GET", None, 4), (two, 1, "GET", None, 5), (one, 1, "GET", None, 6),
-                                (one, -1, "GET", None, 1)], key=repr)
+    assert _rows(rt) == sorted(
+        [
+            (one, 1, "GET", None, 1200),
+            (one, 1, "HEAD", None, 3),
+            (one, 1, "GET", "barracuda", 2),
+            (one, 2, "GET", None, 4),
+            (two, 1, "GET", None, 5),
+            (one, 1, "GET", None, 6),
+            (one, -1, "GET", None, 1),
+        ],
+        key=repr,
+    )
     with rt.sessions() as s:
         issue = s.get(Issue, sent.issue_id)
         report = click_report(s, issue, rt.settings.tracking, sent_count(s, sent.issue_id))
@@ -84,11 +108,23 @@ def test_folding_repeats_leaves_bursts_as_they_were(rt) -> None:
     start = utcnow()
     for n in range(6):  # every link of the mail within a second, each twice
         for _ in range(2):
-            recorder.record(issue_id=sent.issue_id, delivery_id=gateway, link=n, method="GET", agent=None,
-                            at=start + timedelta(milliseconds=100 * n))
+            recorder.record(
+                issue_id=sent.issue_id,
+                delivery_id=gateway,
+                link=n,
+                method="GET",
+                agent=None,
+                at=start + timedelta(milliseconds=100 * n),
+            )
     for n in range(50):  # one link, fifty times within seconds: a person (or a stuck client), not a burst
-        recorder.record(issue_id=sent.issue_id, delivery_id=reader, link=3, method="GET", agent=None,
-                        at=start + timedelta(milliseconds=50 * n))
+        recorder.record(
+            issue_id=sent.issue_id,
+            delivery_id=reader,
+            link=3,
+            method="GET",
+            agent=None,
+            at=start + timedelta(milliseconds=50 * n),
+        )
     assert recorder.flush() == 62
     with rt.sessions() as s:
         report = click_report(s, s.get(Issue, sent.issue_id), rt.settings.tracking)

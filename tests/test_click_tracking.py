@@ -46,8 +46,11 @@ TRACKED = re.compile(r'href="(http://127\.0\.0\.1:\d+/c/[A-Za-z0-9_-]{26})"')
 def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tmp_path: Path, db_url: str) -> None:
     port = free_port()
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     "tracking": {"flush_seconds": 3600}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"}, "tracking": {"flush_seconds": 3600}}
+        )
+    )
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
     rt = make_runtime(cfg, db_url)
     now = utcnow()
@@ -89,10 +92,14 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
             assert client.get(other[0], headers=scanner_ua).status_code == 302
 
             token = card_link.rsplit("/", 1)[1]
-            forged = [token[:-1] + ("A" if token[-1] != "A" else "B"),  # the tag
-                      f"{(int(token[:2], 16) + 1) % len(frozen):02x}" + token[2:],  # another position
-                      token[:2] + token[2:17] + ("A" if token[17] != "A" else "B") + token[18:],  # delivery
-                      "x" * 26, "x" * 22, token + "A"]
+            forged = [
+                token[:-1] + ("A" if token[-1] != "A" else "B"),  # the tag
+                f"{(int(token[:2], 16) + 1) % len(frozen):02x}" + token[2:],  # another position
+                token[:2] + token[2:17] + ("A" if token[17] != "A" else "B") + token[18:],  # delivery
+                "x" * 26,
+                "x" * 22,
+                token + "A",
+            ]
             for bad in forged:
                 resp = client.get(card_link.rsplit("/", 1)[0] + "/" + bad)
                 assert resp.status_code == 400 and "location" not in resp.headers, bad
@@ -122,7 +129,8 @@ def test_a_readers_click_redirects_and_counts_once_and_scanners_are_set_aside(tm
 
 
 def test_with_tracking_off_links_go_straight_to_the_comparison_and_the_footer_says_nothing(
-        tmp_path: Path, sqlite_url: str) -> None:
+    tmp_path: Path, sqlite_url: str
+) -> None:
     cfg = write_project(tmp_path / "project")
     cfg.write_text(apply_overrides(cfg.read_text(), {"tracking": {"clicks": False}}))
     rt = make_runtime(cfg, sqlite_url)
@@ -155,8 +163,11 @@ PIXEL = re.compile(r'<img src="(http://127\.0\.0\.1:\d+/o/[A-Za-z0-9_-]{22})"')
 def test_the_open_pixel_is_off_by_default_and_counts_an_open_when_on(tmp_path: Path, sqlite_url: str) -> None:
     port = free_port()
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     "tracking": {"open_pixel": True}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"}, "tracking": {"open_pixel": True}}
+        )
+    )
     env = {"DIGEST_DATABASE_URL": sqlite_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
     rt = make_runtime(cfg, sqlite_url)
     now = utcnow()
@@ -193,8 +204,13 @@ IRI_AS_URI = "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-x"
 def _international(title: str, url: str) -> dict[str, object]:
     tool = {"category": "LLM", "tagline": "t", "panel_ship": 100, "community": 90, "price": "Free", "description": "d"}
     a, b = title.split(" vs ")
-    return {"title": title, "url": url, "community_votes": 500, "tools": [{**tool, "name": a}, {**tool, "name": b}],
-            "quotes": [{"tool": "a", "reviewer": 1, "text": "Good."}, {"tool": "b", "reviewer": 1, "text": "Good."}]}
+    return {
+        "title": title,
+        "url": url,
+        "community_votes": 500,
+        "tools": [{**tool, "name": a}, {**tool, "name": b}],
+        "quotes": [{"tool": "a", "reviewer": 1, "text": "Good."}, {"tool": "b", "reviewer": 1, "text": "Good."}],
+    }
 
 
 def _tracked(rt: Runtime, to: str = "reader000@example.com") -> dict[int, str]:
@@ -240,8 +256,9 @@ def test_a_link_to_an_international_address_redirects_to_its_ascii_uri(tmp_path:
                 assert location.isascii() and location.startswith(IRI_AS_URI + "?utm_source=newsletter"), location
                 resp = client.request(method, tracked[frozen])
                 assert resp.status_code == 302, (method, resp.status_code, resp.text)
-                assert resp.headers["location"] == ("https://verdicts.example.com/compare/caf%C3%A9-vs-%C3%BCn%C3%AF"
-                                                    "code?ref=%C3%A7a#%C3%BCber")
+                assert resp.headers["location"] == (
+                    "https://verdicts.example.com/compare/caf%C3%A9-vs-%C3%BCn%C3%AFcode?ref=%C3%A7a#%C3%BCber"
+                )
                 resp = client.request(method, tracked[broken])
                 assert resp.status_code == 400 and "location" not in resp.headers
         assert server.terminate() == 0

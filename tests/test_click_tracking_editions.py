@@ -41,8 +41,11 @@ def _position(url: str) -> int:
 def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path: Path, db_url: str) -> None:
     port = free_port()
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"},
-                                                     "tracking": {"flush_seconds": 3600}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(), {"site": {"public_url": f"http://127.0.0.1:{port}"}, "tracking": {"flush_seconds": 3600}}
+        )
+    )
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "outbox"}
     rt = make_runtime(cfg, db_url)
     now = utcnow()
@@ -61,8 +64,11 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
         assert every is issue.main_edition and every.links and models.links  # each edition froze its own links
         every_links, models_links = list(every.links), list(models.links or [])
         models_id = models.id
-        delivery = s.scalar(select(Delivery.id).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                            .where(Subscriber.email == "models@example.com"))
+        delivery = s.scalar(
+            select(Delivery.id)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Subscriber.email == "models@example.com")
+        )
         assert delivery is not None
 
     mine = TRACKED.findall(html_of(mail_to(rt.outbox_dir, "models@example.com")))
@@ -70,15 +76,23 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
     for urls, links in ((mine, models_links), (theirs, every_links)):  # the HTML part: contents and cards
         assert sorted(map(_position, urls)) == [i for i, link in enumerate(links) if link["place"] != "text"]
     # A card link of the topic edition whose position holds another comparison in the all-topics edition.
-    card = next(u for u in mine if models_links[_position(u)]["place"] == "card"
-                and every_links[_position(u)]["slug"] != models_links[_position(u)]["slug"])
+    card = next(
+        u
+        for u in mine
+        if models_links[_position(u)]["place"] == "card"
+        and every_links[_position(u)]["slug"] != models_links[_position(u)]["slug"]
+    )
     target = models_links[_position(card)]
-    same = next(u for u in theirs if every_links[_position(u)]["slug"] == target["slug"]
-                and every_links[_position(u)]["place"] == "card")  # the same comparison, another edition
+    same = next(
+        u
+        for u in theirs
+        if every_links[_position(u)]["slug"] == target["slug"] and every_links[_position(u)]["place"] == "card"
+    )  # the same comparison, another edition
     # A properly signed token of the topic edition's delivery, at a position only the all-topics edition has.
     assert len(every_links) > len(models_links)
-    beyond = ClickTokens(Tokens(SECRET)).for_message(issue.id, delivery, len(every_links),
-                                                     edition_id=models_id)[len(models_links)]
+    beyond = ClickTokens(Tokens(SECRET)).for_message(issue.id, delivery, len(every_links), edition_id=models_id)[
+        len(models_links)
+    ]
 
     server = ServeProcess(cfg, port, env, tmp_path)
     with serving(server):
@@ -96,8 +110,10 @@ def test_each_editions_links_are_tracked_and_counted_under_that_edition(tmp_path
             resp = client.get(f"http://127.0.0.1:{port}/c/{beyond}")
             assert resp.status_code == 400 and "location" not in resp.headers
             token = card.rsplit("/", 1)[1]
-            for bad in (token[:2] + token[2:7] + ("A" if token[7] != "A" else "B") + token[8:],  # the edition
-                        token[:-1] + ("A" if token[-1] != "A" else "B")):
+            for bad in (
+                token[:2] + token[2:7] + ("A" if token[7] != "A" else "B") + token[8:],  # the edition
+                token[:-1] + ("A" if token[-1] != "A" else "B"),
+            ):
                 resp = client.get(f"http://127.0.0.1:{port}/c/{bad}")
                 assert resp.status_code == 400 and "location" not in resp.headers, bad
         assert server.terminate() == 0

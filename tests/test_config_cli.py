@@ -17,8 +17,14 @@ from tests.conftest import SAMPLES, apply_overrides, write_project
 def run_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     environ.update({"DIGEST_SECRET_KEY": "cli-test-secret-key", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "digest", "--config", str(config), *args],
-                          capture_output=True, text=True, env=environ, timeout=120, cwd=config.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+        cwd=config.parent,
+    )
 
 
 def _with(project: Path, section: str, key: str, value: object) -> Path:
@@ -91,16 +97,19 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["select", "--week", "2026-47"], "week: '2026-47' is not an ISO week key"),
-    (["select", "--week", "2026-W54"], "week: '2026-W54' does not exist"),
-    (["send", "--week", "nonsense"], "week: 'nonsense' is not an ISO week key"),
-    (["send", "--week", "2099-W01"], "week: 2099-W01 is in the future"),
-    (["ingest", str(SAMPLES), "--published", "2026-13-45"], "--published: '2026-13-45' is not a date"),
-    (["select", "--pin", "no-such-slug"], "--pin: unknown comparison slug 'no-such-slug'"),
-    (["select", "--exclude", "nope"], "--exclude: unknown comparison slug 'nope'"),
-    (["subscribers", "add", "not-an-email"], "email: 'not-an-email' is not a valid address"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["select", "--week", "2026-47"], "week: '2026-47' is not an ISO week key"),
+        (["select", "--week", "2026-W54"], "week: '2026-W54' does not exist"),
+        (["send", "--week", "nonsense"], "week: 'nonsense' is not an ISO week key"),
+        (["send", "--week", "2099-W01"], "week: 2099-W01 is in the future"),
+        (["ingest", str(SAMPLES), "--published", "2026-13-45"], "--published: '2026-13-45' is not a date"),
+        (["select", "--pin", "no-such-slug"], "--pin: unknown comparison slug 'no-such-slug'"),
+        (["select", "--exclude", "nope"], "--exclude: unknown comparison slug 'nope'"),
+        (["subscribers", "add", "not-an-email"], "email: 'not-an-email' is not a valid address"),
+    ],
+)
 def test_bad_cli_input_exits_2_without_traceback(project: Path, args: list[str], message: str) -> None:
     result = run_cli(project, *args)
     assert result.returncode == 2, result.stderr

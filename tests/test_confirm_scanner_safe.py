@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from digest.delivery.mail_queue import drain
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Event, Subscriber
+from digest.storage.models import Event, Subscriber, SubscriberStatus
 from tests.support_subscribers import client, counts, link_in, outbox_messages, path_of, runtime_with, subscriber
 
 
@@ -39,7 +39,7 @@ def test_opening_the_confirm_link_changes_nothing_and_shows_a_confirm_button(srt
         page = c.get(path)
         assert page.status_code == 200
         assert c.head(path).status_code in (200, 405)
-    assert subscriber(srt, "scan@example.com").status == SUB_PENDING
+    assert subscriber(srt, "scan@example.com").status == SubscriberStatus.PENDING
     assert counts(srt) == before and _kinds(srt) == ["subscribed"]
     form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page.text, re.S)
     assert form, page.text
@@ -54,7 +54,7 @@ def test_posting_the_confirm_form_activates_once_and_queues_the_welcome(srt) -> 
     assert r.status_code == 200 and "You’re in!" in r.text
     assert r.headers["Cache-Control"] == "no-store"
     sub = subscriber(srt, "yes@example.com")
-    assert sub.status == SUB_ACTIVE and sub.confirmed_at is not None
+    assert sub.status == SubscriberStatus.ACTIVE and sub.confirmed_at is not None
     assert drain(srt).sent == 1
     assert "Welcome" in outbox_messages(srt, to="yes@example.com")[-1]["Subject"]
     again = c.post(path)
@@ -70,7 +70,7 @@ def test_a_forged_confirm_post_changes_nothing(srt) -> None:
     before = counts(srt)
     for bad in ("garbage", "x" * 400, "WzEsImFiYyJd.ZxY.sig"):
         assert c.post(f"/confirm/{bad}").status_code == 400
-    assert counts(srt) == before and subscriber(srt, "f@example.com").status == SUB_PENDING
+    assert counts(srt) == before and subscriber(srt, "f@example.com").status == SubscriberStatus.PENDING
 
 
 def test_invalid_expired_or_stale_links_explain_and_offer_a_new_confirmation(srt, monkeypatch) -> None:
@@ -86,8 +86,11 @@ def test_invalid_expired_or_stale_links_explain_and_offer_a_new_confirmation(srt
     expired = Tokens(srt.secret_key).confirm(sid, "late@example.com")
     monkeypatch.undo()
     before = counts(srt)
-    pages = {"expired": c.get(f"/confirm/{expired}"), "forged": c.get("/confirm/garbage"),
-             "too long": c.get("/confirm/" + "x" * 400)}
+    pages = {
+        "expired": c.get(f"/confirm/{expired}"),
+        "forged": c.get("/confirm/garbage"),
+        "too long": c.get("/confirm/" + "x" * 400),
+    }
     for what, page in pages.items():
         assert page.status_code == 400, what
         assert 'action="/subscribe"' in page.text and 'name="email"' in page.text, what
@@ -95,15 +98,14 @@ def test_invalid_expired_or_stale_links_explain_and_offer_a_new_confirmation(srt
         assert "Confirm my subscription" not in page.text, what
     assert "expired" in pages["expired"].text
     with srt.sessions.begin() as s:  # left the list since the link was sent
-        s.get(Subscriber, sid).status = SUB_UNSUBSCRIBED
+        s.get(Subscriber, sid).status = SubscriberStatus.UNSUBSCRIBED
     stale = c.get(path)
     assert stale.status_code == 400 and 'action="/subscribe"' in stale.text
     assert c.post(path).status_code == 400
-    assert subscriber(srt, "late@example.com").status == SUB_UNSUBSCRIBED
+    assert subscriber(srt, "late@example.com").status == SubscriberStatus.UNSUBSCRIBED
     assert counts(srt)["subscribers"] == before["subscribers"]
     # The offered form gets the same neutral answer as any sign-up.
-    r = c.post("/subscribe", data={"email": "late@example.com", "source": "confirm-expired"},
-               follow_redirects=False)
+    r = c.post("/subscribe", data={"email": "late@example.com", "source": "confirm-expired"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks"
 
 

@@ -17,9 +17,16 @@ def srt(tmp_path, db_url):
     rt.close()
 
 
-PHISHY = ["Your account is locked, visit http://evil.example/login", "see https://x.example",
-          "Claim at www.prize-example.com", "Go to paypal.example.com/verify now", "bit.ly/abc",
-          "hxxp://x", "ftp://files.example/x", "a" * (MAX_NAME + 1)]
+PHISHY = [
+    "Your account is locked, visit http://evil.example/login",
+    "see https://x.example",
+    "Claim at www.prize-example.com",
+    "Go to paypal.example.com/verify now",
+    "bit.ly/abc",
+    "hxxp://x",
+    "ftp://files.example/x",
+    "a" * (MAX_NAME + 1),
+]
 
 
 def test_the_confirmation_mail_does_not_print_the_visitor_supplied_name(srt) -> None:
@@ -44,14 +51,28 @@ def test_names_with_urls_or_too_long_are_refused_with_a_clear_field_message(srt,
     assert counts(srt) == before
 
 
-@pytest.mark.parametrize("name", ["Ann", "J.R.R. Tolkien", "Dr. Ann-Marie O’Neil", "Zoë", "李小龍", "Mr. Smith Jr.",
-                                  "a" * MAX_NAME])
+@pytest.mark.parametrize(
+    "name", ["Ann", "J.R.R. Tolkien", "Dr. Ann-Marie O’Neil", "Zoë", "李小龍", "Mr. Smith Jr.", "a" * MAX_NAME]
+)
 def test_ordinary_names_are_accepted(name) -> None:
     assert clean_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["a\x01b", "tab\there", "bell\x07", "c1\x85x", "del\x7f", "non\ufdd0char",
-                                  "end\uffff", "plane\U0001fffe", "line\nbreak", "\u2028sep"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a\x01b",
+        "tab\there",
+        "bell\x07",
+        "c1\x85x",
+        "del\x7f",
+        "non\ufdd0char",
+        "end\uffff",
+        "plane\U0001fffe",
+        "line\nbreak",
+        "\u2028sep",
+    ],
+)
 def test_names_with_control_characters_or_noncharacters_are_refused(name) -> None:
     with pytest.raises(AddressError, match="^name: "):
         clean_name(name)

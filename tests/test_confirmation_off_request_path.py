@@ -51,7 +51,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_the_web_process_takes_signups_while_a_child_renders_and_sends_the_confirmations(
-        tmp_path: Path, db_url: str) -> None:
+    tmp_path: Path, db_url: str
+) -> None:
     with served(tmp_path, db_url) as proc:
         outbox = tmp_path / "project" / "var" / "outbox"
         web = proc.proc.pid

@@ -36,8 +36,14 @@ NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 WEEK = Week.parse("2026-W47")
 PAGE = (SAMPLES / "cursor-background-agents-vs-smollm3.txt").read_text(encoding="utf-8")
 BAD = {
-    "\x01": "U+0001", "\x1b": "U+001B", "\x7f": "U+007F", "\x85": "U+0085", "\x9b": "U+009B",
-    "\ufffe": "U+FFFE", "\ufdd0": "U+FDD0", "\U0010ffff": "U+10FFFF",
+    "\x01": "U+0001",
+    "\x1b": "U+001B",
+    "\x7f": "U+007F",
+    "\x85": "U+0085",
+    "\x9b": "U+009B",
+    "\ufffe": "U+FFFE",
+    "\ufdd0": "U+FDD0",
+    "\U0010ffff": "U+10FFFF",
 }
 
 
@@ -76,13 +82,16 @@ def test_json_field_with_a_forbidden_character_names_the_item_and_field(char, co
     assert code in message and char not in message
 
 
-@pytest.mark.parametrize("field,value,code", [
-    ("title", "Alpha Notes vs\nBeta Notes", "U+000A"),
-    ("title", "Alpha Notes vs\tBeta Notes", "U+0009"),
-    ("title", "Alpha Notes vs\u2028Beta Notes", "U+2028"),
-    ("title", "Alpha Notes vs \ud800 Beta Notes", "U+D800"),  # a lone surrogate from a JSON escape
-    ("intro", "One\x00two", "U+0000"),
-])
+@pytest.mark.parametrize(
+    "field,value,code",
+    [
+        ("title", "Alpha Notes vs\nBeta Notes", "U+000A"),
+        ("title", "Alpha Notes vs\tBeta Notes", "U+0009"),
+        ("title", "Alpha Notes vs\u2028Beta Notes", "U+2028"),
+        ("title", "Alpha Notes vs \ud800 Beta Notes", "U+D800"),  # a lone surrogate from a JSON escape
+        ("intro", "One\x00two", "U+0000"),
+    ],
+)
 def test_single_line_fields_refuse_line_breaks_and_every_field_refuses_controls(field, value, code) -> None:
     item = {**PLAIN, field: value}
     with pytest.raises(IngestError) as info:
@@ -136,8 +145,11 @@ def test_a_bad_item_in_a_configured_feed_is_skipped_and_the_issue_goes_out(tmp_p
     from digest.schedule.feeds import refresh_feeds
 
     bad = _named("Bad Notes vs Worse Notes", "Bad\u0001Notes", "Worse Notes")
-    items = [_named("Alpha Notes vs Beta Notes", "Alpha Notes", "Beta Notes"), bad,
-             _named("Gamma Notes vs Delta Notes", "Gamma Notes", "Delta Notes")]
+    items = [
+        _named("Alpha Notes vs Beta Notes", "Alpha Notes", "Beta Notes"),
+        bad,
+        _named("Gamma Notes vs Delta Notes", "Gamma Notes", "Delta Notes"),
+    ]
     url, server = _serve(json.dumps(items).encode())
     try:
         cfg = write_project(tmp_path / "p")

@@ -17,7 +17,7 @@ import time
 
 from sqlalchemy import func, select
 
-from digest.storage.models import DELIVERY_SENT, ISSUE_SENT, Delivery, Issue
+from digest.storage.models import Delivery, DeliveryStatus, Issue, IssueStatus
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import (
     assert_exactly_once,
@@ -55,8 +55,7 @@ def test_sigkill_at_random_points_then_resume_mails_everyone_exactly_once(tmp_pa
     # Slow answers widen the window between "accepted by the provider" and "recorded by us".
     state = FakeResend(faults=Faults(slow_rate=0.3, slow_seconds=0.25, seed=seed))
     with FakeResendServer(state) as server:
-        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=20.0, batch_size=20,
-                             concurrency=4)
+        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=20.0, batch_size=20, concurrency=4)
         rt = resend_runtime(cfg, server.url, db_url)
         readers = seed_for_cli(rt, READERS)
         env = resend_env(server.url, db_url)
@@ -73,8 +72,10 @@ def test_sigkill_at_random_points_then_resume_mails_everyone_exactly_once(tmp_pa
             kills += killed
             stdout, stderr = proc.communicate()
             assert killed or proc.returncode == 0, stdout + stderr
-            print(f"round {round_no}: {'killed' if killed else 'finished'} after {len(state.log)} request(s), "
-                  f"{len(state.records)} email(s) accepted so far")
+            print(
+                f"round {round_no}: {'killed' if killed else 'finished'} after {len(state.log)} request(s), "
+                f"{len(state.records)} email(s) accepted so far"
+            )
         assert kills >= KILLS - 1, "the send finished before the harness could kill it often enough"
         final = digest_cli(cfg, env, "send")
         assert final.returncode == 0, final.stdout + final.stderr
@@ -83,6 +84,9 @@ def test_sigkill_at_random_points_then_resume_mails_everyone_exactly_once(tmp_pa
     assert outcomes.get("replayed", 0) >= 1, outcomes  # a batch that reached the provider was resent, same key
     assert_exactly_once(state.copies_by_recipient(), readers)
     with rt.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DELIVERY_SENT)) == READERS
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
+        assert (
+            s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.SENT))
+            == READERS
+        )
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
     rt.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from digest.links import Tokens
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED
+from digest.storage.models import SubscriberStatus
 from subscribers.api import add_subscriber
 from tests.conftest import apply_overrides, make_runtime, output_dir, write_project
 from tests.support_subscribers import LiveServer, bound_socket, subscriber
@@ -61,22 +61,24 @@ def test_confirm_page_needs_the_click_and_bad_links_offer_a_new_confirmation(app
 
     page.goto(f"{url}/confirm/{tokens.confirm(sid, address)}")
     button = page.get_by_role("button", name="Confirm my subscription")
-    assert button.is_visible() and subscriber(rt, address).status == SUB_PENDING
+    assert button.is_visible() and subscriber(rt, address).status == SubscriberStatus.PENDING
     _shoot(page, "confirm-ask", width)
     button.click()
     page.get_by_role("heading", name="You’re in!").wait_for()
-    assert subscriber(rt, address).status == SUB_ACTIVE
+    assert subscriber(rt, address).status == SubscriberStatus.ACTIVE
     _shoot(page, "confirm-done", width)
 
-    for name, token in (("confirm-invalid", "garbled-token"),
-                        ("confirm-expired", _expired_token(rt, sid, address, monkeypatch))):
+    for name, token in (
+        ("confirm-invalid", "garbled-token"),
+        ("confirm-expired", _expired_token(rt, sid, address, monkeypatch)),
+    ):
         page.goto(f"{url}/confirm/{token}")
         assert page.get_by_role("heading").first.inner_text() in ("This link doesn’t work", "This link has expired")
         _shoot(page, name, width)
     page.get_by_label("Email address").fill(f"again{width}@example.com")
     page.get_by_role("button", name="Send me a new link").click()
     page.get_by_text("Check your inbox").wait_for()  # the same neutral answer as any sign-up
-    assert subscriber(rt, f"again{width}@example.com").status == SUB_PENDING
+    assert subscriber(rt, f"again{width}@example.com").status == SubscriberStatus.PENDING
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -89,14 +91,14 @@ def test_after_resubscribe_the_page_says_you_are_back(app, browser, width) -> No
     page.goto(f"{url}/u/{Tokens(rt.secret_key).unsubscribe(sid, address)}")
     page.get_by_role("button", name="Unsubscribe").click()
     page.get_by_role("heading", name="You’re unsubscribed").wait_for()
-    assert subscriber(rt, address).status == SUB_UNSUBSCRIBED
+    assert subscriber(rt, address).status == SubscriberStatus.UNSUBSCRIBED
     page.get_by_role("button", name="Resubscribe").click()
     page.get_by_role("heading", name="Welcome back!").wait_for()
-    assert subscriber(rt, address).status == SUB_ACTIVE
+    assert subscriber(rt, address).status == SubscriberStatus.ACTIVE
     assert page.get_by_role("button", name="Unsubscribe").count() == 0  # no big red button any more
     link = page.get_by_role("link", name="Unsubscribe")
     assert link.is_visible()
     _shoot(page, "resubscribed", width)
     link.click()
     page.get_by_role("heading", name="Unsubscribe from").wait_for()  # still asks first
-    assert subscriber(rt, address).status == SUB_ACTIVE
+    assert subscriber(rt, address).status == SubscriberStatus.ACTIVE

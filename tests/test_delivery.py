@@ -27,21 +27,15 @@ from digest.delivery.summary import SendSummary
 from digest.delivery.transports import make_transport
 from digest.storage.installation import installation_id
 from digest.storage.models import (
-    BATCH_CLAIMED,
-    BATCH_SENT,
-    BATCH_UNCONFIRMED,
-    DELIVERY_DROPPED,
-    DELIVERY_FAILED,
-    DELIVERY_SENT,
-    ISSUE_SENDING,
-    ISSUE_SENT,
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
     Batch,
+    BatchStatus,
     Delivery,
+    DeliveryStatus,
     Edition,
     Issue,
+    IssueStatus,
     Subscriber,
+    SubscriberStatus,
 )
 from digest.weeks import Week
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
@@ -80,8 +74,8 @@ def test_every_active_subscriber_gets_one_copy_with_unsubscribe_headers_and_week
     state, url = fake
     rt = make_rt(tmp_path, url, db_url)
     readers = add_readers(rt, 250)
-    add_readers(rt, 4, prefix="pending", status=SUB_PENDING)
-    add_readers(rt, 3, prefix="gone", status=SUB_UNSUBSCRIBED)
+    add_readers(rt, 4, prefix="pending", status=SubscriberStatus.PENDING)
+    add_readers(rt, 3, prefix="gone", status=SubscriberStatus.UNSUBSCRIBED)
     result = send(rt)
     assert result.summary is not None and result.summary.sent == 250 and result.summary.failed == 0
     assert_exactly_once(state.copies_by_recipient(), readers)
@@ -97,9 +91,9 @@ def test_every_active_subscriber_gets_one_copy_with_unsubscribe_headers_and_week
     assert max(e.emails for e in state.log) <= 100
     with rt.sessions() as s:
         rows = s.execute(select(Delivery.email, Delivery.provider_id, Delivery.status)).all()
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
     ids = {r.to: r.id for r in state.records}
-    assert all(status == DELIVERY_SENT and ids[email] == pid for email, pid, status in rows)
+    assert all(status == DeliveryStatus.SENT and ids[email] == pid for email, pid, status in rows)
     again = send(rt)
     assert again.summary is None and len(state.records) == 250  # a second run sends nothing
 
@@ -108,7 +102,7 @@ def test_enqueue_fixes_batches_of_at_most_100_in_subscriber_order(fake, tmp_path
     _, url = fake
     rt = make_rt(tmp_path, url, db_url, batch_size=40)
     add_readers(rt, 130)
-    add_readers(rt, 5, prefix="pending", status=SUB_PENDING)
+    add_readers(rt, 5, prefix="pending", status=SubscriberStatus.PENDING)
     prepared = prepare(rt, WEEK, manual=True, now=NOW)
     assert prepared.recipients == 130
     with rt.sessions() as s:
@@ -125,12 +119,12 @@ def test_reader_who_leaves_after_enqueueing_is_not_mailed(fake, tmp_path, db_url
     prepare(rt, WEEK, manual=True, now=NOW)
     leaving = readers[120]
     with rt.sessions.begin() as s:
-        s.execute(update(Subscriber).where(Subscriber.email == leaving).values(status=SUB_UNSUBSCRIBED))
+        s.execute(update(Subscriber).where(Subscriber.email == leaving).values(status=SubscriberStatus.UNSUBSCRIBED))
     result = send(rt)
     assert result.summary is not None and result.summary.dropped == 1
     assert_exactly_once(state.copies_by_recipient(), set(readers) - {leaving})
     with rt.sessions() as s:
-        assert s.scalar(select(Delivery.status).where(Delivery.email == leaving)) == DELIVERY_DROPPED
+        assert s.scalar(select(Delivery.status).where(Delivery.email == leaving)) == DeliveryStatus.DROPPED
 
 
 def test_rejected_emails_are_recorded_per_delivery_and_not_retried(fake, tmp_path, db_url) -> None:
@@ -141,9 +135,11 @@ def test_rejected_emails_are_recorded_per_delivery_and_not_retried(fake, tmp_pat
     result = send(rt)
     assert result.summary is not None and result.summary.failed == 2 and result.summary.sent == 118
     with rt.sessions() as s:
-        failed = dict(s.execute(select(Delivery.email, Delivery.error).where(Delivery.status == DELIVERY_FAILED)).all())
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
-        assert set(s.scalars(select(Batch.status))) == {BATCH_SENT}
+        failed = dict(
+            s.execute(select(Delivery.email, Delivery.error).where(Delivery.status == DeliveryStatus.FAILED)).all()
+        )
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
+        assert set(s.scalars(select(Batch.status))) == {BatchStatus.SENT}
     assert set(failed) == {readers[3], readers[110]}
     assert all("cannot receive" in error for error in failed.values())
     assert len(state.log) == 2  # one request per batch: nothing retried
@@ -152,7 +148,8 @@ def test_rejected_emails_are_recorded_per_delivery_and_not_retried(fake, tmp_pat
 
 
 def test_5xx_is_retried_a_bounded_number_of_times_then_left_owed_and_resumed_under_the_same_key(
-        fake, tmp_path, db_url) -> None:
+    fake, tmp_path, db_url
+) -> None:
     state, url = fake
     rt = make_rt(tmp_path, url, db_url, max_attempts=2)
     readers = add_readers(rt, 150)
@@ -164,7 +161,7 @@ def test_5xx_is_retried_a_bounded_number_of_times_then_left_owed_and_resumed_und
     with rt.sessions() as db:
         errors = set(db.scalars(select(Batch.last_error)))
         keys = set(db.scalars(select(Batch.idem_key)))
-        assert db.scalar(select(Issue.status)) == ISSUE_SENDING  # never "sent" because batches gave up
+        assert db.scalar(select(Issue.status)) == IssueStatus.SENDING  # never "sent" because batches gave up
     assert all(e and e.startswith("still owed after 2 attempt(s) in this run: Resend 500") for e in errors)
     assert delivery_counts(rt) == {"queued": 150}
     state.set_faults(Faults())
@@ -190,21 +187,32 @@ def test_claim_of_a_dead_local_process_is_taken_over_but_a_live_one_is_left_alon
     rt = make_rt(tmp_path, url, db_url)
     readers = add_readers(rt, 250)
     prepare(rt, WEEK, manual=True, now=NOW)
-    dead_pid = 2 ** 22 + 12345  # above pid_max defaults: no such process
+    dead_pid = 2**22 + 12345  # above pid_max defaults: no such process
     host = socket.gethostname()
     with rt.sessions.begin() as s:
-        s.execute(update(Batch).where(Batch.batch_no == 0).values(
-            status=BATCH_CLAIMED, claimed_by=f"{host}:{dead_pid}:0", claimed_at=NOW.replace(year=2100), attempts=1))
-        s.execute(update(Batch).where(Batch.batch_no == 2).values(
-            status=BATCH_CLAIMED, claimed_by=f"{host}:{os.getppid()}:0", claimed_at=datetime.now(UTC)))
+        s.execute(
+            update(Batch)
+            .where(Batch.batch_no == 0)
+            .values(
+                status=BatchStatus.CLAIMED,
+                claimed_by=f"{host}:{dead_pid}:0",
+                claimed_at=NOW.replace(year=2100),
+                attempts=1,
+            )
+        )
+        s.execute(
+            update(Batch)
+            .where(Batch.batch_no == 2)
+            .values(status=BatchStatus.CLAIMED, claimed_by=f"{host}:{os.getppid()}:0", claimed_at=datetime.now(UTC))
+        )
     issue_id = prepare(rt, WEEK, manual=True, now=NOW).issue_id
     transport = make_transport(rt.config)
     summary = Sender(rt, transport).run(issue_id)
     transport.close()
     assert summary.sent == 200
     with rt.sessions() as s:
-        assert s.scalar(select(Batch.status).where(Batch.batch_no == 2)) == BATCH_CLAIMED
-        assert s.scalar(select(Issue.status)) == ISSUE_SENDING
+        assert s.scalar(select(Batch.status).where(Batch.batch_no == 2)) == BatchStatus.CLAIMED
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENDING
     assert_exactly_once(state.copies_by_recipient(), readers[:200])
 
 
@@ -215,16 +223,25 @@ def test_a_batch_first_tried_more_than_a_day_ago_without_an_answer_is_not_resent
     issue_id = prepare(rt, WEEK, manual=True, now=NOW).issue_id
     long_ago = datetime.now(UTC) - timedelta(hours=25)
     with rt.sessions.begin() as s:  # an attempt with no recorded answer: it may have gone out
-        s.execute(update(Batch).where(Batch.batch_no == 1).values(
-            attempts=1, first_attempt_at=long_ago, status=BATCH_CLAIMED, claimed_at=long_ago, claimed_by="gone:1:0"))
+        s.execute(
+            update(Batch)
+            .where(Batch.batch_no == 1)
+            .values(
+                attempts=1,
+                first_attempt_at=long_ago,
+                status=BatchStatus.CLAIMED,
+                claimed_at=long_ago,
+                claimed_by="gone:1:0",
+            )
+        )
     transport = make_transport(rt.config)
     summary = Sender(rt, transport).run(issue_id)
     transport.close()
     assert summary.sent == 100 and summary.failed == 0 and summary.unconfirmed == 50 and summary.owed == 50
     assert "idempotency key has expired" in summary.errors[0]
     with rt.sessions() as s:
-        assert s.scalar(select(Batch.status).where(Batch.batch_no == 1)) == BATCH_UNCONFIRMED
-        assert s.scalar(select(Issue.status)) == ISSUE_SENDING
+        assert s.scalar(select(Batch.status).where(Batch.batch_no == 1)) == BatchStatus.UNCONFIRMED
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENDING
     assert_exactly_once(state.copies_by_recipient(), readers[:100])
 
 
@@ -249,7 +266,7 @@ def test_progress_logs_a_line_without_a_terminal(fake, tmp_path, db_url) -> None
     add_readers(rt, 200)
     prepare(rt, WEEK, manual=True, now=NOW)
     with rt.sessions.begin() as s:  # the first batch is done when the first report comes
-        s.execute(update(Delivery).where(Delivery.batch_no == 0).values(status=DELIVERY_SENT))
+        s.execute(update(Delivery).where(Delivery.batch_no == 0).values(status=DeliveryStatus.SENT))
     console = Console(record=True, width=200)
     progress = SendProgress(rt, "2026-W47", console=console, log_console=console, interactive=False, every=0)
     progress(SendSummary(sent=100))
@@ -272,7 +289,7 @@ def test_counts_by_status_after_a_send(fake, tmp_path, db_url) -> None:
     rt = make_rt(tmp_path, url, db_url)
     add_readers(rt, 10)
     send(rt)
-    assert delivery_counts(rt) == {DELIVERY_SENT: 10}
+    assert delivery_counts(rt) == {DeliveryStatus.SENT: 10}
     assert active_emails(rt) == set(state.copies_by_recipient())
 
 
@@ -289,14 +306,17 @@ def test_resend_payload_json_is_exactly_the_personalized_email(tmp_path) -> None
     from tests.conftest import write_project
 
     nonce = new_nonce()
-    html = (f'<p class="x">{marker(nonce, "greeting")} “quotes” é 😀 \\ </p>\n'
-            f'<a href="{marker(nonce, "unsubscribe_url")}">u</a>{marker(nonce, "name")}')
+    html = (
+        f'<p class="x">{marker(nonce, "greeting")} “quotes” é 😀 \\ </p>\n'
+        f'<a href="{marker(nonce, "unsubscribe_url")}">u</a>{marker(nonce, "name")}'
+    )
     text = f'{marker(nonce, "greeting")}\n\t"tab" {marker(nonce, "unsubscribe_url")} ü'
     issue = Issue(id=7, week="2026-W47")
     main = Edition(issue_id=7, key="weekly/all", html=html, text=text, placeholder_nonce=nonce, subject="Subject “1”")
     settings = load_config(write_project(tmp_path / "p")).settings
-    msgs = IssueMessages(settings, Tokens("secret-0123456789"), issue, main, installation="test-install",
-                         json_bodies=True)
+    msgs = IssueMessages(
+        settings, Tokens("secret-0123456789"), issue, main, installation="test-install", json_bodies=True
+    )
     mail = msgs.build(Recipient(1, 5, "ada@example.com", 'Ada "<b>&</b>" Lövelace'))
     assert isinstance(mail.html, PreEscaped) and isinstance(mail.text, PreEscaped)
     assert "&lt;b&gt;&amp;&lt;/b&gt;" in mail.html and "Hi Ada," in mail.text

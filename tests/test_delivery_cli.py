@@ -54,15 +54,17 @@ def test_missing_api_key_is_reported_before_anything_changes(tmp_path, sqlite_ur
     env["RESEND_API_KEY"] = ""
     result = digest_cli(cfg, env, "send")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: RESEND_API_KEY is not set; the resend transport needs the API key "
-                                     "in the environment")
+    assert result.stderr.strip() == (
+        "error: RESEND_API_KEY is not set; the resend transport needs the API key in the environment"
+    )
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Issue)) == 0
     rt.close()
 
 
 def test_batches_that_keep_failing_are_owed_not_failed_and_a_plain_send_finishes_them_once(
-        tmp_path, sqlite_url) -> None:
+    tmp_path, sqlite_url
+) -> None:
     state = FakeResend(faults=Faults(error_rate=1.0))
     with FakeResendServer(state) as server:
         cfg = resend_project(tmp_path / "project", server.url, max_attempts=1)
@@ -119,10 +121,32 @@ def test_stats_reports_counts_and_rates_as_a_table_and_as_json(tmp_path, db_url)
     result = digest_cli(cfg, env, "stats", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert {k: data[k] for k in ("week", "recipients", "sent", "failed", "delivered", "bounced", "complained",
-                                 "opened", "clicked", "unsubscribed")} == {
-        "week": "2026-W47", "recipients": 200, "sent": 198, "failed": 2, "delivered": 180, "bounced": 4,
-        "complained": 1, "opened": 90, "clicked": 27, "unsubscribed": 3}
+    assert {
+        k: data[k]
+        for k in (
+            "week",
+            "recipients",
+            "sent",
+            "failed",
+            "delivered",
+            "bounced",
+            "complained",
+            "opened",
+            "clicked",
+            "unsubscribed",
+        )
+    } == {
+        "week": "2026-W47",
+        "recipients": 200,
+        "sent": 198,
+        "failed": 2,
+        "delivered": 180,
+        "bounced": 4,
+        "complained": 1,
+        "opened": 90,
+        "clicked": 27,
+        "unsubscribed": 3,
+    }
     assert data["rates"]["failed"] == 0.01 and data["rates"]["opened"] == round(90 / 198, 4)
     assert data["rates"]["unsubscribed"] == round(3 / 198, 4)
     table = digest_cli(cfg, env, "stats", "--week", "2026-W47")

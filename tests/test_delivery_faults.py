@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from digest.storage.models import DELIVERY_SENT, ISSUE_SENT, Delivery, Issue
+from digest.storage.models import Delivery, DeliveryStatus, Issue, IssueStatus
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import (
     assert_exactly_once,
@@ -30,8 +30,14 @@ def test_ten_thousand_readers_through_500s_429s_and_dropped_connections_each_get
     state = FakeResend(faults=faults)
     with FakeResendServer(state) as server:
         # A generous rate keeps the test short; max_attempts bounds retries of one batch (0.16^10: never here).
-        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=100.0, max_attempts=10,
-                             concurrency=4, timeout_seconds=10.0)
+        cfg = resend_project(
+            tmp_path / "project",
+            server.url,
+            requests_per_second=100.0,
+            max_attempts=10,
+            concurrency=4,
+            timeout_seconds=10.0,
+        )
         rt = resend_runtime(cfg, server.url, db_url)
         readers = seed_for_cli(rt, READERS)
         result = digest_cli(cfg, resend_env(server.url, db_url), "send", timeout=400)
@@ -42,6 +48,9 @@ def test_ten_thousand_readers_through_500s_429s_and_dropped_connections_each_get
         assert outcomes.get(kind, 0) > 0, (kind, outcomes)
     assert_exactly_once(state.copies_by_recipient(), readers)
     with rt.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DELIVERY_SENT)) == READERS
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
+        assert (
+            s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.SENT))
+            == READERS
+        )
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
     rt.close()

@@ -28,17 +28,27 @@ def test_each_edition_counts_its_own_readers_opens(rt) -> None:
     send_issue(rt, week, now)
     with rt.sessions.begin() as s:
         issue = s.scalars(select(Issue).where(Issue.week == week)).one()
-        delivery = {email: did for did, email in s.execute(
-            select(Delivery.id, Subscriber.email).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.issue_id == issue.id))}
+        delivery = {
+            email: did
+            for did, email in s.execute(
+                select(Delivery.id, Subscriber.email)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Delivery.issue_id == issue.id)
+            )
+        }
         # A provider's `opened` stamp for one all-topics reader.
         s.execute(update(Delivery).where(Delivery.id == delivery["all0@example.com"]).values(opened_at=now))
         issue_id = issue.id
     recorder = ClickRecorder(rt.sessions)
-    for address, agent in (("all1@example.com", None), ("all1@example.com", None),  # one reader, twice
-                           ("models0@example.com", None), ("models1@example.com", "barracuda")):  # a scanner
-        recorder.record(issue_id=issue_id, delivery_id=delivery[address], link=-1, method="GET", kind="open",
-                        agent=agent, at=now)
+    for address, agent in (
+        ("all1@example.com", None),
+        ("all1@example.com", None),  # one reader, twice
+        ("models0@example.com", None),
+        ("models1@example.com", "barracuda"),
+    ):  # a scanner
+        recorder.record(
+            issue_id=issue_id, delivery_id=delivery[address], link=-1, method="GET", kind="open", agent=agent, at=now
+        )
     assert recorder.flush() == 4
 
     with rt.sessions() as s:
@@ -67,21 +77,40 @@ def test_an_editions_opens_stay_counted_after_the_retention_period_unlinks_them(
     send_issue(rt, week, now)
     with rt.sessions() as s:
         issue_id = s.scalars(select(Issue.id).where(Issue.week == week)).one()
-        delivery = dict(s.execute(select(Subscriber.email, Delivery.id).join(
-            Subscriber, Subscriber.id == Delivery.subscriber_id).where(Delivery.issue_id == issue_id)).all())
+        delivery = dict(
+            s.execute(
+                select(Subscriber.email, Delivery.id)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(Delivery.issue_id == issue_id)
+            ).all()
+        )
     recorder = ClickRecorder(rt.sessions)
-    recorder.record(issue_id=issue_id, delivery_id=delivery["models@example.com"], link=-1, method="GET",
-                    kind="open", agent=None, at=now)
+    recorder.record(
+        issue_id=issue_id,
+        delivery_id=delivery["models@example.com"],
+        link=-1,
+        method="GET",
+        kind="open",
+        agent=None,
+        at=now,
+    )
     assert recorder.flush() == 1
 
     def opens() -> dict[str, int]:
         with rt.sessions() as s:
             stats = issue_stats(s, s.get(Issue, issue_id), tracking=rt.settings.tracking)
         return {ed["key"]: ed["opens"]["unique_opens"] for ed in stats["editions"]} | {
-            "issue": stats["opens"]["unique_opens"]}
+            "issue": stats["opens"]["unique_opens"]
+        }
 
     assert opens() == {"weekly/all": 0, "weekly/open-models": 1, "issue": 1}
     with rt.sessions.begin() as s:
-        assert unlink_older_than(s, rt.settings.tracking.retention_days,
-                                 now=now + timedelta(days=rt.settings.tracking.retention_days + 1)) == 1
+        assert (
+            unlink_older_than(
+                s,
+                rt.settings.tracking.retention_days,
+                now=now + timedelta(days=rt.settings.tracking.retention_days + 1),
+            )
+            == 1
+        )
     assert opens() == {"weekly/all": 0, "weekly/open-models": 1, "issue": 1}

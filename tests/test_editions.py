@@ -30,13 +30,23 @@ def test_topics_are_the_categories_renamed_merged_or_hidden() -> None:
     cats = ["Developer Tools", "developer  tools", "Open Models", "Closed Models", "Image Generation", "Agents"]
     plain = build(TopicSettings(), cats)
     assert [(t.key, t.name) for t in plain.topics] == [
-        ("agents", "Agents"), ("closed-models", "Closed Models"), ("developer-tools", "Developer Tools"),
-        ("image-generation", "Image Generation"), ("open-models", "Open Models")]
-    settings = TopicSettings(rename={"Developer Tools": "Coding"}, merge={"Models": ["Open Models", "closed models"]},
-                             hide=["Image Generation"])
+        ("agents", "Agents"),
+        ("closed-models", "Closed Models"),
+        ("developer-tools", "Developer Tools"),
+        ("image-generation", "Image Generation"),
+        ("open-models", "Open Models"),
+    ]
+    settings = TopicSettings(
+        rename={"Developer Tools": "Coding"},
+        merge={"Models": ["Open Models", "closed models"]},
+        hide=["Image Generation"],
+    )
     shaped = build(settings, cats)
     assert [(t.key, t.name) for t in shaped.topics] == [
-        ("agents", "Agents"), ("developer-tools", "Coding"), ("models", "Models")]
+        ("agents", "Agents"),
+        ("developer-tools", "Coding"),
+        ("models", "Models"),
+    ]
     comparison = {"tools": [{"category": "Open Models"}, {"category": "Developer Tools"}]}
     assert shaped.of(comparison) == {"models", "developer-tools"}  # the topics of both its tools
     assert shaped.of({"tools": [{"category": "Image Generation"}] * 2}) == set()
@@ -73,19 +83,30 @@ def test_each_reader_gets_the_edition_of_their_topics_once(rt) -> None:
     assert result.summary.sent == 4
     with rt.sessions() as s:
         eds = {e.key: e for e in s.scalars(select(Edition))}
-        assert set(eds) == {"weekly/all", "weekly/open-models", "weekly/image-generation",
-                            "weekly/developer-tools+open-models"}
+        assert set(eds) == {
+            "weekly/all",
+            "weekly/open-models",
+            "weekly/image-generation",
+            "weekly/developer-tools+open-models",
+        }
         assert eds["weekly/open-models"].label == "Open Models, weekly"
         assert eds["weekly/image-generation"].filled == 1
         # The issue's content is its editions; the archive's is the all-topics one.
         issue = s.scalar(select(Issue))
         assert issue.main_edition is eds["weekly/all"] and eds["weekly/all"].html
-        per_reader = dict(s.execute(select(Subscriber.email, Edition.key).join(Delivery, Delivery.subscriber_id
-                                                                              == Subscriber.id)
-                                    .join(Edition, Edition.id == Delivery.edition_id)).all())
-    assert per_reader == {"all@example.com": "weekly/all", "models@example.com": "weekly/open-models",
-                          "images@example.com": "weekly/image-generation",
-                          "both@example.com": "weekly/developer-tools+open-models"}
+        per_reader = dict(
+            s.execute(
+                select(Subscriber.email, Edition.key)
+                .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                .join(Edition, Edition.id == Delivery.edition_id)
+            ).all()
+        )
+    assert per_reader == {
+        "all@example.com": "weekly/all",
+        "models@example.com": "weekly/open-models",
+        "images@example.com": "weekly/image-generation",
+        "both@example.com": "weekly/developer-tools+open-models",
+    }
     with rt.sessions() as s:  # each batch holds one edition's readers; batch numbers run on across editions
         used = set(s.execute(select(Delivery.batch_no, Delivery.edition_id)).all())
         batches = set(s.execute(select(Batch.batch_no, Batch.edition_id)).all())
@@ -170,8 +191,10 @@ def test_a_month_carries_one_monthly_edition_whichever_week_is_sent_late(rt) -> 
     assert w52.summary is not None and w52.summary.sent == 2
     copy_for(rt, "2026-W52", "monthly@example.com")
     # The operator then sends the missed W51, and re-sends the skipped W50: weekly readers only.
-    for week, published in (("2026-W51", datetime(2026, 12, 10, tzinfo=UTC)),
-                            ("2026-W50", datetime(2026, 12, 3, tzinfo=UTC))):
+    for week, published in (
+        ("2026-W51", datetime(2026, 12, 10, tzinfo=UTC)),
+        ("2026-W50", datetime(2026, 12, 3, tzinfo=UTC)),
+    ):
         seed_categories(rt, published=published, tag=f" ({week})", best=60)  # found late, in that week's window
         late = send_week(rt, Week.parse(week), manual=True, now=W52_NOW + timedelta(days=1))
         assert late.summary is not None and late.summary.sent == 1, (week, late.prepared)
@@ -209,8 +232,10 @@ def test_two_weeks_of_a_month_frozen_at_once_carry_one_monthly_edition(rt, monke
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=send, args=("2026-W50", W51_NOW)),
-               threading.Thread(target=send, args=("2026-W51", W51_NOW))]
+    threads = [
+        threading.Thread(target=send, args=("2026-W50", W51_NOW)),
+        threading.Thread(target=send, args=("2026-W51", W51_NOW)),
+    ]
     for t in threads:
         t.start()
         time.sleep(0.2)
@@ -254,16 +279,21 @@ def test_the_database_refuses_a_second_edition_for_a_reader_in_one_week(rt) -> N
     send_week(rt, Week.parse("2026-W50"), manual=True, now=W50_NOW)
     with rt.sessions() as s:
         w49 = s.scalar(select(Issue.id).where(Issue.week == "2026-W49"))
-        editions = {key: (eid, iid) for key, eid, iid in s.execute(
-            select(Issue.week, Edition.id, Edition.issue_id).join(Issue).where(Edition.key == "weekly/all"))}
+        editions = {
+            key: (eid, iid)
+            for key, eid, iid in s.execute(
+                select(Issue.week, Edition.id, Edition.issue_id).join(Issue).where(Edition.key == "weekly/all")
+            )
+        }
     row = {"subscriber_id": sid, "email": "reader@example.com", "batch_no": 99, "status": "queued"}
     # The all-topics edition of the same week: (issue, subscriber) is taken.
     with pytest.raises(IntegrityError), rt.sessions.begin() as s:
         s.execute(insert(Delivery), [{**row, "issue_id": w49, "edition_id": editions["2026-W49"][0]}])
     # An edition of another week's issue under this week's issue: the composite key refuses it.
     with pytest.raises(IntegrityError), rt.sessions.begin() as s:
-        s.execute(insert(Delivery), [{**row, "subscriber_id": None, "issue_id": w49,
-                                      "edition_id": editions["2026-W50"][0]}])
+        s.execute(
+            insert(Delivery), [{**row, "subscriber_id": None, "issue_id": w49, "edition_id": editions["2026-W50"][0]}]
+        )
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 2
 
@@ -271,8 +301,9 @@ def test_the_database_refuses_a_second_edition_for_a_reader_in_one_week(rt) -> N
 def test_a_topic_edition_never_sends_its_readers_a_comparison_twice(rt) -> None:
     """Week 1's image edition had Flux (below the all-topics cut); in week 2 Flux is still in the
     window but its readers got it already: their edition fills up instead."""
-    seed_categories(rt, published=W49_NOW - timedelta(days=1),
-                    categories={"Developer Tools": DEV, "Open Models": MODELS})
+    seed_categories(
+        rt, published=W49_NOW - timedelta(days=1), categories={"Developer Tools": DEV, "Open Models": MODELS}
+    )
     seed_categories(rt, published=W49_NOW - timedelta(days=1), categories={"Image Generation": IMAGES}, best=40)
     add_reader(rt, "images@example.com", topics="image-generation")
     send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)

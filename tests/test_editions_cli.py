@@ -33,11 +33,16 @@ def test_select_send_and_stats_show_each_edition_with_its_picks_and_readers(tmp_
     draft = json.loads(digest_cli(cfg, env, "select", "--week", week.key, "--json").stdout)
     eds = {e["key"]: e for e in draft["editions"]}
     assert [(k, e["readers"]) for k, e in eds.items()] == [
-        ("weekly/all", 3), ("weekly/image-generation", 1), ("weekly/open-models", 2), *more]
+        ("weekly/all", 3),
+        ("weekly/image-generation", 1),
+        ("weekly/open-models", 2),
+        *more,
+    ]
     assert {p["title"] for p in eds["weekly/open-models"]["picks"]} == set(MODELS)
     assert [p["filler"] for p in eds["weekly/image-generation"]["picks"]] == [False, True]
-    assert all(set(p["parts"]) == {"panel", "community", "freshness", "diversity"}
-               for p in eds["weekly/open-models"]["picks"])  # the same explained scoring
+    assert all(
+        set(p["parts"]) == {"panel", "community", "freshness", "diversity"} for p in eds["weekly/open-models"]["picks"]
+    )  # the same explained scoring
     assert draft["paused"] == 1 and draft["monthly_waiting"] == (0 if monthly else 1)
     text = digest_cli(cfg, env, "select", "--week", week.key).stdout
     assert f"{3 + len(more)} edition(s); 1 paused reader(s) skipped; {draft['monthly_waiting']} monthly" in text
@@ -45,18 +50,26 @@ def test_select_send_and_stats_show_each_edition_with_its_picks_and_readers(tmp_
 
     sent = digest_cli(cfg, env, "send", "--week", week.key)
     assert sent.returncode == 0, sent.stderr
-    listed = ", ".join(f"{k} {n}" for k, n in [("weekly/all", 3), ("weekly/image-generation", 1),
-                                                 ("weekly/open-models", 2), *more])
+    listed = ", ".join(
+        f"{k} {n}" for k, n in [("weekly/all", 3), ("weekly/image-generation", 1), ("weekly/open-models", 2), *more]
+    )
     assert f"{3 + len(more)} edition(s) ({listed}); 1 paused" in sent.stdout
 
     frozen = json.loads(digest_cli(cfg, env, "select", "--week", week.key, "--json").stdout)
     assert [(e["key"], e["readers"]) for e in frozen["editions"]] == [
-        ("weekly/all", 3), ("weekly/image-generation", 1), ("weekly/open-models", 2), *more]
+        ("weekly/all", 3),
+        ("weekly/image-generation", 1),
+        ("weekly/open-models", 2),
+        *more,
+    ]
     assert frozen["paused"] == 1 and frozen["monthly_waiting"] == draft["monthly_waiting"]
     stats = json.loads(digest_cli(cfg, env, "stats", "--week", week.key, "--json").stdout)
     assert [(e["key"], e["recipients"], e["sent"]) for e in stats["editions"]] == [
-        ("weekly/all", 3, 3), ("weekly/image-generation", 1, 1), ("weekly/open-models", 2, 2),
-        *[(k, n, n) for k, n in more]]
+        ("weekly/all", 3, 3),
+        ("weekly/image-generation", 1, 1),
+        ("weekly/open-models", 2, 2),
+        *[(k, n, n) for k, n in more],
+    ]
     assert stats["skipped_paused"] == 1 and stats["skipped_monthly"] == draft["monthly_waiting"]
     table = digest_cli(cfg, env, "stats", "--week", week.key).stdout
     assert "weekly/open-models" in table and "not sent this time: 1 paused reader(s)" in table

@@ -41,8 +41,7 @@ def test_sigkill_mid_send_across_editions_then_resume_mails_each_reader_their_ed
     rng = random.Random(seed)
     state = FakeResend(faults=Faults(slow_rate=0.3, slow_seconds=0.25, seed=seed))
     with FakeResendServer(state) as server:
-        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=20.0, batch_size=20,
-                             concurrency=4)
+        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=20.0, batch_size=20, concurrency=4)
         rt = resend_runtime(cfg, server.url, db_url)
         seed_categories(rt, published=utcnow() - timedelta(days=1))
         readers = add_readers(rt, READERS)
@@ -67,13 +66,17 @@ def test_sigkill_mid_send_across_editions_then_resume_mails_each_reader_their_ed
     assert_exactly_once(state.copies_by_recipient(), readers)
     with rt.sessions() as s:
         subjects = dict(s.execute(select(Edition.key, Edition.subject)).all())
-        edition_of = dict(s.execute(select(Delivery.email, Edition.key).join(Edition,
-                                                                             Edition.id == Delivery.edition_id)).all())
+        edition_of = dict(
+            s.execute(select(Delivery.email, Edition.key).join(Edition, Edition.id == Delivery.edition_id)).all()
+        )
     assert set(subjects) == {"weekly/all", "weekly/open-models", "weekly/developer-tools+image-generation"}
     assert len(set(subjects.values())) == 3  # three different issues
     for record in state.records:
         assert record.subject == subjects[edition_of[record.to]], record.to
-    want = {r: "weekly/all" for r in readers[0::3]} | {r: "weekly/open-models" for r in readers[1::3]} | {
-        r: "weekly/developer-tools+image-generation" for r in readers[2::3]}
+    want = (
+        {r: "weekly/all" for r in readers[0::3]}
+        | {r: "weekly/open-models" for r in readers[1::3]}
+        | {r: "weekly/developer-tools+image-generation" for r in readers[2::3]}
+    )
     assert edition_of == want
     rt.close()

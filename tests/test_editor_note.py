@@ -19,13 +19,15 @@ from tests.support_render import compile_sample, sample_issue
 from tests.test_config_cli import run_cli
 
 WEEK = "2026-W47"
-EVIL = '<script>alert(1)</script>'
+EVIL = "<script>alert(1)</script>"
 
 
 def test_markdown_subset_renders_paragraphs_links_and_emphasis_and_escapes_the_rest() -> None:
-    note = (f"Agents *everywhere* and **one** surprise: {EVIL} & <b>no markup</b>.\n"
-            "Read [our method](https://verdicts.example.com/method?a=1&b=2).\n\n"
-            "Second paragraph, ![no image](https://x.test/i.png), [no js](javascript:alert(1)).")
+    note = (
+        f"Agents *everywhere* and **one** surprise: {EVIL} & <b>no markup</b>.\n"
+        "Read [our method](https://verdicts.example.com/method?a=1&b=2).\n\n"
+        "Second paragraph, ![no image](https://x.test/i.png), [no js](javascript:alert(1))."
+    )
     html = str(note_html(note, "#1d4f91"))
     assert html.count("<p") == 2
     assert "<em>everywhere</em>" in html and "<strong>one</strong>" in html
@@ -39,7 +41,9 @@ def test_markdown_subset_renders_paragraphs_links_and_emphasis_and_escapes_the_r
 
 
 def test_the_note_opens_the_issue_in_html_and_text() -> None:
-    compiled = compile_sample(config(), sample_issue(5, editor_note="Two agents lead. Read [why](https://verdicts.example.com/why)."))
+    compiled = compile_sample(
+        config(), sample_issue(5, editor_note="Two agents lead. Read [why](https://verdicts.example.com/why).")
+    )
     assert 'Read <a href="https://verdicts.example.com/why"' in compiled.html
     assert "Two agents lead. Read why (https://verdicts.example.com/why)." in compiled.text
     assert "ranked by our panel" not in compiled.html  # the note replaces the standard line
@@ -85,10 +89,12 @@ def test_digest_note_command(project: Path, tmp_path: Path) -> None:
     f.write_text("From a file.\n\nWith [a link](https://verdicts.example.com).\n", encoding="utf-8")
     assert "note replaced" in run_cli(project, "note", "--week", WEEK, "--file", str(f)).stdout
     assert run_cli(project, "note", "--week", WEEK).stdout.startswith("From a file.")
-    for args, message in ((["both", "--clear"], "give one of TEXT, --file or --clear, not TEXT and --clear"),
-                          (["--file", str(tmp_path / "missing.md")], "no such file"),
-                          (["[x](javascript:alert(1))"], "is not an http(s) URL"),
-                          (["--week", "2026-W99", "x"], "")):
+    for args, message in (
+        (["both", "--clear"], "give one of TEXT, --file or --clear, not TEXT and --clear"),
+        (["--file", str(tmp_path / "missing.md")], "no such file"),
+        (["[x](javascript:alert(1))"], "is not an http(s) URL"),
+        (["--week", "2026-W99", "x"], ""),
+    ):
         r = run_cli(project, "note", *([] if "--week" in args else ["--week", WEEK]), *args)
         assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
@@ -101,8 +107,15 @@ def test_a_note_with_a_control_character_is_refused_and_changes_nothing(rt) -> N
     """Like every other input: an escape sequence or a NUL never reaches the email, the terminal or the database."""
     week = Week.parse(WEEK)
     set_note(rt, week, "Kept.")
-    for bad, code in (("Red \x1b[31malert\x1b[0m", "U+001B"), ("a\x00b", "U+0000"), ("a\x7fb", "U+007F"),
-                      ("a\x85b", "U+0085"), ("a\rb", "U+000D"), ("a\ufffeb", "U+FFFE"), ("\x1f edge", "U+001F")):
+    for bad, code in (
+        ("Red \x1b[31malert\x1b[0m", "U+001B"),
+        ("a\x00b", "U+0000"),
+        ("a\x7fb", "U+007F"),
+        ("a\x85b", "U+0085"),
+        ("a\rb", "U+000D"),
+        ("a\ufffeb", "U+FFFE"),
+        ("\x1f edge", "U+001F"),
+    ):
         with pytest.raises(UserError, match=re.escape(code)) as caught:
             set_note(rt, week, bad)
         assert str(caught.value).startswith("note: character ") and "\n" not in str(caught.value)

@@ -11,7 +11,9 @@ LIMIT = 40 * 1024
 
 
 def test_five_item_issue_is_at_most_40_kb() -> None:
-    compiled, html, _ = five_item_issue(editor_note="A short note from the editor, with a [link](https://verdicts.example.com).")
+    compiled, html, _ = five_item_issue(
+        editor_note="A short note from the editor, with a [link](https://verdicts.example.com)."
+    )
     assert len(compiled.html.encode()) <= LIMIT
     assert len(html.encode()) <= LIMIT  # filled for a reader (real links instead of markers)
 
@@ -22,7 +24,7 @@ def test_outlook_fallbacks_and_dark_mode_are_kept() -> None:
     assert html.count("mso-padding-alt:13px 22px") == 5 and html.count('bgcolor="#14233f"') >= 5  # buttons
     assert re.search(r'class="bf"[^>]*bgcolor=', html)  # bars keep a colour without <style>
     assert "@media (prefers-color-scheme: dark)" in html and "[data-ogsc]" in html
-    assert 'max-width:275px' in html  # the stacking layout stays inline (clients that drop <style>)
+    assert "max-width:275px" in html  # the stacking layout stays inline (clients that drop <style>)
 
 
 def test_no_indentation_or_line_breaks_between_tags() -> None:

@@ -26,7 +26,7 @@ def test_a_quote_is_never_cut_mid_word() -> None:
     for limit in range(30, 120, 7):
         out = pull_quote(text, limit)
         assert out.endswith("…") and len(out) <= limit
-        assert out[:-1].rstrip() .split(" ")[-1] == "Supercalifragilistic"
+        assert out[:-1].rstrip().split(" ")[-1] == "Supercalifragilistic"
     sentence = "A short one. " + "Then a very long second sentence that runs " * 5
     assert pull_quote(sentence, 60) == "A short one.\u00a0…"
 

@@ -20,23 +20,39 @@ from tests.conftest import CHROMIUM_ARGS, ROOT, output_dir, require_or_skip
 from tests.support_render import compile_sample, sample_issue
 
 WIDTHS = (375, 600)
-PERSONAL = {"unsubscribe_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig", "view_url": "http://127.0.0.1:8000/archive/2026-W47",
-            "manage_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig?manage=1", "name": "Ada Lovelace",
-            "greeting": "Hi Ada,"}
+PERSONAL = {
+    "unsubscribe_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig",
+    "view_url": "http://127.0.0.1:8000/archive/2026-W47",
+    "manage_url": "http://127.0.0.1:8000/u/WzEsMSwiYWJjIl0.sig?manage=1",
+    "name": "Ada Lovelace",
+    "greeting": "Hi Ada,",
+}
 
 
 def rendered_emails() -> dict[str, str]:
     config = load_config(ROOT / "config.toml", env={"DIGEST_SECRET_KEY": "test-secret-key-0123456789"})
-    note = ("Two coding agents top this week's list, and the panel split on the research assistants. "
-            "As always: the verdicts are the panel's, the votes are yours.")
+    note = (
+        "Two coding agents top this week's list, and the panel split on the research assistants. "
+        "As always: the verdicts are the panel's, the votes are yours."
+    )
     compiled = compile_sample(config, sample_issue(5, editor_note=note))
     digest_html, _ = Personalizer.build(compiled.html, compiled.text, compiled.nonce).fill(PERSONAL)
     person = {"email": "ada@example.com", "name": "Ada"}
-    confirm = render_transactional(config, "confirm", {
-        "subscriber": person, "confirm_url": "http://127.0.0.1:8000/confirm/WzEsImFiYyJd.ZxY.sig", "expiry_days": 7})
-    welcome = render_transactional(config, "welcome", {
-        "subscriber": person, "unsubscribe_url": PERSONAL["unsubscribe_url"], "manage_url": PERSONAL["manage_url"],
-        "archive_url": "http://127.0.0.1:8000/archive"})
+    confirm = render_transactional(
+        config,
+        "confirm",
+        {"subscriber": person, "confirm_url": "http://127.0.0.1:8000/confirm/WzEsImFiYyJd.ZxY.sig", "expiry_days": 7},
+    )
+    welcome = render_transactional(
+        config,
+        "welcome",
+        {
+            "subscriber": person,
+            "unsubscribe_url": PERSONAL["unsubscribe_url"],
+            "manage_url": PERSONAL["manage_url"],
+            "archive_url": "http://127.0.0.1:8000/archive",
+        },
+    )
     return {"digest": digest_html, "confirm": confirm.html, "welcome": welcome.html}
 
 

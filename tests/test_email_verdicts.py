@@ -12,8 +12,9 @@ LEGEND = "Panel ship is the share of our reviewers who would ship the tool; Comm
 def test_disagreement_is_said_in_the_same_line() -> None:
     copilot = {"name": "Copilot Workspace", "panel_ship": 50, "community": 64}
     devin = {"name": "Devin", "panel_ship": 100, "community": 41}
-    assert verdict(copilot, devin) == ("The panel favours Devin (100% vs 50%); "
-                                       "the community prefers Copilot Workspace (64% vs 41%)")
+    assert verdict(copilot, devin) == (
+        "The panel favours Devin (100% vs 50%); the community prefers Copilot Workspace (64% vs 41%)"
+    )
 
 
 def test_agreement_ties_and_missing_votes_say_nothing_more() -> None:
@@ -21,15 +22,18 @@ def test_agreement_ties_and_missing_votes_say_nothing_more() -> None:
     assert verdict(a, {"name": "B", "panel_ship": 60, "community": 30}) == "The panel favours A (80% vs 60%)"
     assert verdict(a, {"name": "B", "panel_ship": 60, "community": None}) == "The panel favours A (80% vs 60%)"
     assert verdict(a, {"name": "B", "panel_ship": 60, "community": 70}) == "The panel favours A (80% vs 60%)"
-    assert verdict({"name": "A", "panel_ship": 80, "community": 10},
-                   {"name": "B", "panel_ship": 80, "community": 90}) == "The panel ships both"
+    assert (
+        verdict({"name": "A", "panel_ship": 80, "community": 10}, {"name": "B", "panel_ship": 80, "community": 90})
+        == "The panel ships both"
+    )
 
 
 def test_the_issue_shows_the_disagreement_and_one_legend() -> None:
     _, html, text = five_item_issue()
     verdicts = [squash(v) for v in Texts.of(html, "vd").found["vd"]]
-    assert ("Verdict: The panel favours Elicit (80% vs 40%); the community prefers Perplexity Labs (64% vs 41%)"
-            in verdicts)
+    assert (
+        "Verdict: The panel favours Elicit (80% vs 40%); the community prefers Perplexity Labs (64% vs 41%)" in verdicts
+    )
     flat_text = squash(text)
     assert "the community prefers Perplexity Labs (64% vs 41%)" in flat_text
     seen_html = squash(" ".join(Texts.of(html, "c-muted").found["c-muted"]))

@@ -41,8 +41,10 @@ def _serve(url: str, body: str) -> None:
 
 
 def _host(app_url: str, attrs: str) -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Host</title></head><body>'
-            f'<h1>An article</h1><script src="{app_url}/embed.js" {attrs}></script></body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Host</title></head><body>'
+        f'<h1>An article</h1><script src="{app_url}/embed.js" {attrs}></script></body></html>'
+    )
 
 
 ACCENTS = ["#1d4ed8", "#3b82f6", "#1e3a8a", "#0f172a", "#facc15", "#22c55e", "#e11d48", "#777777", "#f0f", "#6366f1"]
@@ -62,8 +64,9 @@ def test_accent_button_text_is_readable_in_light_and_dark(stack, browser) -> Non
             colours = button.evaluate("b => { const s = getComputedStyle(b); return [s.color, s.backgroundColor]; }")
             ratio = contrast(*colours)
             worst = min(worst, ratio)
-            assert ratio >= 4.5, (f"{theme} theme, accent {accent}: "
-                                  f"button text {colours[0]} on {colours[1]} is {ratio:.2f}:1")
+            assert ratio >= 4.5, (
+                f"{theme} theme, accent {accent}: button text {colours[0]} on {colours[1]} is {ratio:.2f}:1"
+            )
             if accent == "#1e3a8a" and theme == "dark":
                 page.screenshot(path=str(output_dir("signup") / "embed-dark-accent.png"))
     print(f"lowest button contrast over {len(ACCENTS)} accents x 2 themes: {worst:.2f}:1")
@@ -81,8 +84,9 @@ def test_form_on_an_origin_not_allowed_says_so_and_names_the_setting(stack, brow
     page.get_by_role("button", name="Subscribe").click()
     page.get_by_text("This form isn’t enabled for this site").wait_for(timeout=15000)
     assert "could not reach" not in page.locator("[data-digest-signup]").inner_text().lower()
-    assert wait_for(lambda: any("site.allowed_origins" in line and other in line
-                                for line in console), timeout=5), console
+    assert wait_for(lambda: any("site.allowed_origins" in line and other in line for line in console), timeout=5), (
+        console
+    )
     assert subscriber(rt, "elsewhere@example.com") is None
     page.screenshot(path=str(output_dir("signup") / "embed-origin-not-allowed.png"))
 
@@ -128,11 +132,15 @@ def test_page_field_from_an_origin_not_allowed_is_not_recorded(stack) -> None:  
     import httpx
 
     rt, app_url, site = stack
-    r = httpx.post(f"{app_url}/subscribe", json={"email": "forged-page@example.com", "source": "embed",
-                                                 "page": "https://evil.example/phish"})
+    r = httpx.post(
+        f"{app_url}/subscribe",
+        json={"email": "forged-page@example.com", "source": "embed", "page": "https://evil.example/phish"},
+    )
     assert r.status_code == 200
     assert "evil.example" not in subscriber(rt, "forged-page@example.com").consent_source
-    ok = httpx.post(f"{app_url}/subscribe", json={"email": "good-page@example.com", "source": "embed",
-                                                  "page": f"{site}/a/b.html?email=x"})
+    ok = httpx.post(
+        f"{app_url}/subscribe",
+        json={"email": "good-page@example.com", "source": "embed", "page": f"{site}/a/b.html?email=x"},
+    )
     assert ok.status_code == 200
     assert subscriber(rt, "good-page@example.com").consent_source == f"web:embed on {site}/a/b.html"

@@ -25,21 +25,49 @@ def test_export_lists_a_persons_own_clicks_and_opens_and_not_unlinked_ones(rt) -
     sent = send_this_week(rt, people=3)
     now, week, deliveries, links = sent.now, sent.week, sent.deliveries, sent.links
     recorder = ClickRecorder(rt.sessions)
-    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=1, method="GET",
-                    agent=None, at=now)
-    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=1, method="HEAD",
-                    agent="barracuda", at=now + timedelta(seconds=1))
-    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader000@example.com"], link=-1, method="GET",
-                    agent=None, kind="open", at=now + timedelta(minutes=2))
-    recorder.record(issue_id=sent.issue_id, delivery_id=deliveries["reader001@example.com"], link=4, method="GET",
-                    agent=None, at=now)
+    recorder.record(
+        issue_id=sent.issue_id,
+        delivery_id=deliveries["reader000@example.com"],
+        link=1,
+        method="GET",
+        agent=None,
+        at=now,
+    )
+    recorder.record(
+        issue_id=sent.issue_id,
+        delivery_id=deliveries["reader000@example.com"],
+        link=1,
+        method="HEAD",
+        agent="barracuda",
+        at=now + timedelta(seconds=1),
+    )
+    recorder.record(
+        issue_id=sent.issue_id,
+        delivery_id=deliveries["reader000@example.com"],
+        link=-1,
+        method="GET",
+        agent=None,
+        kind="open",
+        at=now + timedelta(minutes=2),
+    )
+    recorder.record(
+        issue_id=sent.issue_id,
+        delivery_id=deliveries["reader001@example.com"],
+        link=4,
+        method="GET",
+        agent=None,
+        at=now,
+    )
     assert recorder.flush() == 4
 
     assert EXPORT_COLUMNS[-1] == "clicks"
     rows = _export(rt)
     mine = json.loads(rows["reader000@example.com"]["clicks"])
     assert [(c["kind"], c["issue"], c["link"], c["set_aside"]) for c in mine] == [
-        ("click", week, 1, None), ("click", week, 1, "head"), ("open", week, None, None)]
+        ("click", week, 1, None),
+        ("click", week, 1, "head"),
+        ("open", week, None, None),
+    ]
     assert mine[0]["url"] == links[1]["url"] and mine[0]["comparison"] == links[1].get("slug")
     assert mine[0]["at"].startswith(now.date().isoformat()) and mine[0]["at"].endswith("+00:00")
     theirs = json.loads(rows["reader001@example.com"]["clicks"])

@@ -14,9 +14,16 @@ KEY = "re_test_key"
 
 
 def email(i: int = 0, **extra: object) -> dict[str, object]:
-    return {"from": "Verdicts <verdicts@example.com>", "to": [f"r{i}@example.com"], "subject": "Hello",
-            "html": "<p>hi</p>", "text": "hi", "headers": {"List-Unsubscribe": "<https://x/u/t>"},
-            "tags": [{"name": "week", "value": "2026-W47"}], **extra}
+    return {
+        "from": "Verdicts <verdicts@example.com>",
+        "to": [f"r{i}@example.com"],
+        "subject": "Hello",
+        "html": "<p>hi</p>",
+        "text": "hi",
+        "headers": {"List-Unsubscribe": "<https://x/u/t>"},
+        "tags": [{"name": "week", "value": "2026-W47"}],
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -26,8 +33,9 @@ def fake() -> Iterator[tuple[FakeResend, httpx.Client]]:
         yield state, client
 
 
-def post(client: httpx.Client, body: object, key: str | None = None, permissive: bool = False,
-         auth: str | None = KEY) -> httpx.Response:
+def post(
+    client: httpx.Client, body: object, key: str | None = None, permissive: bool = False, auth: str | None = KEY
+) -> httpx.Response:
     headers = {}
     if auth is not None:
         headers["Authorization"] = f"Bearer {auth}"
@@ -74,8 +82,11 @@ def test_errors_have_resends_shape_and_status(fake) -> None:
 
 def test_permissive_mode_reports_each_bad_email_by_index(fake) -> None:
     state, client = fake
-    r = post(client, [email(0), email(1, to=["not-an-address"]), email(2, tags=[{"name": "week", "value": "a b"}])],
-             permissive=True)
+    r = post(
+        client,
+        [email(0), email(1, to=["not-an-address"]), email(2, tags=[{"name": "week", "value": "a b"}])],
+        permissive=True,
+    )
     assert r.status_code == 200
     body = r.json()
     assert len(body["data"]) == 1
@@ -126,8 +137,12 @@ def test_faults_on_demand_500_429_dropped_and_slow(fake) -> None:
     assert "dropped" in outcomes
     state.set_faults(Faults(slow_rate=1.0, slow_seconds=1.5))
     with pytest.raises(httpx.ReadTimeout):
-        client.post("/emails/batch", json=[email(9)], headers={"Authorization": f"Bearer {KEY}",
-                                                               "Idempotency-Key": "slow"}, timeout=0.5)
+        client.post(
+            "/emails/batch",
+            json=[email(9)],
+            headers={"Authorization": f"Bearer {KEY}", "Idempotency-Key": "slow"},
+            timeout=0.5,
+        )
     state.set_faults(Faults())
     replay = post(client, [email(9)], key="slow")  # the slow request was accepted: its answer is replayed
     assert replay.status_code == 200
@@ -161,9 +176,22 @@ def test_the_openapi_check_skips_outside_ci_and_fails_in_ci_without_shared_specs
     shutil.copytree(ROOT / "tests", clone / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", clone)
     env = {**os.environ, "CI": ci}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "tests/test_fake_resend.py::test_the_vendored_openapi_description_is_the_shared_one"],
-                         cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_fake_resend.py::test_the_vendored_openapi_description_is_the_shared_one",
+        ],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert outcome in run.stdout, run.stdout + run.stderr
     assert "shared/specs/resend-openapi/resend.yaml is missing" in run.stdout
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from digest.config import WEEKDAYS
 from digest.schedule.slots import slot_state
-from digest.storage.models import ISSUE_SENT, Issue
+from digest.storage.models import Issue, IssueStatus
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_serve import ServeProcess, free_port, serving, wait_for
@@ -23,8 +23,10 @@ def test_fresh_install_long_past_its_slot_names_next_weeks_issue_not_a_send_comm
     zone = ZoneInfo(rt.settings.schedule.timezone)
     first = Week.parse("2026-W49").slot(rt.settings.schedule).astimezone(zone)
     assert state.first_issue_at == first and state.first_issue_week == "2026-W49"
-    assert state.message == (f"no issue has been sent yet; the first one, 2026-W49, goes out "
-                             f"{first:%A %Y-%m-%d %H:%M} {rt.settings.schedule.timezone}")
+    assert state.message == (
+        f"no issue has been sent yet; the first one, 2026-W49, goes out "
+        f"{first:%A %Y-%m-%d %H:%M} {rt.settings.schedule.timezone}"
+    )
     assert state.as_dict()["first_issue_at"] == first.isoformat()
 
 
@@ -36,7 +38,7 @@ def test_fresh_install_within_the_grace_sends_this_weeks_issue_first(rt) -> None
 
 def test_once_an_issue_went_out_a_missed_slot_is_overdue_and_says_what_to_run(rt) -> None:
     with rt.sessions.begin() as s:
-        s.add(Issue(week="2026-W47", status=ISSUE_SENT, number=1, pins=[], excludes=[], sent_at=NOW))
+        s.add(Issue(week="2026-W47", status=IssueStatus.SENT, number=1, pins=[], excludes=[], sent_at=NOW))
     state = slot_state(rt, NOW)
     assert state.overdue and state.first_issue_at is None
     assert "`digest send --week 2026-W48` sends it" in state.message
@@ -46,13 +48,19 @@ def test_digest_serve_says_when_the_first_issue_goes_out(tmp_path, db_url) -> No
     zone = "Europe/London"
     past = datetime.now(ZoneInfo(zone)) - timedelta(days=3)  # the latest slot: 3 days ago, well past the grace
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"schedule": {"day": WEEKDAYS[past.weekday()], "time": "09:00",
-                                                                  "timezone": zone}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(), {"schedule": {"day": WEEKDAYS[past.weekday()], "time": "09:00", "timezone": zone}}
+        )
+    )
     make_runtime(cfg, db_url).close()
     logs = tmp_path / "logs"
     logs.mkdir()
-    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
-           "DIGEST_TRANSPORT": "outbox"}
+    env = {
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
+        "DIGEST_TRANSPORT": "outbox",
+    }
     proc = ServeProcess(cfg, free_port(), env, logs)
     with serving(proc):
         body = proc.wait_ready()

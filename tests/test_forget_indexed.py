@@ -14,8 +14,16 @@ from subscribers.api import add_subscriber
 from subscribers.erasure import forget
 from tests.support_subscribers import runtime_with
 
-TABLES = ("deliveries", "clicks", "events", "subscribers", "consent_records", "outgoing_mail", "suppressions",
-          "rate_limit_hits")
+TABLES = (
+    "deliveries",
+    "clicks",
+    "events",
+    "subscribers",
+    "consent_records",
+    "outgoing_mail",
+    "suppressions",
+    "rate_limit_hits",
+)
 
 
 @pytest.fixture
@@ -35,11 +43,13 @@ def _people_with_deliveries(rt) -> dict[str, int]:
         issues = [Issue(week=f"2026-W4{n}", status="sent") for n in range(3)]
         s.add_all(issues)
         s.flush()
-        rows = {"ann 1": Delivery(issue_id=issues[0].id, subscriber_id=ann.id, email=ann.email, batch_no=0),
-                "ann 2": Delivery(issue_id=issues[1].id, subscriber_id=ann.id, email=ann.email, batch_no=0),
-                "bob 1": Delivery(issue_id=issues[0].id, subscriber_id=bob.id, email=bob.email, batch_no=0),
-                "ann unlinked": Delivery(issue_id=issues[2].id, subscriber_id=None, email=ann.email, batch_no=0),
-                "erased": Delivery(issue_id=issues[2].id, subscriber_id=None, email="", batch_no=1)}
+        rows = {
+            "ann 1": Delivery(issue_id=issues[0].id, subscriber_id=ann.id, email=ann.email, batch_no=0),
+            "ann 2": Delivery(issue_id=issues[1].id, subscriber_id=ann.id, email=ann.email, batch_no=0),
+            "bob 1": Delivery(issue_id=issues[0].id, subscriber_id=bob.id, email=bob.email, batch_no=0),
+            "ann unlinked": Delivery(issue_id=issues[2].id, subscriber_id=None, email=ann.email, batch_no=0),
+            "erased": Delivery(issue_id=issues[2].id, subscriber_id=None, email="", batch_no=1),
+        }
         s.add_all(rows.values())
         s.flush()
         return {name: d.id for name, d in rows.items()}

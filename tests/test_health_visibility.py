@@ -26,8 +26,12 @@ def test_details_for_localhost_and_the_operator_token_only_ok_for_the_public(tmp
         assert local.status_code in (200, 503)
         assert {"status", "problems", "database", "scheduler", "last_issue"} <= set(local.json())
         # Through a reverse proxy on this machine: the peer is 127.0.0.1, but it is a public request.
-        for header in ({"X-Forwarded-For": "203.0.113.7"}, {"X-Real-IP": "203.0.113.7"},
-                       {"Forwarded": "for=203.0.113.7"}, {"X-Forwarded-For": "127.0.0.1"}):
+        for header in (
+            {"X-Forwarded-For": "203.0.113.7"},
+            {"X-Real-IP": "203.0.113.7"},
+            {"Forwarded": "for=203.0.113.7"},
+            {"X-Forwarded-For": "127.0.0.1"},
+        ):
             for path in ("/healthz", "/healthz/live"):
                 public = httpx.get(proc.url + path, headers=header)
                 assert public.status_code == local.status_code if path == "/healthz" else 200
@@ -55,8 +59,9 @@ def test_a_database_error_text_is_not_shown_to_the_public(project: Path, tmp_pat
         folder = tmp_path / "var" / "gone.db"
         folder.mkdir(parents=True)
         url = f"sqlite:///{folder}"
-    config = load_config(project, env={"DIGEST_DATABASE_URL": url, "DIGEST_SECRET_KEY": "k" * 32,
-                                       "DIGEST_OPERATOR_TOKEN": TOKEN})
+    config = load_config(
+        project, env={"DIGEST_DATABASE_URL": url, "DIGEST_SECRET_KEY": "k" * 32, "DIGEST_OPERATOR_TOKEN": TOKEN}
+    )
     engine = make_engine(url)
     rt = Runtime(config=config, engine=engine, sessions=make_session_factory(engine))
     client = TestClient(create_app(rt), raise_server_exceptions=False, client=PUBLIC)

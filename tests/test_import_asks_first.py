@@ -30,8 +30,12 @@ def srt(tmp_path, db_url):
 
 
 def _env(rt) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    env = {**os.environ, "DIGEST_DATABASE_URL": rt.config.database_url,
-           "DIGEST_SECRET_KEY": "test-secret-key-0123456789", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DIGEST_DATABASE_URL": rt.config.database_url,
+        "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("DIGEST_DEBUG", None)
     return env
 
@@ -41,8 +45,9 @@ def _cmd(rt, *args: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _run(rt, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return subprocess.run(_cmd(rt, *args), capture_output=True, text=True, env=_env(rt), timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        _cmd(rt, *args), capture_output=True, text=True, env=_env(rt), timeout=120, stdin=subprocess.DEVNULL
+    )
 
 
 def _csv(tmp_path: Path, rows: int, extra: str = "") -> Path:
@@ -87,8 +92,9 @@ def test_in_a_terminal_it_asks_and_no_changes_nothing(srt, tmp_path, answer, imp
     path = _csv(tmp_path, MANY)
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen(_cmd(srt, str(path)), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=_env(srt), text=True)
+        proc = subprocess.Popen(
+            _cmd(srt, str(path)), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(srt), text=True
+        )
         os.write(master, answer)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -125,7 +131,8 @@ def test_dry_run_counts_new_already_there_suppressed_invalid_and_changes_nothing
 def test_confirmations_show_progress_in_a_terminal(srt, tmp_path) -> None:
     path = _csv(tmp_path, MANY)
     env = {**_env(srt), "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
-    done = subprocess.run(_cmd(srt, str(path), "--yes"), capture_output=True, text=True, env=env, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        _cmd(srt, str(path), "--yes"), capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 0, done.stderr
     assert "sending confirmations" in done.stderr and f"{MANY}/{MANY}" in done.stderr, done.stderr

@@ -52,8 +52,7 @@ def test_a_new_module_outside_every_layer_is_reported(tmp_path: Path) -> None:
 
 def test_the_layer_check_prints_every_module_and_passes() -> None:
     """`python -m tools.layers`: the check anyone runs from the checkout (README, .ci/run)."""
-    run = subprocess.run([sys.executable, "-m", "tools.layers"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([sys.executable, "-m", "tools.layers"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     printed = {line.strip() for line in run.stdout.splitlines() if line.startswith("    ")}
     assert set(modules(ROOT)) - {"digest", "subscribers"} <= printed

@@ -15,15 +15,7 @@ from sqlalchemy import func, select
 
 from digest.delivery.mail_queue import drain
 from digest.errors import UserError
-from digest.storage.models import (
-    SUB_ACTIVE,
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
-    Delivery,
-    Event,
-    OutgoingMail,
-    Subscriber,
-)
+from digest.storage.models import Delivery, Event, OutgoingMail, Subscriber, SubscriberStatus
 from subscribers.api import add_subscriber, is_suppressed
 from subscribers.csvio import EXPORT_COLUMNS, export_csv, import_csv
 from subscribers.erasure import forget
@@ -39,14 +31,14 @@ from tests.support_subscribers import (
 )
 
 BAD_CSV = (
-    "Name;E-mail\n"                        # 1 header (semicolons, columns swapped)
-    "Ann;ann@example.com\n"                # 2 ok
-    "Bob;not-an-address\n"                 # 3 bad: no @
-    "\n"                                   # 4 blank: ignored
-    "Cy;ANN@example.com\n"                 # 5 duplicate of 2
-    "\"Eve\r\nBcc: x@example.com\";eve@example.com\n"  # 6-7 bad: line break in the name
-    ";" + "a" * 250 + "@example.com\n"     # 8 bad: too long
-    "Dee;dee@example.com\n"                # 9 ok
+    "Name;E-mail\n"  # 1 header (semicolons, columns swapped)
+    "Ann;ann@example.com\n"  # 2 ok
+    "Bob;not-an-address\n"  # 3 bad: no @
+    "\n"  # 4 blank: ignored
+    "Cy;ANN@example.com\n"  # 5 duplicate of 2
+    '"Eve\r\nBcc: x@example.com";eve@example.com\n'  # 6-7 bad: line break in the name
+    ";" + "a" * 250 + "@example.com\n"  # 8 bad: too long
+    "Dee;dee@example.com\n"  # 9 ok
     "'=HYPERLINK(\"x\");'-minus@example.com\n"  # 10 ok: defused cells are restored
 )
 
@@ -72,7 +64,7 @@ def test_import_reports_each_bad_line_dedupes_and_adds_the_rest_as_pending(srt, 
     assert report.duplicates == [(5, 2)]
     assert report.added == 3 and report.confirmations == 3
     ann = subscriber(srt, "ann@example.com")
-    assert ann.status == SUB_PENDING and ann.name == "Ann" and ann.consent_source == "import:people.csv"
+    assert ann.status == SubscriberStatus.PENDING and ann.name == "Ann" and ann.consent_source == "import:people.csv"
     assert subscriber(srt, "-minus@example.com").name == '=HYPERLINK("x")'
     assert subscriber(srt, "eve@example.com") is None
     assert drain(srt).sent == 3
@@ -88,7 +80,10 @@ def test_confirmed_import_needs_consent_and_records_it(srt, tmp_path) -> None:
     report = import_csv(srt, path, confirmed=True, consent="signed up on paper at the 2026 meetup")
     assert report.added == 1 and report.confirmations == 0
     z = subscriber(srt, "z@example.com")
-    assert z.status == SUB_ACTIVE and z.consent_source == "import:people.csv: signed up on paper at the 2026 meetup"
+    assert (
+        z.status == SubscriberStatus.ACTIVE
+        and z.consent_source == "import:people.csv: signed up on paper at the 2026 meetup"
+    )
     assert counts(srt)["outgoing_mail"] == 0
 
 
@@ -96,13 +91,15 @@ def test_import_never_brings_back_forgotten_unsubscribed_or_suppressed_people(sr
     with srt.sessions.begin() as s:
         add_subscriber(s, "gone@example.com", confirmed=True)
         add_subscriber(s, "left@example.com", confirmed=True)
-        s.scalar(select(Subscriber).where(Subscriber.email == "left@example.com")).status = SUB_UNSUBSCRIBED
+        s.scalar(
+            select(Subscriber).where(Subscriber.email == "left@example.com")
+        ).status = SubscriberStatus.UNSUBSCRIBED
     forget(srt, "gone@example.com")
     path = write(tmp_path, "gone@example.com\nleft@example.com\nnew@example.com\n")
     report = import_csv(srt, path, confirmed=True, consent="old list")
     assert (report.suppressed, report.left, report.added) == (1, 1, 1)
     assert subscriber(srt, "gone@example.com") is None
-    assert subscriber(srt, "left@example.com").status == SUB_UNSUBSCRIBED
+    assert subscriber(srt, "left@example.com").status == SubscriberStatus.UNSUBSCRIBED
 
 
 def test_unreadable_files_are_refused_with_a_clear_message(srt, tmp_path) -> None:
@@ -118,8 +115,15 @@ def test_unreadable_files_are_refused_with_a_clear_message(srt, tmp_path) -> Non
 
 def test_export_has_status_and_consent_and_defuses_formulas(srt, tmp_path) -> None:
     with srt.sessions.begin() as s:
-        add_subscriber(s, "a@example.com", name="=cmd|' /C calc'!A0", confirmed=True, source="cli",
-                       ip="203.0.113.9", user_agent="UA")
+        add_subscriber(
+            s,
+            "a@example.com",
+            name="=cmd|' /C calc'!A0",
+            confirmed=True,
+            source="cli",
+            ip="203.0.113.9",
+            user_agent="UA",
+        )
     target = tmp_path / "out.csv"
     assert export_csv(srt, target) == 1
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
@@ -153,15 +157,24 @@ def test_forget_erases_the_person_and_keeps_only_a_hash(srt) -> None:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 2  # the counts stay right
         assert s.scalar(select(func.count()).select_from(Event).where(Event.subscriber_id.is_(None))) >= 1
         assert s.scalar(select(func.count()).select_from(OutgoingMail)) == 0
-    assert subscriber(srt, "stay@example.com").status == SUB_ACTIVE
+    assert subscriber(srt, "stay@example.com").status == SubscriberStatus.ACTIVE
 
 
 def _cli(project_config: Path, db_url: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": "test-secret-key-0123456789",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("DIGEST_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "digest", "--config", str(project_config), "subscribers", *args],
-                          capture_output=True, env=env, input=stdin, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(project_config), "subscribers", *args],
+        capture_output=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+    )
 
 
 def test_cli_import_export_count_list_forget(srt, tmp_path) -> None:
@@ -204,4 +217,4 @@ def test_cli_import_export_count_list_forget(srt, tmp_path) -> None:
         cfg, url, "unsubscribe-mail", "-", stdin=f"From: x@y.example\r\nSubject: unsubscribe {token}\r\n\r\n".encode()
     )
     assert r.returncode == 0 and "unsubscribed" in r.stdout.decode()
-    assert subscriber(srt, "ann@example.com").status == SUB_UNSUBSCRIBED
+    assert subscriber(srt, "ann@example.com").status == SubscriberStatus.UNSUBSCRIBED

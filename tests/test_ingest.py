@@ -31,7 +31,12 @@ def test_smollm3_page_parses_every_field() -> None:
     assert c.intro.startswith("Which one should you ship with?")
     a, b = c.tools
     assert (a.category, a.name, a.panel_ship, a.community, a.price) == (
-        "Developer Tools", "Cursor Background Agents", 100, None, "Free")
+        "Developer Tools",
+        "Cursor Background Agents",
+        100,
+        None,
+        "Free",
+    )
     assert a.tagline == "Assign async coding tasks to AI agents, get back pull requests"
     assert a.description.startswith(
         "Cursor Background Agents lets developers assign long-running coding tasks—refactors"
@@ -80,13 +85,16 @@ def test_straight_quotes_community_votes_and_non_ascii() -> None:
     assert len(c.quotes) == 8 and not c.quotes[0].text.startswith('"')
 
 
-@pytest.mark.parametrize("cut, expected", [
-    (7, "x.txt:7: expected 'Panel ship' after the percentage"),
-    (8, "x.txt:8: expected the community value after 'Panel ship'"),
-    (24, "x.txt:24: expected reviewer quotes"),
-    (27, "x.txt:27: expected an even number of reviewer quotes"),
-    (32, "x.txt:32: expected the site footer after the reviewer quotes"),
-])
+@pytest.mark.parametrize(
+    "cut, expected",
+    [
+        (7, "x.txt:7: expected 'Panel ship' after the percentage"),
+        (8, "x.txt:8: expected the community value after 'Panel ship'"),
+        (24, "x.txt:24: expected reviewer quotes"),
+        (27, "x.txt:27: expected an even number of reviewer quotes"),
+        (32, "x.txt:32: expected the site footer after the reviewer quotes"),
+    ],
+)
 def test_truncated_page_is_refused_with_file_and_line(cut: int, expected: str) -> None:
     lines = SMOL.read_text().split("\n")[:cut]
     with pytest.raises(IngestError) as exc:
@@ -109,13 +117,29 @@ def test_shipped_json_schema_matches_the_model() -> None:
 
 def _json_item(title: str = "Alpha vs Beta", **extra: object) -> dict:
     return {
-        "title": title, "url": "https://verdicts.example.com/compare/x",
-        "published_at": "2026-11-16T09:00:00Z", "community_votes": 40,
+        "title": title,
+        "url": "https://verdicts.example.com/compare/x",
+        "published_at": "2026-11-16T09:00:00Z",
+        "community_votes": 40,
         "tools": [
-            {"category": "LLM", "name": title.split(" vs ")[0], "tagline": "t", "panel_ship": 80, "community": 70,
-             "price": "$10/mo", "description": "d"},
-            {"category": "LLM", "name": title.split(" vs ")[1], "tagline": "t", "panel_ship": 40, "community": None,
-             "price": "Free", "description": "d"},
+            {
+                "category": "LLM",
+                "name": title.split(" vs ")[0],
+                "tagline": "t",
+                "panel_ship": 80,
+                "community": 70,
+                "price": "$10/mo",
+                "description": "d",
+            },
+            {
+                "category": "LLM",
+                "name": title.split(" vs ")[1],
+                "tagline": "t",
+                "panel_ship": 40,
+                "community": None,
+                "price": "Free",
+                "description": "d",
+            },
         ],
         "quotes": [{"tool": "a", "reviewer": 1, "text": "Good."}, {"tool": "b", "reviewer": 1, "text": "Meh."}],
         **extra,
@@ -213,24 +237,31 @@ def test_an_international_url_is_stored_as_an_ascii_uri(rt) -> None:
     """A URL with non-ASCII characters (an IRI, RFC 3987) is stored as the URI it stands for: IDNA host,
     %-encoded UTF-8 path and query; a default URL made from a non-ASCII title too. A `Location` header
     and every email carry ASCII only."""
-    given = ComparisonData.model_validate(_json_item("Alpha vs Beta", url="https://bücher.example/compare/日本-vs-x?q=é"))
+    given = ComparisonData.model_validate(
+        _json_item("Alpha vs Beta", url="https://bücher.example/compare/日本-vs-x?q=é")
+    )
     default = ComparisonData.model_validate(_json_item("日本 vs Café", url=None))
     with rt.sessions.begin() as s:
         upsert(s, [given, default], default_url="https://verdicts.example.com/compare")
     with rt.sessions() as s:
         urls = {slug: url for slug, url in s.execute(select(Comparison.slug, Comparison.url))}
-    assert urls == {"alpha-vs-beta": "https://xn--bcher-kva.example/compare/%E6%97%A5%E6%9C%AC-vs-x?q=%C3%A9",
-                    "日本-vs-cafe": "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-cafe"}
+    assert urls == {
+        "alpha-vs-beta": "https://xn--bcher-kva.example/compare/%E6%97%A5%E6%9C%AC-vs-x?q=%C3%A9",
+        "日本-vs-cafe": "https://verdicts.example.com/compare/%E6%97%A5%E6%9C%AC-vs-cafe",
+    }
     with rt.sessions() as s:
         assert all(row.data["url"] == urls[row.slug] for row in s.scalars(select(Comparison)))
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("https://例え.jp:99999/x", "port"),
-    ("https://例え.jp:8o/x", "port"),
-    ("https://例え..jp/x", "host"),
-    ("https://[::1/é", "host"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("https://例え.jp:99999/x", "port"),
+        ("https://例え.jp:8o/x", "port"),
+        ("https://例え..jp/x", "host"),
+        ("https://[::1/é", "host"),
+    ],
+)
 def test_a_url_with_no_uri_form_is_refused_with_file_line_and_field(tmp_path: Path, url: str, reason: str) -> None:
     """An IRI that cannot become a URI (a port out of range, a host IDNA cannot write) is refused at ingest
     like any bad input, naming file, line and field: the whole file stores nothing (README "Comparison
@@ -247,11 +278,15 @@ def test_a_url_with_no_uri_form_is_refused_with_file_line_and_field(tmp_path: Pa
 
 def test_a_url_keeps_its_userinfo_and_ip_literal_when_stored(rt) -> None:
     """The authority of an IRI is kept whole in its URI: userinfo and an IPv6 literal's brackets."""
-    items = [ComparisonData.model_validate(_json_item("Alpha vs Beta", url="https://user@exämple.com/é")),
-             ComparisonData.model_validate(_json_item("Gamma vs Delta", url="https://[::1]:8080/é"))]
+    items = [
+        ComparisonData.model_validate(_json_item("Alpha vs Beta", url="https://user@exämple.com/é")),
+        ComparisonData.model_validate(_json_item("Gamma vs Delta", url="https://[::1]:8080/é")),
+    ]
     with rt.sessions.begin() as s:
         upsert(s, items, default_url="https://verdicts.example.com/compare")
     with rt.sessions() as s:
         urls = {slug: url for slug, url in s.execute(select(Comparison.slug, Comparison.url))}
-    assert urls == {"alpha-vs-beta": "https://user@xn--exmple-cua.com/%C3%A9",
-                    "gamma-vs-delta": "https://[::1]:8080/%C3%A9"}
+    assert urls == {
+        "alpha-vs-beta": "https://user@xn--exmple-cua.com/%C3%A9",
+        "gamma-vs-delta": "https://[::1]:8080/%C3%A9",
+    }

@@ -40,14 +40,25 @@ from tests.conftest import SAMPLES, fresh_pg_url, make_runtime, write_project
 from tests.support_serve import PLAIN
 
 # Every code point, lone surrogates included (JSON can carry them as \ud800 escapes).
-ANY_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
-                   max_size=40)
+ANY_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=40)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
-JSON_FIELDS = [("title",), ("intro",), ("url",), ("tools", 0, "category"), ("tools", 0, "name"),
-               ("tools", 1, "tagline"), ("tools", 1, "price"), ("tools", 0, "description"),
-               ("quotes", 0, "text"), ("quotes", 1, "text")]
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+JSON_FIELDS = [
+    ("title",),
+    ("intro",),
+    ("url",),
+    ("tools", 0, "category"),
+    ("tools", 0, "name"),
+    ("tools", 1, "tagline"),
+    ("tools", 1, "price"),
+    ("tools", 0, "description"),
+    ("quotes", 0, "text"),
+    ("quotes", 1, "text"),
+]
 PAGE = (SAMPLES / "cursor-background-agents-vs-smollm3.txt").read_text(encoding="utf-8")
 PAGE_LINES = PAGE.split("\n")
 REFUSAL = re.compile(r"^(?P<path>fuzz\.(json|txt)):(?P<line>\d+): \S.*", re.S)
@@ -81,8 +92,9 @@ def renders_and_serializes(rt: Runtime, items: list[ComparisonData]) -> None:
     """Store (upsert), read back, compile the issue, build one reader's copy and its MIME bytes."""
     event("rendered")
     with rt.sessions.begin() as s:
-        upsert(s, items, default_url="https://verdicts.example.com/compare",
-               published=datetime(2026, 11, 17, tzinfo=UTC))
+        upsert(
+            s, items, default_url="https://verdicts.example.com/compare", published=datetime(2026, 11, 17, tzinfo=UTC)
+        )
     with rt.sessions() as s:
         rows = [s.scalar(select(Comparison).where(Comparison.slug == i.slug)) for i in items]
         issue = Issue(id=1, week="2026-W47", number=3, status="sending", pins=[], excludes=[])
@@ -91,7 +103,8 @@ def renders_and_serializes(rt: Runtime, items: list[ComparisonData]) -> None:
         s.expunge_all()
     assert compiled.html.lstrip().lower().startswith("<!doctype html")
     mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, main, installation="test-install").build(
-        Recipient(delivery_id=1, subscriber_id=1, email="reader@example.com", name=None))
+        Recipient(delivery_id=1, subscriber_id=1, email="reader@example.com", name=None)
+    )
     raw = to_mime(mail, domain_of(rt.settings.sender.from_email)).as_bytes()
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert plaintext.find(str(msg["Subject"])) is None
@@ -134,8 +147,7 @@ def _splice(item: dict[str, Any], path: tuple[Any, ...], value: str) -> str:
 
 
 @FUZZ
-@given(line=st.sampled_from([1, 2, 3, 4, 5, 10, 12, 13, 14, 22, 24, 25]), value=ANY_TEXT,
-       splice=st.booleans())
+@given(line=st.sampled_from([1, 2, 3, 4, 5, 10, 12, 13, 14, 22, 24, 25]), value=ANY_TEXT, splice=st.booleans())
 @example(line=3, value="", splice=False)  # found by this test: a 100+ character "category" was a traceback
 def test_any_text_on_any_line_of_a_page_is_refused_clearly_or_renders(fuzz_rt, line, value, splice) -> None:
     lines = list(PAGE_LINES)

@@ -18,8 +18,14 @@ from tests.conftest import ROOT, apply_overrides
 
 def digest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_"))}
-    return subprocess.run([sys.executable, "-m", "digest", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
 
 
 def packaged(kind: str) -> dict[str, bytes]:
@@ -60,8 +66,10 @@ def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("# mine\n")
     result = digest(tmp_path, "init", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: {tmp_path}: config.toml already exists; nothing was written "
-                                     "(--force overwrites the config and the packaged template files)")
+    assert result.stderr.strip() == (
+        f"error: {tmp_path}: config.toml already exists; nothing was written "
+        "(--force overwrites the config and the packaged template files)"
+    )
     assert "Traceback" not in result.stderr
     assert (tmp_path / "config.toml").read_text() == "# mine\n"
     assert not (tmp_path / "templates").exists()

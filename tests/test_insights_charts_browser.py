@@ -33,11 +33,32 @@ def _history(rt, week: str) -> int:
         rows = []
         for n, d in enumerate(deliveries[:18]):  # readers: one click each, on earlier comparisons more often
             link = [1, 1, 0, 4, 1, 7, 4, 1, 10, 2][n % 10] % len(links)
-            rows.append({"issue_id": issue.id, "delivery_id": d, "reader": d, "kind": "click", "link": link,
-                         "method": "GET", "agent": None, "at": now + timedelta(minutes=n)})
+            rows.append(
+                {
+                    "issue_id": issue.id,
+                    "delivery_id": d,
+                    "reader": d,
+                    "kind": "click",
+                    "link": link,
+                    "method": "GET",
+                    "agent": None,
+                    "at": now + timedelta(minutes=n),
+                }
+            )
         burst = deliveries[-1]
-        rows += [{"issue_id": issue.id, "delivery_id": burst, "reader": burst, "kind": "click", "link": i,
-                  "method": "GET", "agent": None, "at": now} for i in range(len(links))]
+        rows += [
+            {
+                "issue_id": issue.id,
+                "delivery_id": burst,
+                "reader": burst,
+                "kind": "click",
+                "link": i,
+                "method": "GET",
+                "agent": None,
+                "at": now,
+            }
+            for i in range(len(links))
+        ]
         s.execute(insert(Click), rows)
         events = []
         for w in range(10, 0, -1):
@@ -106,6 +127,7 @@ def test_history_and_issue_pages_show_charts_with_text_alternatives(tmp_path, sq
     finally:
         server.stop()
         rt.close()
-    assert all(r.startswith(url) or r.startswith("data:") or r.startswith("about:") for r in requests), \
-        [r for r in requests if not r.startswith(url)]
+    assert all(r.startswith(url) or r.startswith("data:") or r.startswith("about:") for r in requests), [
+        r for r in requests if not r.startswith(url)
+    ]
     assert not problems, problems

@@ -37,17 +37,44 @@ def _two_editions(rt, week: str) -> dict[str, tuple[str, int]]:
         for key, clickers in (("weekly/all", 1), ("weekly/open-models", 4)):  # the same comparison in both
             ed = editions[key]
             card = next(i for i, link in enumerate(ed.links or []) if link["place"] == "card" and link["slug"] == slug)
-            for n, d in enumerate(s.scalars(select(Delivery.id).where(Delivery.edition_id == ed.id)
-                                            .order_by(Delivery.id).limit(clickers))):
-                rows.append({"issue_id": issue.id, "edition_id": ed.id, "delivery_id": d, "reader": d,
-                             "kind": "click", "link": card, "method": "GET", "agent": None,
-                             "at": now + timedelta(minutes=n)})
+            for n, d in enumerate(
+                s.scalars(select(Delivery.id).where(Delivery.edition_id == ed.id).order_by(Delivery.id).limit(clickers))
+            ):
+                rows.append(
+                    {
+                        "issue_id": issue.id,
+                        "edition_id": ed.id,
+                        "delivery_id": d,
+                        "reader": d,
+                        "kind": "click",
+                        "link": card,
+                        "method": "GET",
+                        "agent": None,
+                        "at": now + timedelta(minutes=n),
+                    }
+                )
         for key, openers in (("weekly/all", 3), ("weekly/open-models", 6)):
-            for n, d in enumerate(s.scalars(select(Delivery.id).where(Delivery.edition_id == editions[key].id)
-                                            .order_by(Delivery.id).limit(openers))):
-                rows.append({"issue_id": issue.id, "edition_id": editions[key].id, "delivery_id": d, "reader": d,
-                             "kind": "open", "link": -1, "method": "GET", "agent": None,
-                             "at": now + timedelta(minutes=30 + n)})
+            for n, d in enumerate(
+                s.scalars(
+                    select(Delivery.id)
+                    .where(Delivery.edition_id == editions[key].id)
+                    .order_by(Delivery.id)
+                    .limit(openers)
+                )
+            ):
+                rows.append(
+                    {
+                        "issue_id": issue.id,
+                        "edition_id": editions[key].id,
+                        "delivery_id": d,
+                        "reader": d,
+                        "kind": "open",
+                        "link": -1,
+                        "method": "GET",
+                        "agent": None,
+                        "at": now + timedelta(minutes=30 + n),
+                    }
+                )
         s.execute(insert(Click), rows)
         return {k: (e.label, e.id) for k, e in editions.items()}
 
@@ -75,24 +102,35 @@ def test_the_issue_page_shows_click_through_per_edition(tmp_path, sqlite_url, ch
                     svg = per.locator("svg[role=img]")
                     assert svg.count() == 1
                     assert svg.get_attribute("aria-label").startswith("Click-through per edition: ")
-                    assert f"{models_label} drew the most readers: 4 of 10 (40.0%)" in per.locator(
-                        "figcaption").inner_text()
+                    assert (
+                        f"{models_label} drew the most readers: 4 of 10 (40.0%)"
+                        in per.locator("figcaption").inner_text()
+                    )
                     rows = [r.inner_text().split("\t") for r in per.locator("table tbody tr").all()]
                     assert [[c.strip() for c in r] for r in rows] == [
-                        [editions["weekly/all"][0], "10", "3", "1", "10.0%"], [models_label, "10", "6", "4", "40.0%"]]
-                    tables = {page.locator(f"[data-testid=chart-ctr-edition-{i}] h3").inner_text():
-                              page.locator(f"[data-testid=chart-ctr-edition-{i}] table tbody tr") for i in (1, 2)}
+                        [editions["weekly/all"][0], "10", "3", "1", "10.0%"],
+                        [models_label, "10", "6", "4", "40.0%"],
+                    ]
+                    tables = {
+                        page.locator(f"[data-testid=chart-ctr-edition-{i}] h3").inner_text(): page.locator(
+                            f"[data-testid=chart-ctr-edition-{i}] table tbody tr"
+                        )
+                        for i in (1, 2)
+                    }
                     models = tables[f"Click-through per comparison: {models_label}"]
                     first = [c.strip() for c in models.first.inner_text().split("\t")]
                     assert first[2:] == ["4", "40.0%"]  # its most clicked comparison, of its own 10 emails
-                    total = [c.strip() for c in page.locator("[data-testid=chart-ctr] table tbody tr").first
-                             .inner_text().split("\t")]
+                    total = [
+                        c.strip()
+                        for c in page.locator("[data-testid=chart-ctr] table tbody tr").first.inner_text().split("\t")
+                    ]
                     assert total[1:] == ["20", "5", "25.0%"]  # the issue's total: readers in both editions, of 20
                     assert page.evaluate("document.documentElement.scrollWidth") <= width
                     per.scroll_into_view_if_needed()
                     page.screenshot(path=str(shots / f"issue-editions-{width}.png"), full_page=True)
                     page.locator("[data-testid=charts]").screenshot(
-                        path=str(shots / f"issue-editions-charts-{width}.png"))
+                        path=str(shots / f"issue-editions-charts-{width}.png")
+                    )
                     page.close()
             finally:
                 browser.close()

@@ -13,17 +13,14 @@ from sqlalchemy import insert, select
 from digest.cycle.send import send_week
 from digest.delivery.mail_queue import drain, queue_mail
 from digest.storage.models import (
-    DELIVERY_FAILED,
-    DELIVERY_SENT,
-    ISSUE_SENT,
-    MAIL_FAILED,
-    MAIL_SENT,
-    SUB_ACTIVE,
-    SUB_PENDING,
     Delivery,
+    DeliveryStatus,
     Issue,
+    IssueStatus,
+    MailStatus,
     OutgoingMail,
     Subscriber,
+    SubscriberStatus,
 )
 from digest.weeks import utcnow
 from subscribers.addresses import normalize_email
@@ -53,25 +50,33 @@ def plain_server() -> Iterator[tuple[Mailbox, int]]:
 
 def _add(rt, email: str, status: str) -> int:  # type: ignore[no-untyped-def]
     with rt.sessions.begin() as s:
-        return s.execute(insert(Subscriber).values(email=email, name="José", status=status, created_at=utcnow(),
-                                                   confirmed_at=utcnow() if status == SUB_ACTIVE else None)
-                         .returning(Subscriber.id)).scalar_one()
+        return s.execute(
+            insert(Subscriber)
+            .values(
+                email=email,
+                name="José",
+                status=status,
+                created_at=utcnow(),
+                confirmed_at=utcnow() if status == SubscriberStatus.ACTIVE else None,
+            )
+            .returning(Subscriber.id)
+        ).scalar_one()
 
 
 def test_an_smtputf8_address_fails_alone_in_an_issue_batch(plain_server, tmp_path, db_url) -> None:
     box, port = plain_server
     rt = smtp_runtime(tmp_path, db_url, port, "none", username="")
     readers = add_readers(rt, 3)
-    _add(rt, UTF8_LOCAL, SUB_ACTIVE)
+    _add(rt, UTF8_LOCAL, SubscriberStatus.ACTIVE)
     readers += add_readers(rt, 40, start=3)
     result = send_week(rt, WEEK, manual=True, now=NOW)
     assert result.summary is not None and result.summary.sent == 43 and result.summary.failed == 1
     assert_exactly_once(box.copies(), readers)
     with rt.sessions() as s:
         status, error = s.execute(select(Delivery.status, Delivery.error).where(Delivery.email == UTF8_LOCAL)).one()
-        assert set(s.scalars(select(Delivery.status).where(Delivery.email != UTF8_LOCAL))) == {DELIVERY_SENT}
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
-    assert status == DELIVERY_FAILED and "SMTPUTF8" in error and "not sent yet" not in error
+        assert set(s.scalars(select(Delivery.status).where(Delivery.email != UTF8_LOCAL))) == {DeliveryStatus.SENT}
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
+    assert status == DeliveryStatus.FAILED and "SMTPUTF8" in error and "not sent yet" not in error
     rt.close()
 
 
@@ -79,8 +84,8 @@ def test_an_smtputf8_address_does_not_hold_up_the_confirmation_queue(plain_serve
     box, port = plain_server
     rt = smtp_runtime(tmp_path, sqlite_url, port, "none", username="")
     others = [f"new{i}@example.com" for i in range(4)]
-    ids = [_add(rt, others[0], SUB_PENDING), _add(rt, UTF8_LOCAL, SUB_PENDING)]
-    ids += [_add(rt, address, SUB_PENDING) for address in others[1:]]
+    ids = [_add(rt, others[0], SubscriberStatus.PENDING), _add(rt, UTF8_LOCAL, SubscriberStatus.PENDING)]
+    ids += [_add(rt, address, SubscriberStatus.PENDING) for address in others[1:]]
     with rt.sessions.begin() as s:
         for sid in ids:
             queue_mail(s, "confirm", sid)
@@ -88,20 +93,25 @@ def test_an_smtputf8_address_does_not_hold_up_the_confirmation_queue(plain_serve
     assert result.sent == 4 and result.failed == 1 and result.deferred == 0
     assert_exactly_once(box.copies(), others)
     with rt.sessions() as s:
-        rows = {sub: (status, error) for sub, status, error in
-                s.execute(select(OutgoingMail.subscriber_id, OutgoingMail.status, OutgoingMail.error))}
-    assert {rows[sid][0] for sid in ids if sid != ids[1]} == {MAIL_SENT}
-    assert rows[ids[1]][0] == MAIL_FAILED and "SMTPUTF8" in rows[ids[1]][1]
+        rows = {
+            sub: (status, error)
+            for sub, status, error in s.execute(
+                select(OutgoingMail.subscriber_id, OutgoingMail.status, OutgoingMail.error)
+            )
+        }
+    assert {rows[sid][0] for sid in ids if sid != ids[1]} == {MailStatus.SENT}
+    assert rows[ids[1]][0] == MailStatus.FAILED and "SMTPUTF8" in rows[ids[1]][1]
     rt.close()
 
 
-def test_confirmations_not_sent_yet_when_the_server_balks_are_retried_not_failed(plain_server, tmp_path,
-                                                                                 sqlite_url) -> None:
+def test_confirmations_not_sent_yet_when_the_server_balks_are_retried_not_failed(
+    plain_server, tmp_path, sqlite_url
+) -> None:
     box, port = plain_server
     box.busy_at = 1  # the second message gets 451: the rest of that transport call is "not sent yet"
     rt = smtp_runtime(tmp_path, sqlite_url, port, "none", username="")
     people = [f"later{i}@example.com" for i in range(4)]
-    ids = [_add(rt, address, SUB_PENDING) for address in people]
+    ids = [_add(rt, address, SubscriberStatus.PENDING) for address in people]
     with rt.sessions.begin() as s:
         for sid in ids:
             queue_mail(s, "confirm", sid)

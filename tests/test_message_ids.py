@@ -70,8 +70,13 @@ def _sent_apart(installations: list[Runtime], readers: int) -> tuple[dict[str, s
 
 
 def test_two_installations_never_share_a_message_id(tmp_path, sqlite_template) -> None:
-    a, b = _sent_apart([_installation(tmp_path, sqlite_template, name, secret) for name, secret in (
-        ("a", "secret-of-installation-a-0123"), ("b", "secret-of-installation-b-0123"))], readers=3)
+    a, b = _sent_apart(
+        [
+            _installation(tmp_path, sqlite_template, name, secret)
+            for name, secret in (("a", "secret-of-installation-a-0123"), ("b", "secret-of-installation-b-0123"))
+        ],
+        readers=3,
+    )
     assert len(set(a.values())) == 3
     assert not any(re.search(r"<d\d+@", v) for v in [*a.values(), *b.values()])
 
@@ -141,8 +146,9 @@ def _second_database(request: pytest.FixtureRequest, tmp_path: Path, db_url: str
 def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_path, db_url) -> None:
     """A staging copy of production's environment (the same DIGEST_SECRET_KEY) on its own database."""
     a = make_runtime(write_project(tmp_path / "a"), db_url, DIGEST_SECRET_KEY=SHARED_SECRET)
-    b = make_runtime(write_project(tmp_path / "b"), _second_database(request, tmp_path, db_url),
-                     DIGEST_SECRET_KEY=SHARED_SECRET)
+    b = make_runtime(
+        write_project(tmp_path / "b"), _second_database(request, tmp_path, db_url), DIGEST_SECRET_KEY=SHARED_SECRET
+    )
     first, _ = _sent_apart([a, b], readers=2)
     person = Subscriber(id=1, email="reader@example.com", name=None)
     confirm_a = MailBuilder(a).build(1, "confirm", person).message_id
@@ -155,8 +161,9 @@ def test_installations_sharing_a_secret_never_share_a_message_id(request, tmp_pa
     with again.sessions() as s:
         install = installation_id(s)
     reader = Recipient(delivery_id=1, subscriber_id=1, email="reader000000@example.com", name="Reader 0")
-    rebuilt = IssueMessages(again.settings, Tokens(again.secret_key), issue, issue.main_edition,
-                            installation=install).build(reader)
+    rebuilt = IssueMessages(
+        again.settings, Tokens(again.secret_key), issue, issue.main_edition, installation=install
+    ).build(reader)
     assert rebuilt.message_id == first["reader000000@example.com"]
     for rt in (a, b, again):
         rt.close()
@@ -177,14 +184,20 @@ def test_an_issue_enqueued_before_the_upgrade_keeps_its_message_ids(db_before_00
 
     engine = make_engine(db_before_0005)
     with engine.begin() as c:
-        old = c.execute(text("INSERT INTO issues (week, status, pins, excludes, created_at)"
-                             " VALUES ('2026-W48', 'sending', '[]', '[]', '2026-11-23 08:00:00') RETURNING id")
-                        ).scalar_one()
+        old = c.execute(
+            text(
+                "INSERT INTO issues (week, status, pins, excludes, created_at)"
+                " VALUES ('2026-W48', 'sending', '[]', '[]', '2026-11-23 08:00:00') RETURNING id"
+            )
+        ).scalar_one()
     upgrade(engine)
     with engine.begin() as c:
-        new = c.execute(text("INSERT INTO issues (week, status, pins, excludes, created_at)"
-                             " VALUES ('2026-W49', 'draft', '[]', '[]', '2026-11-30 08:00:00') RETURNING id")
-                        ).scalar_one()
+        new = c.execute(
+            text(
+                "INSERT INTO issues (week, status, pins, excludes, created_at)"
+                " VALUES ('2026-W49', 'draft', '[]', '[]', '2026-11-30 08:00:00') RETURNING id"
+            )
+        ).scalar_one()
     with Session(engine) as s:
         install = installation_id(s)
         assert message_id_salt(s, old) == ""  # the key the issue's first attempts were built with

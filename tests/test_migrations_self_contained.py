@@ -14,8 +14,13 @@ OWN = ("digest", "subscribers")
 def _own_imports(source: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source)):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         found += [n for n in names if n.split(".")[0] in OWN]
     return found
 
@@ -29,4 +34,5 @@ def test_no_migration_imports_live_code() -> None:
 
 def test_the_check_sees_an_import_inside_a_function() -> None:
     assert _own_imports("def upgrade():\n    from subscribers.addresses import normalize_email\n") == [
-        "subscribers.addresses"]
+        "subscribers.addresses"
+    ]

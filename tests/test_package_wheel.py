@@ -18,8 +18,20 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 # What a source tree copy leaves out: environments, output and anything built before.
-SKIP = shutil.ignore_patterns(".git", ".venv", "var", "test-output", "build", "dist", "*.egg-info", "__pycache__",
-                              ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "var",
+    "test-output",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+)
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -29,13 +41,15 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) ->
 
 
 def test_the_wheel_installs_and_runs_the_demo_in_a_folder_made_by_init(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DIGEST_", "RESEND_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "RESEND_", "VIRTUAL_ENV", "PYTHONPATH"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     source = tmp_path / "source"  # built from a copy: the build writes nothing into the checkout
     shutil.copytree(ROOT, source, symlinks=True, ignore=SKIP)  # links as in the repository
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],
-        tmp_path, env)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],
+        tmp_path,
+        env,
+    )
     wheels = list((tmp_path / "dist").glob("weekly_ai_tool_verdicts-*.whl"))
     assert len(wheels) == 1
     shutil.rmtree(source)
@@ -43,8 +57,16 @@ def test_the_wheel_installs_and_runs_the_demo_in_a_folder_made_by_init(tmp_path:
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
     run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheels[0])], tmp_path, env)
-    where = run([str(venv / "bin" / "python"), "-c", "import digest, digest.defaults as d; "
-                 "print(digest.__file__); print(d.EMAIL_TEMPLATES); print(d.PREVIEW_PAGES)"], tmp_path, env)
+    where = run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import digest, digest.defaults as d; "
+            "print(digest.__file__); print(d.EMAIL_TEMPLATES); print(d.PREVIEW_PAGES)",
+        ],
+        tmp_path,
+        env,
+    )
     for line in where.stdout.split():
         assert line.startswith(str(venv)) and not line.startswith(str(ROOT)), line
     # The operator preview's pages come with the wheel too (compiled at start-up).

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from digest.links import Tokens, personal_links
-from digest.storage.models import SUB_UNSUBSCRIBED, Event, Frequency, Subscriber
+from digest.storage.models import Event, Frequency, Subscriber, SubscriberStatus
 from digest.weeks import utcnow
 from subscribers.csvio import export_csv
 from subscribers.erasure import forget
@@ -30,12 +30,18 @@ def test_the_page_offers_the_topics_by_name_and_saves_a_choice_as_an_event(rt) -
     web = client(rt)
     page = web.get(manage_path(rt, sid, "reader@example.com"))
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
-    for name, key in (("Developer Tools", "developer-tools"), ("Open Models", "open-models"),
-                      ("Image Generation", "image-generation")):
+    for name, key in (
+        ("Developer Tools", "developer-tools"),
+        ("Open Models", "open-models"),
+        ("Image Generation", "image-generation"),
+    ):
         assert f'value="{key}"> <span>{name}</span></label>' in page.text
     assert "<script" not in page.text  # a plain form
-    saved = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
-                     data={"topic": ["open-models", "developer-tools"], "frequency": "monthly", "pause": "4"})
+    saved = web.post(
+        manage_path(rt, sid, "reader@example.com"),
+        follow_redirects=False,
+        data={"topic": ["open-models", "developer-tools"], "frequency": "monthly", "pause": "4"},
+    )
     assert saved.status_code == 303 and saved.headers["location"].endswith("?done=saved")
     sub = subscriber(rt, "reader@example.com")
     assert sub is not None and sub.topics == "developer-tools+open-models" and sub.frequency == Frequency.MONTHLY
@@ -48,8 +54,11 @@ def test_the_page_offers_the_topics_by_name_and_saves_a_choice_as_an_event(rt) -
     assert events[0].detail["changed"] == ["topics", "frequency", "pause"]
     assert events[0].detail["by"] == "reader: preference centre"
     # Saving the same again changes nothing and adds no event; resuming is a change.
-    again = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
-                     data={"topic": ["open-models", "developer-tools"], "frequency": "monthly", "pause": "keep"})
+    again = web.post(
+        manage_path(rt, sid, "reader@example.com"),
+        follow_redirects=False,
+        data={"topic": ["open-models", "developer-tools"], "frequency": "monthly", "pause": "keep"},
+    )
     assert again.headers["location"].endswith("?done=unchanged")
     web.post(manage_path(rt, sid, "reader@example.com"), data={"frequency": "weekly", "pause": "0"})
     sub = subscriber(rt, "reader@example.com")
@@ -60,9 +69,11 @@ def test_a_choice_not_offered_is_refused_and_changes_nothing(rt) -> None:
     seed_categories(rt, published=NOW)
     sid = add_reader(rt, "reader@example.com", topics="open-models")
     web = client(rt)
-    for data, message in (({"topic": "no-such-topic"}, "is not one of the topics"),
-                          ({"frequency": "daily"}, "frequency must be weekly or monthly"),
-                          ({"pause": "3"}, "pause must be one of 2, 4, 8 weeks")):
+    for data, message in (
+        ({"topic": "no-such-topic"}, "is not one of the topics"),
+        ({"frequency": "daily"}, "frequency must be weekly or monthly"),
+        ({"pause": "3"}, "pause must be one of 2, 4, 8 weeks"),
+    ):
         answer = web.post(manage_path(rt, sid, "reader@example.com"), data=data)
         assert answer.status_code == 400 and message in answer.text
     assert web.post(manage_path(rt, sid, "reader@example.com"), json={"frequency": "monthly"}).status_code == 415
@@ -82,9 +93,11 @@ def test_the_preference_link_works_for_its_own_reader_only(rt) -> None:
     bob_row = subscriber(rt, "bob@example.com")
     assert bob_row is not None and bob_row.frequency == Frequency.WEEKLY
     # A token for Bob's id tied to another address, one signed with another key, a garbled one: all refused.
-    for path in (manage_path(rt, bob, "alice@example.com"),
-                 "/preferences/" + Tokens("another-secret-0123456789").unsubscribe(bob, "bob@example.com"),
-                 manage_path(rt, bob, "bob@example.com")[:-3] + "xyz"):
+    for path in (
+        manage_path(rt, bob, "alice@example.com"),
+        "/preferences/" + Tokens("another-secret-0123456789").unsubscribe(bob, "bob@example.com"),
+        manage_path(rt, bob, "bob@example.com")[:-3] + "xyz",
+    ):
         page = web.get(path)
         assert "bob" not in page.text.lower() or page.status_code == 400
         answer = web.post(path, data={"frequency": "monthly"}, follow_redirects=False)
@@ -109,7 +122,7 @@ def test_too_many_emails_offers_monthly_in_one_click(rt) -> None:
     assert row is not None and row.frequency == Frequency.MONTHLY and row.status == "active"
     # Someone who already left comes back monthly with the same one click.
     web.post(unsub(left, "left@example.com"), data={"action": "unsubscribe", "reason": "too_many"})
-    assert (row := subscriber(rt, "left@example.com")) is not None and row.status == SUB_UNSUBSCRIBED
+    assert (row := subscriber(rt, "left@example.com")) is not None and row.status == SubscriberStatus.UNSUBSCRIBED
     assert "Send me monthly instead" in web.get(unsub(left, "left@example.com")).text
     web.post(unsub(left, "left@example.com"), data={"action": "monthly"})
     row = subscriber(rt, "left@example.com")
@@ -160,8 +173,11 @@ def test_a_topic_added_since_the_catalogue_was_cached_is_shown_and_kept(rt) -> N
         s.get(Subscriber, sid).topics = "open-models"  # chosen through another process
     page = web.get(manage_path(rt, sid, "reader@example.com"))
     assert 'value="open-models" checked' in page.text
-    saved = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
-                     data={"topic": "open-models", "frequency": "monthly", "pause": "keep"})
+    saved = web.post(
+        manage_path(rt, sid, "reader@example.com"),
+        follow_redirects=False,
+        data={"topic": "open-models", "frequency": "monthly", "pause": "keep"},
+    )
     assert saved.status_code == 303
     sub = subscriber(rt, "reader@example.com")
     assert sub is not None and sub.topics == "open-models" and sub.frequency == Frequency.MONTHLY
@@ -172,8 +188,11 @@ def test_with_no_topics_offered_a_save_keeps_the_readers_topics(rt) -> None:
     about topics and a save changes only what it shows."""
     sid = add_reader(rt, "reader@example.com", topics="open-models")
     web = client(rt)
-    saved = web.post(manage_path(rt, sid, "reader@example.com"), follow_redirects=False,
-                     data={"frequency": "monthly", "pause": "keep"})
+    saved = web.post(
+        manage_path(rt, sid, "reader@example.com"),
+        follow_redirects=False,
+        data={"frequency": "monthly", "pause": "keep"},
+    )
     assert saved.status_code == 303
     sub = subscriber(rt, "reader@example.com")
     assert sub is not None and sub.topics == "open-models" and sub.frequency == Frequency.MONTHLY
@@ -186,8 +205,9 @@ def test_a_post_from_a_foreign_page_is_refused_and_changes_nothing(rt) -> None:
     web = client(rt)
     path = manage_path(rt, sid, "reader@example.com")
     for origin in ("https://evil.example", "null", "http://127.0.0.1:8001"):
-        answer = web.post(path, data={"frequency": "monthly", "pause": "4"}, headers={"Origin": origin},
-                          follow_redirects=False)
+        answer = web.post(
+            path, data={"frequency": "monthly", "pause": "4"}, headers={"Origin": origin}, follow_redirects=False
+        )
         assert answer.status_code == 403 and "another site" in answer.text and "nothing was changed" in answer.text
         assert "location" not in answer.headers
     sub = subscriber(rt, "reader@example.com")
@@ -195,8 +215,12 @@ def test_a_post_from_a_foreign_page_is_refused_and_changes_nothing(rt) -> None:
     with rt.sessions() as s:
         assert s.scalars(select(Event).where(Event.kind == "preferences")).all() == []
     # The site's own page (site.public_url's origin) saves; so does a client that sends no Origin.
-    own = web.post(path, data={"topic": "open-models", "frequency": "monthly"}, follow_redirects=False,
-                   headers={"Origin": rt.settings.site.public_url.rstrip("/")})
+    own = web.post(
+        path,
+        data={"topic": "open-models", "frequency": "monthly"},
+        follow_redirects=False,
+        headers={"Origin": rt.settings.site.public_url.rstrip("/")},
+    )
     assert own.status_code == 303 and own.headers["location"].endswith("?done=saved")
     sub = subscriber(rt, "reader@example.com")
     assert sub is not None and sub.frequency == Frequency.MONTHLY

@@ -17,7 +17,7 @@ import pytest
 
 from digest.cycle.send import send_week
 from digest.links import Tokens, personal_links
-from digest.storage.models import SUB_ACTIVE, Frequency
+from digest.storage.models import Frequency, SubscriberStatus
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, output_dir, write_project
 from tests.support_editions import DEV, IMAGES, MODELS, add_reader, seed_categories
@@ -80,7 +80,7 @@ def test_pick_a_topic_in_the_browser_then_get_only_that_topic(stack, browser) ->
     assert page.get_by_role("checkbox", name="Open Models").is_checked()
     assert page.get_by_role("link", name="Unsubscribe").is_visible()  # a secondary link, not a button
     sub = subscriber(rt, address)
-    assert sub is not None and sub.status == SUB_ACTIVE and sub.topics == "open-models"
+    assert sub is not None and sub.status == SubscriberStatus.ACTIVE and sub.topics == "open-models"
 
     result = send_week(rt, Week.parse("2026-W49"), manual=True, now=W49_NOW)
     assert result.summary is not None and result.summary.sent == 2

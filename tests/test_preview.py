@@ -44,9 +44,11 @@ def client_for(rt: Runtime) -> tuple[TestClient, PreviewState]:
 
 def counts(rt: Runtime) -> tuple[int, int, int]:
     with rt.sessions() as s:
-        return (s.scalar(select(func.count()).select_from(Issue)) or 0,
-                s.scalar(select(func.count()).select_from(Delivery)) or 0,
-                s.scalar(select(func.count()).select_from(Batch)) or 0)
+        return (
+            s.scalar(select(func.count()).select_from(Issue)) or 0,
+            s.scalar(select(func.count()).select_from(Delivery)) or 0,
+            s.scalar(select(func.count()).select_from(Batch)) or 0,
+        )
 
 
 def picks_order(html: str) -> list[str]:
@@ -119,8 +121,11 @@ def test_requests_from_elsewhere_are_refused(prt: Runtime) -> None:
     week = current_week(prt.settings.schedule).key
     r = client.post("/selection", data={"csrf": "wrong", "week": week, "action": "pin", "slug": slugs[1]})
     assert "out of date" in r.text
-    r = client.post("/selection", data={"csrf": state.csrf, "week": week, "action": "pin", "slug": slugs[1]},
-                    headers={"Origin": "https://evil.example"})
+    r = client.post(
+        "/selection",
+        data={"csrf": state.csrf, "week": week, "action": "pin", "slug": slugs[1]},
+        headers={"Origin": "https://evil.example"},
+    )
     assert "another site" in r.text
     assert counts(prt)[0] == 0  # neither created the draft
     rebound = TestClient(create_preview_app(state, watch=False), base_url="http://evil.example:8025")
@@ -137,8 +142,10 @@ def test_test_send_goes_to_the_allowlist_only_and_is_not_the_issue_send(prt: Run
         add_subscriber(s, "reader@example.com", name="Reader", confirmed=True)
     week = current_week(prt.settings.schedule)
     client, state = client_for(prt)
-    r = client.post("/test-send", data={"csrf": state.csrf, "kind": "digest", "week": week.key,
-                                        "to": ["me@example.com", "editor@example.com"]})
+    r = client.post(
+        "/test-send",
+        data={"csrf": state.csrf, "kind": "digest", "week": week.key, "to": ["me@example.com", "editor@example.com"]},
+    )
     assert r.status_code == 200 and "Test sent to me@example.com, editor@example.com" in r.text
     files = sorted((prt.outbox_dir / "test").glob("*.eml"))
     assert len(files) == 2
@@ -148,8 +155,9 @@ def test_test_send_goes_to_the_allowlist_only_and_is_not_the_issue_send(prt: Run
     assert counts(prt) == (0, 0, 0)  # no issue, no deliveries, no batches
     assert not (prt.outbox_dir / week.key).exists()
 
-    r = client.post("/test-send", data={"csrf": state.csrf, "kind": "digest", "week": week.key,
-                                        "to": ["stranger@example.com"]})
+    r = client.post(
+        "/test-send", data={"csrf": state.csrf, "kind": "digest", "week": week.key, "to": ["stranger@example.com"]}
+    )
     assert "not on preview.test_recipients" in r.text
     assert len(list((prt.outbox_dir / "test").glob("*.eml"))) == 2
     with pytest.raises(UserError, match="choose at least one"):
@@ -203,8 +211,15 @@ def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> No
         d2.delivered_at = d2.sent_at
         s.add(Event(kind="unsubscribed", subscriber_id=d2.subscriber_id, issue_id=issue.id, delivery_id=d2.id))
     [row] = [h for h in issue_history(prt).rows if h.week == week.key]
-    assert (row.recipients, row.sent, row.failed, row.delivered, row.opened, row.clicked, row.unsubscribed) == \
-        (3, 3, 0, 2, 1, 0, 1)
+    assert (row.recipients, row.sent, row.failed, row.delivered, row.opened, row.clicked, row.unsubscribed) == (
+        3,
+        3,
+        0,
+        2,
+        1,
+        0,
+        1,
+    )
     client, _ = client_for(prt)
     hist = client.get("/history")
     assert hist.status_code == 200 and f"/?week={week.key}" in hist.text
@@ -213,8 +228,9 @@ def test_history_counts_and_frozen_issue_shows_what_was_sent(prt: Runtime) -> No
     assert stored_subject and stored_subject.replace("&", "&amp;") in page.text
     frame = client.get(f"/render/digest.html?week={week.key}")
     assert frame.status_code == 200
-    r = client.post("/selection", data={"csrf": client_for(prt)[1].csrf, "week": week.key,
-                                        "action": "clear", "slug": ""})
+    r = client.post(
+        "/selection", data={"csrf": client_for(prt)[1].csrf, "week": week.key, "action": "clear", "slug": ""}
+    )
     assert r.status_code == 200  # form token of another state: refused, nothing changed
     with pytest.raises(UserError, match="already sent"):
         change_draft(prt, week, "clear")
@@ -286,8 +302,11 @@ def test_broken_config_keeps_last_good_settings(prt: Runtime) -> None:
     state.reload_config()
     page = client.get("/")
     assert page.status_code == 200 and "config.toml was not reloaded" in page.text and "funday" in page.text
-    cfg.write_text(good.replace('test_recipients = ["me@example.com", "editor@example.com"]',
-                                'test_recipients = ["new@example.com"]'))
+    cfg.write_text(
+        good.replace(
+            'test_recipients = ["me@example.com", "editor@example.com"]', 'test_recipients = ["new@example.com"]'
+        )
+    )
     state.reload_config()
     page = client.get("/").text
     assert "config.toml was not reloaded" not in page and 'value="new@example.com"' in page
@@ -335,8 +354,13 @@ def test_cli_preview_bad_input_is_one_line(prt: Runtime, db_url: str) -> None:
     import sys
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", *args],
-                              capture_output=True, text=True, env=_cli_env(db_url), timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", *args],
+            capture_output=True,
+            text=True,
+            env=_cli_env(db_url),
+            timeout=60,
+        )
 
     r = run("--week", "2026-W99")
     assert r.returncode == 2 and r.stderr.startswith("error: week: '2026-W99' does not exist")
@@ -368,8 +392,9 @@ def test_preview_selection_is_the_cycle_selection(prt: Runtime) -> None:
         issue = s.scalar(select(Issue).where(Issue.week == week.key))
         assert issue is not None
         expected = current_selection(prt, s, issue, cutoff_for(prt, week, manual=True, now=now))
-    assert [(p.comparison.slug, p.score, p.pinned) for p in draft.selection.picks] == \
-        [(p.comparison.slug, p.score, p.pinned) for p in expected.picks]
+    assert [(p.comparison.slug, p.score, p.pinned) for p in draft.selection.picks] == [
+        (p.comparison.slug, p.score, p.pinned) for p in expected.picks
+    ]
     assert draft.selection.candidates == expected.candidates and draft.selection.skip_reason is None
     assert draft.selection.picks[0].comparison.slug == "tool-0-vs-rival-0"
     shown = {p.comparison.slug for p in draft.selection.picks} | {p.comparison.slug for p in draft.others}
@@ -459,8 +484,23 @@ def test_cli_preview_off_loopback_prints_a_token_url_that_every_request_needs(pr
 
     seed_samples(prt)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", "--config", str(prt.config.path), "preview", "--host", "0.0.0.0",
-         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(db_url))
+        [
+            sys.executable,
+            "-m",
+            "digest",
+            "--config",
+            str(prt.config.path),
+            "preview",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(db_url),
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -127,8 +127,11 @@ def test_preview_end_to_end(served: tuple[Runtime, str], browser) -> None:  # ty
     # config.toml is watched too: a new test address shows up without a restart.
     cfg = rt.config.path
     page.evaluate("window.__before_edit = true")
-    cfg.write_text(cfg.read_text().replace('test_recipients = ["me@example.com"]',
-                                           'test_recipients = ["me@example.com", "second@example.com"]'))
+    cfg.write_text(
+        cfg.read_text().replace(
+            'test_recipients = ["me@example.com"]', 'test_recipients = ["me@example.com", "second@example.com"]'
+        )
+    )
     wait_until(page, "window.__before_edit === undefined")
     page.wait_for_selector("input[name=to][value='second@example.com']", timeout=WAIT_MS)
 

@@ -7,40 +7,61 @@ from pathlib import Path
 from digest.config import Settings
 from digest.preview.checks import FAIL, PASS, WARN, TemplateProblem, preheader_of, run_checks
 
-SETTINGS = Settings.model_validate({"site": {"site_url": "https://verdicts.example.com",
-                                             "public_url": "https://news.verdicts.example.com"}})
+SETTINGS = Settings.model_validate(
+    {"site": {"site_url": "https://verdicts.example.com", "public_url": "https://news.verdicts.example.com"}}
+)
 UNSUB = "https://news.verdicts.example.com/u/tok"
-GOOD_HEADERS = {"List-Unsubscribe": f"<{UNSUB}>, <mailto:unsubscribe@example.com?subject=unsubscribe>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+GOOD_HEADERS = {
+    "List-Unsubscribe": f"<{UNSUB}>, <mailto:unsubscribe@example.com?subject=unsubscribe>",
+    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+}
 PREHEADER = "This week: three AI tools compared, with the panel's verdict on each one."
 
 
 def page(body: str, preheader: str = PREHEADER) -> str:
     hidden = f'<div style="display:none;font-size:1px;">{preheader}</div>' if preheader else ""
-    return (f"<!doctype html><html><head><title>x</title></head><body>{hidden}\n{body}\n"
-            f'<a href="{UNSUB}">Unsubscribe</a></body></html>')
+    return (
+        f"<!doctype html><html><head><title>x</title></head><body>{hidden}\n{body}\n"
+        f'<a href="{UNSUB}">Unsubscribe</a></body></html>'
+    )
 
 
-def run(html: str, text: str = f"Hello\nUnsubscribe: {UNSUB}\n", subject: str = "Weekly verdicts #3",
-        headers: dict[str, str] | None = None, unsub: str | None = UNSUB) -> dict[str, object]:
-    checks = run_checks(html=html, text=text, subject=subject, headers=GOOD_HEADERS if headers is None else headers,
-                        settings=SETTINGS, unsubscribe_url=unsub, needs_list_headers=True)
+def run(
+    html: str,
+    text: str = f"Hello\nUnsubscribe: {UNSUB}\n",
+    subject: str = "Weekly verdicts #3",
+    headers: dict[str, str] | None = None,
+    unsub: str | None = UNSUB,
+) -> dict[str, object]:
+    checks = run_checks(
+        html=html,
+        text=text,
+        subject=subject,
+        headers=GOOD_HEADERS if headers is None else headers,
+        settings=SETTINGS,
+        unsubscribe_url=unsub,
+        needs_list_headers=True,
+    )
     return {c.name: c for c in checks}
 
 
 def test_a_clean_email_passes_everything() -> None:
-    html = page('<a href="https://verdicts.example.com/compare/a-vs-b">Read</a>'
-                '<img src="https://verdicts.example.com/logo.png" alt="Verdicts">')
+    html = page(
+        '<a href="https://verdicts.example.com/compare/a-vs-b">Read</a>'
+        '<img src="https://verdicts.example.com/logo.png" alt="Verdicts">'
+    )
     checks = run(html)
     assert {name: c.status for name, c in checks.items()} == {n: PASS for n in checks}  # type: ignore[attr-defined]
     assert preheader_of(html) == PREHEADER
 
 
 def test_each_problem_is_named_with_where_it_is() -> None:
-    html = page('<img src="https://verdicts.example.com/a.png">\n'
-                '<a href="http://verdicts.example.com/x">Insecure</a>\n'
-                '<a href="https://tracker.example.org/c">Elsewhere</a>\n'
-                '<a href="/relative">Relative</a>')
+    html = page(
+        '<img src="https://verdicts.example.com/a.png">\n'
+        '<a href="http://verdicts.example.com/x">Insecure</a>\n'
+        '<a href="https://tracker.example.org/c">Elsewhere</a>\n'
+        '<a href="/relative">Relative</a>'
+    )
     checks = run(html)
     alt = checks["Image alt text"]
     assert alt.status == FAIL and "a.png has no alt text" in alt.findings[0].message  # type: ignore[attr-defined]
@@ -56,8 +77,10 @@ def test_each_problem_is_named_with_where_it_is() -> None:
 def test_http_public_url_is_grouped_and_blamed_on_the_setting() -> None:
     s = Settings()  # defaults: public_url = http://127.0.0.1:8000
     unsub = "http://127.0.0.1:8000/u/tok"
-    html = (f'<html><body><div style="display: none">{PREHEADER}</div><a href="{unsub}">Unsubscribe</a>'
-            f'<a href="{unsub}?manage=1">Manage</a></body></html>')
+    html = (
+        f'<html><body><div style="display: none">{PREHEADER}</div><a href="{unsub}">Unsubscribe</a>'
+        f'<a href="{unsub}?manage=1">Manage</a></body></html>'
+    )
     checks = {
         c.name: c
         for c in run_checks(

@@ -83,7 +83,7 @@ def history_served(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
     from digest.cycle.week import resolve_week
     from digest.delivery.completion import record_pause
     from digest.preview.server import PreviewServer
-    from digest.storage.models import ISSUE_SENT, MAIN_EDITION_KEY, Edition, Frequency, Issue
+    from digest.storage.models import MAIN_EDITION_KEY, Edition, Frequency, Issue, IssueStatus
     from tests.support_delivery import add_readers
     from tests.support_preview import preview_runtime, seed_samples
 
@@ -91,20 +91,36 @@ def history_served(tmp_path, sqlite_url):  # type: ignore[no-untyped-def]
     seed_samples(rt)
     add_readers(rt, 120)
     with rt.sessions.begin() as s:
-        for n, (week, subject) in enumerate([
-            ("2026-W45", "Cursor vs Windsurf vs Zed: which AI editor keeps up with a monorepo of 4 million lines"),
-            ("2026-W46", "Claude Code vs Aider"),
-        ], start=1):
-            issue = Issue(week=week, number=n, status=ISSUE_SENT,
-                          sent_at=datetime(2026, 11, 3 + 7 * n, 9, 0, tzinfo=UTC))
+        for n, (week, subject) in enumerate(
+            [
+                ("2026-W45", "Cursor vs Windsurf vs Zed: which AI editor keeps up with a monorepo of 4 million lines"),
+                ("2026-W46", "Claude Code vs Aider"),
+            ],
+            start=1,
+        ):
+            issue = Issue(
+                week=week, number=n, status=IssueStatus.SENT, sent_at=datetime(2026, 11, 3 + 7 * n, 9, 0, tzinfo=UTC)
+            )
             s.add(issue)
             s.flush()
-            s.add(Edition(issue_id=issue.id, key=MAIN_EDITION_KEY, label="All topics, weekly",
-                          frequency=Frequency.WEEKLY, topics=[], subject=subject))
+            s.add(
+                Edition(
+                    issue_id=issue.id,
+                    key=MAIN_EDITION_KEY,
+                    label="All topics, weekly",
+                    frequency=Frequency.WEEKLY,
+                    topics=[],
+                    subject=subject,
+                )
+            )
     prepared = prepare(rt, resolve_week(rt, None), manual=True)
     assert prepared.issue_id is not None
-    record_pause(rt, prepared.issue_id, datetime(2026, 11, 23, 9, 2, tzinfo=UTC),
-                 "provider unreachable since 2026-11-23 09:02 UTC")
+    record_pause(
+        rt,
+        prepared.issue_id,
+        datetime(2026, 11, 23, 9, 2, tzinfo=UTC),
+        "provider unreachable since 2026-11-23 09:02 UTC",
+    )
     server = PreviewServer(rt, port=0)
     url = server.start()
     try:

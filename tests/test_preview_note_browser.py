@@ -36,8 +36,9 @@ def test_note_field_saves_the_note_and_the_email_shows_it(served, browser) -> No
     assert "not an http(s) URL" in page.locator("#notice").inner_text()
     assert current_note(rt, week).startswith("Agents lead")
 
-    forged = httpx.post(url + "/note", data={"csrf": "forged", "week": week.key, "note": "Hijacked."},
-                        follow_redirects=True)
+    forged = httpx.post(
+        url + "/note", data={"csrf": "forged", "week": week.key, "note": "Hijacked."}, follow_redirects=True
+    )
     assert "out of date" in forged.text and current_note(rt, week).startswith("Agents lead")
 
     page.fill("#note-text", "")

@@ -31,15 +31,7 @@ from sqlalchemy import select
 from digest.cycle.send import send_week
 from digest.providers import registry
 from digest.runtime import Runtime
-from digest.storage.models import (
-    BATCH_UNCONFIRMED,
-    DELIVERY_SENT,
-    SUB_ACTIVE,
-    SUB_BOUNCED,
-    Batch,
-    Delivery,
-    Subscriber,
-)
+from digest.storage.models import Batch, BatchStatus, Delivery, DeliveryStatus, Subscriber, SubscriberStatus
 from digest.weeks import utcnow
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.provider_harnesses import BUILT_IN
@@ -61,8 +53,10 @@ PROVIDERS = [ep.name for ep in entry_points(group=registry.GROUP)]
 def test_the_installed_example_provider_is_found_through_its_entry_point() -> None:
     if EXAMPLE not in PROVIDERS:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the {EXAMPLE} provider is not installed: `make install-test` installs "
-                        "examples/postmark-provider, and CI runs the contract on it")
+            pytest.fail(
+                f"the {EXAMPLE} provider is not installed: `make install-test` installs "
+                "examples/postmark-provider, and CI runs the contract on it"
+            )
         pytest.skip(f"the {EXAMPLE} example is not installed (pip install -e examples/postmark-provider)")
     assert registry.get(EXAMPLE).name == EXAMPLE
     assert PROVIDERS.index(EXAMPLE) > max(PROVIDERS.index(n) for n in BUILT_IN)  # ours load first
@@ -91,8 +85,10 @@ def _project(root: Path, served: Any) -> Path:
 
 def _sent_ids(rt: Runtime) -> list[tuple[str, str]]:
     with rt.sessions() as s:
-        return [(d.provider_id, d.email) for d in s.scalars(
-            select(Delivery).where(Delivery.status == DELIVERY_SENT).order_by(Delivery.id))]
+        return [
+            (d.provider_id, d.email)
+            for d in s.scalars(select(Delivery).where(Delivery.status == DeliveryStatus.SENT).order_by(Delivery.id))
+        ]
 
 
 def _status(rt: Runtime, address: str) -> str:
@@ -103,9 +99,13 @@ def _status(rt: Runtime, address: str) -> str:
 def _unconfirmed(rt: Runtime) -> set[str]:
     """Readers in batches the sender could not know the fate of (answer lost, no key to retry under)."""
     with rt.sessions() as s:
-        return set(s.scalars(select(Delivery.email).join(
-            Batch, (Batch.issue_id == Delivery.issue_id) & (Batch.batch_no == Delivery.batch_no))
-            .where(Batch.status == BATCH_UNCONFIRMED)))
+        return set(
+            s.scalars(
+                select(Delivery.email)
+                .join(Batch, (Batch.issue_id == Delivery.issue_id) & (Batch.batch_no == Delivery.batch_no))
+                .where(Batch.status == BatchStatus.UNCONFIRMED)
+            )
+        )
 
 
 def _kill_after(proc: subprocess.Popen[str], served: Any, accepted: int) -> bool:
@@ -121,8 +121,7 @@ def _kill_after(proc: subprocess.Popen[str], served: Any, accepted: int) -> bool
     return True
 
 
-def test_an_issue_reaches_every_reader_exactly_once(provider: registry.Provider, tmp_path: Path,
-                                                    db_url: str) -> None:
+def test_an_issue_reaches_every_reader_exactly_once(provider: registry.Provider, tmp_path: Path, db_url: str) -> None:
     root = tmp_path / "project"
     with _harness(provider.name).serve(root) as served:
         rt = make_runtime(_project(root, served), db_url, **served.env)
@@ -135,8 +134,9 @@ def test_an_issue_reaches_every_reader_exactly_once(provider: registry.Provider,
     rt.close()
 
 
-def test_a_sender_killed_mid_send_resumes_without_repeating_what_went_out(provider: registry.Provider,
-                                                                          tmp_path: Path, db_url: str) -> None:
+def test_a_sender_killed_mid_send_resumes_without_repeating_what_went_out(
+    provider: registry.Provider, tmp_path: Path, db_url: str
+) -> None:
     harness, root = _harness(provider.name), tmp_path / "project"
     with harness.serve(root) as served:
         cfg = _project(root, served)
@@ -151,8 +151,9 @@ def test_a_sender_killed_mid_send_resumes_without_repeating_what_went_out(provid
     repeats = sum(n - 1 for n in copies.values() if n > 1)
     # Under a key the provider keeps (or with none, never resent) nobody gets two; a provider recording
     # message by message repeats at most the one in flight.
-    allowed = 0 if caps.idempotent or caps.key_lifetime_hours == 0 else 1 if caps.per_message_results \
-        else caps.max_batch
+    allowed = (
+        0 if caps.idempotent or caps.key_lifetime_hours == 0 else 1 if caps.per_message_results else caps.max_batch
+    )
     assert repeats <= allowed, f"{repeats} repeated message(s) after one kill ({provider.name} allows {allowed})"
     assert set(copies) <= set(readers)
     missing = set(readers) - set(copies)
@@ -162,8 +163,9 @@ def test_a_sender_killed_mid_send_resumes_without_repeating_what_went_out(provid
     rt.close()
 
 
-def test_a_signed_bounce_suppresses_and_a_forged_one_changes_nothing(provider: registry.Provider, tmp_path: Path,
-                                                                     db_url: str) -> None:
+def test_a_signed_bounce_suppresses_and_a_forged_one_changes_nothing(
+    provider: registry.Provider, tmp_path: Path, db_url: str
+) -> None:
     from digest.web.app import create_app
 
     root = tmp_path / "project"
@@ -180,11 +182,11 @@ def test_a_signed_bounce_suppresses_and_a_forged_one_changes_nothing(provider: r
         message_id, address = _sent_ids(rt)[0]
         body, headers = served.event("hard_bounce", message_id, address, forged=True)
         refused = client.post(provider.webhook_path, content=body, headers=headers)
-        assert refused.status_code == 401 and _status(rt, address) == SUB_ACTIVE, refused.text
+        assert refused.status_code == 401 and _status(rt, address) == SubscriberStatus.ACTIVE, refused.text
         body, headers = served.event("hard_bounce", message_id, address)
         applied = client.post(provider.webhook_path, content=body, headers=headers)
         assert applied.status_code == 200, applied.text
-        assert _status(rt, address) == SUB_BOUNCED
+        assert _status(rt, address) == SubscriberStatus.BOUNCED
         assert "bounced" in provider.capabilities.reports
     rt.close()
 
@@ -192,7 +194,12 @@ def test_a_signed_bounce_suppresses_and_a_forged_one_changes_nothing(provider: r
 def test_the_core_names_no_installed_provider() -> None:
     """A provider is one package: nothing of the example lives in digest/ or subscribers/."""
     root = Path(__file__).resolve().parent.parent
-    found = [str(p.relative_to(root)) for folder in ("digest", "subscribers") for p in (root / folder).rglob("*")
-             if p.is_file() and p.suffix in (".py", ".toml", ".html", ".txt", ".md", ".j2", ".mjml")
-             and EXAMPLE in p.read_text(encoding="utf-8", errors="replace").lower()]
+    found = [
+        str(p.relative_to(root))
+        for folder in ("digest", "subscribers")
+        for p in (root / folder).rglob("*")
+        if p.is_file()
+        and p.suffix in (".py", ".toml", ".html", ".txt", ".md", ".j2", ".mjml")
+        and EXAMPLE in p.read_text(encoding="utf-8", errors="replace").lower()
+    ]
     assert not found, f"{EXAMPLE} is named in the core: {found}"

@@ -69,8 +69,9 @@ def assert_one_click_headers_verbatim(data: bytes) -> None:
 
 def _project(tmp_path: Path, site_name: str = "Weekly AI Tool Verdicts", **overrides: dict[str, object]) -> Path:
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"site": {"public_url": PUBLIC_URL, "name": site_name},
-                                                     **overrides}))
+    cfg.write_text(
+        apply_overrides(cfg.read_text(), {"site": {"public_url": PUBLIC_URL, "name": site_name}, **overrides})
+    )
     return cfg
 
 
@@ -100,8 +101,11 @@ def test_smtp_issue_carries_list_unsubscribe_as_plain_ascii_on_the_wire(tmp_path
     ctl = Controller(box, hostname="127.0.0.1", port=port)
     ctl.start()
     try:
-        cfg = _project(tmp_path, transport={"kind": "smtp"},
-                       **{"transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "username": ""}})
+        cfg = _project(
+            tmp_path,
+            transport={"kind": "smtp"},
+            **{"transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "username": ""}},
+        )
         rt = make_runtime(cfg, sqlite_url)
         seed_comparisons(rt, published=NOW - timedelta(days=1))
         add_readers(rt, 2)
@@ -114,8 +118,9 @@ def test_smtp_issue_carries_list_unsubscribe_as_plain_ascii_on_the_wire(tmp_path
         assert_one_click_headers_verbatim(data)
 
 
-def _transactional_bytes(tmp_path: Path, sqlite_url: str, kind: str, site_name: str,
-                         **overrides: dict[str, object]) -> bytes:
+def _transactional_bytes(
+    tmp_path: Path, sqlite_url: str, kind: str, site_name: str, **overrides: dict[str, object]
+) -> bytes:
     rt = make_runtime(_project(tmp_path, site_name=site_name, **overrides), sqlite_url)
     person = Subscriber(id=7, email="reader@example.com", name="Zoë")
     mail = MailBuilder(rt).build(11, kind, person)
@@ -133,9 +138,13 @@ def test_welcome_mail_carries_list_unsubscribe_as_plain_ascii(tmp_path, sqlite_u
 @pytest.mark.parametrize("kind", ["confirm", "welcome"])
 def test_non_ascii_subject_is_rfc2047_encoded_and_every_header_line_is_ascii(tmp_path, sqlite_url, kind) -> None:
     site = "Les verdicts de la semaine — outils d’IA comparés pour les équipes produit"
-    data = _transactional_bytes(tmp_path, sqlite_url, kind, site,
-                                sender={"from_name": "Zoë at the Verdicts desk — l’équipe éditoriale",
-                                        "from_email": "reader-desk@example.com"})
+    data = _transactional_bytes(
+        tmp_path,
+        sqlite_url,
+        kind,
+        site,
+        sender={"from_name": "Zoë at the Verdicts desk — l’équipe éditoriale", "from_email": "reader-desk@example.com"},
+    )
     headers = raw_headers(data)
     for name, lines in headers.items():
         for line in lines:
@@ -148,17 +157,25 @@ def test_non_ascii_subject_is_rfc2047_encoded_and_every_header_line_is_ascii(tmp
     assert site in msg["Subject"]
     # An RFC 2047 decoder joins adjacent encoded-words (Python's own address parser adds a space there).
     raw_from = b" ".join(line.split(b": ", 1)[-1].strip() for line in headers["from"]).decode("ascii")
-    assert str(make_header(decode_header(raw_from))) == \
-        "Zoë at the Verdicts desk — l’équipe éditoriale <reader-desk@example.com>"
+    assert (
+        str(make_header(decode_header(raw_from)))
+        == "Zoë at the Verdicts desk — l’équipe éditoriale <reader-desk@example.com>"
+    )
     if kind == "confirm":
         assert "List-Unsubscribe" not in msg
 
 
 def test_an_international_public_url_and_mailto_are_written_as_ascii_uris(tmp_path, sqlite_url) -> None:
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {
-        "site": {"public_url": "https://nouvelles.bücher.example/lettre-é"},
-        "sender": {"unsubscribe_mailto": "désabonner@bücher.example"}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(),
+            {
+                "site": {"public_url": "https://nouvelles.bücher.example/lettre-é"},
+                "sender": {"unsubscribe_mailto": "désabonner@bücher.example"},
+            },
+        )
+    )
     rt = make_runtime(cfg, sqlite_url)
     mail = MailBuilder(rt).build(3, "welcome", Subscriber(id=7, email="reader@example.com", name=None))
     [result] = OutboxTransport(tmp_path / "outbox").send_batch([mail], "k", "transactional")
@@ -170,35 +187,45 @@ def test_an_international_public_url_and_mailto_are_written_as_ascii_uris(tmp_pa
     assert "<mailto:d%C3%A9sabonner@xn--bcher-kva.example?subject=unsubscribe%20" in value, value
 
 
-@pytest.mark.parametrize("iri, uri", [
-    # userinfo is part of the authority: dropping it sends the reader somewhere else
-    ("https://user@exämple.com/", "https://user@xn--exmple-cua.com/"),
-    ("https://üser:pä ss@exämple.com/", "https://%C3%BCser:p%C3%A4%20ss@xn--exmple-cua.com/"),
-    # an IPv6 literal keeps its brackets: without them `::1:8080` is no host and port at all
-    ("https://[::1]:8080/é", "https://[::1]:8080/%C3%A9"),
-    ("http://[2001:db8::7]/ü?q=ö#ä", "http://[2001:db8::7]/%C3%BC?q=%C3%B6#%C3%A4"),
-    # the port as given (0 included), its empty form dropped (RFC 3986 6.2.3)
-    ("https://例え.jp:0/x", "https://xn--r8jz45g.jp:0/x"),
-    ("https://例え.jp:/x", "https://xn--r8jz45g.jp/x"),
-    ("https://例え.jp:8443/パス?キー=値#節", "https://xn--r8jz45g.jp:8443/%E3%83%91%E3%82%B9?%E3%82%AD%E3%83%BC="
-                                           "%E5%80%A4#%E7%AF%80"),
-    # RFC 6068: a mailto's local part %-encoded, its domain IDNA
-    ("mailto:désabonner@bücher.example?subject=unsubscribe%20t", "mailto:d%C3%A9sabonner@xn--bcher-kva.example"
-                                                                "?subject=unsubscribe%20t"),
-])
+@pytest.mark.parametrize(
+    "iri, uri",
+    [
+        # userinfo is part of the authority: dropping it sends the reader somewhere else
+        ("https://user@exämple.com/", "https://user@xn--exmple-cua.com/"),
+        ("https://üser:pä ss@exämple.com/", "https://%C3%BCser:p%C3%A4%20ss@xn--exmple-cua.com/"),
+        # an IPv6 literal keeps its brackets: without them `::1:8080` is no host and port at all
+        ("https://[::1]:8080/é", "https://[::1]:8080/%C3%A9"),
+        ("http://[2001:db8::7]/ü?q=ö#ä", "http://[2001:db8::7]/%C3%BC?q=%C3%B6#%C3%A4"),
+        # the port as given (0 included), its empty form dropped (RFC 3986 6.2.3)
+        ("https://例え.jp:0/x", "https://xn--r8jz45g.jp:0/x"),
+        ("https://例え.jp:/x", "https://xn--r8jz45g.jp/x"),
+        (
+            "https://例え.jp:8443/パス?キー=値#節",
+            "https://xn--r8jz45g.jp:8443/%E3%83%91%E3%82%B9?%E3%82%AD%E3%83%BC=%E5%80%A4#%E7%AF%80",
+        ),
+        # RFC 6068: a mailto's local part %-encoded, its domain IDNA
+        (
+            "mailto:désabonner@bücher.example?subject=unsubscribe%20t",
+            "mailto:d%C3%A9sabonner@xn--bcher-kva.example?subject=unsubscribe%20t",
+        ),
+    ],
+)
 def test_an_iri_becomes_the_uri_it_stands_for(iri: str, uri: str) -> None:
     assert ascii_uri(iri) == uri
 
 
-@pytest.mark.parametrize("iri", [
-    "https://例え.jp:99999/x",  # port out of range
-    "https://例え.jp:8o/x",  # not a port
-    "https://例え.jp:٣/x",  # a digit, but not an ASCII one
-    "https://例え..jp/x",  # an empty label: no domain name
-    "https://" + "ü" * 64 + ".example/x",  # a label longer than 63 characters
-    "https://[::ü]/x",  # no IP literal
-    "https://[::1/é",  # an unclosed IP literal
-])
+@pytest.mark.parametrize(
+    "iri",
+    [
+        "https://例え.jp:99999/x",  # port out of range
+        "https://例え.jp:8o/x",  # not a port
+        "https://例え.jp:٣/x",  # a digit, but not an ASCII one
+        "https://例え..jp/x",  # an empty label: no domain name
+        "https://" + "ü" * 64 + ".example/x",  # a label longer than 63 characters
+        "https://[::ü]/x",  # no IP literal
+        "https://[::1/é",  # an unclosed IP literal
+    ],
+)
 def test_an_iri_with_no_uri_form_is_refused(iri: str) -> None:
     """An IRI whose authority cannot be written as a URI: a ValueError, never a %-encoded host that
     no browser resolves, nor a URI missing part of what was given."""

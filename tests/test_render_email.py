@@ -26,7 +26,7 @@ from digest.render.transactional import render_transactional
 from tests.conftest import ROOT
 from tests.support_render import compile_sample, issue_from, sample_data, sample_issue
 
-EVIL = '<script>alert(1)</script>'
+EVIL = "<script>alert(1)</script>"
 TOM = 'Tom & "Jerry"'
 TEMPLATES = ROOT / "templates" / "email"
 
@@ -75,8 +75,13 @@ class Visible(HTMLParser):
 
 
 def fill(compiled) -> tuple[str, str]:
-    values = {"unsubscribe_url": "https://news.example.com/u/TOKEN-A", "view_url": "https://news.example.com/archive/2026-W47",
-              "manage_url": "https://news.example.com/u/TOKEN-A?manage=1", "name": "Ada", "greeting": "Hi Ada,"}
+    values = {
+        "unsubscribe_url": "https://news.example.com/u/TOKEN-A",
+        "view_url": "https://news.example.com/archive/2026-W47",
+        "manage_url": "https://news.example.com/u/TOKEN-A?manage=1",
+        "name": "Ada",
+        "greeting": "Hi Ada,",
+    }
     return Personalizer.build(compiled.html, compiled.text, compiled.nonce).fill(values)
 
 
@@ -86,8 +91,10 @@ def evil_issue():
     x["title"] = f"{TOM} vs {EVIL}"
     x["tools"][0].update(name=TOM, tagline=f"{EVIL} and {TOM}", category=TOM)
     x["tools"][1].update(name=EVIL, price=TOM, category=EVIL)
-    x["quotes"] = [{"tool": "a", "reviewer": 1, "text": f"{EVIL} is what {TOM} wrote. It stays text."},
-                   {"tool": "b", "reviewer": 1, "text": f"{TOM} & <b>bold</b> is no markup either."}]
+    x["quotes"] = [
+        {"tool": "a", "reviewer": 1, "text": f"{EVIL} is what {TOM} wrote. It stays text."},
+        {"tool": "b", "reviewer": 1, "text": f"{TOM} & <b>bold</b> is no markup either."},
+    ]
     return issue_from([x, data[1]], editor_note=f"Note with {EVIL} and {TOM}.")
 
 
@@ -102,22 +109,30 @@ def test_comparison_text_with_markup_shows_literally_in_html_and_text(config) ->
     assert f"{EVIL} and {TOM}" in seen.joined  # tagline
     assert f"{EVIL} is what {TOM} wrote." in seen.joined  # pull quote
     assert f"Note with {EVIL} and {TOM}." in seen.joined  # editor's note
-    for literal in (f"{TOM} vs {EVIL}", f"{EVIL} and {TOM}", f"{TOM} & <b>bold</b> is no markup either.",
-                    f"Note with {EVIL} and {TOM}."):
+    for literal in (
+        f"{TOM} vs {EVIL}",
+        f"{EVIL} and {TOM}",
+        f"{TOM} & <b>bold</b> is no markup either.",
+        f"Note with {EVIL} and {TOM}.",
+    ):
         assert literal in " ".join(text.split())
     assert compiled.subject.endswith(f"{TOM} vs {EVIL} + 1 more")  # a header: shown as typed
 
 
 def test_transactional_mail_escapes_the_subscriber_name(config) -> None:
-    ctx = {"subscriber": {"email": "ada@example.com", "name": f"{EVIL} {TOM}"},
-           "unsubscribe_url": "https://n.example/u/U", "manage_url": "https://n.example/u/U?manage=1",
-           "archive_url": "https://n.example/archive"}
+    ctx = {
+        "subscriber": {"email": "ada@example.com", "name": f"{EVIL} {TOM}"},
+        "unsubscribe_url": "https://n.example/u/U",
+        "manage_url": "https://n.example/u/U?manage=1",
+        "archive_url": "https://n.example/archive",
+    }
     mail = render_transactional(config, "welcome", ctx)  # the confirmation never prints the name at all
     assert not re.search(r"<script", mail.html, re.I)
     assert f"Hi {EVIL} {TOM}," in Visible.of(mail.html).joined
     assert f"Hi {EVIL} {TOM}," in mail.text
-    confirm = render_transactional(config, "confirm", {**ctx, "confirm_url": "https://n.example/confirm/abc",
-                                                       "expiry_days": 7})
+    confirm = render_transactional(
+        config, "confirm", {**ctx, "confirm_url": "https://n.example/confirm/abc", "expiry_days": 7}
+    )
     assert "Tom" not in confirm.text and "Tom" not in Visible.of(confirm.html).joined
 
 
@@ -158,15 +173,18 @@ def test_buttons_carry_utm_parameters_for_the_issue_week(config) -> None:
     assert all(f"@@{compiled.nonce}.link_" in h for h in Visible.of(compiled.html).hrefs if "link_" in h)
     # Not tracked: the hrefs are the destinations themselves.
     own = load_config(ROOT / "config.toml", env={"DIGEST_SECRET_KEY": "test-secret-key-0123456789"})
-    own.settings = own.settings.model_copy(update={"tracking": own.settings.tracking.model_copy(
-        update={"clicks": False})})
+    own.settings = own.settings.model_copy(
+        update={"tracking": own.settings.tracking.model_copy(update={"clicks": False})}
+    )
     compiled = compile_sample(own, sample_issue(2))
     assert compiled.links is None
     hrefs = Visible.of(compiled.html).hrefs
     buttons = [h for h in hrefs if "/compare/" in h]
     assert buttons and all("utm_source=newsletter&utm_medium=email&utm_campaign=2026-W47" in h for h in buttons)
-    assert with_utm("https://x.example/c?utm_source=old&a=1", "2026-W01") == \
-        "https://x.example/c?a=1&utm_source=newsletter&utm_medium=email&utm_campaign=2026-W01"
+    assert (
+        with_utm("https://x.example/c?utm_source=old&a=1", "2026-W01")
+        == "https://x.example/c?a=1&utm_source=newsletter&utm_medium=email&utm_campaign=2026-W01"
+    )
 
 
 def test_five_item_issue_html_is_well_under_gmail_clipping(config) -> None:
@@ -199,9 +217,14 @@ def test_plain_text_twin_is_72_columns_with_every_link_written_out(config) -> No
 
 @pytest.mark.parametrize("kind", ["confirm", "welcome"])
 def test_transactional_text_twins_are_72_columns_with_links(config, kind: str) -> None:
-    ctx = {"subscriber": {"email": "ada@example.com", "name": "Ada"}, "confirm_url": "https://n.example/confirm/T",
-           "expiry_days": 7, "unsubscribe_url": "https://n.example/u/U", "manage_url": "https://n.example/u/U?manage=1",
-           "archive_url": "https://n.example/archive"}
+    ctx = {
+        "subscriber": {"email": "ada@example.com", "name": "Ada"},
+        "confirm_url": "https://n.example/confirm/T",
+        "expiry_days": 7,
+        "unsubscribe_url": "https://n.example/u/U",
+        "manage_url": "https://n.example/u/U?manage=1",
+        "archive_url": "https://n.example/archive",
+    }
     mail = render_transactional(config, kind, ctx)
     assert all(len(line) <= TEXT_WIDTH or line.startswith("http") for line in mail.text.splitlines())
     for href in set(Visible.of(mail.html).hrefs):
@@ -219,7 +242,7 @@ def test_accessible_and_client_safe_markup(config) -> None:
     tables = re.findall(r"<table\b[^>]*>", html)
     assert tables and all('role="presentation"' in t for t in tables)
     assert not re.search(r"<script|<link\b|@import|javascript:", html, re.I)
-    assert not re.search(r'<img\b(?![^>]*\balt=)', html)  # any image would need alt text
+    assert not re.search(r"<img\b(?![^>]*\balt=)", html)  # any image would need alt text
     assert "prefers-color-scheme: dark" in html
     fonts = set(re.findall(r"font-family:([^;\"]+)", html))
     assert fonts and all(f.strip().endswith(("sans-serif", "serif", "monospace")) for f in fonts)
@@ -228,7 +251,7 @@ def test_accessible_and_client_safe_markup(config) -> None:
 
 
 def _luminance(hex_colour: str) -> float:
-    rgb = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
     return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
 
@@ -255,13 +278,17 @@ def test_every_personal_marker_is_filled(config) -> None:
 
 
 def test_pull_quote_ends_at_a_sentence_boundary() -> None:
-    text = ("Llama 3.2 runs on a phone. It is the default for e.g. offline apps. "
-            "The third sentence is long enough to push the quote well past the limit we give it here.")
+    text = (
+        "Llama 3.2 runs on a phone. It is the default for e.g. offline apps. "
+        "The third sentence is long enough to push the quote well past the limit we give it here."
+    )
     assert pull_quote(text, 80) == "Llama 3.2 runs on a phone. It is the default for e.g. offline apps.\u00a0…"
     assert pull_quote("one " * 80, 40).endswith("…") and len(pull_quote("one " * 80, 40)) <= 41
-    quotes = [{"tool": "a", "reviewer": 1, "text": "x" * 150 + " word " + "y" * 150 + "."},
-              {"tool": "a", "reviewer": 2, "text": "Short and sweet. Then more."},
-              {"tool": "b", "reviewer": 1, "text": "Only for b."}]
+    quotes = [
+        {"tool": "a", "reviewer": 1, "text": "x" * 150 + " word " + "y" * 150 + "."},
+        {"tool": "a", "reviewer": 2, "text": "Short and sweet. Then more."},
+        {"tool": "b", "reviewer": 1, "text": "Only for b."},
+    ]
     assert pick_quote(quotes, "a") == {"text": "Short and sweet. Then more.", "reviewer": 2}
     assert pick_quote(quotes, "a", avoid={"short and sweet. then more."})["reviewer"] == 1  # the next one
     assert pick_quote([], "a") is None

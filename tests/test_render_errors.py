@@ -16,7 +16,7 @@ from digest.ingest.sources import expand
 from digest.ingest.store import upsert
 from digest.render.templates import check_mjml
 from digest.render.transactional import render_transactional
-from digest.storage.models import ISSUE_DRAFT, Delivery, Issue
+from digest.storage.models import Delivery, Issue, IssueStatus
 from digest.weeks import Week
 from subscribers.api import add_subscriber
 from tests.conftest import ROOT, SAMPLES, apply_overrides, make_runtime
@@ -153,7 +153,7 @@ def test_broken_template_stops_the_send_and_changes_nothing(project: Path, tpl: 
             send_week(rt, Week.parse("2026-W47"), manual=True, now=now)
         with rt.sessions() as s:
             issue = s.scalar(select(Issue).where(Issue.week == "2026-W47"))
-            assert issue is not None and issue.status == ISSUE_DRAFT and issue.main_edition is None
+            assert issue is not None and issue.status == IssueStatus.DRAFT and issue.main_edition is None
             assert s.scalar(select(func.count()).select_from(Delivery)) == 0
         assert not list(rt.outbox_dir.glob("**/*.eml"))
     finally:

@@ -41,9 +41,11 @@ def frozen_issue(rt) -> Issue:
 
 def recipients(rt, issue_id: int) -> dict[str, Recipient]:
     with rt.sessions() as s:
-        rows = s.execute(select(Delivery.id, Subscriber.id, Subscriber.email, Subscriber.name)
-                         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-                         .where(Delivery.issue_id == issue_id)).all()
+        rows = s.execute(
+            select(Delivery.id, Subscriber.id, Subscriber.email, Subscriber.name)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.issue_id == issue_id)
+        ).all()
     return {email: Recipient(did, sid, email, name) for did, sid, email, name in rows}
 
 
@@ -57,8 +59,9 @@ def test_two_readers_copies_differ_only_in_their_links_and_name(rt) -> None:
     issue = frozen_issue(rt)
     tokens = Tokens(rt.secret_key)
     # As for a delivery enqueued before editions: its click tokens name no edition.
-    messages = IssueMessages(rt.settings, tokens, issue, issue.main_edition, installation="test-install",
-                             tokens_name_edition=False)
+    messages = IssueMessages(
+        rt.settings, tokens, issue, issue.main_edition, installation="test-install", tokens_name_edition=False
+    )
     people = recipients(rt, issue.id)
     ada, grace = messages.build(people["ada@example.com"]), messages.build(people["grace@example.com"])
 

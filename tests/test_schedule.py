@@ -25,7 +25,7 @@ from digest.cycle.send import CycleResult
 from digest.runtime import Runtime
 from digest.schedule.service import JOB_ID, WeeklyService, apscheduler_clock
 from digest.schedule.slots import latest_slot_week, make_trigger, slot_state
-from digest.storage.models import ISSUE_SENT, Issue, SchedulerJob
+from digest.storage.models import Issue, IssueStatus, SchedulerJob
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, write_project
 
@@ -134,13 +134,14 @@ class RecordingSend:
     clock: FakeClock
     calls: list[tuple[str, datetime]] = field(default_factory=list)
 
-    def __call__(self, rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None,
-                 stop: threading.Event | None = None) -> CycleResult:
+    def __call__(
+        self, rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None, stop: threading.Event | None = None
+    ) -> CycleResult:
         assert manual is False
         self.calls.append((week.key, self.clock()))
         with rt.sessions.begin() as s:
-            s.add(Issue(week=week.key, status=ISSUE_SENT, pins=[], excludes=[], sent_at=self.clock()))
-        return CycleResult(Prepared(None, week.key, ISSUE_SENT))
+            s.add(Issue(week=week.key, status=IssueStatus.SENT, pins=[], excludes=[], sent_at=self.clock()))
+        return CycleResult(Prepared(None, week.key, IssueStatus.SENT))
 
 
 @dataclass
@@ -153,8 +154,14 @@ class Harness:
     service: WeeklyService | None = None
 
     def start(self) -> WeeklyService:
-        service = WeeklyService(self.rt, clock=self.clock, send=self.send, holder=f"test:{id(self)}",
-                                scheduler_factory=ManualScheduler, executor=DebugExecutor())
+        service = WeeklyService(
+            self.rt,
+            clock=self.clock,
+            send=self.send,
+            holder=f"test:{id(self)}",
+            scheduler_factory=ManualScheduler,
+            executor=DebugExecutor(),
+        )
         service.scheduler.add_listener(self._event, EVENT_JOB_MISSED | EVENT_JOB_EXECUTED)
         service.start(watch=False)
         self.service = service
@@ -197,8 +204,9 @@ def _runtime(tmp_path, db_url: str, zone: str, day: str, at: str) -> Runtime:
 
 
 @pytest.mark.parametrize("zone,day,at", [("Europe/London", "sunday", "01:30"), ("America/New_York", "sunday", "01:30")])
-def test_persisted_job_fires_once_a_week_through_dst_and_restarts(tmp_path, db_url: str, zone: str, day: str,
-                                                                  at: str) -> None:
+def test_persisted_job_fires_once_a_week_through_dst_and_restarts(
+    tmp_path, db_url: str, zone: str, day: str, at: str
+) -> None:
     rt = _runtime(tmp_path, db_url, zone, day, at)
     schedule = rt.settings.schedule
     spring, autumn = DST_DAYS[zone]
@@ -229,8 +237,10 @@ def test_persisted_job_fires_once_a_week_through_dst_and_restarts(tmp_path, db_u
         rt.close()
 
     expected = []
-    for first, last in [(spring - timedelta(days=12), spring + timedelta(days=16)),
-                        (autumn - timedelta(days=5), autumn + timedelta(days=16))]:
+    for first, last in [
+        (spring - timedelta(days=12), spring + timedelta(days=16)),
+        (autumn - timedelta(days=5), autumn + timedelta(days=16)),
+    ]:
         week = latest_slot_week(schedule, datetime.combine(first, time(12, 0), UTC)).next()
         while week.slot(schedule) <= datetime.combine(last, time(12, 0), UTC):
             expected.append(week)
@@ -282,7 +292,7 @@ def test_restart_within_max_lateness_sends_the_missed_issue_once(tmp_path, db_ur
 def test_overdue_slot_is_reported_and_not_sent(tmp_path, db_url: str) -> None:
     rt = _runtime(tmp_path, db_url, "America/New_York", "monday", "09:00")
     with rt.sessions.begin() as s:
-        s.add(Issue(week="2026-W44", status=ISSUE_SENT, pins=[], excludes=[]))
+        s.add(Issue(week="2026-W44", status=IssueStatus.SENT, pins=[], excludes=[]))
     slot = Week.parse("2026-W45").slot(rt.settings.schedule)
     clock = FakeClock(slot + timedelta(hours=7))
     h = Harness(rt, clock, RecordingSend(clock))
@@ -335,15 +345,19 @@ def test_weekly_job_refreshes_the_feeds_then_sends_the_issue(tmp_path, db_url: s
     from subscribers.api import add_subscriber
     from tests.support_serve import PLAIN
 
-    second = {**PLAIN, "title": "Gamma Notes vs Delta Notes",
-              "tools": [{**PLAIN["tools"][0], "name": "Gamma Notes"}, {**PLAIN["tools"][1], "name": "Delta Notes"}]}
+    second = {
+        **PLAIN,
+        "title": "Gamma Notes vs Delta Notes",
+        "tools": [{**PLAIN["tools"][0], "name": "Gamma Notes"}, {**PLAIN["tools"][1], "name": "Delta Notes"}],
+    }
     slot = Week.parse("2026-W47").slot(ScheduleSettings())
     items = [{**c, "published_at": (slot - timedelta(days=1)).isoformat()} for c in (PLAIN, second)]
     base, server = _feed_server(items)
     try:
         cfg = write_project(tmp_path / "p")
-        cfg.write_text(apply_overrides(cfg.read_text(), {"schedule": {
-            "feeds": [f"{base}/feed.json", f"{base}/missing.json"]}}))
+        cfg.write_text(
+            apply_overrides(cfg.read_text(), {"schedule": {"feeds": [f"{base}/feed.json", f"{base}/missing.json"]}})
+        )
         rt = make_runtime(cfg, db_url)
         with rt.sessions.begin() as s:
             for i in range(3):
@@ -357,7 +371,7 @@ def test_weekly_job_refreshes_the_feeds_then_sends_the_issue(tmp_path, db_url: s
         slugs = set(s.scalars(select(Comparison.slug)))
         issue = s.scalar(select(Issue).where(Issue.week == "2026-W47"))
     assert slugs == {"alpha-notes-vs-beta-notes", "gamma-notes-vs-delta-notes"}  # the 404 feed is skipped
-    assert issue is not None and issue.status == ISSUE_SENT
+    assert issue is not None and issue.status == IssueStatus.SENT
     assert len(list((rt.outbox_dir / "2026-W47").glob("*.eml"))) == 3
     # Running again (a second scheduler, a retry) sends nothing more.
     assert service.run_due("schedule", wait=True) == "nothing to do"

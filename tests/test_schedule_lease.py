@@ -15,7 +15,7 @@ from digest.cycle.send import CycleResult
 from digest.runtime import Runtime
 from digest.schedule.service import LEASE_NAME, WeeklyService
 from digest.storage.lease import Lease
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue, Lock
+from digest.storage.models import Issue, IssueStatus, Lock
 from digest.weeks import Week
 
 UTC = UTC
@@ -37,8 +37,9 @@ class SlowSend:
             time.sleep(self.delay)
             with rt.sessions.begin() as s:
                 if s.scalar(select(Issue.id).where(Issue.week == week.key)) is None:
-                    s.add(Issue(week=week.key, status=ISSUE_SENT, pins=[], excludes=[]))
-            return CycleResult(Prepared(None, week.key, ISSUE_SENT))
+                    s.add(Issue(week=week.key, status=IssueStatus.SENT, pins=[], excludes=[]))
+            return CycleResult(Prepared(None, week.key, IssueStatus.SENT))
+
         return send
 
 
@@ -109,7 +110,7 @@ def test_a_lease_of_a_dead_local_process_is_taken_over_at_once(rt: Runtime) -> N
 def test_an_interrupted_send_is_resumed_first(rt: Runtime) -> None:
     """An issue left in `sending` (SIGTERM, crash) is resumed before the latest slot is looked at."""
     with rt.sessions.begin() as s:
-        s.add(Issue(week="2026-W46", status=ISSUE_SENDING, pins=[], excludes=[]))
+        s.add(Issue(week="2026-W46", status=IssueStatus.SENDING, pins=[], excludes=[]))
     calls: list[str] = []
 
     def send(rt_: Runtime, week: Week, *, manual: bool, now=None, stop=None) -> CycleResult:  # type: ignore[no-untyped-def]
@@ -117,10 +118,10 @@ def test_an_interrupted_send_is_resumed_first(rt: Runtime) -> None:
         with rt_.sessions.begin() as s:
             issue = s.scalar(select(Issue).where(Issue.week == week.key))
             if issue is None:
-                s.add(Issue(week=week.key, status=ISSUE_SENT, pins=[], excludes=[]))
+                s.add(Issue(week=week.key, status=IssueStatus.SENT, pins=[], excludes=[]))
             else:
-                issue.status = ISSUE_SENT
-        return CycleResult(Prepared(None, week.key, ISSUE_SENT))
+                issue.status = IssueStatus.SENT
+        return CycleResult(Prepared(None, week.key, IssueStatus.SENT))
 
     service = _service(rt, "here:1", send)
     outcome = service.run_due("start")

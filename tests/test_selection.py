@@ -15,7 +15,7 @@ from digest.errors import UserError
 from digest.ingest.schema import ComparisonData
 from digest.ingest.store import upsert
 from digest.selection.scoring import score, select_picks
-from digest.storage.models import ISSUE_SKIPPED, Comparison, Issue
+from digest.storage.models import Comparison, Issue, IssueStatus
 from digest.weeks import Week
 from subscribers.api import add_subscriber
 
@@ -38,8 +38,12 @@ def add(rt, data: ComparisonData, days_before: float) -> None:
 
 def test_score_parts_are_documented_formula() -> None:
     cfg = SelectionSettings()
-    c = Comparison(slug="a-vs-b", published_at=CUTOFF - timedelta(days=3.5), community_votes=20,
-                   data=item("A vs B", 100, 50, community=90).model_dump(mode="json"))
+    c = Comparison(
+        slug="a-vs-b",
+        published_at=CUTOFF - timedelta(days=3.5),
+        community_votes=20,
+        data=item("A vs B", 100, 50, community=90).model_dump(mode="json"),
+    )
     total, parts = score(c, cfg, CUTOFF)
     # panel 0.75; community (20*0.9 + 20*0.5)/40 = 0.7; freshness 0.5; diversity 1 (the issue is empty);
     # weights 0.5/0.3/0.2/0.3 sum 1.3
@@ -90,8 +94,9 @@ def test_pins_excludes_and_max_items(rt) -> None:
         add(rt, item(f"T{i} vs X", 100 - i * 10, 50), days_before=1)
     add(rt, item("Archive vs X", 5, 5), days_before=30)
     with rt.sessions() as s:
-        sel = select_picks(s, rt.settings.selection, week="2026-W48", cutoff=CUTOFF,
-                           pins=["archive-vs-x"], excludes=["t0-vs-x"])
+        sel = select_picks(
+            s, rt.settings.selection, week="2026-W48", cutoff=CUTOFF, pins=["archive-vs-x"], excludes=["t0-vs-x"]
+        )
     assert [p.comparison.slug for p in sel.picks] == ["archive-vs-x", "t1-vs-x", "t2-vs-x", "t3-vs-x", "t4-vs-x"]
     assert sel.picks[0].pinned
     with rt.sessions() as s, pytest.raises(UserError, match="unknown comparison slug 'nope'"):
@@ -109,7 +114,7 @@ def test_too_few_picks_skips_the_week_never_an_empty_email(rt) -> None:
     assert "at least 2 needed" in result.prepared.skip_reason
     with rt.sessions() as s:
         issue = s.scalar(select(Issue))
-        assert issue.status == ISSUE_SKIPPED and issue.main_edition is None
+        assert issue.status == IssueStatus.SKIPPED and issue.main_edition is None
     assert not (rt.outbox_dir / "2026-W48").exists()
 
 

@@ -21,8 +21,7 @@ def test_a_new_tool_beats_a_slightly_better_repeat_and_the_breakdown_says_why(rt
     add(rt, item("Cursor vs Aider", 95, 95), days_before=1)  # stronger, but Cursor again
     add(rt, item("Lovable vs Bolt", 85, 85), days_before=1)  # two new tools
     with rt.sessions() as s:
-        sel = select_picks(s, rt.settings.selection.model_copy(update={"max_items": 2}), week="2026-W48",
-                           cutoff=CUTOFF)
+        sel = select_picks(s, rt.settings.selection.model_copy(update={"max_items": 2}), week="2026-W48", cutoff=CUTOFF)
     assert [p.comparison.slug for p in sel.picks] == ["cursor-vs-devin", "lovable-vs-bolt"]
     assert sel.picks[0].parts["diversity"] == sel.picks[1].parts["diversity"] > 0
     # The repeat is still a candidate, scored against the picks: half its tools are new.
@@ -46,8 +45,13 @@ def test_pins_count_as_tools_the_issue_already_has(rt) -> None:
     add(rt, item("Cursor vs Aider", 100, 100), days_before=1)
     add(rt, item("Lovable vs Bolt", 95, 95), days_before=1)
     with rt.sessions() as s:
-        sel = select_picks(s, rt.settings.selection.model_copy(update={"max_items": 2}), week="2026-W48",
-                           cutoff=CUTOFF, pins=["cursor-vs-devin"])
+        sel = select_picks(
+            s,
+            rt.settings.selection.model_copy(update={"max_items": 2}),
+            week="2026-W48",
+            cutoff=CUTOFF,
+            pins=["cursor-vs-devin"],
+        )
     assert [p.comparison.slug for p in sel.picks] == ["cursor-vs-devin", "lovable-vs-bolt"]
 
 
@@ -80,15 +84,18 @@ def test_digest_select_shows_the_diversity_part(rt, project: Path) -> None:
     assert res.returncode == 0, res.stderr
     picks = json.loads(res.stdout)["picks"]
     assert [set(p["parts"]) for p in picks] == [{"panel", "community", "freshness", "diversity"}] * 2
-    table = subprocess.run([sys.executable, "-m", "digest", "--config", str(project), "select", "--week", "2026-W48"],
-                           capture_output=True, text=True, env={**base, **env}, timeout=120, cwd=project.parent,
-                           ).stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(project), "select", "--week", "2026-W48"],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=120,
+        cwd=project.parent,
+    ).stdout
     assert "diversity" in table
 
 
-@pytest.mark.parametrize("value, message", [
-    (-0.1, "config.toml: selection.weight_diversity: -0.1"),
-])
+@pytest.mark.parametrize("value, message", [(-0.1, "config.toml: selection.weight_diversity: -0.1")])
 def test_a_negative_diversity_weight_is_refused(project: Path, value: float, message: str) -> None:
     project.write_text(apply_overrides(project.read_text(), {"selection": {"weight_diversity": value}}))
     with pytest.raises(ConfigError) as exc:

@@ -17,18 +17,39 @@ from tests.support_serve import seed, send_issue
 
 def _item(title: str, category: str, ship: int) -> dict:
     a, b = title.split(" vs ")
-    return {"title": title, "intro": "x", "community_votes": 0,
-            "tools": [{"category": category, "name": a, "tagline": "t", "panel_ship": ship, "community": None,
-                       "price": "Free", "description": "d"},
-                      {"category": category, "name": b, "tagline": "t", "panel_ship": ship, "community": None,
-                       "price": "Free", "description": "d"}],
-            "quotes": []}
+    return {
+        "title": title,
+        "intro": "x",
+        "community_votes": 0,
+        "tools": [
+            {
+                "category": category,
+                "name": a,
+                "tagline": "t",
+                "panel_ship": ship,
+                "community": None,
+                "price": "Free",
+                "description": "d",
+            },
+            {
+                "category": category,
+                "name": b,
+                "tagline": "t",
+                "panel_ship": ship,
+                "community": None,
+                "price": "Free",
+                "description": "d",
+            },
+        ],
+        "quotes": [],
+    }
 
 
 def _with_interest(rt, weight: float) -> None:
     s = rt.settings
-    rt.config.settings = s.model_copy(update={"selection": s.selection.model_copy(
-        update={"weight_interest": weight, "min_items": 2})})
+    rt.config.settings = s.model_copy(
+        update={"selection": s.selection.model_copy(update={"weight_interest": weight, "min_items": 2})}
+    )
 
 
 def _notes_clicked_then_a_new_week(rt) -> tuple[Week, datetime]:
@@ -36,19 +57,40 @@ def _notes_clicked_then_a_new_week(rt) -> tuple[Week, datetime]:
     Notes comparison (panel 60) and a new Chat one (panel 90). Returns W41 and its slot."""
     w1, w2 = Week.parse("2026-W40"), Week.parse("2026-W41")
     t1 = w1.slot(rt.settings.schedule)
-    seed(rt, t1 - timedelta(days=1), people=10, extra=[_item("Alpha Notes vs Beta Notes", "Notes", 70),
-                                                       _item("Chat One vs Chat Two", "Chat", 70)])
+    seed(
+        rt,
+        t1 - timedelta(days=1),
+        people=10,
+        extra=[_item("Alpha Notes vs Beta Notes", "Notes", 70), _item("Chat One vs Chat Two", "Chat", 70)],
+    )
     send_issue(rt, w1.key, t1)
     with rt.sessions.begin() as s:
         issue = s.scalar(select(Issue).where(Issue.week == w1.key))
         notes_rank = next(i.rank for i in issue.main_edition.items if "Notes" in i.comparison.title)
         readers = s.scalars(select(Delivery.id).where(Delivery.issue_id == issue.id)).all()[:6]
-        s.execute(insert(Click), [{"issue_id": issue.id, "delivery_id": d, "reader": d, "kind": "click",
-                                   "link": position(notes_rank, "card"), "method": "GET", "agent": None,
-                                   "at": t1 + timedelta(hours=n)} for n, d in enumerate(readers)])
+        s.execute(
+            insert(Click),
+            [
+                {
+                    "issue_id": issue.id,
+                    "delivery_id": d,
+                    "reader": d,
+                    "kind": "click",
+                    "link": position(notes_rank, "card"),
+                    "method": "GET",
+                    "agent": None,
+                    "at": t1 + timedelta(hours=n),
+                }
+                for n, d in enumerate(readers)
+            ],
+        )
     t2 = w2.slot(rt.settings.schedule)
-    seed(rt, t2 - timedelta(days=1), people=0, extra=[_item("Gamma Notes vs Delta Notes", "Notes", 60),
-                                                      _item("Chat Three vs Chat Four", "Chat", 90)])
+    seed(
+        rt,
+        t2 - timedelta(days=1),
+        people=0,
+        extra=[_item("Gamma Notes vs Delta Notes", "Notes", 60), _item("Chat Three vs Chat Four", "Chat", 90)],
+    )
     return w2, t2
 
 
@@ -95,13 +137,17 @@ def test_topic_and_monthly_editions_learn_the_same_interest_as_the_weekly_picks(
         _with_interest(rt, weight)
         from digest.cycle.draft import current_selection
         from digest.cycle.week import get_or_create_issue
+
         issue_id = get_or_create_issue(rt, w2)
         with rt.sessions() as s:
             issue = s.get(Issue, issue_id)
             weekly = current_selection(rt, s, issue, t2)
             the_plan = plan_editions(rt, s, issue, w2, weekly, t2, t2)
-            return {ed.key: [p.comparison.title for p in ed.selection.picks][:2] for ed in the_plan.editions
-                    if ed.selection is not None and ed.topics}
+            return {
+                ed.key: [p.comparison.title for p in ed.selection.picks][:2]
+                for ed in the_plan.editions
+                if ed.selection is not None and ed.topics
+            }
 
     plain = first_two(0.0)
     assert plain and all(v == ["Chat Three vs Chat Four", "Gamma Notes vs Delta Notes"] for v in plain.values()), plain

@@ -10,16 +10,12 @@ from sqlalchemy import select, update
 from digest.delivery.requeue import requeue_failed
 from digest.storage.db import make_engine, upgrade
 from digest.storage.models import (
-    ATTEMPT_AMBIGUOUS,
-    ATTEMPT_REFUSED,
-    BATCH_PENDING,
-    BATCH_SENT,
-    BATCH_UNCONFIRMED,
-    DELIVERY_FAILED,
-    DELIVERY_QUEUED,
-    ISSUE_SENDING,
+    AttemptOutcome,
     Batch,
+    BatchStatus,
+    DeliveryStatus,
     Issue,
+    IssueStatus,
     SendAttempt,
     Subscriber,
 )
@@ -47,15 +43,15 @@ def test_a_batch_accepted_then_stalled_is_never_resent_under_a_new_key(tmp_path,
         with rt.sessions.begin() as s:  # what `--retry-failed` does: nothing failed, nothing gets a new key
             assert requeue_failed(s, issue_id, now=datetime.now(UTC)).deliveries == 0
             keys = {b.batch_no: b.idem_key for b in s.scalars(select(Batch))}
-            assert set(s.scalars(select(Batch.status))) == {BATCH_PENDING}
-            assert s.scalar(select(Issue.status)) == ISSUE_SENDING
+            assert set(s.scalars(select(Batch.status))) == {BatchStatus.PENDING}
+            assert s.scalar(select(Issue.status)) == IssueStatus.SENDING
         state.set_faults(Faults())
         again = send(rt)
         assert again.summary is not None and again.summary.sent == 150
         with rt.sessions() as s:
             assert {b.batch_no: b.idem_key for b in s.scalars(select(Batch))} == keys
             outcomes = [a.outcome for a in s.scalars(select(SendAttempt).order_by(SendAttempt.id))]
-    assert outcomes == [ATTEMPT_AMBIGUOUS, ATTEMPT_AMBIGUOUS, "accepted", "accepted"]
+    assert outcomes == [AttemptOutcome.AMBIGUOUS, AttemptOutcome.AMBIGUOUS, "accepted", "accepted"]
     assert_exactly_once(state.copies_by_recipient(), readers)
     assert sum(1 for e in state.log if e.outcome == "replayed") == 2
     rt.close()
@@ -71,7 +67,7 @@ def test_each_attempt_records_whether_it_was_refused_or_ambiguous(tmp_path, db_u
         send(rt)
         with rt.sessions() as s:
             rows = list(s.scalars(select(SendAttempt).order_by(SendAttempt.id)))
-    assert [r.outcome for r in rows] == [ATTEMPT_REFUSED, ATTEMPT_AMBIGUOUS]
+    assert [r.outcome for r in rows] == [AttemptOutcome.REFUSED, AttemptOutcome.AMBIGUOUS]
     assert "Resend 500" in (rows[0].detail or "") and "Timeout" in (rows[1].detail or "")
     assert rows[0].idem_key == rows[1].idem_key and rows[0].finished_at is not None
     rt.close()
@@ -125,8 +121,7 @@ def test_after_the_key_window_a_batch_no_attempt_of_which_was_accepted_gets_a_ne
     rt.close()
 
 
-def test_after_the_key_window_an_ambiguous_batch_waits_for_an_operator_who_accepts_duplicates(
-        tmp_path, db_url) -> None:
+def test_after_the_key_window_an_ambiguous_batch_waits_for_an_operator_who_accepts_duplicates(tmp_path, db_url) -> None:
     state = FakeResend(faults=STALL)
     with FakeResendServer(state) as server:
         rt = make_rt(tmp_path, server.url, db_url, max_attempts=1, timeout_seconds=2.0)
@@ -137,11 +132,11 @@ def test_after_the_key_window_an_ambiguous_batch_waits_for_an_operator_who_accep
         later = send(rt)
         assert later.summary is not None and later.summary.sent == 0 and later.summary.unconfirmed == 50
         assert "may have been delivered" in later.summary.errors[0]
-        assert delivery_counts(rt)[DELIVERY_QUEUED] == 50  # still owed, not failed
+        assert delivery_counts(rt)[DeliveryStatus.QUEUED] == 50  # still owed, not failed
         issue_id = issue_id_of(rt)
         with rt.sessions.begin() as s:
-            assert s.scalar(select(Batch.status)) == BATCH_UNCONFIRMED
-            assert s.scalar(select(Issue.status)) == ISSUE_SENDING
+            assert s.scalar(select(Batch.status)) == BatchStatus.UNCONFIRMED
+            assert s.scalar(select(Issue.status)) == IssueStatus.SENDING
             held = requeue_failed(s, issue_id, now=datetime.now(UTC))
         assert held.deliveries == 0 and held.unconfirmed == 50
         assert_exactly_once(state.copies_by_recipient(), readers)  # the stalled batch had gone out
@@ -160,7 +155,7 @@ def test_retry_failed_within_the_key_window_keeps_a_refused_batchs_key(tmp_path,
         rt = make_rt(tmp_path, server.url, db_url)
         readers = add_readers(rt, 50)
         send(rt)
-        assert delivery_counts(rt)[DELIVERY_FAILED] == 50
+        assert delivery_counts(rt)[DeliveryStatus.FAILED] == 50
         issue_id = issue_id_of(rt)
         with rt.sessions.begin() as s:
             key = s.scalar(select(Batch.idem_key))
@@ -169,14 +164,13 @@ def test_retry_failed_within_the_key_window_keeps_a_refused_batchs_key(tmp_path,
         state.set_faults(Faults())
         send(rt)
         with rt.sessions() as s:
-            assert s.scalar(select(Batch.status)) == BATCH_SENT and s.scalar(select(Batch.idem_key)) == key
+            assert s.scalar(select(Batch.status)) == BatchStatus.SENT and s.scalar(select(Batch.idem_key)) == key
     assert_exactly_once(state.copies_by_recipient(), readers)
     assert {r.key for r in state.records} == {key}
     rt.close()
 
 
-def test_a_409_for_a_different_payload_under_the_key_leaves_the_batch_unconfirmed_not_failed(
-        tmp_path, db_url) -> None:
+def test_a_409_for_a_different_payload_under_the_key_leaves_the_batch_unconfirmed_not_failed(tmp_path, db_url) -> None:
     state = FakeResend(faults=STALL)
     with FakeResendServer(state) as server:
         rt = make_rt(tmp_path, server.url, db_url, max_attempts=1, timeout_seconds=2.0)
@@ -188,9 +182,9 @@ def test_a_409_for_a_different_payload_under_the_key_leaves_the_batch_unconfirme
         again = send(rt)
         assert again.summary is not None and again.summary.unconfirmed == 50 and again.summary.failed == 0
         assert "may already have gone out" in again.summary.errors[0]
-    assert delivery_counts(rt) == {DELIVERY_QUEUED: 50}  # owed: nobody knows, so nobody is called failed
+    assert delivery_counts(rt) == {DeliveryStatus.QUEUED: 50}  # owed: nobody knows, so nobody is called failed
     with rt.sessions() as s:
-        assert s.scalar(select(Batch.status)) == BATCH_UNCONFIRMED
-        assert s.scalar(select(Issue.status)) == ISSUE_SENDING
+        assert s.scalar(select(Batch.status)) == BatchStatus.UNCONFIRMED
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENDING
     assert_exactly_once(state.copies_by_recipient(), readers)
     rt.close()

@@ -41,8 +41,7 @@ class FailsFirstCall(BaseTransport):
         self.inner.close()
 
 
-def test_a_batch_waiting_for_its_backoff_leaves_its_sending_slot_to_the_next_batch(tmp_path: Path,
-                                                                                    db_url: str) -> None:
+def test_a_batch_waiting_for_its_backoff_leaves_its_sending_slot_to_the_next_batch(tmp_path: Path, db_url: str) -> None:
     rt = make_runtime(write_project(tmp_path / "project"), db_url)
     seed_comparisons(rt, published=NOW - timedelta(days=1))
     add_readers(rt, 250)  # three batches
@@ -80,7 +79,8 @@ def test_the_providers_ratelimit_limit_header_sets_the_pace_when_lower(tmp_path:
 
 
 def test_a_send_configured_above_the_providers_limit_follows_the_header_instead_of_hitting_429s(
-        tmp_path: Path, db_url: str, monkeypatch) -> None:
+    tmp_path: Path, db_url: str, monkeypatch
+) -> None:
     # The schedule is what the sender controls: record every slot it reserves and the pace it held then.
     # (Arrival times also carry the machine's scheduling jitter; a loaded machine turns that into 429s.)
     reserved: list[tuple[float, float]] = []
@@ -95,8 +95,7 @@ def test_a_send_configured_above_the_providers_limit_follows_the_header_instead_
     monkeypatch.setattr(RateLimiter, "reserve", recording_reserve)
     state = FakeResend(rate_limit=4)
     with FakeResendServer(state) as server:
-        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=25.0, batch_size=10,
-                             concurrency=2)
+        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=25.0, batch_size=10, concurrency=2)
         rt = resend_runtime(cfg, server.url, db_url)
         seed_comparisons(rt, published=NOW - timedelta(days=1))
         readers = add_readers(rt, 300)  # 30 requests

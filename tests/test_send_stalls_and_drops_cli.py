@@ -8,7 +8,7 @@ import shlex
 
 from sqlalchemy import select
 
-from digest.storage.models import ISSUE_SENT, Issue
+from digest.storage.models import Issue, IssueStatus
 from tests.fake_resend import FakeResend, FakeResendServer, Faults
 from tests.support_delivery import (
     assert_exactly_once,
@@ -28,8 +28,9 @@ def test_stalls_and_dropped_answers_then_whatever_the_cli_suggests_mail_every_re
     state = FakeResend(faults=faults)
     with FakeResendServer(state) as server:
         # One attempt per batch per run: each lost answer leaves its batch for whatever comes next.
-        cfg = resend_project(tmp_path / "project", server.url, max_attempts=1, timeout_seconds=1.0,
-                             batch_size=20, concurrency=2)
+        cfg = resend_project(
+            tmp_path / "project", server.url, max_attempts=1, timeout_seconds=1.0, batch_size=20, concurrency=2
+        )
         rt = resend_runtime(cfg, server.url, db_url)
         readers = seed_for_cli(rt, READERS)
         env = resend_env(server.url, db_url)
@@ -51,5 +52,5 @@ def test_stalls_and_dropped_answers_then_whatever_the_cli_suggests_mail_every_re
     assert outcomes.get("replayed", 0) > 0
     assert_exactly_once(state.copies_by_recipient(), readers)
     with rt.sessions() as s:
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
     rt.close()

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from digest.config import WEEKDAYS
 from digest.runtime import Runtime
-from digest.storage.models import BATCH_SENT, DELIVERY_SENT, ISSUE_SENDING, ISSUE_SENT, Batch, Delivery, Issue
+from digest.storage.models import Batch, BatchStatus, Delivery, DeliveryStatus, Issue, IssueStatus
 from tests.conftest import ROOT, apply_overrides, make_runtime, write_project
 from tests.support_delivery import SHARED_SENDING
 from tests.support_serve import ServeProcess, free_port, seed, serving, wait_for
@@ -76,22 +76,22 @@ def test_sigterm_mid_send_exits_0_and_the_restart_mails_everyone_once(tmp_path: 
         assert first.terminate() == 0, first.output()
     written = len(list(outbox.glob("*/*.eml")))
     issue = _issue(rt)
-    assert issue is not None and issue.status == ISSUE_SENDING, first.output()
+    assert issue is not None and issue.status == IssueStatus.SENDING, first.output()
     assert 8 <= written < people, f"the send was not interrupted ({written} of {people} written)"
     assert "stopping after the batch in flight" in first.output()
     assert "digest serve: stopped" in first.output()
     with rt.sessions() as s:  # nothing half-done: every batch is either sent or untouched
         states = Counter(s.scalars(select(Batch.status).where(Batch.issue_id == issue.id)))
-        assert set(states) <= {BATCH_SENT, "pending"}, states
-        assert states[BATCH_SENT] == written
+        assert set(states) <= {BatchStatus.SENT, "pending"}, states
+        assert states[BatchStatus.SENT] == written
 
     second = ServeProcess(cfg, free_port(), env, logs)
     with serving(second):
         second.wait_ready()
-        wait_for(lambda: (i := _issue(rt)) is not None and i.status == ISSUE_SENT, 90, what="the resumed send")
+        wait_for(lambda: (i := _issue(rt)) is not None and i.status == IssueStatus.SENT, 90, what="the resumed send")
         health = second.healthy()
-        assert health is not None and health["last_issue"]["status"] == ISSUE_SENT
-        assert health["last_issue"]["deliveries"] == {DELIVERY_SENT: people}
+        assert health is not None and health["last_issue"]["status"] == IssueStatus.SENT
+        assert health["last_issue"]["deliveries"] == {DeliveryStatus.SENT: people}
         assert second.terminate() == 0, second.output()
     assert "resuming the interrupted send" in second.output()
 
@@ -100,7 +100,9 @@ def test_sigterm_mid_send_exits_0_and_the_restart_mails_everyone_once(tmp_path: 
     assert not list(outbox.glob("*/*.tmp*"))
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Issue)) == 1
-        assert s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DELIVERY_SENT)) == people
+        assert (
+            s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.SENT)) == people
+        )
         # No batch was sent twice: the one in flight at SIGTERM finished, the rest were sent once.
         assert set(s.scalars(select(Batch.attempts).where(Batch.issue_id == issue.id))) == {1}
     rt.close()
@@ -124,13 +126,17 @@ def test_two_serve_processes_on_one_postgresql_send_one_issue(tmp_path: Path, pg
             assert health["scheduler"]["running"] is True
             assert datetime.fromisoformat(health["scheduler"]["next_run_time"]) == slot
         assert _issue(rt) is None  # nothing before the slot
-        wait_for(lambda: (i := _issue(rt)) is not None and i.status == ISSUE_SENT,
-                 (slot - datetime.now(ZoneInfo(ZONE))).total_seconds() + 90, interval=0.5, what="the weekly issue")
+        wait_for(
+            lambda: (i := _issue(rt)) is not None and i.status == IssueStatus.SENT,
+            (slot - datetime.now(ZoneInfo(ZONE))).total_seconds() + 90,
+            interval=0.5,
+            what="the weekly issue",
+        )
         # Both keep serving the web app, and both see the one issue.
         for p in (a, b):
             health = p.healthy()
             assert health is not None and health["status"] == "ok", health
-            assert health["last_issue"]["deliveries"] == {DELIVERY_SENT: people}
+            assert health["last_issue"]["deliveries"] == {DeliveryStatus.SENT: people}
             page = httpx.get(p.url + "/archive", timeout=5)
             assert page.status_code == 200 and f'href="/archive/{health["last_issue"]["week"]}"' in page.text
         assert a.terminate() == 0, a.output()
@@ -142,7 +148,7 @@ def test_two_serve_processes_on_one_postgresql_send_one_issue(tmp_path: Path, pg
         assert s.scalar(select(func.count()).select_from(Issue)) == 1
         per_subscriber = Counter(s.scalars(select(Delivery.subscriber_id).where(Delivery.issue_id == issue.id)))
         assert len(per_subscriber) == people and set(per_subscriber.values()) == {1}
-        assert set(s.scalars(select(Delivery.status))) == {DELIVERY_SENT}
+        assert set(s.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
     got = _recipients(rt.outbox_dir / issue.week)
     assert got == Counter({f"reader{i:03d}@example.com": 1 for i in range(people)})
     senders = [p for p in (a, b) if f"sending issue {issue.week}" in p.output()]
@@ -159,13 +165,25 @@ def test_serve_refuses_a_busy_port_with_one_line(tmp_path: Path, sqlite_url: str
         busy.listen(1)
         port = busy.getsockname()[1]
         env = {"DIGEST_DATABASE_URL": sqlite_url, "DIGEST_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"}
-        res = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "serve", "--port", str(port)],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            [sys.executable, "-m", "digest", "--config", str(cfg), "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert res.returncode == 2
     assert f"--port: cannot listen on 127.0.0.1:{port}" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
-    res = subprocess.run([sys.executable, "-m", "digest", "--config", str(cfg), "serve", "--host", "no such host!"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(cfg), "serve", "--host", "no such host!"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2 and "--host: 'no such host!'" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -192,8 +210,9 @@ def test_sqlite_online_backup_while_serving_restores(tmp_path: Path, sqlite_url:
     with serving(proc):
         proc.wait_ready()
         wait_for(lambda: len(list(rt.outbox_dir.glob("*/*.eml"))) >= 5, 60, what="the send to start")
-        res = subprocess.run(["sqlite3", str(db_file), f".backup '{backup}'"], capture_output=True, text=True,
-                             timeout=60)
+        res = subprocess.run(
+            ["sqlite3", str(db_file), f".backup '{backup}'"], capture_output=True, text=True, timeout=60
+        )
         assert res.returncode == 0, res.stderr
         assert proc.terminate() == 0, proc.output()
     check = subprocess.run(["sqlite3", str(backup), "PRAGMA integrity_check"], capture_output=True, text=True)
@@ -206,11 +225,11 @@ def test_sqlite_online_backup_while_serving_restores(tmp_path: Path, sqlite_url:
     shutil.copy(backup, db_file)
     rt = make_runtime(cfg, sqlite_url)
     issue = _issue(rt)
-    assert issue is not None and issue.status == ISSUE_SENDING  # the snapshot caught it mid-send
+    assert issue is not None and issue.status == IssueStatus.SENDING  # the snapshot caught it mid-send
     again = ServeProcess(cfg, free_port(), env, logs)
     with serving(again):
         again.wait_ready()
-        wait_for(lambda: (i := _issue(rt)) is not None and i.status == ISSUE_SENT, 90, what="the resumed send")
+        wait_for(lambda: (i := _issue(rt)) is not None and i.status == IssueStatus.SENT, 90, what="the resumed send")
         assert again.terminate() == 0, again.output()
     # The outbox already held the files sent after the snapshot: nobody got a second copy.
     assert _recipients(rt.outbox_dir / issue.week) == Counter({f"reader{i:03d}@example.com": 1 for i in range(people)})

@@ -14,7 +14,7 @@ from digest.runtime import Runtime
 from digest.schedule.service import WeeklyService
 from digest.schedule.slots import make_trigger
 from digest.storage.db import make_engine, make_session_factory
-from digest.storage.models import ISSUE_SENT, MAIN_EDITION_KEY, Delivery, Edition, Frequency, Issue
+from digest.storage.models import MAIN_EDITION_KEY, Delivery, Edition, Frequency, Issue, IssueStatus
 from digest.web.app import create_app
 from digest.weeks import Week
 
@@ -57,15 +57,25 @@ def test_healthy_service_answers_200_with_the_details(served) -> None:  # type: 
 def test_last_issue_and_its_deliveries_are_reported(served) -> None:  # type: ignore[no-untyped-def]
     client, service = served
     with service.rt.sessions.begin() as s:
-        issue = Issue(week="2026-W47", status=ISSUE_SENT, number=7, pins=[], excludes=[], sent_at=NOW)
+        issue = Issue(week="2026-W47", status=IssueStatus.SENT, number=7, pins=[], excludes=[], sent_at=NOW)
         s.add(issue)
         s.flush()
-        s.add(Edition(issue_id=issue.id, key=MAIN_EDITION_KEY, label="All topics, weekly",
-                      frequency=Frequency.WEEKLY, topics=[], subject="Hello <b>"))
-        s.add_all([Delivery(issue_id=issue.id, email=f"r{i}@example.com", batch_no=0, status="sent") for i in range(3)]
-                  + [Delivery(issue_id=issue.id, email="x@example.com", batch_no=0, status="failed")])
+        s.add(
+            Edition(
+                issue_id=issue.id,
+                key=MAIN_EDITION_KEY,
+                label="All topics, weekly",
+                frequency=Frequency.WEEKLY,
+                topics=[],
+                subject="Hello <b>",
+            )
+        )
+        s.add_all(
+            [Delivery(issue_id=issue.id, email=f"r{i}@example.com", batch_no=0, status="sent") for i in range(3)]
+            + [Delivery(issue_id=issue.id, email="x@example.com", batch_no=0, status="failed")]
+        )
     body = client.get("/healthz").json()
-    assert body["last_issue"]["week"] == "2026-W47" and body["last_issue"]["status"] == ISSUE_SENT
+    assert body["last_issue"]["week"] == "2026-W47" and body["last_issue"]["status"] == IssueStatus.SENT
     assert body["last_issue"]["number"] == 7 and body["last_issue"]["subject"] == "Hello <b>"
     assert body["last_issue"]["deliveries"] == {"sent": 3, "failed": 1}
 
@@ -73,7 +83,7 @@ def test_last_issue_and_its_deliveries_are_reported(served) -> None:  # type: ig
 def test_an_overdue_issue_is_a_503_that_says_what_to_run(served) -> None:  # type: ignore[no-untyped-def]
     client, service = served
     with service.rt.sessions.begin() as s:  # the newsletter has started: last week's issue went out
-        s.add(Issue(week="2026-W46", status=ISSUE_SENT, pins=[], excludes=[]))
+        s.add(Issue(week="2026-W46", status=IssueStatus.SENT, pins=[], excludes=[]))
     resp = client.get("/healthz")
     assert resp.status_code == 503
     body = resp.json()
@@ -82,7 +92,7 @@ def test_an_overdue_issue_is_a_503_that_says_what_to_run(served) -> None:  # typ
     assert client.get("/healthz/live").status_code == 200  # liveness is not about the schedule
     # Sent by the operator: healthy again.
     with service.rt.sessions.begin() as s:
-        s.add(Issue(week="2026-W47", status=ISSUE_SENT, pins=[], excludes=[]))
+        s.add(Issue(week="2026-W47", status=IssueStatus.SENT, pins=[], excludes=[]))
     assert client.get("/healthz").status_code == 200
 
 

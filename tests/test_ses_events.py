@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from digest.providers.ses.sns import SnsTrust
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_BOUNCED, SUB_COMPLAINED, Delivery, Event
+from digest.storage.models import Delivery, Event, SubscriberStatus
 from subscribers.api import add_subscriber, is_suppressed
 from tests.support_serve import ServeProcess, free_port, serving
 from tests.support_sns import (
@@ -64,8 +64,12 @@ def post(url: str, message: dict[str, str] | str) -> httpx.Response:
     """As SNS posts: JSON in a text/plain body, the message type in a header."""
     body = message if isinstance(message, str) else json.dumps(message)
     kind = "" if isinstance(message, str) else message.get("Type", "")
-    return httpx.post(url + "/webhooks/ses", content=body, timeout=30,
-                      headers={"content-type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": kind})
+    return httpx.post(
+        url + "/webhooks/ses",
+        content=body,
+        timeout=30,
+        headers={"content-type": "text/plain; charset=UTF-8", "x-amz-sns-message-type": kind},
+    )
 
 
 def delivery(rt: Runtime, provider_id: str) -> Delivery:
@@ -74,7 +78,8 @@ def delivery(rt: Runtime, provider_id: str) -> Delivery:
 
 
 def test_signed_sns_bounce_and_complaint_mark_the_subscribers_through_digest_serve(
-        sent: Runtime, db_url: str, sns: FakeSns, tmp_path: Path) -> None:
+    sent: Runtime, db_url: str, sns: FakeSns, tmp_path: Path
+) -> None:
     rt = sent
     server = serve(rt, db_url, sns, tmp_path)
     with serving(server):
@@ -82,15 +87,18 @@ def test_signed_sns_bounce_and_complaint_mark_the_subscribers_through_digest_ser
         r = post(server.url, signed(subscription_confirmation(sns), sns.signing_key, sns.cert_url, "1"))
         assert r.status_code == 200, r.text
         assert sns.confirmations() == [sns.subscribe_url("tok-123").split(sns.host, 1)[1]]
-        r = post(server.url, signed(notification(bounce("ses-hard", "hard@example.com")), sns.signing_key,
-                                    sns.cert_url, "1"))
+        r = post(
+            server.url, signed(notification(bounce("ses-hard", "hard@example.com")), sns.signing_key, sns.cert_url, "1")
+        )
         assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)", r.text
-        r = post(server.url, signed(notification(complaint("ses-angry", "angry@example.com")), sns.signing_key,
-                                    sns.cert_url, "2"))
+        r = post(
+            server.url,
+            signed(notification(complaint("ses-angry", "angry@example.com")), sns.signing_key, sns.cert_url, "2"),
+        )
         assert r.status_code == 200 and r.json()["result"] == "suppressed (complaint)", r.text
-    assert subscriber(rt, "hard@example.com").status == SUB_BOUNCED
-    assert subscriber(rt, "angry@example.com").status == SUB_COMPLAINED
-    assert subscriber(rt, "soft@example.com").status == SUB_ACTIVE
+    assert subscriber(rt, "hard@example.com").status == SubscriberStatus.BOUNCED
+    assert subscriber(rt, "angry@example.com").status == SubscriberStatus.COMPLAINED
+    assert subscriber(rt, "soft@example.com").status == SubscriberStatus.ACTIVE
     assert delivery(rt, "ses-hard").bounced_at is not None
     assert delivery(rt, "ses-angry").complained_at is not None
     hard_delivery = delivery(rt, "ses-hard").id
@@ -103,7 +111,8 @@ def test_signed_sns_bounce_and_complaint_mark_the_subscribers_through_digest_ser
 
 
 def test_unsigned_forged_or_untrusted_sns_messages_change_nothing_through_digest_serve(
-        sent: Runtime, db_url: str, sns: FakeSns, tmp_path: Path) -> None:
+    sent: Runtime, db_url: str, sns: FakeSns, tmp_path: Path
+) -> None:
     rt = sent
     key, url = sns.signing_key, sns.cert_url
     other_key, _ = self_signed("sns.amazonaws.com")
@@ -117,19 +126,36 @@ def test_unsigned_forged_or_untrusted_sns_messages_change_nothing_through_digest
         "unknown signature version": ({**signed(good, key, url), "SignatureVersion": "3"}, 401),
         "signature not base64": ({**signed(good, key, url), "Signature": "not base64!!"}, 401),
         "certificate over http": (signed(good, key, url.replace("https://", "http://")), 401),
-        "certificate on another host": (signed(good, key, f"https://127.0.0.2:{sns.host.split(':')[1]}{CERT_PATH}"),
-                                        401),
-        "certificate on a look-alike AWS host": (signed(good, key, "https://sns.eu-west-1.amazonaws.com.evil.test"
-                                                                    + CERT_PATH), 401),
+        "certificate on another host": (
+            signed(good, key, f"https://127.0.0.2:{sns.host.split(':')[1]}{CERT_PATH}"),
+            401,
+        ),
+        "certificate on a look-alike AWS host": (
+            signed(good, key, "https://sns.eu-west-1.amazonaws.com.evil.test" + CERT_PATH),
+            401,
+        ),
         "certificate in an S3 bucket": (signed(good, key, "https://s3.amazonaws.com/bucket/cert.pem"), 401),
-        "a topic that is not ours": (signed(notification(bounce("ses-hard", "hard@example.com"),
-                                                         topic=TOPIC.replace("digest-ses", "other")), key, url), 401),
+        "a topic that is not ours": (
+            signed(
+                notification(bounce("ses-hard", "hard@example.com"), topic=TOPIC.replace("digest-ses", "other")),
+                key,
+                url,
+            ),
+            401,
+        ),
         "certificate in an S3 bucket named sns": (signed(good, key, "https://sns.s3.amazonaws.com/cert.pem"), 401),
         "certificate in a regional S3 bucket named sns": (
-            signed(good, key, "https://sns.s3-us-west-2.amazonaws.com/cert.pem"), 401),
+            signed(good, key, "https://sns.s3-us-west-2.amazonaws.com/cert.pem"),
+            401,
+        ),
         "handshake to a foreign SubscribeURL": (
-            signed({**subscription_confirmation(sns), "SubscribeURL": "https://evil.test/?Action=ConfirmSubscription"},
-                   key, url), 400),
+            signed(
+                {**subscription_confirmation(sns), "SubscribeURL": "https://evil.test/?Action=ConfirmSubscription"},
+                key,
+                url,
+            ),
+            400,
+        ),
         "not JSON": ("bounce!", 400),
         "not an SNS message": (json.dumps({"Type": "Bounce"}), 400),
         "signed, but not an SES event": (signed({**good, "Message": "hello"}, key, url), 400),
@@ -143,28 +169,34 @@ def test_unsigned_forged_or_untrusted_sns_messages_change_nothing_through_digest
             assert r.status_code == status, f"{what}: {r.status_code} {r.text}"
             assert r.json()["ok"] is False and r.json()["error"], what
     assert counts(rt) == before
-    assert {subscriber(rt, f"{n}@example.com").status for n in ("hard", "soft", "angry")} == {SUB_ACTIVE}
+    assert {subscriber(rt, f"{n}@example.com").status for n in ("hard", "soft", "angry")} == {SubscriberStatus.ACTIVE}
     assert delivery(rt, "ses-hard").bounced_at is None
     assert sns.confirmations() == [] and set(sns.requests) <= {CERT_PATH}  # no fetch from anywhere untrusted
 
 
 def _post_in_process(rt: Runtime, sns: FakeSns, ses: dict, **overrides: str):
-    return client(rt).post("/webhooks/ses", content=json.dumps(signed({**notification(ses), **overrides},
-                                                                      sns.signing_key, sns.cert_url)))
+    return client(rt).post(
+        "/webhooks/ses", content=json.dumps(signed({**notification(ses), **overrides}, sns.signing_key, sns.cert_url))
+    )
 
 
 def test_transient_bounces_are_counted_and_the_third_suppresses(sent: Runtime, sns: FakeSns) -> None:
-    results = [_post_in_process(sent, sns, bounce("ses-soft", "soft@example.com", "Transient")).json()["result"]
-               for _ in range(3)]
+    results = [
+        _post_in_process(sent, sns, bounce("ses-soft", "soft@example.com", "Transient")).json()["result"]
+        for _ in range(3)
+    ]
     assert results == ["soft bounce 1 of 3", "soft bounce 2 of 3", "suppressed (soft_bounces)"]
-    assert subscriber(sent, "soft@example.com").status == SUB_BOUNCED
+    assert subscriber(sent, "soft@example.com").status == SubscriberStatus.BOUNCED
 
 
-@pytest.mark.parametrize("event_type,column,section", [
-    ("Delivery", "delivered_at", {"recipients": ["soft@example.com"], "smtpResponse": "250 ok"}),
-    ("Open", "opened_at", {"ipAddress": "192.0.2.1", "userAgent": "x"}),
-    ("Click", "clicked_at", {"link": "https://verdicts.example.com/compare/x", "ipAddress": "192.0.2.1"}),
-])
+@pytest.mark.parametrize(
+    "event_type,column,section",
+    [
+        ("Delivery", "delivered_at", {"recipients": ["soft@example.com"], "smtpResponse": "250 ok"}),
+        ("Open", "opened_at", {"ipAddress": "192.0.2.1", "userAgent": "x"}),
+        ("Click", "clicked_at", {"link": "https://verdicts.example.com/compare/x", "ipAddress": "192.0.2.1"}),
+    ],
+)
 def test_delivery_open_and_click_stamp_the_delivery(sent: Runtime, sns: FakeSns, event_type, column, section) -> None:
     r = _post_in_process(sent, sns, ses_event(event_type, "ses-soft", ["soft@example.com"], **section))
     assert r.status_code == 200 and r.json()["result"] == f"recorded {event_type}"
@@ -183,34 +215,52 @@ def test_a_replayed_notification_is_applied_once(sent: Runtime, sns: FakeSns) ->
 
 def test_a_notification_names_a_message_and_our_row_names_the_person(sent: Runtime, sns: FakeSns) -> None:
     """SES may list several recipients; only the one our row for the message names is acted on."""
-    ses = ses_event("Bounce", "ses-hard", ["hard@example.com", "angry@example.com"], bounceType="Permanent",
-                    bouncedRecipients=[{"emailAddress": "hard@example.com"}, {"emailAddress": "angry@example.com"}])
+    ses = ses_event(
+        "Bounce",
+        "ses-hard",
+        ["hard@example.com", "angry@example.com"],
+        bounceType="Permanent",
+        bouncedRecipients=[{"emailAddress": "hard@example.com"}, {"emailAddress": "angry@example.com"}],
+    )
     r = _post_in_process(sent, sns, ses)
-    assert r.json()["result"] == ("suppressed (hard_bounce); "
-                                  "ignored: the report names another recipient than the message's own")
-    assert subscriber(sent, "hard@example.com").status == SUB_BOUNCED
-    assert subscriber(sent, "angry@example.com").status == SUB_ACTIVE
+    assert r.json()["result"] == (
+        "suppressed (hard_bounce); ignored: the report names another recipient than the message's own"
+    )
+    assert subscriber(sent, "hard@example.com").status == SubscriberStatus.BOUNCED
+    assert subscriber(sent, "angry@example.com").status == SubscriberStatus.ACTIVE
     # A message we never sent (no delivery, no outgoing mail with that id) names nobody, whoever it lists.
-    unknown = ses_event("Bounce", "ses-unknown-txn", ["soft@example.com"], bounceType="Permanent",
-                        bouncedRecipients=[{"emailAddress": "soft@example.com"}])
+    unknown = ses_event(
+        "Bounce",
+        "ses-unknown-txn",
+        ["soft@example.com"],
+        bounceType="Permanent",
+        bouncedRecipients=[{"emailAddress": "soft@example.com"}],
+    )
     assert _post_in_process(sent, sns, unknown).json()["result"].startswith("ignored: not a message we sent")
-    assert subscriber(sent, "soft@example.com").status == SUB_ACTIVE
+    assert subscriber(sent, "soft@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_a_not_spam_report_and_other_ses_events_change_nothing(sent: Runtime, sns: FakeSns) -> None:
     before = counts(sent)
-    not_spam = ses_event("Complaint", "ses-angry", ["angry@example.com"], complaintFeedbackType="not-spam",
-                         complainedRecipients=[{"emailAddress": "angry@example.com"}])
+    not_spam = ses_event(
+        "Complaint",
+        "ses-angry",
+        ["angry@example.com"],
+        complaintFeedbackType="not-spam",
+        complainedRecipients=[{"emailAddress": "angry@example.com"}],
+    )
     assert _post_in_process(sent, sns, not_spam).json()["result"] == "ignored: Complaint"
     assert _post_in_process(sent, sns, ses_event("Send", "ses-angry", ["angry@example.com"])).status_code == 200
-    assert subscriber(sent, "angry@example.com").status == SUB_ACTIVE
+    assert subscriber(sent, "angry@example.com").status == SubscriberStatus.ACTIVE
     assert counts(sent)["events"] == before["events"]
 
 
 def test_without_configured_topics_the_ses_webhook_is_refused(tmp_path: Path, db_url: str, sns: FakeSns) -> None:
     rt = runtime_with(tmp_path / "p", db_url, **sns.env)
-    r = client(rt).post("/webhooks/ses", content=json.dumps(signed(notification(bounce("x", "a@example.com")),
-                                                                   sns.signing_key, sns.cert_url)))
+    r = client(rt).post(
+        "/webhooks/ses",
+        content=json.dumps(signed(notification(bounce("x", "a@example.com")), sns.signing_key, sns.cert_url)),
+    )
     assert r.status_code == 503 and "webhooks.sns_topic_arns" in r.json()["error"]
     assert counts(rt)["webhook_receipts"] == 0
     rt.close()
@@ -220,10 +270,17 @@ def test_production_trust_accepts_only_https_sns_hosts() -> None:
     strict = SnsTrust.from_env({})
     assert strict.allows("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem")
     assert strict.allows("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem")
-    for url in ("http://sns.eu-west-1.amazonaws.com/x.pem", "https://sns.eu-west-1.amazonaws.com.evil.test/x.pem",
-                "https://s3.amazonaws.com/bucket/x.pem", "https://evil.test/sns.eu-west-1.amazonaws.com/x.pem",
-                "https://user@sns.eu-west-1.amazonaws.com/x.pem", "https://sns.eu-west-1.amazonaws.com:8443/x.pem",
-                "https://127.0.0.1:8443/x.pem", "https://SNS.eu-west-1.amazonaws.com:bad/x.pem", "not a url"):
+    for url in (
+        "http://sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com.evil.test/x.pem",
+        "https://s3.amazonaws.com/bucket/x.pem",
+        "https://evil.test/sns.eu-west-1.amazonaws.com/x.pem",
+        "https://user@sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com:8443/x.pem",
+        "https://127.0.0.1:8443/x.pem",
+        "https://SNS.eu-west-1.amazonaws.com:bad/x.pem",
+        "not a url",
+    ):
         assert not strict.allows(url), url
     test_trust = SnsTrust.from_env({"DIGEST_SNS_TEST_HOST": "127.0.0.1:8443"})
     assert test_trust.allows("https://127.0.0.1:8443/x.pem")
@@ -236,13 +293,21 @@ def test_production_trust_fetches_certificates_only_from_sns_region_endpoints() 
     for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "us-gov-west-1", "il-central-1", "ca-west-1"):
         assert strict.allows_certificate(f"https://sns.{region}.amazonaws.com/SimpleNotificationService-abc.pem")
     assert strict.allows_certificate("https://sns.cn-northwest-1.amazonaws.com.cn/SimpleNotificationService-a.pem")
-    for url in ("https://sns.s3.amazonaws.com/x.pem", "https://sns.s3-us-west-2.amazonaws.com/x.pem",
-                "https://sns.s3.us-west-2.amazonaws.com/x.pem", "https://sns.my-bucket.amazonaws.com/x.pem",
-                "https://sns.us-east-1a.amazonaws.com/x.pem", "https://sns.useast1.amazonaws.com/x.pem",
-                "https://sns.us-east-1.amazonaws.com.cn/x.pem", "https://sns.cn-north-1.amazonaws.com/x.pem",
-                "https://sns.amazonaws.com/x.pem", "https://sns.eu-west-1.amazonaws.com/x.pem.txt",
-                "https://sns.eu-west-1.amazonaws.com/x.txt", "https://sns.eu-west-1.amazonaws.com/x.pem?a=b",
-                "https://sns.eu-west-1.amazonaws.com/x.pem#frag"):
+    for url in (
+        "https://sns.s3.amazonaws.com/x.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/x.pem",
+        "https://sns.s3.us-west-2.amazonaws.com/x.pem",
+        "https://sns.my-bucket.amazonaws.com/x.pem",
+        "https://sns.us-east-1a.amazonaws.com/x.pem",
+        "https://sns.useast1.amazonaws.com/x.pem",
+        "https://sns.us-east-1.amazonaws.com.cn/x.pem",
+        "https://sns.cn-north-1.amazonaws.com/x.pem",
+        "https://sns.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com/x.pem.txt",
+        "https://sns.eu-west-1.amazonaws.com/x.txt",
+        "https://sns.eu-west-1.amazonaws.com/x.pem?a=b",
+        "https://sns.eu-west-1.amazonaws.com/x.pem#frag",
+    ):
         assert not strict.allows_certificate(url), url
     for host in ("sns.s3.amazonaws.com", "sns.s3-us-west-2.amazonaws.com"):  # nor visited as a SubscribeURL
         assert not strict.allows(f"https://{host}/?Action=ConfirmSubscription&Token=x")
@@ -253,8 +318,9 @@ def test_a_wrong_topic_and_a_bad_signature_get_the_same_answer(sent: Runtime, sn
     other_key, _ = self_signed("sns.amazonaws.com")
     good = notification(bounce("ses-hard", "hard@example.com"))
     messages = {
-        "a topic that is not ours": signed({**good, "TopicArn": TOPIC.replace("digest-ses", "other")},
-                                           sns.signing_key, sns.cert_url),
+        "a topic that is not ours": signed(
+            {**good, "TopicArn": TOPIC.replace("digest-ses", "other")}, sns.signing_key, sns.cert_url
+        ),
         "signed with another key": signed(good, other_key, sns.cert_url),
         "unsigned": good,
         "certificate in an S3 bucket named sns": signed(good, sns.signing_key, "https://sns.s3.amazonaws.com/c.pem"),
@@ -264,11 +330,10 @@ def test_a_wrong_topic_and_a_bad_signature_get_the_same_answer(sent: Runtime, sn
     seen = {(r.status_code, r.content) for r in answers.values()}
     assert len(seen) == 1, {what: (r.status_code, r.text) for what, r in answers.items()}
     assert answers["unsigned"].status_code == 401
-    assert subscriber(sent, "hard@example.com").status == SUB_ACTIVE
+    assert subscriber(sent, "hard@example.com").status == SubscriberStatus.ACTIVE
 
 
-def test_nothing_is_fetched_for_a_message_whose_topic_or_shape_is_not_acceptable(sent: Runtime,
-                                                                                   sns: FakeSns) -> None:
+def test_nothing_is_fetched_for_a_message_whose_topic_or_shape_is_not_acceptable(sent: Runtime, sns: FakeSns) -> None:
     key, url = sns.signing_key, sns.cert_url
     good = notification(bounce("ses-hard", "hard@example.com"))
     no_token = signed(subscription_confirmation(sns), key, url)
@@ -277,7 +342,9 @@ def test_nothing_is_fetched_for_a_message_whose_topic_or_shape_is_not_acceptable
         "a handshake without Token": no_token,
         "a handshake to a foreign SubscribeURL": signed(
             {**subscription_confirmation(sns), "SubscribeURL": "https://evil.test/?Action=ConfirmSubscription"},
-            key, url),
+            key,
+            url,
+        ),
         "a Subject that is not text": {**signed(good, key, url), "Subject": 5},
         "an empty Signature": {**signed(good, key, url), "Signature": ""},
         "a Signature that is not text": {**signed(good, key, url), "Signature": 5},
@@ -289,7 +356,7 @@ def test_nothing_is_fetched_for_a_message_whose_topic_or_shape_is_not_acceptable
         r = c.post("/webhooks/ses", content=json.dumps(message))
         assert r.status_code in (400, 401), f"{what}: {r.status_code} {r.text}"
         assert sns.requests == [], what  # neither the certificate nor the SubscribeURL was fetched
-    assert subscriber(sent, "hard@example.com").status == SUB_ACTIVE
+    assert subscriber(sent, "hard@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_identity_notifications_in_the_older_format_are_read_too(sent: Runtime, sns: FakeSns) -> None:
@@ -297,14 +364,20 @@ def test_identity_notifications_in_the_older_format_are_read_too(sent: Runtime, 
     older["notificationType"] = older.pop("eventType")
     r = _post_in_process(sent, sns, older)
     assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)"
-    assert subscriber(sent, "hard@example.com").status == SUB_BOUNCED
+    assert subscriber(sent, "hard@example.com").status == SubscriberStatus.BOUNCED
 
 
 def test_an_unreadable_test_ca_file_is_a_clear_503_not_a_traceback(tmp_path: Path, db_url: str, sns: FakeSns) -> None:
-    rt = runtime_with(tmp_path / "p", db_url, {"webhooks": {"sns_topic_arns": [TOPIC]}},
-                      **{**sns.env, "DIGEST_SNS_TEST_CA_FILE": str(tmp_path / "missing.pem")})
-    r = client(rt).post("/webhooks/ses", content=json.dumps(signed(notification(bounce("x", "a@example.com")),
-                                                                   sns.signing_key, sns.cert_url)))
+    rt = runtime_with(
+        tmp_path / "p",
+        db_url,
+        {"webhooks": {"sns_topic_arns": [TOPIC]}},
+        **{**sns.env, "DIGEST_SNS_TEST_CA_FILE": str(tmp_path / "missing.pem")},
+    )
+    r = client(rt).post(
+        "/webhooks/ses",
+        content=json.dumps(signed(notification(bounce("x", "a@example.com")), sns.signing_key, sns.cert_url)),
+    )
     assert r.status_code == 503 and "DIGEST_SNS_TEST_CA_FILE" in r.json()["error"]
     assert counts(rt)["webhook_receipts"] == 0
     rt.close()
@@ -313,10 +386,14 @@ def test_an_unreadable_test_ca_file_is_a_clear_503_not_a_traceback(tmp_path: Pat
 def test_only_ascii_hosts_of_regions_aws_has_for_sns_are_certificate_hosts() -> None:
     """`\\d` matched any Unicode digit (httpx then failed on the host), and any region-shaped host passed."""
     strict = SnsTrust.from_env({})
-    for url in ("https://sns.us-east-\u0661.amazonaws.com/a.pem",  # an Arabic-Indic one
-                "https://sns.us-east-\uff11.amazonaws.com/a.pem",  # a fullwidth one
-                "https://sns.zz-nowhere-9.amazonaws.com/a.pem", "https://sns.us-east-9.amazonaws.com/a.pem",
-                "https://sns.cn-south-7.amazonaws.com.cn/a.pem", "https://sns.us-gov-nowhere-1.amazonaws.com/a.pem"):
+    for url in (
+        "https://sns.us-east-\u0661.amazonaws.com/a.pem",  # an Arabic-Indic one
+        "https://sns.us-east-\uff11.amazonaws.com/a.pem",  # a fullwidth one
+        "https://sns.zz-nowhere-9.amazonaws.com/a.pem",
+        "https://sns.us-east-9.amazonaws.com/a.pem",
+        "https://sns.cn-south-7.amazonaws.com.cn/a.pem",
+        "https://sns.us-gov-nowhere-1.amazonaws.com/a.pem",
+    ):
         assert not strict.allows_certificate(url), url
         assert not strict.allows(url.replace("/a.pem", "/?Action=ConfirmSubscription")), url
     for region in ("us-east-1", "us-gov-east-1", "ap-southeast-2", "me-central-1"):
@@ -327,7 +404,8 @@ def test_only_ascii_hosts_of_regions_aws_has_for_sns_are_certificate_hosts() -> 
 
 
 def test_a_certificate_host_that_is_not_sns_gets_the_wrong_topic_answer_and_is_not_fetched(
-        sent: Runtime, sns: FakeSns) -> None:
+    sent: Runtime, sns: FakeSns
+) -> None:
     """A 500 (httpx's InvalidURL) or a 503 (a host that does not exist) for our topic and a 401 for
     another would tell a stranger which topic is ours."""
     good = notification(bounce("ses-hard", "hard@example.com"))
@@ -335,11 +413,12 @@ def test_a_certificate_host_that_is_not_sns_gets_the_wrong_topic_answer_and_is_n
     c = client(sent)
     for host in ("sns.us-east-\u0661.amazonaws.com", "sns.zz-nowhere-9.amazonaws.com"):
         url = f"https://{host}/SimpleNotificationService-a.pem"
-        ours, theirs = (c.post("/webhooks/ses", content=json.dumps(signed(m, sns.signing_key, url)))
-                        for m in (good, other))
+        ours, theirs = (
+            c.post("/webhooks/ses", content=json.dumps(signed(m, sns.signing_key, url))) for m in (good, other)
+        )
         assert (ours.status_code, ours.content) == (theirs.status_code, theirs.content) == (401, theirs.content), host
     assert sns.requests == []
-    assert subscriber(sent, "hard@example.com").status == SUB_ACTIVE
+    assert subscriber(sent, "hard@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_a_certificate_url_httpx_cannot_request_is_refused_like_a_bad_signature(sns: FakeSns) -> None:
@@ -351,8 +430,11 @@ def test_a_certificate_url_httpx_cannot_request_is_refused_like_a_bad_signature(
         def allows_certificate(self, url: str) -> bool:
             return True
 
-    message = signed(notification(bounce("ses-hard", "hard@example.com")), sns.signing_key,
-                     "https://sns.us-east-\u0661.amazonaws.com/SimpleNotificationService-a.pem")
+    message = signed(
+        notification(bounce("ses-hard", "hard@example.com")),
+        sns.signing_key,
+        "https://sns.us-east-\u0661.amazonaws.com/SimpleNotificationService-a.pem",
+    )
     with pytest.raises(EventError) as exc:
         verify(message, Lax())
     assert exc.value.status == 401

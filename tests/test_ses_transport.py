@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from digest.cycle.send import send_week
 from digest.delivery.transports import make_transport
 from digest.providers.ses.transport import SesTransport
-from digest.storage.models import BATCH_UNCONFIRMED, DELIVERY_QUEUED, DELIVERY_SENT, Batch, Delivery, SendAttempt
+from digest.storage.models import Batch, BatchStatus, Delivery, DeliveryStatus, SendAttempt
 from digest.weeks import utcnow
 from tests.conftest import make_runtime
 from tests.support_delivery import (
@@ -61,9 +61,13 @@ def _runtime(tmp_path, db_url, url, **section):  # type: ignore[no-untyped-def]
 
 def _unconfirmed_emails(rt) -> set[str]:  # type: ignore[no-untyped-def]
     with rt.sessions() as s:
-        return set(s.scalars(select(Delivery.email).join(
-            Batch, (Batch.issue_id == Delivery.issue_id) & (Batch.batch_no == Delivery.batch_no))
-            .where(Batch.status == BATCH_UNCONFIRMED, Delivery.status == DELIVERY_QUEUED)))
+        return set(
+            s.scalars(
+                select(Delivery.email)
+                .join(Batch, (Batch.issue_id == Delivery.issue_id) & (Batch.batch_no == Delivery.batch_no))
+                .where(Batch.status == BatchStatus.UNCONFIRMED, Delivery.status == DeliveryStatus.QUEUED)
+            )
+        )
 
 
 def test_ses_sends_raw_messages_with_our_headers_and_stores_each_message_id(moto, tmp_path, db_url) -> None:
@@ -123,8 +127,13 @@ def test_a_call_ses_refused_is_sent_again_once(moto, tmp_path, db_url) -> None:
 
 
 def _cli_env(db_url: str, url: str) -> dict[str, str]:
-    return {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET, "DIGEST_TRANSPORT": "ses",
-            "AWS_ENDPOINT_URL": url, **AWS_ENV}
+    return {
+        "DIGEST_DATABASE_URL": db_url,
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_TRANSPORT": "ses",
+        "AWS_ENDPOINT_URL": url,
+        **AWS_ENV,
+    }
 
 
 def test_kill_9_mid_send_then_resume_mails_2000_readers_at_most_once(moto, tmp_path, db_url) -> None:
@@ -145,16 +154,19 @@ def test_kill_9_mid_send_then_resume_mails_2000_readers_at_most_once(moto, tmp_p
     resumed = digest_cli(cfg, env, "send", timeout=600)
     copies = moto.copies()
     unconfirmed = _unconfirmed_emails(rt)
-    print(f"killed after {at_kill} accepted; {sum(copies.values())} after the resume; "
-          f"{len(unconfirmed)} unconfirmed ({len(unconfirmed - set(copies))} of them never reached SES)")
+    print(
+        f"killed after {at_kill} accepted; {sum(copies.values())} after the resume; "
+        f"{len(unconfirmed)} unconfirmed ({len(unconfirmed - set(copies))} of them never reached SES)"
+    )
     # Declared guarantee: nobody twice; at most the calls in flight (concurrency) left unconfirmed.
     assert max(copies.values()) == 1
     assert len(unconfirmed) <= 4
     assert set(copies) | unconfirmed == set(readers)
     assert_exactly_once(copies, set(readers) - (unconfirmed - set(copies)))
     with rt.sessions() as s:
-        sent = dict(s.execute(select(Delivery.email, Delivery.provider_id)
-                              .where(Delivery.status == DELIVERY_SENT)).all())
+        sent = dict(
+            s.execute(select(Delivery.email, Delivery.provider_id).where(Delivery.status == DeliveryStatus.SENT)).all()
+        )
     assert set(sent) == set(readers) - unconfirmed and set(sent.values()) <= moto.ids()
     if unconfirmed:
         assert resumed.returncode == 1 and "may or may not have received it" in resumed.stdout, resumed.stdout

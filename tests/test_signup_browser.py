@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, SUB_UNSUBSCRIBED, Event
+from digest.storage.models import Event, SubscriberStatus
 from subscribers.api import add_subscriber
 from tests.conftest import apply_overrides, make_runtime, output_dir, write_project
 from tests.support_subscribers import (
@@ -140,10 +140,12 @@ def _journey(rt, browser, site: str, *, javascript: bool) -> None:
     sub = subscriber(rt, address)
     assert sub.consent_source.startswith("web:article-footer on " if javascript else "web:footer-snippet on ")
     page.goto(link_in(confirm_mail[0], "/confirm/"))
-    assert subscriber(rt, address).status == SUB_PENDING  # opening the link (as a scanner would) is not enough
+    assert (
+        subscriber(rt, address).status == SubscriberStatus.PENDING
+    )  # opening the link (as a scanner would) is not enough
     page.get_by_role("button", name="Confirm my subscription").click()
     page.get_by_text("You’re in!").wait_for(timeout=15000)
-    assert subscriber(rt, address).status == SUB_ACTIVE
+    assert subscriber(rt, address).status == SubscriberStatus.ACTIVE
     assert wait_for(lambda: len(outbox_messages(rt, to=address)) == 2, timeout=20), "no welcome mail"
 
     seed_comparisons(rt, W47.replace(day=17))
@@ -153,7 +155,7 @@ def _journey(rt, browser, site: str, *, javascript: bool) -> None:
 
     one_click = httpx.post(unsubscribe_url(copy), data={"List-Unsubscribe": "One-Click"}, follow_redirects=False)
     assert one_click.status_code == 200 and "set-cookie" not in one_click.headers
-    assert subscriber(rt, address).status == SUB_UNSUBSCRIBED
+    assert subscriber(rt, address).status == SubscriberStatus.UNSUBSCRIBED
     with rt.sessions() as s:
         assert s.scalar(select(Event.issue_id).where(Event.kind == "unsubscribed")) == issue_id
 
@@ -197,8 +199,17 @@ def test_embed_js_shows_errors_inline_and_iframe_embed_works(stack, browser) -> 
     assert subscriber(rt, "framed@example.com").consent_source.startswith("web:embed")
 
 
-SHOTS = ["/subscribe", "/subscribe/thanks", "/embed", "site:/js.html", "confirm", "confirm-expired", "unsubscribe",
-         "unsubscribed", "error"]
+SHOTS = [
+    "/subscribe",
+    "/subscribe/thanks",
+    "/embed",
+    "site:/js.html",
+    "confirm",
+    "confirm-expired",
+    "unsubscribe",
+    "unsubscribed",
+    "error",
+]
 
 
 def test_pages_fit_small_screens_and_are_screenshotted(stack, browser) -> None:

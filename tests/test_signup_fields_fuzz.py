@@ -18,16 +18,24 @@ from tests.support_subscribers import client, outbox_messages, runtime_with, sub
 
 # Fixed seeds and no example database: the same run in CI and on a laptop, nothing written.
 FAST = settings(max_examples=400, deadline=None, derandomize=True, database=None)
-SLOW = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SLOW = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # Every code point, surrogates included (JSON "\ud800" reaches us as one).
 ANY_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=120)
-NAMEISH = st.one_of(ANY_TEXT, st.text(st.characters(codec="utf-8", categories=("L", "M", "Zs", "Pd", "Po")),
-                                      max_size=70))
-EMAILISH = st.one_of(st.emails(), ANY_TEXT,
-                     st.builds(lambda local, host: f"{local}@{host}", ANY_TEXT, st.sampled_from(["example.com",
-                                                                                             "bücher.example"])))
+NAMEISH = st.one_of(
+    ANY_TEXT, st.text(st.characters(codec="utf-8", categories=("L", "M", "Zs", "Pd", "Po")), max_size=70)
+)
+EMAILISH = st.one_of(
+    st.emails(),
+    ANY_TEXT,
+    st.builds(lambda local, host: f"{local}@{host}", ANY_TEXT, st.sampled_from(["example.com", "bücher.example"])),
+)
 _BAD_IN_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufdd0-\ufdef]")
 
 
@@ -86,9 +94,11 @@ def test_any_source_becomes_a_short_slug(raw: str | None) -> None:
 
 @pytest.fixture
 def srt(tmp_path_factory, db_url):
-    rt = runtime_with(tmp_path_factory.mktemp("fuzz"), db_url,
-                      overrides={"subscribe": {"per_address_per_hour": 1000, "per_ip_per_minute": 100000,
-                                               "per_ip_per_hour": 100000}})
+    rt = runtime_with(
+        tmp_path_factory.mktemp("fuzz"),
+        db_url,
+        overrides={"subscribe": {"per_address_per_hour": 1000, "per_ip_per_minute": 100000, "per_ip_per_hour": 100000}},
+    )
     yield rt
     rt.close()
 
@@ -111,9 +121,14 @@ def test_any_sign_up_is_refused_with_a_field_or_stored_and_its_confirmation_sent
 
 
 @SLOW
-@given(fields=st.dictionaries(st.sampled_from(["email", "name", "source", "next", "website"]),
-                              st.text(st.characters(codec="utf-8"), max_size=80), max_size=5),
-       as_json=st.booleans())
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(["email", "name", "source", "next", "website"]),
+        st.text(st.characters(codec="utf-8"), max_size=80),
+        max_size=5,
+    ),
+    as_json=st.booleans(),
+)
 def test_the_form_answers_every_field_combination_without_a_server_error(srt, fields, as_json) -> None:
     c = client(srt)
     r = c.post("/subscribe", json=fields) if as_json else c.post("/subscribe", data=fields, follow_redirects=False)

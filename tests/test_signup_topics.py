@@ -25,8 +25,11 @@ def test_topics_ticked_on_the_hosted_form_apply_when_the_person_confirms(rt) -> 
     web = client(rt)
     page = web.get("/subscribe").text
     assert 'name="topic" value="open-models"> <span>Open Models</span>' in page
-    answer = web.post("/subscribe", data={"email": "robin@example.com", "topic": ["open-models", "image-generation"]},
-                      follow_redirects=False)
+    answer = web.post(
+        "/subscribe",
+        data={"email": "robin@example.com", "topic": ["open-models", "image-generation"]},
+        follow_redirects=False,
+    )
     assert answer.status_code == 303
     pending = subscriber(rt, "robin@example.com")
     assert pending is not None and pending.topics == ""  # not before the owner confirms
@@ -71,9 +74,11 @@ def test_the_embed_offers_topics_when_asked(rt) -> None:
     assert 'name="topic"' not in web.get("/embed").text
     assert 'name="topic" value="developer-tools"' in web.get("/embed?topics=1").text
     listed = web.get("/embed/topics").json()["topics"]
-    assert listed == [{"key": "developer-tools", "name": "Developer Tools"},
-                      {"key": "image-generation", "name": "Image Generation"},
-                      {"key": "open-models", "name": "Open Models"}]
+    assert listed == [
+        {"key": "developer-tools", "name": "Developer Tools"},
+        {"key": "image-generation", "name": "Image Generation"},
+        {"key": "open-models", "name": "Open Models"},
+    ]
 
 
 def test_a_second_sign_up_before_confirming_sets_the_topics_applied_at_confirmation(rt) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from digest.cycle.send import send_week
 from digest.mail import OutgoingEmail
 from digest.providers.smtp.transport import SmtpTransport, is_resend_smtp
-from digest.storage.models import DELIVERY_FAILED, DELIVERY_SENT, Delivery
+from digest.storage.models import Delivery, DeliveryStatus
 from digest.weeks import Week
 from tests.conftest import apply_overrides, make_runtime, require_or_skip, write_project
 from tests.support_delivery import add_readers, assert_exactly_once, seed_comparisons
@@ -63,8 +63,11 @@ class Mailbox:
 
 
 def _authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode() and \
-        auth_data.password == PASSWORD.encode()
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == USER.encode()
+        and auth_data.password == PASSWORD.encode()
+    )
     return AuthResult(success=ok, handled=False)
 
 
@@ -74,9 +77,28 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     require_or_skip(None if openssl else "no openssl binary to make a test certificate", "openssl")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -99,27 +121,43 @@ def _server_tls(certificate: tuple[Path, Path]):  # type: ignore[no-untyped-def]
 def starttls_server(certificate, trust) -> Iterator[tuple[Mailbox, int]]:  # type: ignore[no-untyped-def]
     box = Mailbox()
     port = free_port()
-    ctl = Controller(box, hostname="127.0.0.1", port=port, tls_context=_server_tls(certificate),
-                     require_starttls=True, authenticator=_authenticator, auth_required=True)
+    ctl = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=_server_tls(certificate),
+        require_starttls=True,
+        authenticator=_authenticator,
+        auth_required=True,
+    )
     ctl.start()
     yield box, port
     ctl.stop()
 
 
-def smtp_runtime(tmp_path: Path, db_url: str, port: int, security: str, username: str = USER,
-                 password: str = PASSWORD):  # type: ignore[no-untyped-def]
+def smtp_runtime(tmp_path: Path, db_url: str, port: int, security: str, username: str = USER, password: str = PASSWORD):  # type: ignore[no-untyped-def]
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {
-        "transport": {"kind": "smtp"},
-        "transport.smtp": {"host": "localhost", "port": port, "security": security, "username": username,
-                 "timeout_seconds": 10.0}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(),
+            {
+                "transport": {"kind": "smtp"},
+                "transport.smtp": {
+                    "host": "localhost",
+                    "port": port,
+                    "security": security,
+                    "username": username,
+                    "timeout_seconds": 10.0,
+                },
+            },
+        )
+    )
     rt = make_runtime(cfg, db_url, DIGEST_SMTP_PASSWORD=password)
     seed_comparisons(rt, published=NOW - timedelta(days=1))
     return rt
 
 
-def test_starttls_and_auth_send_each_reader_one_message_over_one_connection(starttls_server, tmp_path,
-                                                                            db_url) -> None:
+def test_starttls_and_auth_send_each_reader_one_message_over_one_connection(starttls_server, tmp_path, db_url) -> None:
     box, port = starttls_server
     rt = smtp_runtime(tmp_path, db_url, port, "starttls")
     readers = add_readers(rt, 150)
@@ -133,11 +171,12 @@ def test_starttls_and_auth_send_each_reader_one_message_over_one_connection(star
     assert {p.get_content_type() for p in msg.walk()} >= {"text/plain", "text/html"}
     assert "Resend-Idempotency-Key" not in msg
     with rt.sessions() as s:
-        assert set(s.scalars(select(Delivery.status))) == {DELIVERY_SENT}
+        assert set(s.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
 
 
-def test_connection_trouble_halfway_resends_only_the_messages_not_yet_accepted(starttls_server, tmp_path,
-                                                                               db_url) -> None:
+def test_connection_trouble_halfway_resends_only_the_messages_not_yet_accepted(
+    starttls_server, tmp_path, db_url
+) -> None:
     box, port = starttls_server
     box.busy_at = 30  # the 31st message of the first batch gets 451
     rt = smtp_runtime(tmp_path, db_url, port, "starttls")
@@ -147,8 +186,9 @@ def test_connection_trouble_halfway_resends_only_the_messages_not_yet_accepted(s
     assert_exactly_once(box.copies(), readers)
 
 
-def test_refused_recipient_is_recorded_on_its_delivery_and_the_rest_go_out(starttls_server, tmp_path,
-                                                                           sqlite_url) -> None:
+def test_refused_recipient_is_recorded_on_its_delivery_and_the_rest_go_out(
+    starttls_server, tmp_path, sqlite_url
+) -> None:
     box, port = starttls_server
     rt = smtp_runtime(tmp_path, sqlite_url, port, "starttls")
     readers = add_readers(rt, 5)
@@ -157,7 +197,7 @@ def test_refused_recipient_is_recorded_on_its_delivery_and_the_rest_go_out(start
     assert result.summary is not None and result.summary.sent == 4 and result.summary.failed == 1
     with rt.sessions() as s:
         status, error = s.execute(select(Delivery.status, Delivery.error).where(Delivery.email == readers[2])).one()
-    assert status == DELIVERY_FAILED and "550" in error
+    assert status == DeliveryStatus.FAILED and "550" in error
     assert_exactly_once(box.copies(), set(readers) - {readers[2]})
 
 
@@ -191,11 +231,16 @@ def test_resends_smtp_server_gets_an_idempotency_key_per_message(tmp_path) -> No
     from digest.config import load_config
 
     cfg = write_project(tmp_path / "project")
-    cfg.write_text(apply_overrides(cfg.read_text(), {"transport.smtp": {"host": "smtp.resend.com", "port": 465,
-                                                              "security": "tls", "username": "resend"}}))
+    cfg.write_text(
+        apply_overrides(
+            cfg.read_text(),
+            {"transport.smtp": {"host": "smtp.resend.com", "port": 465, "security": "tls", "username": "resend"}},
+        )
+    )
     transport = SmtpTransport(load_config(cfg, env={"DIGEST_SMTP_PASSWORD": "re_key"}))
-    mail = OutgoingEmail(to="a@example.com", subject="s", html="<p>h</p>", text="h",
-                         from_addr="V <v@example.com>", key="d42")
+    mail = OutgoingEmail(
+        to="a@example.com", subject="s", html="<p>h</p>", text="h", from_addr="V <v@example.com>", key="d42"
+    )
     msg = transport.message(mail, "digest-2026-W47-b3")
     assert msg["Resend-Idempotency-Key"] == "digest-2026-W47-b3/d42"
     assert msg["Message-ID"].endswith("@example.com>") and "d42" not in msg["Message-ID"]

@@ -19,7 +19,7 @@ from collections import Counter
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from digest.storage.models import ISSUE_SENT, Issue
+from digest.storage.models import Issue, IssueStatus
 from tests.conftest import apply_overrides, make_runtime, write_project
 from tests.support_delivery import SECRET, digest_cli, digest_popen, seed_for_cli
 from tests.support_serve import free_port
@@ -53,9 +53,15 @@ def test_three_kills_mid_send_repeat_at_most_one_message_each(tmp_path, db_url) 
     controller.start()
     try:
         cfg = write_project(tmp_path / "project")
-        cfg.write_text(apply_overrides(cfg.read_text(), {
-            "transport": {"kind": "smtp", "batch_size": 100},
-            "transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1}}))
+        cfg.write_text(
+            apply_overrides(
+                cfg.read_text(),
+                {
+                    "transport": {"kind": "smtp", "batch_size": 100},
+                    "transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none", "connections": 1},
+                },
+            )
+        )
         rt = make_runtime(cfg, db_url)
         readers = seed_for_cli(rt, READERS)
         env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": SECRET}
@@ -82,5 +88,5 @@ def test_three_kills_mid_send_repeat_at_most_one_message_each(tmp_path, db_url) 
     assert set(box.received) == set(readers)
     assert duplicates <= kills, f"{duplicates} duplicate message(s) after {kills} kill(s)"
     with rt.sessions() as s:
-        assert s.scalar(select(Issue.status)) == ISSUE_SENT
+        assert s.scalar(select(Issue.status)) == IssueStatus.SENT
     rt.close()

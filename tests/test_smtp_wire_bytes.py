@@ -22,18 +22,23 @@ from digest.delivery.transports.smtp_wire import _fold_value, dot_stuffed, fold,
 from digest.mail import OutgoingEmail, to_mime
 from tests.support_serve import free_port
 
-LIST_UNSUBSCRIBE = ("<https://verdicts.example.com/with/a/long/path/u/WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZWpiuJd1>, "
-                    "<mailto:unsubscribe@example.com?subject=unsubscribe%20WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZW>")
+LIST_UNSUBSCRIBE = (
+    "<https://verdicts.example.com/with/a/long/path/u/WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZWpiuJd1>, "
+    "<mailto:unsubscribe@example.com?subject=unsubscribe%20WzIwMSwxLCI0MDA1NWJhYjFhIl0.7j2tQB_RZW>"
+)
 
 
 def _mail(**extra: object) -> OutgoingEmail:
     fields: dict[str, object] = {
-        "from_addr": "Weekly AI Tool Verdicts <verdicts@example.com>", "to": "reader@example.com",
+        "from_addr": "Weekly AI Tool Verdicts <verdicts@example.com>",
+        "to": "reader@example.com",
         "subject": "Week 47 \u2014 Cursor vs SmolLM3, and a subject long enough to be folded over two lines",
         "html": "<p>Gr\u00fc\u00dfe, &amp; a line with trailing space </p>\n.leading dot\n" * 400,
-        "text": "Hello\n\n.leading dot\n.\n" * 40, "key": "k-1",
+        "text": "Hello\n\n.leading dot\n.\n" * 40,
+        "key": "k-1",
         "message_id": "<0cd50e6bca8591a97440aaa6c9e48566@example.com>",
-        "headers": {"List-Unsubscribe": LIST_UNSUBSCRIBE, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}
+        "headers": {"List-Unsubscribe": LIST_UNSUBSCRIBE, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    }
     fields.update(extra)
     return OutgoingEmail(**fields)  # type: ignore[arg-type]
 
@@ -79,27 +84,34 @@ def assert_same_message(fast: bytes, slow: bytes) -> None:
     f_msg = email.message_from_bytes(fast, policy=email.policy.default)
     s_msg = email.message_from_bytes(slow, policy=email.policy.default)
     varying = ("Date", "Content-Type", "Message-ID")
-    assert [(k, str(v)) for k, v in f_msg.items() if k not in varying] == \
-        [(k, str(v)) for k, v in s_msg.items() if k not in varying]
+    assert [(k, str(v)) for k, v in f_msg.items() if k not in varying] == [
+        (k, str(v)) for k, v in s_msg.items() if k not in varying
+    ]
     for f, s in zip(f_msg.walk(), s_msg.walk(), strict=True):
         assert f.get_content_type() == s.get_content_type()
         if not f.is_multipart():
             assert f.get_content() == s.get_content()
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    # Non-ASCII display names and subject: RFC 2047 encoded-words, as the generator writes them.
-    {"from_addr": "Zo\u00eb at the Verdicts desk \u2014 l\u2019\u00e9quipe <desk@example.com>",
-     "subject": "Gr\u00fc\u00dfe aus M\u00fcnchen", "reply_to": "Zo\u00eb <zoe@example.com>"},
-    {"to": "\"odd, reader\" <odd.reader+tag@example.com>"},  # not a plain address: folded by the policy
-    {"to": "a.very.long.local.part.that.keeps.going.and.going.and.going@a-long-domain.example.com"},
-    {"message_id": ""},  # a random one from make_msgid
-    {"message_id": "<d1.k-1@example.com>"},
-    {"headers": {}},
-    {"text": "", "html": ""},
-    {"text": "no final newline", "html": "line one\r\nline two\rline three"},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        # Non-ASCII display names and subject: RFC 2047 encoded-words, as the generator writes them.
+        {
+            "from_addr": "Zo\u00eb at the Verdicts desk \u2014 l\u2019\u00e9quipe <desk@example.com>",
+            "subject": "Gr\u00fc\u00dfe aus M\u00fcnchen",
+            "reply_to": "Zo\u00eb <zoe@example.com>",
+        },
+        {"to": '"odd, reader" <odd.reader+tag@example.com>'},  # not a plain address: folded by the policy
+        {"to": "a.very.long.local.part.that.keeps.going.and.going.and.going@a-long-domain.example.com"},
+        {"message_id": ""},  # a random one from make_msgid
+        {"message_id": "<d1.k-1@example.com>"},
+        {"headers": {}},
+        {"text": "", "html": ""},
+        {"text": "no final newline", "html": "line one\r\nline two\rline three"},
+    ],
+)
 def test_message_bytes_are_the_message_to_mime_builds(extra: dict[str, object]) -> None:
     mail = _mail(**extra)
     wire = message_bytes(mail, "example.com")
@@ -121,8 +133,10 @@ def test_a_non_ascii_address_is_left_to_send_message() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from("ab.=-@_~"), min_size=1, max_size=30),
-       st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z]{2,6}){1,2}", fullmatch=True))
+@given(
+    st.text(alphabet=st.sampled_from("ab.=-@_~"), min_size=1, max_size=30),
+    st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z]{2,6}){1,2}", fullmatch=True),
+)
 def test_plain_addresses_fold_as_the_policy_folds_them(local: str, domain: str) -> None:
     mail = _mail(to=f"{local}@{domain}")
     wire = message_bytes(mail, "example.com")
@@ -133,8 +147,11 @@ def test_plain_addresses_fold_as_the_policy_folds_them(local: str, domain: str) 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=st.sampled_from("<>:/?=%@,. _-aZ09\t"), min_size=1, max_size=60), min_size=1,
-                max_size=4).map(", ".join))
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from("<>:/?=%@,. _-aZ09\t"), min_size=1, max_size=60), min_size=1, max_size=4
+    ).map(", ".join)
+)
 def test_long_verbatim_headers_fold_as_their_header_objects_do(value: str) -> None:
     value = "<https://verdicts.example.com/u/" + "t" * 90 + ">, " + value  # long: not from the cache
     try:
@@ -155,7 +172,7 @@ _piece = st.lists(st.sampled_from(list("ab =.\t\n\u00e9\u2014") + ["x" * 70, ".\
 # Found by this test in a later run: a part whose last encoded line is a full 76 octets, then the soft break.
 @example(["\u00e9" + "x" * 70, "a"], ["", "", "", ""])
 def test_spliced_bodies_decode_to_the_whole_body(parts: list[str], values: list[str]) -> None:
-    slots = ["a", "b", "c", "d"][:len(parts) - 1]
+    slots = ["a", "b", "c", "d"][: len(parts) - 1]
     named = dict(zip(["a", "b", "c", "d"], values))
     whole = parts[0] + "".join(named[s] + p for s, p in zip(slots, parts[1:]))
     spliced = QpText(whole, QpSplicer(parts, slots), named).qp()
@@ -191,8 +208,11 @@ def test_the_server_receives_exactly_these_bytes(tmp_path) -> None:
     ctl.start()
     try:
         cfg = write_project(tmp_path / "project")
-        cfg.write_text(apply_overrides(cfg.read_text(), {"transport.smtp": {
-            "host": "127.0.0.1", "port": port, "security": "none"}}))
+        cfg.write_text(
+            apply_overrides(
+                cfg.read_text(), {"transport.smtp": {"host": "127.0.0.1", "port": port, "security": "none"}}
+            )
+        )
         transport = SmtpTransport(load_config(cfg, env={}))
         mails = [_mail(to=f"r{i}@example.com", key=f"d{i}") for i in range(3)]
         results = transport.send_batch(mails, "k", "2026-W47")

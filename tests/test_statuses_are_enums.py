@@ -6,6 +6,7 @@ write the same values), and a misspelled status is refused before it reaches the
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,6 @@ from sqlalchemy.exc import StatementError
 
 from digest.runtime import Runtime
 from digest.storage.models import (
-    SUB_ACTIVE,
     ConsentKind,
     ConsentRecord,
     MailKind,
@@ -52,9 +52,14 @@ def test_raw_sql_sign_up_again_after_leaving_reads_back_as_enum_member(rt: Runti
     assert status is SubscriberStatus.PENDING
 
 
-def test_old_constant_names_are_the_enum_members() -> None:
-    assert SUB_ACTIVE is SubscriberStatus.ACTIVE
-    assert SUB_ACTIVE == "active" and f"{SUB_ACTIVE}" == "active"
+def test_statuses_are_named_by_their_members_only() -> None:
+    """Issue 22: the unpacked aliases (SUB_ACTIVE, ...) are gone, so a status has one name in the code."""
+    from digest.storage import models
+
+    assert not [
+        name for name in dir(models) if re.fullmatch(r"(ISSUE|SUB|CONSENT|BATCH|ATTEMPT|DELIVERY|MAIL)_[A-Z_]+", name)
+    ]
+    assert SubscriberStatus.ACTIVE == "active" and f"{SubscriberStatus.ACTIVE}" == "active"
 
 
 def test_a_misspelled_status_is_refused_before_the_database(rt: Runtime) -> None:
@@ -94,9 +99,16 @@ def test_no_event_kind_is_a_bare_string_in_the_code() -> None:
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Event":
-                    bare += [f"{path.name}:{node.lineno}" for k in node.keywords
-                             if k.arg == "kind" and isinstance(k.value, ast.Constant)]
-                if isinstance(node, ast.Compare) and isinstance(node.left, ast.Attribute) and \
-                        node.left.attr == "kind" and getattr(node.left.value, "id", None) == "Event":
+                    bare += [
+                        f"{path.name}:{node.lineno}"
+                        for k in node.keywords
+                        if k.arg == "kind" and isinstance(k.value, ast.Constant)
+                    ]
+                if (
+                    isinstance(node, ast.Compare)
+                    and isinstance(node.left, ast.Attribute)
+                    and node.left.attr == "kind"
+                    and getattr(node.left.value, "id", None) == "Event"
+                ):
                     bare += [f"{path.name}:{node.lineno}" for c in node.comparators if isinstance(c, ast.Constant)]
     assert bare == []

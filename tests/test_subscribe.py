@@ -8,29 +8,11 @@ import pytest
 from sqlalchemy import select, update
 
 from digest.delivery.mail_queue import drain
-from digest.storage.models import (
-    MAIL_QUEUED,
-    MAIL_SENT,
-    MAIL_SKIPPED,
-    SUB_ACTIVE,
-    SUB_PENDING,
-    SUB_UNSUBSCRIBED,
-    Event,
-    OutgoingMail,
-    Subscriber,
-)
+from digest.storage.models import Event, MailStatus, OutgoingMail, Subscriber, SubscriberStatus
 from digest.weeks import utcnow
 from subscribers.erasure import forget
 from subscribers.lifecycle import suppress
-from tests.support_subscribers import (
-    client,
-    counts,
-    link_in,
-    outbox_messages,
-    path_of,
-    runtime_with,
-    subscriber,
-)
+from tests.support_subscribers import client, counts, link_in, outbox_messages, path_of, runtime_with, subscriber
 
 ORIGIN = "http://localhost:8000"  # in the default allowed_origins
 
@@ -44,16 +26,19 @@ def srt(tmp_path, db_url):
 
 def test_json_signup_creates_pending_subscriber_with_consent_and_queues_confirmation(srt) -> None:
     c = client(srt)
-    r = c.post("/subscribe", json={"email": "Reader@Example.COM", "name": "Ann Reader", "source": "homepage"},
-               headers={"Origin": ORIGIN, "Referer": f"{ORIGIN}/compare/x?utm=abc", "User-Agent": "UA/1.0"})
+    r = c.post(
+        "/subscribe",
+        json={"email": "Reader@Example.COM", "name": "Ann Reader", "source": "homepage"},
+        headers={"Origin": ORIGIN, "Referer": f"{ORIGIN}/compare/x?utm=abc", "User-Agent": "UA/1.0"},
+    )
     assert r.status_code == 200 and r.json()["ok"] is True
     sub = subscriber(srt, "reader@example.com")
-    assert sub is not None and sub.status == SUB_PENDING and sub.name == "Ann Reader"
+    assert sub is not None and sub.status == SubscriberStatus.PENDING and sub.name == "Ann Reader"
     assert sub.consent_at is not None and sub.consent_ip == "testclient" and sub.consent_user_agent == "UA/1.0"
     assert sub.consent_source == f"web:homepage on {ORIGIN}/compare/x"  # no query string kept
     with srt.sessions() as s:
         mails = s.execute(select(OutgoingMail.kind, OutgoingMail.status)).all()
-    assert mails == [("confirm", MAIL_QUEUED)]  # queued in the request, not sent
+    assert mails == [("confirm", MailStatus.QUEUED)]  # queued in the request, not sent
     assert outbox_messages(srt) == []
 
 
@@ -63,8 +48,14 @@ def test_form_post_redirects_303_to_thanks_and_to_a_safe_next_only(srt) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks"
     r = c.post("/subscribe", data={"email": "b@example.com", "next": f"{ORIGIN}/thanks?x=1"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"{ORIGIN}/thanks?x=1"
-    for evil in ("https://evil.example/phish", "//evil.example/x", "javascript:alert(1)",
-                 f"{ORIGIN}@evil.example/", "http://localhost:8000\r\nSet-Cookie: x=1", "/\\evil.example"):
+    for evil in (
+        "https://evil.example/phish",
+        "//evil.example/x",
+        "javascript:alert(1)",
+        f"{ORIGIN}@evil.example/",
+        "http://localhost:8000\r\nSet-Cookie: x=1",
+        "/\\evil.example",
+    ):
         r = c.post("/subscribe", data={"email": f"c{len(evil)}@example.com", "next": evil}, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/subscribe/thanks", evil
     r = c.post("/subscribe", data={"email": "d@example.com", "next": "/archive"}, follow_redirects=False)
@@ -74,10 +65,13 @@ def test_form_post_redirects_303_to_thanks_and_to_a_safe_next_only(srt) -> None:
 
 
 def test_multipart_signup_is_accepted(srt) -> None:
-    r = client(srt).post("/subscribe", files={"email": (None, "m@example.com"), "name": (None, "M")},
-                         headers={"Accept": "application/json"})
+    r = client(srt).post(
+        "/subscribe",
+        files={"email": (None, "m@example.com"), "name": (None, "M")},
+        headers={"Accept": "application/json"},
+    )
     assert r.status_code == 200 and r.json()["ok"]
-    assert subscriber(srt, "m@example.com").status == SUB_PENDING
+    assert subscriber(srt, "m@example.com").status == SubscriberStatus.PENDING
 
 
 def _answer(c, address: str):
@@ -90,13 +84,13 @@ def test_answer_is_identical_for_new_pending_active_unsubscribed_and_suppressed(
     first = _answer(c, "new@example.com")  # new
     assert _answer(c, "new@example.com") == first  # pending now
     with srt.sessions.begin() as s:
-        s.add(Subscriber(email="active@example.com", status=SUB_ACTIVE))
-        s.add(Subscriber(email="gone@example.com", status=SUB_UNSUBSCRIBED))
+        s.add(Subscriber(email="active@example.com", status=SubscriberStatus.ACTIVE))
+        s.add(Subscriber(email="gone@example.com", status=SubscriberStatus.UNSUBSCRIBED))
         suppress(s, "bounced@example.com", "hard_bounce")
     assert _answer(c, "active@example.com") == first
     assert _answer(c, "gone@example.com") == first
     assert _answer(c, "bounced@example.com") == first
-    assert subscriber(srt, "active@example.com").status == SUB_ACTIVE  # untouched
+    assert subscriber(srt, "active@example.com").status == SubscriberStatus.ACTIVE  # untouched
     assert subscriber(srt, "bounced@example.com") is None  # suppressed: never created
 
 
@@ -125,11 +119,11 @@ def test_pending_resend_at_most_once_per_window_and_unsubscribed_must_confirm_ag
     c.post("/subscribe", json={"email": "p@example.com"})
     with srt.sessions() as s:
         assert len(s.scalars(select(OutgoingMail.id)).all()) == 2
-        s.execute(update(Subscriber).values(status=SUB_UNSUBSCRIBED, confirmation_sent_at=None))
+        s.execute(update(Subscriber).values(status=SubscriberStatus.UNSUBSCRIBED, confirmation_sent_at=None))
         s.commit()
     c.post("/subscribe", json={"email": "p@example.com"})
     sub = subscriber(srt, "p@example.com")
-    assert sub.status == SUB_PENDING  # goes through confirmation again, gets no issue meanwhile
+    assert sub.status == SubscriberStatus.PENDING  # goes through confirmation again, gets no issue meanwhile
     with srt.sessions() as s:
         assert len(s.scalars(select(OutgoingMail.id)).all()) == 3
 
@@ -141,12 +135,14 @@ def test_confirm_link_activates_sends_welcome_and_is_safe_to_open_twice(srt) -> 
     [confirm_mail] = outbox_messages(srt, to="c@example.com")
     assert confirm_mail["List-Unsubscribe"] is None  # not a list mail yet
     url = link_in(confirm_mail, "/confirm/")
-    assert c.get(path_of(url)).status_code == 200 and subscriber(srt, "c@example.com").status == SUB_PENDING
+    assert (
+        c.get(path_of(url)).status_code == 200 and subscriber(srt, "c@example.com").status == SubscriberStatus.PENDING
+    )
     r = c.post(path_of(url))  # the page's "Confirm my subscription" button
     assert r.status_code == 200 and "You’re in!" in r.text
     assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
     sub = subscriber(srt, "c@example.com")
-    assert sub.status == SUB_ACTIVE and sub.confirmed_at is not None
+    assert sub.status == SubscriberStatus.ACTIVE and sub.confirmed_at is not None
     assert drain(srt).sent == 1
     welcome = outbox_messages(srt, to="c@example.com")[-1]
     assert "Welcome" in welcome["Subject"] and welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -175,18 +171,18 @@ def test_expired_and_forged_confirm_links(srt, monkeypatch) -> None:
     for bad in ("garbage", old[:-3] + "abc", Tokens("another-secret-key").confirm(sid, "e@example.com"), "x" * 400):
         for r in (c.get(f"/confirm/{bad}"), c.post(f"/confirm/{bad}")):
             assert r.status_code == 400 and "This link doesn’t work" in r.text and 'action="/subscribe"' in r.text
-    assert subscriber(srt, "e@example.com").status == SUB_PENDING and counts(srt) == before
+    assert subscriber(srt, "e@example.com").status == SubscriberStatus.PENDING and counts(srt) == before
 
 
 def test_drainer_skips_confirmations_no_longer_wanted(srt) -> None:
     c = client(srt)
     c.post("/subscribe", json={"email": "s@example.com"})
     with srt.sessions.begin() as s:
-        s.execute(update(Subscriber).values(status=SUB_ACTIVE))
+        s.execute(update(Subscriber).values(status=SubscriberStatus.ACTIVE))
     result = drain(srt)
     assert result.sent == 0 and result.skipped == 1
     with srt.sessions() as s:
-        assert s.scalar(select(OutgoingMail.status)) == MAIL_SKIPPED
+        assert s.scalar(select(OutgoingMail.status)) == MailStatus.SKIPPED
 
 
 def test_forgotten_person_may_come_back_through_double_opt_in(srt) -> None:
@@ -195,10 +191,10 @@ def test_forgotten_person_may_come_back_through_double_opt_in(srt) -> None:
     forget(srt, "f@example.com")
     assert subscriber(srt, "f@example.com") is None
     c.post("/subscribe", json={"email": "f@example.com"})
-    assert subscriber(srt, "f@example.com").status == SUB_PENDING
+    assert subscriber(srt, "f@example.com").status == SubscriberStatus.PENDING
     drain(srt)
     c.post(path_of(link_in(outbox_messages(srt, to="f@example.com")[-1], "/confirm/")))
-    assert subscriber(srt, "f@example.com").status == SUB_ACTIVE
+    assert subscriber(srt, "f@example.com").status == SubscriberStatus.ACTIVE
     from subscribers.api import is_suppressed
 
     with srt.sessions() as s:
@@ -225,8 +221,11 @@ def test_pages_render_with_security_headers(srt) -> None:
     assert page.status_code == 200 and 'name="website"' in page.text and 'type="email"' in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     embed = c.get("/embed")
-    assert embed.status_code == 200 and "frame-ancestors 'self' http://127.0.0.1:8000 http://localhost:8000" in \
-        embed.headers["content-security-policy"]
+    assert (
+        embed.status_code == 200
+        and "frame-ancestors 'self' http://127.0.0.1:8000 http://localhost:8000"
+        in embed.headers["content-security-policy"]
+    )
     assert "x-frame-options" not in embed.headers
     js = c.get("/embed.js")
     assert js.status_code == 200 and js.headers["content-type"].startswith("application/javascript")
@@ -246,7 +245,7 @@ def test_confirmation_queue_is_drained_by_the_app_within_seconds(srt) -> None:
             time.sleep(0.05)
     assert outbox_messages(srt, to="quick@example.com")
     with srt.sessions() as s:
-        assert s.scalar(select(OutgoingMail.status)) == MAIL_SENT
+        assert s.scalar(select(OutgoingMail.status)) == MailStatus.SENT
 
 
 class _FlakyTransport:
@@ -278,7 +277,7 @@ def test_transport_trouble_defers_the_mail_and_it_goes_out_once_later(srt) -> No
     assert first.deferred == 1 and first.sent == 0 and flaky.sent == []
     with srt.sessions() as s:
         row = s.scalar(select(OutgoingMail))
-        assert row.status == MAIL_QUEUED and row.attempts == 1 and row.claimed_until is not None
+        assert row.status == MailStatus.QUEUED and row.attempts == 1 and row.claimed_until is not None
     assert drain(srt, flaky).handled == 0  # backing off: not retried at once
     with srt.sessions.begin() as s:
         s.execute(update(OutgoingMail).values(claimed_until=utcnow() - timedelta(seconds=1)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest.storage.models import SUB_PENDING, Subscriber
+from digest.storage.models import Subscriber, SubscriberStatus
 from tests.support_subscribers import client, counts, outbox_messages, runtime_with, subscriber
 
 BAD_ADDRESSES = [
@@ -53,17 +53,20 @@ def test_bad_names_are_refused_and_change_nothing(rt, name) -> None:
     assert counts(rt) == before
 
 
-@pytest.mark.parametrize("body,ctype,status", [
-    (b"{not json", "application/json", 400),
-    (b"[1, 2]", "application/json", 400),
-    (b'{"email": ["a@example.com"]}', "application/json", 400),
-    (b'{"email": 42}', "application/json", 400),
-    (b"\xff\xfe email=a@example.com", "application/x-www-form-urlencoded", 400),
-    (b"email=a@example.com", "text/xml", 415),
-    (b"--x\r\nbroken", "multipart/form-data; boundary=x", 400),
-    (b"email=" + b"a" * 20000 + b"@example.com", "application/x-www-form-urlencoded", 413),
-    (b"", "application/json", 400),
-])
+@pytest.mark.parametrize(
+    "body,ctype,status",
+    [
+        (b"{not json", "application/json", 400),
+        (b"[1, 2]", "application/json", 400),
+        (b'{"email": ["a@example.com"]}', "application/json", 400),
+        (b'{"email": 42}', "application/json", 400),
+        (b"\xff\xfe email=a@example.com", "application/x-www-form-urlencoded", 400),
+        (b"email=a@example.com", "text/xml", 415),
+        (b"--x\r\nbroken", "multipart/form-data; boundary=x", 400),
+        (b"email=" + b"a" * 20000 + b"@example.com", "application/x-www-form-urlencoded", 413),
+        (b"", "application/json", 400),
+    ],
+)
 def test_malformed_bodies_get_4xx_and_change_nothing(rt, body, ctype, status) -> None:
     before = counts(rt)
     r = client(rt).post("/subscribe", content=body, headers={"Content-Type": ctype, "Accept": "application/json"})
@@ -128,7 +131,7 @@ def test_no_500_for_any_bad_input_and_nothing_sent(rt) -> None:
     assert c.get("/subscribe?next=javascript:alert(1)").status_code == 200
     assert all(m["To"] != "" for m in outbox_messages(rt))
     sub = subscriber(rt, "a@example.com")
-    assert sub is not None and sub.status == SUB_PENDING
+    assert sub is not None and sub.status == SubscriberStatus.PENDING
     assert "<script>" not in (sub.consent_source or "")
 
 

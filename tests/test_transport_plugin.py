@@ -32,14 +32,19 @@ from tests.support_delivery import add_readers, seed_comparisons, this_week
 
 # ---- the throw-away transport: everything a provider needs, in one place -------------------------
 
+
 class PigeonSection(registry.TransportSection):
     loft: str = "main"
     birds_per_second: float = Field(500.0, gt=0)
 
 
 PIGEON = registry.Capabilities(
-    idempotent=False, max_batch=7, rate=lambda section: section.birds_per_second,
-    reports=frozenset({"delivered"}), per_message_results=True)
+    idempotent=False,
+    max_batch=7,
+    rate=lambda section: section.birds_per_second,
+    reports=frozenset({"delivered"}),
+    per_message_results=True,
+)
 
 
 class PigeonTransport(BaseTransport):
@@ -51,8 +56,9 @@ class PigeonTransport(BaseTransport):
     def __init__(self, config: Any):
         self.loft = config.transport_section("pigeon").loft
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         results = []
         for i, email in enumerate(emails):
             with self.lock:
@@ -76,8 +82,10 @@ def pigeon() -> Iterator[type[PigeonTransport]]:
 
 # ---- the tests ------------------------------------------------------------------------------------
 
+
 def test_a_transport_registered_from_one_file_sends_a_whole_issue_following_its_capabilities(
-        pigeon, tmp_path, db_url) -> None:
+    pigeon, tmp_path, db_url
+) -> None:
     cfg = write_project(tmp_path / "project", '\n[transport.pigeon]\nloft = "north"\n')
     rt = make_runtime(cfg, db_url, DIGEST_TRANSPORT="pigeon")
     assert isinstance(make_transport(rt.config), PigeonTransport)
@@ -96,15 +104,17 @@ def test_a_transport_registered_from_one_file_sends_a_whole_issue_following_its_
         ids = set(s.scalars(select(Delivery.provider_id)))
         assert ids == {f"pigeon-{r}" for r in readers}
         # Its declared rate set up a shared limiter under its own name.
-        assert s.scalar(select(func.count()).select_from(SendRate)
-                        .where(SendRate.name == "pigeon")) == 1
+        assert s.scalar(select(func.count()).select_from(SendRate).where(SendRate.name == "pigeon")) == 1
     assert reported_events("pigeon") == frozenset({"delivered"})  # what `digest stats` can measure
 
 
 def test_config_names_only_registered_transports(pigeon, tmp_path) -> None:
     cfg = write_project(tmp_path / "project", "\n[transport.fax]\nspeed = 1\n")
-    with pytest.raises(ConfigError, match=r"^config.toml: \[transport.fax\]: 'fax' is not a transport "
-                                          r"\(outbox, resend, .*pigeon\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^config.toml: \[transport.fax\]: 'fax' is not a transport "
+        r"\(outbox, resend, .*pigeon\)",
+    ):
         load_config(cfg, env={})
     cfg = write_project(tmp_path / "project2", "\n[transport.pigeon]\nbirds_per_second = 0\n")
     with pytest.raises(ConfigError, match=r"^config.toml: transport.pigeon.birds_per_second: 0"):
@@ -137,8 +147,10 @@ def test_old_resend_and_smtp_sections_still_load_with_a_warning_naming_the_new_s
     (root / "config.toml").write_text(OLD_SECTIONS)
     cfg = load_config(root / "config.toml", env={})
     warned = capsys.readouterr().err.splitlines()
-    assert "warning: config.toml: [resend] is deprecated: move it to [transport.resend] " \
-           "(batch_size, max_attempts go to [transport])" in warned
+    assert (
+        "warning: config.toml: [resend] is deprecated: move it to [transport.resend] "
+        "(batch_size, max_attempts go to [transport])" in warned
+    )
     assert "warning: config.toml: [smtp] is deprecated: move it to [transport.smtp]" in warned
     assert "warning: config.toml: transport.outbox_dir is deprecated: move it to [transport.outbox] dir" in warned
     assert cfg.transport_section("resend").requests_per_second == 9.0

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from digest.links import Tokens
 from digest.runtime import Runtime
-from digest.storage.models import SUB_ACTIVE, SUB_UNSUBSCRIBED, ConsentRecord, Event, Subscriber
+from digest.storage.models import ConsentRecord, Event, Subscriber, SubscriberStatus
 from digest.weeks import utcnow
 from subscribers.api import add_subscriber
 from tests.support_subscribers import LiveServer, bound_socket, runtime_with, wait_for
@@ -85,9 +85,13 @@ def _race(live: Live, data: dict[str, str]) -> list[int]:
 
             def waiting() -> bool:
                 with holder.connect() as probe:
-                    n = probe.execute(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND pid <> :me"), {"me": me}).scalar_one()
+                    n = probe.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND pid <> :me"
+                        ),
+                        {"me": me},
+                    ).scalar_one()
                 return n >= PRESSES
 
             assert wait_for(waiting, timeout=60), "the requests never reached the database"
@@ -117,7 +121,7 @@ def _status(rt: Runtime, sub_id: int) -> str:
 def test_a_double_click_on_unsubscribe_writes_one_event_and_one_reason(live: Live) -> None:
     statuses = _race(live, {"action": "unsubscribe", "reason": "not_relevant", "reason_text": ""})
     assert statuses == [303] * PRESSES
-    assert _status(live.rt, live.sub_id) == SUB_UNSUBSCRIBED
+    assert _status(live.rt, live.sub_id) == SubscriberStatus.UNSUBSCRIBED
     assert _count(live.rt, Event, kind="unsubscribed") == 1
     assert _count(live.rt, Event, kind="unsubscribe_reason") == 1
 
@@ -125,7 +129,7 @@ def test_a_double_click_on_unsubscribe_writes_one_event_and_one_reason(live: Liv
 def test_repeated_one_click_posts_write_one_event(live: Live) -> None:
     statuses = _race(live, {"List-Unsubscribe": "One-Click"})
     assert statuses == [200] * PRESSES
-    assert _status(live.rt, live.sub_id) == SUB_UNSUBSCRIBED
+    assert _status(live.rt, live.sub_id) == SubscriberStatus.UNSUBSCRIBED
     assert _count(live.rt, Event, kind="unsubscribed") == 1
 
 
@@ -133,9 +137,9 @@ def test_a_double_click_on_resubscribe_writes_one_event_and_one_consent_record(l
     with live.rt.sessions.begin() as s:
         sub = s.get(Subscriber, live.sub_id)
         assert sub is not None
-        sub.status, sub.unsubscribed_at = SUB_UNSUBSCRIBED, utcnow()
+        sub.status, sub.unsubscribed_at = SubscriberStatus.UNSUBSCRIBED, utcnow()
     statuses = _race(live, {"action": "resubscribe"})
     assert statuses == [303] * PRESSES
-    assert _status(live.rt, live.sub_id) == SUB_ACTIVE
+    assert _status(live.rt, live.sub_id) == SubscriberStatus.ACTIVE
     assert _count(live.rt, Event, kind="resubscribed") == 1
     assert _count(live.rt, ConsentRecord, kind="resubscribed") == 1

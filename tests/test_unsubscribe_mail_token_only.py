@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import pytest
 
 from digest.delivery.mail_queue import drain
-from digest.storage.models import SUB_ACTIVE, SUB_UNSUBSCRIBED
+from digest.storage.models import SubscriberStatus
 from subscribers.api import add_subscriber
 from subscribers.mailto import process_unsubscribe_mail
 from tests.conftest import ROOT
@@ -50,21 +50,32 @@ def _mailto(msg) -> tuple[str, str]:
     raw = str(msg["List-Unsubscribe"]).split("<mailto:", 1)[1].split(">", 1)[0]
     address, _, query = raw.partition("?")
     assert query.startswith("subject="), raw
-    return address, unquote(query[len("subject="):])
+    return address, unquote(query[len("subject=") :])
 
 
 def _cli(rt, *files: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DIGEST_DATABASE_URL": rt.config.database_url,
-           "DIGEST_SECRET_KEY": rt.secret_key, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "digest", "--config", str(rt.config.path), "subscribers",
-                           "unsubscribe-mail", *files], capture_output=True, env=env, input=stdin, timeout=120)
+    env = {
+        **os.environ,
+        "DIGEST_DATABASE_URL": rt.config.database_url,
+        "DIGEST_SECRET_KEY": rt.secret_key,
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "digest", "--config", str(rt.config.path), "subscribers", "unsubscribe-mail", *files],
+        capture_output=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+    )
 
 
 def test_a_forged_from_line_alone_unsubscribes_nobody_and_exits_0(sent, tmp_path) -> None:
     before = counts(sent)
     forged = tmp_path / "forged.eml"
-    forged.write_bytes(b"From: Reader <READER@example.com>\r\nTo: unsubscribe@example.com\r\n"
-                       b"Subject: unsubscribe\r\n\r\nplease take me off\r\n")
+    forged.write_bytes(
+        b"From: Reader <READER@example.com>\r\nTo: unsubscribe@example.com\r\n"
+        b"Subject: unsubscribe\r\n\r\nplease take me off\r\n"
+    )
     assert process_unsubscribe_mail(sent, forged.read_bytes()).changed is False
     stranger = tmp_path / "stranger.eml"
     stranger.write_bytes(b"From: nobody@nowhere.example\r\nSubject: unsubscribe abcdefghijklmnop\r\n\r\n\r\n")
@@ -73,7 +84,7 @@ def test_a_forged_from_line_alone_unsubscribes_nobody_and_exits_0(sent, tmp_path
     r = _cli(sent, str(forged), str(stranger), str(junk))
     assert r.returncode == 0, r.stdout + r.stderr
     assert b"Traceback" not in r.stderr
-    assert subscriber(sent, "reader@example.com").status == SUB_ACTIVE
+    assert subscriber(sent, "reader@example.com").status == SubscriberStatus.ACTIVE
     assert counts(sent) == before
     # The output for a known and an unknown sender is the same: nothing reveals who is on the list.
     lines = r.stdout.decode().splitlines()
@@ -86,8 +97,8 @@ def test_the_issue_mailto_carries_the_token_and_a_reply_to_it_unsubscribes(sent)
     assert address == sent.settings.sender.unsubscribe_mailto and subject.startswith("unsubscribe ")
     raw = (f"From: Somebody Else <x@elsewhere.example>\r\nTo: {address}\r\nSubject: {subject}\r\n\r\n\r\n").encode()
     r = _cli(sent, "-", stdin=raw)
-    assert r.returncode == 0 and subscriber(sent, "reader@example.com").status == SUB_UNSUBSCRIBED
-    assert subscriber(sent, "other@example.com").status == SUB_ACTIVE
+    assert r.returncode == 0 and subscriber(sent, "reader@example.com").status == SubscriberStatus.UNSUBSCRIBED
+    assert subscriber(sent, "other@example.com").status == SubscriberStatus.ACTIVE
     again = _cli(sent, "-", stdin=raw)  # repeating it changes nothing and is no error
     assert again.returncode == 0
 
@@ -95,10 +106,11 @@ def test_the_issue_mailto_carries_the_token_and_a_reply_to_it_unsubscribes(sent)
 def test_a_token_in_the_body_works_when_the_client_rewrote_the_subject(sent) -> None:
     msg = issue_copy(sent, "2026-W47", "other@example.com")
     _, subject = _mailto(msg)
-    raw = (f"From: x@elsewhere.example\r\nSubject: Re: your newsletter\r\nContent-Type: text/plain\r\n\r\n"
-           f"> {subject}\r\n").encode()
+    raw = (
+        f"From: x@elsewhere.example\r\nSubject: Re: your newsletter\r\nContent-Type: text/plain\r\n\r\n> {subject}\r\n"
+    ).encode()
     outcome = process_unsubscribe_mail(sent, raw)
-    assert outcome.changed and subscriber(sent, "other@example.com").status == SUB_UNSUBSCRIBED
+    assert outcome.changed and subscriber(sent, "other@example.com").status == SubscriberStatus.UNSUBSCRIBED
 
 
 def test_the_welcome_mail_mailto_carries_the_token_too(tmp_path, db_url) -> None:
@@ -112,6 +124,6 @@ def test_the_welcome_mail_mailto_carries_the_token_too(tmp_path, db_url) -> None
         welcome = outbox_messages(rt, to="w@example.com")[-1]
         _, subject = _mailto(welcome)
         outcome = process_unsubscribe_mail(rt, f"From: a@b.example\r\nSubject: {subject}\r\n\r\n".encode())
-        assert outcome.changed and subscriber(rt, "w@example.com").status == SUB_UNSUBSCRIBED
+        assert outcome.changed and subscriber(rt, "w@example.com").status == SubscriberStatus.UNSUBSCRIBED
     finally:
         rt.close()

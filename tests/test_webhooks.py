@@ -9,17 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from digest.delivery.mail_queue import drain
-from digest.storage.models import (
-    SUB_ACTIVE,
-    SUB_BOUNCED,
-    SUB_COMPLAINED,
-    SUB_PENDING,
-    Delivery,
-    Event,
-    OutgoingMail,
-    Suppression,
-    WebhookReceipt,
-)
+from digest.storage.models import Delivery, Event, OutgoingMail, SubscriberStatus, Suppression, WebhookReceipt
 from subscribers.api import add_subscriber, is_suppressed
 from tests.support_subscribers import (
     WEBHOOK_SECRET,
@@ -54,8 +44,11 @@ def sent(tmp_path, db_url):
 
 
 def event(kind: str, email_id: str, to: str, **data) -> dict:
-    return {"type": kind, "created_at": "2026-11-18T12:05:00.000Z",
-            "data": {"email_id": email_id, "to": [to], "from": "verdicts@example.com", "subject": "x", **data}}
+    return {
+        "type": kind,
+        "created_at": "2026-11-18T12:05:00.000Z",
+        "data": {"email_id": email_id, "to": [to], "from": "verdicts@example.com", "subject": "x", **data},
+    }
 
 
 def post(c, payload: dict, msg_id: str | None = None, **kw):
@@ -70,10 +63,17 @@ def delivery(rt, provider_id: str) -> Delivery:
 
 def test_permanent_bounce_suppresses_and_the_next_issue_skips_the_address(sent) -> None:
     rt, issue_id = sent
-    r = post(client(rt), event("email.bounced", "re_hard", "hard@example.com",
-                               bounce={"type": "Permanent", "subType": "General", "message": "no such user"}))
+    r = post(
+        client(rt),
+        event(
+            "email.bounced",
+            "re_hard",
+            "hard@example.com",
+            bounce={"type": "Permanent", "subType": "General", "message": "no such user"},
+        ),
+    )
     assert r.status_code == 200 and r.json()["result"] == "suppressed (hard_bounce)"
-    assert subscriber(rt, "hard@example.com").status == SUB_BOUNCED
+    assert subscriber(rt, "hard@example.com").status == SubscriberStatus.BOUNCED
     assert delivery(rt, "re_hard").bounced_at is not None
     hard_delivery = delivery(rt, "re_hard").id
     with rt.sessions() as s:
@@ -92,14 +92,15 @@ def test_transient_bounces_suppress_on_the_third_within_30_days(sent) -> None:
     soft = event("email.bounced", "re_soft", "soft@example.com", bounce={"type": "Transient", "subType": "MailboxFull"})
     assert post(c, soft).json()["result"] == "soft bounce 1 of 3"
     with rt.sessions.begin() as s:  # the first one is old: it no longer counts
-        s.execute(update(Event).where(Event.kind == "soft_bounce").values(created_at=datetime.now(UTC)
-                                                                             - timedelta(days=31)))
+        s.execute(
+            update(Event).where(Event.kind == "soft_bounce").values(created_at=datetime.now(UTC) - timedelta(days=31))
+        )
     soft["created_at"] = datetime.now(UTC).isoformat()
     assert post(c, soft).json()["result"] == "soft bounce 1 of 3"
     assert post(c, soft).json()["result"] == "soft bounce 2 of 3"
-    assert subscriber(rt, "soft@example.com").status == SUB_ACTIVE
+    assert subscriber(rt, "soft@example.com").status == SubscriberStatus.ACTIVE
     assert post(c, soft).json()["result"] == "suppressed (soft_bounces)"
-    assert subscriber(rt, "soft@example.com").status == SUB_BOUNCED
+    assert subscriber(rt, "soft@example.com").status == SubscriberStatus.BOUNCED
     with rt.sessions() as s:
         assert s.scalar(select(Suppression.reason)) == "soft_bounces"
 
@@ -109,15 +110,16 @@ def test_complaint_unsubscribes_suppresses_and_is_attributed_to_the_issue(sent) 
     r = post(client(rt), event("email.complained", "re_angry", "angry@example.com"))
     assert r.status_code == 200
     sub = subscriber(rt, "angry@example.com")
-    assert sub.status == SUB_COMPLAINED and sub.unsubscribed_at is not None
+    assert sub.status == SubscriberStatus.COMPLAINED and sub.unsubscribed_at is not None
     assert delivery(rt, "re_angry").complained_at is not None
     with rt.sessions() as s:
         assert is_suppressed(s, "angry@example.com")
         assert s.scalar(select(Event.issue_id).where(Event.kind == "complained")) == issue_id
 
 
-@pytest.mark.parametrize("kind,column", [("email.delivered", "delivered_at"), ("email.opened", "opened_at"),
-                                         ("email.clicked", "clicked_at")])
+@pytest.mark.parametrize(
+    "kind,column", [("email.delivered", "delivered_at"), ("email.opened", "opened_at"), ("email.clicked", "clicked_at")]
+)
 def test_delivery_events_are_recorded_on_the_delivery(sent, kind, column) -> None:
     rt, _ = sent
     r = post(client(rt), event(kind, "re_soft", "soft@example.com"))
@@ -135,7 +137,7 @@ def test_replayed_webhook_is_handled_once(sent) -> None:
     for _ in range(3):
         r = post(c, payload, "msg_same")
         assert r.status_code == 200 and r.json()["result"] == "duplicate"
-    assert counts(rt) == before and subscriber(rt, "soft@example.com").status == SUB_ACTIVE
+    assert counts(rt) == before and subscriber(rt, "soft@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_bad_stale_and_missing_signatures_get_401_and_record_nothing(sent) -> None:
@@ -157,7 +159,7 @@ def test_bad_stale_and_missing_signatures_get_401_and_record_nothing(sent) -> No
             c.post("/webhooks/resend", content=body, headers={**headers, "svix-signature": garbage}).status_code == 401
         )
     assert c.post("/webhooks/resend", content=b"\xff\xfe", headers=headers).status_code == 401
-    assert counts(rt) == before and subscriber(rt, "angry@example.com").status == SUB_ACTIVE
+    assert counts(rt) == before and subscriber(rt, "angry@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_signed_but_malformed_events_get_400_and_record_nothing(sent) -> None:
@@ -168,8 +170,11 @@ def test_signed_but_malformed_events_get_400_and_record_nothing(sent) -> None:
     before = counts(rt)
     for raw in ("not json", "[1,2]", '{"data": {}}', '{"type": 5, "data": {}}', '{"type": "email.bounced", "data": 3}'):
         now = datetime.now(UTC)
-        headers = {"svix-id": f"msg_{uuid.uuid4().hex}", "svix-timestamp": str(int(now.timestamp())),
-                   "svix-signature": Webhook(WEBHOOK_SECRET).sign("ignored", now, raw)}
+        headers = {
+            "svix-id": f"msg_{uuid.uuid4().hex}",
+            "svix-timestamp": str(int(now.timestamp())),
+            "svix-signature": Webhook(WEBHOOK_SECRET).sign("ignored", now, raw),
+        }
         headers["svix-signature"] = Webhook(WEBHOOK_SECRET).sign(headers["svix-id"], now, raw)
         r = c.post("/webhooks/resend", content=raw.encode(), headers=headers)
         assert r.status_code == 400, raw
@@ -193,7 +198,7 @@ def test_bounce_of_a_confirmation_mail_suppresses_the_pending_address(sent) -> N
     rt, _ = sent
     c = client(rt)
     c.post("/subscribe", json={"email": "typo@exmaple.com"})
-    assert subscriber(rt, "typo@exmaple.com").status == SUB_PENDING
+    assert subscriber(rt, "typo@exmaple.com").status == SubscriberStatus.PENDING
     drain(rt)
     with rt.sessions.begin() as s:
         mail = s.scalar(select(OutgoingMail).where(OutgoingMail.subscriber_id == subscriber(rt, "typo@exmaple.com").id))
@@ -201,7 +206,7 @@ def test_bounce_of_a_confirmation_mail_suppresses_the_pending_address(sent) -> N
         mail.provider_id = "re_confirm_typo"
     r = post(c, event("email.bounced", "re_confirm_typo", "Typo <typo@exmaple.com>", bounce={"type": "Permanent"}))
     assert r.json()["result"] == "suppressed (hard_bounce)"
-    assert subscriber(rt, "typo@exmaple.com").status == SUB_BOUNCED
+    assert subscriber(rt, "typo@exmaple.com").status == SubscriberStatus.BOUNCED
 
 
 def test_an_event_for_a_message_we_never_sent_names_nobody(sent) -> None:
@@ -209,7 +214,7 @@ def test_an_event_for_a_message_we_never_sent_names_nobody(sent) -> None:
     rt, _ = sent
     r = post(client(rt), event("email.bounced", "re_unknown_txn", "hard@example.com", bounce={"type": "Permanent"}))
     assert r.json()["result"].startswith("ignored: not a message we sent")
-    assert subscriber(rt, "hard@example.com").status == SUB_ACTIVE
+    assert subscriber(rt, "hard@example.com").status == SubscriberStatus.ACTIVE
 
 
 def test_without_a_configured_secret_webhooks_are_refused(tmp_path, db_url) -> None:
@@ -226,10 +231,12 @@ def test_without_a_configured_secret_webhooks_are_refused(tmp_path, db_url) -> N
 @pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_a_signed_event_with_an_out_of_range_created_at_is_a_400_that_changes_nothing(sent, created_at) -> None:
     rt, _ = sent
-    payload = {**event("email.bounced", "re_hard", "hard@example.com", bounce={"type": "Permanent"}),
-               "created_at": created_at}
+    payload = {
+        **event("email.bounced", "re_hard", "hard@example.com", bounce={"type": "Permanent"}),
+        "created_at": created_at,
+    }
     r = post(client(rt), payload)
     assert r.status_code == 400 and "created_at" in r.json()["error"]
-    assert subscriber(rt, "hard@example.com").status == SUB_ACTIVE
+    assert subscriber(rt, "hard@example.com").status == SubscriberStatus.ACTIVE
     with rt.sessions() as s:
         assert s.scalar(select(WebhookReceipt.id)) is None

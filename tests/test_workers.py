@@ -24,7 +24,7 @@ from collections.abc import Callable
 from sqlalchemy import func, select, text
 
 from digest.cycle.freeze import prepare
-from digest.storage.models import BATCH_CLAIMED, BATCH_SENT, ISSUE_SENT, Batch, Issue
+from digest.storage.models import Batch, BatchStatus, Issue, IssueStatus
 from tests.fake_resend import FakeResend, FakeResendProcess, FakeResendServer
 from tests.support_delivery import (
     assert_exactly_once,
@@ -72,8 +72,9 @@ class _Reader:
 
 def test_four_workers_on_postgresql_send_each_batch_once_within_the_shared_rate(tmp_path, pg_url) -> None:
     with FakeResendProcess(rate_limit=LIMIT, boost=True) as server:
-        cfg = resend_project(tmp_path / "project", server.url, requests_per_second=float(LIMIT), batch_size=40,
-                             concurrency=3)
+        cfg = resend_project(
+            tmp_path / "project", server.url, requests_per_second=float(LIMIT), batch_size=40, concurrency=3
+        )
         rt = resend_runtime(cfg, server.url, pg_url)
         readers = seed_for_cli(rt, 3200)  # 80 batches: about 10 s at the limit
         with rt.engine.begin() as c:
@@ -84,8 +85,12 @@ def test_four_workers_on_postgresql_send_each_batch_once_within_the_shared_rate(
         try:
             # Every worker is up (its limiter made the schedule's row), then the issue starts with the
             # schedule locked: claims go on, sending waits, until all four workers hold batches.
-            wait_until(lambda: all(any(" ready: " in line for line in log.lines) for log in logs), workers, logs,
-                       "the workers did not start")
+            wait_until(
+                lambda: all(any(" ready: " in line for line in log.lines) for log in logs),
+                workers,
+                logs,
+                "the workers did not start",
+            )
             # The lock is an UPDATE that commits (not a SELECT FOR UPDATE rolled back): the waiting
             # reservations then see a new row version and read the clock again, as behind any other
             # reservation, instead of using the time they started waiting.
@@ -95,11 +100,20 @@ def test_four_workers_on_postgresql_send_each_batch_once_within_the_shared_rate(
                 assert locked == [("resend",)]
                 prepared = prepare(rt, this_week(rt), manual=True)
                 assert prepared.recipients == len(readers)
-                wait_until(lambda: len(_claimers(rt)) == WORKERS, workers, logs,
-                           f"batches were not claimed by {WORKERS} workers")
+                wait_until(
+                    lambda: len(_claimers(rt)) == WORKERS,
+                    workers,
+                    logs,
+                    f"batches were not claimed by {WORKERS} workers",
+                )
                 holder.commit()
-            wait_until(lambda: _issue_status(rt) == ISSUE_SENT, workers, logs, "the workers did not finish the issue",
-                       timeout=240)
+            wait_until(
+                lambda: _issue_status(rt) == IssueStatus.SENT,
+                workers,
+                logs,
+                "the workers did not finish the issue",
+                timeout=240,
+            )
         finally:
             for proc in workers:
                 proc.send_signal(signal.SIGTERM)
@@ -114,8 +128,9 @@ def test_four_workers_on_postgresql_send_each_batch_once_within_the_shared_rate(
     # costs its batch a retry, never a second copy. How many there are depends on the machine's load.
     assert outcomes["accepted"] == 80 and set(outcomes) <= {"accepted", "rate_limited"}, outcomes
     with rt.engine.connect() as c:
-        slots = c.execute(text("SELECT old_slot, GREATEST(old_slot, at) FROM test_slot_log WHERE reserve"
-                               " ORDER BY new_slot")).all()
+        slots = c.execute(
+            text("SELECT old_slot, GREATEST(old_slot, at) FROM test_slot_log WHERE reserve ORDER BY new_slot")
+        ).all()
     assert len(slots) == len(arrivals), (len(slots), outcomes)  # every request took a slot of the shared schedule
     earliest, latest = [float(a) for a, _ in slots], [float(b) for _, b in slots]
     spans = [earliest[i + LIMIT] - latest[i] for i in range(len(slots) - LIMIT)]
@@ -123,12 +138,13 @@ def test_four_workers_on_postgresql_send_each_batch_once_within_the_shared_rate(
     early = [(round(a, 4), round(b, 4)) for a, b in zip(arrivals, sorted(latest)) if a < b - 0.001]
     assert not early, f"requests arrived before their slots (arrival, slot): {early[:5]}"
     with rt.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Batch).where(Batch.status != BATCH_SENT)) == 0
+        assert s.scalar(select(func.count()).select_from(Batch).where(Batch.status != BatchStatus.SENT)) == 0
     rt.close()
 
 
-def wait_until(done: Callable[[], bool], workers: list[subprocess.Popen[str]], logs: list[_Reader], what: str,
-               timeout: float = 120) -> None:
+def wait_until(
+    done: Callable[[], bool], workers: list[subprocess.Popen[str]], logs: list[_Reader], what: str, timeout: float = 120
+) -> None:
     """Poll `done`, failing early when a worker exits (its log says why)."""
     deadline = time.monotonic() + timeout
     while not done():
@@ -140,7 +156,7 @@ def wait_until(done: Callable[[], bool], workers: list[subprocess.Popen[str]], l
 def _claimers(rt) -> set[str]:
     """The worker processes holding a claimed batch now (claimed_by is `host:pid:thread`)."""
     with rt.sessions() as s:
-        holders = s.scalars(select(Batch.claimed_by).where(Batch.status == BATCH_CLAIMED))
+        holders = s.scalars(select(Batch.claimed_by).where(Batch.status == BatchStatus.CLAIMED))
         return {h.split(":")[1] for h in holders if h}
 
 

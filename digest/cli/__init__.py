@@ -38,12 +38,14 @@ def _root(
         None, "--config", "-c", help="Path to config.toml (default: ./config.toml or $DIGEST_CONFIG).", metavar="PATH"
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
-                                 callback=_print_version),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
 ) -> None:
     state.config_path = config
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _register() -> None:
@@ -79,6 +81,7 @@ def main() -> None:
         if isinstance(exc, OperationalError):
             err.print(f"error: database: {str(exc.orig).strip().splitlines()[0]}", markup=False)
         else:
-            err.print(f"error: unexpected {type(exc).__name__}: {exc} (DIGEST_DEBUG=1 shows the traceback)",
-                      markup=False)
+            err.print(
+                f"error: unexpected {type(exc).__name__}: {exc} (DIGEST_DEBUG=1 shows the traceback)", markup=False
+            )
         sys.exit(1)

@@ -28,25 +28,34 @@ def worker(
     rt = runtime()
     transport = open_transport(rt)
     progress = SendProgress(rt, None, console=err, log_console=err, interactive=False)
+
     def ready() -> None:
-        err.print(f"worker {worker_name()} ready: sending the batches of every issue being sent"
-                  + (" until none is left" if until_idle else "; SIGTERM or Ctrl-C stops it"), markup=False)
+        err.print(
+            f"worker {worker_name()} ready: sending the batches of every issue being sent"
+            + (" until none is left" if until_idle else "; SIGTERM or Ctrl-C stops it"),
+            markup=False,
+        )
 
     try:
         with stop_on_signals(err) as stop:
-            totals = run_worker(rt, transport, stop=stop, poll_seconds=poll, until_idle=until_idle,
-                                on_batch=progress, on_ready=ready)
+            totals = run_worker(
+                rt, transport, stop=stop, poll_seconds=poll, until_idle=until_idle, on_batch=progress, on_ready=ready
+            )
     finally:
         progress.close()
         transport.close()
     weeks = ", ".join(sorted(totals.weeks)) or "no issue"
-    out.print(f"worker: {totals.sent} sent, {totals.failed} failed in {totals.batches} batch(es) ({weeks})",
-              markup=False)
+    out.print(
+        f"worker: {totals.sent} sent, {totals.failed} failed in {totals.batches} batch(es) ({weeks})", markup=False
+    )
     for e in totals.errors[:10]:
         out.print(f"error: {e}", markup=False)
     if totals.paused:
-        out.print(f"worker: the last send was paused: {totals.paused}; {totals.owed} reader(s) still owed "
-                  f"(a running worker or `digest serve` retries by itself)", markup=False)
+        out.print(
+            f"worker: the last send was paused: {totals.paused}; {totals.owed} reader(s) still owed "
+            f"(a running worker or `digest serve` retries by itself)",
+            markup=False,
+        )
     if totals.stopped and totals.stopped != "stopped on request":
         raise ProviderAuthError(f"worker stopped: {totals.stopped}")
     if totals.paused and until_idle:
@@ -62,8 +71,7 @@ def _pick_issue(week: str | None) -> Issue:
             if issue is None:
                 raise UserError(f"week: there is no issue for {wk.key}")
             return issue
-        issue = session.scalar(select(Issue).where(Issue.enqueued_at.is_not(None)).order_by(Issue.week.desc())
-                               .limit(1))
+        issue = session.scalar(select(Issue).where(Issue.enqueued_at.is_not(None)).order_by(Issue.week.desc()).limit(1))
         if issue is None:
             raise UserError("no issue has been sent yet (`digest send` sends this week's)")
         return issue
@@ -90,8 +98,12 @@ def stats(
     issue = _pick_issue(week)
     tracking = rt.settings.tracking
     with rt.sessions() as session:
-        data = issue_stats(session, session.get_one(Issue, issue.id),
-                           measured=reported_events(rt.config.transport_kind), tracking=tracking)
+        data = issue_stats(
+            session,
+            session.get_one(Issue, issue.id),
+            measured=reported_events(rt.config.transport_kind),
+            tracking=tracking,
+        )
         data["over_time"] = over_time(session, tracking)
     if as_json:
         print_json(data)
@@ -106,8 +118,10 @@ def stats(
     _print_editions(data)
     _print_clicks(data)
     if data["paused"]:
-        out.print(f"paused: {data['paused']}; the send resumes with `digest send` or by itself under "
-                  f"`digest serve`", markup=False)
+        out.print(
+            f"paused: {data['paused']}; the send resumes with `digest send` or by itself under `digest serve`",
+            markup=False,
+        )
 
 
 def _print_totals(data: dict[str, Any], transport_kind: str) -> None:
@@ -129,8 +143,9 @@ def _print_totals(data: dict[str, Any], transport_kind: str) -> None:
             table.add_row(key, str(data[key]), _pct(rates[key]), "sent")
     out.print(table)
     if data["unmeasured"]:
-        out.print(f"n/a: the {transport_kind} transport does not report "
-                  f"{', '.join(data['unmeasured'])} ({_reporting()})")
+        out.print(
+            f"n/a: the {transport_kind} transport does not report {', '.join(data['unmeasured'])} ({_reporting()})"
+        )
 
 
 def _print_reasons(data: dict[str, Any]) -> None:
@@ -147,16 +162,25 @@ def _print_reasons(data: dict[str, Any]) -> None:
 
 def _print_editions(data: dict[str, Any]) -> None:
     if len(data["editions"]) > 1 or data["skipped_paused"] or data["skipped_monthly"]:
-        eds = Table("edition", "label", "recipients", "sent", "failed", "unique opens", "readers' clicks",
-                    "click-through")
+        eds = Table(
+            "edition", "label", "recipients", "sent", "failed", "unique opens", "readers' clicks", "click-through"
+        )
         for ed in data["editions"]:
             own, opens = ed.get("clicks") or {}, ed.get("opens") or {}
-            eds.add_row(ed["key"], ed["label"], *(str(ed[k]) for k in ("recipients", "sent", "failed")),
-                        str(opens.get("unique_opens", "")), str(own.get("unique_clicks", "")),
-                        _pct(own.get("click_through")))
+            eds.add_row(
+                ed["key"],
+                ed["label"],
+                *(str(ed[k]) for k in ("recipients", "sent", "failed")),
+                str(opens.get("unique_opens", "")),
+                str(own.get("unique_clicks", "")),
+                _pct(own.get("click_through")),
+            )
         out.print(eds)
-        out.print(f"not sent this time: {data['skipped_paused']} paused reader(s), {data['skipped_monthly']} monthly "
-                  "reader(s) waiting for the month's first issue", markup=False)
+        out.print(
+            f"not sent this time: {data['skipped_paused']} paused reader(s), {data['skipped_monthly']} monthly "
+            "reader(s) waiting for the month's first issue",
+            markup=False,
+        )
 
 
 def _print_clicks(data: dict[str, Any]) -> None:
@@ -165,8 +189,11 @@ def _print_clicks(data: dict[str, Any]) -> None:
     if not clicks["tracked"]:
         out.print("clicks: not tracked for this issue ([tracking] clicks = false when it was sent)", markup=False)
         return
-    out.print(f"readers' clicks: {clicks['unique_clicks']} unique ({_pct(clicks['click_through'])} of sent), "
-              f"{clicks['reader_clicks']} in all; {clicks['set_aside_total']} set aside as scanners", markup=False)
+    out.print(
+        f"readers' clicks: {clicks['unique_clicks']} unique ({_pct(clicks['click_through'])} of sent), "
+        f"{clicks['reader_clicks']} in all; {clicks['set_aside_total']} set aside as scanners",
+        markup=False,
+    )
     for reason, n in clicks["set_aside"].items():
         if n:
             out.print(f"  {n:>4}  {clicks['set_aside_why'][reason]}", markup=False)
@@ -183,8 +210,13 @@ def _comparisons_table(comparisons: list[dict[str, Any]], title: str, ranked: bo
         out.print(title, markup=False)  # plain text: a label comes from config.toml
     table = Table(*(["#"] if ranked else []), "comparison", "sent", "unique clicks", "click-through")
     for c in comparisons:
-        table.add_row(*([str(c["rank"])] if ranked else []), c["title"], str(c["emails"]), str(c["unique_clicks"]),
-                      _pct(c["click_through"]))
+        table.add_row(
+            *([str(c["rank"])] if ranked else []),
+            c["title"],
+            str(c["emails"]),
+            str(c["unique_clicks"]),
+            _pct(c["click_through"]),
+        )
     out.print(table)
 
 

@@ -20,14 +20,41 @@ if TYPE_CHECKING:
     from typer._click import Command, Context
 
 # The order an operator meets the commands in a week; anything not listed follows, as registered.
-WORKFLOW = ["init", "demo", "doctor", "ingest", "comparisons", "select", "note", "preview", "send", "stats",
-            "subscribers", "serve", "worker", "db",
-            # digest subscribers ...
-            "add", "import", "list", "count", "export", "unsubscribe-mail", "forget"]
+WORKFLOW = [
+    "init",
+    "demo",
+    "doctor",
+    "ingest",
+    "comparisons",
+    "select",
+    "note",
+    "preview",
+    "send",
+    "stats",
+    "subscribers",
+    "serve",
+    "worker",
+    "db",
+    # digest subscribers ...
+    "add",
+    "import",
+    "list",
+    "count",
+    "export",
+    "unsubscribe-mail",
+    "forget",
+]
 
 # Option name -> what the value is, where the option's own name does not say it.
-METAVARS = {"pin": "SLUG", "exclude": "SLUG", "published": "DATE", "limit": "N", "poll": "SECONDS",
-            "consent": "TEXT", "file": "PATH"}
+METAVARS = {
+    "pin": "SLUG",
+    "exclude": "SLUG",
+    "published": "DATE",
+    "limit": "N",
+    "poll": "SECONDS",
+    "consent": "TEXT",
+    "file": "PATH",
+}
 
 
 class PlainArgument(TyperArgument):

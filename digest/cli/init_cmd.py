@@ -51,8 +51,10 @@ def init_folder(folder: Path, force: bool) -> list[Planned]:
     existing = _in_the_way(folder) if folder.is_dir() else []
     if existing and not force:
         listed = ", ".join(existing)
-        raise UserError(f"{folder}: {listed} already exist{'s' if len(existing) == 1 else ''}; nothing was "
-                        "written (--force overwrites the config and the packaged template files)")
+        raise UserError(
+            f"{folder}: {listed} already exist{'s' if len(existing) == 1 else ''}; nothing was "
+            "written (--force overwrites the config and the packaged template files)"
+        )
     files = plan(folder)
     try:
         for item in files:
@@ -65,21 +67,25 @@ def init_folder(folder: Path, force: bool) -> list[Planned]:
 
 @app.command("init")
 def init_cmd(
-    folder: Path = typer.Argument(Path("."), help="The folder to set up (created if missing; default: here).",
-                                  metavar="DIR"),
+    folder: Path = typer.Argument(
+        Path("."), help="The folder to set up (created if missing; default: here).", metavar="DIR"
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite config.toml and the template files."),
 ) -> None:
     """Write a commented config.toml and the email and page templates to edit into DIR."""
     folder = folder.expanduser().absolute()
     files = init_folder(folder, force)
-    counts = {kind: sum(1 for f in files if f.shown.startswith(f"templates/{kind}/"))
-              for kind in defaults.EDITABLE_TEMPLATES}
+    counts = {
+        kind: sum(1 for f in files if f.shown.startswith(f"templates/{kind}/")) for kind in defaults.EDITABLE_TEMPLATES
+    }
     parts = ["config.toml", *(f"templates/{kind}/ ({n} files)" for kind, n in counts.items())]
     out.print(f"wrote {', '.join(parts[:-1])} and {parts[-1]} in {folder}", markup=False, highlight=False)
     out.print("next:", markup=False)
     if folder != Path(os.getcwd()).absolute():
         out.print(f"  cd {folder}", markup=False, highlight=False)
-    for line in ("  digest demo     # the weekly cycle on sample comparisons into var/outbox/: no account needed",
-                 "  digest doctor   # once config.toml has your site and sender: DNS, URLs and secrets checked",
-                 "  digest serve    # the sign-up pages, webhooks and the weekly schedule"):
+    for line in (
+        "  digest demo     # the weekly cycle on sample comparisons into var/outbox/: no account needed",
+        "  digest doctor   # once config.toml has your site and sender: DNS, URLs and secrets checked",
+        "  digest serve    # the sign-up pages, webhooks and the weekly schedule",
+    ):
         out.print(line, markup=False, highlight=False)

@@ -69,8 +69,9 @@ class Table(RichTable):
         super().add_column(header, no_wrap=no_wrap, **kwargs)
 
     def add_row(self, *cells: Any, **kwargs: Any) -> None:
-        super().add_row(*(c if c is None or not isinstance(c, str) else Text(terminal_safe(c)) for c in cells),
-                        **kwargs)
+        super().add_row(
+            *(c if c is None or not isinstance(c, str) else Text(terminal_safe(c)) for c in cells), **kwargs
+        )
 
 
 def make_console(*, stderr: bool = False) -> SafeConsole:

@@ -1,4 +1,7 @@
-"""Pipeline commands: db upgrade, ingest, comparisons list, select, send, demo."""
+"""Pipeline commands: db upgrade, ingest, comparisons list, select, send, demo.
+
+Long because each command's Typer options are declared in its signature, a line each.
+"""
 
 from __future__ import annotations
 
@@ -102,8 +105,11 @@ def ingest(
             counts[r.action] += 1
             if r.action != "unchanged":
                 out.print(f"{r.action:9} {r.slug}  ({source.name})", markup=False)
-    out.print(f"ingest: {counts['added']} added, {counts['updated']} updated, {counts['unchanged']} unchanged, "
-              f"{failures} source(s) with errors", markup=False)
+    out.print(
+        f"ingest: {counts['added']} added, {counts['updated']} updated, {counts['unchanged']} unchanged, "
+        f"{failures} source(s) with errors",
+        markup=False,
+    )
     if failures:
         raise typer.Exit(1)
 
@@ -115,8 +121,19 @@ def comparisons_list(as_json: bool = typer.Option(False, "--json", help="Every f
     with rt.sessions() as session:
         rows = list(session.scalars(select(Comparison).order_by(Comparison.published_at.desc(), Comparison.slug)))
     if as_json:
-        print_json([{**r.data, "slug": r.slug, "url": r.url, "published_at": as_utc(r.published_at).isoformat(),
-                     "community_votes": r.community_votes, "content_hash": r.content_hash} for r in rows])
+        print_json(
+            [
+                {
+                    **r.data,
+                    "slug": r.slug,
+                    "url": r.url,
+                    "published_at": as_utc(r.published_at).isoformat(),
+                    "community_votes": r.community_votes,
+                    "content_hash": r.content_hash,
+                }
+                for r in rows
+            ]
+        )
         return
     table = Table()
     table.add_column("slug", no_wrap=True)
@@ -124,8 +141,13 @@ def comparisons_list(as_json: bool = typer.Option(False, "--json", help="Every f
         table.add_column(header)
     for r in rows:
         tools = r.data["tools"]
-        table.add_row(r.slug, f"{as_utc(r.published_at):%Y-%m-%d %H:%M}", f"{tools[0]['panel_ship']}%",
-                      f"{tools[1]['panel_ship']}%", str(len(r.data.get("quotes", []))))
+        table.add_row(
+            r.slug,
+            f"{as_utc(r.published_at):%Y-%m-%d %H:%M}",
+            f"{tools[0]['panel_ship']}%",
+            f"{tools[1]['panel_ship']}%",
+            str(len(r.data.get("quotes", []))),
+        )
     out.print(table)
     out.print(f"{len(rows)} comparison(s)")
 
@@ -138,12 +160,22 @@ def _print_selection(sel: Selection, status: str) -> None:
     for header in ("score", "panel", "community", "freshness", "diversity", *(("interest",) if learning else ()), ""):
         table.add_column(header)
     for i, p in enumerate(sel.picks, 1):
-        table.add_row(str(i), p.comparison.slug, f"{p.score:.3f}", f"{p.parts['panel']:.3f}",
-                      f"{p.parts['community']:.3f}", f"{p.parts['freshness']:.3f}",
-                      f"{p.parts.get('diversity', 0.0):.3f}",
-                      *((f"{p.parts.get('interest', 0.0):.3f}",) if learning else ()), "pinned" if p.pinned else "")
-    out.print(f"issue {sel.week} ({status}); cut-off {sel.cutoff:%Y-%m-%d %H:%M} UTC, "
-              f"window from {sel.window_start:%Y-%m-%d %H:%M}; {sel.candidates} candidate(s)", markup=False)
+        table.add_row(
+            str(i),
+            p.comparison.slug,
+            f"{p.score:.3f}",
+            f"{p.parts['panel']:.3f}",
+            f"{p.parts['community']:.3f}",
+            f"{p.parts['freshness']:.3f}",
+            f"{p.parts.get('diversity', 0.0):.3f}",
+            *((f"{p.parts.get('interest', 0.0):.3f}",) if learning else ()),
+            "pinned" if p.pinned else "",
+        )
+    out.print(
+        f"issue {sel.week} ({status}); cut-off {sel.cutoff:%Y-%m-%d %H:%M} UTC, "
+        f"window from {sel.window_start:%Y-%m-%d %H:%M}; {sel.candidates} candidate(s)",
+        markup=False,
+    )
     out.print(table)
     if sel.skip_reason:
         out.print(f"skipped: {sel.skip_reason}", markup=False)
@@ -185,25 +217,38 @@ def _print_editions(the_plan: Plan) -> None:
     for header in ("edition", "readers", "picks"):
         table.add_column(header)
     for ed in the_plan.editions:
-        picks = [p.comparison.slug + (" (filler)" if p.filler else "") for p in (ed.selection.picks if ed.selection
-                                                                                  else [])]
+        picks = [
+            p.comparison.slug + (" (filler)" if p.filler else "") for p in (ed.selection.picks if ed.selection else [])
+        ]
         table.add_row(f"{ed.key}\n{ed.label}", str(ed.readers), "\n".join(picks) or (ed.skip_reason or ""))
-    out.print(f"{len(the_plan.editions)} edition(s); {the_plan.paused} paused reader(s) skipped; "
-              f"{the_plan.monthly_waiting} monthly reader(s) wait for the month's first issue", markup=False)
+    out.print(
+        f"{len(the_plan.editions)} edition(s); {the_plan.paused} paused reader(s) skipped; "
+        f"{the_plan.monthly_waiting} monthly reader(s) wait for the month's first issue",
+        markup=False,
+    )
     out.print(table)
 
 
 @app.command()
 def send(
     week: str = typer.Option(None, "--week", help="ISO week key (default: this week)."),
-    retry_failed: bool = typer.Option(False, "--retry-failed",
-                                      help="Send the issue's failed deliveries again (same key while the provider "
-                                           "keeps it; a new request only when no copy can have gone out)."),
-    accept_duplicates: bool = typer.Option(False, "--accept-duplicates",
-                                           help="With --retry-failed: also resend batches that may have been "
-                                                "delivered without an answer (some readers may get two copies)."),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Send the issue's failed deliveries again (same key while the provider "
+        "keeps it; a new request only when no copy can have gone out).",
+    ),
+    accept_duplicates: bool = typer.Option(
+        False,
+        "--accept-duplicates",
+        help="With --retry-failed: also resend batches that may have been "
+        "delivered without an answer (some readers may get two copies).",
+    ),
 ) -> None:
-    """Create, render, enqueue and send a week's issue. Running it again sends nothing more."""
+    """Create, render, enqueue and send a week's issue. Running it again sends nothing more.
+
+    Long because a Typer command declares its options in its signature; the body is the send's report.
+    """
     from digest.cli import err as err_console
     from digest.cli.sending import SendProgress, open_transport, retry_failed_deliveries, stop_on_signals
 
@@ -233,8 +278,11 @@ def send(
         out.print(f"warning: {w}", markup=False)
     if p.plan is not None and (len(p.plan.editions) > 1 or p.plan.paused or p.plan.monthly_waiting):
         counts = ", ".join(f"{e.key} {e.readers}" for e in p.plan.editions)
-        out.print(f"issue {p.week}: {len(p.plan.editions)} edition(s) ({counts}); {p.plan.paused} paused reader(s) "
-                  f"skipped, {p.plan.monthly_waiting} monthly reader(s) wait for the month's first issue", markup=False)
+        out.print(
+            f"issue {p.week}: {len(p.plan.editions)} edition(s) ({counts}); {p.plan.paused} paused reader(s) "
+            f"skipped, {p.plan.monthly_waiting} monthly reader(s) wait for the month's first issue",
+            markup=False,
+        )
     s = result.summary
     if s is None:
         out.print(f"issue {p.week}: already sent; nothing more to send", markup=False)
@@ -250,11 +298,13 @@ def send(
     for e in s.errors[:10]:
         out.print(f"error: {e}", markup=False)
     if len(s.errors) > 10:
-        out.print(f"error: ... and {len(s.errors) - 10} more failed batch(es); `digest stats` shows the totals",
-                  markup=False)
+        out.print(
+            f"error: ... and {len(s.errors) - 10} more failed batch(es); `digest stats` shows the totals", markup=False
+        )
     if s.stopped == "stopped on request":
-        out.print(f"issue {p.week}: stopped on request; run `digest send --week {p.week}` again to resume",
-                  markup=False)
+        out.print(
+            f"issue {p.week}: stopped on request; run `digest send --week {p.week}` again to resume", markup=False
+        )
         raise typer.Exit(130)
     if s.stopped:
         from digest.errors import ProviderAuthError
@@ -263,8 +313,10 @@ def send(
     _explain_unfinished(p.week, s)
     if s.failed:
         if not retry_failed:
-            out.print(f"issue {p.week}: {s.failed} failed; `digest send --week {p.week} --retry-failed` "
-                      f"sends them again", markup=False)
+            out.print(
+                f"issue {p.week}: {s.failed} failed; `digest send --week {p.week} --retry-failed` sends them again",
+                markup=False,
+            )
         raise typer.Exit(1)
 
 
@@ -274,24 +326,36 @@ EX_TEMPFAIL = 75  # sysexits: try again later
 def _explain_unfinished(week: str, s: SendSummary) -> None:
     """One line for what stopped the send and what happens next; exit non-zero while readers are owed."""
     if s.paused:
-        out.print(f"issue {week}: paused: {s.paused}; {s.owed} reader(s) still owed, nobody is mailed twice. "
-                  f"`digest serve` (or `digest worker`) retries by itself on a growing interval; "
-                  f"`digest send --week {week}` resumes by hand", markup=False)
+        out.print(
+            f"issue {week}: paused: {s.paused}; {s.owed} reader(s) still owed, nobody is mailed twice. "
+            f"`digest serve` (or `digest worker`) retries by itself on a growing interval; "
+            f"`digest send --week {week}` resumes by hand",
+            markup=False,
+        )
         raise typer.Exit(EX_TEMPFAIL)
     if s.unconfirmed:
-        out.print(f"issue {week}: {s.unconfirmed} reader(s) may or may not have received it; not resent. "
-                  f"`digest send --week {week} --retry-failed --accept-duplicates` resends them, and some may "
-                  f"get it twice", markup=False)
+        out.print(
+            f"issue {week}: {s.unconfirmed} reader(s) may or may not have received it; not resent. "
+            f"`digest send --week {week} --retry-failed --accept-duplicates` resends them, and some may "
+            f"get it twice",
+            markup=False,
+        )
         raise typer.Exit(1)
     if s.owed and s.deferred_batches:
-        out.print(f"issue {week}: {s.owed} reader(s) still owed: {s.deferred_batches} batch(es) kept failing and "
-                  f"wait for the next run under the same key, nobody is mailed twice. `digest send --week {week}` "
-                  f"tries again (`digest serve` does by itself)", markup=False)
+        out.print(
+            f"issue {week}: {s.owed} reader(s) still owed: {s.deferred_batches} batch(es) kept failing and "
+            f"wait for the next run under the same key, nobody is mailed twice. `digest send --week {week}` "
+            f"tries again (`digest serve` does by itself)",
+            markup=False,
+        )
         raise typer.Exit(EX_TEMPFAIL)
 
 
-DEMO_PEOPLE = [("ada@example.com", "Ada Lovelace"), ("grace@example.com", "Grace Hopper"),
-               ("linus@example.net", "Linus Example")]
+DEMO_PEOPLE = [
+    ("ada@example.com", "Ada Lovelace"),
+    ("grace@example.com", "Grace Hopper"),
+    ("linus@example.net", "Linus Example"),
+]
 
 
 @app.command()
@@ -320,8 +384,9 @@ def demo() -> None:
     p = result.prepared
     if p.skip_reason:
         raise UserError(f"issue {p.week} skipped: {p.skip_reason}")
-    out.print(f"issue {p.week}: {after - before} new file(s) written; the outbox holds {after} for this week",
-              markup=False)
+    out.print(
+        f"issue {p.week}: {after - before} new file(s) written; the outbox holds {after} for this week", markup=False
+    )
     out.print(f"outbox: {rt.outbox_dir / wk.key}", markup=False)
 
 
@@ -331,8 +396,9 @@ def _count_files(folder: Path) -> int:
 
 @app.command("note")
 def note_cmd(
-    text: str = typer.Argument(None, help="The note (Markdown: paragraphs, [links](https://...), *emphasis*).",
-                               metavar="TEXT"),
+    text: str = typer.Argument(
+        None, help="The note (Markdown: paragraphs, [links](https://...), *emphasis*).", metavar="TEXT"
+    ),
     week: str = typer.Option(None, "--week", help="ISO week key, e.g. 2026-W47 (default: this week).", metavar="WEEK"),
     file: Path = typer.Option(None, "--file", help="Read the note from this UTF-8 file.", metavar="PATH"),
     clear: bool = typer.Option(False, "--clear", help="Remove the week's note."),

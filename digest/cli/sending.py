@@ -23,7 +23,7 @@ from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import Transport
 from digest.errors import UserError
 from digest.runtime import Runtime
-from digest.storage.models import DELIVERY_QUEUED, Delivery, Issue
+from digest.storage.models import Delivery, DeliveryStatus, Issue
 
 LOG_EVERY_SECONDS = 5.0
 
@@ -38,7 +38,7 @@ def open_transport(rt: Runtime) -> Transport:
 
 def queued_count(rt: Runtime, week: str | None) -> int:
     with rt.sessions() as session:
-        q = select(func.count(Delivery.id)).where(Delivery.status == DELIVERY_QUEUED)
+        q = select(func.count(Delivery.id)).where(Delivery.status == DeliveryStatus.QUEUED)
         if week is not None:
             q = q.join(Issue, Issue.id == Delivery.issue_id).where(Issue.week == week)
         return int(session.scalar(q) or 0)
@@ -47,8 +47,16 @@ def queued_count(rt: Runtime, week: str | None) -> int:
 class SendProgress:
     """Called after each batch (from sender threads); totals are read once, at the first call."""
 
-    def __init__(self, rt: Runtime, week: str | None, *, console: Console, log_console: Console,
-                 interactive: bool | None = None, every: float = LOG_EVERY_SECONDS):
+    def __init__(
+        self,
+        rt: Runtime,
+        week: str | None,
+        *,
+        console: Console,
+        log_console: Console,
+        interactive: bool | None = None,
+        every: float = LOG_EVERY_SECONDS,
+    ):
         self.rt = rt
         self.week = week
         self.console = console
@@ -69,12 +77,17 @@ class SendProgress:
         self._total = queued_count(self.rt, self.week) + done
         if self.interactive:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TextColumn("sent {task.fields[sent]}  failed {task.fields[failed]}  {task.fields[rate]}"),
-                TimeRemainingColumn(), console=self.console, transient=False)
-            self._task = self._progress.add_task(f"sending {self.week or ''}".strip(), total=self._total,
-                                                 sent=0, failed=0, rate="")
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._task = self._progress.add_task(
+                f"sending {self.week or ''}".strip(), total=self._total, sent=0, failed=0, rate=""
+            )
             self._progress.start()
 
     def __call__(self, summary: SendSummary) -> None:
@@ -90,8 +103,9 @@ class SendProgress:
                 (self._done - base) / (now - since) if now - since > 0.5 else self._done / max(1e-6, now - self.started)
             )
             if self._progress is not None and self._task is not None:
-                self._progress.update(self._task, completed=self._done, sent=summary.sent, failed=summary.failed,
-                                      rate=f"{rate:.0f}/s")
+                self._progress.update(
+                    self._task, completed=self._done, sent=summary.sent, failed=summary.failed, rate=f"{rate:.0f}/s"
+                )
             elif time.monotonic() - self._last_line >= self.every:
                 self._last_line = time.monotonic()
                 self.log_console.print(self.line(summary, rate), markup=False, highlight=False)
@@ -102,8 +116,10 @@ class SendProgress:
         eta = f", about {_duration(left / rate)} left" if rate > 0 and total else ""
         where = f"{self.week}: " if self.week else ""
         of = f"/{total}" if total else ""
-        return (f"sending {where}{self._done}{of} done ({summary.sent} sent, {summary.failed} failed), "
-                f"{rate:.1f} emails/s{eta}")
+        return (
+            f"sending {where}{self._done}{of} done ({summary.sent} sent, {summary.failed} failed), "
+            f"{rate:.1f} emails/s{eta}"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -133,8 +149,10 @@ def stop_on_signals(log_console: Console) -> Iterator[threading.Event]:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
-        log_console.print("stopping after the batches in flight (Ctrl-C again to quit now; "
-                          "the next run resumes either way)", markup=False)
+        log_console.print(
+            "stopping after the batches in flight (Ctrl-C again to quit now; the next run resumes either way)",
+            markup=False,
+        )
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -155,20 +173,32 @@ def retry_failed_deliveries(rt: Runtime, week: str, *, accept_duplicates: bool =
         done = requeue_failed(session, issue.id, accept_duplicates=accept_duplicates)
     lines = []
     if done.deliveries:
-        how = ", ".join(part for part in (f"{done.same_key} under their unexpired key" if done.same_key else "",
-                                          f"{done.new_key} as new requests" if done.new_key else "") if part)
+        how = ", ".join(
+            part
+            for part in (
+                f"{done.same_key} under their unexpired key" if done.same_key else "",
+                f"{done.new_key} as new requests" if done.new_key else "",
+            )
+            if part
+        )
         lines.append(f"issue {week}: retrying {done.deliveries} deliveries in {done.batches} batch(es) ({how})")
     if done.duplicates_possible:
-        lines.append(f"issue {week}: --accept-duplicates: {done.duplicates_possible} reader(s) may get this issue "
-                     f"twice (their earlier copy may have been delivered without an answer)")
+        lines.append(
+            f"issue {week}: --accept-duplicates: {done.duplicates_possible} reader(s) may get this issue "
+            f"twice (their earlier copy may have been delivered without an answer)"
+        )
     if done.held:
         until = f"{done.held_until:%Y-%m-%d %H:%M} UTC" if done.held_until else "its key expires"
-        lines.append(f"issue {week}: {done.held} delivery(ies) were refused by the provider one by one; under "
-                     f"their batch's unexpired key it would only repeat that answer, so they are retried after "
-                     f"{until}")
+        lines.append(
+            f"issue {week}: {done.held} delivery(ies) were refused by the provider one by one; under "
+            f"their batch's unexpired key it would only repeat that answer, so they are retried after "
+            f"{until}"
+        )
     if done.unconfirmed:
-        lines.append(f"issue {week}: {done.unconfirmed} reader(s) may or may not have received this issue (the "
-                     f"answer was lost and the provider's key expired, or it keeps none); not resent. "
-                     f"`digest send --week {week} "
-                     f"--retry-failed --accept-duplicates` resends them, and some may get it twice")
+        lines.append(
+            f"issue {week}: {done.unconfirmed} reader(s) may or may not have received this issue (the "
+            f"answer was lost and the provider's key expired, or it keeps none); not resent. "
+            f"`digest send --week {week} "
+            f"--retry-failed --accept-duplicates` resends them, and some may get it twice"
+        )
     return lines or [f"issue {week}: no failed deliveries to retry"]

@@ -83,8 +83,7 @@ def serve(
     service = WeeklyService(rt)
     web = create_app(rt)
     web.state.scheduler = service
-    config = uvicorn.Config(web, log_level="info", lifespan="on", timeout_graceful_shutdown=10,
-                            server_header=False)
+    config = uvicorn.Config(web, log_level="info", lifespan="on", timeout_graceful_shutdown=10, server_header=False)
     redact_access_log()  # after uvicorn.Config has set up its loggers
     server = _server_class()(config, service)
 
@@ -102,8 +101,11 @@ def serve(
     try:
         nxt = service.next_run_time()
         state = slot_state(rt)
-        out.print(f"digest serve: listening on http://{bound_host}:{bound_port} (public URL "
-                  f"{rt.settings.site.public_url}); database {rt.engine.url.get_backend_name()}", markup=False)
+        out.print(
+            f"digest serve: listening on http://{bound_host}:{bound_port} (public URL "
+            f"{rt.settings.site.public_url}); database {rt.engine.url.get_backend_name()}",
+            markup=False,
+        )
         if nxt is not None:
             tz = rt.settings.schedule.timezone
             out.print(f"next issue: {nxt.astimezone(service.scheduler.timezone):%A %Y-%m-%d %H:%M} {tz}", markup=False)

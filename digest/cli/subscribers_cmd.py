@@ -20,7 +20,7 @@ from digest.cli.help import command_group
 from digest.cli.output import Table
 from digest.delivery.mail_queue import DrainResult, drain, queue_mail
 from digest.errors import DatabaseUnavailable, UserError
-from digest.storage.models import MAIL_QUEUED, SUB_PENDING, OutgoingMail, Subscriber, Suppression
+from digest.storage.models import MailStatus, OutgoingMail, Subscriber, SubscriberStatus, Suppression
 from digest.weeks import as_utc, utcnow
 from subscribers.addresses import normalize_email
 from subscribers.api import add_subscriber
@@ -41,15 +41,24 @@ def _send_queued(what: str, expected: int = 1) -> None:
     """Send the confirmations just queued (a running `digest serve` would also pick them up)."""
     rt = runtime()
     if expected > 1 and err_console.is_terminal:
-        with Progress(TextColumn(f"sending {what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err_console, transient=True) as bar:
+        with Progress(
+            TextColumn(f"sending {what}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
             task = bar.add_task(what, total=expected)
             result: DrainResult = drain(rt, on_progress=lambda r: bar.update(task, completed=r.handled))
     else:
         result = drain(rt)
     if result.sent or result.failed or result.deferred:
-        out.print(f"{what}: {result.sent} sent, {result.failed} failed, {result.deferred} to retry later "
-                  f"(transport: {rt.config.transport_kind})", markup=False)
+        out.print(
+            f"{what}: {result.sent} sent, {result.failed} failed, {result.deferred} to retry later "
+            f"(transport: {rt.config.transport_kind})",
+            markup=False,
+        )
     for err in dict.fromkeys(result.errors):
         out.print(f"  {err}", markup=False)
 
@@ -64,7 +73,7 @@ def subscribers_add(
     rt = runtime()
     with rt.sessions.begin() as session:
         result = add_subscriber(session, email, name=name, confirmed=confirmed, source="cli")
-        queued = result.action == "added" and result.subscriber.status == SUB_PENDING
+        queued = result.action == "added" and result.subscriber.status == SubscriberStatus.PENDING
         if queued:
             result.subscriber.confirmation_sent_at = utcnow()
             queue_mail(session, "confirm", result.subscriber.id)
@@ -73,8 +82,11 @@ def subscribers_add(
         out.print(f"{sub.email}: on the suppression list (bounced, complained or erased); not added", markup=False)
         raise typer.Exit(1)
     if result.action == "left":
-        out.print(f"{sub.email}: left the list earlier; not re-added (only their own confirmation link "
-                  "brings them back: they can sign up again through the form)", markup=False)
+        out.print(
+            f"{sub.email}: left the list earlier; not re-added (only their own confirmation link "
+            "brings them back: they can sign up again through the form)",
+            markup=False,
+        )
         raise typer.Exit(1)
     out.print(f"{result.action}: {sub.email} ({sub.status})", markup=False)
     if queued:
@@ -97,9 +109,20 @@ def subscribers_list(
             q = q.where(Subscriber.status == status)
         subs = session.scalars(q).all()
     if as_json:
-        print_json([{"id": s.id, "email": s.email, "name": s.name, "status": s.status,
-                     "created_at": s.created_at, "confirmed_at": s.confirmed_at,
-                     "consent_source": s.consent_source} for s in subs])
+        print_json(
+            [
+                {
+                    "id": s.id,
+                    "email": s.email,
+                    "name": s.name,
+                    "status": s.status,
+                    "created_at": s.created_at,
+                    "confirmed_at": s.confirmed_at,
+                    "consent_source": s.consent_source,
+                }
+                for s in subs
+            ]
+        )
         return
     if not subs:
         out.print("no subscribers" + (f" with status {status}" if status else ""), markup=False)
@@ -108,8 +131,14 @@ def subscribers_list(
     for col in ("id", "email", "name", "status", "since", "consent"):
         table.add_column(col, no_wrap=col == "email")
     for s in subs:
-        table.add_row(str(s.id), s.email, s.name or "", s.status, as_utc(s.created_at).strftime("%Y-%m-%d"),
-                      s.consent_source or "")
+        table.add_row(
+            str(s.id),
+            s.email,
+            s.name or "",
+            s.status,
+            as_utc(s.created_at).strftime("%Y-%m-%d"),
+            s.consent_source or "",
+        )
     out.print(table)
 
 
@@ -121,8 +150,12 @@ def subscribers_count(as_json: bool = typer.Option(False, "--json", help="Print 
         by_status = select(Subscriber.status, func.count()).group_by(Subscriber.status)
         counts: dict[str, int] = dict(session.execute(by_status).all())
         suppressed = session.scalar(select(func.count()).select_from(Suppression)) or 0
-        queued = session.scalar(select(func.count()).select_from(OutgoingMail)
-                                .where(OutgoingMail.status == MAIL_QUEUED)) or 0
+        queued = (
+            session.scalar(
+                select(func.count()).select_from(OutgoingMail).where(OutgoingMail.status == MailStatus.QUEUED)
+            )
+            or 0
+        )
     data = {s: int(counts.get(s, 0)) for s in STATUSES}
     data["total"] = sum(data.values())
     data["suppressed"] = int(suppressed)
@@ -143,10 +176,12 @@ def subscribers_import(
     file: Path = typer.Argument(..., help="CSV with an email column (and optionally name)."),
     confirmed: bool = typer.Option(False, "--confirmed", help="Import as active (needs --consent)."),
     consent: str = typer.Option(None, "--consent", help='How consent was given, e.g. "signed up at the 2026 meetup".'),
-    yes: bool = typer.Option(False, "--yes", "-y",
-                             help=f"Send more than {HANDFUL} confirmation emails without asking."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Count new / already there / suppressed / invalid; "
-                                                          "change nothing, send nothing."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help=f"Send more than {HANDFUL} confirmation emails without asking."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count new / already there / suppressed / invalid; change nothing, send nothing."
+    ),
 ) -> None:
     """Import a CSV: pending with confirmation emails, or active with --confirmed --consent."""
     rt = runtime()
@@ -156,11 +191,13 @@ def subscribers_import(
         if dry_run:
             _print_notes(file, planned)
             fate = "active" if confirmed else "pending, each gets a confirmation email"
-            out.print(f"dry run: {planned.added} new ({fate}), "
-                      f"{planned.unchanged + planned.activated} already there"
-                      + (f" ({planned.activated} would be activated)" if planned.activated else "")
-                      + f", {planned.suppressed} suppressed, {planned.left} left earlier, "
-                      f"{len(planned.bad)} invalid, {len(planned.duplicates)} duplicates; nothing changed")
+            out.print(
+                f"dry run: {planned.added} new ({fate}), "
+                f"{planned.unchanged + planned.activated} already there"
+                + (f" ({planned.activated} would be activated)" if planned.activated else "")
+                + f", {planned.suppressed} suppressed, {planned.left} left earlier, "
+                f"{len(planned.bad)} invalid, {len(planned.duplicates)} duplicates; nothing changed"
+            )
             if planned.bad:
                 raise typer.Exit(1)
             return
@@ -173,7 +210,8 @@ def subscribers_import(
         f"imported: {report.added} added ({'active' if confirmed else 'pending'}), {report.activated} activated, "
         f"{report.unchanged} already on the list, {report.left} left earlier (not re-added), "
         f"{report.suppressed} suppressed (not re-added), {len(report.duplicates)} duplicates, "
-        f"{len(report.bad)} bad lines")
+        f"{len(report.bad)} bad lines"
+    )
     if report.confirmations:
         _send_queued("confirmations", expected=report.confirmations)
     if report.bad:
@@ -186,8 +224,14 @@ def _import_progress(what: str) -> Iterator[ImportProgress | None]:
     if not err_console.is_terminal:
         yield None
         return
-    with Progress(TextColumn(f"{what}: {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True) as bar:
+    with Progress(
+        TextColumn(f"{what}: {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("reading", total=None)
         yield lambda phase, done, total: bar.update(task, description=phase, completed=done, total=total)
 
@@ -202,8 +246,7 @@ def _ask_before_mailing(count: int, file: Path) -> None:
     """A confirmation email to every row is not undone: the operator says yes first."""
     what = f"{file} has {count} new addresses: each gets a confirmation email now"
     if not sys.stdin.isatty():
-        raise UserError(f"{what}. Nothing was imported: pass --yes to send them "
-                        f"(--dry-run shows the counts first)")
+        raise UserError(f"{what}. Nothing was imported: pass --yes to send them (--dry-run shows the counts first)")
     if not typer.confirm(f"{what}. Send {count} confirmation emails?", default=False):
         out.print("import cancelled: nothing changed, nothing sent")
         raise typer.Exit(1)
@@ -226,8 +269,11 @@ def subscribers_forget(email: str = typer.Argument(..., help="The person's email
     rt = runtime()
     result = forget(rt, email)
     what = "erased" if result.found else "not on the list; suppression hash recorded"
-    out.print(f"{result.email}: {what}; {result.deliveries_cleared} past deliveries anonymised, "
-              f"{result.files_removed} outbox copies deleted", markup=False)
+    out.print(
+        f"{result.email}: {what}; {result.deliveries_cleared} past deliveries anonymised, "
+        f"{result.files_removed} outbox copies deleted",
+        markup=False,
+    )
 
 
 @subscribers_app.command("unsubscribe-mail")
@@ -285,8 +331,11 @@ def subscribers_bounce_mail(
             out.print(f"{name}: {outcome.message}", markup=False)
     except (SQLAlchemyError, DatabaseUnavailable) as exc:
         # EX_TEMPFAIL: Postfix and Exim keep the report and pipe it again later, instead of bouncing it.
-        err_console.print(f"error: {name}: the database cannot take reports now ({type(exc).__name__}); "
-                          "exit 75 so the mail system tries again later", markup=False)
+        err_console.print(
+            f"error: {name}: the database cannot take reports now ({type(exc).__name__}); "
+            "exit 75 so the mail system tries again later",
+            markup=False,
+        )
         raise typer.Exit(EX_TEMPFAIL) from None
 
 
@@ -317,12 +366,22 @@ def subscribers_consent(
         sub = session.scalar(select(Subscriber).where(Subscriber.email == address))
         if sub is None:
             raise UserError(f"{address}: not on the list")
-        rows = [{"at": as_utc(r.created_at).isoformat(timespec="seconds"), "kind": r.kind, "source": r.source,
-                 "ip": r.ip, "user_agent": r.user_agent} for r in consent_history(session, sub.id)]
+        rows = [
+            {
+                "at": as_utc(r.created_at).isoformat(timespec="seconds"),
+                "kind": r.kind,
+                "source": r.source,
+                "ip": r.ip,
+                "user_agent": r.user_agent,
+            }
+            for r in consent_history(session, sub.id)
+        ]
     if as_json:
         print_json(rows)
         return
     out.print(f"{address} ({sub.status})", markup=False)
     for r in rows:
-        out.print(f"  {r['at']}  {r['kind']:<12} {r['source'] or ''}  ip {r['ip'] or '-'}  {r['user_agent'] or ''}",
-                  markup=False)
+        out.print(
+            f"  {r['at']}  {r['kind']:<12} {r['source'] or ''}  ip {r['ip'] or '-'}  {r['user_agent'] or ''}",
+            markup=False,
+        )

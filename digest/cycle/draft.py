@@ -21,10 +21,10 @@ from digest.reports.insights import category_click_through, sent_issues
 from digest.runtime import Runtime
 from digest.selection import interest, topics
 from digest.selection.scoring import Selection, resolve_slugs, select_picks
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, MAIN_EDITION_KEY, Edition, EditionItem, Issue
+from digest.storage.models import MAIN_EDITION_KEY, Edition, EditionItem, Issue, IssueStatus
 from digest.weeks import Week, utcnow
 
-FROZEN = (ISSUE_SENDING, ISSUE_SENT)
+FROZEN = (IssueStatus.SENDING, IssueStatus.SENT)
 
 
 @dataclass
@@ -55,18 +55,33 @@ def reader_interest(rt: Runtime, session: Session) -> dict[str, float] | None:
     cfg = rt.settings.selection
     if cfg.weight_interest <= 0:
         return None
-    return interest.lift(category_click_through(session, rt.settings.tracking,
-                                                sent_issues(session, cfg.interest_issues)))
+    return interest.lift(
+        category_click_through(session, rt.settings.tracking, sent_issues(session, cfg.interest_issues))
+    )
 
 
 def current_selection(rt: Runtime, session: Session, issue: Issue, cutoff: datetime) -> Selection:
-    return select_picks(session, rt.settings.selection, week=issue.week, cutoff=cutoff,
-                        pins=list(issue.pins or []), excludes=list(issue.excludes or []), issue_id=issue.id,
-                        lift=reader_interest(rt, session))
+    return select_picks(
+        session,
+        rt.settings.selection,
+        week=issue.week,
+        cutoff=cutoff,
+        pins=list(issue.pins or []),
+        excludes=list(issue.excludes or []),
+        issue_id=issue.id,
+        lift=reader_interest(rt, session),
+    )
 
 
-def plan_editions(rt: Runtime, session: Session, issue: Issue, week: Week, weekly: Selection, cutoff: datetime,
-                  now: datetime | None = None) -> editions.Plan:
+def plan_editions(
+    rt: Runtime,
+    session: Session,
+    issue: Issue,
+    week: Week,
+    weekly: Selection,
+    cutoff: datetime,
+    now: datetime | None = None,
+) -> editions.Plan:
     """The week's editions with their picks (shared by the freeze and this view)."""
     catalogue = topics.load(session, rt.settings.topics)
     the_plan = editions.plan(session, rt.config, catalogue, week, now or utcnow())
@@ -74,8 +89,9 @@ def plan_editions(rt: Runtime, session: Session, issue: Issue, week: Week, weekl
     return the_plan
 
 
-def draft_view(rt: Runtime, session: Session, week: Week, stored: Issue | None,
-               now: datetime | None = None) -> DraftView:
+def draft_view(
+    rt: Runtime, session: Session, week: Week, stored: Issue | None, now: datetime | None = None
+) -> DraftView:
     """The week's issue (`stored`: its row, or None) as it stands; cut-off: now in its own week, else the slot."""
     if stored is not None and stored.status in FROZEN:
         return _frozen_view(rt, session, week, stored)
@@ -88,15 +104,25 @@ def draft_view(rt: Runtime, session: Session, week: Week, stored: Issue | None,
 
 def _frozen_view(rt: Runtime, session: Session, week: Week, stored: Issue) -> DraftView:
     sent = editions.frozen_plan(session, stored, topics.load(session, rt.settings.topics))
-    main = session.scalar(select(Edition).where(Edition.issue_id == stored.id, Edition.key == MAIN_EDITION_KEY)
-                          .options(selectinload(Edition.items).selectinload(EditionItem.comparison)))
+    main = session.scalar(
+        select(Edition)
+        .where(Edition.issue_id == stored.id, Edition.key == MAIN_EDITION_KEY)
+        .options(selectinload(Edition.items).selectinload(EditionItem.comparison))
+    )
     planned = sent.by_key(MAIN_EDITION_KEY)
     assert planned is not None and planned.selection is not None, f"issue {stored.week} has no main edition"
     return DraftView(week, stored.status, stored, planned.selection, sent, stored.number, main)
 
 
-def update_choices(session: Session, issue: Issue, *, pin: Sequence[str] = (), exclude: Sequence[str] = (),
-                   release: Sequence[str] = (), clear: bool = False) -> None:
+def update_choices(
+    session: Session,
+    issue: Issue,
+    *,
+    pin: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    release: Sequence[str] = (),
+    clear: bool = False,
+) -> None:
     """Change a draft's pins and excludes; shared by `digest select` and the preview so both mean the same.
 
     `clear` forgets both lists first; a pin takes a slug out of the excludes and an exclude takes it out

@@ -27,16 +27,15 @@ from digest.render.issue_email import CompiledEmail, EditionView, compile_issue
 from digest.selection.scoring import Pick, Selection, featured_ids, select_picks
 from digest.selection.topics import Topics
 from digest.storage.models import (
-    ISSUE_SENDING,
-    ISSUE_SENT,
     MAIN_EDITION_KEY,
-    SUB_ACTIVE,
     Comparison,
     Edition,
     EditionItem,
     Frequency,
     Issue,
+    IssueStatus,
     Subscriber,
+    SubscriberStatus,
 )
 from digest.weeks import Week, as_utc
 
@@ -72,10 +71,16 @@ class PlannedEdition:
         return sum(p.filler for p in self.selection.picks) if self.selection else 0
 
     def as_dict(self, catalogue: Topics) -> dict[str, Any]:
-        return {"key": self.key, "label": self.label, "frequency": self.frequency.value,
-                "topics": [catalogue.name(k) for k in self.topics], "readers": self.readers,
-                "filled": self.filled, "skip_reason": self.skip_reason,
-                "picks": [p.as_dict() for p in self.selection.picks] if self.selection else []}
+        return {
+            "key": self.key,
+            "label": self.label,
+            "frequency": self.frequency.value,
+            "topics": [catalogue.name(k) for k in self.topics],
+            "readers": self.readers,
+            "filled": self.filled,
+            "skip_reason": self.skip_reason,
+            "picks": [p.as_dict() for p in self.selection.picks] if self.selection else [],
+        }
 
 
 @dataclass
@@ -90,23 +95,44 @@ class Plan:
         return next((e for e in self.editions if e.key == key), None)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"editions": [e.as_dict(self.catalogue) for e in self.editions], "paused": self.paused,
-                "monthly_waiting": self.monthly_waiting, "first_of_month": self.first_of_month}
+        return {
+            "editions": [e.as_dict(self.catalogue) for e in self.editions],
+            "paused": self.paused,
+            "monthly_waiting": self.monthly_waiting,
+            "first_of_month": self.first_of_month,
+        }
 
 
 def frozen_plan(session: Session, issue: Issue, catalogue: Topics) -> Plan:
     """The editions an issue was frozen with, as stored (picks, scores, readers)."""
-    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id).options(
-        selectinload(Edition.items).selectinload(EditionItem.comparison))).all()  # one query per level, not per row
+    rows = session.scalars(
+        select(Edition)
+        .where(Edition.issue_id == issue.id)
+        .order_by(Edition.id)
+        .options(selectinload(Edition.items).selectinload(EditionItem.comparison))
+    ).all()  # one query per level, not per row
     cutoff = as_utc(issue.cutoff_at or issue.created_at)
     skips = dict(issue.reader_skips or {})
-    out = Plan([], catalogue, bool(skips.get("first_of_month")), int(skips.get("paused", 0)),
-               int(skips.get("monthly_waiting", 0)))
+    out = Plan(
+        [],
+        catalogue,
+        bool(skips.get("first_of_month")),
+        int(skips.get("paused", 0)),
+        int(skips.get("monthly_waiting", 0)),
+    )
     for row in rows:
         sel = Selection(week=issue.week, cutoff=cutoff, window_start=cutoff, candidates=len(row.items))
         sel.picks = [Pick(i.comparison, i.score, dict(i.score_parts), i.pinned, i.filler) for i in row.items]
-        out.editions.append(PlannedEdition(row.key, row.label, Frequency(row.frequency), tuple(row.topics or ()),
-                                           readers=row.recipients, selection=sel))
+        out.editions.append(
+            PlannedEdition(
+                row.key,
+                row.label,
+                Frequency(row.frequency),
+                tuple(row.topics or ()),
+                readers=row.recipients,
+                selection=sel,
+            )
+        )
     return out
 
 
@@ -118,15 +144,29 @@ def plan(session: Session, config: Config, catalogue: Topics, week: Week, now: d
     """The editions this week's readers need (no selection yet): bounded by the choices in use."""
     schedule = config.settings.schedule
     first = carries_monthly(session, week, schedule, now)
-    out = Plan([PlannedEdition(edition_key(Frequency.WEEKLY, ()), edition_label(Frequency.WEEKLY, (), catalogue),
-                               Frequency.WEEKLY, ())], catalogue, first)
+    out = Plan(
+        [
+            PlannedEdition(
+                edition_key(Frequency.WEEKLY, ()), edition_label(Frequency.WEEKLY, (), catalogue), Frequency.WEEKLY, ()
+            )
+        ],
+        catalogue,
+        first,
+    )
     rows = session.execute(
         select(Subscriber.topics, Subscriber.frequency, func.count())
-        .where(Subscriber.status == SUB_ACTIVE, not_paused(now))
+        .where(Subscriber.status == SubscriberStatus.ACTIVE, not_paused(now))
         .group_by(Subscriber.topics, Subscriber.frequency)
-        .order_by(Subscriber.frequency, Subscriber.topics)).all()
-    out.paused = session.scalar(select(func.count()).select_from(Subscriber).where(
-        Subscriber.status == SUB_ACTIVE, ~not_paused(now))) or 0
+        .order_by(Subscriber.frequency, Subscriber.topics)
+    ).all()
+    out.paused = (
+        session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE, ~not_paused(now))
+        )
+        or 0
+    )
     for stored, frequency, readers in rows:
         frequency = Frequency(frequency)
         if frequency is Frequency.MONTHLY and not first:
@@ -164,14 +204,17 @@ def carries_monthly(session: Session, week: Week, schedule: ScheduleSettings, no
     (a fresh install) waits for the next month, as readers who choose monthly mid-month do."""
     weeks = month_weeks(week, schedule)
     first = weeks[0]
-    rows = session.execute(select(Issue.week, Issue.status, Issue.reader_skips)
-                           .where(Issue.week.in_([w.key for w in weeks]))).all()
-    if any(key != week.key and status in (ISSUE_SENDING, ISSUE_SENT) and (skips or {}).get("first_of_month")
-           for key, status, skips in rows):
+    rows = session.execute(
+        select(Issue.week, Issue.status, Issue.reader_skips).where(Issue.week.in_([w.key for w in weeks]))
+    ).all()
+    if any(
+        key != week.key and status in (IssueStatus.SENDING, IssueStatus.SENT) and (skips or {}).get("first_of_month")
+        for key, status, skips in rows
+    ):
         return False  # another issue of the month carried it
     if week == first:
         return True
-    if any(key == first.key and status in (ISSUE_SENDING, ISSUE_SENT) for key, status, _ in rows):
+    if any(key == first.key and status in (IssueStatus.SENDING, IssueStatus.SENT) for key, status, _ in rows):
         return False  # the first slot went out (an issue from before monthly editions existed, too)
     if now < first.slot(schedule):
         return False  # a draft of a week ahead: the first slot is still to come and will carry it
@@ -189,19 +232,28 @@ def monthly_settings(cfg: SelectionSettings, config: Config, week: Week) -> Sele
 
 def monthly_featured(session: Session, issue_id: int) -> set[int]:
     """Comparisons of earlier monthly editions that went out: a month never repeats another's."""
-    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
-         .join(Issue, Issue.id == Edition.issue_id)
-         .where(Edition.frequency == Frequency.MONTHLY, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT]),
-                Issue.id != issue_id))
+    q = (
+        select(EditionItem.comparison_id)
+        .join(Edition, Edition.id == EditionItem.edition_id)
+        .join(Issue, Issue.id == Edition.issue_id)
+        .where(
+            Edition.frequency == Frequency.MONTHLY,
+            Issue.status.in_([IssueStatus.SENDING, IssueStatus.SENT]),
+            Issue.id != issue_id,
+        )
+    )
     return set(session.scalars(q))
 
 
 def edition_featured(session: Session, issue_id: int | None, key: str) -> set[int]:
     """Comparisons an earlier issue's edition with this key already sent: its readers never get one twice
     (a weekly topic edition also skips what the all-topics editions had, as the issue's picks always did)."""
-    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
-         .join(Issue, Issue.id == Edition.issue_id)
-         .where(Edition.key == key, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
+    q = (
+        select(EditionItem.comparison_id)
+        .join(Edition, Edition.id == EditionItem.edition_id)
+        .join(Issue, Issue.id == Edition.issue_id)
+        .where(Edition.key == key, Issue.status.in_([IssueStatus.SENDING, IssueStatus.SENT]))
+    )
     if issue_id is not None:
         q = q.where(Issue.id != issue_id)
     return set(session.scalars(q))
@@ -212,15 +264,17 @@ def fill_up(sel: Selection, overall: Selection, min_items: int) -> Selection:
     if len(sel.picks) >= min_items:
         return sel
     have = {p.comparison.id for p in sel.picks}
-    extra = [replace(p, filler=True, pinned=False) for p in overall.picks + overall.others
-             if p.comparison.id not in have]
+    extra = [
+        replace(p, filler=True, pinned=False) for p in overall.picks + overall.others if p.comparison.id not in have
+    ]
     sel.picks = sel.picks + extra[: min_items - len(sel.picks)]
     sel.skip_reason = None if len(sel.picks) >= min_items else sel.skip_reason
     return sel
 
 
-def select_all(session: Session, config: Config, issue: Issue, week: Week, the_plan: Plan, weekly: Selection,
-               cutoff: datetime) -> None:
+def select_all(
+    session: Session, config: Config, issue: Issue, week: Week, the_plan: Plan, weekly: Selection, cutoff: datetime
+) -> None:
     """Each planned edition's selection: the weekly overall is `weekly` (already made); the rest narrow it,
     ranked with the learnt interest `weekly` was ranked with, so every reader's picks learn alike."""
     lift = weekly.lift
@@ -231,9 +285,17 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
     overall: dict[Frequency, Selection] = {Frequency.WEEKLY: weekly}
     weekly_seen: set[int] | None = None
     if any(e.frequency is Frequency.MONTHLY for e in the_plan.editions):
-        overall[Frequency.MONTHLY] = select_picks(session, monthly_cfg, week=issue.week, cutoff=cutoff, pins=pins,
-                                                  excludes=excludes, issue_id=issue.id, featured=monthly_seen,
-                                                  lift=lift)
+        overall[Frequency.MONTHLY] = select_picks(
+            session,
+            monthly_cfg,
+            week=issue.week,
+            cutoff=cutoff,
+            pins=pins,
+            excludes=excludes,
+            issue_id=issue.id,
+            featured=monthly_seen,
+            lift=lift,
+        )
     for ed in the_plan.editions:
         base = overall[ed.frequency]
         if not ed.topics:
@@ -244,8 +306,18 @@ def select_all(session: Session, config: Config, issue: Issue, week: Week, the_p
             if not monthly and weekly_seen is None:
                 weekly_seen = featured_ids(session, issue.id)  # the same for every weekly topic edition
             seen = monthly_seen if monthly else (weekly_seen or set()) | edition_featured(session, issue.id, ed.key)
-            own = select_picks(session, monthly_cfg if monthly else cfg, week=issue.week, cutoff=cutoff, pins=pins,
-                               excludes=excludes, issue_id=issue.id, only=in_topics, featured=seen, lift=lift)
+            own = select_picks(
+                session,
+                monthly_cfg if monthly else cfg,
+                week=issue.week,
+                cutoff=cutoff,
+                pins=pins,
+                excludes=excludes,
+                issue_id=issue.id,
+                only=in_topics,
+                featured=seen,
+                lift=lift,
+            )
             ed.selection = fill_up(own, base, cfg.min_items)
         ed.skip_reason = ed.selection.skip_reason
 
@@ -257,25 +329,44 @@ def _in_topics(catalogue: Topics, topics: set[str]) -> Callable[[Comparison], bo
 def edition_row(issue: Issue, ed: PlannedEdition, picks: list[Pick]) -> Edition:
     """The one place picks become rows: an Edition (not added to a session) with an EditionItem per pick,
     each with the comparison as it is now (the archive shows what was sent, not the page edited since)."""
-    row = Edition(issue_id=issue.id, key=ed.key, label=ed.label, frequency=ed.frequency,
-                  topics=list(ed.topics), filled=sum(p.filler for p in picks))
+    row = Edition(
+        issue_id=issue.id,
+        key=ed.key,
+        label=ed.label,
+        frequency=ed.frequency,
+        topics=list(ed.topics),
+        filled=sum(p.filler for p in picks),
+    )
     for rank, pick in enumerate(picks, start=1):
         c = pick.comparison
-        row.items.append(EditionItem(comparison_id=c.id, comparison=c, rank=rank, score=pick.score,
-                                     score_parts=dict(pick.parts), pinned=pick.pinned, filler=pick.filler,
-                                     snapshot={**c.data, "url": c.url, "slug": c.slug}))
+        row.items.append(
+            EditionItem(
+                comparison_id=c.id,
+                comparison=c,
+                rank=rank,
+                score=pick.score,
+                score_parts=dict(pick.parts),
+                pinned=pick.pinned,
+                filler=pick.filler,
+                snapshot={**c.data, "url": c.url, "slug": c.slug},
+            )
+        )
     return row
 
 
-def compile_edition(config: Config, issue: Issue, ed: PlannedEdition, catalogue: Topics
-                    ) -> tuple[Edition, CompiledEmail]:
+def compile_edition(
+    config: Config, issue: Issue, ed: PlannedEdition, catalogue: Topics
+) -> tuple[Edition, CompiledEmail]:
     """An Edition row (not added to a session) with its picks and its compile. The main edition is the
     plain issue (no edition banner), as readers of every topic, weekly, always had it."""
     sel = ed.selection
     assert sel is not None
     row = edition_row(issue, ed, sel.picks)
-    view = None if ed.key == MAIN else EditionView(ed.label, tuple(catalogue.name(k) for k in ed.topics),
-                                                    ed.frequency is Frequency.MONTHLY)
+    view = (
+        None
+        if ed.key == MAIN
+        else EditionView(ed.label, tuple(catalogue.name(k) for k in ed.topics), ed.frequency is Frequency.MONTHLY)
+    )
     return row, _compiled_into(row, compile_issue(config, issue, list(row.items), edition=view))
 
 

@@ -20,7 +20,7 @@ from digest.cycle.week import cutoff_for, get_or_create_issue, lock_issue, lock_
 from digest.delivery.enqueue import EditionReaders, enqueue_editions
 from digest.runtime import Runtime
 from digest.selection.scoring import Selection
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED, Edition, Issue
+from digest.storage.models import Edition, Issue, IssueStatus
 from digest.weeks import Week, as_utc, utcnow
 
 
@@ -43,24 +43,33 @@ def prepare(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = Non
     with rt.sessions.begin() as session:
         lock_month(session, rt, week)
         issue = lock_issue(session, rt, issue_id)
-        if issue.status in (ISSUE_SENDING, ISSUE_SENT):
+        if issue.status in (IssueStatus.SENDING, IssueStatus.SENT):
             return Prepared(issue.id, issue.week, issue.status)
         cutoff = cutoff_for(rt, week, manual=manual, now=now)
         sel = current_selection(rt, session, issue, cutoff)
         if sel.skip_reason:
-            issue.status, issue.skip_reason, issue.cutoff_at = ISSUE_SKIPPED, sel.skip_reason, cutoff
-            return Prepared(issue.id, issue.week, ISSUE_SKIPPED, selection=sel, skip_reason=sel.skip_reason)
+            issue.status, issue.skip_reason, issue.cutoff_at = IssueStatus.SKIPPED, sel.skip_reason, cutoff
+            return Prepared(issue.id, issue.week, IssueStatus.SKIPPED, selection=sel, skip_reason=sel.skip_reason)
         issue.number = next_number(session)
         issue.cutoff_at, issue.skip_reason = cutoff, None
         the_plan = plan_editions(rt, session, issue, week, sel, cutoff, now)
         recipients, warnings = _store_and_enqueue(session, rt.config, issue, the_plan, now or utcnow())
-        issue.status, issue.enqueued_at = ISSUE_SENDING, utcnow()
-        return Prepared(issue.id, issue.week, ISSUE_SENDING, selection=sel, plan=the_plan,
-                        recipients=recipients, frozen_now=True, warnings=warnings)
+        issue.status, issue.enqueued_at = IssueStatus.SENDING, utcnow()
+        return Prepared(
+            issue.id,
+            issue.week,
+            IssueStatus.SENDING,
+            selection=sel,
+            plan=the_plan,
+            recipients=recipients,
+            frozen_now=True,
+            warnings=warnings,
+        )
 
 
-def _store_and_enqueue(session: Session, config: Config, issue: Issue, the_plan: editions.Plan,
-                       now: datetime) -> tuple[int, list[str]]:
+def _store_and_enqueue(
+    session: Session, config: Config, issue: Issue, the_plan: editions.Plan, now: datetime
+) -> tuple[int, list[str]]:
     """Compile and store every edition with readers' picks, then write their deliveries (the caller
     holds the issue's freeze transaction); returns the recipients and the warnings."""
     warnings: list[str] = []
@@ -71,16 +80,24 @@ def _store_and_enqueue(session: Session, config: Config, issue: Issue, the_plan:
                 warnings.append(f"edition {ed.label}: {ed.readers} reader(s) get nothing this time: {ed.skip_reason}")
             continue
         row, compiled = editions.compile_edition(config, issue, ed, the_plan.catalogue)
-        warnings.extend(compiled.warnings if ed.key == editions.MAIN else
-                        [f"edition {ed.label}: {w}" for w in compiled.warnings])
+        warnings.extend(
+            compiled.warnings if ed.key == editions.MAIN else [f"edition {ed.label}: {w}" for w in compiled.warnings]
+        )
         session.add(row)
         rows.append((ed, row))
     session.flush()
-    counts = enqueue_editions(session, issue.id, [EditionReaders(row.id, ed.frequency, tuple(ed.stored))
-                                                  for ed, row in rows], batch_size=config.batch_size,
-                              now=as_utc(now))
+    counts = enqueue_editions(
+        session,
+        issue.id,
+        [EditionReaders(row.id, ed.frequency, tuple(ed.stored)) for ed, row in rows],
+        batch_size=config.batch_size,
+        now=as_utc(now),
+    )
     for _, row in rows:
         row.recipients = counts.get(row.id, 0)
-    issue.reader_skips = {"paused": the_plan.paused, "monthly_waiting": the_plan.monthly_waiting,
-                          "first_of_month": the_plan.first_of_month}
+    issue.reader_skips = {
+        "paused": the_plan.paused,
+        "monthly_waiting": the_plan.monthly_waiting,
+        "first_of_month": the_plan.first_of_month,
+    }
     return sum(row.recipients for _, row in rows), warnings

@@ -12,7 +12,7 @@ from digest.cycle.week import get_or_create_issue, lock_issue
 from digest.errors import UserError
 from digest.render.note import check_note
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Issue
+from digest.storage.models import Issue, IssueStatus
 from digest.weeks import Week
 
 
@@ -36,7 +36,7 @@ def set_note(rt: Runtime, week: Week, text: str | None) -> str:
     issue_id = get_or_create_issue(rt, week)
     with rt.sessions.begin() as session:
         issue = lock_issue(session, rt, issue_id)
-        if issue.status in (ISSUE_SENDING, ISSUE_SENT):
+        if issue.status in (IssueStatus.SENDING, IssueStatus.SENT):
             raise UserError(f"week: issue {week.key} is already {issue.status}; its note can no longer change")
         if issue.editor_note == note:
             return f"issue {week.key}: note unchanged"

@@ -17,7 +17,7 @@ from digest.delivery.summary import SendSummary
 from digest.delivery.transports import make_transport
 from digest.delivery.transports.base import Transport
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENT, ISSUE_SKIPPED
+from digest.storage.models import IssueStatus
 from digest.weeks import Week
 
 
@@ -27,14 +27,21 @@ class CycleResult:
     summary: SendSummary | None = None
 
 
-def send_week(rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None,
-              transport: Transport | None = None, stop: threading.Event | None = None,
-              on_batch: Callable[[SendSummary], None] | None = None) -> CycleResult:
+def send_week(
+    rt: Runtime,
+    week: Week,
+    *,
+    manual: bool,
+    now: datetime | None = None,
+    transport: Transport | None = None,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[SendSummary], None] | None = None,
+) -> CycleResult:
     """Prepare the week's issue and send whatever of it is still unsent."""
     prepared = prepare(rt, week, manual=manual, now=now)
-    if prepared.status == ISSUE_SKIPPED or prepared.issue_id is None:
+    if prepared.status == IssueStatus.SKIPPED or prepared.issue_id is None:
         return CycleResult(prepared)
-    if prepared.status == ISSUE_SENT:
+    if prepared.status == IssueStatus.SENT:
         return CycleResult(prepared)
     own = transport is None
     transport = transport or make_transport(rt.config)

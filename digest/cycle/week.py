@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from digest.errors import UserError
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_DRAFT, Issue
+from digest.storage.models import Issue, IssueStatus
 from digest.weeks import Week, as_utc, current_week, utcnow
 
 
@@ -45,8 +45,9 @@ def get_or_create_issue(rt: Runtime, week: Week) -> int:
         found = session.scalar(select(Issue.id).where(Issue.week == week.key))
         if found is not None:
             return found
-        issue = Issue(week=week.key, status=ISSUE_DRAFT, pins=[], excludes=[],
-                      scheduled_for=week.slot(rt.settings.schedule))
+        issue = Issue(
+            week=week.key, status=IssueStatus.DRAFT, pins=[], excludes=[], scheduled_for=week.slot(rt.settings.schedule)
+        )
         session.add(issue)
         try:
             session.commit()

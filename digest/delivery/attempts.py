@@ -28,17 +28,14 @@ from digest.providers import registry
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
 from digest.storage.models import (
-    BATCH_CLAIMED,
-    BATCH_SENT,
-    BATCH_UNCONFIRMED,
-    DELIVERY_DROPPED,
-    DELIVERY_QUEUED,
     MAY_HAVE_BEEN_ACCEPTED,
-    SUB_ACTIVE,
     Batch,
+    BatchStatus,
     Delivery,
+    DeliveryStatus,
     SendAttempt,
     Subscriber,
+    SubscriberStatus,
 )
 from digest.weeks import as_utc, utcnow
 
@@ -60,8 +57,11 @@ def legacy_key(week: str, batch_no: int, generation: int) -> str:
 
 def may_have_been_accepted(session: Session, batch: Batch, key: str) -> bool:
     """Could any attempt under `key` have been accepted? Unrecorded (older) attempts count as yes."""
-    outcomes = list(session.scalars(select(SendAttempt.outcome).where(SendAttempt.batch_id == batch.id,
-                                                                        SendAttempt.idem_key == key)))
+    outcomes = list(
+        session.scalars(
+            select(SendAttempt.outcome).where(SendAttempt.batch_id == batch.id, SendAttempt.idem_key == key)
+        )
+    )
     return batch.attempts > len(outcomes) or any(o in MAY_HAVE_BEEN_ACCEPTED for o in outcomes)
 
 
@@ -95,8 +95,9 @@ class Attempt:
     attempt_id: int | None = None
 
 
-def start_attempt(rt: Runtime, installation: str, ttl: timedelta, issue_id: int, week: str, batch: Claimed,
-                  name: str) -> Attempt:
+def start_attempt(
+    rt: Runtime, installation: str, ttl: timedelta, issue_id: int, week: str, batch: Claimed, name: str
+) -> Attempt:
     """Commit the attempt (and its key) before calling out: from here the payload is frozen.
 
     `ttl`: how long the batch may be retried under its key (`key_ttl`)."""
@@ -105,7 +106,7 @@ def start_attempt(rt: Runtime, installation: str, ttl: timedelta, issue_id: int,
         if rt.on_postgres:
             q = q.with_for_update()
         row = session.scalar(q)
-        if row is None or row.status != BATCH_CLAIMED or row.claimed_by != name:
+        if row is None or row.status != BatchStatus.CLAIMED or row.claimed_by != name:
             return Attempt(ClaimOutcome.LOST)
         now = utcnow()
         key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
@@ -134,10 +135,17 @@ def start_attempt(rt: Runtime, installation: str, ttl: timedelta, issue_id: int,
 def _freeze(session: Session, issue_id: int, row: Batch, now: datetime) -> set[int]:
     """The first attempt: drop who left, and fix who is mailed; a batch left empty is done."""
     drop_departed(session, issue_id, row.batch_no)
-    queued = set(session.scalars(select(Delivery.id).where(
-        Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DELIVERY_QUEUED)))
+    queued = set(
+        session.scalars(
+            select(Delivery.id).where(
+                Delivery.issue_id == issue_id,
+                Delivery.batch_no == row.batch_no,
+                Delivery.status == DeliveryStatus.QUEUED,
+            )
+        )
+    )
     if not queued:
-        row.status, row.sent_at, row.claimed_at = BATCH_SENT, now, now
+        row.status, row.sent_at, row.claimed_at = BatchStatus.SENT, now, now
     else:
         row.first_attempt_at = now
     return queued
@@ -145,12 +153,16 @@ def _freeze(session: Session, issue_id: int, row: Batch, now: datetime) -> set[i
 
 def drop_departed(session: Session, issue_id: int, batch_no: int) -> int:
     """Invariant 3: whoever left since enqueueing is not mailed."""
-    still_active = exists().where(Subscriber.id == Delivery.subscriber_id, Subscriber.status == SUB_ACTIVE)
+    still_active = exists().where(Subscriber.id == Delivery.subscriber_id, Subscriber.status == SubscriberStatus.ACTIVE)
     result = session.execute(
         update(Delivery)
-        .where(Delivery.issue_id == issue_id, Delivery.batch_no == batch_no,
-               Delivery.status == DELIVERY_QUEUED, ~still_active)
-        .values(status=DELIVERY_DROPPED, error="left the list before sending")
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.batch_no == batch_no,
+            Delivery.status == DeliveryStatus.QUEUED,
+            ~still_active,
+        )
+        .values(status=DeliveryStatus.DROPPED, error="left the list before sending")
         .execution_options(synchronize_session=False)
     )
     dropped = affected_rows(result)
@@ -162,13 +174,20 @@ def drop_departed(session: Session, issue_id: int, batch_no: int) -> int:
 def _unconfirmed(session: Session, issue_id: int, row: Batch, now: datetime) -> Attempt:
     """The key expired after an attempt that may have been accepted: only an operator decides."""
     first = as_utc(row.first_attempt_at) if row.first_attempt_at else now
-    reason = (f"may have been delivered: first attempted {first:%Y-%m-%d %H:%M} UTC "
-              f"without a confirmed answer, and the provider's idempotency key has expired (or it has none), "
-              f"so it is not "
-              f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)")
-    row.status, row.last_error, row.claimed_by, row.claimed_at = BATCH_UNCONFIRMED, reason, None, None
-    count = session.scalar(select(func.count()).select_from(Delivery).where(
-        Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DELIVERY_QUEUED))
+    reason = (
+        f"may have been delivered: first attempted {first:%Y-%m-%d %H:%M} UTC "
+        f"without a confirmed answer, and the provider's idempotency key has expired (or it has none), "
+        f"so it is not "
+        f"resent blindly (`digest send --retry-failed --accept-duplicates` resends it, possibly twice)"
+    )
+    row.status, row.last_error, row.claimed_by, row.claimed_at = BatchStatus.UNCONFIRMED, reason, None, None
+    count = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DeliveryStatus.QUEUED
+        )
+    )
     return Attempt(ClaimOutcome.UNCONFIRMED, failed=int(count or 0), reason=reason)
 
 
@@ -177,5 +196,8 @@ def finish_attempt(rt: Runtime, attempt_id: int | None, outcome: str, detail: st
     if attempt_id is None:
         return
     with rt.sessions.begin() as session:
-        session.execute(update(SendAttempt).where(SendAttempt.id == attempt_id).values(
-            outcome=outcome, finished_at=utcnow(), detail=(detail or None) and detail[:2000]))
+        session.execute(
+            update(SendAttempt)
+            .where(SendAttempt.id == attempt_id)
+            .values(outcome=outcome, finished_at=utcnow(), detail=(detail or None) and detail[:2000])
+        )

@@ -28,7 +28,7 @@ from digest.delivery.transports.base import SendResult, TransientError, Transpor
 from digest.errors import ProviderAuthError
 from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
-from digest.storage.models import ATTEMPT_AMBIGUOUS, ATTEMPT_REFUSED
+from digest.storage.models import AttemptOutcome
 
 log = logging.getLogger("digest.sender")
 
@@ -53,8 +53,9 @@ class Work:
 class BatchSender:
     """The attempts of claimed batches, for every sending thread of one process."""
 
-    def __init__(self, rt: Runtime, transport: Transport, *, limiter: RateLimiter | None, max_attempts: int,
-                 backoff_base: float):
+    def __init__(
+        self, rt: Runtime, transport: Transport, *, limiter: RateLimiter | None, max_attempts: int, backoff_base: float
+    ):
         self.rt = rt
         self.transport = transport
         self.limiter = limiter
@@ -89,13 +90,14 @@ class BatchSender:
         if self.watch.paused.is_set():  # another batch found the provider unreachable
             set_pending(self.rt, work.batch, work.name)
             return None
-        started = start_attempt(self.rt, self.copies.installation(), self.key_ttl, work.issue_id, work.week,
-                                work.batch, work.name)
+        started = start_attempt(
+            self.rt, self.copies.installation(), self.key_ttl, work.issue_id, work.week, work.batch, work.name
+        )
         if not self._may_send(work, started, summary):
             return None
         payload = self._payload(work, started.key)
         if self.limiter is not None and not self.limiter.acquire(stop):
-            finish_attempt(self.rt, started.attempt_id, ATTEMPT_REFUSED, "stopped before sending")
+            finish_attempt(self.rt, started.attempt_id, AttemptOutcome.REFUSED, "stopped before sending")
             release(self.rt, work.batch, work.name)
             return None
         reported: dict[int, SendResult] = {}
@@ -129,43 +131,67 @@ class BatchSender:
         self.transport.prepare(payload, key)  # the body is built before the slot: the request leaves right at it
         return payload
 
-    def _call(self, work: Work, payload: list[OutgoingEmail], started: Attempt, reported: dict[int, SendResult],
-              summary: SendSummary) -> list[SendResult]:
+    def _call(
+        self,
+        work: Work,
+        payload: list[OutgoingEmail],
+        started: Attempt,
+        reported: dict[int, SendResult],
+        summary: SendSummary,
+    ) -> list[SendResult]:
         """The provider call; a failure closes the attempt in the journal (an auth error gives the claim back)."""
         writer = ResultWriter(self.rt.engine) if self._per_message else None
         try:
             if writer is not None:
-                return self.transport.send_batch(payload, started.key, work.week,
-                                                 on_result=recorder(work.recipients, reported, summary, writer))
+                return self.transport.send_batch(
+                    payload, started.key, work.week, on_result=recorder(work.recipients, reported, summary, writer)
+                )
             return self.transport.send_batch(payload, started.key, work.week)
         except ProviderAuthError as exc:
-            finish_attempt(self.rt, started.attempt_id, ATTEMPT_REFUSED, str(exc))
+            finish_attempt(self.rt, started.attempt_id, AttemptOutcome.REFUSED, str(exc))
             release(self.rt, work.batch, work.name)
             raise
         except TransientError as exc:
-            finish_attempt(self.rt, started.attempt_id, ATTEMPT_AMBIGUOUS if exc.ambiguous else ATTEMPT_REFUSED,
-                           str(exc))
+            finish_attempt(
+                self.rt,
+                started.attempt_id,
+                AttemptOutcome.AMBIGUOUS if exc.ambiguous else AttemptOutcome.REFUSED,
+                str(exc),
+            )
             raise
         finally:
             if writer is not None:
                 writer.close()
 
-    def _after_answer(self, work: Work, results: list[SendResult], reported: dict[int, SendResult],
-                      attempt_id: int | None, summary: SendSummary) -> float | None:
+    def _after_answer(
+        self,
+        work: Work,
+        results: list[SendResult],
+        reported: dict[int, SendResult],
+        attempt_id: int | None,
+        summary: SendSummary,
+    ) -> float | None:
         """Record the answer; messages the transport has not sent yet (SMTP) are retried on their own."""
         recipients = work.recipients
         if len(results) != len(recipients):
-            raise RuntimeError(f"transport {self.transport.name} answered {len(results)} results "
-                               f"for {len(recipients)} emails")
+            raise RuntimeError(
+                f"transport {self.transport.name} answered {len(results)} results for {len(recipients)} emails"
+            )
         self.watch.succeeded()
         if self.limiter is not None:
             self.limiter.succeeded()
         with self._streak_lock:
             self._streak = 0
         later = [r for r, res in zip(recipients, results) if res.retry]
-        record(self.rt, work.batch, [(r, res) for i, (r, res) in enumerate(zip(recipients, results))
-                                     if not res.retry and i not in reported], summary, finished=not later,
-               attempt_id=attempt_id, reported=list(reported.values()))
+        record(
+            self.rt,
+            work.batch,
+            [(r, res) for i, (r, res) in enumerate(zip(recipients, results)) if not res.retry and i not in reported],
+            summary,
+            finished=not later,
+            attempt_id=attempt_id,
+            reported=list(reported.values()),
+        )
         if not later:
             return None
         # Part of the batch went out (SMTP); the rest is retried on its own.
@@ -191,8 +217,9 @@ class BatchSender:
                 set_pending(self.rt, work.batch, work.name, str(exc))
                 return None
         if work.failures >= self.max_attempts or work.rate_limited >= MAX_RATE_LIMITED:
-            self._set_aside(work, f"still owed after {work.failures + work.rate_limited} "
-                            f"attempt(s) in this run: {exc}", summary)
+            self._set_aside(
+                work, f"still owed after {work.failures + work.rate_limited} attempt(s) in this run: {exc}", summary
+            )
             return None
         wait = exc.retry_after if exc.retry_after is not None else self._backoff(failed=not exc.rate_limited)
         summary.add(retries=1)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from digest.delivery.leases import holder_gone, lapsed, skip_locked
 from digest.runtime import Runtime
-from digest.storage.models import BATCH_CLAIMED, BATCH_PENDING, Batch
+from digest.storage.models import Batch, BatchStatus
 from digest.weeks import utcnow
 
 log = logging.getLogger("digest.sender")
@@ -54,13 +54,14 @@ class SetAside:
             return batch_id in self._ids
 
 
-def claim_batch(session: Session, issue_id: int, name: str, *, lease: timedelta, on_postgres: bool,
-                aside: SetAside) -> Claimed | None:
+def claim_batch(
+    session: Session, issue_id: int, name: str, *, lease: timedelta, on_postgres: bool, aside: SetAside
+) -> Claimed | None:
     """Claim the issue's next batch that is pending or whose claim lapsed, for the holder `name`."""
     now = utcnow()
     reclaimable = or_(
-        Batch.status == BATCH_PENDING,
-        and_(Batch.status == BATCH_CLAIMED, lapsed(Batch.claimed_at, now - lease)),
+        Batch.status == BatchStatus.PENDING,
+        and_(Batch.status == BatchStatus.CLAIMED, lapsed(Batch.claimed_at, now - lease)),
     )
     session.connection()  # begin first (on SQLite: take the write lock), then read the set-aside list
     excluded = aside.ids()
@@ -74,9 +75,9 @@ def claim_batch(session: Session, issue_id: int, name: str, *, lease: timedelta,
         batch = _of_a_dead_process(session, issue_id, on_postgres)
         if batch is None:
             return None
-    if batch.claimed_by and batch.status == BATCH_CLAIMED:
+    if batch.claimed_by and batch.status == BatchStatus.CLAIMED:
         log.info("batch %s: taking over the claim of %s", batch.batch_no, batch.claimed_by)
-    batch.status = BATCH_CLAIMED
+    batch.status = BatchStatus.CLAIMED
     batch.claimed_by = name
     batch.claimed_at = now
     return Claimed(batch.id, batch.batch_no, batch.generation)
@@ -84,14 +85,18 @@ def claim_batch(session: Session, issue_id: int, name: str, *, lease: timedelta,
 
 def _of_a_dead_process(session: Session, issue_id: int, on_postgres: bool) -> Batch | None:
     """Claims of dead local processes (kill -9) are taken over without waiting for the lease."""
-    q = (select(Batch).where(Batch.issue_id == issue_id, Batch.status == BATCH_CLAIMED)
-         .order_by(Batch.batch_no).limit(200))
+    q = (
+        select(Batch)
+        .where(Batch.issue_id == issue_id, Batch.status == BatchStatus.CLAIMED)
+        .order_by(Batch.batch_no)
+        .limit(200)
+    )
     return next((b for b in session.scalars(skip_locked(q, on_postgres)) if holder_gone(b.claimed_by)), None)
 
 
 def _held(batch_id: int, name: str) -> ColumnElement[bool]:
     """The batch, if `name` still holds its claim (a claim taken over is not touched)."""
-    return and_(Batch.id == batch_id, Batch.claimed_by == name, Batch.status == BATCH_CLAIMED)
+    return and_(Batch.id == batch_id, Batch.claimed_by == name, Batch.status == BatchStatus.CLAIMED)
 
 
 def release(rt: Runtime, batch: Claimed, name: str) -> None:
@@ -102,7 +107,7 @@ def release(rt: Runtime, batch: Claimed, name: str) -> None:
 
 def set_pending(rt: Runtime, batch: Claimed, name: str, error: str | None = None) -> None:
     """Back to pending with its key and attempts: the next run sends the same payload again."""
-    values: dict[str, object] = {"status": BATCH_PENDING, "claimed_by": None, "claimed_at": None}
+    values: dict[str, object] = {"status": BatchStatus.PENDING, "claimed_by": None, "claimed_at": None}
     if error:
         values["last_error"] = error[:2000]
     with rt.sessions.begin() as session:

@@ -23,31 +23,24 @@ from digest.delivery.transports.base import SendResult
 from digest.runtime import Runtime
 from digest.storage.db import affected_rows
 from digest.storage.models import (
-    ATTEMPT_ACCEPTED,
-    ATTEMPT_AMBIGUOUS,
-    ATTEMPT_REFUSED,
-    BATCH_CLAIMED,
-    BATCH_PENDING,
-    BATCH_SENT,
-    BATCH_UNCONFIRMED,
-    DELIVERY_DROPPED,
-    DELIVERY_FAILED,
-    DELIVERY_QUEUED,
-    DELIVERY_SENT,
-    ISSUE_SENDING,
-    ISSUE_SENT,
+    AttemptOutcome,
     Batch,
+    BatchStatus,
     Delivery,
+    DeliveryStatus,
     Issue,
+    IssueStatus,
     SendAttempt,
 )
 from digest.weeks import utcnow
 
 
-def recorder(recipients: list[Recipient], reported: dict[int, SendResult], summary: SendSummary,
-             writer: ResultWriter) -> Callable[[int, SendResult], None]:
+def recorder(
+    recipients: list[Recipient], reported: dict[int, SendResult], summary: SendSummary, writer: ResultWriter
+) -> Callable[[int, SendResult], None]:
     """Records each message's final result the moment the transport has it (SMTP, kill -9):
     committed before the transport sends the next message."""
+
     def record_one(index: int, result: SendResult) -> None:
         if result.retry or result.unconfirmed:
             return
@@ -58,36 +51,67 @@ def recorder(recipients: list[Recipient], reported: dict[int, SendResult], summa
             writer.failed(recipients[index].delivery_id, result.error or "rejected")
             summary.add(failed=1)
         reported[index] = result
+
     return record_one
 
 
-def record(rt: Runtime, batch: Claimed, results: list[tuple[Recipient, SendResult]], summary: SendSummary,
-           *, finished: bool, attempt_id: int | None = None, reported: list[SendResult] | None = None) -> None:
+def record(
+    rt: Runtime,
+    batch: Claimed,
+    results: list[tuple[Recipient, SendResult]],
+    summary: SendSummary,
+    *,
+    finished: bool,
+    attempt_id: int | None = None,
+    reported: list[SendResult] | None = None,
+) -> None:
     """Store the provider's answer; `finished` closes the batch (nothing of it is left to retry).
 
     `reported`: results of this attempt already recorded one by one as they came (SMTP)."""
     now = utcnow()
-    sent = [{"id": r.delivery_id, "status": DELIVERY_SENT, "provider_id": res.provider_id, "sent_at": now,
-             "error": None} for r, res in results if res.ok]
-    failed = [{"id": r.delivery_id, "status": DELIVERY_FAILED, "error": (res.error or "rejected")[:2000]}
-              for r, res in results if not res.ok and not res.unconfirmed]
+    sent = [
+        {
+            "id": r.delivery_id,
+            "status": DeliveryStatus.SENT,
+            "provider_id": res.provider_id,
+            "sent_at": now,
+            "error": None,
+        }
+        for r, res in results
+        if res.ok
+    ]
+    failed = [
+        {"id": r.delivery_id, "status": DeliveryStatus.FAILED, "error": (res.error or "rejected")[:2000]}
+        for r, res in results
+        if not res.ok and not res.unconfirmed
+    ]
     unconfirmed = [res.error or "unconfirmed" for _, res in results if res.unconfirmed]
     n_sent = len(sent) + sum(1 for res in reported or [] if res.ok)
     n_failed = len(failed) + sum(1 for res in reported or [] if not res.ok)
-    outcome = ATTEMPT_ACCEPTED if n_sent else ATTEMPT_AMBIGUOUS if unconfirmed else ATTEMPT_REFUSED
+    outcome = AttemptOutcome.ACCEPTED if n_sent else AttemptOutcome.AMBIGUOUS if unconfirmed else AttemptOutcome.REFUSED
     with rt.sessions.begin() as session:
         for rows in (sent, failed):
             if rows:
                 session.execute(update(Delivery), rows)
         if attempt_id is not None:
-            session.execute(update(SendAttempt).where(SendAttempt.id == attempt_id).values(
-                outcome=outcome, finished_at=now,
-                detail=f"{n_sent} accepted, {n_failed} rejected, {len(unconfirmed)} unconfirmed"))
+            session.execute(
+                update(SendAttempt)
+                .where(SendAttempt.id == attempt_id)
+                .values(
+                    outcome=outcome,
+                    finished_at=now,
+                    detail=f"{n_sent} accepted, {n_failed} rejected, {len(unconfirmed)} unconfirmed",
+                )
+            )
         if finished:
             _close(session, batch, unconfirmed, now)
-    summary.add(sent=len(sent), failed=len(failed), batches=1 if finished and not unconfirmed else 0,
-                unconfirmed=len(unconfirmed),
-                error=f"batch {batch.batch_no}: {unconfirmed[0]}" if unconfirmed else None)
+    summary.add(
+        sent=len(sent),
+        failed=len(failed),
+        batches=1 if finished and not unconfirmed else 0,
+        unconfirmed=len(unconfirmed),
+        error=f"batch {batch.batch_no}: {unconfirmed[0]}" if unconfirmed else None,
+    )
 
 
 def _close(session: Session, batch: Claimed, unconfirmed: list[str], now: datetime) -> None:
@@ -96,22 +120,34 @@ def _close(session: Session, batch: Claimed, unconfirmed: list[str], now: dateti
     row = session.get(Batch, batch.id)
     assert row is not None
     if unconfirmed:
-        row.status, row.last_error, row.claimed_by = BATCH_UNCONFIRMED, unconfirmed[0][:2000], None
+        row.status, row.last_error, row.claimed_by = BatchStatus.UNCONFIRMED, unconfirmed[0][:2000], None
         return
-    batch_failed = session.scalar(select(func.count()).select_from(Delivery).where(
-        Delivery.issue_id == row.issue_id, Delivery.batch_no == row.batch_no, Delivery.status == DELIVERY_FAILED))
-    row.status, row.sent_at = BATCH_SENT, now
+    batch_failed = session.scalar(
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            Delivery.issue_id == row.issue_id,
+            Delivery.batch_no == row.batch_no,
+            Delivery.status == DeliveryStatus.FAILED,
+        )
+    )
+    row.status, row.sent_at = BatchStatus.SENT, now
     row.last_error = f"{batch_failed} email(s) rejected" if batch_failed else None
 
 
 def left_over(rt: Runtime, issue_id: int) -> tuple[int, int]:
     """After a run: how many readers were dropped (left the list), and how many are still owed."""
     with rt.sessions() as session:
-        counts = dict(session.execute(
-            select(Delivery.status, func.count()).where(Delivery.issue_id == issue_id,
-                                                        Delivery.status.in_([DELIVERY_DROPPED, DELIVERY_QUEUED]))
-            .group_by(Delivery.status)).all())
-    return int(counts.get(DELIVERY_DROPPED, 0)), int(counts.get(DELIVERY_QUEUED, 0))
+        counts = dict(
+            session.execute(
+                select(Delivery.status, func.count())
+                .where(
+                    Delivery.issue_id == issue_id, Delivery.status.in_([DeliveryStatus.DROPPED, DeliveryStatus.QUEUED])
+                )
+                .group_by(Delivery.status)
+            ).all()
+        )
+    return int(counts.get(DeliveryStatus.DROPPED, 0)), int(counts.get(DeliveryStatus.QUEUED, 0))
 
 
 def record_pause(rt: Runtime, issue_id: int, since: datetime | None, reason: str | None) -> None:
@@ -120,18 +156,24 @@ def record_pause(rt: Runtime, issue_id: int, since: datetime | None, reason: str
         q = update(Issue).where(Issue.id == issue_id)
         if reason is None:
             q = q.where(Issue.paused_at.is_not(None))
-        session.execute(q.values(paused_at=since if reason else None, pause_reason=reason)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            q.values(paused_at=since if reason else None, pause_reason=reason).execution_options(
+                synchronize_session=False
+            )
+        )
 
 
 def mark_sent_if_done(rt: Runtime, issue_id: int) -> bool:
     with rt.sessions.begin() as session:
         # Invariant 6: a batch waiting out an outage or an operator's decision keeps the issue open.
-        open_batches = exists().where(Batch.issue_id == issue_id,
-                                      Batch.status.in_([BATCH_PENDING, BATCH_CLAIMED, BATCH_UNCONFIRMED]))
+        open_batches = exists().where(
+            Batch.issue_id == issue_id,
+            Batch.status.in_([BatchStatus.PENDING, BatchStatus.CLAIMED, BatchStatus.UNCONFIRMED]),
+        )
         res = session.execute(
-            update(Issue).where(Issue.id == issue_id, Issue.status == ISSUE_SENDING, ~open_batches)
-            .values(status=ISSUE_SENT, sent_at=utcnow())
+            update(Issue)
+            .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING, ~open_batches)
+            .values(status=IssueStatus.SENT, sent_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         return affected_rows(res) > 0

@@ -18,7 +18,7 @@ from digest.links import Tokens
 from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
 from digest.storage.installation import installation_id, message_id_salt
-from digest.storage.models import DELIVERY_QUEUED, MAIN_EDITION_KEY, Delivery, Edition, Issue, Subscriber
+from digest.storage.models import MAIN_EDITION_KEY, Delivery, DeliveryStatus, Edition, Issue, Subscriber
 
 
 class IssueCopies:
@@ -42,14 +42,23 @@ class IssueCopies:
                     issue = session.get(Issue, issue_id)
                     assert issue is not None
                     # Deliveries enqueued before editions (no edition) get the main one, as they always did.
-                    edition = (session.get(Edition, edition_id) if edition_id is not None
-                               else session.scalar(select(Edition).where(Edition.issue_id == issue_id,
-                                                                         Edition.key == MAIN_EDITION_KEY)))
+                    edition = (
+                        session.get(Edition, edition_id)
+                        if edition_id is not None
+                        else session.scalar(
+                            select(Edition).where(Edition.issue_id == issue_id, Edition.key == MAIN_EDITION_KEY)
+                        )
+                    )
                     assert edition is not None, f"issue {issue.week} has no edition {edition_id or 'main'}"
                     self._messages[issue_id, edition_id] = IssueMessages(
-                        self.rt.settings, self.tokens, issue, edition, installation=salt,
+                        self.rt.settings,
+                        self.tokens,
+                        issue,
+                        edition,
+                        installation=salt,
                         json_bodies=capabilities_of(self.transport).json_body,
-                        tokens_name_edition=edition_id is not None)
+                        tokens_name_edition=edition_id is not None,
+                    )
             return self._messages[issue_id, edition_id]
 
     def build_all(self, issue_id: int, recipients: list[Recipient]) -> dict[int, OutgoingEmail]:
@@ -62,8 +71,11 @@ class IssueCopies:
             rows = session.execute(
                 select(Delivery.id, Delivery.subscriber_id, Delivery.email, Subscriber.name, Delivery.edition_id)
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id, isouter=True)
-                .where(Delivery.issue_id == issue_id, Delivery.batch_no == batch_no,
-                       Delivery.status == DELIVERY_QUEUED)
+                .where(
+                    Delivery.issue_id == issue_id,
+                    Delivery.batch_no == batch_no,
+                    Delivery.status == DeliveryStatus.QUEUED,
+                )
                 .order_by(Delivery.id)
             ).all()
         return [Recipient(did, sid or 0, email, name, eid) for did, sid, email, name, eid in rows]

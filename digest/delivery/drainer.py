@@ -31,10 +31,17 @@ class Drainer:
     still moves during a flood, and empties at full speed once the flood is over.
     """
 
-    def __init__(self, rt: Runtime, *, poll: float = 1.0,
-                 transport_factory: Callable[[], Transport] | None = None,
-                 housekeeping: Callable[[], None] | None = None, housekeeping_every: float = 60.0,
-                 busy_share: float = 0.05, idle_batch: int = 20):
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        poll: float = 1.0,
+        transport_factory: Callable[[], Transport] | None = None,
+        housekeeping: Callable[[], None] | None = None,
+        housekeeping_every: float = 60.0,
+        busy_share: float = 0.05,
+        idle_batch: int = 20,
+    ):
         self.rt = rt
         self.idle_batch = idle_batch
         self.poll = poll

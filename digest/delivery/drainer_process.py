@@ -56,9 +56,12 @@ class DrainerProcess:
 
     def start(self) -> None:
         if self._proc is None:
-            self._proc = _CTX.Process(target=_child, name="mail-drainer", daemon=True,
-                                      args=(self.config, self._wake, self._stop, self._busy_until, os.getpid(),
-                                            self.poll, self.housekeeping))
+            self._proc = _CTX.Process(
+                target=_child,
+                name="mail-drainer",
+                daemon=True,
+                args=(self.config, self._wake, self._stop, self._busy_until, os.getpid(), self.poll, self.housekeeping),
+            )
             self._proc.start()
 
     def wake(self) -> None:
@@ -99,8 +102,9 @@ def _defer_while_busy(busy_until: Any, stop: Any) -> bool:
     return bool(time.monotonic() < busy_until.value)
 
 
-def _child(config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, poll: float,
-           chores: Housekeeping | None) -> None:
+def _child(
+    config: Config, wake: Any, stop: Any, busy_until: Any, parent: int, poll: float, chores: Housekeeping | None
+) -> None:
     from digest.delivery.drainer import Drainer
     from digest.runtime import open_runtime
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, bindparam, insert, text
 from sqlalchemy.orm import Session
 
-from digest.storage.models import BATCH_PENDING, DELIVERY_QUEUED, SUB_ACTIVE, Batch, Frequency
+from digest.storage.models import Batch, BatchStatus, DeliveryStatus, Frequency, SubscriberStatus
 
 BATCH_ROWS = 5_000
 
@@ -39,37 +39,57 @@ _FILL_EDITIONS = (
     "FROM subscribers s JOIN c ON s.topics = c.topics AND s.frequency = c.frequency "
     "WHERE s.status = :active AND (s.paused_until IS NULL OR s.paused_until <= :now)) AS r"
 )
-_VALUE = ("(CAST(:t{i} AS VARCHAR(1000)), CAST(:f{i} AS VARCHAR(16)), CAST(:e{i} AS BIGINT), "
-          "CAST(:o{i} AS INTEGER))")
+_VALUE = "(CAST(:t{i} AS VARCHAR(1000)), CAST(:f{i} AS VARCHAR(16)), CAST(:e{i} AS BIGINT), CAST(:o{i} AS INTEGER))"
 
 
-def enqueue_editions(session: Session, issue_id: int, editions: Sequence[EditionReaders], *, batch_size: int,
-                     now: datetime) -> dict[int, int]:
+def enqueue_editions(
+    session: Session, issue_id: int, editions: Sequence[EditionReaders], *, batch_size: int, now: datetime
+) -> dict[int, int]:
     """Every edition's deliveries in one INSERT ... SELECT (one pass over the subscribers however many
     editions), numbered into batches that each hold one edition's readers: batch numbers run on
     across editions in the order given. Returns the deliveries per edition id."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    rows = [(topics, ed.frequency.value, ed.edition_id, ord_)
-            for ord_, ed in enumerate(editions) for topics in ed.stored_topics]
+    rows = [
+        (topics, ed.frequency.value, ed.edition_id, ord_)
+        for ord_, ed in enumerate(editions)
+        for topics in ed.stored_topics
+    ]
     if not rows:
         return {}
-    params: dict[str, object] = {"issue_id": issue_id, "batch_size": int(batch_size), "queued": DELIVERY_QUEUED,
-                                 "active": SUB_ACTIVE, "now": now}
+    params: dict[str, object] = {
+        "issue_id": issue_id,
+        "batch_size": int(batch_size),
+        "queued": DeliveryStatus.QUEUED,
+        "active": SubscriberStatus.ACTIVE,
+        "now": now,
+    }
     for i, (topics, frequency, edition_id, ord_) in enumerate(rows):
         params.update({f"t{i}": topics, f"f{i}": frequency, f"e{i}": edition_id, f"o{i}": ord_})
     sql = text(_FILL_EDITIONS.format(values=", ".join(_VALUE.format(i=i) for i in range(len(rows)))))
     session.execute(sql.bindparams(bindparam("now", type_=DateTime(timezone=True))), params)
-    counts: dict[int, int] = dict(session.execute(text(
-        "SELECT edition_id, COUNT(*) FROM deliveries WHERE issue_id = :issue_id GROUP BY edition_id"),
-        {"issue_id": issue_id}).all())
+    counts: dict[int, int] = dict(
+        session.execute(
+            text("SELECT edition_id, COUNT(*) FROM deliveries WHERE issue_id = :issue_id GROUP BY edition_id"),
+            {"issue_id": issue_id},
+        ).all()
+    )
     batch_rows: list[dict[str, object]] = []
     next_batch = 0
     for ed in editions:  # the same numbering as DENSE_RANK: each edition's batches, in order
         n = (int(counts.get(ed.edition_id, 0)) + batch_size - 1) // batch_size
-        batch_rows.extend({"issue_id": issue_id, "edition_id": ed.edition_id, "batch_no": next_batch + b,
-                           "status": BATCH_PENDING, "attempts": 0, "generation": 0} for b in range(n))
+        batch_rows.extend(
+            {
+                "issue_id": issue_id,
+                "edition_id": ed.edition_id,
+                "batch_no": next_batch + b,
+                "status": BatchStatus.PENDING,
+                "attempts": 0,
+                "generation": 0,
+            }
+            for b in range(n)
+        )
         next_batch += n
     for start in range(0, len(batch_rows), BATCH_ROWS):
-        session.execute(insert(Batch), batch_rows[start:start + BATCH_ROWS])
+        session.execute(insert(Batch), batch_rows[start : start + BATCH_ROWS])
     return {ed.edition_id: int(counts.get(ed.edition_id, 0)) for ed in editions}

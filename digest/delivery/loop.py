@@ -30,11 +30,19 @@ PARKED_PER_THREAD = 8  # batches waiting for a retry per sending thread before n
 
 
 class Sender:
-    def __init__(self, rt: Runtime, transport: Transport, *, worker: str | None = None,
-                 max_attempts: int | None = None, lease_seconds: int = LEASE_SECONDS,
-                 limiter: RateLimiter | None | str = "auto", concurrency: int | None = None,
-                 backoff_base: float = 1.0,
-                 on_batch: Callable[[SendSummary], None] | None = None):
+    def __init__(
+        self,
+        rt: Runtime,
+        transport: Transport,
+        *,
+        worker: str | None = None,
+        max_attempts: int | None = None,
+        lease_seconds: int = LEASE_SECONDS,
+        limiter: RateLimiter | None | str = "auto",
+        concurrency: int | None = None,
+        backoff_base: float = 1.0,
+        on_batch: Callable[[SendSummary], None] | None = None,
+    ):
         self.rt = rt
         self.transport = transport
         self.worker = worker or worker_name()
@@ -45,14 +53,24 @@ class Sender:
             transport.on_rate = self.limiter.observe  # the provider's ratelimit-* headers set the pace
         self.concurrency = max(1, concurrency or int(getattr(transport, "max_in_flight", 1) or 1))
         self.on_batch = on_batch
-        self.batches = BatchSender(rt, transport, limiter=self.limiter,
-                                   max_attempts=max_attempts or rt.settings.transport.max_attempts,
-                                   backoff_base=backoff_base)
+        self.batches = BatchSender(
+            rt,
+            transport,
+            limiter=self.limiter,
+            max_attempts=max_attempts or rt.settings.transport.max_attempts,
+            backoff_base=backoff_base,
+        )
 
     def claim(self, issue_id: int, name: str | None = None) -> Claimed | None:
         with self.rt.sessions.begin() as session:
-            return claim_batch(session, issue_id, name or f"{self.worker}:0", lease=self.lease,
-                               on_postgres=self.rt.on_postgres, aside=self.batches.aside)
+            return claim_batch(
+                session,
+                issue_id,
+                name or f"{self.worker}:0",
+                lease=self.lease,
+                on_postgres=self.rt.on_postgres,
+                aside=self.batches.aside,
+            )
 
     def run(self, issue_id: int, stop: threading.Event | None = None) -> SendSummary:
         """Send until no batch is left to claim (or `stop` is set); `concurrency` batches in flight.
@@ -82,14 +100,19 @@ class Sender:
         mark_sent_if_done(self.rt, issue_id)
         return summary
 
-    def _threads(self, issue_id: int, stop: threading.Event, summary: SendSummary, parked: Parked,
-                 crashed: list[BaseException]) -> None:
+    def _threads(
+        self, issue_id: int, stop: threading.Event, summary: SendSummary, parked: Parked, crashed: list[BaseException]
+    ) -> None:
         """Run the sending loop on `concurrency` threads (on this one when it is 1) until all are done."""
         if self.concurrency == 1:
             self._loop(issue_id, 0, stop, summary, parked, crashed)
             return
-        threads = [threading.Thread(target=self._loop, args=(issue_id, i, stop, summary, parked, crashed),
-                                    name=f"sender-{i}", daemon=True) for i in range(self.concurrency)]
+        threads = [
+            threading.Thread(
+                target=self._loop, args=(issue_id, i, stop, summary, parked, crashed), name=f"sender-{i}", daemon=True
+            )
+            for i in range(self.concurrency)
+        ]
         for t in threads:
             t.start()
         try:
@@ -102,8 +125,15 @@ class Sender:
                 t.join()
             raise
 
-    def _loop(self, issue_id: int, slot: int, stop: threading.Event, summary: SendSummary,
-              parked: Parked, crashed: list[BaseException]) -> None:
+    def _loop(
+        self,
+        issue_id: int,
+        slot: int,
+        stop: threading.Event,
+        summary: SendSummary,
+        parked: Parked,
+        crashed: list[BaseException],
+    ) -> None:
         """Take a parked batch whose retry is due, else claim a new one; park a batch that must wait."""
         name = f"{self.worker}:{slot}"
         paused = self.batches.watch.paused
@@ -170,8 +200,7 @@ class Parked:
                 return heapq.heappop(self._heap)[2]
             return None
 
-    def wait_for_due(self, stop: threading.Event, paused: threading.Event,
-                     renew: Callable[[list[Work]], None]) -> bool:
+    def wait_for_due(self, stop: threading.Event, paused: threading.Event, renew: Callable[[list[Work]], None]) -> bool:
         """Wait until the soonest parked batch is due (True), or return False at once when none is parked."""
         while not stop.is_set() and not paused.is_set():
             with self._lock:

@@ -24,8 +24,9 @@ class MailBuilder:
         self.from_addr = sender_address(self.settings)
         with rt.sessions.begin() as session:  # once per builder: the Message-IDs of another installation differ
             install = message_id_salt(session, None)
-        self.message_ids = MessageIds(self.tokens.derived_key(MessageIds.PURPOSE),
-                                      domain_of(self.settings.sender.from_email), install)
+        self.message_ids = MessageIds(
+            self.tokens.derived_key(MessageIds.PURPOSE), domain_of(self.settings.sender.from_email), install
+        )
 
     def build(self, mail_id: int, kind: str, sub: Subscriber) -> OutgoingEmail:
         s = self.settings
@@ -35,15 +36,30 @@ class MailBuilder:
         if kind == "confirm":
             person["name"] = None  # unverified address: a visitor-typed name never reaches it
             token = self.tokens.confirm(sub.id, sub.email)
-            context = {"subscriber": person, "confirm_url": f"{base}/confirm/{token}",
-                       "expiry_days": s.subscribe.confirm_expiry_days}
+            context = {
+                "subscriber": person,
+                "confirm_url": f"{base}/confirm/{token}",
+                "expiry_days": s.subscribe.confirm_expiry_days,
+            }
         else:
             links = personal_links(s, self.tokens, sub.id, sub.email, None, None)
-            context = {"subscriber": person, "unsubscribe_url": links["unsubscribe_url"],
-                       "manage_url": links["manage_url"], "archive_url": f"{base}/archive"}
+            context = {
+                "subscriber": person,
+                "unsubscribe_url": links["unsubscribe_url"],
+                "manage_url": links["manage_url"],
+                "archive_url": f"{base}/archive",
+            }
             headers = unsubscribe_headers(s, links["unsubscribe_url"], links["token"])
         rendered = render_transactional(self.rt.config, kind, context)
-        return OutgoingEmail(to=sub.email, subject=rendered.subject, html=rendered.html, text=rendered.text,
-                             from_addr=self.from_addr, reply_to=s.sender.reply_to or None, headers=headers,
-                             tags={"kind": kind}, key=f"m{mail_id}",
-                             message_id=self.message_ids.make("mail", kind, str(mail_id), sub.email))
+        return OutgoingEmail(
+            to=sub.email,
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            from_addr=self.from_addr,
+            reply_to=s.sender.reply_to or None,
+            headers=headers,
+            tags={"kind": kind},
+            key=f"m{mail_id}",
+            message_id=self.message_ids.make("mail", kind, str(mail_id), sub.email),
+        )

@@ -31,16 +31,7 @@ from digest.delivery.transports.base import SendResult, TransientError, Transpor
 from digest.errors import ProviderAuthError, UserError
 from digest.mail import OutgoingEmail
 from digest.runtime import Runtime
-from digest.storage.models import (
-    MAIL_FAILED,
-    MAIL_QUEUED,
-    MAIL_SENT,
-    MAIL_SKIPPED,
-    SUB_ACTIVE,
-    SUB_PENDING,
-    OutgoingMail,
-    Subscriber,
-)
+from digest.storage.models import MailStatus, OutgoingMail, Subscriber, SubscriberStatus
 from digest.weeks import utcnow
 
 KINDS = ("confirm", "welcome")
@@ -57,8 +48,11 @@ Row = dict[str, object]  # the columns a row's outcome sets
 def queue_mail(session: Session, kind: str, subscriber_id: int, now: datetime | None = None) -> None:
     """Add one mail to the queue in the caller's transaction (cheap: one insert)."""
     assert kind in KINDS
-    session.execute(insert(OutgoingMail).values(kind=kind, subscriber_id=subscriber_id, status=MAIL_QUEUED,
-                                                attempts=0, created_at=now or utcnow()))
+    session.execute(
+        insert(OutgoingMail).values(
+            kind=kind, subscriber_id=subscriber_id, status=MailStatus.QUEUED, attempts=0, created_at=now or utcnow()
+        )
+    )
 
 
 @dataclass
@@ -82,24 +76,35 @@ class DrainResult:
 
 
 def _wanted(kind: str, status: str) -> bool:
-    return (kind == "confirm" and status == SUB_PENDING) or (kind == "welcome" and status == SUB_ACTIVE)
+    return (kind == "confirm" and status == SubscriberStatus.PENDING) or (
+        kind == "welcome" and status == SubscriberStatus.ACTIVE
+    )
 
 
 def _claim(rt: Runtime, limit: int) -> list[ClaimedRow]:
     """Take up to `limit` due rows (never claimed, or their lease over) under a new lease."""
     now = utcnow()
     with rt.sessions.begin() as session:
-        q = (select(OutgoingMail.id).where(OutgoingMail.status == MAIL_QUEUED, lapsed(OutgoingMail.claimed_until, now))
-             .order_by(OutgoingMail.id).limit(limit))
+        q = (
+            select(OutgoingMail.id)
+            .where(OutgoingMail.status == MailStatus.QUEUED, lapsed(OutgoingMail.claimed_until, now))
+            .order_by(OutgoingMail.id)
+            .limit(limit)
+        )
         ids = list(session.scalars(skip_locked(q, rt.on_postgres)))
         if not ids:
             return []
-        session.execute(update(OutgoingMail).where(OutgoingMail.id.in_(ids)).values(claimed_until=now + LEASE)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            update(OutgoingMail)
+            .where(OutgoingMail.id.in_(ids))
+            .values(claimed_until=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
         rows = session.execute(
             select(OutgoingMail.id, OutgoingMail.kind, OutgoingMail.attempts, Subscriber)
             .join(Subscriber, Subscriber.id == OutgoingMail.subscriber_id, isouter=True)
-            .where(OutgoingMail.id.in_(ids)).order_by(OutgoingMail.id)
+            .where(OutgoingMail.id.in_(ids))
+            .order_by(OutgoingMail.id)
         ).all()
         session.expunge_all()
         return [(r[0], r[1], r[2], r[3]) for r in rows]
@@ -111,8 +116,9 @@ def _finish(rt: Runtime, rows: list[Row]) -> None:
             session.execute(update(OutgoingMail), rows)
 
 
-def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: int = BATCH,
-                limiter: RateLimiter | None = None) -> DrainResult:
+def drain_batch(
+    rt: Runtime, transport: Transport, builder: MailBuilder, limit: int = BATCH, limiter: RateLimiter | None = None
+) -> DrainResult:
     """Claim up to `limit` due rows and send them in one transport call.
 
     `limiter` is the provider's request budget shared with the issue senders (Resend), so
@@ -130,23 +136,33 @@ def drain_batch(rt: Runtime, transport: Transport, builder: MailBuilder, limit: 
             done += _send(transport, to_send, limiter, now, result)
         except ProviderAuthError as exc:
             # Nothing was sent; give the rows back for after the operator fixes the key.
-            done.extend({"id": mail_id, "claimed_until": now + timedelta(minutes=1), "error": str(exc)}
-                        for mail_id, _, _ in to_send)
+            done.extend(
+                {"id": mail_id, "claimed_until": now + timedelta(minutes=1), "error": str(exc)}
+                for mail_id, _, _ in to_send
+            )
             _finish(rt, done)
             raise
     _finish(rt, done)
     return result
 
 
-def _build(claimed: list[ClaimedRow], builder: MailBuilder, now: datetime,
-           result: DrainResult) -> tuple[list[Row], list[ToSend]]:
+def _build(
+    claimed: list[ClaimedRow], builder: MailBuilder, now: datetime, result: DrainResult
+) -> tuple[list[Row], list[ToSend]]:
     """The emails of the rows still wanted; the outcome of the others (skipped, or a template error)."""
     done: list[Row] = []
     to_send: list[ToSend] = []
     for mail_id, kind, attempts, sub in claimed:
         if sub is None or not _wanted(kind, sub.status):
-            done.append({"id": mail_id, "status": MAIL_SKIPPED, "sent_at": now, "claimed_until": None,
-                         "error": "no longer wanted (confirmed, left or erased before its turn)"})
+            done.append(
+                {
+                    "id": mail_id,
+                    "status": MailStatus.SKIPPED,
+                    "sent_at": now,
+                    "claimed_until": None,
+                    "error": "no longer wanted (confirmed, left or erased before its turn)",
+                }
+            )
             result.skipped += 1
             continue
         try:
@@ -157,8 +173,9 @@ def _build(claimed: list[ClaimedRow], builder: MailBuilder, now: datetime,
     return done, to_send
 
 
-def _send(transport: Transport, to_send: list[ToSend], limiter: RateLimiter | None, now: datetime,
-          result: DrainResult) -> list[Row]:
+def _send(
+    transport: Transport, to_send: list[ToSend], limiter: RateLimiter | None, now: datetime, result: DrainResult
+) -> list[Row]:
     """One transport call for the emails; each row's outcome (sent, failed, or retried later)."""
     key = _batch_key(to_send)
     try:
@@ -169,10 +186,14 @@ def _send(transport: Transport, to_send: list[ToSend], limiter: RateLimiter | No
         if limiter is not None and exc.retry_after:
             limiter.hold_off(exc.retry_after)
         result.errors.append(str(exc))
-        return [_retry_or_fail(mail_id, attempts, f"transport: {exc}", now, result, retry_after=exc.retry_after)
-                for mail_id, attempts, _ in to_send]
-    return [_outcome(mail_id, attempts, res, now, result)
-            for (mail_id, attempts, _), res in zip(to_send, results, strict=False)]
+        return [
+            _retry_or_fail(mail_id, attempts, f"transport: {exc}", now, result, retry_after=exc.retry_after)
+            for mail_id, attempts, _ in to_send
+        ]
+    return [
+        _outcome(mail_id, attempts, res, now, result)
+        for (mail_id, attempts, _), res in zip(to_send, results, strict=False)
+    ]
 
 
 def _outcome(mail_id: int, attempts: int, res: SendResult, now: datetime, result: DrainResult) -> Row:
@@ -180,27 +201,50 @@ def _outcome(mail_id: int, attempts: int, res: SendResult, now: datetime, result
         return _retry_or_fail(mail_id, attempts, res.error or "not sent yet", now, result)
     if res.ok:
         result.sent += 1
-        return {"id": mail_id, "status": MAIL_SENT, "sent_at": now, "claimed_until": None,
-                "attempts": attempts + 1, "error": None, "provider_id": res.provider_id}
+        return {
+            "id": mail_id,
+            "status": MailStatus.SENT,
+            "sent_at": now,
+            "claimed_until": None,
+            "attempts": attempts + 1,
+            "error": None,
+            "provider_id": res.provider_id,
+        }
     result.failed += 1
-    return {"id": mail_id, "status": MAIL_FAILED, "claimed_until": None,
-            "attempts": attempts + 1, "error": (res.error or "rejected")[:2000]}
+    return {
+        "id": mail_id,
+        "status": MailStatus.FAILED,
+        "claimed_until": None,
+        "attempts": attempts + 1,
+        "error": (res.error or "rejected")[:2000],
+    }
 
 
-def _retry_or_fail(mail_id: int, attempts: int, error: str, now: datetime, result: DrainResult,
-                   retry_after: float | None = None) -> Row:
+def _retry_or_fail(
+    mail_id: int, attempts: int, error: str, now: datetime, result: DrainResult, retry_after: float | None = None
+) -> Row:
     attempts += 1
     if attempts >= MAX_ATTEMPTS:
         result.failed += 1
-        return {"id": mail_id, "status": MAIL_FAILED, "attempts": attempts, "claimed_until": None,
-                "error": f"gave up after {attempts} attempts: {error}"[:2000]}
+        return {
+            "id": mail_id,
+            "status": MailStatus.FAILED,
+            "attempts": attempts,
+            "claimed_until": None,
+            "error": f"gave up after {attempts} attempts: {error}"[:2000],
+        }
     result.deferred += 1
     wait = retry_after if retry_after else backoff(attempts, RETRY_FIRST, RETRY_CEILING)
     return {"id": mail_id, "attempts": attempts, "claimed_until": now + timedelta(seconds=wait), "error": error[:2000]}
 
 
-def drain(rt: Runtime, transport: Transport | None = None, *, max_rows: int | None = None,
-          on_progress: Callable[[DrainResult], None] | None = None) -> DrainResult:
+def drain(
+    rt: Runtime,
+    transport: Transport | None = None,
+    *,
+    max_rows: int | None = None,
+    on_progress: Callable[[DrainResult], None] | None = None,
+) -> DrainResult:
     """Send everything due now (the CLI after `add`/`import`; tests)."""
     own = transport is None
     transport = transport or make_transport(rt.config)
@@ -209,8 +253,9 @@ def drain(rt: Runtime, transport: Transport | None = None, *, max_rows: int | No
     total = DrainResult()
     try:
         while max_rows is None or total.handled < max_rows:
-            step = drain_batch(rt, transport, builder,
-                               BATCH if max_rows is None else min(BATCH, max_rows - total.handled), limiter)
+            step = drain_batch(
+                rt, transport, builder, BATCH if max_rows is None else min(BATCH, max_rows - total.handled), limiter
+            )
             if not step.handled:
                 break
             total.add(step)

@@ -28,8 +28,17 @@ class Recipient:
 class IssueMessages:
     """Per-issue state built once (split templates, token signer); `build` runs per reader."""
 
-    def __init__(self, settings: Settings, tokens: Tokens, issue: Issue, edition: Edition, *, installation: str,
-                 json_bodies: bool = False, tokens_name_edition: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: Tokens,
+        issue: Issue,
+        edition: Edition,
+        *,
+        installation: str,
+        json_bodies: bool = False,
+        tokens_name_edition: bool = True,
+    ):
         """`edition`: the issue's edition these copies are of (its compile is the only one there is).
         `installation`: this installation's id (digest.storage.installation), read once per send: it keeps the
         Message-IDs of installations sharing a secret apart. `json_bodies`: also join each copy's
@@ -45,8 +54,9 @@ class IssueMessages:
         self.subject = compiled.subject or settings.site.name
         self.personalizer = Personalizer.build(compiled.html, compiled.text, compiled.placeholder_nonce)
         self.from_addr = sender_address(settings)
-        self.message_ids = MessageIds(tokens.derived_key(MessageIds.PURPOSE), domain_of(settings.sender.from_email),
-                                      installation)
+        self.message_ids = MessageIds(
+            tokens.derived_key(MessageIds.PURPOSE), domain_of(settings.sender.from_email), installation
+        )
         self.reply_to = settings.sender.reply_to or None
         # JSON forms of the fixed parts, escaped once (see digest.delivery.jsonfast).
         p = self.personalizer
@@ -86,12 +96,21 @@ class IssueMessages:
         }
         safe = None
         if self._pixel is not None:  # a transparent image of our own (delivery 0: no delivery, no image)
-            values["open_url"] = (self._pixel_base + self._pixel.for_message(self.issue_id, r.delivery_id, 1)[0]
-                                  if r.delivery_id else BLANK_GIF_URL)
+            values["open_url"] = (
+                self._pixel_base + self._pixel.for_message(self.issue_id, r.delivery_id, 1)[0]
+                if r.delivery_id
+                else BLANK_GIF_URL
+            )
         if self._link_count:
             if r.delivery_id:
-                safe = dict(zip(self._link_slots, self._clicks.for_message(
-                    self.issue_id, r.delivery_id, self._link_count, self._click_leads, self._edition_id)))
+                safe = dict(
+                    zip(
+                        self._link_slots,
+                        self._clicks.for_message(
+                            self.issue_id, r.delivery_id, self._link_count, self._click_leads, self._edition_id
+                        ),
+                    )
+                )
                 if not self._base_safe:
                     values.update(safe)
                     safe = None
@@ -107,21 +126,25 @@ class IssueMessages:
             html, text = QpText(html, self._html_qp, escaped), QpText(text, self._text_qp, values)
         headers = unsubscribe_headers(self.settings, links["unsubscribe_url"], links["token"])
         return OutgoingEmail(
-            to=r.email, subject=subject_prefix + self.subject, html=html, text=text,
-            from_addr=self.from_addr, reply_to=self.reply_to, headers=headers,
-            tags={"week": self.week.replace("-", "_")}, key=f"d{r.delivery_id}",
+            to=r.email,
+            subject=subject_prefix + self.subject,
+            html=html,
+            text=text,
+            from_addr=self.from_addr,
+            reply_to=self.reply_to,
+            headers=headers,
+            tags={"week": self.week.replace("-", "_")},
+            key=f"d{r.delivery_id}",
             message_id=self.message_ids.make("issue", self.week, str(r.delivery_id), r.email),
         )
 
-    def _with_json(self, html: str, text: str, values: dict[str, str],
-                   escaped: dict[str, str]) -> tuple[str, str]:
+    def _with_json(self, html: str, text: str, values: dict[str, str], escaped: dict[str, str]) -> tuple[str, str]:
         """Attach the JSON forms, joined from pre-escaped parts (same rule as Personalizer.fill)."""
         p = self.personalizer
-        html_json = join_parts(self._html_json, p.html_slots,
-                          {k: escape(v) for k, v in escaped.items()})
+        html_json = join_parts(self._html_json, p.html_slots, {k: escape(v) for k, v in escaped.items()})
         text_json = join_parts(self._text_json, p.text_slots, {k: escape(v) for k, v in values.items()})
         if self._fast_json is None:  # trust it only if it decodes to exactly what fill() made
-            self._fast_json = (json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text)
+            self._fast_json = json.loads(f'"{html_json}"') == html and json.loads(f'"{text_json}"') == text
             if not self._fast_json:
                 return html, text
         return PreEscaped(html, html_json), PreEscaped(text, text_json)

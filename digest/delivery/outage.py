@@ -47,8 +47,9 @@ class OutageWatch:
     def reason(self) -> str:
         with self._lock:
             since = f"{self._since:%Y-%m-%d %H:%M} UTC" if self._since else "now"
-            return (f"provider unreachable since {since} ({self._count} attempts in a row failed; "
-                    f"last: {self._last[:300]})")
+            return (
+                f"provider unreachable since {since} ({self._count} attempts in a row failed; last: {self._last[:300]})"
+            )
 
 
 class ResumeBackoff:

@@ -49,9 +49,9 @@ def _piece(text: str) -> bytes:
     if len(out) - start <= 75:
         return out
     cut = start + 75
-    if out[cut - 1:cut] == b"=":  # never inside an escape (=XX): a literal = is always =3D
+    if out[cut - 1 : cut] == b"=":  # never inside an escape (=XX): a literal = is always =3D
         cut -= 1
-    elif out[cut - 2:cut - 1] == b"=":
+    elif out[cut - 2 : cut - 1] == b"=":
         cut -= 2
     return out[:cut] + _SOFT + out[cut:]
 

@@ -104,8 +104,12 @@ class RateLimiter:
             self.limit = pace
         if slower:
             # Requests already sent at the faster pace may fill the provider's window: let it pass once.
-            log.warning("the provider allows %g requests/s, fewer than the configured %g: pacing at %g",
-                        limit, self.per_second, pace)
+            log.warning(
+                "the provider allows %g requests/s, fewer than the configured %g: pacing at %g",
+                limit,
+                self.per_second,
+                pace,
+            )
             self.hold_off(1.0)
 
     def succeeded(self) -> None:
@@ -154,8 +158,9 @@ class RateLimiter:
                 conn.execute(text("SET LOCAL synchronous_commit = off"))
                 row = conn.execute(_PG_RESERVE, {"interval": self.interval, "name": self.name}).first()
             else:
-                row = conn.execute(_SQLITE_RESERVE, {"interval": self.interval, "name": self.name,
-                                                     "now": before}).first()
+                row = conn.execute(
+                    _SQLITE_RESERVE, {"interval": self.interval, "name": self.name, "now": before}
+                ).first()
         after = time.time()
         if row is None:  # the row was deleted under us: recreate it and try again
             self._ensure_row()

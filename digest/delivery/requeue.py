@@ -22,19 +22,7 @@ from sqlalchemy.orm import Session
 
 from digest.delivery.attempts import KEY_TTL, legacy_key, may_have_been_accepted
 from digest.storage.db import affected_rows
-from digest.storage.models import (
-    BATCH_CLAIMED,
-    BATCH_FAILED,
-    BATCH_PENDING,
-    BATCH_UNCONFIRMED,
-    DELIVERY_FAILED,
-    DELIVERY_QUEUED,
-    ISSUE_SENDING,
-    ISSUE_SENT,
-    Batch,
-    Delivery,
-    Issue,
-)
+from digest.storage.models import Batch, BatchStatus, Delivery, DeliveryStatus, Issue, IssueStatus
 from digest.weeks import as_utc, utcnow
 
 
@@ -51,40 +39,70 @@ class Requeued:
 
 
 def _count(session: Session, issue_id: int, batch_no: int, *statuses: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(Delivery).where(
-        Delivery.issue_id == issue_id, Delivery.batch_no == batch_no, Delivery.status.in_(statuses))) or 0)
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.issue_id == issue_id, Delivery.batch_no == batch_no, Delivery.status.in_(statuses))
+        )
+        or 0
+    )
 
 
 def _requeue(session: Session, issue_id: int, row: Batch, *, new_key: bool) -> int:
-    moved = affected_rows(session.execute(
-        update(Delivery).where(Delivery.issue_id == issue_id, Delivery.batch_no == row.batch_no,
-                               Delivery.status == DELIVERY_FAILED)
-        .values(status=DELIVERY_QUEUED, error=None).execution_options(synchronize_session=False)))
-    row.status, row.claimed_by, row.claimed_at, row.last_error, row.sent_at = BATCH_PENDING, None, None, None, None
+    moved = affected_rows(
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.issue_id == issue_id,
+                Delivery.batch_no == row.batch_no,
+                Delivery.status == DeliveryStatus.FAILED,
+            )
+            .values(status=DeliveryStatus.QUEUED, error=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    row.status, row.claimed_by, row.claimed_at, row.last_error, row.sent_at = (
+        BatchStatus.PENDING,
+        None,
+        None,
+        None,
+        None,
+    )
     if new_key:  # a fresh request: readers who left meanwhile are dropped again before it
         row.generation += 1
         row.attempts, row.first_attempt_at, row.idem_key = 0, None, None
     return moved
 
 
-def requeue_failed(session: Session, issue_id: int, *, now: datetime | None = None,
-                   accept_duplicates: bool = False) -> Requeued:
+def requeue_failed(
+    session: Session, issue_id: int, *, now: datetime | None = None, accept_duplicates: bool = False
+) -> Requeued:
     """Caller commits. Batches in flight (claimed) are left alone: they are not finished yet."""
     now = now or utcnow()
     week = session.scalar(select(Issue.week).where(Issue.id == issue_id)) or ""
-    failed_nos = select(Delivery.batch_no).where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_FAILED)
-    rows = list(session.scalars(select(Batch).where(
-        Batch.issue_id == issue_id, Batch.status != BATCH_CLAIMED,
-        or_(Batch.batch_no.in_(failed_nos), Batch.status.in_([BATCH_UNCONFIRMED, BATCH_FAILED])))
-        .order_by(Batch.batch_no)))
+    failed_nos = select(Delivery.batch_no).where(
+        Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.FAILED
+    )
+    rows = list(
+        session.scalars(
+            select(Batch)
+            .where(
+                Batch.issue_id == issue_id,
+                Batch.status != BatchStatus.CLAIMED,
+                or_(Batch.batch_no.in_(failed_nos), Batch.status.in_([BatchStatus.UNCONFIRMED, BatchStatus.FAILED])),
+            )
+            .order_by(Batch.batch_no)
+        )
+    )
     done = Requeued()
     for row in rows:
         key = row.idem_key or legacy_key(week, row.batch_no, row.generation)
         expires = as_utc(row.first_attempt_at) + KEY_TTL if row.first_attempt_at else None
         live = expires is not None and expires > now
         maybe = row.attempts > 0 and may_have_been_accepted(session, row, key)
-        if row.status == BATCH_UNCONFIRMED or (row.status == BATCH_FAILED and maybe):
-            owed = _count(session, issue_id, row.batch_no, DELIVERY_QUEUED, DELIVERY_FAILED)
+        if row.status == BatchStatus.UNCONFIRMED or (row.status == BatchStatus.FAILED and maybe):
+            owed = _count(session, issue_id, row.batch_no, DeliveryStatus.QUEUED, DeliveryStatus.FAILED)
             if not accept_duplicates:
                 done.unconfirmed += owed
                 continue
@@ -93,7 +111,7 @@ def requeue_failed(session: Session, issue_id: int, *, now: datetime | None = No
             done.deliveries += owed
             done.new_key += 1
         elif maybe and live:
-            done.held += _count(session, issue_id, row.batch_no, DELIVERY_FAILED)
+            done.held += _count(session, issue_id, row.batch_no, DeliveryStatus.FAILED)
             done.held_until = max(filter(None, [done.held_until, expires]))
             continue
         else:
@@ -104,6 +122,10 @@ def requeue_failed(session: Session, issue_id: int, *, now: datetime | None = No
                 done.new_key += 1
         done.batches += 1
     if done.batches:
-        session.execute(update(Issue).where(Issue.id == issue_id, Issue.status == ISSUE_SENT)
-                        .values(status=ISSUE_SENDING, sent_at=None).execution_options(synchronize_session=False))
+        session.execute(
+            update(Issue)
+            .where(Issue.id == issue_id, Issue.status == IssueStatus.SENT)
+            .values(status=IssueStatus.SENDING, sent_at=None)
+            .execution_options(synchronize_session=False)
+        )
     return done

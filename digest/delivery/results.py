@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from digest.storage.models import DELIVERY_FAILED, DELIVERY_SENT, Delivery
+from digest.storage.models import Delivery, DeliveryStatus
 from digest.weeks import utcnow
 
 
@@ -31,11 +31,14 @@ class ResultWriter:
             raise ValueError(f"no result writer for {dialect.name}")
         # psycopg takes %(name)s, sqlite3 :name; both are the DBAPI's own named styles.
         style = "%({})s" if dialect.name == "postgresql" else ":{}"
-        status, provider_id, sent_at, error, row = (style.format(n) for n in ("status", "provider_id", "sent_at",
-                                                                               "error", "id"))
+        status, provider_id, sent_at, error, row = (
+            style.format(n) for n in ("status", "provider_id", "sent_at", "error", "id")
+        )
         table = Delivery.__tablename__
-        self._sent_sql = (f"UPDATE {table} SET status = {status}, provider_id = {provider_id}, sent_at = {sent_at}, "
-                          f"error = NULL WHERE id = {row}")
+        self._sent_sql = (
+            f"UPDATE {table} SET status = {status}, provider_id = {provider_id}, sent_at = {sent_at}, "
+            f"error = NULL WHERE id = {row}"
+        )
         self._failed_sql = f"UPDATE {table} SET status = {status}, error = {error} WHERE id = {row}"
         # The value the column's type stores (SQLite keeps datetimes as text in its own format).
         processor = Delivery.__table__.c.sent_at.type.bind_processor(dialect)
@@ -54,12 +57,18 @@ class ResultWriter:
         return self._cursor
 
     def sent(self, delivery_id: int, provider_id: str | None) -> None:
-        params = {"status": DELIVERY_SENT.value, "provider_id": provider_id, "sent_at": self._when(utcnow()),
-                  "id": delivery_id}
+        params = {
+            "status": DeliveryStatus.SENT.value,
+            "provider_id": provider_id,
+            "sent_at": self._when(utcnow()),
+            "id": delivery_id,
+        }
         self._execute(self._sent_sql, params)
 
     def failed(self, delivery_id: int, error: str) -> None:
-        self._execute(self._failed_sql, {"status": DELIVERY_FAILED.value, "error": error[:2000], "id": delivery_id})
+        self._execute(
+            self._failed_sql, {"status": DeliveryStatus.FAILED.value, "error": error[:2000], "id": delivery_id}
+        )
 
     def _execute(self, sql: str, params: dict[str, Any]) -> None:
         self._cur().execute(sql, params)  # psycopg prepares it on the server after a few runs

@@ -24,8 +24,18 @@ class SendSummary:
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, *, sent: int = 0, failed: int = 0, batches: int = 0, failed_batches: int = 0,
-            retries: int = 0, deferred_batches: int = 0, unconfirmed: int = 0, error: str | None = None) -> None:
+    def add(
+        self,
+        *,
+        sent: int = 0,
+        failed: int = 0,
+        batches: int = 0,
+        failed_batches: int = 0,
+        retries: int = 0,
+        deferred_batches: int = 0,
+        unconfirmed: int = 0,
+        error: str | None = None,
+    ) -> None:
         with self._lock:
             self.sent += sent
             self.failed += failed

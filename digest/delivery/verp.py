@@ -33,8 +33,10 @@ def check_bounce_address(value: str) -> str:
     if SEPARATOR in local:
         raise ValueError(f"must not contain {SEPARATOR!r} before the @ (the token goes there)")
     if len(local) > MAX_BASE_LOCAL_PART:
-        raise ValueError(f"has {len(local)} characters before the @; at most {MAX_BASE_LOCAL_PART} leave room "
-                         f"for the token within the 64 an address allows")
+        raise ValueError(
+            f"has {len(local)} characters before the @; at most {MAX_BASE_LOCAL_PART} leave room "
+            f"for the token within the 64 an address allows"
+        )
     if not value.isascii():
         raise ValueError("must be plain ASCII (it is the SMTP envelope sender)")
     return value

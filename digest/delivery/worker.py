@@ -23,7 +23,7 @@ from digest.delivery.transports.base import Transport
 from digest.errors import UserError
 from digest.runtime import Runtime
 from digest.storage.lease import Lease
-from digest.storage.models import ISSUE_SENDING, Issue
+from digest.storage.models import Issue, IssueStatus
 
 SQLITE_LEASE = "delivery-worker"
 log = logging.getLogger("digest.worker")
@@ -36,8 +36,15 @@ class WorkerTotals(SendSummary):
     weeks: set[str] = field(default_factory=set)
 
     def merge(self, week: str, s: SendSummary) -> None:
-        self.add(sent=s.sent, failed=s.failed, batches=s.batches, failed_batches=s.failed_batches,
-                 retries=s.retries, deferred_batches=s.deferred_batches, unconfirmed=s.unconfirmed)
+        self.add(
+            sent=s.sent,
+            failed=s.failed,
+            batches=s.batches,
+            failed_batches=s.failed_batches,
+            retries=s.retries,
+            deferred_batches=s.deferred_batches,
+            unconfirmed=s.unconfirmed,
+        )
         self.errors.extend(s.errors)
         if s.batches or s.failed:
             self.weeks.add(week)
@@ -47,20 +54,36 @@ class WorkerTotals(SendSummary):
 
 def sending_issues(rt: Runtime) -> list[tuple[int, str]]:
     with rt.sessions() as session:
-        return [(i, w) for i, w in session.execute(
-            select(Issue.id, Issue.week).where(Issue.status == ISSUE_SENDING).order_by(Issue.week))]
+        return [
+            (i, w)
+            for i, w in session.execute(
+                select(Issue.id, Issue.week).where(Issue.status == IssueStatus.SENDING).order_by(Issue.week)
+            )
+        ]
 
 
-def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll_seconds: float = 5.0,
-               until_idle: bool = False, on_batch: Callable[[SendSummary], None] | None = None,
-               on_ready: Callable[[], None] | None = None) -> WorkerTotals:
-    """Loop over issues in `sending`; with `until_idle`, return once nothing is left to claim."""
+def run_worker(
+    rt: Runtime,
+    transport: Transport,
+    *,
+    stop: threading.Event,
+    poll_seconds: float = 5.0,
+    until_idle: bool = False,
+    on_batch: Callable[[SendSummary], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> WorkerTotals:
+    """Loop over issues in `sending`; with `until_idle`, return once nothing is left to claim.
+
+    Long because the polling loop, its idle rule and its stop checks read best in one place.
+    """
     lease = None
     if not rt.on_postgres:
         lease = Lease(rt, SQLITE_LEASE, ttl=timedelta(seconds=60))
         if not lease.acquire():
-            raise UserError(f"on SQLite one worker sends at a time, and {lease.current_holder() or 'another one'} "
-                            f"is running; use PostgreSQL (DIGEST_DATABASE_URL) for more workers")
+            raise UserError(
+                f"on SQLite one worker sends at a time, and {lease.current_holder() or 'another one'} "
+                f"is running; use PostgreSQL (DIGEST_DATABASE_URL) for more workers"
+            )
     totals = WorkerTotals()
     sender = Sender(rt, transport, on_batch=on_batch)
     settings = rt.settings.transport
@@ -79,11 +102,16 @@ def run_worker(rt: Runtime, transport: Transport, *, stop: threading.Event, poll
                 summary = sender.run(issue_id, stop)
                 totals.merge(week, summary)
                 if summary.paused or (summary.owed and summary.deferred_batches):
-                    wait = backoff.setdefault(issue_id, ResumeBackoff(settings.resume_after_seconds,
-                                                                      settings.resume_max_seconds)).next_delay()
+                    wait = backoff.setdefault(
+                        issue_id, ResumeBackoff(settings.resume_after_seconds, settings.resume_max_seconds)
+                    ).next_delay()
                     not_before[issue_id] = time.monotonic() + wait
-                    log.warning("issue %s: %s; trying again in %.0f s", week,
-                                f"paused: {summary.paused}" if summary.paused else f"{summary.owed} still owed", wait)
+                    log.warning(
+                        "issue %s: %s; trying again in %.0f s",
+                        week,
+                        f"paused: {summary.paused}" if summary.paused else f"{summary.owed} still owed",
+                        wait,
+                    )
                 else:
                     backoff.pop(issue_id, None)
                     not_before.pop(issue_id, None)

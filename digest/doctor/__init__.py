@@ -71,9 +71,21 @@ def all_checks(config: Config | None = None) -> list[CheckFn]:
     from digest.doctor.providers import NONE, declared
 
     own = declared(config) if config is not None else NONE
-    return [site_checks.sender, dns_checks.spf, dns_checks.dkim, dns_checks.dmarc, *own.domain,
-            site_checks.public_url, site_checks.webhooks, *own.account, site_checks.postal_address,
-            site_checks.unsubscribe_mailbox, site_checks.bounces, site_checks.secret_key, site_checks.database]
+    return [
+        site_checks.sender,
+        dns_checks.spf,
+        dns_checks.dkim,
+        dns_checks.dmarc,
+        *own.domain,
+        site_checks.public_url,
+        site_checks.webhooks,
+        *own.account,
+        site_checks.postal_address,
+        site_checks.unsubscribe_mailbox,
+        site_checks.bounces,
+        site_checks.secret_key,
+        site_checks.database,
+    ]
 
 
 def run(ctx: Context, checks: Iterable[CheckFn] | None = None) -> list[Check]:
@@ -85,6 +97,11 @@ def run(ctx: Context, checks: Iterable[CheckFn] | None = None) -> list[Check]:
             if os.environ.get("DIGEST_DEBUG"):
                 raise
             name = getattr(check, "__name__", "check").replace("_", " ")
-            results.append(failed(name, f"could not check: {type(exc).__name__}: {exc}",
-                                  "run again with DIGEST_DEBUG=1 and report the traceback"))
+            results.append(
+                failed(
+                    name,
+                    f"could not check: {type(exc).__name__}: {exc}",
+                    "run again with DIGEST_DEBUG=1 and report the traceback",
+                )
+            )
     return results

@@ -61,12 +61,16 @@ def spf(ctx: Context) -> Iterator[Check]:
     try:
         records = spf_records(ctx.dns, host)
         if not records:
-            yield failed("SPF", f"{host}: no SPF record",
-                         f"add a TXT record at {host}: {wanted} (as {exp.records_at} shows)")
+            yield failed(
+                "SPF", f"{host}: no SPF record", f"add a TXT record at {host}: {wanted} (as {exp.records_at} shows)"
+            )
             return
         if len(records) > 1:
-            yield failed("SPF", f"{host}: {len(records)} SPF records; receivers treat that as an error",
-                         f"merge them into one TXT record at {host} (one v=spf1 ... with every include)")
+            yield failed(
+                "SPF",
+                f"{host}: {len(records)} SPF records; receivers treat that as an error",
+                f"merge them into one TXT record at {host} (one v=spf1 ... with every include)",
+            )
             return
         record = records[0]
         includes, lookups = _spf_walk(ctx.dns, record)
@@ -75,29 +79,44 @@ def spf(ctx: Context) -> Iterator[Check]:
         return
     terms = [t.lower() for t in record.split()[1:]]
     if "all" in terms or "+all" in terms:
-        yield failed("SPF", f"{host}: {record}: `+all` lets any server on the internet send as {ctx.domain}",
-                     f"end the record with ~all (or -all) instead: {wanted}")
+        yield failed(
+            "SPF",
+            f"{host}: {record}: `+all` lets any server on the internet send as {ctx.domain}",
+            f"end the record with ~all (or -all) instead: {wanted}",
+        )
     elif lookups > MAX_SPF_LOOKUPS:
-        yield failed("SPF", f"{host}: {record}: needs more than {MAX_SPF_LOOKUPS} DNS look-ups (a permanent error "
-                     "at receivers)", "remove includes you no longer send through, or flatten some to ip4:/ip6:")
+        yield failed(
+            "SPF",
+            f"{host}: {record}: needs more than {MAX_SPF_LOOKUPS} DNS look-ups (a permanent error at receivers)",
+            "remove includes you no longer send through, or flatten some to ip4:/ip6:",
+        )
     elif not include:
-        yield warned("SPF", f"{host}: {record}; which include {exp.provider.label} needs is not known",
-                     "set [doctor] spf_include in config.toml to the domain your provider's SPF instructions "
-                     "include (e.g. _spf.mailgun.org), and spf_domain if it lives on another name")
+        yield warned(
+            "SPF",
+            f"{host}: {record}; which include {exp.provider.label} needs is not known",
+            "set [doctor] spf_include in config.toml to the domain your provider's SPF instructions "
+            "include (e.g. _spf.mailgun.org), and spf_domain if it lives on another name",
+        )
     elif include in includes:
         yield passed("SPF", f"{host}: {record}")
     else:
-        yield failed("SPF", f"{host}: {record}: does not include {include}, so {exp.provider.label}'s servers "
-                     "fail SPF", f"add include:{include} before the all at the end: "
-                     f"{' '.join([record.split()[0], f'include:{include}', *record.split()[1:]])}")
+        yield failed(
+            "SPF",
+            f"{host}: {record}: does not include {include}, so {exp.provider.label}'s servers fail SPF",
+            f"add include:{include} before the all at the end: "
+            f"{' '.join([record.split()[0], f'include:{include}', *record.split()[1:]])}",
+        )
 
 
 def dkim(ctx: Context) -> Iterator[Check]:
     exp = expected(ctx.config, ctx.domain)
     if not exp.dkim_selectors:
-        yield warned("DKIM", f"no DKIM selector known for transport {ctx.transport}: nothing looked up",
-                     f"set [doctor] dkim_selectors in config.toml to the selectors {exp.records_at} lists "
-                     "(the part before ._domainkey)")
+        yield warned(
+            "DKIM",
+            f"no DKIM selector known for transport {ctx.transport}: nothing looked up",
+            f"set [doctor] dkim_selectors in config.toml to the selectors {exp.records_at} lists "
+            "(the part before ._domainkey)",
+        )
         return
     for selector in exp.dkim_selectors:
         name = f"{selector}._domainkey.{ctx.domain}"
@@ -123,8 +142,10 @@ def _dmarc_candidates(domain: str) -> list[str]:
 
 
 def dmarc(ctx: Context) -> Iterator[Check]:
-    add = (f"add a TXT record at _dmarc.{ctx.domain}: v=DMARC1; p=none; rua=mailto:dmarc@{ctx.domain} "
-           "(then quarantine once the reports look clean)")
+    add = (
+        f"add a TXT record at _dmarc.{ctx.domain}: v=DMARC1; p=none; rua=mailto:dmarc@{ctx.domain} "
+        "(then quarantine once the reports look clean)"
+    )
     try:
         for candidate in _dmarc_candidates(ctx.domain):
             name = f"_dmarc.{candidate}"
@@ -138,15 +159,21 @@ def dmarc(ctx: Context) -> Iterator[Check]:
         yield _unavailable("DMARC", exc)
         return
     if len(records) > 1:
-        yield failed("DMARC", f"{name}: {len(records)} DMARC records; receivers then ignore them all",
-                     f"keep one TXT record at {name}")
+        yield failed(
+            "DMARC",
+            f"{name}: {len(records)} DMARC records; receivers then ignore them all",
+            f"keep one TXT record at {name}",
+        )
         return
     policy = tags(records[0]).get("p", "").lower()
     inherited = f" (inherited by {ctx.domain})" if candidate != ctx.domain else ""
     if policy not in ("none", "quarantine", "reject"):
         shown = f"p={policy}" if policy else "no p= policy"
-        yield failed("DMARC", f"{name}: {records[0]}: {shown}",
-                     f"give it a policy: v=DMARC1; p=none; rua=mailto:dmarc@{candidate}")
+        yield failed(
+            "DMARC",
+            f"{name}: {records[0]}: {shown}",
+            f"give it a policy: v=DMARC1; p=none; rua=mailto:dmarc@{candidate}",
+        )
     else:
         note = "; monitoring only, quarantine once reports look clean" if policy == "none" else ""
         yield passed("DMARC", f"{name}: p={policy}{inherited}{note}")

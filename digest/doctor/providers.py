@@ -69,6 +69,10 @@ def expected(config: Config, domain: str) -> Expected:
     provider = declared(config).dns
     settings = config.settings.doctor
     host = (settings.spf_domain or provider.spf_host.format(domain=domain)).lower().rstrip(".")
-    return Expected(provider, host, settings.spf_include or provider.spf_include,
-                    tuple(settings.dkim_selectors) or provider.dkim_selectors,
-                    provider.records_at.format(domain=domain))
+    return Expected(
+        provider,
+        host,
+        settings.spf_include or provider.spf_include,
+        tuple(settings.dkim_selectors) or provider.dkim_selectors,
+        provider.records_at.format(domain=domain),
+    )

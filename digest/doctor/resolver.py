@@ -74,8 +74,10 @@ class Dns:
                 try:
                     resolver = dns.resolver.Resolver()
                 except dns.resolver.NoResolverConfiguration:
-                    raise DnsUnavailable("no DNS resolver is configured on this machine (/etc/resolv.conf); "
-                                         "pass --nameserver HOST[:PORT]") from None
+                    raise DnsUnavailable(
+                        "no DNS resolver is configured on this machine (/etc/resolv.conf); "
+                        "pass --nameserver HOST[:PORT]"
+                    ) from None
             else:
                 resolver = dns.resolver.Resolver(configure=False)
                 resolver.nameservers = [self.nameserver[0]]

@@ -32,8 +32,11 @@ NEW_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 def is_placeholder(address_or_domain: str) -> bool:
     domain = address_or_domain.rpartition("@")[2].lower().rstrip(".")
-    return (domain in EXAMPLE_DOMAINS or domain.endswith(tuple("." + d for d in EXAMPLE_DOMAINS))
-            or domain.rpartition(".")[2] in EXAMPLE_TLDS)
+    return (
+        domain in EXAMPLE_DOMAINS
+        or domain.endswith(tuple("." + d for d in EXAMPLE_DOMAINS))
+        or domain.rpartition(".")[2] in EXAMPLE_TLDS
+    )
 
 
 @lru_cache(maxsize=1)
@@ -49,14 +52,20 @@ def sender(ctx: Context) -> Iterator[Check]:
     spec = ctx.config.transport_spec
     if spec.capabilities.writes_files:
         senders = [p.name for p in registry.providers() if not p.capabilities.writes_files]
-        yield warned("transport", f"{ctx.transport}: messages are written as files, nobody receives them",
-                     f"set transport.kind in config.toml (or DIGEST_TRANSPORT) to {_one_of(senders)} to send")
+        yield warned(
+            "transport",
+            f"{ctx.transport}: messages are written as files, nobody receives them",
+            f"set transport.kind in config.toml (or DIGEST_TRANSPORT) to {_one_of(senders)} to send",
+        )
     else:
         yield passed("transport", f"{ctx.transport}: {spec.summary}" if spec.summary else ctx.transport)
     if is_placeholder(ctx.from_email):
-        yield failed("sender", f"sender.from_email {ctx.from_email} is on a domain reserved for examples; no "
-                     "provider sends from it", "set sender.from_email in config.toml to an address on your own "
-                     "domain (e.g. news@yourdomain.com); the DNS checks below are for that domain")
+        yield failed(
+            "sender",
+            f"sender.from_email {ctx.from_email} is on a domain reserved for examples; no provider sends from it",
+            "set sender.from_email in config.toml to an address on your own "
+            "domain (e.g. news@yourdomain.com); the DNS checks below are for that domain",
+        )
     else:
         yield passed("sender", f"{ctx.from_email} (sending domain {ctx.domain})")
 
@@ -68,9 +77,12 @@ def _one_of(names: list[str]) -> str:
 def public_url(ctx: Context) -> Iterator[Check]:
     url = ctx.config.settings.site.public_url
     if not url.lower().startswith("https://"):
-        yield failed("public URL", f"site.public_url {url} is not https: every confirm and unsubscribe link "
-                     "would be plain http, and mailbox providers want https for one-click unsubscribe",
-                     "put `digest serve` behind a TLS reverse proxy and set site.public_url to its https address")
+        yield failed(
+            "public URL",
+            f"site.public_url {url} is not https: every confirm and unsubscribe link "
+            "would be plain http, and mailbox providers want https for one-click unsubscribe",
+            "put `digest serve` behind a TLS reverse proxy and set site.public_url to its https address",
+        )
         return
     probe = f"{url}/healthz/live"
     try:
@@ -78,18 +90,28 @@ def public_url(ctx: Context) -> Iterator[Check]:
     except httpx.HTTPError as exc:
         reason = str(exc).strip() or type(exc).__name__
         tls = "certificate" in reason.lower() or "ssl" in reason.lower()
-        yield failed("public URL", f"{probe}: not reachable: {reason}",
-                     "give that host a valid TLS certificate (e.g. Let's Encrypt at your reverse proxy)" if tls else
-                     "start `digest serve` and route site.public_url to it (DNS, firewall, reverse proxy)")
+        yield failed(
+            "public URL",
+            f"{probe}: not reachable: {reason}",
+            "give that host a valid TLS certificate (e.g. Let's Encrypt at your reverse proxy)"
+            if tls
+            else "start `digest serve` and route site.public_url to it (DNS, firewall, reverse proxy)",
+        )
         return
     if response.status_code == 200:
         yield passed("public URL", f"{url}: https, and `digest serve` answers at {probe}")
     elif response.status_code == 503:
-        yield failed("public URL", f"{probe}: 503: the service is up but cannot reach its database",
-                     "check DIGEST_DATABASE_URL of `digest serve` and that the database runs")
+        yield failed(
+            "public URL",
+            f"{probe}: 503: the service is up but cannot reach its database",
+            "check DIGEST_DATABASE_URL of `digest serve` and that the database runs",
+        )
     else:
-        yield failed("public URL", f"{probe}: answered {response.status_code}, not `digest serve`'s 200",
-                     "route site.public_url (the whole path) to `digest serve`; /healthz/live must reach it")
+        yield failed(
+            "public URL",
+            f"{probe}: answered {response.status_code}, not `digest serve`'s 200",
+            "route site.public_url (the whole path) to `digest serve`; /healthz/live must reach it",
+        )
 
 
 def webhooks(ctx: Context) -> Iterator[Check]:
@@ -103,8 +125,7 @@ def webhooks(ctx: Context) -> Iterator[Check]:
 
 def postal_address(ctx: Context) -> Iterator[Check]:
     address = ctx.config.settings.site.postal_address.strip()
-    examples = {SiteSettings.model_fields["postal_address"].default,
-                _shipped().get("site", {}).get("postal_address")}
+    examples = {SiteSettings.model_fields["postal_address"].default, _shipped().get("site", {}).get("postal_address")}
     fix = "set site.postal_address in config.toml to your real postal address (CAN-SPAM: in every email's footer)"
     if not address:
         yield failed("postal address", "site.postal_address is empty", fix)
@@ -118,12 +139,18 @@ def unsubscribe_mailbox(ctx: Context) -> Iterator[Check]:
     mailbox = ctx.config.settings.sender.unsubscribe_mailto.strip()
     pipe = "deliver its mail to `digest subscribers unsubscribe-mail -` (a pipe alias of your mail server)"
     if not mailbox:
-        yield warned("unsubscribe mailbox", "sender.unsubscribe_mailto is empty: List-Unsubscribe offers only "
-                     "the https link, and some mail clients show no unsubscribe button without a mailto",
-                     f"set sender.unsubscribe_mailto to a mailbox on your domain and {pipe}")
+        yield warned(
+            "unsubscribe mailbox",
+            "sender.unsubscribe_mailto is empty: List-Unsubscribe offers only "
+            "the https link, and some mail clients show no unsubscribe button without a mailto",
+            f"set sender.unsubscribe_mailto to a mailbox on your domain and {pipe}",
+        )
     elif is_placeholder(mailbox):
-        yield failed("unsubscribe mailbox", f"sender.unsubscribe_mailto {mailbox} is an example address: "
-                     "unsubscribe requests mailed there are lost", f"set it to a mailbox on your domain and {pipe}")
+        yield failed(
+            "unsubscribe mailbox",
+            f"sender.unsubscribe_mailto {mailbox} is an example address: unsubscribe requests mailed there are lost",
+            f"set it to a mailbox on your domain and {pipe}",
+        )
     else:
         yield passed("unsubscribe mailbox", f"{mailbox} (mailto: of every List-Unsubscribe header)")
 
@@ -139,8 +166,10 @@ def bounces(ctx: Context) -> Iterator[Check]:
 
 def reported_by_events(label: str) -> CheckFn:
     """The `bounces` line of a provider that reports bounces and complaints through its webhook."""
+
     def bounces(ctx: Context) -> Iterator[Check]:
         yield passed("bounces", f"reported by {label}'s events (see webhooks)")
+
     return bounces
 
 
@@ -152,9 +181,12 @@ def secret_key(ctx: Context) -> Iterator[Check]:
     if not raw:
         where = str(path)
         if not path.exists():
-            yield warned("secret key", f"no key yet: DIGEST_SECRET_KEY is unset and {path} does not exist; the "
-                         "first command generates it", f"keep a backup of {path} once it exists (losing it breaks "
-                         "every unsubscribe link already sent), or set DIGEST_SECRET_KEY from {NEW_KEY}")
+            yield warned(
+                "secret key",
+                f"no key yet: DIGEST_SECRET_KEY is unset and {path} does not exist; the first command generates it",
+                f"keep a backup of {path} once it exists (losing it breaks "
+                "every unsubscribe link already sent), or set DIGEST_SECRET_KEY from {NEW_KEY}",
+            )
             return
         try:
             raw = path.read_text(encoding="utf-8").strip()
@@ -169,8 +201,11 @@ def secret_key(ctx: Context) -> Iterator[Check]:
     elif len(raw) < STRONG_KEY:
         yield warned("secret key", f"{where}: {len(raw)} characters; {STRONG_KEY} or more random ones are safe", fix)
     elif where != "DIGEST_SECRET_KEY" and os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        yield warned("secret key", f"{path}: readable by other users of this machine",
-                     f"chmod 600 {path} (anyone holding the key can forge unsubscribe links)")
+        yield warned(
+            "secret key",
+            f"{path}: readable by other users of this machine",
+            f"chmod 600 {path} (anyone holding the key can forge unsubscribe links)",
+        )
     else:
         yield passed("secret key", f"{where}: {len(raw)} characters")
 
@@ -188,13 +223,19 @@ def database(ctx: Context) -> Iterator[Check]:
     except Exception as exc:  # noqa: BLE001 - any driver error: the database cannot be asked
         orig = getattr(exc, "orig", None) or exc
         reason = (str(orig).strip().splitlines() or [type(exc).__name__])[0]
-        yield failed("database", f"{shown}: cannot connect: {reason}", "check DIGEST_DATABASE_URL and that the "
-                     "database server runs and accepts this user")
+        yield failed(
+            "database",
+            f"{shown}: cannot connect: {reason}",
+            "check DIGEST_DATABASE_URL and that the database server runs and accepts this user",
+        )
         return
     finally:
         engine.dispose()
     if current == head:
         yield passed("database", f"{shown}: migrated (revision {head})")
     else:
-        yield failed("database", f"{shown}: at revision {current or 'none (empty)'}, this version needs {head}",
-                     "run `digest db upgrade` (back the database up first)")
+        yield failed(
+            "database",
+            f"{shown}: at revision {current or 'none (empty)'}, this version needs {head}",
+            "run `digest db upgrade` (back the database up first)",
+        )

@@ -93,8 +93,10 @@ def _items(items: Any, path: str) -> tuple[list[Any], bool]:
 def parse_json_items(items: Any, path: str, source_text: str = "") -> list[ComparisonData]:
     """All of them or an IngestError naming the first bad item and field (an ingest file goes in whole)."""
     rows, single = _items(items, path)
-    out = [_parse_item(item, path, 1 if single else _item_line(source_text, i), "" if single else f"item {i}: ")
-           for i, item in enumerate(rows)]
+    out = [
+        _parse_item(item, path, 1 if single else _item_line(source_text, i), "" if single else f"item {i}: ")
+        for i, item in enumerate(rows)
+    ]
     slugs = [c.slug for c in out]
     dupes = {s for s in slugs if slugs.count(s) > 1}
     if dupes:

@@ -144,11 +144,28 @@ def _parse_tool(cur: _Cursor, which: str, desc_end: str) -> Tool:
         if end <= cur.i:
             raise cur.fail("tool B's description before 'Reviewer scorecard'")
     description = "\n".join(line.text for line in cur.lines[cur.i : end])
-    where = {"category": head[-3].no, "name": head[-2].no, "tagline": head[-1].no, "panel_ship": pct_line.no,
-             "price": price_line.no, "description": cur.lines[cur.i].no if cur.i < end else price_line.no}
+    where = {
+        "category": head[-3].no,
+        "name": head[-2].no,
+        "tagline": head[-1].no,
+        "panel_ship": pct_line.no,
+        "price": price_line.no,
+        "description": cur.lines[cur.i].no if cur.i < end else price_line.no,
+    }
     cur.i = end
-    return _build(Tool, cur.path, where, pct_line.no, category=category.text, name=name.text, tagline=tagline.text,
-                  panel_ship=pct, community=community, price=price_line.text, description=description)
+    return _build(
+        Tool,
+        cur.path,
+        where,
+        pct_line.no,
+        category=category.text,
+        name=name.text,
+        tagline=tagline.text,
+        panel_ship=pct,
+        community=community,
+        price=price_line.text,
+        description=description,
+    )
 
 
 def _strip_quote(text: str) -> str:
@@ -216,7 +233,17 @@ def parse_page_text(raw: str, path: str = "<page>") -> ComparisonData:
         raise cur.fail(f"an even number of reviewer quotes (A, B per reviewer), found {len(quotes)}")
     if cur.peek() is None:
         raise cur.fail("the site footer after the reviewer quotes (is the page truncated?)")
-    built = [_build(Quote, cur.path, {}, no, tool="a" if i % 2 == 0 else "b", reviewer=i // 2 + 1, text=q)
-             for i, (no, q) in enumerate(quotes)]
-    return _build(ComparisonData, cur.path, {"title": title_line.no, "intro": intro_line}, title_line.no,
-                  title=title_line.text, intro=intro, tools=[tool_a, tool_b], quotes=built)
+    built = [
+        _build(Quote, cur.path, {}, no, tool="a" if i % 2 == 0 else "b", reviewer=i // 2 + 1, text=q)
+        for i, (no, q) in enumerate(quotes)
+    ]
+    return _build(
+        ComparisonData,
+        cur.path,
+        {"title": title_line.no, "intro": intro_line},
+        title_line.no,
+        title=title_line.text,
+        intro=intro,
+        tools=[tool_a, tool_b],
+        quotes=built,
+    )

@@ -20,8 +20,9 @@ class UpsertResult:
     action: str  # added | updated | unchanged
 
 
-def upsert(session: Session, items: list[ComparisonData], *, default_url: str,
-           published: datetime | None = None) -> list[UpsertResult]:
+def upsert(
+    session: Session, items: list[ComparisonData], *, default_url: str, published: datetime | None = None
+) -> list[UpsertResult]:
     """Caller commits: one source's items go in together or not at all."""
     results = []
     now = utcnow()
@@ -35,11 +36,19 @@ def upsert(session: Session, items: list[ComparisonData], *, default_url: str,
         digest_hash = item.content_hash()
         row = session.scalar(select(Comparison).where(Comparison.slug == slug))
         if row is None:
-            session.add(Comparison(
-                slug=slug, title=item.title, url=url, published_at=as_utc(when) if when else now,
-                content_hash=digest_hash, community_votes=item.community_votes,
-                data=item.model_dump(mode="json", exclude={"published_at"}), created_at=now, updated_at=now,
-            ))
+            session.add(
+                Comparison(
+                    slug=slug,
+                    title=item.title,
+                    url=url,
+                    published_at=as_utc(when) if when else now,
+                    content_hash=digest_hash,
+                    community_votes=item.community_votes,
+                    data=item.model_dump(mode="json", exclude={"published_at"}),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
             results.append(UpsertResult(slug, "added"))
             continue
         changed = row.content_hash != digest_hash

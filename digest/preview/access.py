@@ -55,12 +55,16 @@ class AccessTokenGuard:
 
     def _welcome(self, request: Request) -> Response:
         rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-        response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303,
-                                    headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        response = RedirectResponse(
+            request.url.path + (f"?{rest}" if rest else ""),
+            status_code=303,
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
         response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
         return response
 
 
 def _plain(status: int, message: str) -> Response:
-    return Response(message, status_code=status, media_type="text/plain; charset=utf-8",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        message, status_code=status, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
+    )

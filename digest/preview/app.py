@@ -39,8 +39,9 @@ class LoopbackHostGuard:
             host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name not in LOOPBACK_HOSTS:
-                response = Response("The preview answers on 127.0.0.1 or localhost only.\n", status_code=421,
-                                    media_type="text/plain")
+                response = Response(
+                    "The preview answers on 127.0.0.1 or localhost only.\n", status_code=421, media_type="text/plain"
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -71,8 +72,9 @@ def create_preview_app(state: PreviewState, *, watch: bool = True) -> FastAPI:
     if not state.loopback_only and not state.access_token:
         raise UserError("--host: off loopback the preview needs an access token (every request must carry it)")
     ctx = PreviewContext(state, Reloader(state))
-    app = FastAPI(title="digest preview", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=_lifespan(ctx, watch))
+    app = FastAPI(
+        title="digest preview", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan(ctx, watch)
+    )
     app.state.ctx = ctx
     app.add_middleware(LoopbackHostGuard, state=state)
     if state.access_token:

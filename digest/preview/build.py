@@ -75,18 +75,21 @@ def _message_id_salt(rt: Runtime, issue: Issue) -> str:
         return message_id_salt(session, issue.id)
 
 
-def issue_mail(rt: Runtime, issue: Issue, edition: Edition, to: Recipient, *, subject_prefix: str = "",
-               key: str = "") -> OutgoingEmail:
+def issue_mail(
+    rt: Runtime, issue: Issue, edition: Edition, to: Recipient, *, subject_prefix: str = "", key: str = ""
+) -> OutgoingEmail:
     """One reader's copy of an issue's compiled edition, built by the sender's own IssueMessages."""
-    mail = IssueMessages(rt.settings, Tokens(rt.secret_key), issue, edition,
-                         installation=_message_id_salt(rt, issue)).build(to, subject_prefix=subject_prefix)
+    mail = IssueMessages(
+        rt.settings, Tokens(rt.secret_key), issue, edition, installation=_message_id_salt(rt, issue)
+    ).build(to, subject_prefix=subject_prefix)
     if key:
         mail.key, mail.message_id = key, ""  # a test send is a new message: a fresh Message-ID
     return mail
 
 
-def transactional_mail(rt: Runtime, kind: str, to: Recipient, *, subject_prefix: str = "",
-                       key: str = "") -> OutgoingEmail:
+def transactional_mail(
+    rt: Runtime, kind: str, to: Recipient, *, subject_prefix: str = "", key: str = ""
+) -> OutgoingEmail:
     """Confirm or welcome mail for `to`, built by the subscriber side's own MailBuilder (the real send path)."""
     person = Subscriber(id=to.subscriber_id, email=to.email, name=to.name)  # transient: never added to a session
     mail = MailBuilder(rt).build(0, kind, person)
@@ -108,11 +111,26 @@ def _finish(rt: Runtime, kind: str, mail: OutgoingEmail, unsubscribe_url: str | 
     headers = [(k, str(v)) for k, v in msg.items()]
     hdict = {k: v for k, v in headers}
     scan = scan_html(mail.html)
-    checks = run_checks(html=mail.html, text=mail.text, subject=mail.subject, headers=hdict,
-                        settings=rt.settings, unsubscribe_url=unsubscribe_url,
-                        needs_list_headers=kind == "digest", scan=scan)
-    return Preview(kind, subject=mail.subject, preheader=scan.preheader or "", html=mail.html,
-                   text=mail.text, headers=headers, eml=msg.as_bytes(), checks=checks)
+    checks = run_checks(
+        html=mail.html,
+        text=mail.text,
+        subject=mail.subject,
+        headers=hdict,
+        settings=rt.settings,
+        unsubscribe_url=unsubscribe_url,
+        needs_list_headers=kind == "digest",
+        scan=scan,
+    )
+    return Preview(
+        kind,
+        subject=mail.subject,
+        preheader=scan.preheader or "",
+        html=mail.html,
+        text=mail.text,
+        headers=headers,
+        eml=msg.as_bytes(),
+        checks=checks,
+    )
 
 
 def build_preview(rt: Runtime, kind: str, draft: Draft | None) -> Preview:
@@ -123,15 +141,17 @@ def build_preview(rt: Runtime, kind: str, draft: Draft | None) -> Preview:
             assert draft is not None
             issue = draft.issue
             mail = issue_mail(rt, issue, compiled_issue(rt, draft), SAMPLE, key=f"preview-{draft.week.key}")
-            links = personal_links(rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email,
-                                   issue.id, issue.week)
+            links = personal_links(
+                rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email, issue.id, issue.week
+            )
             preview = _finish(rt, kind, mail, links["unsubscribe_url"])
         else:
             mail = transactional_mail(rt, kind, SAMPLE)
             unsub = None
             if kind == "welcome":
-                unsub = personal_links(rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email,
-                                       None, None)["unsubscribe_url"]
+                unsub = personal_links(
+                    rt.settings, Tokens(rt.secret_key), SAMPLE.subscriber_id, SAMPLE.email, None, None
+                )["unsubscribe_url"]
             preview = _finish(rt, kind, mail, unsub)
     except TemplateError as exc:
         problem = TemplateProblem.from_message(str(exc), rt.config.templates_dir)
@@ -153,8 +173,9 @@ def edition_checks(rt: Runtime, draft: Draft) -> dict[str, list[Check]]:
         with rt.sessions() as session:
             stored = {e.key: e for e in session.scalars(select(Edition).where(Edition.issue_id == draft.issue.id))}
     tokens, install = Tokens(rt.secret_key), _message_id_salt(rt, draft.issue)
-    unsubscribe = personal_links(rt.settings, tokens, SAMPLE.subscriber_id, SAMPLE.email, draft.issue.id,
-                                 draft.week.key)["unsubscribe_url"]
+    unsubscribe = personal_links(
+        rt.settings, tokens, SAMPLE.subscriber_id, SAMPLE.email, draft.issue.id, draft.week.key
+    )["unsubscribe_url"]
     out: dict[str, list[Check]] = {}
     for ed in the_plan.editions:
         if ed.key == editions.MAIN or ed.selection is None or ed.skip_reason:
@@ -181,8 +202,12 @@ class PreviewCache:
         self.misses = 0
 
     def get(self, rt: Runtime, kind: str, draft: Draft | None, config_generation: int) -> Preview:
-        key = (kind, config_generation, templates_signature(rt.config.templates_dir),
-               draft.signature if (draft is not None and kind == "digest") else None)
+        key = (
+            kind,
+            config_generation,
+            templates_signature(rt.config.templates_dir),
+            draft.signature if (draft is not None and kind == "digest") else None,
+        )
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -203,12 +228,30 @@ class PreviewCache:
         """`edition_checks`, compiled once per change of the templates, the settings or the editions'
         picks (a page with many editions is reloaded on every template save)."""
         the_plan = draft.editions
-        picks = None if the_plan is None else tuple(
-            (ed.key, ed.label, ed.skip_reason, None if ed.selection is None else tuple(
-                (p.comparison.slug, p.comparison.content_hash, p.filler, p.pinned) for p in ed.selection.picks))
-            for ed in the_plan.editions)
-        key = ("edition-checks", config_generation, templates_signature(rt.config.templates_dir), draft.signature,
-               picks)
+        picks = (
+            None
+            if the_plan is None
+            else tuple(
+                (
+                    ed.key,
+                    ed.label,
+                    ed.skip_reason,
+                    None
+                    if ed.selection is None
+                    else tuple(
+                        (p.comparison.slug, p.comparison.content_hash, p.filler, p.pinned) for p in ed.selection.picks
+                    ),
+                )
+                for ed in the_plan.editions
+            )
+        )
+        key = (
+            "edition-checks",
+            config_generation,
+            templates_signature(rt.config.templates_dir),
+            draft.signature,
+            picks,
+        )
         with self._lock:
             found = self._checks.get(key)
             if found is None:

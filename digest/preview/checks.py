@@ -1,6 +1,8 @@
 """Checks an operator wants before a send: will Gmail clip it, do links go where they should, can
 readers leave with one click. Each finding says what is wrong and where (a line of the sent HTML,
 the link text, a header or a template file and line).
+
+Long because each pre-send check is a short function, and they read best as one list.
 """
 
 from __future__ import annotations
@@ -75,8 +77,7 @@ class _Scan(HTMLParser):
             return
         if self._hidden_depth:
             self._hidden_depth += 1
-        elif (self._in_body and self.preheader is None
-              and "display:none" in a.get("style", "").replace(" ", "").lower()):
+        elif self._in_body and self.preheader is None and "display:none" in a.get("style", "").replace(" ", "").lower():
             self._hidden_depth = 1
 
     def handle_endtag(self, tag: str) -> None:
@@ -140,14 +141,20 @@ def _labels(tags: list[_Tag]) -> str:
 
 def _lines(tags: list[_Tag]) -> str:
     lines = sorted({t.line for t in tags})
-    return ("HTML line " if len(lines) == 1 else "HTML lines ") + ", ".join(map(str, lines[:6])) + (
-        "…" if len(lines) > 6 else "")
+    return (
+        ("HTML line " if len(lines) == 1 else "HTML lines ")
+        + ", ".join(map(str, lines[:6]))
+        + ("…" if len(lines) > 6 else "")
+    )
 
 
 def _link_findings(
     links: list[_Tag], settings: Settings
 ) -> tuple[list[tuple[str, Finding]], list[tuple[str, Finding]]]:
-    """http:// links grouped by origin; links to hosts not allowed, or to this machine, grouped by host."""
+    """http:// links grouped by origin; links to hosts not allowed, or to this machine, grouped by host.
+
+    Long because it is one pass over the links sorting each into its finding.
+    """
     hosts = allowed_hosts(settings)
     insecure: dict[str, list[_Tag]] = {}
     loopback: dict[str, list[_Tag]] = {}
@@ -162,16 +169,31 @@ def _link_findings(
         if scheme in ("mailto", "tel"):
             continue
         if scheme not in ("http", "https"):
-            foreign.append((FAIL, Finding(f"link {_label(link)}to {_short(href)} is not an absolute http(s) "
-                                          "URL; it goes nowhere in a mail client", where)))
+            foreign.append(
+                (
+                    FAIL,
+                    Finding(
+                        f"link {_label(link)}to {_short(href)} is not an absolute http(s) "
+                        "URL; it goes nowhere in a mail client",
+                        where,
+                    ),
+                )
+            )
             continue
         if scheme == "http":
             insecure.setdefault(_origin(href), []).append(link)
         host = (urlsplit(href).hostname or "").lower()
         if host not in hosts:
-            foreign.append((FAIL, Finding(f"link {_label(link)}goes to {host or '(no host)'}, which is not "
-                                          f"site.site_url, site.public_url or site.allowed_origins: {_short(href)}",
-                                          where)))
+            foreign.append(
+                (
+                    FAIL,
+                    Finding(
+                        f"link {_label(link)}goes to {host or '(no host)'}, which is not "
+                        f"site.site_url, site.public_url or site.allowed_origins: {_short(href)}",
+                        where,
+                    ),
+                )
+            )
         elif host in LOOPBACK:
             loopback.setdefault(_origin(href), []).append(link)
     http_findings = []
@@ -181,8 +203,16 @@ def _link_findings(
         http_findings.append((WARN, Finding(f"{origin}{fix}: {_labels(tags)}", _lines(tags))))
     for origin, tags in loopback.items():
         setting = _setting_for(origin, settings) or "site.public_url"
-        foreign.append((WARN, Finding(f"{origin} is this machine, readers cannot open {_labels(tags)}; "
-                                      f"set {setting} to the public address", _lines(tags))))
+        foreign.append(
+            (
+                WARN,
+                Finding(
+                    f"{origin} is this machine, readers cannot open {_labels(tags)}; "
+                    f"set {setting} to the public address",
+                    _lines(tags),
+                ),
+            )
+        )
     return http_findings, foreign
 
 
@@ -211,9 +241,17 @@ def _size_check(html: str) -> Check:
     size = len(html.encode("utf-8"))
     kb = f"{size / 1024:.1f} KB of HTML"
     if size > GMAIL_CLIP_BYTES:
-        return Check("HTML size", FAIL, f"{kb}: Gmail clips messages past 102 KB",
-                     [Finding("readers see “[Message clipped]” and lose the footer with the unsubscribe link",
-                              "the whole HTML part")])
+        return Check(
+            "HTML size",
+            FAIL,
+            f"{kb}: Gmail clips messages past 102 KB",
+            [
+                Finding(
+                    "readers see “[Message clipped]” and lose the footer with the unsubscribe link",
+                    "the whole HTML part",
+                )
+            ],
+        )
     if size > SIZE_WARN_BYTES:
         return Check("HTML size", WARN, f"{kb}: close to Gmail's 102 KB clipping limit")
     return Check("HTML size", PASS, f"{kb}, under Gmail's 102 KB clipping limit")
@@ -224,19 +262,34 @@ def _alt_check(scan: _Scan) -> Check:
     for img in scan.images:
         src = _short(img.attrs.get("src", "(no src)"))
         if "alt" not in img.attrs:
-            found.append((FAIL, Finding(f"image {src} has no alt text: blocked images show nothing",
-                                        f"HTML line {img.line}")))
-    return _check("Image alt text", f"{len(scan.images)} image(s), all with alt text" if scan.images
-                  else "no images", found, f"{len(found)} image(s) without alt text")
+            found.append(
+                (FAIL, Finding(f"image {src} has no alt text: blocked images show nothing", f"HTML line {img.line}"))
+            )
+    return _check(
+        "Image alt text",
+        f"{len(scan.images)} image(s), all with alt text" if scan.images else "no images",
+        found,
+        f"{len(found)} image(s) without alt text",
+    )
 
 
 def _link_checks(scan: _Scan, settings: Settings) -> list[Check]:
     insecure, foreign = _link_findings(scan.links, settings)
     n_insecure = sum(1 for link in scan.links if link.attrs.get("href", "").strip().lower().startswith("http://"))
-    return [_check("https links", f"{len(scan.links)} link(s), all https" if scan.links else "no links",
-                   insecure, f"{n_insecure} link(s) use http://"),
-            _check("Link hosts", "every link goes to an allowed host" if scan.links else "no links",
-                   foreign, f"{len(foreign)} problem(s) with where links go")]
+    return [
+        _check(
+            "https links",
+            f"{len(scan.links)} link(s), all https" if scan.links else "no links",
+            insecure,
+            f"{n_insecure} link(s) use http://",
+        ),
+        _check(
+            "Link hosts",
+            "every link goes to an allowed host" if scan.links else "no links",
+            foreign,
+            f"{len(foreign)} problem(s) with where links go",
+        ),
+    ]
 
 
 def _list_header_findings(headers: dict[str, str]) -> list[tuple[str, Finding]]:
@@ -247,35 +300,59 @@ def _list_header_findings(headers: dict[str, str]) -> list[tuple[str, Finding]]:
         found.append((FAIL, Finding("List-Unsubscribe header is missing", "headers")))
     else:
         if "<https://" not in lu:
-            found.append((WARN, Finding("List-Unsubscribe has no https:// URL; Gmail and Yahoo "
-                                        "require one for one-click unsubscribe", "List-Unsubscribe header")))
+            found.append(
+                (
+                    WARN,
+                    Finding(
+                        "List-Unsubscribe has no https:// URL; Gmail and Yahoo require one for one-click unsubscribe",
+                        "List-Unsubscribe header",
+                    ),
+                )
+            )
         if "<mailto:" not in lu:
             found.append((WARN, Finding("List-Unsubscribe has no mailto: address", "List-Unsubscribe header")))
     if headers.get("List-Unsubscribe-Post", "") != "List-Unsubscribe=One-Click":
-        found.append((FAIL, Finding("List-Unsubscribe-Post: List-Unsubscribe=One-Click is missing "
-                                    "(RFC 8058)", "headers")))
+        found.append(
+            (FAIL, Finding("List-Unsubscribe-Post: List-Unsubscribe=One-Click is missing (RFC 8058)", "headers"))
+        )
     return found
 
 
-def _unsubscribe_check(scan: _Scan, text: str, headers: dict[str, str], unsubscribe_url: str,
-                       needs_list_headers: bool) -> Check:
+def _unsubscribe_check(
+    scan: _Scan, text: str, headers: dict[str, str], unsubscribe_url: str, needs_list_headers: bool
+) -> Check:
     found: list[tuple[str, Finding]] = []
     hrefs = {link.attrs.get("href", "") for link in scan.links}
     if unsubscribe_url not in hrefs:
-        found.append((FAIL, Finding("no link to the reader's unsubscribe URL in the HTML part",
-                                    "HTML part (template variable personal.unsubscribe_url)")))
+        found.append(
+            (
+                FAIL,
+                Finding(
+                    "no link to the reader's unsubscribe URL in the HTML part",
+                    "HTML part (template variable personal.unsubscribe_url)",
+                ),
+            )
+        )
     if text.strip() and unsubscribe_url not in text:
         found.append((FAIL, Finding("no unsubscribe URL in the text part", "text part")))
     if needs_list_headers:
         found += _list_header_findings(headers)
-    return _check("Unsubscribe", "link in HTML and text" + (", one-click headers present"
-                  if needs_list_headers else ""), found, "unsubscribe is incomplete")
+    return _check(
+        "Unsubscribe",
+        "link in HTML and text" + (", one-click headers present" if needs_list_headers else ""),
+        found,
+        "unsubscribe is incomplete",
+    )
 
 
 def _text_check(text: str) -> Check:
     if not text.strip():
-        return Check("Text part", FAIL, "the text part is empty",
-                     [Finding("clients that show plain text (and spam filters) get nothing", "text part")])
+        return Check(
+            "Text part",
+            FAIL,
+            "the text part is empty",
+            [Finding("clients that show plain text (and spam filters) get nothing", "text part")],
+        )
     return Check("Text part", PASS, f"{len(text.splitlines())} lines of plain text")
 
 
@@ -283,27 +360,51 @@ def _subject_check(subject: str) -> Check:
     if not subject.strip():
         return Check("Subject", FAIL, "the subject is empty", [Finding("no subject", "Subject header")])
     if len(subject) > SUBJECT_WARN:
-        return Check("Subject", WARN, f"{len(subject)} characters; phones show about {SUBJECT_WARN}",
-                     [Finding(f"cut after “{subject[:SUBJECT_WARN]}…”", "Subject header")])
+        return Check(
+            "Subject",
+            WARN,
+            f"{len(subject)} characters; phones show about {SUBJECT_WARN}",
+            [Finding(f"cut after “{subject[:SUBJECT_WARN]}…”", "Subject header")],
+        )
     return Check("Subject", PASS, f"{len(subject)} characters")
 
 
 def _preheader_check(pre: str | None) -> Check:
     if not pre:
-        return Check("Preheader", FAIL, "no preheader",
-                     [Finding("inboxes fill the preview line with the first text of the email",
-                              "mj-preview in the template")])
+        return Check(
+            "Preheader",
+            FAIL,
+            "no preheader",
+            [Finding("inboxes fill the preview line with the first text of the email", "mj-preview in the template")],
+        )
     if len(pre) < PREHEADER_MIN:
-        return Check("Preheader", WARN, f"{len(pre)} characters; short preheaders get padded "
-                     "with body text", [Finding(f"“{pre}”", "mj-preview")])
+        return Check(
+            "Preheader",
+            WARN,
+            f"{len(pre)} characters; short preheaders get padded with body text",
+            [Finding(f"“{pre}”", "mj-preview")],
+        )
     if len(pre) > PREHEADER_MAX:
-        return Check("Preheader", WARN, f"{len(pre)} characters; inboxes show about 90-{PREHEADER_MAX}",
-                     [Finding(f"cut after “{pre[:PREHEADER_MAX]}…”", "mj-preview")])
+        return Check(
+            "Preheader",
+            WARN,
+            f"{len(pre)} characters; inboxes show about 90-{PREHEADER_MAX}",
+            [Finding(f"cut after “{pre[:PREHEADER_MAX]}…”", "mj-preview")],
+        )
     return Check("Preheader", PASS, f"{len(pre)} characters")
 
 
-def run_checks(*, html: str, text: str, subject: str, headers: dict[str, str], settings: Settings,
-               unsubscribe_url: str | None, needs_list_headers: bool, scan: _Scan | None = None) -> list[Check]:
+def run_checks(
+    *,
+    html: str,
+    text: str,
+    subject: str,
+    headers: dict[str, str],
+    settings: Settings,
+    unsubscribe_url: str | None,
+    needs_list_headers: bool,
+    scan: _Scan | None = None,
+) -> list[Check]:
     """All checks of one rendered message, in the order the panel shows them.
     `unsubscribe_url` is the sample reader's own link (None: the email has none to check)."""
     scan = scan or scan_html(html)

@@ -85,11 +85,21 @@ class PreviewContext:
         """What every page template needs (navigation, config problems, the form token)."""
         state, rt = self.state, self.state.rt
         notice = state.notices.get(request.query_params.get("notice", ""))
-        return {"section": section, "title": title, "site_name": rt.settings.site.name, "version": state.version,
-                "config_error": state.config_error, "restart_note": state.restart_note, "notice": notice,
-                "csrf": state.csrf, "transport": rt.config.transport_kind, "static_version": self.static_version,
-                "config_path": str(rt.config.path), "templates_dir": str(rt.config.templates_dir),
-                "schedule_alert": schedule_alert(rt)}
+        return {
+            "section": section,
+            "title": title,
+            "site_name": rt.settings.site.name,
+            "version": state.version,
+            "config_error": state.config_error,
+            "restart_note": state.restart_note,
+            "notice": notice,
+            "csrf": state.csrf,
+            "transport": rt.config.transport_kind,
+            "static_version": self.static_version,
+            "config_path": str(rt.config.path),
+            "templates_dir": str(rt.config.templates_dir),
+            "schedule_alert": schedule_alert(rt),
+        }
 
     def error_page(self, request: Request, message: str, status: int = 400) -> HTMLResponse:
         ctx = self.base_context(request, "", "Problem")
@@ -121,10 +131,15 @@ class PreviewContext:
     def email_context(self, kind: str, preview: Preview, week: Week | None) -> dict[str, Any]:
         """The parts of a page that show one rendered email: its frame, .eml link and checks."""
         query = urlencode({**({"week": week.key} if week is not None else {}), "v": preview.token})
-        return {"kind": kind, "preview": preview, "frame_src": f"/render/{kind}.html?{query}",
-                "eml_href": f"/render/{kind}.eml?{query}",
-                "summary": checks_summary(preview), "sample": SAMPLE,
-                "test_recipients": self.state.rt.settings.preview.test_recipients}
+        return {
+            "kind": kind,
+            "preview": preview,
+            "frame_src": f"/render/{kind}.html?{query}",
+            "eml_href": f"/render/{kind}.eml?{query}",
+            "summary": checks_summary(preview),
+            "sample": SAMPLE,
+            "test_recipients": self.state.rt.settings.preview.test_recipients,
+        }
 
     def digest_for(self, week_key: str | None, timings: dict[str, float] | None = None) -> tuple[Draft, Preview]:
         """The week's draft and its rendered email (cached until the draft, templates or config change)."""

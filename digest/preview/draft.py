@@ -47,18 +47,31 @@ class Draft:
     @property
     def signature(self) -> tuple[Any, ...]:
         """What the render depends on besides templates and settings (the cache key part)."""
-        items = tuple((p.comparison.slug, p.comparison.content_hash, rank, p.score, p.pinned)
-                      for rank, p in enumerate(self.selection.picks, start=1))
-        return (self.week.key, self.status, self.issue.number, self.issue.editor_note, items,
-                self.main.placeholder_nonce if self.main is not None else None)
+        items = tuple(
+            (p.comparison.slug, p.comparison.content_hash, rank, p.score, p.pinned)
+            for rank, p in enumerate(self.selection.picks, start=1)
+        )
+        return (
+            self.week.key,
+            self.status,
+            self.issue.number,
+            self.issue.editor_note,
+            items,
+            self.main.placeholder_nonce if self.main is not None else None,
+        )
 
 
 def transient_issue(week: Week, rt: Runtime, number: int | None, stored: Issue | None) -> Issue:
     """An Issue for compile_issue, never added to a session."""
-    return Issue(week=week.key, number=number, status="draft", pins=[], excludes=[],
-                 scheduled_for=stored.scheduled_for if stored and stored.scheduled_for
-                 else week.slot(rt.settings.schedule),
-                 editor_note=stored.editor_note if stored else None)
+    return Issue(
+        week=week.key,
+        number=number,
+        status="draft",
+        pins=[],
+        excludes=[],
+        scheduled_for=stored.scheduled_for if stored and stored.scheduled_for else week.slot(rt.settings.schedule),
+        editor_note=stored.editor_note if stored else None,
+    )
 
 
 def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
@@ -71,12 +84,23 @@ def load_draft(rt: Runtime, week: Week, now: datetime | None = None) -> Draft:
             return Draft(week, view.status, view.selection, stored, editions=view.editions, main=view.main)
         pins = list(stored.pins or []) if stored else []
         excludes = list(stored.excludes or []) if stored else []
-        titles = dict(session.execute(select(Comparison.slug, Comparison.title)
-                                      .where(Comparison.slug.in_(excludes))).all()) if excludes else {}
+        titles = (
+            dict(session.execute(select(Comparison.slug, Comparison.title).where(Comparison.slug.in_(excludes))).all())
+            if excludes
+            else {}
+        )
     # The picks, and the candidates that missed the cut (scored against the picks), which the page offers to pin.
     issue = transient_issue(week, rt, view.number, stored)
-    return Draft(week, view.status, view.selection, issue, others=view.selection.others,
-                 excluded=[(s, titles.get(s, s)) for s in excludes], pins=pins, editions=view.editions)
+    return Draft(
+        week,
+        view.status,
+        view.selection,
+        issue,
+        others=view.selection.others,
+        excluded=[(s, titles.get(s, s)) for s in excludes],
+        pins=pins,
+        editions=view.editions,
+    )
 
 
 def change_draft(rt: Runtime, week: Week, action: str, slug: str = "") -> str:

@@ -13,7 +13,7 @@ from digest.delivery.transports import reported_events
 from digest.reports.insights import over_time
 from digest.reports.stats import issue_stats as delivery_stats
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_DRAFT, Issue
+from digest.storage.models import Issue, IssueStatus
 from digest.weeks import Week, utcnow
 
 COUNTED = ("recipients", "sent", "failed", "owed", "delivered", "opened", "clicked", "unsubscribed")
@@ -50,9 +50,15 @@ class IssueStats:
 
 
 def _row(issue: Issue, numbers: dict[str, Any] | None) -> IssueStats:
-    row = IssueStats(issue.id, issue.week, issue.number, issue.status,
-                     issue.main_edition.subject if issue.main_edition is not None else None, issue.sent_at,
-                     issue.skip_reason)
+    row = IssueStats(
+        issue.id,
+        issue.week,
+        issue.number,
+        issue.status,
+        issue.main_edition.subject if issue.main_edition is not None else None,
+        issue.sent_at,
+        issue.skip_reason,
+    )
     if numbers:
         for key in COUNTED:
             setattr(row, key, int(numbers.get(key) or 0))
@@ -98,9 +104,12 @@ def issue_history(rt: Runtime, limit: int = PAGE, before: Week | None = None) ->
             q = q.where(Issue.week < before.key)
         issues = list(session.scalars(q))
         measured = reported_events(rt.config.transport_kind)
-        rows = [_row(i, None if i.status == ISSUE_DRAFT else delivery_stats(session, i, measured,
-                                                                             rt.settings.tracking))
-                for i in issues[:limit]]
+        rows = [
+            _row(
+                i, None if i.status == IssueStatus.DRAFT else delivery_stats(session, i, measured, rt.settings.tracking)
+            )
+            for i in issues[:limit]
+        ]
         return HistoryPage(rows, rows[-1].week if len(issues) > limit else None)
 
 

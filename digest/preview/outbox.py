@@ -77,8 +77,15 @@ def _path(root: Path, folder: str, name: str | None = None) -> Path:
 
 def _entry(folder: str, p: Path, head: bytes) -> Entry:
     msg = email.message_from_bytes(head, policy=email.policy.default)
-    return Entry(folder, p.name, str(msg.get("To", "")), str(msg.get("Subject", "")), str(msg.get("Date", "")),
-                 p.stat().st_size, _mtime(p))
+    return Entry(
+        folder,
+        p.name,
+        str(msg.get("To", "")),
+        str(msg.get("Subject", "")),
+        str(msg.get("Date", "")),
+        p.stat().st_size,
+        _mtime(p),
+    )
 
 
 def list_messages(root: Path, folder: str, limit: int = 200) -> tuple[list[Entry], int]:
@@ -105,6 +112,11 @@ def open_message(root: Path, folder: str, name: str) -> Opened:
     html_part = msg.get_body(preferencelist=("html",))
     text_part = msg.get_body(preferencelist=("plain",))
     attachments = [a.get_filename() or a.get_content_type() for a in msg.iter_attachments()]
-    return Opened(_entry(folder, p, raw), [(k, str(v)) for k, v in msg.items()],
-                  html_part.get_content() if html_part is not None else None,
-                  text_part.get_content() if text_part is not None else None, raw, attachments)
+    return Opened(
+        _entry(folder, p, raw),
+        [(k, str(v)) for k, v in msg.items()],
+        html_part.get_content() if html_part is not None else None,
+        text_part.get_content() if text_part is not None else None,
+        raw,
+        attachments,
+    )

@@ -15,16 +15,19 @@ from digest.weeks import as_utc
 
 PAGES_DIR = defaults.PREVIEW_PAGES
 
-PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-            "frame-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-            "form-action 'self'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+    "frame-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 FRAMED_PAGE_CSP = PAGE_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
 # Rendered email: its own inline styles and remote images, never scripts, framed only by the preview.
-EMAIL_CSP = ("default-src 'none'; img-src * data:; style-src 'unsafe-inline' *; font-src * data:; "
-             "frame-ancestors 'self'; form-action 'none'; base-uri 'self'")
+EMAIL_CSP = (
+    "default-src 'none'; img-src * data:; style-src 'unsafe-inline' *; font-src * data:; "
+    "frame-ancestors 'self'; form-action 'none'; base-uri 'self'"
+)
 # same-origin, not no-referrer: with no-referrer Chromium posts forms with `Origin: null`.
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-                    "Cache-Control": "no-store"}
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 
 
 def _when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
@@ -36,8 +39,13 @@ def _kb(size: int) -> str:
 
 
 def make_env(folder: Path = PAGES_DIR) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["when"] = _when
     env.filters["kb"] = _kb
     env.filters["pct"] = lambda v: f"{100 * float(v):.0f}"
@@ -72,5 +80,5 @@ def framed_email(html: str, scheme: str = "light") -> str:
             extra += "<style>:root{color-scheme:dark}</style>"
     m = _HEAD.search(html)
     if m:
-        return html[: m.end()] + extra + html[m.end():]
+        return html[: m.end()] + extra + html[m.end() :]
     return extra + html

@@ -66,18 +66,27 @@ class _Server(uvicorn.Server):
 class PreviewServer:
     """One preview server: `run()` blocks (CLI); `start()`/`stop()` run it in a thread."""
 
-    def __init__(self, rt: Runtime, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 week: Week | None = None, watch: bool = True):
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        week: Week | None = None,
+        watch: bool = True,
+    ):
         loopback = is_loopback(host)
         # Off loopback, anyone who reaches the port would see every reader's links: a fresh token each start.
-        self.state = PreviewState(rt, fixed_week=week, loopback_only=loopback,
-                                  access_token=None if loopback else new_token())
+        self.state = PreviewState(
+            rt, fixed_week=week, loopback_only=loopback, access_token=None if loopback else new_token()
+        )
         self.app = create_preview_app(self.state, watch=watch)
         self.sock = bind(host, port)
         self.host = host
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2,
-                                access_log=False)
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, access_log=False
+        )
         self.server = _Server(config, self.state)
         self._thread: threading.Thread | None = None
 

@@ -63,8 +63,11 @@ class PreviewState:
             log.warning("config.toml not reloaded: %s", exc)
             return
         self.config_error = None
-        self.restart_note = (None if config.database_url == old.config.database_url else
-                             "the database setting changed: restart `digest preview` to use the new database")
+        self.restart_note = (
+            None
+            if config.database_url == old.config.database_url
+            else "the database setting changed: restart `digest preview` to use the new database"
+        )
         with self._lock:
             self.rt = dataclasses.replace(old, config=config)  # same engine and sessions
             self.config_generation += 1
@@ -122,8 +125,15 @@ class Reloader:
         def only_config(_change: object, changed: str) -> bool:
             return Path(changed).name == name
 
-        async for _ in awatch(path.parent, watch_filter=only_config, recursive=False, stop_event=self._stop,
-                              debounce=400, step=self.step_ms, rust_timeout=500):
+        async for _ in awatch(
+            path.parent,
+            watch_filter=only_config,
+            recursive=False,
+            stop_event=self._stop,
+            debounce=400,
+            step=self.step_ms,
+            rust_timeout=500,
+        ):
             before = self.state.templates_dir
             self.state.reload_config()
             if self.state.templates_dir != before:

@@ -124,6 +124,7 @@ def unregister(name: str) -> None:
 
 def _ordered(found: Iterable[EntryPoint]) -> list[EntryPoint]:
     """Ours first (in the order of our entry_points.txt); then installed ones by distribution and name."""
+
     def key(item: tuple[int, EntryPoint]) -> tuple[int, str, int, str]:
         rank, ep = item
         dist = ep.dist.name if ep.dist is not None else ""
@@ -154,8 +155,10 @@ def _load() -> None:
             return
         found = [load_entry_point(ep) for ep in _ordered(entry_points(group=GROUP))]
         if not found:  # ours are entry points too: a checkout run without being installed has none
-            raise ProviderLoadError(f"no provider found in the {GROUP} entry point group: install the digest "
-                                    "(`pip install -e .` or `make install`) so its built-in providers are declared")
+            raise ProviderLoadError(
+                f"no provider found in the {GROUP} entry point group: install the digest "
+                "(`pip install -e .` or `make install`) so its built-in providers are declared"
+            )
         manual = dict(_providers)
         _providers.clear()
         _providers.update({p.name: p for p in found})

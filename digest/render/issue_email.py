@@ -62,7 +62,7 @@ ELLIPSIS = "\u00a0…"  # a no-break space keeps the ellipsis on the line of the
 def pull_quote(text: str, limit: int = 220) -> str:
     """The quote as it fits in `limit` characters: whole sentences, or failing that whole words,
     ending with an ellipsis whenever something was left out (a reader must know it was shortened)."""
-    text = " ".join(text.split()).strip("“”\"")
+    text = " ".join(text.split()).strip('“”"')
     if len(text) <= limit:
         return text
     out = ""
@@ -73,16 +73,17 @@ def pull_quote(text: str, limit: int = 220) -> str:
     if out:
         return out + ELLIPSIS
     head = text[: limit - 1]
-    cut = head.rsplit(" ", 1)[0] if " " in head and not text[limit - 1:limit].isspace() else head
+    cut = head.rsplit(" ", 1)[0] if " " in head and not text[limit - 1 : limit].isspace() else head
     return cut.rstrip(" ,;:—–-") + "…"
 
 
 def _quote_key(text: str) -> str:
-    return " ".join(str(text).split()).strip("“”\"").casefold()
+    return " ".join(str(text).split()).strip('“”"').casefold()
 
 
-def pick_quote(quotes: list[dict[str, Any]], which: str, limit: int = 220,
-               avoid: frozenset[str] | set[str] = frozenset()) -> dict[str, Any] | None:
+def pick_quote(
+    quotes: list[dict[str, Any]], which: str, limit: int = 220, avoid: frozenset[str] | set[str] = frozenset()
+) -> dict[str, Any] | None:
     """The first of the tool's quotes not in `avoid` whose opening sentence fits `limit`.
 
     A reviewer's quote is a paragraph; a pull quote must be short and end where a sentence ends,
@@ -90,8 +91,11 @@ def pick_quote(quotes: list[dict[str, Any]], which: str, limit: int = 220,
     `avoid` holds quotes an earlier card already showed (`_quote_key` of the shown text): a tool that
     appears in two comparisons gets a different reviewer the second time, or no quote at all.
     """
-    own = [(q, pull_quote(str(q["text"]), limit)) for q in quotes
-           if q.get("tool") == which and str(q.get("text", "")).strip()]
+    own = [
+        (q, pull_quote(str(q["text"]), limit))
+        for q in quotes
+        if q.get("tool") == which and str(q.get("text", "")).strip()
+    ]
     own = [(q, t) for q, t in own if _quote_key(t) not in avoid]
     for q, trimmed in own:
         if not trimmed.endswith("…") or trimmed.endswith(ELLIPSIS):  # whole sentences first
@@ -121,8 +125,9 @@ def verdict(tool_a: dict[str, Any], tool_b: dict[str, Any]) -> str:
     return line
 
 
-def item_context(item: Any, week: str, first_seen: dict[str, int] | None = None,
-                 shown_quotes: set[str] | None = None) -> dict[str, Any]:
+def item_context(
+    item: Any, week: str, first_seen: dict[str, int] | None = None, shown_quotes: set[str] | None = None
+) -> dict[str, Any]:
     """One card's values; quote_a/quote_b are `{text, reviewer}` or None.
 
     `first_seen` (tool key -> rank of its first card) and `shown_quotes` carry what earlier cards
@@ -203,7 +208,7 @@ def preheader_for(site_name: str, number: int | None, items: list[dict[str, Any]
     for k in range(len(others), -1, -1):  # as many titles as fit; at least the count
         rest = len(others) - k
         if k:
-            listed = ", ".join(others[:k]) if rest else " and ".join([", ".join(others[:k - 1]), others[k - 1]][-k:])
+            listed = ", ".join(others[:k]) if rest else " and ".join([", ".join(others[: k - 1]), others[k - 1]][-k:])
             also = "Also: " + listed + (f" and {rest} more" if rest else "") + "."
         else:
             also = f"Also: {rest} more comparison{'s' if rest > 1 else ''}."
@@ -224,12 +229,18 @@ class EditionView:
 
     def as_context(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         first_filler = next((i["rank"] for i in items if i.get("filler")), None)
-        return {"label": self.label, "topics": list(self.topics), "monthly": self.monthly,
-                "period": "month" if self.monthly else "week", "first_filler": first_filler}
+        return {
+            "label": self.label,
+            "topics": list(self.topics),
+            "monthly": self.monthly,
+            "period": "month" if self.monthly else "week",
+            "first_filler": first_filler,
+        }
 
 
-def issue_context(config: Config, issue: Issue, personal: dict[str, str], source: list[Any], *,
-                  edition: EditionView | None = None) -> dict[str, Any]:
+def issue_context(
+    config: Config, issue: Issue, personal: dict[str, str], source: list[Any], *, edition: EditionView | None = None
+) -> dict[str, Any]:
     s = config.settings
     items = items_context(source, issue.week)
     for ctx, item in zip(items, source):
@@ -258,8 +269,9 @@ def issue_context(config: Config, issue: Issue, personal: dict[str, str], source
     }
 
 
-def compile_issue(config: Config, issue: Issue, items: list[Any], *, edition: EditionView | None = None
-                  ) -> CompiledEmail:
+def compile_issue(
+    config: Config, issue: Issue, items: list[Any], *, edition: EditionView | None = None
+) -> CompiledEmail:
     """Render the digest of `issue` with `items` (its edition's picks, rank order: EditionItems or alike),
     as one of its editions (`edition`; None: every topic, weekly); raises TemplateError naming file and line."""
     nonce = new_nonce()

@@ -63,8 +63,11 @@ def note_html(text: Any, link_colour: str = "") -> Markup:
     for tok in tokens:
         for child in tok.children or []:
             if child.type == "link_open":
-                child.attrs = {"href": child.attrs.get("href", ""), "class": "c-link",
-                               "style": (f"color:{link_colour};" if link_colour else "") + LINK_STYLE}
+                child.attrs = {
+                    "href": child.attrs.get("href", ""),
+                    "class": "c-link",
+                    "style": (f"color:{link_colour};" if link_colour else "") + LINK_STYLE,
+                }
             elif child.type == "softbreak":  # one line per paragraph: the HTML is squeezed later
                 child.type, child.content = "text", " "
     html = md.renderer.render(tokens, md.options, {})

@@ -48,8 +48,10 @@ class Personalizer:
         """`values` are raw strings; they are HTML-escaped for the HTML part. `safe` values need no
         escaping anywhere (the caller checked: e.g. tracked links, URL-safe characters only)."""
         escaped, values = filled_values(values, safe)
-        return (join_parts(self.html_parts, self.html_slots, escaped),
-                join_parts(self.text_parts, self.text_slots, values))
+        return (
+            join_parts(self.html_parts, self.html_slots, escaped),
+            join_parts(self.text_parts, self.text_slots, values),
+        )
 
 
 def html_values(values: dict[str, str]) -> dict[str, str]:

@@ -31,9 +31,16 @@ def wrap(text: Any, width: int = TEXT_WIDTH, indent: str = "", first: str | None
     paragraphs = re.split(r"\n\s*\n", str(text).strip())
     out = []
     for i, para in enumerate(paragraphs):
-        out.append(textwrap.fill(
-            " ".join(para.split()), width=width, break_long_words=False, break_on_hyphens=False,
-            initial_indent=(first if first is not None and i == 0 else indent), subsequent_indent=indent))
+        out.append(
+            textwrap.fill(
+                " ".join(para.split()),
+                width=width,
+                break_long_words=False,
+                break_on_hyphens=False,
+                initial_indent=(first if first is not None and i == 0 else indent),
+                subsequent_indent=indent,
+            )
+        )
     return "\n\n".join(out)
 
 
@@ -136,17 +143,18 @@ def render_template(env: jinja2.Environment, name: str, context: dict[str, Any])
 
 # --- MJML checks -------------------------------------------------------------------------
 
-MJML_ELEMENTS = frozenset("""
+MJML_ELEMENTS = frozenset(
+    """
 mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font mj-html-attributes
 mj-html-attribute mj-selector mj-preview mj-style mj-title mj-include mj-raw mj-accordion
 mj-accordion-element mj-accordion-title mj-accordion-text mj-button mj-carousel mj-carousel-image
 mj-column mj-divider mj-group mj-hero mj-image mj-navbar mj-navbar-link mj-section mj-social
 mj-social-element mj-spacer mj-table mj-text mj-wrapper
-""".split())
+""".split()
+)
 HEAD_CONTAINERS = frozenset(("mj-head", "mj-attributes", "mj-html-attributes"))
 VOID_HTML = frozenset("area base br col embed hr img input link meta param source track wbr".split())
-_TAG = re.compile(
-    r"<(/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*)\s*(/?)>")
+_TAG = re.compile(r"<(/?)([A-Za-z][\w:.-]*)((?:\s+[^\s=/>\"'<]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*)\s*(/?)>")
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
 
 
@@ -174,13 +182,16 @@ def check_mjml(source: str) -> MjmlProblem | None:
         if stack and stack[-1][0] in HEAD_CONTAINERS:
             between = source[pos:i]
             if between.strip():
-                return MjmlProblem(line_at(pos), f"text {between.strip()[:30]!r} inside <{stack[-1][0]}>",
-                                   between.strip()[:30])
+                return MjmlProblem(
+                    line_at(pos), f"text {between.strip()[:30]!r} inside <{stack[-1][0]}>", between.strip()[:30]
+                )
             if between and not between.startswith(("\n", "\r\n")):
                 # mjml-python rejects whitespace there unless it starts with a line break.
-                return MjmlProblem(line_at(pos), f"spaces before a tag inside <{stack[-1][0]}>: "
-                                                 "start each tag of the head on a line of its own",
-                                   source[i:i + 40].split(">")[0].split()[0])
+                return MjmlProblem(
+                    line_at(pos),
+                    f"spaces before a tag inside <{stack[-1][0]}>: start each tag of the head on a line of its own",
+                    source[i : i + 40].split(">")[0].split()[0],
+                )
         if source.startswith("<!--", i):
             end = source.find("-->", i + 4)
             if end < 0:
@@ -191,14 +202,17 @@ def check_mjml(source: str) -> MjmlProblem | None:
             end = source.find(">", i)
             pos = n if end < 0 else end + 1
             continue
-        nxt = source[i + 1:i + 2]
+        nxt = source[i + 1 : i + 2]
         if not (nxt.isalpha() or nxt == "/"):
-            return MjmlProblem(line_at(i), "a bare '<' in text (write &lt;)", source[i:i + 12].split("\n")[0])
+            return MjmlProblem(line_at(i), "a bare '<' in text (write &lt;)", source[i : i + 12].split("\n")[0])
         m = _TAG.match(source, i)
         if not m:
-            snippet = source[i:i + 40].split("\n")[0]
-            return MjmlProblem(line_at(i), f"malformed tag {snippet!r} (unclosed quote, unquoted "
-                                           "attribute value or missing '>')", snippet)
+            snippet = source[i : i + 40].split("\n")[0]
+            return MjmlProblem(
+                line_at(i),
+                f"malformed tag {snippet!r} (unclosed quote, unquoted attribute value or missing '>')",
+                snippet,
+            )
         closing, name, _attrs, selfclosing = m.groups()
         lname = name.lower()
         if (lname == "mjml" or lname.startswith("mj-")) and name not in MJML_ELEMENTS:
@@ -209,8 +223,9 @@ def check_mjml(source: str) -> MjmlProblem | None:
             elif any(t == name for t, _, _ in stack):
                 # Something opened inside is not closed: point at where it was opened.
                 top, top_line, top_snippet = stack[-1]
-                return MjmlProblem(top_line, f"<{top}> is not closed before </{name}> "
-                                             f"(rendered line {line_at(i)})", top_snippet)
+                return MjmlProblem(
+                    top_line, f"<{top}> is not closed before </{name}> (rendered line {line_at(i)})", top_snippet
+                )
             else:
                 return MjmlProblem(line_at(i), f"</{name}> has no matching <{name}>", f"</{name}")
         elif not selfclosing and lname not in VOID_HTML:
@@ -256,7 +271,7 @@ def _line_pattern(template_line: str) -> re.Pattern[str] | None:
     parts = []
     last = 0
     for m in _JINJA.finditer(stripped):
-        parts.append(re.escape(stripped[last:m.start()]))
+        parts.append(re.escape(stripped[last : m.start()]))
         parts.append(".*?" if m.group(0).startswith("{{") else "")
         last = m.end()
     parts.append(re.escape(stripped[last:]))
@@ -308,7 +323,7 @@ def _context_score(rendered: list[str], at: int, patterns: list[re.Pattern[str] 
     for k in (-3, -2, -1, 1, 2, 3):
         if not 0 <= at + k < len(rendered) or not rendered[at + k]:
             continue
-        near = patterns[max(0, j + k - 2): j + k + 3]
+        near = patterns[max(0, j + k - 2) : j + k + 3]
         if any(p is not None and p.fullmatch(rendered[at + k]) for p in near):
             score += 1
     return score
@@ -332,6 +347,5 @@ def compile_mjml(source: str, template_path: Path, env: jinja2.Environment | Non
             start, end = int(m.group(1)), int(m.group(2))
             line = raw[:start].count(b"\n") + 1
             snippet = raw[start:end].decode("utf-8", "replace").strip()
-            where = locate(env or make_env(template_path.parent), name,
-                           source, MjmlProblem(line, str(exc), snippet))
+            where = locate(env or make_env(template_path.parent), name, source, MjmlProblem(line, str(exc), snippet))
         raise TemplateError(f"{where}: MJML error: {exc}") from None

@@ -39,8 +39,15 @@ def add_links(items: list[dict[str, Any]], nonce: str | None) -> list[dict[str, 
             item["link"][place] = marker(nonce, slot(pos))
             while len(frozen) < pos:  # ranks are 1..n, so this only pads a gap left by a missing rank
                 frozen.append({"rank": 0, "place": "", "slug": "", "title": "", "url": ""})
-            frozen.append({"rank": int(item["rank"]), "place": place, "slug": item["slug"], "title": item["title"],
-                           "url": item["url"]})
+            frozen.append(
+                {
+                    "rank": int(item["rank"]),
+                    "place": place,
+                    "slug": item["slug"],
+                    "title": item["title"],
+                    "url": item["url"],
+                }
+            )
     return frozen
 
 

@@ -16,10 +16,7 @@ from typing import Any
 from digest.config import Config
 from digest.render.issue_email import render_pair
 
-SUBJECTS = {
-    "confirm": "Confirm your subscription to {site}",
-    "welcome": "Welcome to {site}",
-}
+SUBJECTS = {"confirm": "Confirm your subscription to {site}", "welcome": "Welcome to {site}"}
 PREHEADERS = {
     "confirm": "Confirm your address and the next issue is yours.",
     "welcome": "Every week, the AI tool comparisons worth your time.",

@@ -39,15 +39,57 @@ CHUNK = 5000  # rows per INSERT
 # Link scanners of mail gateways and security products, and HTTP libraries no person reads with.
 # Matched case-insensitively where a word of the User-Agent starts; the name goes into clicks.agent.
 SCANNER_AGENTS = (
-    "barracuda", "mimecast", "proofpoint", "urldefense", "safelinks", "forcepoint", "websense", "symantec",
-    "messagelabs", "trendmicro", "trend micro", "sophos", "fireeye", "ironport", "cisco", "zscaler",
-    "bitdefender", "kaspersky", "avast", "checkpoint", "cloudmark", "spamtitan", "libraesva", "hornetsecurity",
-    "vadesecure", "abnormal", "ms-office", "microsoft office", "bingpreview", "googleimageproxy", "yahoomailproxy",
-    "headlesschrome", "phantomjs", "python-requests", "python-urllib", "curl", "wget", "go-http-client",
-    "okhttp", "java/", "libwww-perl", "scrapy", "bot", "crawler", "spider", "scanner", "preview",
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "urldefense",
+    "safelinks",
+    "forcepoint",
+    "websense",
+    "symantec",
+    "messagelabs",
+    "trendmicro",
+    "trend micro",
+    "sophos",
+    "fireeye",
+    "ironport",
+    "cisco",
+    "zscaler",
+    "bitdefender",
+    "kaspersky",
+    "avast",
+    "checkpoint",
+    "cloudmark",
+    "spamtitan",
+    "libraesva",
+    "hornetsecurity",
+    "vadesecure",
+    "abnormal",
+    "ms-office",
+    "microsoft office",
+    "bingpreview",
+    "googleimageproxy",
+    "yahoomailproxy",
+    "headlesschrome",
+    "phantomjs",
+    "python-requests",
+    "python-urllib",
+    "curl",
+    "wget",
+    "go-http-client",
+    "okhttp",
+    "java/",
+    "libwww-perl",
+    "scrapy",
+    "bot",
+    "crawler",
+    "spider",
+    "scanner",
+    "preview",
 )
-_AGENT = re.compile("(?<![a-z])(?:" + "|".join(re.escape(a) for a in sorted(SCANNER_AGENTS, key=len, reverse=True))
-                    + ")", re.I)
+_AGENT = re.compile(
+    "(?<![a-z])(?:" + "|".join(re.escape(a) for a in sorted(SCANNER_AGENTS, key=len, reverse=True)) + ")", re.I
+)
 
 
 def scanner_agent(user_agent: str | None) -> str | None:
@@ -64,15 +106,27 @@ _Key = tuple[int, int | None, int | None, int, str, str, str | None]
 
 def _key(row: dict[str, Any]) -> _Key:
     """What makes two requests repeats of one another: one link of one message, asked the same way."""
-    return (row["issue_id"], row["delivery_id"], row["edition_id"], row["link"], row["kind"], row["method"],
-            row["agent"])
+    return (
+        row["issue_id"],
+        row["delivery_id"],
+        row["edition_id"],
+        row["link"],
+        row["kind"],
+        row["method"],
+        row["agent"],
+    )
 
 
 class ClickRecorder:
     """One per web process: `record` is called on the request path, `flush` from its own thread."""
 
-    def __init__(self, sessions: sessionmaker[Session], flush_seconds: float = 1.0, retention_days: int | None = None,
-                 repeat_seconds: float = 60.0):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        flush_seconds: float = 1.0,
+        retention_days: int | None = None,
+        repeat_seconds: float = 60.0,
+    ):
         self._sessions = sessions
         self._retention = retention_days
         self._next_prune = 0.0
@@ -85,11 +139,30 @@ class ClickRecorder:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one flush at a time (the thread's and stop()'s)
 
-    def record(self, *, issue_id: int, delivery_id: int, link: int, method: str, agent: str | None,
-               kind: str = "click", at: datetime | None = None, edition_id: int | None = None) -> None:
-        row = {"issue_id": issue_id, "delivery_id": delivery_id, "reader": delivery_id, "kind": kind,
-               "edition_id": edition_id, "link": link, "method": method, "agent": agent,
-               "at": as_utc(at) if at else datetime.now(UTC), "hits": 1}
+    def record(
+        self,
+        *,
+        issue_id: int,
+        delivery_id: int,
+        link: int,
+        method: str,
+        agent: str | None,
+        kind: str = "click",
+        at: datetime | None = None,
+        edition_id: int | None = None,
+    ) -> None:
+        row = {
+            "issue_id": issue_id,
+            "delivery_id": delivery_id,
+            "reader": delivery_id,
+            "kind": kind,
+            "edition_id": edition_id,
+            "link": link,
+            "method": method,
+            "agent": agent,
+            "at": as_utc(at) if at else datetime.now(UTC),
+            "hits": 1,
+        }
         key = _key(row)
         with self._queued:
             same = self._open.get(key)
@@ -162,8 +235,11 @@ class ClickRecorder:
                 except SQLAlchemyError as exc:
                     with self._queued:
                         self._queue.extendleft(reversed(rows))
-                    log.warning("could not record %d clicks yet (%s); they wait for the next flush",
-                                len(self._queue), type(exc).__name__)
+                    log.warning(
+                        "could not record %d clicks yet (%s); they wait for the next flush",
+                        len(self._queue),
+                        type(exc).__name__,
+                    )
                     break
                 written += sum(row["hits"] for row in rows)
         return written
@@ -187,8 +263,9 @@ class ClickRecorder:
         new: list[dict[str, Any]] = []
         written = self._recent(session, rows)
         for row in rows:
-            earlier = [(at, cid) for at, cid in written.get(_key(row), ())
-                       if timedelta(0) <= row["at"] - at < self._repeat]
+            earlier = [
+                (at, cid) for at, cid in written.get(_key(row), ()) if timedelta(0) <= row["at"] - at < self._repeat
+            ]
             if earlier:
                 cid = max(earlier)[1]
                 added[cid] = added.get(cid, 0) + row["hits"]
@@ -205,9 +282,17 @@ class ClickRecorder:
         until = max(row["at"] for row in rows)
         deliveries = sorted({row["delivery_id"] for row in rows})
         found: dict[_Key, list[tuple[datetime, int]]] = {}
-        q = select(Click.id, Click.issue_id, Click.delivery_id, Click.edition_id, Click.link, Click.kind,
-                   Click.method, Click.agent, Click.at).where(
-            Click.delivery_id.in_(deliveries), Click.at > since, Click.at <= until)
+        q = select(
+            Click.id,
+            Click.issue_id,
+            Click.delivery_id,
+            Click.edition_id,
+            Click.link,
+            Click.kind,
+            Click.method,
+            Click.agent,
+            Click.at,
+        ).where(Click.delivery_id.in_(deliveries), Click.at > since, Click.at <= until)
         for r in session.execute(q):
             key = (r.issue_id, r.delivery_id, r.edition_id, r.link, r.kind, r.method, r.agent)
             found.setdefault(key, []).append((as_utc(r.at), int(r.id)))
@@ -221,9 +306,17 @@ def unlink_clicks(session: Session, delivery_ids: Iterable[int]) -> int:
     for delivery_id in set(delivery_ids):
         # The edition stays (pixel opens are recorded without one: it came from the delivery).
         edition = select(Delivery.edition_id).where(Delivery.id == delivery_id).scalar_subquery()
-        result = session.execute(update(Click).where(Click.delivery_id == delivery_id).values(
-            delivery_id=None, agent=None, reader=-(secrets.randbits(62) + 1),
-            edition_id=func.coalesce(Click.edition_id, edition)).execution_options(synchronize_session=False))
+        result = session.execute(
+            update(Click)
+            .where(Click.delivery_id == delivery_id)
+            .values(
+                delivery_id=None,
+                agent=None,
+                reader=-(secrets.randbits(62) + 1),
+                edition_id=func.coalesce(Click.edition_id, edition),
+            )
+            .execution_options(synchronize_session=False)
+        )
         changed += int(getattr(result, "rowcount", 0) or 0)
     return changed
 
@@ -231,6 +324,5 @@ def unlink_clicks(session: Session, delivery_ids: Iterable[int]) -> int:
 def unlink_older_than(session: Session, days: int, now: datetime | None = None) -> int:
     """`[tracking] retention_days`: clicks older than that stop naming a delivery (the counts stay)."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    old = session.scalars(select(Click.delivery_id).where(Click.at < cutoff, Click.delivery_id.is_not(None))
-                          .distinct())
+    old = session.scalars(select(Click.delivery_id).where(Click.at < cutoff, Click.delivery_id.is_not(None)).distinct())
     return unlink_clicks(session, [int(d) for d in old if d is not None])

@@ -15,6 +15,8 @@ unreliable: Apple Mail Privacy Protection loads every image on delivery, others 
 
 Clicks are counted per edition too (each click row names the edition whose links its position
 is in); a comparison sent in several editions is counted across them in the issue's total.
+
+Long because it is today's counting, kept whole as the oracle the set-based counts of issue 23 must match.
 """
 
 from __future__ import annotations
@@ -30,22 +32,23 @@ from sqlalchemy.orm import Session, selectinload
 
 from digest.config import TrackingSettings
 from digest.storage.models import (
-    DELIVERY_SENT,
-    ISSUE_SENDING,
-    ISSUE_SENT,
     MAIN_EDITION_KEY,
     Click,
     Delivery,
+    DeliveryStatus,
     Edition,
     EditionItem,
     Event,
     Issue,
+    IssueStatus,
     SubscriberEventKind,
 )
 from digest.weeks import as_utc
 
-OPENS_NOTE = ("Opens are unreliable: Apple Mail Privacy Protection (since 2021) loads every image when a mail "
-              "arrives, so its readers all count as opened, and clients that block images never do.")
+OPENS_NOTE = (
+    "Opens are unreliable: Apple Mail Privacy Protection (since 2021) loads every image when a mail "
+    "arrives, so its readers all count as opened, and clients that block images never do."
+)
 SET_ASIDE_REASONS = {
     "head": "HEAD requests (browsers follow links with GET; link checkers use HEAD)",
     "scanner_agent": "a known scanner's or HTTP library's User-Agent",
@@ -89,8 +92,12 @@ def _classify(hits: list[_Hit], tracking: TrackingSettings) -> None:
 
 def _comparison(rank: int, data: dict[str, Any], slug: str) -> dict[str, Any]:
     cats = sorted({str(t.get("category") or "").strip() for t in data.get("tools") or [] if t.get("category")})
-    return {"rank": rank, "slug": str(data.get("slug") or slug), "title": str(data.get("title") or ""),
-            "categories": cats}
+    return {
+        "rank": rank,
+        "slug": str(data.get("slug") or slug),
+        "title": str(data.get("title") or ""),
+        "categories": cats,
+    }
 
 
 @dataclass
@@ -116,21 +123,40 @@ def _edition_item(item: EditionItem) -> dict[str, Any]:
 
 def _carriers(session: Session, issue: Issue) -> list[_Carrier]:
     """The issue's editions as sent; deliveries enqueued before editions (none named) got the main one."""
-    sent = {e: int(n) for e, n in session.execute(
-        select(Delivery.edition_id, func.count(Delivery.id)).where(
-            Delivery.issue_id == issue.id, Delivery.status == DELIVERY_SENT).group_by(Delivery.edition_id))}
-    rows = session.scalars(select(Edition).where(Edition.issue_id == issue.id).order_by(Edition.id).options(
-        selectinload(Edition.items).selectinload(EditionItem.comparison))).all()  # one query per level, not per row
-    return [_Carrier(row.id, row.key, row.label, list(row.links or []),
-                     {i.rank: _edition_item(i) for i in row.items},
-                     sent.get(row.id, 0) + (sent.get(None, 0) if row.key == MAIN_EDITION_KEY else 0)) for row in rows]
+    sent = {
+        e: int(n)
+        for e, n in session.execute(
+            select(Delivery.edition_id, func.count(Delivery.id))
+            .where(Delivery.issue_id == issue.id, Delivery.status == DeliveryStatus.SENT)
+            .group_by(Delivery.edition_id)
+        )
+    }
+    rows = session.scalars(
+        select(Edition)
+        .where(Edition.issue_id == issue.id)
+        .order_by(Edition.id)
+        .options(selectinload(Edition.items).selectinload(EditionItem.comparison))
+    ).all()  # one query per level, not per row
+    return [
+        _Carrier(
+            row.id,
+            row.key,
+            row.label,
+            list(row.links or []),
+            {i.rank: _edition_item(i) for i in row.items},
+            sent.get(row.id, 0) + (sent.get(None, 0) if row.key == MAIN_EDITION_KEY else 0),
+        )
+        for row in rows
+    ]
 
 
 def _hits(session: Session, issue_id: int, kind: str) -> list[_Hit]:
     q = select(Click.reader, Click.link, Click.method, Click.agent, Click.at, Click.edition_id, Click.hits).where(
-        Click.issue_id == issue_id, Click.kind == kind)
-    return [_Hit(int(r), int(link), str(m), a, as_utc(at), e, hits=int(n))
-            for r, link, m, a, at, e, n in session.execute(q)]
+        Click.issue_id == issue_id, Click.kind == kind
+    )
+    return [
+        _Hit(int(r), int(link), str(m), a, as_utc(at), e, hits=int(n)) for r, link, m, a, at, e, n in session.execute(q)
+    ]
 
 
 def _requests(hits: Iterable[_Hit]) -> int:
@@ -162,22 +188,46 @@ def _counted(hits: list[_Hit], carriers: list[_Carrier], sent: int) -> dict[str,
                 per_link[h.link].append(h)
                 if h.link < len(carrier.links):
                     clickers[str(carrier.links[h.link].get("slug") or "")].add(h.reader)
-        link_rows += [{"edition": carrier.key, "link": i, "rank": link.get("rank"), "place": link.get("place"),
-                       "slug": link.get("slug"), "url": link.get("url"), "clicks": _requests(per_link.get(i, ())),
-                       "unique_clicks": len({h.reader for h in per_link.get(i, ())})}
-                      for i, link in enumerate(carrier.links)]
-    comparisons = [{**c, "unique_clicks": len(clickers.get(slug, ())),
-                    "click_through": _share(len(clickers.get(slug, ())), c["emails"])} for slug, c in comps.items()]
+        link_rows += [
+            {
+                "edition": carrier.key,
+                "link": i,
+                "rank": link.get("rank"),
+                "place": link.get("place"),
+                "slug": link.get("slug"),
+                "url": link.get("url"),
+                "clicks": _requests(per_link.get(i, ())),
+                "unique_clicks": len({h.reader for h in per_link.get(i, ())}),
+            }
+            for i, link in enumerate(carrier.links)
+        ]
+    comparisons = [
+        {
+            **c,
+            "unique_clicks": len(clickers.get(slug, ())),
+            "click_through": _share(len(clickers.get(slug, ())), c["emails"]),
+        }
+        for slug, c in comps.items()
+    ]
     comparisons.sort(key=lambda c: (-c["unique_clicks"], -(c["click_through"] or 0), c["rank"], c["slug"]))
     unique = len({h.reader for h in readers})
-    return {"tracked": any(c.links for c in carriers), "recorded": _requests(hits), "reader_clicks": _requests(readers),
-            "unique_clicks": unique, "click_through": _share(unique, sent),
-            "set_aside": set_aside, "set_aside_total": sum(set_aside.values()),
-            "set_aside_why": SET_ASIDE_REASONS, "comparisons": comparisons, "links": link_rows}
+    return {
+        "tracked": any(c.links for c in carriers),
+        "recorded": _requests(hits),
+        "reader_clicks": _requests(readers),
+        "unique_clicks": unique,
+        "click_through": _share(unique, sent),
+        "set_aside": set_aside,
+        "set_aside_total": sum(set_aside.values()),
+        "set_aside_why": SET_ASIDE_REASONS,
+        "comparisons": comparisons,
+        "links": link_rows,
+    }
 
 
-def click_reports(session: Session, issue: Issue, tracking: TrackingSettings, sent: int | None = None
-                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def click_reports(
+    session: Session, issue: Issue, tracking: TrackingSettings, sent: int | None = None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The issue's click report, and one per edition (by key) when it has editions.
 
     A click token names its edition, and each click row keeps it: a position is looked up in
@@ -192,54 +242,75 @@ def click_reports(session: Session, issue: Issue, tracking: TrackingSettings, se
         if h.edition is None:
             h.edition = own
     total = _counted(hits, carriers, sum(c.sent for c in carriers) if sent is None else sent)
-    per = {c.key: _counted([h for h in hits if h.edition == c.id], [c], c.sent)
-           for c in carriers if c.key is not None}
+    per = {c.key: _counted([h for h in hits if h.edition == c.id], [c], c.sent) for c in carriers if c.key is not None}
     return total, per
 
 
-def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int | None = None
-                 ) -> dict[str, Any]:
+def click_report(session: Session, issue: Issue, tracking: TrackingSettings, sent: int | None = None) -> dict[str, Any]:
     """Unique clicks, click-through per comparison (ranked) and per link, and what was set aside."""
     return click_reports(session, issue, tracking, sent)[0]
 
 
-def open_reports(session: Session, issue: Issue, tracking: TrackingSettings, sent: int,
-                 editions: Mapping[int, int] | None = None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+def open_reports(
+    session: Session, issue: Issue, tracking: TrackingSettings, sent: int, editions: Mapping[int, int] | None = None
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """Unique opens of the issue, and of each edition (`editions`: id -> emails sent), from one read:
     the provider's `opened` stamps, and pixel opens that were not a scanner's. A pixel open belongs
     to its delivery's edition (kept on the row when unlinking makes it nobody's)."""
-    opened = session.execute(select(Delivery.id, Delivery.edition_id).where(
-        Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))).all()
-    q = (select(Click.reader, Click.link, Click.method, Click.agent, Click.at,
-                func.coalesce(Click.edition_id, Delivery.edition_id))
-         .outerjoin(Delivery, Delivery.id == Click.delivery_id).where(Click.issue_id == issue.id, Click.kind == "open"))
+    opened = session.execute(
+        select(Delivery.id, Delivery.edition_id).where(Delivery.issue_id == issue.id, Delivery.opened_at.is_not(None))
+    ).all()
+    q = (
+        select(
+            Click.reader,
+            Click.link,
+            Click.method,
+            Click.agent,
+            Click.at,
+            func.coalesce(Click.edition_id, Delivery.edition_id),
+        )
+        .outerjoin(Delivery, Delivery.id == Click.delivery_id)
+        .where(Click.issue_id == issue.id, Click.kind == "open")
+    )
     main = session.scalar(select(Edition.id).where(Edition.issue_id == issue.id, Edition.key == MAIN_EDITION_KEY))
     stamps = [(d, main if e is None else e) for d, e in opened]  # enqueued before editions: the main one
-    pixel = [_Hit(int(r), int(link), str(m), a, as_utc(at), main if e is None else e)
-             for r, link, m, a, at, e in session.execute(q)]
+    pixel = [
+        _Hit(int(r), int(link), str(m), a, as_utc(at), main if e is None else e)
+        for r, link, m, a, at, e in session.execute(q)
+    ]
     _classify(pixel, tracking)  # by reader, and a reader is one delivery: the same answer per edition
     readers = [h for h in pixel if h.reason is None]
 
     def report(openers: set[int], emails: int) -> dict[str, Any]:
-        return {"unique_opens": len(openers), "open_rate": _share(len(openers), emails), "reliable": False,
-                "note": OPENS_NOTE,
-                "sources": ["provider webhooks"] + (["tracking pixel"] if tracking.open_pixel else [])}
+        return {
+            "unique_opens": len(openers),
+            "open_rate": _share(len(openers), emails),
+            "reliable": False,
+            "note": OPENS_NOTE,
+            "sources": ["provider webhooks"] + (["tracking pixel"] if tracking.open_pixel else []),
+        }
 
     total = report({int(d) for d, _ in stamps} | {h.reader for h in readers}, sent)
-    per = {eid: report({int(d) for d, e in stamps if e == eid} | {h.reader for h in readers if h.edition == eid}, n)
-           for eid, n in (editions or {}).items()}
+    per = {
+        eid: report({int(d) for d, e in stamps if e == eid} | {h.reader for h in readers if h.edition == eid}, n)
+        for eid, n in (editions or {}).items()
+    }
     return total, per
 
 
 def sent_count(session: Session, issue_id: int) -> int:
-    q = select(func.count(Delivery.id)).where(Delivery.issue_id == issue_id, Delivery.status == DELIVERY_SENT)
+    q = select(func.count(Delivery.id)).where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENT)
     return int(session.scalar(q) or 0)
 
 
 LIST_KINDS: dict[str, str] = {
-    SubscriberEventKind.SUBSCRIBED: "sign_ups", SubscriberEventKind.CONFIRMED: "confirmations",
-    SubscriberEventKind.UNSUBSCRIBED: "unsubscribes", SubscriberEventKind.BOUNCED: "bounces",
-    SubscriberEventKind.COMPLAINED: "complaints", SubscriberEventKind.RESUBSCRIBED: "resubscribes"}
+    SubscriberEventKind.SUBSCRIBED: "sign_ups",
+    SubscriberEventKind.CONFIRMED: "confirmations",
+    SubscriberEventKind.UNSUBSCRIBED: "unsubscribes",
+    SubscriberEventKind.BOUNCED: "bounces",
+    SubscriberEventKind.COMPLAINED: "complaints",
+    SubscriberEventKind.RESUBSCRIBED: "resubscribes",
+}
 
 
 def _week_of(moment: datetime) -> str:
@@ -267,12 +338,19 @@ def subscribers_by_week(session: Session, weeks: int = 26, now: datetime | None 
 
 
 def sent_issues(session: Session, last: int) -> list[Issue]:
-    return list(session.scalars(select(Issue).where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT]))
-                                .order_by(Issue.week.desc()).limit(last)))
+    return list(
+        session.scalars(
+            select(Issue)
+            .where(Issue.status.in_([IssueStatus.SENDING, IssueStatus.SENT]))
+            .order_by(Issue.week.desc())
+            .limit(last)
+        )
+    )
 
 
-def category_click_through(session: Session, tracking: TrackingSettings, issues: Iterable[Issue]
-                           ) -> list[dict[str, Any]]:
+def category_click_through(
+    session: Session, tracking: TrackingSettings, issues: Iterable[Issue]
+) -> list[dict[str, Any]]:
     """Per tool category: readers' unique clicks on its comparisons over the emails that carried them."""
     clicks: dict[str, int] = defaultdict(int)
     carried: dict[str, int] = defaultdict(int)
@@ -287,26 +365,45 @@ def category_click_through(session: Session, tracking: TrackingSettings, issues:
                 carried[cat] += comp["emails"]
                 comparisons[cat] += 1
     rows: list[dict[str, Any]] = [
-        {"category": cat, "comparisons": comparisons[cat], "unique_clicks": clicks[cat], "emails": carried[cat],
-         "click_through": _share(clicks[cat], carried[cat])} for cat in carried]
+        {
+            "category": cat,
+            "comparisons": comparisons[cat],
+            "unique_clicks": clicks[cat],
+            "emails": carried[cat],
+            "click_through": _share(clicks[cat], carried[cat]),
+        }
+        for cat in carried
+    ]
     rows.sort(key=lambda r: (-(r["click_through"] or 0), r["category"]))
     return rows
 
 
-def over_time(session: Session, tracking: TrackingSettings, *, weeks: int = 26, last_issues: int = 12,
-              now: datetime | None = None) -> dict[str, Any]:
+def over_time(
+    session: Session, tracking: TrackingSettings, *, weeks: int = 26, last_issues: int = 12, now: datetime | None = None
+) -> dict[str, Any]:
     """The list by week and click-through by category over the last issues."""
-    return {"subscribers_by_week": subscribers_by_week(session, weeks, now),
-            "click_through_by_category": category_click_through(session, tracking, sent_issues(session, last_issues)),
-            "issues_counted": last_issues}
+    return {
+        "subscribers_by_week": subscribers_by_week(session, weeks, now),
+        "click_through_by_category": category_click_through(session, tracking, sent_issues(session, last_issues)),
+        "issues_counted": last_issues,
+    }
 
 
 def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
     """`digest stats --json` as rows (section, key, metric, value): the same numbers, for a spreadsheet."""
     rows: list[list[Any]] = [["section", "key", "metric", "value"]]
     week = stats.get("week", "")
-    for key in ("recipients", "sent", "failed", "delivered", "bounced", "complained", "opened", "clicked",
-                "unsubscribed"):
+    for key in (
+        "recipients",
+        "sent",
+        "failed",
+        "delivered",
+        "bounced",
+        "complained",
+        "opened",
+        "clicked",
+        "unsubscribed",
+    ):
         rows.append(["issue", week, key, stats.get(key)])
     opens = stats.get("opens") or {}
     rows.append(["issue", week, "unique_opens", opens.get("unique_opens")])
@@ -322,8 +419,9 @@ def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
         rows.append(["comparison", c["slug"], "click_through", c["click_through"]])
     for link in clicks.get("links") or []:
         edition = f"{link['edition']}:" if link.get("edition") else ""
-        rows.append(["link", f"{edition}{link['link']}:{link['slug']}:{link['place']}", "unique_clicks",
-                     link["unique_clicks"]])
+        rows.append(
+            ["link", f"{edition}{link['link']}:{link['slug']}:{link['place']}", "unique_clicks", link["unique_clicks"]]
+        )
     for ed in stats.get("editions") or []:
         own = ed.get("clicks") or {}
         for key in ("recipients", "sent", "unique_clicks", "click_through"):
@@ -345,27 +443,47 @@ def csv_rows(stats: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: list[int]
-                  ) -> dict[int, list[dict[str, Any]]]:
+def people_clicks(
+    session: Session, tracking: TrackingSettings, subscriber_ids: list[int]
+) -> dict[int, list[dict[str, Any]]]:
     """Each person's clicks and pixel opens still linked to them, oldest first (for the export).
 
     Set aside as in the reports: a message's requests are told apart on their own (one reader
     is one delivery), clicks and opens separately. `requests`: the repeats of that link within
     seconds the entry stands for (one row). Rows that forget or the retention period
-    unlinked name no delivery, so they are nobody's here."""
+    unlinked name no delivery, so they are nobody's here.
+
+    Long because one export row per request is built from the rows read once.
+    """
     rows = session.execute(
-        select(Delivery.subscriber_id, Click.id, Click.kind, Click.issue_id, Click.edition_id, Click.reader,
-               Click.link, Click.method, Click.agent, Click.at, Click.hits)
+        select(
+            Delivery.subscriber_id,
+            Click.id,
+            Click.kind,
+            Click.issue_id,
+            Click.edition_id,
+            Click.reader,
+            Click.link,
+            Click.method,
+            Click.agent,
+            Click.at,
+            Click.hits,
+        )
         .join(Delivery, Delivery.id == Click.delivery_id)
-        .where(Delivery.subscriber_id.in_(subscriber_ids)).order_by(Click.at, Click.id)).all()
+        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .order_by(Click.at, Click.id)
+    ).all()
     if not rows:
         return {}
     issues = {i.id: i for i in session.scalars(select(Issue).where(Issue.id.in_({r.issue_id for r in rows})))}
     edition_ids = {r.edition_id for r in rows if r.edition_id is not None}
-    editions = {e.id: e for e in session.scalars(select(Edition).where(Edition.id.in_(edition_ids)))} \
-        if edition_ids else {}
-    hits = {r.id: _Hit(int(r.reader), int(r.link), str(r.method), r.agent, as_utc(r.at), r.edition_id, hits=int(r.hits))
-            for r in rows}
+    editions = (
+        {e.id: e for e in session.scalars(select(Edition).where(Edition.id.in_(edition_ids)))} if edition_ids else {}
+    )
+    hits = {
+        r.id: _Hit(int(r.reader), int(r.link), str(r.method), r.agent, as_utc(r.at), r.edition_id, hits=int(r.hits))
+        for r in rows
+    }
     for kind in ("click", "open"):
         _classify([hits[r.id] for r in rows if r.kind == kind], tracking)
     out: dict[int, list[dict[str, Any]]] = {}
@@ -375,9 +493,18 @@ def people_clicks(session: Session, tracking: TrackingSettings, subscriber_ids: 
         sent_in = edition if edition is not None else issue.main_edition  # no edition named: the main one
         links = list((sent_in.links if sent_in is not None else None) or [])
         link = links[r.link] if r.kind == "click" and 0 <= r.link < len(links) else {}
-        out.setdefault(int(r.subscriber_id), []).append({
-            "at": as_utc(r.at).isoformat(timespec="seconds"), "kind": r.kind, "issue": issue.week,
-            "edition": edition.key if edition is not None else None,
-            "link": r.link if r.kind == "click" else None, "comparison": link.get("slug"), "url": link.get("url"),
-            "method": r.method, "requests": int(r.hits), "set_aside": hits[r.id].reason})
+        out.setdefault(int(r.subscriber_id), []).append(
+            {
+                "at": as_utc(r.at).isoformat(timespec="seconds"),
+                "kind": r.kind,
+                "issue": issue.week,
+                "edition": edition.key if edition is not None else None,
+                "link": r.link if r.kind == "click" else None,
+                "comparison": link.get("slug"),
+                "url": link.get("url"),
+                "method": r.method,
+                "requests": int(r.hits),
+                "set_aside": hits[r.id].reason,
+            }
+        )
     return out

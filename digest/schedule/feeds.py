@@ -1,6 +1,5 @@
 """The feeds `schedule.feeds` names, ingested before each weekly issue."""
 
-
 from __future__ import annotations
 
 import logging
@@ -28,4 +27,3 @@ def refresh_feeds(rt: Runtime) -> list[str]:
         changed = sum(1 for r in results if r.action != "unchanged")
         log.info("feed %s: %d comparison(s), %d new or changed", source.name, len(results), changed)
     return problems
-

@@ -10,6 +10,8 @@ unless it is already sending/sent, and unless the slot is more than
 
 Every process runs the same job; the `weekly-send` lease and the unique week key
 make sure one issue goes out per week, however many `digest serve` are running.
+
+Long because the service's lifecycle, the one send rule and its run records are one class.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from digest.runtime import Runtime
 from digest.schedule.feeds import refresh_feeds
 from digest.schedule.slots import SlotState, make_trigger, slot_state
 from digest.storage.lease import Lease, default_holder
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED, Issue
+from digest.storage.models import Issue, IssueStatus
 from digest.weeks import Week, as_utc, utcnow
 
 log = logging.getLogger("digest.schedule.service")
@@ -57,10 +59,9 @@ Clock = Callable[[], datetime]
 
 
 class SendFn(Protocol):
-    def __call__(self, rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None,
-                 stop: threading.Event | None = None) -> CycleResult: ...
-
-
+    def __call__(
+        self, rt: Runtime, week: Week, *, manual: bool, now: datetime | None = None, stop: threading.Event | None = None
+    ) -> CycleResult: ...
 
 
 @dataclass
@@ -95,11 +96,18 @@ class WeeklyService:
     its grace, a suspended machine), so the cron job only decides *when*, never *whether*.
     """
 
-    def __init__(self, rt: Runtime, *, clock: Clock = utcnow, send: SendFn = send_week,
-                 holder: str | None = None, lease_ttl: timedelta = timedelta(minutes=5),
-                 watch_interval: timedelta = WATCH_INTERVAL,
-                 scheduler_factory: Callable[..., BaseScheduler] = BackgroundScheduler,
-                 executor: Any = None):
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        clock: Clock = utcnow,
+        send: SendFn = send_week,
+        holder: str | None = None,
+        lease_ttl: timedelta = timedelta(minutes=5),
+        watch_interval: timedelta = WATCH_INTERVAL,
+        scheduler_factory: Callable[..., BaseScheduler] = BackgroundScheduler,
+        executor: Any = None,
+    ):
         self.rt = rt
         self.clock = clock
         self.send = send
@@ -111,15 +119,21 @@ class WeeklyService:
         self._run_lock = threading.Lock()
         self._warned_overdue: str | None = None
         # A paused send (an outage) is tried again on a growing interval, with no operator.
-        self.resume_backoff = ResumeBackoff(rt.settings.transport.resume_after_seconds,
-                                            rt.settings.transport.resume_max_seconds)
+        self.resume_backoff = ResumeBackoff(
+            rt.settings.transport.resume_after_seconds, rt.settings.transport.resume_max_seconds
+        )
         self._owed: list[str] = []
         self.scheduler = scheduler_factory(
-            jobstores={"default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE),
-                       "memory": MemoryJobStore()},
+            jobstores={
+                "default": SQLAlchemyJobStore(engine=rt.engine, tablename=JOBS_TABLE),
+                "memory": MemoryJobStore(),
+            },
             executors={"default": executor or ThreadPoolExecutor(max_workers=3)},  # send, watchdog, bounces
-            job_defaults={"coalesce": True, "max_instances": 1,
-                          "misfire_grace_time": rt.settings.schedule.misfire_grace_seconds},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": rt.settings.schedule.misfire_grace_seconds,
+            },
             timezone=ZoneInfo(rt.settings.schedule.timezone),
         )
         self.scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
@@ -132,17 +146,38 @@ class WeeklyService:
         self.scheduler.start(paused=True)
         self.ensure_job()
         now = self.clock()
-        self.scheduler.add_job(self.run_due, "date", args=["start"], id=START_JOB_ID, jobstore="memory",
-                               run_date=now, misfire_grace_time=None, replace_existing=True)
+        self.scheduler.add_job(
+            self.run_due,
+            "date",
+            args=["start"],
+            id=START_JOB_ID,
+            jobstore="memory",
+            run_date=now,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
         if watch:
-            self.scheduler.add_job(self.run_due, "interval", args=["watchdog"], id=WATCH_JOB_ID,
-                                   jobstore="memory", seconds=self.watch_interval.total_seconds(),
-                                   start_date=now + self.watch_interval, replace_existing=True)
+            self.scheduler.add_job(
+                self.run_due,
+                "interval",
+                args=["watchdog"],
+                id=WATCH_JOB_ID,
+                jobstore="memory",
+                seconds=self.watch_interval.total_seconds(),
+                start_date=now + self.watch_interval,
+                replace_existing=True,
+            )
         bounces = self.rt.settings.bounces
         if bounces.imap_host and bounces.poll_seconds:
-            self.scheduler.add_job(self.poll_bounces, "interval", id=BOUNCE_JOB_ID, jobstore="memory",
-                                   seconds=bounces.poll_seconds, replace_existing=True,
-                                   start_date=now + timedelta(seconds=min(bounces.poll_seconds, 10)))
+            self.scheduler.add_job(
+                self.poll_bounces,
+                "interval",
+                id=BOUNCE_JOB_ID,
+                jobstore="memory",
+                seconds=bounces.poll_seconds,
+                replace_existing=True,
+                start_date=now + timedelta(seconds=min(bounces.poll_seconds, 10)),
+            )
         self.scheduler.resume()
         log.info("scheduler started; next issue at %s", self.next_run_time())
 
@@ -169,8 +204,9 @@ class WeeklyService:
         job = self._stored_job()
         if job is None:
             try:
-                self.scheduler.add_job(_weekly_job, trigger, id=JOB_ID, jobstore="default",
-                                       name="weekly issue", misfire_grace_time=grace)
+                self.scheduler.add_job(
+                    _weekly_job, trigger, id=JOB_ID, jobstore="default", name="weekly issue", misfire_grace_time=grace
+                )
                 return
             except ConflictingIdError:  # another process created it a moment ago
                 job = self.scheduler.get_job(JOB_ID, jobstore="default")
@@ -225,8 +261,12 @@ class WeeklyService:
             self._run_lock.release()
         self._schedule_resume()
         self.last_run = RunRecord(self.clock(), reason, outcome)
-        log.log(logging.INFO if reason != "watchdog" or outcome != "nothing to do" else logging.DEBUG,
-                "weekly job (%s): %s", reason, outcome)
+        log.log(
+            logging.INFO if reason != "watchdog" or outcome != "nothing to do" else logging.DEBUG,
+            "weekly job (%s): %s",
+            reason,
+            outcome,
+        )
         return outcome
 
     def poll_bounces(self) -> str:
@@ -269,14 +309,14 @@ class WeeklyService:
                 return "; ".join(done + ["stopped"])
             state = slot_state(self.rt, self.clock())
             self.last_state = state
-            if state.issue_status in (ISSUE_SENDING, ISSUE_SENT):
+            if state.issue_status in (IssueStatus.SENDING, IssueStatus.SENT):
                 return "; ".join(done) or "nothing to do"
             if state.too_late:
                 if self._warned_overdue != state.week:
                     (log.warning if state.overdue else log.info)("%s", state.message)
                     self._warned_overdue = state.week
                 return "; ".join(done + [f"{state.week} overdue" if state.overdue else f"{state.week} not sent (late)"])
-            if state.issue_status == ISSUE_SKIPPED and reason == "watchdog":
+            if state.issue_status == IssueStatus.SKIPPED and reason == "watchdog":
                 return "; ".join(done) or "nothing to do"  # a skip is retried at the slot and at start only
             refresh_feeds(self.rt)
             week = Week.parse(state.week)
@@ -289,8 +329,9 @@ class WeeklyService:
     def _note(self, week: Week, result: CycleResult) -> None:
         s = result.summary
         if s is not None and (s.paused or (s.owed and s.deferred_batches)):
-            self._owed.append(f"issue {week.key}: " + (f"paused: {s.paused}" if s.paused else
-                                                       f"{s.owed} reader(s) still owed"))
+            self._owed.append(
+                f"issue {week.key}: " + (f"paused: {s.paused}" if s.paused else f"{s.owed} reader(s) still owed")
+            )
 
     def _schedule_resume(self) -> None:
         """Try a paused send again after a growing interval; back to the first interval once none is."""
@@ -302,22 +343,34 @@ class WeeklyService:
             return
         delay = self.resume_backoff.next_delay()
         log.warning("%s; trying again in %.0f s", "; ".join(owed), delay)
-        self.scheduler.add_job(self.run_due, "date", args=["resume"], id=RESUME_JOB_ID, jobstore="memory",
-                               run_date=self.clock() + timedelta(seconds=delay), misfire_grace_time=None,
-                               replace_existing=True)
+        self.scheduler.add_job(
+            self.run_due,
+            "date",
+            args=["resume"],
+            id=RESUME_JOB_ID,
+            jobstore="memory",
+            run_date=self.clock() + timedelta(seconds=delay),
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
 
     def _unfinished_weeks(self) -> list[Week]:
         with self.rt.sessions() as session:
-            weeks = session.scalars(select(Issue.week).where(Issue.status == ISSUE_SENDING).order_by(Issue.week))
+            weeks = session.scalars(select(Issue.week).where(Issue.status == IssueStatus.SENDING).order_by(Issue.week))
             return [Week.parse(w) for w in weeks]
 
     def _on_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED and event.job_id == BOUNCE_JOB_ID:
-            log.info("bounce mailbox: the poll due at %s ran too late and was skipped; the next one reads what "
-                     "is there", event.scheduled_run_time)
+            log.info(
+                "bounce mailbox: the poll due at %s ran too late and was skipped; the next one reads what is there",
+                event.scheduled_run_time,
+            )
         elif event.code == EVENT_JOB_MISSED:
-            log.warning("job %s missed its run time %s; the watchdog checks whether the issue is still due",
-                        event.job_id, event.scheduled_run_time)
+            log.warning(
+                "job %s missed its run time %s; the watchdog checks whether the issue is still due",
+                event.job_id,
+                event.scheduled_run_time,
+            )
         elif event.code == EVENT_JOB_ERROR:
             log.error("job %s failed: %s", event.job_id, event.exception)
 

@@ -7,7 +7,6 @@ unless it is already sending/sent, and unless the slot is more than
 (`digest send --week`), and the log, /healthz and the preview say so (`slot_state`).
 """
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from sqlalchemy import select
 from digest.config import ScheduleSettings
 from digest.cycle.week import is_overdue
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED, Issue
+from digest.storage.models import Issue, IssueStatus
 from digest.weeks import Week, current_week, utcnow
 
 # -- the trigger ----------------------------------------------------------------------------
@@ -51,8 +50,9 @@ class WeeklyTrigger(CronTrigger):  # type: ignore[misc]  # APScheduler 3 ships n
 
 def make_trigger(schedule: ScheduleSettings) -> WeeklyTrigger:
     hour, minute = schedule.hour_minute
-    return WeeklyTrigger(day_of_week=schedule.day[:3], hour=hour, minute=minute, second=0,
-                         timezone=ZoneInfo(schedule.timezone))
+    return WeeklyTrigger(
+        day_of_week=schedule.day[:3], hour=hour, minute=minute, second=0, timezone=ZoneInfo(schedule.timezone)
+    )
 
 
 def latest_slot_week(schedule: ScheduleSettings, now: datetime) -> Week:
@@ -82,22 +82,35 @@ class SlotState:
     @property
     def message(self) -> str:
         if self.first_issue_at is not None:
-            return (f"no issue has been sent yet; the first one, {self.first_issue_week}, goes out "
-                    f"{self.first_issue_at:%A %Y-%m-%d %H:%M} {getattr(self.first_issue_at.tzinfo, 'key', 'UTC')}")
-        if self.overdue or (self.too_late and self.issue_status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)):
-            return (f"issue {self.week} was due {self.slot:%Y-%m-%d %H:%M} UTC, {self.lateness_hours:.1f} h ago "
-                    f"(more than schedule.max_lateness_hours); it is not sent late by itself: "
-                    f"`digest send --week {self.week}` sends it")
-        if self.issue_status == ISSUE_SKIPPED:
+            return (
+                f"no issue has been sent yet; the first one, {self.first_issue_week}, goes out "
+                f"{self.first_issue_at:%A %Y-%m-%d %H:%M} {getattr(self.first_issue_at.tzinfo, 'key', 'UTC')}"
+            )
+        if self.overdue or (
+            self.too_late and self.issue_status not in (IssueStatus.SENDING, IssueStatus.SENT, IssueStatus.SKIPPED)
+        ):
+            return (
+                f"issue {self.week} was due {self.slot:%Y-%m-%d %H:%M} UTC, {self.lateness_hours:.1f} h ago "
+                f"(more than schedule.max_lateness_hours); it is not sent late by itself: "
+                f"`digest send --week {self.week}` sends it"
+            )
+        if self.issue_status == IssueStatus.SKIPPED:
             return f"issue {self.week} was skipped: {self.skip_reason}"
         return f"issue {self.week}: {self.issue_status or 'not created yet'}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"week": self.week, "slot": self.slot.isoformat(), "issue_status": self.issue_status,
-                "skip_reason": self.skip_reason, "lateness_hours": round(self.lateness_hours, 2),
-                "too_late": self.too_late, "overdue": self.overdue,
-                "first_issue_at": self.first_issue_at.isoformat() if self.first_issue_at else None,
-                "first_issue_week": self.first_issue_week, "message": self.message}
+        return {
+            "week": self.week,
+            "slot": self.slot.isoformat(),
+            "issue_status": self.issue_status,
+            "skip_reason": self.skip_reason,
+            "lateness_hours": round(self.lateness_hours, 2),
+            "too_late": self.too_late,
+            "overdue": self.overdue,
+            "first_issue_at": self.first_issue_at.isoformat() if self.first_issue_at else None,
+            "first_issue_week": self.first_issue_week,
+            "message": self.message,
+        }
 
 
 def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
@@ -112,20 +125,28 @@ def slot_state(rt: Runtime, now: datetime | None = None) -> SlotState:
     slot = week.slot(schedule)
     with rt.sessions() as session:
         row = session.execute(select(Issue.status, Issue.skip_reason).where(Issue.week == week.key)).first()
-        started = session.scalar(select(Issue.id).where(Issue.week < week.key,
-                                                        Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])).limit(1))
-        ever = started or session.scalar(select(Issue.id).where(Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])).limit(1))
+        started = session.scalar(
+            select(Issue.id)
+            .where(Issue.week < week.key, Issue.status.in_([IssueStatus.SENDING, IssueStatus.SENT]))
+            .limit(1)
+        )
+        ever = started or session.scalar(
+            select(Issue.id).where(Issue.status.in_([IssueStatus.SENDING, IssueStatus.SENT])).limit(1)
+        )
     status, reason = (row[0], row[1]) if row else (None, None)
-    unsent = status not in (ISSUE_SENDING, ISSUE_SENT, ISSUE_SKIPPED)
+    unsent = status not in (IssueStatus.SENDING, IssueStatus.SENT, IssueStatus.SKIPPED)
     too_late = is_overdue(rt, week, now)
     first_week = None
     if ever is None:  # nothing sent yet: this slot's issue if it still goes out by itself, else the next
         first_week = week.next() if too_late or not unsent else week
-    return SlotState(week=week.key, slot=slot, issue_status=status, skip_reason=reason,
-                     lateness_hours=(now - slot).total_seconds() / 3600, too_late=too_late,
-                     overdue=unsent and too_late and started is not None,
-                     first_issue_at=first_week.slot(schedule).astimezone(ZoneInfo(schedule.timezone))
-                     if first_week else None,
-                     first_issue_week=first_week.key if first_week else None)
-
-
+    return SlotState(
+        week=week.key,
+        slot=slot,
+        issue_status=status,
+        skip_reason=reason,
+        lateness_hours=(now - slot).total_seconds() / 3600,
+        too_late=too_late,
+        overdue=unsent and too_late and started is not None,
+        first_issue_at=first_week.slot(schedule).astimezone(ZoneInfo(schedule.timezone)) if first_week else None,
+        first_issue_week=first_week.key if first_week else None,
+    )

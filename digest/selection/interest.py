@@ -20,5 +20,8 @@ def lift(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     if not clicks or not emails:
         return {}
     average = clicks / emails  # the click-through of an average category placement
-    return {r["category"]: round((r["click_through"] - average) / average, 4) for r in rows
-            if r["click_through"] is not None and r["click_through"] > average}
+    return {
+        r["category"]: round((r["click_through"] - average) / average, 4)
+        for r in rows
+        if r["click_through"] is not None and r["click_through"] > average
+    }

@@ -32,15 +32,7 @@ from sqlalchemy.orm import Session
 
 from digest.config import SelectionSettings
 from digest.errors import UserError
-from digest.storage.models import (
-    ISSUE_SENDING,
-    ISSUE_SENT,
-    MAIN_EDITION_KEY,
-    Comparison,
-    Edition,
-    EditionItem,
-    Issue,
-)
+from digest.storage.models import MAIN_EDITION_KEY, Comparison, Edition, EditionItem, Issue, IssueStatus
 from digest.weeks import as_utc
 
 
@@ -53,9 +45,15 @@ class Pick:
     filler: bool = False  # the overall best, filling an edition whose topics had too few
 
     def as_dict(self) -> dict[str, Any]:
-        return {"slug": self.comparison.slug, "title": self.comparison.title, "score": self.score,
-                "parts": self.parts, "pinned": self.pinned, "filler": self.filler,
-                "published_at": as_utc(self.comparison.published_at).isoformat()}
+        return {
+            "slug": self.comparison.slug,
+            "title": self.comparison.title,
+            "score": self.score,
+            "parts": self.parts,
+            "pinned": self.pinned,
+            "filler": self.filler,
+            "published_at": as_utc(self.comparison.published_at).isoformat(),
+        }
 
 
 @dataclass
@@ -70,9 +68,15 @@ class Selection:
     lift: Mapping[str, float] | None = None  # the learnt interest it was ranked with (its editions use it too)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"week": self.week, "cutoff": self.cutoff.isoformat(), "window_start": self.window_start.isoformat(),
-                "candidates": self.candidates, "skipped": self.skip_reason is not None,
-                "skip_reason": self.skip_reason, "picks": [p.as_dict() for p in self.picks]}
+        return {
+            "week": self.week,
+            "cutoff": self.cutoff.isoformat(),
+            "window_start": self.window_start.isoformat(),
+            "candidates": self.candidates,
+            "skipped": self.skip_reason is not None,
+            "skip_reason": self.skip_reason,
+            "picks": [p.as_dict() for p in self.picks],
+        }
 
 
 def tool_key(tool: dict[str, Any]) -> str:
@@ -92,8 +96,13 @@ def diversity(comparison: Comparison, seen_tools: set[str]) -> float:
 
 def categories(comparison: Comparison) -> list[str]:
     """The tool categories of a comparison, as click-through by category counts them."""
-    return sorted({str(t.get("category") or "").strip() for t in comparison.data.get("tools", [])
-                   if str(t.get("category") or "").strip()})
+    return sorted(
+        {
+            str(t.get("category") or "").strip()
+            for t in comparison.data.get("tools", [])
+            if str(t.get("category") or "").strip()
+        }
+    )
 
 
 def interest(comparison: Comparison, lift: Mapping[str, float]) -> float:
@@ -101,9 +110,13 @@ def interest(comparison: Comparison, lift: Mapping[str, float]) -> float:
     return max((min(1.0, max(0.0, lift.get(c, 0.0))) for c in categories(comparison)), default=0.0)
 
 
-def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
-          seen_tools: AbstractSet[str] = frozenset(),
-          lift: Mapping[str, float] | None = None) -> tuple[float, dict[str, float]]:
+def score(
+    comparison: Comparison,
+    cfg: SelectionSettings,
+    cutoff: datetime,
+    seen_tools: AbstractSet[str] = frozenset(),
+    lift: Mapping[str, float] | None = None,
+) -> tuple[float, dict[str, float]]:
     tools = comparison.data.get("tools", [])
     panel = sum(t.get("panel_ship", 0) for t in tools) / (100.0 * max(1, len(tools)))
     votes_pct = [t["community"] for t in tools if t.get("community") is not None]
@@ -116,8 +129,9 @@ def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
         community = 0.5
     age = (cutoff - as_utc(comparison.published_at)).total_seconds() / 86400.0
     freshness = min(1.0, max(0.0, 1.0 - age / cfg.window_days))
-    total_w = (cfg.weight_panel + cfg.weight_community + cfg.weight_freshness + cfg.weight_diversity
-               + cfg.weight_interest)
+    total_w = (
+        cfg.weight_panel + cfg.weight_community + cfg.weight_freshness + cfg.weight_diversity + cfg.weight_interest
+    )
     parts = {
         "panel": round(cfg.weight_panel * panel / total_w, 4),
         "community": round(cfg.weight_community * community / total_w, 4),
@@ -129,8 +143,13 @@ def score(comparison: Comparison, cfg: SelectionSettings, cutoff: datetime,
     return round(sum(parts.values()), 4), parts
 
 
-def ranked(comparisons: list[Comparison], cfg: SelectionSettings, cutoff: datetime,
-           seen_tools: set[str], lift: Mapping[str, float] | None = None) -> list[Pick]:
+def ranked(
+    comparisons: list[Comparison],
+    cfg: SelectionSettings,
+    cutoff: datetime,
+    seen_tools: set[str],
+    lift: Mapping[str, float] | None = None,
+) -> list[Pick]:
     """Best first: higher score, then newer, then slug A-Z."""
     picks = [Pick(c, *score(c, cfg, cutoff, seen_tools, lift)) for c in comparisons]
     picks.sort(key=lambda p: (-p.score, -as_utc(p.comparison.published_at).timestamp(), p.comparison.slug))
@@ -139,9 +158,12 @@ def ranked(comparisons: list[Comparison], cfg: SelectionSettings, cutoff: dateti
 
 def featured_ids(session: Session, except_issue_id: int | None = None) -> set[int]:
     """Comparisons already in an issue that went out (or is going out): its picks, its main edition's."""
-    q = (select(EditionItem.comparison_id).join(Edition, Edition.id == EditionItem.edition_id)
-         .join(Issue, Issue.id == Edition.issue_id)
-         .where(Edition.key == MAIN_EDITION_KEY, Issue.status.in_([ISSUE_SENDING, ISSUE_SENT])))
+    q = (
+        select(EditionItem.comparison_id)
+        .join(Edition, Edition.id == EditionItem.edition_id)
+        .join(Issue, Issue.id == Edition.issue_id)
+        .where(Edition.key == MAIN_EDITION_KEY, Issue.status.in_([IssueStatus.SENDING, IssueStatus.SENT]))
+    )
     if except_issue_id is not None:
         q = q.where(Issue.id != except_issue_id)
     return set(session.scalars(q))
@@ -155,10 +177,19 @@ def resolve_slugs(session: Session, slugs: list[str], what: str) -> list[Compari
     return [rows[s] for s in slugs]
 
 
-def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff: datetime,
-                 pins: Sequence[str] = (), excludes: Sequence[str] = (),
-                 issue_id: int | None = None, lift: Mapping[str, float] | None = None,
-                 only: Callable[[Comparison], bool] | None = None, featured: set[int] | None = None) -> Selection:
+def select_picks(
+    session: Session,
+    cfg: SelectionSettings,
+    *,
+    week: str,
+    cutoff: datetime,
+    pins: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+    issue_id: int | None = None,
+    lift: Mapping[str, float] | None = None,
+    only: Callable[[Comparison], bool] | None = None,
+    featured: set[int] | None = None,
+) -> Selection:
     """The week's picks. `lift`: category -> readers' interest (see the module docstring); used only
     with weight_interest. An edition narrows it: `only` keeps the comparisons of its topics (pins
     outside them are left out); `featured` replaces the comparisons already sent (a monthly edition
@@ -173,8 +204,9 @@ def select_picks(session: Session, cfg: SelectionSettings, *, week: str, cutoff:
     sel = Selection(week=week, cutoff=cutoff, window_start=start, lift=lift)
     if featured is None:
         featured = featured_ids(session, issue_id)
-    rows = session.scalars(select(Comparison).where(Comparison.published_at >= start,
-                                                    Comparison.published_at <= cutoff))
+    rows = session.scalars(
+        select(Comparison).where(Comparison.published_at >= start, Comparison.published_at <= cutoff)
+    )
     candidates = [c for c in rows if c.id not in featured and c.slug not in excludes and c.slug not in pins]
     if only is not None:
         pinned = [c for c in pinned if only(c)]

@@ -87,8 +87,9 @@ def build(settings: TopicSettings, categories: Iterable[str]) -> Topics:
         else:
             key, name = slugify(spelling) or "topic", renamed.get(ckey, spelling)
         groups.setdefault(key, (name, set()))[1].add(ckey)
-    topics = tuple(sorted((Topic(k, n, frozenset(cs)) for k, (n, cs) in groups.items()),
-                          key=lambda t: (t.name.casefold(), t.key)))
+    topics = tuple(
+        sorted((Topic(k, n, frozenset(cs)) for k, (n, cs) in groups.items()), key=lambda t: (t.name.casefold(), t.key))
+    )
     return Topics(topics, {c: t.key for t in topics for c in t.categories})
 
 

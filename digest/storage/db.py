@@ -50,6 +50,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so
         # read-then-write transactions take the write lock up front (no upgrade deadlocks).
         @event.listens_for(engine, "connect")

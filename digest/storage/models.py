@@ -1,8 +1,10 @@
 """The database schema. One module so the whole data model reads in one place.
 
 Statuses and kinds are `StrEnum`s stored as their values in VARCHAR columns (portable between
-SQLite and PostgreSQL, no native enum types to migrate); raw SQL binds the same members. The old
-constant names (SUB_ACTIVE, ...) stay as aliases of the members.
+SQLite and PostgreSQL, no native enum types to migrate); raw SQL binds the same members. Code names
+the members (`SubscriberStatus.ACTIVE`), never the bare values.
+
+Long because the whole data model reads in one place (one table per class).
 """
 
 from __future__ import annotations
@@ -39,8 +41,14 @@ class Base(DeclarativeBase):
 
 def values_of(enum: type[StrEnum], length: int = 16) -> Enum:
     """A VARCHAR column holding an enum's values (not its member names); reads give back members."""
-    return Enum(enum, native_enum=False, create_constraint=False, length=length, validate_strings=True,
-                values_callable=lambda members: [m.value for m in members])
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 # Integer primary keys that are BIGINT on PostgreSQL but the rowid alias on SQLite.
@@ -70,9 +78,6 @@ class IssueStatus(StrEnum):
     SKIPPED = "skipped"  # too few picks at the last attempt; may be retried
     SENDING = "sending"  # rendered and enqueued: picks and payload are frozen
     SENT = "sent"  # every batch finished (some deliveries may have failed)
-
-
-ISSUE_DRAFT, ISSUE_SKIPPED, ISSUE_SENDING, ISSUE_SENT = IssueStatus
 
 
 # The key of an issue's every-topic weekly edition (digest.cycle.editions.edition_key(WEEKLY, ())).
@@ -107,7 +112,9 @@ class Issue(Base):
     # the one the archive shows, and the one deliveries and click tokens made before editions read.
     main_edition: Mapped[Edition | None] = relationship(
         primaryjoin=f"and_(Issue.id == foreign(Edition.issue_id), Edition.key == '{MAIN_EDITION_KEY}')",
-        viewonly=True, uselist=False)
+        viewonly=True,
+        uselist=False,
+    )
 
 
 class Frequency(StrEnum):
@@ -174,9 +181,6 @@ class SubscriberStatus(StrEnum):
     COMPLAINED = "complained"  # spam complaint; also suppressed
 
 
-SUB_PENDING, SUB_ACTIVE, SUB_UNSUBSCRIBED, SUB_BOUNCED, SUB_COMPLAINED = SubscriberStatus
-
-
 class Subscriber(Base):
     __tablename__ = "subscribers"
     # Enqueueing reads readers by their choice (digest.delivery.enqueue): one index range per choice.
@@ -185,8 +189,9 @@ class Subscriber(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized (domain lower-cased)
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    status: Mapped[SubscriberStatus] = mapped_column(values_of(SubscriberStatus), default=SubscriberStatus.PENDING,
-                                                     index=True)
+    status: Mapped[SubscriberStatus] = mapped_column(
+        values_of(SubscriberStatus), default=SubscriberStatus.PENDING, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -199,8 +204,9 @@ class Subscriber(Base):
     # Reader preferences (digest.selection.topics, digest.cycle.editions): topic keys joined by "+" in sorted order
     # ("" = every topic), weekly or monthly, and a pause that ends by itself.
     topics: Mapped[str] = mapped_column(String(1000), default="", server_default="")
-    frequency: Mapped[Frequency] = mapped_column(values_of(Frequency), default=Frequency.WEEKLY,
-                                                 server_default=Frequency.WEEKLY.value)
+    frequency: Mapped[Frequency] = mapped_column(
+        values_of(Frequency), default=Frequency.WEEKLY, server_default=Frequency.WEEKLY.value
+    )
     paused_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
@@ -210,9 +216,6 @@ class ConsentKind(StrEnum):
     RESUBSCRIBED = "resubscribed"  # the person's own unsubscribe-page link
     IMPORTED = "imported"  # `subscribers import --confirmed --consent ...`
     ADDED = "added"  # `subscribers add` (--confirmed: the operator holds consent)
-
-
-CONSENT_SIGNED_UP, CONSENT_CONFIRMED, CONSENT_RESUBSCRIBED, CONSENT_IMPORTED, CONSENT_ADDED = ConsentKind
 
 
 class ConsentRecord(Base):
@@ -255,9 +258,6 @@ class BatchStatus(StrEnum):
     UNCONFIRMED = "unconfirmed"
 
 
-BATCH_PENDING, BATCH_CLAIMED, BATCH_SENT, BATCH_FAILED, BATCH_UNCONFIRMED = BatchStatus
-
-
 class Batch(Base):
     """A fixed group of at most 100 deliveries: the unit of claiming and of idempotency."""
 
@@ -269,7 +269,8 @@ class Batch(Base):
     batch_no: Mapped[int] = mapped_column(Integer)
     # The edition every delivery of this batch gets (null for issues frozen before editions).
     edition_id: Mapped[int | None] = mapped_column(
-        ForeignKey("editions.id", ondelete="CASCADE", name="fk_batches_edition"), nullable=True)
+        ForeignKey("editions.id", ondelete="CASCADE", name="fk_batches_edition"), nullable=True
+    )
     status: Mapped[BatchStatus] = mapped_column(values_of(BatchStatus), default=BatchStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped only when a batch may get a new key (digest.delivery.requeue): nothing of it can have
@@ -292,8 +293,7 @@ class AttemptOutcome(StrEnum):
     AMBIGUOUS = "ambiguous"  # the answer was lost (timeout, dropped connection): may have been accepted
 
 
-ATTEMPT_IN_FLIGHT, ATTEMPT_ACCEPTED, ATTEMPT_REFUSED, ATTEMPT_AMBIGUOUS = AttemptOutcome
-MAY_HAVE_BEEN_ACCEPTED = (ATTEMPT_IN_FLIGHT, ATTEMPT_ACCEPTED, ATTEMPT_AMBIGUOUS)
+MAY_HAVE_BEEN_ACCEPTED = (AttemptOutcome.IN_FLIGHT, AttemptOutcome.ACCEPTED, AttemptOutcome.AMBIGUOUS)
 
 
 class SendAttempt(Base):
@@ -331,9 +331,6 @@ class DeliveryStatus(StrEnum):
     DROPPED = "dropped"  # unsubscribed/suppressed after enqueue, before its batch was claimed
 
 
-DELIVERY_QUEUED, DELIVERY_SENT, DELIVERY_FAILED, DELIVERY_DROPPED = DeliveryStatus
-
-
 # Deliveries that name an address but no subscriber: what `ix_deliveries_unlinked_email` holds.
 UNLINKED_DELIVERY = "subscriber_id IS NULL AND email <> ''"
 
@@ -347,10 +344,18 @@ class Delivery(Base):
         UniqueConstraint("issue_id", "subscriber_id"),
         Index("ix_deliveries_issue_batch", "issue_id", "batch_no"),
         # `forget` finds the rows that kept an address without a subscriber (a merged spelling) here.
-        Index("ix_deliveries_unlinked_email", "email", postgresql_where=text(UNLINKED_DELIVERY),
-              sqlite_where=text(UNLINKED_DELIVERY)),
-        ForeignKeyConstraint(["edition_id", "issue_id"], ["editions.id", "editions.issue_id"],
-                             name="fk_deliveries_edition_of_issue", ondelete="CASCADE"),
+        Index(
+            "ix_deliveries_unlinked_email",
+            "email",
+            postgresql_where=text(UNLINKED_DELIVERY),
+            sqlite_where=text(UNLINKED_DELIVERY),
+        ),
+        ForeignKeyConstraint(
+            ["edition_id", "issue_id"],
+            ["editions.id", "editions.issue_id"],
+            name="fk_deliveries_edition_of_issue",
+            ondelete="CASCADE",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -402,9 +407,7 @@ class Event(Base):
         ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
     )
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"), nullable=True)
-    delivery_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True
-    )
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -423,13 +426,15 @@ class Click(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
-    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True,
-                                                    index=True)
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     reader: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(8), default="click")  # click | open
     # The edition whose links `link` is a position in (None: the issue's links, before editions).
     edition_id: Mapped[int | None] = mapped_column(
-        ForeignKey("editions.id", ondelete="CASCADE", name="fk_clicks_edition"), nullable=True)
+        ForeignKey("editions.id", ondelete="CASCADE", name="fk_clicks_edition"), nullable=True
+    )
     link: Mapped[int] = mapped_column(Integer)  # position in editions.links (-1 for opens)
     method: Mapped[str] = mapped_column(String(8))  # GET | HEAD
     agent: Mapped[str | None] = mapped_column(String(40), nullable=True)  # a known scanner's name
@@ -454,9 +459,6 @@ class MailStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"  # no longer wanted when its turn came (confirmed meanwhile, left the list)
-
-
-MAIL_QUEUED, MAIL_SENT, MAIL_FAILED, MAIL_SKIPPED = MailStatus
 
 
 class MailKind(StrEnum):

@@ -47,8 +47,10 @@ def token_prefixes(routes: Iterable[APIRoute]) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-TOKEN_PREFIXES = (*token_prefixes(r for router in ROUTERS for r in api_routes(router.routes)),
-                  *(re.escape(p) for p in LEGACY_PREFIXES))
+TOKEN_PREFIXES = (
+    *token_prefixes(r for router in ROUTERS for r in api_routes(router.routes)),
+    *(re.escape(p) for p in LEGACY_PREFIXES),
+)
 _TOKEN_PATH = re.compile(r"^(?P<prefix>" + "|".join(TOKEN_PREFIXES) + r")[^/?#]*(?P<rest>[^?#]*)")
 
 

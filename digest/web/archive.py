@@ -38,20 +38,27 @@ from digest.render.issue_email import verdict
 from digest.render.personalize import Personalizer
 from digest.render.tracked import BLANK_GIF_URL, direct_values
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, Edition, EditionItem, Issue
+from digest.storage.models import Edition, EditionItem, Issue, IssueStatus
 from digest.weeks import Week, as_utc
 
 router = APIRouter()
 log = logging.getLogger("digest.web.archive")
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-PUBLIC = (ISSUE_SENDING, ISSUE_SENT)  # frozen issues: readers already have them in their inbox
+PUBLIC = (IssueStatus.SENDING, IssueStatus.SENT)  # frozen issues: readers already have them in their inbox
 FEED_ENTRIES = 50
 ATOM_NS = "http://www.w3.org/2005/Atom"
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; base-uri 'none'; "
-       "form-action 'self'; frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-           "Referrer-Policy": "strict-origin-when-cross-origin", "Cache-Control": "public, max-age=300"}
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Cache-Control": "public, max-age=300",
+}
 
 # Web fonts the email may import from a third party: a public page makes no third-party requests.
 _REMOTE_FONT_LINK = re.compile(r"<link\b[^>]*\bhref=\"https?://[^\"]*fonts[^\"]*\"[^>]*>", re.I)
@@ -61,8 +68,13 @@ _HEAD_CLOSE = re.compile(r"</head\s*>", re.I)
 
 
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 _ENV = _env()
@@ -94,11 +106,16 @@ def entry_for(settings: Settings, issue: Issue) -> Entry:
     published = min(as_utc(issue.enqueued_at), _moment(issue)) if issue.enqueued_at else _moment(issue)
     local = published.astimezone(ZoneInfo(settings.schedule.timezone))
     main = issue.main_edition  # the issue's content: its main edition (loaded with it)
-    return Entry(week=issue.week, number=issue.number,
-                 title=(main.subject if main else None) or f"{settings.site.name} {issue.week}",
-                 summary=(main.preheader if main else None) or "", date=f"{local:%-d %B %Y}",
-                 date_iso=local.date().isoformat(),
-                 updated=_moment(issue), published=published)
+    return Entry(
+        week=issue.week,
+        number=issue.number,
+        title=(main.subject if main else None) or f"{settings.site.name} {issue.week}",
+        summary=(main.preheader if main else None) or "",
+        date=f"{local:%-d %B %Y}",
+        date_iso=local.date().isoformat(),
+        updated=_moment(issue),
+        published=published,
+    )
 
 
 def public_issues(rt: Runtime, limit: int | None = None, *, with_items: bool = False) -> list[Issue]:
@@ -161,7 +178,7 @@ def web_version(settings: Settings, issue: Issue) -> str:
     html = _HEAD_CLOSE.sub(lambda m: head_extra + m.group(0), html, count=1)
     match = _BODY_OPEN.search(html)
     if match:
-        html = html[:match.end()] + banner + html[match.end():]
+        html = html[: match.end()] + banner + html[match.end() :]
     else:
         html = banner + html
     return html
@@ -169,8 +186,9 @@ def web_version(settings: Settings, issue: Issue) -> str:
 
 def _page(name: str, rt: Runtime, status: int = 200, **context: Any) -> HTMLResponse:
     s = rt.settings
-    body = _ENV.get_template(name).render(site=s.site, schedule=s.schedule, public_url=s.site.public_url,
-                                          feed_url="/archive.xml", **context)
+    body = _ENV.get_template(name).render(
+        site=s.site, schedule=s.schedule, public_url=s.site.public_url, feed_url="/archive.xml", **context
+    )
     headers = dict(HEADERS)
     if status != 200:
         headers["Cache-Control"] = "no-store"
@@ -218,12 +236,12 @@ def archive_issue(request: Request, week: str) -> Response:
     except UserError as exc:
         return _page("archive_missing.html.j2", rt, status=404, message=str(exc).removeprefix("week: "))
     with rt.sessions() as session:
-        issue = session.scalar(select(Issue).where(Issue.week == key, Issue.status.in_(PUBLIC))
-                               .options(selectinload(Issue.main_edition)))
+        issue = session.scalar(
+            select(Issue).where(Issue.week == key, Issue.status.in_(PUBLIC)).options(selectinload(Issue.main_edition))
+        )
     main = issue.main_edition if issue is not None else None
     if issue is None or main is None or not main.html or not main.placeholder_nonce:
-        return _page("archive_missing.html.j2", rt, status=404,
-                     message=f"No issue went out in week {key}.")
+        return _page("archive_missing.html.j2", rt, status=404, message=f"No issue went out in week {key}.")
     return HTMLResponse(web_version(rt.settings, issue), headers=HEADERS)
 
 
@@ -288,5 +306,8 @@ def atom_feed(rt: Runtime) -> bytes:
 @_database_guard
 def archive_feed(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
-    return Response(atom_feed(rt), media_type="application/atom+xml; charset=utf-8",
-                    headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"})
+    return Response(
+        atom_feed(rt),
+        media_type="application/atom+xml; charset=utf-8",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=300"},
+    )

@@ -32,7 +32,7 @@ from digest.mail import ascii_uri
 from digest.render.tracked import BLANK_GIF_BASE64
 from digest.reports.clicklog import ClickRecorder, scanner_agent
 from digest.runtime import Runtime
-from digest.storage.models import ISSUE_SENDING, ISSUE_SENT, MAIN_EDITION_KEY, Edition, Issue
+from digest.storage.models import MAIN_EDITION_KEY, Edition, Issue, IssueStatus
 
 log = logging.getLogger("digest.clicks")
 router = APIRouter()
@@ -43,8 +43,11 @@ _BAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 padding:0 1em;color:#1b1c1e}</style></head><body><h1>This link is not valid</h1>
 <p>It may have been cut short or changed when it was copied. The comparisons are all on the site,
 and every issue is in the <a href="/archive">archive</a>.</p></body></html>"""
-_BAD_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+_BAD_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+}
 
 
 class ClickService:
@@ -52,8 +55,12 @@ class ClickService:
 
     def __init__(self, rt: Runtime):
         self.rt = rt
-        self.recorder = ClickRecorder(rt.sessions, rt.settings.tracking.flush_seconds,
-                                      rt.settings.tracking.retention_days, rt.settings.tracking.repeat_seconds)
+        self.recorder = ClickRecorder(
+            rt.sessions,
+            rt.settings.tracking.flush_seconds,
+            rt.settings.tracking.retention_days,
+            rt.settings.tracking.repeat_seconds,
+        )
         self._links: dict[tuple[int, int | None], list[str]] = {}
 
     @cached_property
@@ -75,12 +82,15 @@ class ClickService:
             return self._links[issue_id, edition_id]
         # The edition must be one of this issue's; a token naming none is the main edition's.
         which = Edition.id == edition_id if edition_id is not None else Edition.key == MAIN_EDITION_KEY
-        q = select(Issue.status, Edition.links).join(Edition, Edition.issue_id == Issue.id).where(
-            Issue.id == issue_id, which)
+        q = (
+            select(Issue.status, Edition.links)
+            .join(Edition, Edition.issue_id == Issue.id)
+            .where(Issue.id == issue_id, which)
+        )
         with self.rt.sessions() as session:
             row = session.execute(q).one_or_none()
         urls = None
-        if row is not None and row.status in (ISSUE_SENDING, ISSUE_SENT) and row.links:
+        if row is not None and row.status in (IssueStatus.SENDING, IssueStatus.SENT) and row.links:
             urls = [_location(str(link.get("url") or "")) for link in row.links]
             self._links[issue_id, edition_id] = urls  # frozen: never changes; unknown ones are not cached
         return urls
@@ -110,12 +120,16 @@ def _bad() -> tuple[int, dict[str, str], str]:
 
 def _unavailable() -> tuple[int, dict[str, str], str]:
     """A broken key file or an unreachable database: the reader is asked to come back, never shown a 500."""
-    return 503, {"Retry-After": "30", "Cache-Control": "no-store", "Content-Type": "text/plain; charset=utf-8"}, \
-        _UNAVAILABLE
+    return (
+        503,
+        {"Retry-After": "30", "Cache-Control": "no-store", "Content-Type": "text/plain; charset=utf-8"},
+        _UNAVAILABLE,
+    )
 
 
-async def answer(service: ClickService, method: str, token: str, user_agent: str | None
-                 ) -> tuple[int, dict[str, str], str]:
+async def answer(
+    service: ClickService, method: str, token: str, user_agent: str | None
+) -> tuple[int, dict[str, str], str]:
     """(status, headers, body) for one request: a 302 to the frozen destination, or 400, or 503."""
     try:
         claim = service.tokens.read(token)
@@ -132,8 +146,14 @@ async def answer(service: ClickService, method: str, token: str, user_agent: str
     link = claim.link
     if urls is None or link >= len(urls) or not urls[link]:
         return _bad()
-    service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=link, method=method,
-                            agent=scanner_agent(user_agent), edition_id=claim.edition_id)
+    service.recorder.record(
+        issue_id=claim.issue_id,
+        delivery_id=claim.delivery_id,
+        link=link,
+        method=method,
+        agent=scanner_agent(user_agent),
+        edition_id=claim.edition_id,
+    )
     # origin: the destination sees where readers come from, never the token (UTM says the rest).
     return 302, {"Location": urls[link], "Cache-Control": "no-store", "Referrer-Policy": "origin"}, ""
 
@@ -142,8 +162,9 @@ _GIF = base64.b64decode(BLANK_GIF_BASE64)
 _GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, private", "X-Content-Type-Options": "nosniff"}
 
 
-def answer_open(service: ClickService, method: str, token: str, user_agent: str | None
-                ) -> tuple[int, dict[str, str], bytes]:
+def answer_open(
+    service: ClickService, method: str, token: str, user_agent: str | None
+) -> tuple[int, dict[str, str], bytes]:
     """The optional open pixel (`[tracking] open_pixel`): a transparent GIF, and an `open` recorded."""
     try:
         claim = service.pixel.read(token)
@@ -153,15 +174,22 @@ def answer_open(service: ClickService, method: str, token: str, user_agent: str 
     except ConfigError:  # a broken key file, as for links
         status, headers, text = _unavailable()
         return status, headers, text.encode()
-    service.recorder.record(issue_id=claim.issue_id, delivery_id=claim.delivery_id, link=-1, method=method, kind="open",
-                            agent=scanner_agent(user_agent))
+    service.recorder.record(
+        issue_id=claim.issue_id,
+        delivery_id=claim.delivery_id,
+        link=-1,
+        method=method,
+        kind="open",
+        agent=scanner_agent(user_agent),
+    )
     return 200, dict(_GIF_HEADERS), _GIF
 
 
 @router.api_route("/o/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def opened(request: Request, token: str) -> Response:
-    status, headers, body = answer_open(request.app.state.clicks, request.method, token,
-                                        request.headers.get("user-agent"))
+    status, headers, body = answer_open(
+        request.app.state.clicks, request.method, token, request.headers.get("user-agent")
+    )
     media = headers.pop("Content-Type", None)
     return Response(body, status_code=status, headers=headers, media_type=media)
 
@@ -169,8 +197,9 @@ async def opened(request: Request, token: str) -> Response:
 @router.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
 async def follow(request: Request, token: str) -> Response:
     """Described here (and in openapi.PUBLIC); FastPath below answers it first, without the framework's cost."""
-    status, headers, body = await answer(request.app.state.clicks, request.method, token,
-                                         request.headers.get("user-agent"))
+    status, headers, body = await answer(
+        request.app.state.clicks, request.method, token, request.headers.get("user-agent")
+    )
     media = headers.pop("Content-Type", None)
     return Response(body, status_code=status, headers=headers, media_type=media)
 

@@ -27,6 +27,7 @@ class BadRequest(Exception):
         self.status = status
         self.message = message
 
+
 # -- request helpers ---------------------------------------------------------------------
 
 
@@ -155,11 +156,9 @@ def host_page(raw: str | None, rt: Runtime, request: Request) -> str | None:
     return safe_next(raw, rt, request)
 
 
-
 def bad_link() -> Response:
     """A forged, garbled or dead token: the same plain answer, whatever was wrong."""
     return plain_error(400, "This link is not valid.")
-
 
 
 def mask(email: str) -> str:

@@ -46,15 +46,25 @@ def last_issue(rt: Runtime) -> dict[str, Any] | None:
         issue = session.scalar(select(Issue).order_by(Issue.week.desc()).limit(1))
         if issue is None:
             return None
-        subject = session.scalar(select(Edition.subject).where(Edition.issue_id == issue.id,
-                                                                Edition.key == MAIN_EDITION_KEY))
-        counts = dict(session.execute(
-            select(Delivery.status, func.count()).where(Delivery.issue_id == issue.id).group_by(Delivery.status)
-        ).all())
-    return {"week": issue.week, "number": issue.number, "status": issue.status, "subject": subject,
-            "skip_reason": issue.skip_reason, "scheduled_for": iso_utc(issue.scheduled_for),
-            "enqueued_at": iso_utc(issue.enqueued_at), "sent_at": iso_utc(issue.sent_at),
-            "deliveries": {str(k): int(v) for k, v in counts.items()}}
+        subject = session.scalar(
+            select(Edition.subject).where(Edition.issue_id == issue.id, Edition.key == MAIN_EDITION_KEY)
+        )
+        counts = dict(
+            session.execute(
+                select(Delivery.status, func.count()).where(Delivery.issue_id == issue.id).group_by(Delivery.status)
+            ).all()
+        )
+    return {
+        "week": issue.week,
+        "number": issue.number,
+        "status": issue.status,
+        "subject": subject,
+        "skip_reason": issue.skip_reason,
+        "scheduled_for": iso_utc(issue.scheduled_for),
+        "enqueued_at": iso_utc(issue.enqueued_at),
+        "sent_at": iso_utc(issue.sent_at),
+        "deliveries": {str(k): int(v) for k, v in counts.items()},
+    }
 
 
 @router.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)

@@ -42,11 +42,20 @@ class Pages:
     def __init__(self, config: Config):
         self.config = config
         self.dir = web_templates_dir(config)
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.dir)), autoescape=True,
-                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.dir)),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         s = config.settings
-        self.globals = {"site": s.site, "schedule": s.schedule, "subscribe": s.subscribe,
-                        "public_url": s.site.public_url}
+        self.globals = {
+            "site": s.site,
+            "schedule": s.schedule,
+            "subscribe": s.subscribe,
+            "public_url": s.site.public_url,
+        }
         self.frame_origins = " ".join(sorted({origin_of(o) for o in s.site.allowed_origins}))
         self.form_targets = " ".join(
             sorted({origin_of(o) for o in s.site.allowed_origins} | {origin_of(s.site.public_url)})
@@ -55,18 +64,31 @@ class Pages:
     def text(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**self.globals, **context)
 
-    def render(self, name: str, *, status: int = 200, frameable: bool = False, private: bool = False,
-               headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    def render(
+        self,
+        name: str,
+        *,
+        status: int = 200,
+        frameable: bool = False,
+        private: bool = False,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
         body = self.text(name, **context)
         return HTMLResponse(body, status_code=status, headers=self.headers(frameable, private) | (headers or {}))
 
     def headers(self, frameable: bool = False, private: bool = False) -> dict[str, str]:
         ancestors = f"'self' {self.frame_origins}" if frameable else "'none'"
-        csp = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
-               "img-src 'self' data:; base-uri 'none'; "
-               f"form-action 'self' {self.form_targets}; frame-ancestors {ancestors}")
-        out = {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff",
-               "Referrer-Policy": "no-referrer" if private else "strict-origin-when-cross-origin"}
+        csp = (
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
+            "img-src 'self' data:; base-uri 'none'; "
+            f"form-action 'self' {self.form_targets}; frame-ancestors {ancestors}"
+        )
+        out = {
+            "Content-Security-Policy": csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer" if private else "strict-origin-when-cross-origin",
+        }
         if not frameable:
             out["X-Frame-Options"] = "DENY"
         if private:
@@ -84,5 +106,9 @@ def pages_for(request: Request) -> Pages:
 
 
 def plain_error(status: int, message: str) -> Response:
-    return Response(message + "\n", status_code=status, media_type="text/plain; charset=utf-8",
-                    headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    return Response(
+        message + "\n",
+        status_code=status,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )

@@ -21,7 +21,7 @@ from digest.links import UnsubscribeClaim
 from digest.runtime import Runtime
 from digest.selection import topics as topic_catalogue
 from digest.selection.topics import Topics
-from digest.storage.models import SUB_ACTIVE, SUB_PENDING, Frequency
+from digest.storage.models import Frequency, SubscriberStatus
 from digest.web.forms import bad_link, mask, refuse_foreign_post
 from digest.web.pages import OWN_ORIGIN, pages_for, plain_error
 from digest.web.unsubscribe import read_claim
@@ -54,18 +54,23 @@ def _view(rt: Runtime, claim: UnsubscribeClaim, cat: Topics) -> PreferenceView:
         if sub is None:
             return PreferenceView("gone")
         masked = mask(sub.email)
-        if sub.status not in (SUB_ACTIVE, SUB_PENDING):
+        if sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             return PreferenceView("left", masked)
         chosen = set(cat.parse(sub.topics or ""))
         paused = sub.paused_until if preferences.is_paused(sub) else None
-        return PreferenceView("subscribed", masked, [(t.key, t.name, t.key in chosen) for t in cat.topics],
-                              Frequency(sub.frequency).value, as_utc(paused) if paused else None)
+        return PreferenceView(
+            "subscribed",
+            masked,
+            [(t.key, t.name, t.key in chosen) for t in cat.topics],
+            Frequency(sub.frequency).value,
+            as_utc(paused) if paused else None,
+        )
 
 
 def _save(rt: Runtime, claim: UnsubscribeClaim, change: preferences.Change) -> str:
     with rt.sessions.begin() as session:  # the row locked: a double-clicked Save records one change
         sub = lifecycle.subscriber_for(session, claim, lock=True)
-        if sub is None or sub.status not in (SUB_ACTIVE, SUB_PENDING):
+        if sub is None or sub.status not in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
             return "gone"
         return "saved" if preferences.apply(session, sub, change, by="reader: preference centre") else "unchanged"
 
@@ -79,9 +84,17 @@ async def preferences_page(request: Request, token: str) -> Response:
     cat = await run_in_threadpool(catalogue, rt)
     view = await run_in_threadpool(_view, rt, claim, cat)
     done = request.query_params.get("done", "")
-    return pages_for(request).render("preferences.html.j2", private=True, headers=OWN_ORIGIN, view=view, token=token,
-                                     pause_weeks=preferences.PAUSE_WEEKS, error="",
-                                     done=done if done in ("saved", "unchanged") else "", now=utcnow())
+    return pages_for(request).render(
+        "preferences.html.j2",
+        private=True,
+        headers=OWN_ORIGIN,
+        view=view,
+        token=token,
+        pause_weeks=preferences.PAUSE_WEEKS,
+        error="",
+        done=done if done in ("saved", "unchanged") else "",
+        now=utcnow(),
+    )
 
 
 @router.post("/preferences/{token}", include_in_schema=False)
@@ -108,9 +121,21 @@ async def preferences_post(request: Request, token: str) -> Response:
     except (UnicodeDecodeError, ValueError) as exc:
         message = str(exc) if isinstance(exc, preferences.PreferenceError) else "The form could not be read."
         view = await run_in_threadpool(_view, rt, claim, cat)
-        return pages_for(request).render("preferences.html.j2", status=400, private=True, headers=OWN_ORIGIN,
-                                         view=view, token=token,
-                                         pause_weeks=preferences.PAUSE_WEEKS, error=message, done="", now=utcnow())
+        return pages_for(request).render(
+            "preferences.html.j2",
+            status=400,
+            private=True,
+            headers=OWN_ORIGIN,
+            view=view,
+            token=token,
+            pause_weeks=preferences.PAUSE_WEEKS,
+            error=message,
+            done="",
+            now=utcnow(),
+        )
     result = await run_in_threadpool(_save, rt, claim, change)
-    return RedirectResponse(f"/preferences/{token}?done={result if result != 'gone' else 'unchanged'}",
-                            status_code=303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    return RedirectResponse(
+        f"/preferences/{token}?done={result if result != 'gone' else 'unchanged'}",
+        status_code=303,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )

@@ -10,9 +10,16 @@ Schema = dict[str, Any]
 TEXT: Schema = {"type": "string"}
 HTML = {"text/html": {"schema": TEXT}}
 PLAIN = {"text/plain": {"schema": TEXT}}
-_ERROR: Schema = {"type": "object", "required": ["ok", "error"],
-                  "properties": {"ok": {"const": False}, "error": {"type": "string"},
-                                 "field": {"type": ["string", "null"]}, "retry_after": {"type": "integer"}}}
+_ERROR: Schema = {
+    "type": "object",
+    "required": ["ok", "error"],
+    "properties": {
+        "ok": {"const": False},
+        "error": {"type": "string"},
+        "field": {"type": ["string", "null"]},
+        "retry_after": {"type": "integer"},
+    },
+}
 JSON_ERROR = {"application/json": {"schema": _ERROR}}
 JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 TOO_LARGE = {"description": "The body is over the limit (refused while it streams).", "content": JSON_ERROR}

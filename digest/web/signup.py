@@ -82,13 +82,31 @@ async def subscribe_page(request: Request) -> Response:
     return pages.render("subscribe.html.j2", form=_form_context(source="hosted", next_url=nxt, topics=topics))
 
 
-def _form_context(*, source: str, next_url: str | None = None, email: str = "", name: str = "",
-                  error: str = "", error_field: str | None = None, compact: bool = False,
-                  page: str | None = None, topics: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def _form_context(
+    *,
+    source: str,
+    next_url: str | None = None,
+    email: str = "",
+    name: str = "",
+    error: str = "",
+    error_field: str | None = None,
+    compact: bool = False,
+    page: str | None = None,
+    topics: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """`topics`: (key, name) of the topic boxes to offer; none: no boxes (every topic)."""
-    return {"action": "/subscribe", "source": source, "next": next_url or "", "email": email, "name": name,
-            "error": error, "error_field": error_field, "compact": compact, "page": page or "",
-            "topics": topics or []}
+    return {
+        "action": "/subscribe",
+        "source": source,
+        "next": next_url or "",
+        "email": email,
+        "name": name,
+        "error": error,
+        "error_field": error_field,
+        "compact": compact,
+        "page": page or "",
+        "topics": topics or [],
+    }
 
 
 def _topic_boxes(rt: Runtime) -> list[tuple[str, str]]:
@@ -99,8 +117,9 @@ def _topic_boxes(rt: Runtime) -> list[tuple[str, str]]:
 async def subscribe_post(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     origin = request.headers.get("origin")
-    as_json = "application/json" in request.headers.get("accept", "") or \
-        request.headers.get("content-type", "").startswith("application/json")
+    as_json = "application/json" in request.headers.get("accept", "") or request.headers.get(
+        "content-type", ""
+    ).startswith("application/json")
     if origin and origin.lower() not in allowed_origins(rt, request):
         return _refuse(request, as_json, 403, "This site may not use the sign-up form.")
     try:
@@ -114,11 +133,14 @@ async def subscribe_post(request: Request) -> Response:
     except preferences.PreferenceError as exc:
         return _form_or_json_error(request, rt, as_json, fields, source, f"Topics: {exc}.")
     req = SignupRequest(
-        email=fields.get("email", "")[:MAX_FIELD], name=(fields.get("name") or "")[:MAX_FIELD] or None,
-        honeypot=fields.get("website", ""), form=source,
+        email=fields.get("email", "")[:MAX_FIELD],
+        name=(fields.get("name") or "")[:MAX_FIELD] or None,
+        honeypot=fields.get("website", ""),
+        form=source,
         page=host_page(fields.get("page"), rt, request) or request.headers.get("referer") or origin,
         ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"), topics=asked,
+        user_agent=request.headers.get("user-agent"),
+        topics=asked,
     )
     drainer = getattr(request.app.state, "subscriber_drainer", None)
     if drainer is not None:
@@ -127,8 +149,13 @@ async def subscribe_post(request: Request) -> Response:
         outcome = await _signup(rt, req)
     except DBAPIError:
         log.exception("sign-up: database error")
-        return _refuse(request, as_json, 503, "The sign-up is briefly unavailable; please try again in a minute.",
-                       headers={"Retry-After": "30"})
+        return _refuse(
+            request,
+            as_json,
+            503,
+            "The sign-up is briefly unavailable; please try again in a minute.",
+            headers={"Retry-After": "30"},
+        )
     if outcome.queued and drainer is not None:
         drainer.wake()
     if as_json:
@@ -136,33 +163,48 @@ async def subscribe_post(request: Request) -> Response:
     return _form_outcome(request, rt, outcome, fields, source)
 
 
-def _form_or_json_error(request: Request, rt: Runtime, as_json: bool, fields: dict[str, str], source: str,
-                        message: str) -> Response:
-    return _json_outcome(SignupOutcome("invalid", message, field="topics")) if as_json else _form_outcome(
-        request, rt, SignupOutcome("invalid", message, field="topics"), fields, source)
+def _form_or_json_error(
+    request: Request, rt: Runtime, as_json: bool, fields: dict[str, str], source: str, message: str
+) -> Response:
+    return (
+        _json_outcome(SignupOutcome("invalid", message, field="topics"))
+        if as_json
+        else _form_outcome(request, rt, SignupOutcome("invalid", message, field="topics"), fields, source)
+    )
 
 
 def _json_outcome(outcome: SignupOutcome) -> JSONResponse:
     if outcome.accepted:
         return JSONResponse({"ok": True, "message": outcome.message})
     if outcome.status == "limited":
-        return JSONResponse({"ok": False, "error": outcome.message, "retry_after": outcome.retry_after},
-                            status_code=429, headers={"Retry-After": str(outcome.retry_after)})
+        return JSONResponse(
+            {"ok": False, "error": outcome.message, "retry_after": outcome.retry_after},
+            status_code=429,
+            headers={"Retry-After": str(outcome.retry_after)},
+        )
     return JSONResponse({"ok": False, "error": outcome.message, "field": outcome.field}, status_code=400)
 
 
-def _form_outcome(request: Request, rt: Runtime, outcome: SignupOutcome, fields: dict[str, str],
-                  source: str) -> Response:
+def _form_outcome(
+    request: Request, rt: Runtime, outcome: SignupOutcome, fields: dict[str, str], source: str
+) -> Response:
     nxt = safe_next(fields.get("next"), rt, request)
     if outcome.accepted:
         return RedirectResponse(nxt or "/subscribe/thanks", status_code=303)
     pages = pages_for(request)
     status = 429 if outcome.status == "limited" else 400
     headers = {"Retry-After": str(outcome.retry_after)} if outcome.status == "limited" else None
-    form = _form_context(source=source, next_url=nxt, email=_echo(fields.get("email"), 254),
-                         name=_echo(fields.get("name"), 100), error=outcome.message, error_field=outcome.field,
-                         compact=source == "embed", page=host_page(fields.get("page"), rt, request),
-                         topics=_topic_boxes(rt) if source == "hosted" or fields.get("topic") else None)
+    form = _form_context(
+        source=source,
+        next_url=nxt,
+        email=_echo(fields.get("email"), 254),
+        name=_echo(fields.get("name"), 100),
+        error=outcome.message,
+        error_field=outcome.field,
+        compact=source == "embed",
+        page=host_page(fields.get("page"), rt, request),
+        topics=_topic_boxes(rt) if source == "hosted" or fields.get("topic") else None,
+    )
     if source == "embed":
         return pages.render("embed.html.j2", status=status, frameable=True, headers=headers, form=form, done=False)
     return pages.render("subscribe.html.j2", status=status, headers=headers, form=form)
@@ -173,12 +215,19 @@ def _echo(value: str | None, limit: int) -> str:
     return " ".join(CONTROL_CHARS.sub(" ", value or "").split())[:limit]
 
 
-def _refuse(request: Request, as_json: bool, status: int, message: str,
-            headers: dict[str, str] | None = None) -> Response:
+def _refuse(
+    request: Request, as_json: bool, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response:
     if as_json:
         return JSONResponse({"ok": False, "error": message}, status_code=status, headers=headers)
-    return pages_for(request).render("message.html.j2", status=status, title="Something went wrong",
-                                     heading="We could not take that sign-up", message=message, headers=headers)
+    return pages_for(request).render(
+        "message.html.j2",
+        status=status,
+        title="Something went wrong",
+        heading="We could not take that sign-up",
+        message=message,
+        headers=headers,
+    )
 
 
 @router.get("/subscribe/thanks", include_in_schema=False)
@@ -192,21 +241,26 @@ async def embed_page(request: Request) -> Response:
     done = request.query_params.get("done") == "1"
     # The iframe's Referer is the page that embeds it: carried in the form, so the consent
     # record names that page rather than /embed (the form's own POST has /embed as Referer).
-    page = host_page(request.query_params.get("page"), rt, request) or \
-        host_page(request.headers.get("referer"), rt, request)
+    page = host_page(request.query_params.get("page"), rt, request) or host_page(
+        request.headers.get("referer"), rt, request
+    )
     with_topics = request.query_params.get("topics") in ("1", "true")
     topics = await run_in_threadpool(_topic_boxes, rt) if with_topics else []
-    return pages_for(request).render("embed.html.j2", frameable=True, done=done,
-                                     form=_form_context(source="embed", next_url="/embed?done=1", compact=True,
-                                                        page=page, topics=topics))
+    return pages_for(request).render(
+        "embed.html.j2",
+        frameable=True,
+        done=done,
+        form=_form_context(source="embed", next_url="/embed?done=1", compact=True, page=page, topics=topics),
+    )
 
 
 @router.get("/embed/topics", include_in_schema=False)
 async def embed_topics(request: Request) -> Response:
     """The topics a sign-up form may offer (embed.js with data-topics="true"): key and name of each."""
     topics = await run_in_threadpool(_topic_boxes, request.app.state.rt)
-    return JSONResponse({"topics": [{"key": k, "name": n} for k, n in topics]},
-                        headers={"Cache-Control": "public, max-age=300"})
+    return JSONResponse(
+        {"topics": [{"key": k, "name": n} for k, n in topics]}, headers={"Cache-Control": "public, max-age=300"}
+    )
 
 
 @router.get("/embed/origin", include_in_schema=False)
@@ -217,8 +271,10 @@ async def embed_origin(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     origin = (request.headers.get("origin") or "").lower()
     allowed = not origin or origin in allowed_origins(rt, request)
-    return JSONResponse({"origin": origin or None, "allowed": allowed, "setting": "site.allowed_origins"},
-                        headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"})
+    return JSONResponse(
+        {"origin": origin or None, "allowed": allowed, "setting": "site.allowed_origins"},
+        headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"},
+    )
 
 
 @router.get("/embed.js", include_in_schema=False)
@@ -227,9 +283,15 @@ async def embed_js(request: Request) -> Response:
     path = pages.dir / "embed.js"
     if not path.is_file():
         path = DEFAULT_DIR / "embed.js"
-    return Response(path.read_bytes(), media_type="application/javascript; charset=utf-8",
-                    headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
-                             "Cross-Origin-Resource-Policy": "cross-origin"})
+    return Response(
+        path.read_bytes(),
+        media_type="application/javascript; charset=utf-8",
+        headers={
+            "Cache-Control": "public, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+            "Cross-Origin-Resource-Policy": "cross-origin",
+        },
+    )
 
 
 # -- confirm -----------------------------------------------------------------------------
@@ -245,8 +307,13 @@ async def confirm_page(request: Request, token: str) -> Response:
 @router.post("/confirm/{token}", include_in_schema=False)
 async def confirm_post(request: Request, token: str) -> Response:
     """The page's button (a plain form: no JavaScript needed) is the person's deliberate act."""
-    result = await run_in_threadpool(lifecycle.confirm, request.app.state.rt, token, ip=client_ip(request),
-                                     user_agent=request.headers.get("user-agent"))
+    result = await run_in_threadpool(
+        lifecycle.confirm,
+        request.app.state.rt,
+        token,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
     if result.state == "confirmed":
         _drainer_wake(request)
     return _confirm_answer(request, token, result)
@@ -258,9 +325,15 @@ def _confirm_answer(request: Request, token: str, result: lifecycle.ConfirmResul
     # `Origin: null` (refused by the origin check); "origin" sends only the origin, never the token.
     headers = None if ok else {"Referrer-Policy": "origin"}
     return pages_for(request).render(
-        "confirm.html.j2", status=200 if ok else 400, private=True, headers=headers, state=result.state,
-        action=f"/confirm/{token}" if result.state == "pending" else "", masked=mask(result.email),
-        form={**_form_context(source="confirm-again", compact=True), "submit": "Send me a new link"})
+        "confirm.html.j2",
+        status=200 if ok else 400,
+        private=True,
+        headers=headers,
+        state=result.state,
+        action=f"/confirm/{token}" if result.state == "pending" else "",
+        masked=mask(result.email),
+        form={**_form_context(source="confirm-again", compact=True), "submit": "Send me a new link"},
+    )
 
 
 # -- app wiring --------------------------------------------------------------------------
@@ -269,8 +342,11 @@ def _confirm_answer(request: Request, token: str, result: lifecycle.ConfirmResul
 def setup_app(app: FastAPI, rt: Runtime, *, start_drainer: bool = True) -> None:
     """CORS for the embed origins, and the confirmation/welcome drainer for the app's lifetime."""
     app.add_middleware(
-        CORSMiddleware, allow_origins=sorted({origin_of(o) for o in rt.settings.site.allowed_origins}),
-        allow_methods=["GET", "POST"], allow_headers=["Content-Type", "Accept"], allow_credentials=False,
+        CORSMiddleware,
+        allow_origins=sorted({origin_of(o) for o in rt.settings.site.allowed_origins}),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "Accept"],
+        allow_credentials=False,
         max_age=600,
     )
     app.state.subscriber_pages = Pages(rt.config)

@@ -22,8 +22,13 @@ class DroppedConnection(Exception):
 
 class _CutResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
         await send({"type": "http.response.body", "body": b'{"data": [', "more_body": True})
         raise DroppedConnection("fake resend: connection dropped on purpose")
 
@@ -59,8 +64,10 @@ def create_app(fake: FakeResend) -> FastAPI:
 
     @app.post("/emails")
     async def send_one(request: Request) -> Response:
-        return JSONResponse({"statusCode": 405, "message": "the fake only implements /emails/batch",
-                             "name": "method_not_allowed"}, status_code=405)
+        return JSONResponse(
+            {"statusCode": 405, "message": "the fake only implements /emails/batch", "name": "method_not_allowed"},
+            status_code=405,
+        )
 
     @app.get("/domains")
     async def list_domains(request: Request) -> Response:

@@ -51,11 +51,18 @@ class FakeResendServer:
         self._make_server()
 
     def _make_server(self) -> None:
-        config = uvicorn.Config(create_app(self.fake), log_level="critical", access_log=False,
-                                timeout_keep_alive=30, limit_concurrency=1000, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            create_app(self.fake),
+            log_level="critical",
+            access_log=False,
+            timeout_keep_alive=30,
+            limit_concurrency=1000,
+            timeout_graceful_shutdown=1,
+        )
         self._server = _QuietServer(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="fake-resend", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="fake-resend", daemon=True
+        )
 
     def outage(self) -> None:
         """From now on the port refuses connections (until `restore`)."""
@@ -99,8 +106,9 @@ class FakeResendProcess:
             args += ["--rate-limit", str(rate_limit)]
         if boost:
             args += ["--boost"]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("READY "):
             self.proc.kill()
@@ -112,8 +120,9 @@ class FakeResendProcess:
             return json.loads(resp.read())
 
     def post(self, path: str, data: dict[str, Any]) -> Any:
-        req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(), method="POST",
-                                     headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=json.dumps(data).encode(), method="POST", headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
 

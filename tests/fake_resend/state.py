@@ -152,9 +152,15 @@ def error(status: int, name: str, message: str) -> Answer:
 
 
 class FakeResend:
-    def __init__(self, *, api_keys: set[str] | None = None, rate_limit: float | None = None,
-                 faults: Faults | None = None, reject_to: set[str] | None = None,
-                 sending_keys: set[str] | None = None):
+    def __init__(
+        self,
+        *,
+        api_keys: set[str] | None = None,
+        rate_limit: float | None = None,
+        faults: Faults | None = None,
+        reject_to: set[str] | None = None,
+        sending_keys: set[str] | None = None,
+    ):
         self.api_keys = set(api_keys or {"re_test_key"})
         # Keys with "sending access" only: they send, and get 401 restricted_api_key elsewhere.
         self.sending_keys = set(sending_keys or ())
@@ -226,23 +232,55 @@ class FakeResend:
 
     # -- domains (GET /domains, GET /domains/{id}) ----------------------------------------
 
-    def add_domain(self, name: str, status: str = "verified", records: list[dict[str, Any]] | None = None,
-                   region: str = "us-east-1") -> dict[str, Any]:
+    def add_domain(
+        self,
+        name: str,
+        status: str = "verified",
+        records: list[dict[str, Any]] | None = None,
+        region: str = "us-east-1",
+    ) -> dict[str, Any]:
         """A domain of the account, with Resend's usual records unless given; checked against the spec."""
         if records is None:
             state = "verified" if status == "verified" else "pending"
             records = [
-                {"record": "SPF", "name": "send", "type": "MX", "ttl": "Auto", "status": state,
-                 "value": f"feedback-smtp.{region}.amazonses.com", "priority": 10},
-                {"record": "SPF", "name": "send", "type": "TXT", "ttl": "Auto", "status": state,
-                 "value": "v=spf1 include:amazonses.com ~all"},
-                {"record": "DKIM", "name": "resend._domainkey", "type": "TXT", "ttl": "Auto", "status": state,
-                 "value": "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDtest"},
+                {
+                    "record": "SPF",
+                    "name": "send",
+                    "type": "MX",
+                    "ttl": "Auto",
+                    "status": state,
+                    "value": f"feedback-smtp.{region}.amazonses.com",
+                    "priority": 10,
+                },
+                {
+                    "record": "SPF",
+                    "name": "send",
+                    "type": "TXT",
+                    "ttl": "Auto",
+                    "status": state,
+                    "value": "v=spf1 include:amazonses.com ~all",
+                },
+                {
+                    "record": "DKIM",
+                    "name": "resend._domainkey",
+                    "type": "TXT",
+                    "ttl": "Auto",
+                    "status": state,
+                    "value": "p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDtest",
+                },
             ]
-        domain = {"object": "domain", "id": str(uuid.uuid4()), "name": name, "status": status,
-                  "created_at": "2026-11-01 09:00:00.000000+00", "region": region, "open_tracking": False,
-                  "click_tracking": False, "capabilities": {"sending": "enabled", "receiving": "disabled"},
-                  "records": records}
+        domain = {
+            "object": "domain",
+            "id": str(uuid.uuid4()),
+            "name": name,
+            "status": status,
+            "created_at": "2026-11-01 09:00:00.000000+00",
+            "region": region,
+            "open_tracking": False,
+            "click_tracking": False,
+            "capabilities": {"sending": "enabled", "receiving": "disabled"},
+            "records": records,
+        }
         return self._store(self.domains, domain, "schemas/Domain")
 
     def _store(self, table: dict[str, dict[str, Any]], item: dict[str, Any], schema: str) -> dict[str, Any]:
@@ -265,8 +303,15 @@ class FakeResend:
         keys = ("id", "name", "status", "created_at", "region", "open_tracking", "click_tracking", "capabilities")
         return self._list(authorization, query, self.domains, keys, "schemas/ListDomainsResponse", "domain")
 
-    def _list(self, authorization: str | None, query: dict[str, str], table: dict[str, dict[str, Any]],
-              keys: tuple[str, ...], schema: str, what: str) -> Answer:
+    def _list(
+        self,
+        authorization: str | None,
+        query: dict[str, str],
+        table: dict[str, dict[str, Any]],
+        keys: tuple[str, ...],
+        schema: str,
+        what: str,
+    ) -> Answer:
         early = self._domain_auth(authorization)
         if early is not None:
             return early
@@ -281,22 +326,32 @@ class FakeResend:
             ids = [d["id"] for d in items]
             if query["after"] not in ids:
                 return error(422, "validation_error", f"Invalid `after` parameter: no such {what}.")
-            items = items[ids.index(query["after"]) + 1:]
-        body = {"object": "list", "has_more": len(items) > int(limit),
-                "data": [{k: d[k] for k in keys} for d in items[: int(limit)]]}
+            items = items[ids.index(query["after"]) + 1 :]
+        body = {
+            "object": "list",
+            "has_more": len(items) > int(limit),
+            "data": [{k: d[k] for k in keys} for d in items[: int(limit)]],
+        }
         problem = spec_problem(schema, body)
         assert problem is None, problem  # the fake answers as the spec says, or the test is wrong
         return Answer(200, body)
 
     # -- webhooks (GET /webhooks) ---------------------------------------------------------
 
-    def add_webhook(self, endpoint: str, events: list[str] | None, status: str = "enabled",
-                    signing_secret: str | None = None) -> dict[str, Any]:
+    def add_webhook(
+        self, endpoint: str, events: list[str] | None, status: str = "enabled", signing_secret: str | None = None
+    ) -> dict[str, Any]:
         """A webhook of the account (what the dashboard's Webhooks → Add endpoint makes), with its own
         signing secret as Resend gives each; checked against the spec."""
-        hook = {"object": "webhook", "id": str(uuid.uuid4()), "endpoint": endpoint, "events": events,
-                "status": status, "created_at": "2026-11-01 09:00:00.000+00",
-                "signing_secret": signing_secret or "whsec_" + uuid.uuid4().hex}
+        hook = {
+            "object": "webhook",
+            "id": str(uuid.uuid4()),
+            "endpoint": endpoint,
+            "events": events,
+            "status": status,
+            "created_at": "2026-11-01 09:00:00.000+00",
+            "signing_secret": signing_secret or "whsec_" + uuid.uuid4().hex,
+        }
         return self._store(self.webhooks, hook, "schemas/GetWebhookResponse")
 
     def get_webhook(self, authorization: str | None, webhook_id: str) -> Answer:
@@ -305,8 +360,14 @@ class FakeResend:
 
     def list_webhooks(self, authorization: str | None, query: dict[str, str]) -> Answer:
         """GET /webhooks: newest first, paginated like GET /domains; a sending-only key is refused."""
-        return self._list(authorization, query, self.webhooks, ("id", "endpoint", "events", "status", "created_at"),
-                          "schemas/ListWebhooksResponse", "webhook")
+        return self._list(
+            authorization,
+            query,
+            self.webhooks,
+            ("id", "endpoint", "events", "status", "created_at"),
+            "schemas/ListWebhooksResponse",
+            "webhook",
+        )
 
     def get_domain(self, authorization: str | None, domain_id: str) -> Answer:
         return self._get(authorization, self.domains, domain_id, "Domain")
@@ -341,17 +402,27 @@ class FakeResend:
                 if f.force_status is not None:
                     answer, outcome = error(f.force_status, f.force_name, f.force_message), "forced"
                 elif not self._take_slot(arrived):
-                    answer, outcome = error(429, "rate_limit_exceeded", "Too many requests. You can only make "
-                                            f"{self.rate_limit:g} requests per second."), "rate_limited"
+                    answer, outcome = (
+                        error(
+                            429,
+                            "rate_limit_exceeded",
+                            f"Too many requests. You can only make {self.rate_limit:g} requests per second.",
+                        ),
+                        "rate_limited",
+                    )
                     headers["retry-after"] = self._rate_headers(arrived)["ratelimit-reset"]
                 else:
                     drawn = self._draw()
                     if drawn == "500":
-                        answer, outcome = error(500, "application_error", "Internal server error (injected)."), \
-                            "injected_500"
+                        answer, outcome = (
+                            error(500, "application_error", "Internal server error (injected)."),
+                            "injected_500",
+                        )
                     elif drawn == "429":
-                        answer, outcome = error(429, "rate_limit_exceeded", "Too many requests (injected)."), \
-                            "injected_429"
+                        answer, outcome = (
+                            error(429, "rate_limit_exceeded", "Too many requests (injected)."),
+                            "injected_429",
+                        )
                         headers["retry-after"] = f"{f.rate_limit_retry_after:g}"
                     elif drawn == "drop" and self._rng.random() < 0.5:
                         answer, outcome = Answer(200, {}, drop=True), "dropped_before"
@@ -369,40 +440,75 @@ class FakeResend:
         except (ValueError, UnicodeDecodeError):
             return self._logged(arrived, key, 0, "invalid", error(400, "validation_error", "Invalid JSON body."))
         if not isinstance(body, list) or not body:
-            return self._logged(arrived, key, 0, "invalid", error(
-                422, "validation_error", "The request body must be a non-empty array of emails."))
+            return self._logged(
+                arrived,
+                key,
+                0,
+                "invalid",
+                error(422, "validation_error", "The request body must be a non-empty array of emails."),
+            )
         if len(body) > MAX_BATCH:
-            return self._logged(arrived, key, len(body), "invalid", error(
-                422, "validation_error", f"Too many emails in one batch: {len(body)} (at most {MAX_BATCH})."))
+            return self._logged(
+                arrived,
+                key,
+                len(body),
+                "invalid",
+                error(422, "validation_error", f"Too many emails in one batch: {len(body)} (at most {MAX_BATCH})."),
+            )
         if key is not None and not 1 <= len(key) <= 256:
-            return self._logged(arrived, key, len(body), "invalid", error(
-                400, "invalid_idempotency_key", "The idempotency key must be between 1 and 256 characters."))
+            return self._logged(
+                arrived,
+                key,
+                len(body),
+                "invalid",
+                error(400, "invalid_idempotency_key", "The idempotency key must be between 1 and 256 characters."),
+            )
         # The payload as sent, byte for byte: a retry must repeat its request exactly.
         digest = hashlib.sha256(raw + (b"|permissive" if permissive else b"|strict")).hexdigest()
         with self.lock:
             if key is not None and key in self._keys:
                 stored_hash, stored = self._keys[key]
                 if stored is None:
-                    return self._logged_locked(arrived, key, len(body), "conflict", error(
-                        409, "concurrent_idempotent_requests", "Same idempotency key used while the original "
-                        "request is still in progress."))
+                    return self._logged_locked(
+                        arrived,
+                        key,
+                        len(body),
+                        "conflict",
+                        error(
+                            409,
+                            "concurrent_idempotent_requests",
+                            "Same idempotency key used while the original request is still in progress.",
+                        ),
+                    )
                 if stored_hash != digest:
-                    return self._logged_locked(arrived, key, len(body), "conflict", error(
-                        409, "invalid_idempotent_request", "Same idempotency key used with a different request "
-                        "payload. Change your idempotency key or payload."))
-                return self._logged_locked(arrived, key, len(body), "replayed",
-                                           Answer(stored.status, stored.body, dict(stored.headers)))
+                    return self._logged_locked(
+                        arrived,
+                        key,
+                        len(body),
+                        "conflict",
+                        error(
+                            409,
+                            "invalid_idempotent_request",
+                            "Same idempotency key used with a different request "
+                            "payload. Change your idempotency key or payload.",
+                        ),
+                    )
+                return self._logged_locked(
+                    arrived, key, len(body), "replayed", Answer(stored.status, stored.body, dict(stored.headers))
+                )
             if key is not None:
                 self._keys[key] = (digest, None)
-        problems = [email_problems(e, self.reject_to) if isinstance(e, dict) else "Each email must be an object."
-                    for e in body]
+        problems = [
+            email_problems(e, self.reject_to) if isinstance(e, dict) else "Each email must be an object." for e in body
+        ]
         with self.lock:
             if not permissive and any(problems):
                 i = next(i for i, p in enumerate(problems) if p)
                 if key is not None:
                     self._keys.pop(key, None)  # nothing was sent: the key is not kept
-                return self._logged_locked(arrived, key, len(body), "invalid",
-                                           error(422, "validation_error", f"emails[{i}]: {problems[i]}"))
+                return self._logged_locked(
+                    arrived, key, len(body), "invalid", error(422, "validation_error", f"emails[{i}]: {problems[i]}")
+                )
             data, errors = [], []
             for i, (email, problem) in enumerate(zip(body, problems)):
                 if problem:

@@ -52,8 +52,9 @@ SOFT_PERMANENT = ("5.2.2",)  # "mailbox full" sent as permanent by some MTAs (Ex
 # forwards). More is not a report of ours, and parsing 300,000 blocks took half a gigabyte. Counted by
 # every field a block starts or ends with, after any line ending the mail parser takes (CR, LF, CRLF).
 MAX_RECIPIENT_BLOCKS = 50
-_BLOCK_FIELD = re.compile(rb"(?:\A|[\r\n])[ \t]*(?:final-recipient|original-recipient|action|status)[ \t]*:",
-                          re.IGNORECASE)
+_BLOCK_FIELD = re.compile(
+    rb"(?:\A|[\r\n])[ \t]*(?:final-recipient|original-recipient|action|status)[ \t]*:", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ def parse(raw: bytes, verp: Verp, envelope_to: Sequence[str] = ()) -> Report:
     if len(raw) > MAX_BYTES:
         return Report([], f"larger than {MAX_BYTES // (1024 * 1024)} MB: not a bounce report; nothing changed")
     if _too_many_blocks(raw):
-        return Report([], f"more than {MAX_RECIPIENT_BLOCKS} recipient blocks: not a report of one message; "
-                          "nothing changed")
+        return Report(
+            [], f"more than {MAX_RECIPIENT_BLOCKS} recipient blocks: not a report of one message; nothing changed"
+        )
     try:
         msg = email.message_from_bytes(raw)
         claim = _claim(msg, verp, envelope_to)
@@ -91,9 +93,16 @@ def parse(raw: bytes, verp: Verp, envelope_to: Sequence[str] = ()) -> Report:
             return Report([], f"message {claim.key}: {_describe(failure)}: not a failure, nothing changed")
         names = failure.recipients
         event = DeliveryEvent(
-            kind=failure.kind, provider=PROVIDER, provider_event_id=f"{claim.key}:{_report_id(msg, raw)}",
-            provider_type=_describe(failure)[:64], message_id=f"smtp:{claim.key}",
-            recipient=names[0] if names else None, aliases=names[1:], occurred_at=_date(msg), detail=failure.detail)
+            kind=failure.kind,
+            provider=PROVIDER,
+            provider_event_id=f"{claim.key}:{_report_id(msg, raw)}",
+            provider_type=_describe(failure)[:64],
+            message_id=f"smtp:{claim.key}",
+            recipient=names[0] if names else None,
+            aliases=names[1:],
+            occurred_at=_date(msg),
+            detail=failure.detail,
+        )
     except Exception:  # noqa: BLE001 - whatever a stranger sends must not stop the mail system
         return Report([], "not a readable mail: nothing changed")
     return Report([event], f"message {claim.key}: {event.provider_type}", claim)
@@ -206,11 +215,22 @@ def _dsn(msg: email.message.Message) -> _Failure | None:
 def _recipient_block(block: email.message.Message, reporting: str) -> _Failure | None:
     action = str(block.get("Action", "")).strip().lower()
     status = str(block.get("Status", "")).strip().split(" ")[0]
-    recipients = tuple(dict.fromkeys(
-        address for address in (str(block.get(name) or "").partition(";")[2].strip()
-                                for name in ("Final-Recipient", "Original-Recipient")) if address))
-    detail = {"status": status[:20], "action": action[:20], "mta": reporting[:100],
-              "diagnostic": " ".join(str(block.get("Diagnostic-Code", "")).split())[:300]}
+    recipients = tuple(
+        dict.fromkeys(
+            address
+            for address in (
+                str(block.get(name) or "").partition(";")[2].strip()
+                for name in ("Final-Recipient", "Original-Recipient")
+            )
+            if address
+        )
+    )
+    detail = {
+        "status": status[:20],
+        "action": action[:20],
+        "mta": reporting[:100],
+        "diagnostic": " ".join(str(block.get("Diagnostic-Code", "")).split())[:300],
+    }
     if not action.startswith(("fail", "error")):  # delayed, delivered, relayed, expanded: no failure (yet)
         return _Failure(EventKind.OTHER, recipients, detail)
     permanent = not status.startswith("4") and status not in SOFT_PERMANENT

@@ -31,8 +31,9 @@ class TransientError(Exception):
     refused (connection refused, an error status). The sender records which (invariant 6).
     """
 
-    def __init__(self, message: str, retry_after: float | None = None, rate_limited: bool = False,
-                 ambiguous: bool = False):
+    def __init__(
+        self, message: str, retry_after: float | None = None, rate_limited: bool = False, ambiguous: bool = False
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
@@ -60,8 +61,9 @@ class Transport(Protocol):
         (build the request body now); this thread's next send_batch of the same batch may use it."""
         ...
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         """Send every email once; the same key must never produce a second copy.
 
         Returns one result per email, in order; a request refused as a whole for a reason a

@@ -36,10 +36,14 @@ _BODIES = ("text/plain", "text/html")
 # Values whose folded form is plainly "Name: value" (the policy's own fold gives the same; a test checks):
 # a dot-atom address without encoded-word characters, and our own Message-IDs.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
-_PLAIN_MSGID = re.compile(r"<[0-9a-f]{8,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*>")
+_PLAIN_ADDRESS = re.compile(
+    rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+_PLAIN_MSGID = re.compile(
+    r"<[0-9a-f]{8,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*>"
+)
 _SHORT = 78
 # A value the unstructured parser gives back unchanged: printable ASCII words, single spaces, no encoded-word.
 _PLAIN_TEXT = re.compile(r"[!-~]+(?: [!-~]+)*")
@@ -93,11 +97,20 @@ class _Skeleton:
 
 
 @lru_cache(maxsize=32)
-def _skeleton(from_addr: str, reply_to: str | None, subject: str, names: tuple[str, ...],
-              extra: tuple[str, ...]) -> _Skeleton | None:
+def _skeleton(
+    from_addr: str, reply_to: str | None, subject: str, names: tuple[str, ...], extra: tuple[str, ...]
+) -> _Skeleton | None:
     """`names`: the mail's own headers (set by to_mime); `extra`: those the transport adds after."""
-    sample = OutgoingEmail(to="to@example.invalid", subject=subject, html="", text="", from_addr=from_addr,
-                           reply_to=reply_to, headers={n: "x" for n in names}, message_id="<x@example.invalid>")
+    sample = OutgoingEmail(
+        to="to@example.invalid",
+        subject=subject,
+        html="",
+        text="",
+        from_addr=from_addr,
+        reply_to=reply_to,
+        headers={n: "x" for n in names},
+        message_id="<x@example.invalid>",
+    )
     msg = to_mime(sample, "example.invalid")
     for name in extra:
         msg[name] = "x"
@@ -106,8 +119,9 @@ def _skeleton(from_addr: str, reply_to: str | None, subject: str, names: tuple[s
         return None
     leaves = [p for p in msg.iter_parts()]
     if sorted(p.get_content_type() for p in leaves) != sorted(_BODIES) or any(
-            p.is_multipart() or p["Content-Transfer-Encoding"] != "quoted-printable"
-            or p.get_content_charset() != "utf-8" for p in leaves):
+        p.is_multipart() or p["Content-Transfer-Encoding"] != "quoted-printable" or p.get_content_charset() != "utf-8"
+        for p in leaves
+    ):
         return None
     senders = [addr for _, addr in getaddresses([str(msg["Sender"] or msg["From"])])]
     if len(senders) != 1 or not senders[0].isascii():
@@ -138,8 +152,9 @@ def message_bytes(mail: OutgoingEmail, domain: str, extra: tuple[tuple[str, str]
     if not mail.to.isascii():
         return None
     headers = {**mail.headers, **dict(extra)}
-    skeleton = _skeleton(mail.from_addr, mail.reply_to or None, mail.subject, tuple(mail.headers),
-                         tuple(name for name, _ in extra))
+    skeleton = _skeleton(
+        mail.from_addr, mail.reply_to or None, mail.subject, tuple(mail.headers), tuple(name for name, _ in extra)
+    )
     if skeleton is None:
         return None
     if _PLAIN_ADDRESS.fullmatch(mail.to) and len(mail.to) <= _SHORT - 4:
@@ -154,8 +169,11 @@ def message_bytes(mail: OutgoingEmail, domain: str, extra: tuple[tuple[str, str]
     values: dict[str, bytes] = {
         "To": to,
         "Date": _fold_cached("Date", format_datetime(utcnow())),
-        "Message-ID": (b"Message-ID: " + msgid.encode("ascii") + _CRLF
-                       if _PLAIN_MSGID.fullmatch(msgid) and len(msgid) <= _SHORT - 12 else fold("Message-ID", msgid)),
+        "Message-ID": (
+            b"Message-ID: " + msgid.encode("ascii") + _CRLF
+            if _PLAIN_MSGID.fullmatch(msgid) and len(msgid) <= _SHORT - 12
+            else fold("Message-ID", msgid)
+        ),
     }
     for name, value in headers.items():
         values[name] = _fold_value(name, value)

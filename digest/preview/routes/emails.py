@@ -26,14 +26,17 @@ def transactional_page(request: Request, ctx: Ctx, kind: str) -> HTMLResponse:
 
 
 @router.get("/render/{kind}.html")
-def render_html(request: Request, ctx: Ctx, kind: str, week: str | None = None, scheme: str = "light",
-                v: str | None = None) -> Response:
+def render_html(
+    request: Request, ctx: Ctx, kind: str, week: str | None = None, scheme: str = "light", v: str | None = None
+) -> Response:
     preview = ctx.rendered(kind, week, v)
     if not preview.ok:
         page = {**ctx.base_context(request, "", "Template error"), "problem": preview.problem}
         return ctx.pages.render("frame_error.html", page, csp=FRAMED_PAGE_CSP)
-    return HTMLResponse(framed_email(preview.html, "dark" if scheme == "dark" else "light"),
-                        headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP})
+    return HTMLResponse(
+        framed_email(preview.html, "dark" if scheme == "dark" else "light"),
+        headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP},
+    )
 
 
 @router.get("/render/{kind}.eml")
@@ -42,5 +45,8 @@ def render_eml(ctx: Ctx, kind: str, week: str | None = None, v: str | None = Non
     if not preview.ok:
         raise UserError(f"the {kind} email does not render: {preview.problem.message if preview.problem else ''}")
     name = f"preview-{kind}" + (f"-{week}" if week else "") + ".eml"
-    return Response(preview.eml, media_type="message/rfc822",
-                    headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        preview.eml,
+        media_type="message/rfc822",
+        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'},
+    )

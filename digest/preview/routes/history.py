@@ -19,6 +19,8 @@ def history_page(request: Request, ctx: Ctx, before: str | None = None) -> HTMLR
     shown = issue_history(ctx.state.rt, before=Week.parse(before) if before is not None else None)
     page.update({"issues": shown.rows, "older": shown.older, "before": before})
     history = list_history(ctx.state.rt)
-    page["charts"] = [charts.list_over_time(history["subscribers_by_week"]),
-                      charts.category_click_through(history["click_through_by_category"])]
+    page["charts"] = [
+        charts.list_over_time(history["subscribers_by_week"]),
+        charts.category_click_through(history["click_through_by_category"]),
+    ]
     return ctx.pages.render("history.html", page)

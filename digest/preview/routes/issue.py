@@ -32,18 +32,33 @@ def issue_page(request: Request, ctx: Ctx, week: str | None = None) -> Response:
         clicks = full.get("clicks") or {}
         figures = [charts.delivery_funnel(full)]
         if clicks.get("tracked"):
-            figures.append(charts.click_through(clicks.get("comparisons") or [], int(full.get("sent") or 0),
-                                                set_aside=int(clicks.get("set_aside_total") or 0),
-                                                editions=len(full.get("editions") or [])))
+            figures.append(
+                charts.click_through(
+                    clicks.get("comparisons") or [],
+                    int(full.get("sent") or 0),
+                    set_aside=int(clicks.get("set_aside_total") or 0),
+                    editions=len(full.get("editions") or []),
+                )
+            )
             figures += charts.edition_click_through(full.get("editions") or [])
     page = ctx.base_context(request, "issue", f"Issue {draft.week.key}")
     this_week = current_week(rt.settings.schedule)
     page.update(ctx.email_context("digest", preview, draft.week))
-    page.update({"draft": draft, "sel": draft.selection, "stats": stats, "this_week": this_week,
-                 "prev_week": draft.week.previous(), "next_week": draft.week.next(),
-                 "schedule": rt.settings.schedule, "selection_cfg": rt.settings.selection,
-                 "others_shown": OTHERS_SHOWN, "charts": figures,
-                 "edition_checks": ctx.state.cache.edition_checks(rt, draft, ctx.state.config_generation)})
+    page.update(
+        {
+            "draft": draft,
+            "sel": draft.selection,
+            "stats": stats,
+            "this_week": this_week,
+            "prev_week": draft.week.previous(),
+            "next_week": draft.week.next(),
+            "schedule": rt.settings.schedule,
+            "selection_cfg": rt.settings.selection,
+            "others_shown": OTHERS_SHOWN,
+            "charts": figures,
+            "edition_checks": ctx.state.cache.edition_checks(rt, draft, ctx.state.config_generation),
+        }
+    )
     start = time.perf_counter()
     response = ctx.pages.render("issue.html", page)
     timings["page"] = time.perf_counter() - start

@@ -35,8 +35,11 @@ async def _versions(request: Request, ctx: Ctx) -> AsyncIterator[str]:
 
 @router.get("/events")
 async def events(request: Request, ctx: Ctx) -> StreamingResponse:
-    return StreamingResponse(_versions(request, ctx), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _versions(request, ctx),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/static/{name}")
@@ -44,6 +47,8 @@ def static(ctx: Ctx, name: str) -> Response:
     if name not in STATIC:
         return Response("not found", status_code=404, media_type="text/plain")
     # Named with a hash of their content (?v=), so a reload never asks for them again.
-    return Response(ctx.static_files[name], media_type=STATIC[name],
-                    headers={"Cache-Control": "public, max-age=31536000, immutable",
-                             "X-Content-Type-Options": "nosniff"})
+    return Response(
+        ctx.static_files[name],
+        media_type=STATIC[name],
+        headers={"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"},
+    )

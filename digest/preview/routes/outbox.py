@@ -21,8 +21,7 @@ def outbox_page(request: Request, ctx: Ctx, folder: str | None = None) -> HTMLRe
     chosen = folder or (folders[0].name if folders else None)
     entries, total = outbox.list_messages(root, chosen) if chosen else ([], 0)
     page = ctx.base_context(request, "outbox", "Outbox")
-    page.update({"folders": folders, "chosen": chosen, "entries": entries, "total": total,
-                 "outbox_dir": str(root)})
+    page.update({"folders": folders, "chosen": chosen, "entries": entries, "total": total, "outbox_dir": str(root)})
     return ctx.pages.render("outbox.html", page)
 
 
@@ -30,9 +29,14 @@ def outbox_page(request: Request, ctx: Ctx, folder: str | None = None) -> HTMLRe
 def outbox_message(request: Request, ctx: Ctx, folder: str, name: str) -> HTMLResponse:
     opened = outbox.open_message(ctx.state.rt.outbox_dir, folder, name)
     page = ctx.base_context(request, "outbox", opened.entry.subject or name)
-    page.update({"opened": opened, "raw_href": f"/outbox/{quote(folder)}/{quote(name)}/raw",
-                 "from_header": next((v for k, v in opened.headers if k.lower() == "from"), ""),
-                 "frame_src": f"/outbox/{folder}/{name}/html"})
+    page.update(
+        {
+            "opened": opened,
+            "raw_href": f"/outbox/{quote(folder)}/{quote(name)}/raw",
+            "from_header": next((v for k, v in opened.headers if k.lower() == "from"), ""),
+            "frame_src": f"/outbox/{folder}/{name}/html",
+        }
+    )
     return ctx.pages.render("message.html", page)
 
 
@@ -40,8 +44,10 @@ def outbox_message(request: Request, ctx: Ctx, folder: str, name: str) -> HTMLRe
 def outbox_html(ctx: Ctx, folder: str, name: str, scheme: str = "light") -> Response:
     opened = outbox.open_message(ctx.state.rt.outbox_dir, folder, name)
     html = opened.html if opened.html is not None else "<p>(this message has no HTML part)</p>"
-    return HTMLResponse(framed_email(html, "dark" if scheme == "dark" else "light"),
-                        headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP})
+    return HTMLResponse(
+        framed_email(html, "dark" if scheme == "dark" else "light"),
+        headers={**SECURITY_HEADERS, "Content-Security-Policy": EMAIL_CSP},
+    )
 
 
 @router.get("/outbox/{folder}/{name}/raw")

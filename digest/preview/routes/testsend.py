@@ -40,8 +40,13 @@ async def test_send(request: Request, ctx: Ctx) -> Response:
             return send_test(state.rt, kind, draft, to)
 
         result = await run_in_threadpool(run)
-        return back(page, {"week": week_key if kind == "digest" else "",
-                           "notice": state.notice("error" if result.failed else "ok", _sent_notice(result))})
+        return back(
+            page,
+            {
+                "week": week_key if kind == "digest" else "",
+                "notice": state.notice("error" if result.failed else "ok", _sent_notice(result)),
+            },
+        )
     except UserError as exc:
         page = "/" if kind == "digest" else f"/emails/{kind}"
         return back(page if kind in KINDS else "/", {"week": week_key, "notice": state.notice("error", str(exc))})

@@ -34,8 +34,9 @@ class OutboxTransport(BaseTransport):
     def path_for(self, email: OutgoingEmail, folder: str) -> Path:
         return self.root / safe_name(folder) / f"{safe_name(email.key)}-{safe_name(email.to)}.eml"
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         results = []
         for email in emails:
             path = self.path_for(email, folder)

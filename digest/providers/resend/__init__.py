@@ -16,19 +16,28 @@ def doctor_checks() -> Any:
     from digest.providers.resend import doctor
 
     return ProviderChecks(
-        dns=DomainRecords("Resend", "send.{domain}", "amazonses.com", ("resend",),
-                          "Resend's dashboard (Domains → {domain})"),
-        domain=(doctor.domain_status,), webhooks=doctor.webhook_secret, account=(doctor.webhook_registered,),
-        bounces=reported_by_events("Resend"))
+        dns=DomainRecords(
+            "Resend", "send.{domain}", "amazonses.com", ("resend",), "Resend's dashboard (Domains → {domain})"
+        ),
+        domain=(doctor.domain_status,),
+        webhooks=doctor.webhook_secret,
+        account=(doctor.webhook_registered,),
+        bounces=reported_by_events("Resend"),
+    )
 
 
 PROVIDER = Provider(
-    "resend", CAPABILITIES, ResendSection, ResendTransport,
+    "resend",
+    CAPABILITIES,
+    ResendSection,
+    ResendTransport,
     "Resend's batch API (RESEND_API_KEY), idempotency keys kept 24 h",
     secrets=(API_KEY, webhook.WEBHOOK_SECRET),
     webhook=Webhook(webhook.receive, webhook.OPERATION),
     doctor=doctor_checks,
     # Before transports were plug-ins its settings, and every transport's, lived in `[resend]`.
-    legacy=Legacy(table="resend", shared=("batch_size", "max_attempts", "pause_after_failures",
-                                          "resume_after_seconds", "resume_max_seconds")),
+    legacy=Legacy(
+        table="resend",
+        shared=("batch_size", "max_attempts", "pause_after_failures", "resume_after_seconds", "resume_max_seconds"),
+    ),
 )

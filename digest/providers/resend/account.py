@@ -103,16 +103,30 @@ def list_webhooks(config: Config, key: str, timeout: float = 10.0) -> list[Resen
     out: list[ResendWebhook] = []
     try:
         for items in _pages(lambda params: resend.Webhooks.list(cast(resend.Webhooks.ListParams, params))):
-            out.extend(ResendWebhook(str(w.get("id", "")), str(w.get("endpoint", "")), str(w.get("status", "")),
-                                     None if w.get("events") is None else tuple(str(e) for e in w["events"]))
-                       for w in items)
+            out.extend(
+                ResendWebhook(
+                    str(w.get("id", "")),
+                    str(w.get("endpoint", "")),
+                    str(w.get("status", "")),
+                    None if w.get("events") is None else tuple(str(e) for e in w["events"]),
+                )
+                for w in items
+            )
     except ResendError as exc:
         raise _error(exc, api_url(config)) from None
     return out
 
 
 def _domain(body: Mapping[str, Any]) -> ResendDomain:
-    records = tuple(DomainRecord(str(r.get("record", "")), str(r.get("name", "")), str(r.get("type", "")),
-                                 str(r.get("status", "")), str(r.get("value", "")))
-                    for r in body.get("records") or [] if isinstance(r, Mapping))
+    records = tuple(
+        DomainRecord(
+            str(r.get("record", "")),
+            str(r.get("name", "")),
+            str(r.get("type", "")),
+            str(r.get("status", "")),
+            str(r.get("value", "")),
+        )
+        for r in body.get("records") or []
+        if isinstance(r, Mapping)
+    )
     return ResendDomain(str(body.get("id", "")), str(body.get("name", "")), str(body.get("status", "")), records)

@@ -57,10 +57,18 @@ def parse(svix_id: str, body: bytes) -> list[DeliveryEvent]:
     kind, detail = _kind(event_type, data)
     to = data.get("to")
     first = to[0] if isinstance(to, list) and to else to
-    return [DeliveryEvent(
-        kind=kind, provider=PROVIDER, provider_event_id=svix_id, provider_type=event_type[:64],
-        message_id=text(data.get("email_id"), 100) or None, recipient=first if isinstance(first, str) else None,
-        occurred_at=parse_time(payload.get("created_at"), "created_at"), detail=detail)]
+    return [
+        DeliveryEvent(
+            kind=kind,
+            provider=PROVIDER,
+            provider_event_id=svix_id,
+            provider_type=event_type[:64],
+            message_id=text(data.get("email_id"), 100) or None,
+            recipient=first if isinstance(first, str) else None,
+            occurred_at=parse_time(payload.get("created_at"), "created_at"),
+            detail=detail,
+        )
+    ]
 
 
 def _kind(event_type: str, data: dict[str, Any]) -> tuple[EventKind, dict[str, str]]:

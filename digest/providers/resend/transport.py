@@ -43,29 +43,36 @@ class _HttpxClient(HTTPClient):
     bodies that reuse the pre-escaped HTML of each email (digest.delivery.jsonfast)."""
 
     def __init__(self, timeout: float, pool: int):
-        self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=pool,
-                                                                         max_keepalive_connections=pool))
+        self._client = httpx.Client(
+            timeout=timeout, limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        )
         self._ready = threading.local()
 
     def use_body(self, body: bytes) -> None:
         """This thread's next JSON request sends `body`, encoded beforehand from the same params."""
         self._ready.body = body
 
-    def request(self, method: str, url: str, headers: Mapping[str, str],
-                json: dict[str, object] | list[object] | None = None, files: dict[str, Any] | None = None,
-                data: dict[str, str] | None = None) -> tuple[bytes, int, Mapping[str, str]]:
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        json: dict[str, object] | list[object] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
         ready, self._ready.body = getattr(self._ready, "body", None), None
         try:
             if json is not None and files is None and data is None:
                 body = ready if ready is not None else jsonfast.dumps(json).encode("ascii")
-                resp = self._client.request(method, url, content=body,
-                                            headers={**headers, "Content-Type": "application/json"})
+                resp = self._client.request(
+                    method, url, content=body, headers={**headers, "Content-Type": "application/json"}
+                )
             else:
                 resp = self._client.request(method, url, headers=dict(headers), json=json, data=data, files=files)
         except httpx.HTTPError as exc:
             raise RuntimeError(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         return resp.content, resp.status_code, resp.headers
-
 
 
 _shared: dict[float, _HttpxClient] = {}
@@ -141,8 +148,12 @@ def map_results(count: int, response: Mapping[str, Any]) -> list[SendResult]:
     """Permissive mode: `data` holds the ids of the accepted emails in order, `errors` the rest by index."""
     errors = {int(e.get("index", -1)): str(e.get("message") or "rejected") for e in response.get("errors") or []}
     ids = iter(str(d.get("id")) for d in response.get("data") or [] if isinstance(d, Mapping))
-    return [SendResult(ok=False, error=f"rejected by Resend: {errors[i]}") if i in errors
-            else SendResult(ok=True, provider_id=next(ids, None)) for i in range(count)]
+    return [
+        SendResult(ok=False, error=f"rejected by Resend: {errors[i]}")
+        if i in errors
+        else SendResult(ok=True, provider_id=next(ids, None))
+        for i in range(count)
+    ]
 
 
 class ResendSection(TransportSection):
@@ -154,7 +165,10 @@ class ResendSection(TransportSection):
 
 
 CAPABILITIES = Capabilities(
-    idempotent=True, key_lifetime_hours=24, max_batch=100, json_body=True,
+    idempotent=True,
+    key_lifetime_hours=24,
+    max_batch=100,
+    json_body=True,
     rate=lambda section: section.requests_per_second,
     # Delivery events it measures: all of them, through Resend's webhooks.
     reports=frozenset({"delivered", "bounced", "complained", "opened", "clicked"}),
@@ -186,8 +200,9 @@ class ResendTransport(BaseTransport):
         params = [email_params(e) for e in emails]
         self._prepared.batch = (idempotency_key, len(emails), params, jsonfast.dumps(params).encode("ascii"))
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         if not emails:
             return []
         if len(emails) > 100:
@@ -199,8 +214,9 @@ class ResendTransport(BaseTransport):
         else:
             params = [email_params(e) for e in emails]
         try:
-            response = resend.Batch.send(params, options={"idempotency_key": idempotency_key,
-                                                          "batch_validation": "permissive"})
+            response = resend.Batch.send(
+                params, options={"idempotency_key": idempotency_key, "batch_validation": "permissive"}
+            )
         except ResendError as exc:
             self._tell_rate(exc.headers)
             return self._failed(exc, len(emails), idempotency_key)
@@ -224,13 +240,17 @@ class ResendTransport(BaseTransport):
                 raise ProviderRefusal(f"{what}. Sending stopped; run the send again once the quota allows it")
             raise TransientError(what, retry_after=1.0 if wait is None else wait, rate_limited=True)
         if code in (401, 403):
-            raise ProviderRefusal(f"{what}. Check RESEND_API_KEY (a sending key of this account) and that "
-                                  f"sender.from_email's domain is verified at Resend")
+            raise ProviderRefusal(
+                f"{what}. Check RESEND_API_KEY (a sending key of this account) and that "
+                f"sender.from_email's domain is verified at Resend"
+            )
         if code == 409 and kind == "concurrent_idempotent_requests":
             raise TransientError(what, retry_after=1.0)
         if code == 409:
-            what = (f"{what} (key {key}: the provider holds an earlier, different request under this key, "
-                    f"so this batch may already have gone out; not resent)")
+            what = (
+                f"{what} (key {key}: the provider holds an earlier, different request under this key, "
+                f"so this batch may already have gone out; not resent)"
+            )
             return [SendResult(ok=False, error=what[:2000], unconfirmed=True) for _ in range(count)]
         return [SendResult(ok=False, error=what[:2000]) for _ in range(count)]
 

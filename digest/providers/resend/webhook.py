@@ -22,8 +22,11 @@ def receive(rt: Any, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEv
 OPERATION: dict[str, Any] = {
     "summary": "Resend delivery events, verified by their Svix signature.",
     "requestBody": {"required": False, "content": JSON_OBJECT},
-    "responses": {"200": answer("Handled (or a duplicate).", JSON_OBJECT),
-                  "400": answer("Signed, but not a Resend event.", JSON_ERROR),
-                  "401": answer("Missing or bad signature.", JSON_ERROR),
-                  "413": TOO_LARGE,
-                  "503": answer("No webhook secret configured.", JSON_ERROR)}}
+    "responses": {
+        "200": answer("Handled (or a duplicate).", JSON_OBJECT),
+        "400": answer("Signed, but not a Resend event.", JSON_ERROR),
+        "401": answer("Missing or bad signature.", JSON_ERROR),
+        "413": TOO_LARGE,
+        "503": answer("No webhook secret configured.", JSON_ERROR),
+    },
+}

@@ -17,11 +17,16 @@ def doctor_checks() -> Any:
 
     return ProviderChecks(
         dns=DomainRecords("Amazon SES", "{domain}", "", (), "the SES console (Identities → {domain})"),
-        webhooks=doctor.sns_topics, bounces=reported_by_events("SES"))
+        webhooks=doctor.sns_topics,
+        bounces=reported_by_events("SES"),
+    )
 
 
 PROVIDER = Provider(
-    "ses", CAPABILITIES, SesSection, SesTransport,
+    "ses",
+    CAPABILITIES,
+    SesSection,
+    SesTransport,
     "Amazon SES v2 (standard AWS environment), one raw message per reader",
     # Read by boto3 from the config's environment (the standard AWS chain also finds a profile or a role).
     secrets=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),

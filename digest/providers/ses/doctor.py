@@ -13,6 +13,9 @@ def sns_topics(ctx: Context) -> Iterator[Check]:
     if topics:
         yield passed("webhooks", f"SES events accepted from {len(topics)} SNS topic(s) at {url}/webhooks/ses")
     else:
-        yield failed("webhooks", "webhooks.sns_topic_arns is empty: SES bounces and complaints are refused",
-                     f"subscribe {url}/webhooks/ses (HTTPS) to the SNS topic of your configuration set's "
-                     "event destination and list its ARN in webhooks.sns_topic_arns")
+        yield failed(
+            "webhooks",
+            "webhooks.sns_topic_arns is empty: SES bounces and complaints are refused",
+            f"subscribe {url}/webhooks/ses (HTTPS) to the SNS topic of your configuration set's "
+            "event destination and list its ARN in webhooks.sns_topic_arns",
+        )

@@ -32,22 +32,36 @@ def parse(sns_message_id: str, message: str) -> list[DeliveryEvent]:
 
     def event(kind: EventKind, recipient: str | None, **detail: str) -> DeliveryEvent:
         return DeliveryEvent(
-            kind=kind, provider=PROVIDER, provider_event_id=sns_message_id, provider_type=event_type[:64],
-            message_id=text(mail.get("messageId"), 100) or None, recipient=recipient,
-            occurred_at=parse_time(body.get("timestamp"), f"{event_type}.timestamp"), detail=detail)
+            kind=kind,
+            provider=PROVIDER,
+            provider_event_id=sns_message_id,
+            provider_type=event_type[:64],
+            message_id=text(mail.get("messageId"), 100) or None,
+            recipient=recipient,
+            occurred_at=parse_time(body.get("timestamp"), f"{event_type}.timestamp"),
+            detail=detail,
+        )
 
     if event_type == "Bounce":
         bounce_type = text(body.get("bounceType"), 40)
         kind = EventKind.HARD_BOUNCE if bounce_type == "Permanent" else EventKind.SOFT_BOUNCE
-        return [event(kind, text(r.get("emailAddress"), 320) or None, type=bounce_type,
-                      subtype=text(body.get("bounceSubType"), 60),
-                      diagnostic=text(r.get("diagnosticCode"), 300))
-                for r in _objects(body, "bouncedRecipients")] or [event(EventKind.OTHER, None)]
+        return [
+            event(
+                kind,
+                text(r.get("emailAddress"), 320) or None,
+                type=bounce_type,
+                subtype=text(body.get("bounceSubType"), 60),
+                diagnostic=text(r.get("diagnosticCode"), 300),
+            )
+            for r in _objects(body, "bouncedRecipients")
+        ] or [event(EventKind.OTHER, None)]
     if event_type == "Complaint":
         feedback = text(body.get("complaintFeedbackType"), 60)
         kind = EventKind.OTHER if feedback == "not-spam" else EventKind.COMPLAINED
-        return [event(kind, text(r.get("emailAddress"), 320) or None, feedback=feedback)
-                for r in _objects(body, "complainedRecipients")] or [event(EventKind.OTHER, None)]
+        return [
+            event(kind, text(r.get("emailAddress"), 320) or None, feedback=feedback)
+            for r in _objects(body, "complainedRecipients")
+        ] or [event(EventKind.OTHER, None)]
     if event_type == "Delivery":
         return [event(EventKind.DELIVERED, _first(body.get("recipients")))]
     if event_type == "Open":

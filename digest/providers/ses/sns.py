@@ -72,12 +72,15 @@ class SnsTrust:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SnsTrust:
-        trust = cls(extra_host=env.get("DIGEST_SNS_TEST_HOST", "").strip() or None,
-                    ca_file=env.get("DIGEST_SNS_TEST_CA_FILE", "").strip() or None)
+        trust = cls(
+            extra_host=env.get("DIGEST_SNS_TEST_HOST", "").strip() or None,
+            ca_file=env.get("DIGEST_SNS_TEST_CA_FILE", "").strip() or None,
+        )
         if trust.extra_host and trust.extra_host not in _warned:
             _warned.add(trust.extra_host)
-            log.warning("DIGEST_SNS_TEST_HOST is set: SNS messages signed via %s are trusted (tests only)",
-                        trust.extra_host)
+            log.warning(
+                "DIGEST_SNS_TEST_HOST is set: SNS messages signed via %s are trusted (tests only)", trust.extra_host
+            )
         return trust
 
     def allows(self, url: str) -> bool:

@@ -46,17 +46,30 @@ class SesSection(TransportSection):
 
 
 CAPABILITIES = Capabilities(
-    idempotent=False, key_lifetime_hours=0, max_batch=1, per_message_results=True,
+    idempotent=False,
+    key_lifetime_hours=0,
+    max_batch=1,
+    per_message_results=True,
     rate=lambda section: section.max_send_rate,
     # Through a configuration set's event destination (SNS), parsed by the SES events module.
     reports=frozenset({"delivered", "bounced", "complained", "opened", "clicked"}),
 )
 
 # Answers that stop the whole send: nothing more can go out until the operator acts.
-_STOP = {"AccountSuspendedException", "SendingPausedException", "MailFromDomainNotVerifiedException",
-         "LimitExceededException", "NotFoundException", "AccessDeniedException", "AccessDenied",
-         "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
-         "ExpiredTokenException", "InvalidSignatureException"}
+_STOP = {
+    "AccountSuspendedException",
+    "SendingPausedException",
+    "MailFromDomainNotVerifiedException",
+    "LimitExceededException",
+    "NotFoundException",
+    "AccessDeniedException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ExpiredTokenException",
+    "InvalidSignatureException",
+}
 _THROTTLED = {"TooManyRequestsException", "Throttling", "ThrottlingException"}
 _TAG = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -80,11 +93,20 @@ class SesTransport(BaseTransport):
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-            profile_name=env.get("AWS_PROFILE") or None, region_name=region)
+            profile_name=env.get("AWS_PROFILE") or None,
+            region_name=region,
+        )
         # No automatic retries: a retried call whose first answer was lost could send twice.
-        self._client = session.client("sesv2", endpoint_url=endpoint, config=botocore.config.Config(
-            retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=min(10.0, settings.timeout_seconds),
-            read_timeout=settings.timeout_seconds, max_pool_connections=max(10, settings.concurrency)))
+        self._client = session.client(
+            "sesv2",
+            endpoint_url=endpoint,
+            config=botocore.config.Config(
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=min(10.0, settings.timeout_seconds),
+                read_timeout=settings.timeout_seconds,
+                max_pool_connections=max(10, settings.concurrency),
+            ),
+        )
         self._lock = threading.Lock()
 
     def raw(self, email: OutgoingEmail) -> bytes:
@@ -95,15 +117,18 @@ class SesTransport(BaseTransport):
 
     def _request(self, email: OutgoingEmail, folder: str) -> dict[str, Any]:
         request: dict[str, Any] = {
-            "FromEmailAddress": email.from_addr, "Destination": {"ToAddresses": [email.to]},
+            "FromEmailAddress": email.from_addr,
+            "Destination": {"ToAddresses": [email.to]},
             "Content": {"Raw": {"Data": self.raw(email)}},
-            "EmailTags": [{"Name": "week", "Value": _TAG.sub("_", folder)[:256] or "none"}]}
+            "EmailTags": [{"Name": "week", "Value": _TAG.sub("_", folder)[:256] or "none"}],
+        }
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
         return request
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         """Each message on its own call, reported through `on_result` before the next goes out."""
         results: list[SendResult] = []
         for i, email in enumerate(emails):
@@ -112,8 +137,9 @@ class SesTransport(BaseTransport):
             except TransientError as exc:
                 if not results or exc.ambiguous:
                     raise  # an ambiguous call mid-batch: the sender marks what is left unconfirmed
-                results.extend(SendResult(ok=False, error=f"not sent yet: {exc}"[:2000], retry=True)
-                               for _ in emails[i:])
+                results.extend(
+                    SendResult(ok=False, error=f"not sent yet: {exc}"[:2000], retry=True) for _ in emails[i:]
+                )
                 return results
             results.append(result)
             if on_result is not None:
@@ -128,13 +154,15 @@ class SesTransport(BaseTransport):
         except bx.ClientError as exc:
             return _client_error(exc)
         except (bx.ReadTimeoutError, bx.ConnectionClosedError) as exc:
-            raise TransientError(f"SES: no answer ({exc}); the message may have been accepted",
-                                 ambiguous=True) from None
+            raise TransientError(
+                f"SES: no answer ({exc}); the message may have been accepted", ambiguous=True
+            ) from None
         except (bx.EndpointConnectionError, bx.ConnectTimeoutError) as exc:
             raise TransientError(f"SES unreachable: {exc}") from None
         except bx.NoCredentialsError:
-            raise ProviderRefusal("no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                                  "AWS_PROFILE or an instance role") from None
+            raise ProviderRefusal(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"
+            ) from None
         except bx.BotoCoreError as exc:
             raise TransientError(f"SES: {exc}", ambiguous=True) from None
         return SendResult(ok=True, provider_id=str(answer.get("MessageId") or "")[:100] or None)

@@ -42,16 +42,23 @@ def receive(rt: Any, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEv
 OPERATION: dict[str, Any] = {
     "summary": "Amazon SES events through an SNS HTTPS subscription, verified by the SNS message signature.",
     "description": "Only topics in `webhooks.sns_topic_arns`; the SubscriptionConfirmation handshake is "
-                   "answered automatically. A topic not configured gets the same 401 as a bad signature, "
-                   "and nothing is fetched for it.",
+    "answered automatically. A topic not configured gets the same 401 as a bad signature, "
+    "and nothing is fetched for it.",
     "requestBody": {"required": False, "content": {"text/plain": {"schema": TEXT}, **JSON_OBJECT}},
-    "responses": {"200": answer("Handled, a duplicate, or the subscription confirmed.", JSON_OBJECT),
-                  "400": answer("Not an SNS message (Type, or a field its Type needs), not an SES event, "
-                                "or a SubscribeURL not on SNS.", JSON_ERROR),
-                  "401": answer("Not verified as ours: a topic not in webhooks.sns_topic_arns, a missing or "
-                                "bad signature, or a certificate not from sns.<region>.amazonaws.com "
-                                "(one answer for all).", JSON_ERROR),
-                  "413": TOO_LARGE,
-                  "502": answer("SNS did not accept the subscription confirmation.", JSON_ERROR),
-                  "503": answer("No topic configured, or SNS could not be reached for its certificate.",
-                                JSON_ERROR)}}
+    "responses": {
+        "200": answer("Handled, a duplicate, or the subscription confirmed.", JSON_OBJECT),
+        "400": answer(
+            "Not an SNS message (Type, or a field its Type needs), not an SES event, or a SubscribeURL not on SNS.",
+            JSON_ERROR,
+        ),
+        "401": answer(
+            "Not verified as ours: a topic not in webhooks.sns_topic_arns, a missing or "
+            "bad signature, or a certificate not from sns.<region>.amazonaws.com "
+            "(one answer for all).",
+            JSON_ERROR,
+        ),
+        "413": TOO_LARGE,
+        "502": answer("SNS did not accept the subscription confirmation.", JSON_ERROR),
+        "503": answer("No topic configured, or SNS could not be reached for its certificate.", JSON_ERROR),
+    },
+}

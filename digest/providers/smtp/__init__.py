@@ -15,11 +15,15 @@ def doctor_checks() -> Any:
 
     return ProviderChecks(
         dns=DomainRecords("your SMTP provider", "{domain}", "", (), "your SMTP provider's domain settings"),
-        bounces=doctor.bounce_address)
+        bounces=doctor.bounce_address,
+    )
 
 
 PROVIDER = Provider(
-    "smtp", CAPABILITIES, SmtpSection, SmtpTransport,
+    "smtp",
+    CAPABILITIES,
+    SmtpSection,
+    SmtpTransport,
     "any SMTP relay, one message at a time over kept-alive connections",
     secrets=(PASSWORD,),
     doctor=doctor_checks,

@@ -134,13 +134,16 @@ class SmtpTransport(BaseTransport):
             if s.username:
                 conn.login(s.username, self.password)
         except smtplib.SMTPAuthenticationError as exc:
-            raise ProviderRefusal(f"{self._where()} refused the login of {s.username!r}: {exc.smtp_code} "
-                                  f"{_text(exc.smtp_error)}; check smtp.username and DIGEST_SMTP_PASSWORD") from None
+            raise ProviderRefusal(
+                f"{self._where()} refused the login of {s.username!r}: {exc.smtp_code} "
+                f"{_text(exc.smtp_error)}; check smtp.username and DIGEST_SMTP_PASSWORD"
+            ) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise ProviderRefusal(f"{self._where()}: {exc}; set smtp.security to what the server offers") from None
         except ssl.SSLCertVerificationError as exc:
-            raise ProviderRefusal(f"{self._where()}: the server's certificate is not trusted: {exc.verify_message}")\
-                from None
+            raise ProviderRefusal(
+                f"{self._where()}: the server's certificate is not trusted: {exc.verify_message}"
+            ) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise TransientError(f"{self._where()}: cannot connect: {type(exc).__name__}: {exc}") from None
         return conn
@@ -190,8 +193,10 @@ class SmtpTransport(BaseTransport):
                     refused = conn.send_message(self.message(email, idempotency_key), from_addr=mail_from)
             except smtplib.SMTPNotSupportedError:
                 # smtplib refuses before MAIL FROM (the connection stays usable): this address alone fails.
-                raise _Rejected("the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
-                                "does not offer it; only this message is refused") from None
+                raise _Rejected(
+                    "the address needs SMTPUTF8 (non-ASCII characters before the @) and the server "
+                    "does not offer it; only this message is refused"
+                ) from None
             except smtplib.SMTPServerDisconnected:
                 # An idle connection closed by the server fails on MAIL FROM, before any data: safe to redo once.
                 self._drop()
@@ -206,8 +211,10 @@ class SmtpTransport(BaseTransport):
             except smtplib.SMTPSenderRefused as exc:
                 if 400 <= exc.smtp_code < 500:
                     raise _Retry(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
-                raise ProviderRefusal(f"{self._where()} refused the sender {exc.sender}: {exc.smtp_code} "
-                                      f"{_text(exc.smtp_error)}; check sender.from_email") from None
+                raise ProviderRefusal(
+                    f"{self._where()} refused the sender {exc.sender}: {exc.smtp_code} "
+                    f"{_text(exc.smtp_error)}; check sender.from_email"
+                ) from None
             except smtplib.SMTPResponseException as exc:
                 self._reset()
                 if 400 <= exc.smtp_code < 500:
@@ -228,8 +235,9 @@ class SmtpTransport(BaseTransport):
         except (smtplib.SMTPException, OSError):
             self._drop()
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         """One connection per batch in flight, taken from the idle ones and given back after."""
         with self._open_lock:
             self._local.conn = self._idle.pop() if self._idle else None
@@ -242,13 +250,13 @@ class SmtpTransport(BaseTransport):
                     if conn in self._open:
                         self._idle.append(conn)
 
-    def _send_batch(self, emails: list[OutgoingEmail], idempotency_key: str,
-                    on_result: OnResult | None) -> list[SendResult]:
+    def _send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, on_result: OnResult | None
+    ) -> list[SendResult]:
         results: list[SendResult] = []
         for i, email in enumerate(emails):
             try:
-                self._send_one(email, idempotency_key,
-                               self.verp.address(email.key, email.to) if self.verp else None)
+                self._send_one(email, idempotency_key, self.verp.address(email.key, email.to) if self.verp else None)
             except _Rejected as exc:
                 results.append(SendResult(ok=False, error=f"refused by {self._where()}: {exc}"[:2000]))
                 if on_result is not None:

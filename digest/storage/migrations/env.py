@@ -16,9 +16,7 @@ def run_migrations_online() -> None:
         engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as connection:
         context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            connection=connection, target_metadata=target_metadata, render_as_batch=connection.dialect.name == "sqlite"
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -23,11 +23,16 @@ def doctor_checks() -> Any:
 
     return ProviderChecks(
         dns=DomainRecords("Postmark", "{domain}", "", (), "Postmark's Sender Signatures (Domains → {domain})"),
-        webhooks=doctor.webhook_credentials, bounces=reported_by_events("Postmark"))
+        webhooks=doctor.webhook_credentials,
+        bounces=reported_by_events("Postmark"),
+    )
 
 
 PROVIDER = Provider(
-    "postmark", CAPABILITIES, PostmarkSection, PostmarkTransport,
+    "postmark",
+    CAPABILITIES,
+    PostmarkSection,
+    PostmarkTransport,
     "Postmark's batch API (POSTMARK_SERVER_TOKEN), up to 500 messages per call, no idempotency keys",
     secrets=(SERVER_TOKEN, webhook.USER, webhook.PASSWORD),
     webhook=Webhook(webhook.receive, webhook.OPERATION),

@@ -64,8 +64,9 @@ class FakePostmark:
             return 404, {"ErrorCode": 404, "Message": "not found"}, True
         if headers.get("X-Postmark-Server-Token") != self.token:
             return 401, {"ErrorCode": 10, "Message": "Bad or missing Server API token."}, True
-        if "application/json" not in (headers.get("Content-Type") or "") or \
-                "application/json" not in (headers.get("Accept") or ""):
+        if "application/json" not in (headers.get("Content-Type") or "") or "application/json" not in (
+            headers.get("Accept") or ""
+        ):
             return 422, {"ErrorCode": 409, "Message": _ERRORS[409]}, True
         try:
             batch = json.loads(body)
@@ -85,13 +86,25 @@ class FakePostmark:
         with self.lock:
             for m in batch:
                 if m["To"] in self.inactive:
-                    answer.append({"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have "
-                                   "been marked as inactive.", "To": m["To"]})
+                    answer.append(
+                        {
+                            "ErrorCode": 406,
+                            "Message": "You tried to send to recipient(s) that have been marked as inactive.",
+                            "To": m["To"],
+                        }
+                    )
                     continue
                 mid = str(uuid.uuid4())
                 self.accepted.append({**m, "MessageID": mid})
-                answer.append({"ErrorCode": 0, "Message": "OK", "MessageID": mid, "To": m["To"],
-                               "SubmittedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                answer.append(
+                    {
+                        "ErrorCode": 0,
+                        "Message": "OK",
+                        "MessageID": mid,
+                        "To": m["To"],
+                        "SubmittedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                )
         return answer
 
     def _answers(self) -> bool:

@@ -20,12 +20,27 @@ WEBHOOK_USER, WEBHOOK_PASSWORD = "postmark-hooks", "a-long-random-webhook-passwo
 
 def bounce_record(message_id: str, recipient: str, bounce_type: str = "HardBounce", code: int = 1) -> dict[str, object]:
     """A Bounce webhook record as Postmark documents it (developer/webhooks/bounce-webhook)."""
-    return {"RecordType": "Bounce", "MessageStream": "broadcast", "ID": abs(hash((message_id, recipient))) % 10**12,
-            "Type": bounce_type, "TypeCode": code, "Name": "Hard bounce", "Tag": "", "MessageID": message_id,
-            "Metadata": {}, "ServerID": 23, "Description": "The server was unable to deliver your message.",
-            "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
-            "Email": recipient, "From": "verdicts@example.com", "BouncedAt": "2026-11-18T12:05:00.0000000Z",
-            "DumpAvailable": True, "Inactive": True, "CanActivate": True, "Subject": "This week's verdicts"}
+    return {
+        "RecordType": "Bounce",
+        "MessageStream": "broadcast",
+        "ID": abs(hash((message_id, recipient))) % 10**12,
+        "Type": bounce_type,
+        "TypeCode": code,
+        "Name": "Hard bounce",
+        "Tag": "",
+        "MessageID": message_id,
+        "Metadata": {},
+        "ServerID": 23,
+        "Description": "The server was unable to deliver your message.",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "Email": recipient,
+        "From": "verdicts@example.com",
+        "BouncedAt": "2026-11-18T12:05:00.0000000Z",
+        "DumpAvailable": True,
+        "Inactive": True,
+        "CanActivate": True,
+        "Subject": "This week's verdicts",
+    }
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -56,5 +71,13 @@ class Harness:
     @contextmanager
     def serve(self, project: Path) -> Iterator[Served]:
         with serve(FakePostmark(slow=0.05)) as (url, state):
-            yield Served(state, {"DIGEST_TRANSPORT": "postmark", "POSTMARK_API_URL": url,
-                                 "POSTMARK_SERVER_TOKEN": TOKEN, USER: WEBHOOK_USER, PASSWORD: WEBHOOK_PASSWORD})
+            yield Served(
+                state,
+                {
+                    "DIGEST_TRANSPORT": "postmark",
+                    "POSTMARK_API_URL": url,
+                    "POSTMARK_SERVER_TOKEN": TOKEN,
+                    USER: WEBHOOK_USER,
+                    PASSWORD: WEBHOOK_PASSWORD,
+                },
+            )

@@ -31,9 +31,14 @@ DEFAULT_API_URL = "https://api.postmarkapp.com"
 SERVER_TOKEN = "POSTMARK_SERVER_TOKEN"
 MAX_BATCH = 500  # Postmark: "up to 500 messages per API call"
 # 422 ErrorCodes that no retry fixes for any message: the account or the sender cannot send now.
-STOP_CODES = {10: "bad or missing server token", 400: "sender signature not found",
-              401: "sender signature not confirmed", 405: "not allowed to send", 412: "account is pending",
-              413: "account may not send"}
+STOP_CODES = {
+    10: "bad or missing server token",
+    400: "sender signature not found",
+    401: "sender signature not confirmed",
+    405: "not allowed to send",
+    412: "account is pending",
+    413: "account may not send",
+}
 MAX_RATE_LIMIT_WAIT = 3600.0
 
 
@@ -48,7 +53,9 @@ class PostmarkSection(TransportSection):
 
 
 CAPABILITIES = Capabilities(
-    idempotent=False, key_lifetime_hours=0, max_batch=MAX_BATCH,
+    idempotent=False,
+    key_lifetime_hours=0,
+    max_batch=MAX_BATCH,
     rate=lambda section: section.requests_per_second,
     reports=frozenset({"delivered", "bounced", "complained"}),  # the Delivery, Bounce and SpamComplaint webhooks
 )
@@ -62,8 +69,12 @@ def api_url(env: Mapping[str, str]) -> str:
 def message(email: OutgoingEmail, stream: str) -> dict[str, Any]:
     """One message of the batch, in Postmark's field names."""
     body: dict[str, Any] = {
-        "From": email.from_addr, "To": email.to, "Subject": email.subject,
-        "HtmlBody": email.html, "TextBody": email.text, "MessageStream": stream,
+        "From": email.from_addr,
+        "To": email.to,
+        "Subject": email.subject,
+        "HtmlBody": email.html,
+        "TextBody": email.text,
+        "MessageStream": stream,
         "Headers": [{"Name": k, "Value": v} for k, v in email.headers.items()],
         "Metadata": {k[:20]: v[:80] for k, v in list(email.tags.items())[:10]},
     }
@@ -82,8 +93,9 @@ def _number(value: Any) -> int:
 def results(count: int, answer: Any) -> list[SendResult]:
     """The 200 answer: one element per message, in order (ErrorCode 0 is accepted)."""
     if not isinstance(answer, list) or len(answer) != count:
-        raise TransientError(f"Postmark answered 200 with {type(answer).__name__} instead of {count} results",
-                             ambiguous=True)
+        raise TransientError(
+            f"Postmark answered 200 with {type(answer).__name__} instead of {count} results", ambiguous=True
+        )
     out = []
     for item in answer:
         item = item if isinstance(item, dict) else {}
@@ -91,8 +103,9 @@ def results(count: int, answer: Any) -> list[SendResult]:
         if code == 0 and item.get("MessageID"):
             out.append(SendResult(ok=True, provider_id=str(item["MessageID"])[:100]))
         else:
-            out.append(SendResult(ok=False, error=f"rejected by Postmark: {code} {item.get('Message') or ''}"
-                                  .strip()[:2000]))
+            out.append(
+                SendResult(ok=False, error=f"rejected by Postmark: {code} {item.get('Message') or ''}".strip()[:2000])
+            )
     return out
 
 
@@ -102,8 +115,10 @@ def _refused(status: int, body: Any, count: int, headers: Mapping[str, str]) -> 
     code, text = _number(body.get("ErrorCode")), str(body.get("Message") or "").strip()
     what = f"Postmark {status} (ErrorCode {code}): {text}".strip()
     if status == 401 or code in STOP_CODES:
-        raise ProviderRefusal(f"{what}. Check {SERVER_TOKEN} (a server token of the sending server) and that "
-                              f"sender.from_email is a confirmed sender signature at Postmark")
+        raise ProviderRefusal(
+            f"{what}. Check {SERVER_TOKEN} (a server token of the sending server) and that "
+            f"sender.from_email is a confirmed sender signature at Postmark"
+        )
     if status == 429:
         wait = _seconds(headers.get("retry-after"))
         if wait is not None and wait > MAX_RATE_LIMIT_WAIT:
@@ -132,26 +147,32 @@ class PostmarkTransport(BaseTransport):
         self.stream = settings.message_stream
         self.max_in_flight = settings.concurrency
         self.url = api_url(config.env) + "/email/batch"
-        self._client = httpx.Client(timeout=settings.timeout_seconds,
-                                    limits=httpx.Limits(max_connections=settings.concurrency))
+        self._client = httpx.Client(
+            timeout=settings.timeout_seconds, limits=httpx.Limits(max_connections=settings.concurrency)
+        )
         self._lock = threading.Lock()
 
-    def send_batch(self, emails: list[OutgoingEmail], idempotency_key: str, folder: str,
-                   on_result: OnResult | None = None) -> list[SendResult]:
+    def send_batch(
+        self, emails: list[OutgoingEmail], idempotency_key: str, folder: str, on_result: OnResult | None = None
+    ) -> list[SendResult]:
         """One call for the whole batch; the key is not sent (Postmark has none), the sender keeps it."""
         if not emails:
             return []
         if len(emails) > MAX_BATCH:
             raise ValueError(f"Postmark takes at most {MAX_BATCH} messages per batch call")
-        headers = {"Accept": "application/json", "Content-Type": "application/json",
-                   "X-Postmark-Server-Token": self.token}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "X-Postmark-Server-Token": self.token,
+        }
         try:
             response = self._client.post(self.url, json=[message(e, self.stream) for e in emails], headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientError(f"Postmark unreachable: {type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:  # the request may have arrived and been accepted
-            raise TransientError(f"Postmark: no answer ({type(exc).__name__}: {exc}); the batch may have been "
-                                 "accepted", ambiguous=True) from None
+            raise TransientError(
+                f"Postmark: no answer ({type(exc).__name__}: {exc}); the batch may have been accepted", ambiguous=True
+            ) from None
         try:
             body = response.json()
         except ValueError:

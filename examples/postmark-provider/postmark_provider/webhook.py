@@ -42,7 +42,8 @@ def verify(user: str, password: str, headers: Mapping[str, str]) -> None:
         given = ""
     given_user, sep, given_password = given.partition(":")
     ok = hmac.compare_digest(given_user.encode(), user.encode()) & hmac.compare_digest(
-        given_password.encode(), password.encode())
+        given_password.encode(), password.encode()
+    )
     if not sep or not ok:
         raise EventError(401, "invalid credentials")
 
@@ -62,20 +63,29 @@ def parse(body: bytes) -> list[DeliveryEvent]:
         raise EventError(400, f"{record_type} record without an ID")
     when = record.get("DeliveredAt") if record_type == "Delivery" else record.get("BouncedAt")
     recipient = record.get("Recipient") if record_type == "Delivery" else record.get("Email")
-    return [DeliveryEvent(
-        kind=kind, provider=PROVIDER, provider_event_id=f"{record_type}:{event_id}"[:90],
-        provider_type=(f"{record_type}:{text(record.get('Type'), 40)}" if record.get("Type") else record_type)[:64],
-        message_id=text(record.get("MessageID"), 100) or None,
-        recipient=recipient if isinstance(recipient, str) else None,
-        occurred_at=parse_time(when, "BouncedAt"), detail=detail)]
+    return [
+        DeliveryEvent(
+            kind=kind,
+            provider=PROVIDER,
+            provider_event_id=f"{record_type}:{event_id}"[:90],
+            provider_type=(f"{record_type}:{text(record.get('Type'), 40)}" if record.get("Type") else record_type)[:64],
+            message_id=text(record.get("MessageID"), 100) or None,
+            recipient=recipient if isinstance(recipient, str) else None,
+            occurred_at=parse_time(when, "BouncedAt"),
+            detail=detail,
+        )
+    ]
 
 
 def _kind(record_type: str, record: dict[str, Any]) -> tuple[EventKind, dict[str, str]]:
     if record_type == "Delivery":
         return EventKind.DELIVERED, {}
     bounce_type = text(record.get("Type"), 40)
-    detail = {"type": bounce_type, "code": str(record.get("TypeCode", ""))[:12],
-              "diagnostic": text(record.get("Details"), 300)}
+    detail = {
+        "type": bounce_type,
+        "code": str(record.get("TypeCode", ""))[:12],
+        "diagnostic": text(record.get("Details"), 300),
+    }
     if record_type == "SpamComplaint" or bounce_type in COMPLAINT:
         return EventKind.COMPLAINED, detail
     if record_type != "Bounce":
@@ -93,10 +103,13 @@ def receive(rt: Any, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEv
 
 OPERATION: dict[str, Any] = {
     "summary": "Postmark's Bounce, SpamComplaint and Delivery webhooks, authenticated by the Basic "
-               "credentials of the webhook URL.",
+    "credentials of the webhook URL.",
     "requestBody": {"required": False, "content": JSON_OBJECT},
-    "responses": {"200": answer("Handled (or a duplicate).", JSON_OBJECT),
-                  "400": answer("Authenticated, but not a Postmark record.", JSON_ERROR),
-                  "401": answer("Missing or wrong credentials.", JSON_ERROR),
-                  "413": TOO_LARGE,
-                  "503": answer("No webhook credentials configured.", JSON_ERROR)}}
+    "responses": {
+        "200": answer("Handled (or a duplicate).", JSON_OBJECT),
+        "400": answer("Authenticated, but not a Postmark record.", JSON_ERROR),
+        "401": answer("Missing or wrong credentials.", JSON_ERROR),
+        "413": TOO_LARGE,
+        "503": answer("No webhook credentials configured.", JSON_ERROR),
+    },
+}

@@ -27,15 +27,26 @@ from digest.mail import OutgoingEmail
 
 def _config(url: str, token: str = TOKEN) -> Any:
     env = {"POSTMARK_API_URL": url, "POSTMARK_SERVER_TOKEN": token}
-    return SimpleNamespace(env=env, secret=lambda provider, name: env.get(name, ""),
-                           transport_section=lambda name: PostmarkSection(timeout_seconds=2))
+    return SimpleNamespace(
+        env=env,
+        secret=lambda provider, name: env.get(name, ""),
+        transport_section=lambda name: PostmarkSection(timeout_seconds=2),
+    )
 
 
 def _emails(n: int) -> list[OutgoingEmail]:
-    return [OutgoingEmail(to=f"reader{i}@example.com", subject="Verdicts", html="<p>hi</p>", text="hi",
-                          from_addr="Verdicts <news@verdicts.example.org>",
-                          headers={"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}, key=f"d{i}")
-            for i in range(n)]
+    return [
+        OutgoingEmail(
+            to=f"reader{i}@example.com",
+            subject="Verdicts",
+            html="<p>hi</p>",
+            text="hi",
+            from_addr="Verdicts <news@verdicts.example.org>",
+            headers={"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+            key=f"d{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def test_the_declaration_says_what_the_sender_needs() -> None:
@@ -67,9 +78,15 @@ def test_the_fake_is_strict_about_token_size_and_fields() -> None:
         assert state.accepted == []
 
 
-@pytest.mark.parametrize(("status", "raised", "ambiguous"), [
-    (429, TransientError, False), (500, TransientError, False), (503, TransientError, False),
-    (401, ProviderRefusal, False)])
+@pytest.mark.parametrize(
+    ("status", "raised", "ambiguous"),
+    [
+        (429, TransientError, False),
+        (500, TransientError, False),
+        (503, TransientError, False),
+        (401, ProviderRefusal, False),
+    ],
+)
 def test_refused_calls(status: int, raised: type[Exception], ambiguous: bool) -> None:
     with serve() as (url, state):
         state.fail(status)
@@ -109,15 +126,27 @@ def test_webhook_credentials_are_the_signature() -> None:
     assert unset.value.status == 503
 
 
-@pytest.mark.parametrize(("record", "kind"), [
-    (bounce_record("m1", "a@example.com"), EventKind.HARD_BOUNCE),
-    (bounce_record("m1", "a@example.com", "SoftBounce", 4096), EventKind.SOFT_BOUNCE),
-    (bounce_record("m1", "a@example.com", "AutoResponder", 64), EventKind.OTHER),
-    ({**bounce_record("m1", "a@example.com", "SpamComplaint", 100001), "RecordType": "SpamComplaint"},
-     EventKind.COMPLAINED),
-    ({"RecordType": "Delivery", "MessageID": "m1", "Recipient": "a@example.com",
-      "DeliveredAt": "2026-11-18T12:05:00Z"}, EventKind.DELIVERED),
-])
+@pytest.mark.parametrize(
+    ("record", "kind"),
+    [
+        (bounce_record("m1", "a@example.com"), EventKind.HARD_BOUNCE),
+        (bounce_record("m1", "a@example.com", "SoftBounce", 4096), EventKind.SOFT_BOUNCE),
+        (bounce_record("m1", "a@example.com", "AutoResponder", 64), EventKind.OTHER),
+        (
+            {**bounce_record("m1", "a@example.com", "SpamComplaint", 100001), "RecordType": "SpamComplaint"},
+            EventKind.COMPLAINED,
+        ),
+        (
+            {
+                "RecordType": "Delivery",
+                "MessageID": "m1",
+                "Recipient": "a@example.com",
+                "DeliveredAt": "2026-11-18T12:05:00Z",
+            },
+            EventKind.DELIVERED,
+        ),
+    ],
+)
 def test_records_become_delivery_events(record: dict[str, Any], kind: EventKind) -> None:
     (event,) = parse(json.dumps(record).encode())
     assert (event.kind, event.message_id, event.recipient, event.provider) == (kind, "m1", "a@example.com", "postmark")
