@@ -18,6 +18,11 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/digest demo
 
+# The suite on four pytest-xdist workers: most tests wait on subprocesses, servers, PostgreSQL and
+# Chromium, so four workers beat two even on two cores; loadgroup keeps an xdist_group on one worker
+# (tests/README.md). `make test PYTEST_ARGS=tests/test_x.py` runs one file serially.
+PYTEST_ARGS ?= -n 4 --dist loadgroup
+
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
