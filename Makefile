@@ -20,6 +20,12 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/digest demo
 
+# The suite on four pytest-xdist workers: most tests wait on subprocesses, servers, PostgreSQL and
+# Chromium, so four workers beat two even on two cores; loadgroup keeps an xdist_group on one worker,
+# and the queue keeps the order tests/conftest.py gives it (slow tests first: tests/README.md).
+# `make test PYTEST_ARGS=tests/test_x.py` runs one file serially.
+PYTEST_ARGS ?= -n 4 --dist loadgroup --no-loadscope-reorder
+
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

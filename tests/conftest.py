@@ -237,6 +237,40 @@ def output_dir(name: str) -> Path:
     return d
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under pytest-xdist (`make test`): a module's tests that share a module-scoped fixture (a server, a
+    fuzzed app per database) run on one worker, so it is set up once and not on every worker, nor again
+    whenever a worker's next test has the other parameter. Marked here, as each item is collected:
+    xdist reads the marks in its own pytest_collection_modifyitems."""
+    if not hasattr(item.config, "workerinput") or item.get_closest_marker("xdist_group"):
+        return
+    info = getattr(item, "_fixtureinfo", None)
+    module = getattr(item, "module", None)
+    if info is None or module is None:
+        return
+    if any(
+        d.scope == "module" and d.baseid == item.nodeid.split("::")[0]
+        for defs in info.name2fixturedefs.values()
+        for d in defs
+    ):
+        item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist the queue starts with the packaging pair, then the other `slow` tests (longest
+    first keeps one worker from finishing alone while the others idle); a serial run keeps the file order."""
+    if not hasattr(config, "workerinput"):
+        return
+
+    def rank(item: pytest.Item) -> int:
+        group = item.get_closest_marker("xdist_group")
+        if group is not None and group.args[:1] == ("packaging",):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     """Show that storage tests really ran on both databases."""
     counts: dict[str, dict[str, int]] = {"sqlite": {}, "postgresql": {}}

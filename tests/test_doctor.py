@@ -604,7 +604,8 @@ def test_smtp_bounce_address(
         ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Status.FAIL, "only 1 different characters"),
         ("short-but-ok-1234567", Status.WARN, "20 characters; 32 or more"),
         ("abc", Status.FAIL, "3 characters; at least 16"),
-        (secrets.token_urlsafe(48), Status.PASS, "DIGEST_SECRET_KEY: 64 characters"),
+        # A fixed id: each xdist worker collects the same test name whatever key it drew.
+        pytest.param(secrets.token_urlsafe(48), Status.PASS, "DIGEST_SECRET_KEY: 64 characters", id="random-64-pass"),
     ],
 )
 def test_secret_key_strength(tmp_path: Path, key: str, status: Status, text: str) -> None:

@@ -15,7 +15,9 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+# Both build a virtual environment with every dependency: one worker takes the pair first (-n with
+# --dist loadgroup puts the largest group at the head of the queue), the others run the rest meanwhile.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packaging")]
 
 # What a source tree copy leaves out: environments, output and anything built before.
 SKIP = shutil.ignore_patterns(
