@@ -50,11 +50,14 @@ def unplaced(root: Path = ROOT) -> list[str]:
     """Modules no layer names (package roots such as `digest` itself aside)."""
     contract = layers(root)
     roots = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"])
+    return [m for m in modules(root) if m not in roots | split_packages(contract) and layer_of(m, contract) is None]
+
+
+def split_packages(contract: list[list[str]]) -> set[str]:
+    """Packages the contract splits across layers (digest.providers: its registry beside the config, each
+    provider beside the entry points): placed by their modules; their __init__ holds no code to place."""
     entries = {entry for layer in contract for entry in layer}
-    # A package the contract splits across layers (digest.providers: its registry beside the config, each
-    # provider beside the entry points) is placed by its modules; its __init__ holds no code to place.
-    split = {e.rpartition(".")[0] for e in entries if "." in e} - entries
-    return [m for m in modules(root) if m not in roots | split and layer_of(m, contract) is None]
+    return {e.rpartition(".")[0] for e in entries if e.count(".") > 1} - entries
 
 
 def lint_imports(root: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -73,6 +76,9 @@ def main() -> int:
         print(f"layer {index + 1}: {' : '.join(layer)}")
         for module in by_layer.get(index, []):
             print(f"    {module}")
+    split = sorted(split_packages(contract) & set(modules()))
+    if split:
+        print(f"split across layers (placed by their modules): {', '.join(split)}")
     missing = unplaced()
     if missing:
         print(f"error: not in any layer of the import contract (pyproject.toml): {', '.join(missing)}")
