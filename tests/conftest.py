@@ -73,13 +73,6 @@ def pg_template() -> Iterator[str]:
     eng.dispose()
     yield name
     with admin.connect() as c:
-        c.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname LIKE :p AND pid <> pg_backend_pid()"
-            ),
-            {"p": f"digest_test_{RUN_ID}%"},
-        )
         names = [
             db
             for (db,) in c.execute(

@@ -12,20 +12,27 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _importlinter(root: Path) -> dict[str, Any]:
+    """The [tool.importlinter] table of the checkout's pyproject.toml."""
+    table: dict[str, Any] = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return table
+
+
 def layers(root: Path = ROOT) -> list[list[str]]:
     """The contract's layers, top first; each a list of module prefixes (siblings)."""
-    contract = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    contract = _importlinter(root)["contracts"][0]
     return [[name.strip() for name in layer.split(":")] for layer in contract["layers"]]
 
 
 def modules(root: Path = ROOT) -> list[str]:
     """Every module of the root packages, as a dotted name (packages by their __init__)."""
     found = []
-    for package in tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]:
+    for package in _importlinter(root)["root_packages"]:
         for path in sorted((root / package).rglob("*.py")):
             if "migrations" in path.parts:  # Alembic's scripts: loaded by Alembic, never imported
                 continue
@@ -49,7 +56,7 @@ def layer_of(module: str, contract: list[list[str]]) -> tuple[int, str] | None:
 def unplaced(root: Path = ROOT) -> list[str]:
     """Modules no layer names (package roots such as `digest` itself aside)."""
     contract = layers(root)
-    roots = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"])
+    roots = set(_importlinter(root)["root_packages"])
     return [m for m in modules(root) if m not in roots | split_packages(contract) and layer_of(m, contract) is None]
 
 

@@ -37,18 +37,18 @@ subscribers_app = command_group("Subscribers: add, list, count, import, export, 
 app.add_typer(subscribers_app, name="subscribers")
 
 
+def _progress_bar(label: str) -> Progress:
+    """The bar the long subscriber commands show on a terminal (stderr, gone when done)."""
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True
+    )
+
+
 def _send_queued(what: str, expected: int = 1) -> None:
     """Send the confirmations just queued (a running `digest serve` would also pick them up)."""
     rt = runtime()
     if expected > 1 and err_console.is_terminal:
-        with Progress(
-            TextColumn(f"sending {what}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        ) as bar:
+        with _progress_bar(f"sending {what}") as bar:
             task = bar.add_task(what, total=expected)
             result: DrainResult = drain(rt, on_progress=lambda r: bar.update(task, completed=r.handled))
     else:
@@ -224,14 +224,7 @@ def _import_progress(what: str) -> Iterator[ImportProgress | None]:
     if not err_console.is_terminal:
         yield None
         return
-    with Progress(
-        TextColumn(f"{what}: {{task.description}}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
+    with _progress_bar(f"{what}: {{task.description}}") as bar:
         task = bar.add_task("reading", total=None)
         yield lambda phase, done, total: bar.update(task, description=phase, completed=done, total=total)
 

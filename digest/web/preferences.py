@@ -22,9 +22,9 @@ from digest.runtime import Runtime
 from digest.selection import topics as topic_catalogue
 from digest.selection.topics import Topics
 from digest.storage.models import Frequency, SubscriberStatus
-from digest.web.forms import bad_link, mask, refuse_foreign_post
+from digest.web.forms import bad_link, mask
 from digest.web.pages import OWN_ORIGIN, pages_for, plain_error
-from digest.web.unsubscribe import read_claim
+from digest.web.unsubscribe import posted_claim, read_claim
 from digest.weeks import as_utc, utcnow
 from subscribers import lifecycle, preferences
 
@@ -100,12 +100,9 @@ async def preferences_page(request: Request, token: str) -> Response:
 @router.post("/preferences/{token}", include_in_schema=False)
 async def preferences_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
-    refused = refuse_foreign_post(rt, request)
-    if refused is not None:
-        return refused
-    claim = read_claim(rt, token)
-    if claim is None:
-        return bad_link()
+    claim = posted_claim(rt, request, token)
+    if isinstance(claim, Response):
+        return claim
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         return plain_error(415, "Send the form (application/x-www-form-urlencoded).")

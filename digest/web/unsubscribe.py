@@ -100,6 +100,16 @@ def read_claim(rt: Runtime, token: str) -> UnsubscribeClaim | None:
         return None
 
 
+def posted_claim(rt: Runtime, request: Request, token: str) -> UnsubscribeClaim | Response:
+    """The claim a POST from a reader's link acts on, or the answer that refuses it: a foreign Origin (403)
+    or a token that is not valid (400). `/u/` and `/preferences/` both start here."""
+    refused = refuse_foreign_post(rt, request)
+    if refused is not None:
+        return refused
+    claim = read_claim(rt, token)
+    return bad_link() if claim is None else claim
+
+
 @router.get("/u/{token}", include_in_schema=False)
 async def unsubscribe_page(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
@@ -125,12 +135,9 @@ async def unsubscribe_post(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.rt
     # `null` is refused: this page is served with strict-origin (its buttons name the site), a mail client's
     # one-click POST sends no Origin, and a foreign page's sandboxed frame is what sends `null`.
-    refused = refuse_foreign_post(rt, request)
-    if refused is not None:
-        return refused
-    claim = read_claim(rt, token)
-    if claim is None:
-        return bad_link()
+    claim = posted_claim(rt, request, token)
+    if isinstance(claim, Response):
+        return claim
     try:
         fields, _ = await read_fields(request)
     except BadRequest as exc:
