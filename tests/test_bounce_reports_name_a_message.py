@@ -33,17 +33,7 @@ from subscribers.erasure import forget
 from tests.conftest import apply_overrides, make_runtime
 from tests.support_imap import Imap
 from tests.support_subscribers import counts, seed_comparisons, subscriber
-from tests.test_bounce_mail import (  # noqa: F401 - fixtures
-    NOW,
-    WEEK,
-    _append,
-    bounce_project,
-    cli,
-    imap,
-    report,
-    smtp_server,
-    verp_of,
-)
+from tests.test_bounce_mail import NOW, WEEK, _append, bounce_project, cli, imap, report, smtp_server, verp_of  # noqa: F401 - fixtures
 from tests.test_smtp import certificate  # noqa: F401 - a fixture
 
 VICTIM = "victim@recipient.example"

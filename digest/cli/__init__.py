@@ -50,15 +50,7 @@ def _root(
 
 def _register() -> None:
     """Each command module adds its commands to `app` when imported."""
-    from digest.cli import (  # noqa: F401
-        delivery_cmd,
-        doctor_cmd,
-        init_cmd,
-        pipeline,
-        preview_cmd,
-        serve_cmd,
-        subscribers_cmd,
-    )
+    from digest.cli import delivery_cmd, doctor_cmd, init_cmd, pipeline, preview_cmd, serve_cmd, subscribers_cmd  # noqa: F401
 
     plain_metavars(app)
 
